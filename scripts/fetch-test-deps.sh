@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Fetch what the integration tests need, idempotently, without changing the
+# system's apt configuration:
+#
+#  * Debian unstable's `pebble` package (Let's Encrypt's test CA, 2.10 or
+#    later: ARI, profiles, /set-renewal-info/), unpacked under
+#    target/test-deps/pebble. Debian stable only has 2.4. The .deb is fetched
+#    with a private apt state directory (target/test-deps/apt) holding an
+#    unstable source list, so the system's sources, lists and package database
+#    are untouched. The binaries are static and need nothing else.
+#  * The Debian packages the tests start as real programs (SYSTEM_PACKAGES
+#    below), installed with the system's apt-get only when missing.
+#
+# Usage: bash scripts/fetch-test-deps.sh
+# Environment:
+#   RENEWD_TEST_DEPS_DIR  where to put things (default: <repo>/target/test-deps)
+#   DEBIAN_MIRROR         default: http://deb.debian.org/debian
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+PEBBLE_MIN_VERSION=2.10 # ARI, profiles, /set-renewal-info/
+
+# Debian packages the tests run, one per line: add a package here when a test
+# starts a new real program (e.g. bind9, lintian, rpm).
+SYSTEM_PACKAGES=(
+    ca-certificates
+    debian-archive-keyring # verifies the unstable Release file fetched below
+    strace
+    procps
+    curl # the dns-01 hook script tests/common writes (Pebble::write_dns_hook)
+)
+
+say() { printf 'fetch-test-deps: %s\n' "$*"; }
+die() {
+    printf 'fetch-test-deps: error: %s\n' "$*" >&2
+    exit 1
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 ||
+    die "apt-get and dpkg-deb are required (the test dependencies come from Debian's packages)"
+
+# ---------------------------------------------------------------------------
+# 1. System packages, only those that are missing.
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+    [ "$status" = installed ] || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "system packages already installed: ${SYSTEM_PACKAGES[*]}"
+else
+    say "installing missing system packages: ${missing[*]}"
+    as_root apt-get update -q ||
+        die "apt-get update failed: cannot reach the Debian mirror? (needed to install ${missing[*]})"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        die "apt-get install ${missing[*]} failed"
+fi
+
+# ---------------------------------------------------------------------------
+# 2. Pebble from Debian unstable.
+PEBBLE_BIN="$DEPS/pebble/usr/bin"
+
+# `pebble -version` of Debian's build prints "Pebble version: dev", so the
+# package version is kept in a stamp file next to the unpacked tree; a real
+# version number from -version wins when there is one.
+pebble_ok() {
+    local out ver
+    [ -x "$PEBBLE_BIN/pebble" ] && [ -x "$PEBBLE_BIN/pebble-challtestsrv" ] || return 1
+    out="$("$PEBBLE_BIN/pebble" -version 2>&1)" || return 1
+    ver="$(printf '%s\n' "$out" | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -n1 || true)"
+    if [ -z "$ver" ] && [ -r "$DEPS/pebble/.deb-version" ]; then
+        ver="$(cat "$DEPS/pebble/.deb-version")"
+    fi
+    [ -n "$ver" ] || return 1
+    if dpkg --compare-versions "$ver" ge "$PEBBLE_MIN_VERSION"; then
+        PEBBLE_VERSION="$ver"
+        return 0
+    fi
+    return 1
+}
+
+if pebble_ok; then
+    say "pebble $PEBBLE_VERSION already unpacked in $PEBBLE_BIN (nothing to fetch)"
+    exit 0
+fi
+
+[ -r "$KEYRING" ] || die "$KEYRING is missing: apt-get install debian-archive-keyring"
+
+APT="$DEPS/apt"
+mkdir -p "$APT/etc" "$APT/state/lists/partial" "$APT/cache/archives/partial" "$APT/debs"
+printf 'deb [signed-by=%s] %s unstable main\n' "$KEYRING" "$MIRROR" >"$APT/etc/sources.list"
+: >"$APT/state/status" # an empty package database: nothing is "installed"
+
+apt_private() {
+    apt-get -q \
+        -o Dir::Etc::SourceList="$APT/etc/sources.list" \
+        -o Dir::Etc::SourceParts=/dev/null \
+        -o Dir::Etc::Preferences=/dev/null \
+        -o Dir::Etc::PreferencesParts=/dev/null \
+        -o Dir::State="$APT/state" \
+        -o Dir::State::Lists="$APT/state/lists" \
+        -o Dir::State::status="$APT/state/status" \
+        -o Dir::Cache="$APT/cache" \
+        -o APT::Sandbox::User=root \
+        -o Acquire::Languages=none \
+        -o APT::Get::List-Cleanup=true \
+        "$@"
+}
+
+say "updating a private apt index of Debian unstable ($MIRROR) in $APT"
+start=$SECONDS
+update_log="$APT/update.log"
+if ! apt_private update >"$update_log" 2>&1 || grep -qE '^(E|W): (Failed to fetch|Some index files failed)' "$update_log"; then
+    cat "$update_log" >&2
+    die "could not fetch Debian unstable's package index from $MIRROR.
+    The tests need Pebble 2.10+ from Debian unstable (Debian stable's 2.4 lacks ARI and profiles).
+    Check network access to the mirror, or set DEBIAN_MIRROR to a reachable Debian mirror."
+fi
+ls "$APT/state/lists/"*_Packages* >/dev/null 2>&1 ||
+    { cat "$update_log" >&2; die "apt-get update produced no Packages index for unstable (see above)"; }
+
+say "downloading pebble .deb"
+rm -f "$APT/debs/"pebble_*.deb
+(cd "$APT/debs" && apt_private download pebble) ||
+    die "apt-get download pebble failed (is the mirror reachable? see above)"
+deb="$(ls "$APT/debs/"pebble_*.deb | head -n1)"
+
+say "unpacking $(basename "$deb") into $DEPS/pebble"
+rm -rf "$DEPS/pebble.tmp"
+dpkg-deb -x "$deb" "$DEPS/pebble.tmp"
+dpkg-deb -f "$deb" Version >"$DEPS/pebble.tmp/.deb-version"
+rm -rf "$DEPS/pebble"
+mv "$DEPS/pebble.tmp" "$DEPS/pebble"
+
+pebble_ok || die "unpacked $(basename "$deb") but $PEBBLE_BIN/pebble -version does not run, or the package is older than $PEBBLE_MIN_VERSION:
+$("$PEBBLE_BIN/pebble" -version 2>&1 || true)"
+say "pebble $PEBBLE_VERSION ready in $PEBBLE_BIN ($((SECONDS - start)) s)"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command: `bash scripts/test.sh [extra cargo test args]`.
+#
+# Checks the Rust toolchain, fetches the test dependencies (Pebble 2.10 from
+# Debian unstable, unpacked under target/; Debian packages the tests run), then
+# runs every test target against them. Works from any directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MIN_RUST=1.85
+# rustup installs into ~/.cargo/bin, which a non-login shell may lack.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+die() {
+    printf 'test.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+install_hint="Install a current toolchain with rustup (https://rustup.rs):
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
+Debian's own cargo/rustc packages are too old for this crate (it needs Rust $MIN_RUST or later)."
+
+command -v cargo >/dev/null 2>&1 && command -v rustc >/dev/null 2>&1 ||
+    die "cargo/rustc not found in PATH ($PATH).
+$install_hint"
+
+rust_version="$(rustc --version | awk '{print $2}')"
+rust_version="${rust_version%%-*}" # 1.86.0-nightly -> 1.86.0
+if ! printf '%s\n%s\n' "$MIN_RUST" "$rust_version" | sort -V -C; then
+    die "rustc $rust_version is too old: renewd needs Rust $MIN_RUST or later ($(command -v rustc)).
+$install_hint"
+fi
+echo "test.sh: using $(rustc --version) and $(cargo --version)"
+
+bash "$ROOT/scripts/fetch-test-deps.sh"
+
+if [ -z "${RENEWD_PEBBLE_DIR:-}" ]; then
+    export RENEWD_PEBBLE_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/pebble/usr/bin"
+fi
+echo "test.sh: RENEWD_PEBBLE_DIR=$RENEWD_PEBBLE_DIR"
+
+exec cargo test --all-targets "$@"

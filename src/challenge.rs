@@ -1,0 +1,382 @@
+//! Answering ACME challenges: http-01 through a webroot or through renewd's own listener.
+//!
+//! Provisioning returns a guard; dropping the guard withdraws the answer (deletes the webroot
+//! file, or removes the token from the listener). The built-in listener is shared: every
+//! certificate validating through the same `listen` address registers its tokens with one
+//! server, which binds when the first token arrives and closes when the last one is withdrawn,
+//! so renewd holds port 80 only while a validation is under way.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+use tokio::sync::watch;
+
+use crate::config::ChallengeConfig;
+
+/// Where http-01 answers live under the webroot or the listener.
+const WELL_KNOWN: &str = "/.well-known/acme-challenge/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("the CA sent a challenge token with characters outside base64url: {0:?}")]
+    BadToken(String),
+    #[error("cannot write the http-01 answer {path}: {source}")]
+    Webroot { path: PathBuf, source: io::Error },
+    #[error("cannot listen on {addr} for http-01: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("challenge type {0} is not supported by this version of renewd")]
+    Unsupported(&'static str),
+}
+
+/// RFC 8555 §8.1: tokens are base64url. Anything else is hostile (a path, a header) and is
+/// refused before it reaches a file name or a response.
+fn check_token(token: &str) -> Result<(), ChallengeError> {
+    let ok = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ChallengeError::BadToken(token.chars().take(80).collect()))
+    }
+}
+
+/// The challenge answering machinery shared by every renewal of one process.
+#[derive(Default, Clone)]
+pub struct Responders {
+    http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
+}
+
+struct Http01Listener {
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    /// Dropping the sender stops the server task.
+    _stop: watch::Sender<()>,
+}
+
+/// A provisioned answer; dropping it withdraws the answer.
+pub struct Provisioned {
+    kind: ProvisionedKind,
+}
+
+enum ProvisionedKind {
+    File(PathBuf),
+    Token {
+        responders: Responders,
+        addr: SocketAddr,
+        token: String,
+    },
+}
+
+impl Drop for Provisioned {
+    fn drop(&mut self) {
+        match &self.kind {
+            ProvisionedKind::File(path) => {
+                if let Err(e) = fs::remove_file(path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %e,
+                            "cannot remove http-01 answer");
+                    }
+                }
+            }
+            ProvisionedKind::Token {
+                responders,
+                addr,
+                token,
+            } => responders.withdraw(*addr, token),
+        }
+    }
+}
+
+impl Responders {
+    /// Publishes `key_authorization` for `token` the way `cfg` says.
+    pub async fn provision(
+        &self,
+        cfg: &ChallengeConfig,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<Provisioned, ChallengeError> {
+        check_token(token)?;
+        match cfg {
+            ChallengeConfig::Http01Webroot { webroot } => {
+                let path = write_webroot(webroot, token, key_authorization)?;
+                Ok(Provisioned {
+                    kind: ProvisionedKind::File(path),
+                })
+            }
+            ChallengeConfig::Http01Listen { listen } => {
+                self.publish(*listen, token, key_authorization)?;
+                Ok(Provisioned {
+                    kind: ProvisionedKind::Token {
+                        responders: self.clone(),
+                        addr: *listen,
+                        token: token.to_string(),
+                    },
+                })
+            }
+            ChallengeConfig::Dns01Hook { .. } | ChallengeConfig::Dns01Rfc2136 { .. } => {
+                Err(ChallengeError::Unsupported("dns-01"))
+            }
+            ChallengeConfig::TlsAlpn01 { .. } => Err(ChallengeError::Unsupported("tls-alpn-01")),
+        }
+    }
+
+    fn publish(&self, addr: SocketAddr, token: &str, answer: &str) -> Result<(), ChallengeError> {
+        // Binding happens under the registry lock (bind and listen do not block), so two
+        // renewals validating at once can never both try to bind the same address.
+        let mut map = lock(&self.http01);
+        if let Some(l) = map.get(&addr) {
+            lock(&l.tokens).insert(token.to_string(), answer.to_string());
+            return Ok(());
+        }
+        let listener = bind(addr).map_err(|source| ChallengeError::Listen { addr, source })?;
+        let tokens = Arc::new(Mutex::new(HashMap::new()));
+        lock(&tokens).insert(token.to_string(), answer.to_string());
+        let (stop, stopped) = watch::channel(());
+        tokio::spawn(serve(listener, tokens.clone(), stopped));
+        tracing::debug!(%addr, "http-01 listener started");
+        map.insert(
+            addr,
+            Http01Listener {
+                tokens,
+                _stop: stop,
+            },
+        );
+        Ok(())
+    }
+
+    fn withdraw(&self, addr: SocketAddr, token: &str) {
+        let mut map = lock(&self.http01);
+        let empty = match map.get(&addr) {
+            Some(l) => {
+                let mut tokens = lock(&l.tokens);
+                tokens.remove(token);
+                tokens.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            map.remove(&addr);
+            tracing::debug!(%addr, "http-01 listener stopped");
+        }
+    }
+
+    /// Number of built-in listeners open now (for tests and status).
+    pub fn open_listeners(&self) -> usize {
+        lock(&self.http01).len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    mut stopped: watch::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let tokens = tokens.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(req, tokens.clone(), peer));
+                    let conn = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(std::time::Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let found = req
+        .uri()
+        .path()
+        .strip_prefix(WELL_KNOWN)
+        .and_then(|t| lock(&tokens).get(t).cloned());
+    tracing::debug!(%peer, path = req.uri().path(), found = found.is_some(), "http-01 request");
+    let rsp = match found {
+        Some(body) => Response::builder()
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body))),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found\n"))),
+    };
+    Ok(rsp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+fn write_webroot(webroot: &Path, token: &str, answer: &str) -> Result<PathBuf, ChallengeError> {
+    let dir = webroot.join(".well-known/acme-challenge");
+    let path = dir.join(token);
+    let err = |source| ChallengeError::Webroot {
+        path: path.clone(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(err)?;
+    // The web server must read the answer, so it is world-readable; it is public by design.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(answer.as_bytes()).map_err(err)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[test]
+    fn hostile_tokens_are_refused() {
+        for t in [
+            "",
+            "../../etc/passwd",
+            "a/b",
+            "a b",
+            "x\r\nSet-Cookie: 1",
+            "é",
+        ] {
+            assert!(check_token(t).is_err(), "{t:?}");
+        }
+        check_token("abc-DEF_123").unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_listener_serves_many_tokens_and_closes_when_idle() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = ChallengeConfig::Http01Listen { listen: addr };
+        let r = Responders::default();
+        let a = r.provision(&cfg, "tokA", "tokA.thumb").await.unwrap();
+        let b = r.provision(&cfg, "tokB", "tokB.thumb").await.unwrap();
+        assert_eq!(r.open_listeners(), 1);
+        assert!(get(addr, "/.well-known/acme-challenge/tokA")
+            .await
+            .ends_with("tokA.thumb"));
+        assert!(get(addr, "/.well-known/acme-challenge/tokB")
+            .await
+            .ends_with("tokB.thumb"));
+        assert!(get(addr, "/.well-known/acme-challenge/nope")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        drop(a);
+        assert!(get(addr, "/.well-known/acme-challenge/tokA")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        drop(b);
+        assert_eq!(r.open_listeners(), 0);
+        // The port is free again once the last answer is withdrawn.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_validations_share_one_listener() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let r = Responders::default();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                let cfg = ChallengeConfig::Http01Listen { listen: addr };
+                r.provision(&cfg, &format!("tok{i}"), "answer").await
+            }));
+        }
+        let mut held = Vec::new();
+        for t in tasks {
+            held.push(
+                t.await
+                    .unwrap()
+                    .expect("every concurrent provision succeeds"),
+            );
+        }
+        assert_eq!(r.open_listeners(), 1);
+        drop(held);
+        assert_eq!(r.open_listeners(), 0);
+    }
+
+    #[tokio::test]
+    async fn webroot_answer_is_written_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ChallengeConfig::Http01Webroot {
+            webroot: dir.path().to_path_buf(),
+        };
+        let r = Responders::default();
+        let p = r.provision(&cfg, "tok", "tok.thumb").await.unwrap();
+        let file = dir.path().join(".well-known/acme-challenge/tok");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "tok.thumb");
+        drop(p);
+        assert!(!file.exists());
+    }
+}

@@ -1,0 +1,268 @@
+//! The control socket: how `renewd status` and `renewd renew` talk to a running daemon.
+//!
+//! One JSON request per connection, one JSON response, each a single line. The socket is
+//! 0600 in a root-only directory, and the daemon also checks the peer's credentials: only
+//! root (or the daemon's own user) may ask. Requests are bounded in size and time; a
+//! malformed one gets an error response and never disturbs the daemon.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::status::StatusRow;
+
+/// Largest request accepted, in bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client has to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status {
+        #[serde(default)]
+        names: Vec<String>,
+    },
+    Renew {
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        all: bool,
+        #[serde(default)]
+        force: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status { certificates: Vec<StatusRow> },
+    Renew { results: Vec<RenewResult> },
+    Error { message: String },
+}
+
+/// The outcome of a `renew` request for one certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenewResult {
+    pub name: String,
+    /// "renewed", "dry-run-ok", "skipped", "failed"
+    pub outcome: String,
+    pub message: String,
+}
+
+impl RenewResult {
+    pub fn failed(&self) -> bool {
+        self.outcome == "failed"
+    }
+}
+
+/// A request received by the daemon, with the channel to answer it on.
+pub type Incoming = (Request, oneshot::Sender<Response>);
+
+/// Sends `req` to the daemon listening on `socket`. `Ok(None)` means no daemon is listening
+/// there, so the caller may do the work itself.
+pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, String> {
+    let mut stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot reach the daemon at {}: {e}",
+                socket.display()
+            ))
+        }
+    };
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .await
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    serde_json::from_str(&reply).map(Some).map_err(|e| {
+        format!(
+            "the daemon's answer is not understood ({e}): {}",
+            reply.trim()
+        )
+    })
+}
+
+/// Binds the control socket: removes a stale socket left by a crashed daemon, creates it
+/// 0600 with its directory 0700 if renewd had to create that directory.
+pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
+    let where_ = socket.display();
+    if let Some(dir) = socket.parent() {
+        if !dir.exists() {
+            crate::fsutil::ensure_dir(dir, 0o700)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    if socket.exists() {
+        if UnixStream::connect(socket).await.is_ok() {
+            return Err(format!(
+                "another renewd daemon is already listening on {where_}"
+            ));
+        }
+        std::fs::remove_file(socket).map_err(|e| format!("cannot remove stale {where_}: {e}"))?;
+    }
+    // Bind under a restrictive umask so the socket is never connectable by others, even
+    // for the instant before chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(socket);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| format!("cannot listen on {where_}: {e}"))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {where_}: {e}"))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `stop` fires, handing each well-formed request to the daemon.
+pub async fn serve(
+    listener: UnixListener,
+    to_daemon: mpsc::Sender<Incoming>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let me = nix::unistd::geteuid().as_raw();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, to_daemon, me).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, to_daemon: mpsc::Sender<Incoming>, me: u32) -> io::Result<()> {
+    let peer = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    let response = if peer.uid() != 0 && peer.uid() != me {
+        tracing::warn!(uid = peer.uid(), "control request refused: not root");
+        Response::Error {
+            message: "permission denied: only root may control renewd".into(),
+        }
+    } else {
+        match read_request(read).await {
+            Err(message) => Response::Error { message },
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                if to_daemon.send((req, tx)).await.is_err() {
+                    Response::Error {
+                        message: "the daemon is shutting down".into(),
+                    }
+                } else {
+                    rx.await.unwrap_or(Response::Error {
+                        message: "the daemon is shutting down".into(),
+                    })
+                }
+            }
+        }
+    };
+    let mut line = serde_json::to_vec(&response).map_err(io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut line = String::new();
+    let mut limited = BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(READ_TIMEOUT, limited.read_line(&mut line)).await {
+        Err(_) => return Err("request not received in time".into()),
+        Ok(Err(e)) => return Err(format!("cannot read request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if !line.ends_with('\n') {
+        return Err(format!(
+            "request too long or not terminated by a newline (limit {MAX_REQUEST} bytes)"
+        ));
+    }
+    serde_json::from_str(&line).map_err(|e| format!("malformed request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let r = Request::Renew {
+            names: vec!["www".into()],
+            all: false,
+            force: true,
+            dry_run: false,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"status","bogus":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"rm -rf"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_get_an_error_and_the_server_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("c.sock");
+        let listener = bind(&sock).await.unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(4);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(listener, tx, stop));
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Response::Status {
+                    certificates: vec![],
+                });
+            }
+        });
+        for garbage in ["not json\n", "{\"op\":\"explode\"}\n", "\n"] {
+            let mut s = UnixStream::connect(&sock).await.unwrap();
+            s.write_all(garbage.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            BufReader::new(s).read_line(&mut out).await.unwrap();
+            let r: Response = serde_json::from_str(&out).unwrap();
+            assert!(matches!(r, Response::Error { .. }), "{garbage:?} -> {out}");
+        }
+        let ok = request(&sock, &Request::Status { names: vec![] })
+            .await
+            .unwrap();
+        assert_eq!(
+            ok,
+            Some(Response::Status {
+                certificates: vec![]
+            })
+        );
+        assert_eq!(
+            request(
+                &dir.path().join("none.sock"),
+                &Request::Status { names: vec![] }
+            )
+            .await
+            .unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,644 @@
+//! The daemon's event loop, and the one-shot entry points (`run --once`, `renew` without a
+//! daemon) that share its selection logic.
+//!
+//! The loop sleeps until the earliest renewal deadline, and wakes earlier only for a file
+//! event on a deployed file, a control request, a finished batch, or a signal. Nothing
+//! polls. Renewals run in batches on spawned tasks; the loop itself never blocks on the
+//! network, so `status` answers while a renewal is under way.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{self, CertConfig, Config};
+use crate::control::{self, Incoming, RenewResult, Request, Response};
+use crate::renew::{httpdate, BatchReport, Renewer};
+use crate::schedule::Deployed;
+use crate::state::{CertRecord, StateDir};
+use crate::status::{self, Evaluation, StatusRow};
+
+/// File events are gathered for this long before the affected certificates are re-read, so
+/// an editor's or a deployment's burst of events causes one evaluation.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How long a stopping daemon waits for renewals under way before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `renewd run --once`: issues what is missing, renews what is due, then returns whether
+/// every certificate is fine.
+pub async fn run_once(config: &Config) -> Result<bool, String> {
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    let now = SystemTime::now();
+    let mut due = Vec::new();
+    let mut fine = true;
+    for cert in &config.certificates {
+        let rec = state.load_cert(&cert.name);
+        let ev = status::evaluate(cert, &rec, now);
+        if ev.decision.is_due(now) {
+            tracing::info!(cert = %cert.name, reason = %ev.decision.reason, "due");
+            due.push(cert.clone());
+        } else if let Deployed::Unusable(why) = &ev.deployed {
+            tracing::error!(cert = %cert.name, problem = %why, retry_at = %httpdate(ev.decision.at),
+                "not usable, and still backing off after earlier failures");
+            fine = false;
+        } else {
+            tracing::info!(cert = %cert.name, next = %httpdate(ev.decision.at),
+                reason = %ev.decision.reason, "not due");
+        }
+    }
+    if due.is_empty() {
+        tracing::info!("nothing due");
+        return Ok(fine);
+    }
+    let report = renewer.run_batch(due, &config.cas, false).await;
+    Ok(fine && report.all_ok())
+}
+
+/// `renewd renew` when no daemon runs: the same selection as the daemon's, done in this
+/// process under the state directory's lock.
+pub async fn renew_in_process(
+    config: &Config,
+    names: &[String],
+    all: bool,
+    force: bool,
+    dry_run: bool,
+) -> Result<Vec<RenewResult>, String> {
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let selected = select(config, names, all)?;
+    let now = SystemTime::now();
+    let mut skipped = Vec::new();
+    let mut run = Vec::new();
+    for cert in selected {
+        let ev = status::evaluate(cert, &state.load_cert(&cert.name), now);
+        match skip_reason(&ev, force, now) {
+            Some(why) => skipped.push(skip(&cert.name, why)),
+            None => run.push(cert.clone()),
+        }
+    }
+    let renewer = Arc::new(Renewer::new(state, config.max_concurrent_renewals));
+    let report = renewer.run_batch(run, &config.cas, dry_run).await;
+    Ok(results(skipped, &report, dry_run))
+}
+
+/// The certificates a renew request names; unknown names are an error listing them.
+fn select<'a>(
+    config: &'a Config,
+    names: &[String],
+    all: bool,
+) -> Result<Vec<&'a CertConfig>, String> {
+    if all {
+        return Ok(config.certificates.iter().collect());
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| config.certificate(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "no certificate named {} in the configuration",
+            unknown.join(", ")
+        ));
+    }
+    Ok(names.iter().filter_map(|n| config.certificate(n)).collect())
+}
+
+/// Why a renew request without `--force` leaves a certificate alone, if it does.
+fn skip_reason(ev: &Evaluation, force: bool, now: SystemTime) -> Option<String> {
+    if force || ev.decision.is_due(now) {
+        return None;
+    }
+    Some(format!(
+        "not due until {} ({}); use --force to renew anyway",
+        httpdate(ev.decision.at),
+        ev.decision.reason
+    ))
+}
+
+fn skip(name: &str, why: String) -> RenewResult {
+    RenewResult {
+        name: name.to_string(),
+        outcome: "skipped".into(),
+        message: why,
+    }
+}
+
+/// One result per certificate of a renew request: the skipped ones, then the batch's.
+fn results(mut out: Vec<RenewResult>, report: &BatchReport, dry_run: bool) -> Vec<RenewResult> {
+    for c in &report.certificates {
+        let failed_reload = report
+            .reloads
+            .iter()
+            .find(|r| r.result.is_err() && r.certificates.contains(&c.name));
+        out.push(match (&c.result, failed_reload) {
+            (Err(e), _) => RenewResult {
+                name: c.name.clone(),
+                outcome: "failed".into(),
+                message: e.clone(),
+            },
+            (Ok(r), Some(reload)) => RenewResult {
+                name: c.name.clone(),
+                outcome: "failed".into(),
+                message: format!(
+                    "deployed serial {}, but reload {:?} failed: {}",
+                    r.serial,
+                    reload.argv,
+                    reload
+                        .result
+                        .as_ref()
+                        .err()
+                        .map(String::as_str)
+                        .unwrap_or("")
+                ),
+            },
+            (Ok(r), None) => RenewResult {
+                name: c.name.clone(),
+                outcome: if dry_run { "dry-run-ok" } else { "renewed" }.into(),
+                message: format!(
+                    "serial {} from CA {}, valid until {}{}",
+                    r.serial,
+                    r.ca,
+                    httpdate(r.not_after),
+                    if dry_run {
+                        " (dry run: nothing deployed)"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+        });
+    }
+    out
+}
+
+/// Status rows computed from disk, for `renewd status` when no daemon runs.
+pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow>, String> {
+    let state = StateDir::open_existing(&config.state_dir);
+    let now = SystemTime::now();
+    let certs = if names.is_empty() {
+        config.certificates.iter().collect()
+    } else {
+        select(config, names, false)?
+    };
+    Ok(certs
+        .into_iter()
+        .map(|c| {
+            let rec = state.load_cert(&c.name);
+            let ev = status::evaluate(c, &rec, now);
+            status::row(c, &rec, &ev, false)
+        })
+        .collect())
+}
+
+enum Event {
+    Files(Vec<PathBuf>),
+    BatchDone {
+        report: BatchReport,
+        dry_run: bool,
+        /// The control client waiting for this batch, with the results already known.
+        reply: Option<(oneshot::Sender<Response>, Vec<RenewResult>)>,
+    },
+}
+
+struct Entry {
+    cfg: CertConfig,
+    eval: Evaluation,
+    renewing: bool,
+    /// Failures seen by this process, so that a state directory that cannot be written
+    /// (disk full) still cannot make the daemon retry in a tight loop.
+    failures_seen: u32,
+    last_failure_seen: Option<SystemTime>,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    state: StateDir,
+    renewer: Arc<Renewer>,
+    entries: BTreeMap<String, Entry>,
+    /// Deployed file → the certificates that own it.
+    targets: HashMap<PathBuf, Vec<String>>,
+    watched_dirs: HashSet<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    events: mpsc::UnboundedSender<Event>,
+    dirty: BTreeSet<String>,
+    debounce: Option<tokio::time::Instant>,
+    batches_in_flight: usize,
+    wakeups: u64,
+}
+
+/// `renewd run`: the daemon, until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let listener = control::bind(&config.control_socket).await?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Incoming>(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(control::serve(listener, ctl_tx, stop_rx));
+
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let mut d = Daemon {
+        config_path: config_path.to_path_buf(),
+        renewer: Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals)),
+        state,
+        config,
+        entries: BTreeMap::new(),
+        targets: HashMap::new(),
+        watched_dirs: HashSet::new(),
+        watcher: None,
+        events: ev_tx,
+        dirty: BTreeSet::new(),
+        debounce: None,
+        batches_in_flight: 0,
+        wakeups: 0,
+    };
+    d.watcher = Some(d.new_watcher()?);
+    d.apply_config();
+
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tracing::info!(socket = %d.config.control_socket.display(), "renewd started; {}", d.summary());
+
+    loop {
+        d.wakeups += 1;
+        let deadline = d.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(t) => {
+                    tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default())
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let debounce = d.debounce;
+        let debounced = async {
+            match debounce {
+                Some(i) => tokio::time::sleep_until(i).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timer => d.start_due(),
+            _ = debounced => d.reevaluate_dirty(),
+            Some(ev) = ev_rx.recv() => d.on_event(ev),
+            Some((req, reply)) = ctl_rx.recv() => d.on_control(req, reply),
+            _ = hup.recv() => d.reload(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        tracing::trace!(wakeups = d.wakeups, "event loop woke");
+    }
+
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if d.batches_in_flight > 0 {
+        tracing::info!(
+            batches = d.batches_in_flight,
+            "waiting for renewals under way"
+        );
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        while d.batches_in_flight > 0 {
+            tokio::select! {
+                _ = &mut grace => {
+                    tracing::warn!(batches = d.batches_in_flight,
+                        "abandoning renewals under way; their temporary files are removed and \
+                         deployed files are left as they were");
+                    break;
+                }
+                Some(ev) = ev_rx.recv() => if let Event::BatchDone { .. } = ev { d.on_event(ev) },
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&d.config.control_socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Daemon {
+    fn new_watcher(&self) -> Result<notify::RecommendedWatcher, String> {
+        let tx = self.events.clone();
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // Reads (ours included: evaluating a certificate opens its files) are not changes.
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(ev) => {
+                let _ = tx.send(Event::Files(ev.paths));
+            }
+            Err(e) => tracing::warn!(error = %e, "file watcher error"),
+        })
+        .map_err(|e| format!("cannot watch files: {e}"))
+    }
+
+    /// Rebuilds the certificate table and the watches from `self.config`, keeping what is
+    /// known about certificates that are still configured.
+    fn apply_config(&mut self) {
+        let now = SystemTime::now();
+        let mut old = std::mem::take(&mut self.entries);
+        for cert in &self.config.certificates {
+            let prev = old.remove(&cert.name);
+            let mut entry = Entry {
+                cfg: cert.clone(),
+                eval: status::evaluate(cert, &CertRecord::default(), now),
+                renewing: prev.as_ref().is_some_and(|p| p.renewing),
+                failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
+                last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
+            };
+            self.evaluate(&mut entry, now);
+            self.entries.insert(cert.name.clone(), entry);
+        }
+        self.targets.clear();
+        for cert in &self.config.certificates {
+            for (_, path) in cert.files.iter() {
+                self.targets
+                    .entry(path.to_path_buf())
+                    .or_default()
+                    .push(cert.name.clone());
+            }
+        }
+        let dirs: HashSet<PathBuf> = self
+            .targets
+            .keys()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        if let Some(w) = self.watcher.as_mut() {
+            for gone in self.watched_dirs.difference(&dirs) {
+                let _ = w.unwatch(gone);
+            }
+            for new in dirs.difference(&self.watched_dirs) {
+                if let Err(e) = w.watch(new, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %new.display(), error = %e,
+                        "cannot watch directory; changes to its certificates are noticed only at their deadline");
+                }
+            }
+        }
+        self.watched_dirs = dirs;
+    }
+
+    fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
+        let mut rec = self.state.load_cert(&entry.cfg.name);
+        if entry.failures_seen > rec.consecutive_failures {
+            rec.consecutive_failures = entry.failures_seen;
+            rec.last_failure = entry.last_failure_seen.map(crate::state::unix);
+        }
+        entry.eval = status::evaluate(&entry.cfg, &rec, now);
+    }
+
+    fn summary(&self) -> String {
+        let next = self
+            .entries
+            .values()
+            .min_by_key(|e| e.eval.decision.at)
+            .map(|e| {
+                format!(
+                    ", next: {} at {} ({})",
+                    e.cfg.name,
+                    httpdate(e.eval.decision.at),
+                    e.eval.decision.reason
+                )
+            })
+            .unwrap_or_default();
+        format!("{} certificates{next}", self.entries.len())
+    }
+
+    fn next_deadline(&self) -> Option<SystemTime> {
+        self.entries
+            .values()
+            .filter(|e| !e.renewing)
+            .map(|e| e.eval.decision.at)
+            .min()
+    }
+
+    /// Starts one batch with every certificate that is due and not already renewing.
+    fn start_due(&mut self) {
+        let now = SystemTime::now();
+        let due: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.renewing && e.eval.decision.is_due(now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &due {
+            if let Some(e) = self.entries.get(name) {
+                tracing::info!(cert = %name, reason = %e.eval.decision.reason, "renewal due");
+            }
+        }
+        self.start_batch(due, false, None);
+    }
+
+    fn start_batch(
+        &mut self,
+        names: Vec<String>,
+        dry_run: bool,
+        reply: Option<(oneshot::Sender<Response>, Vec<RenewResult>)>,
+    ) {
+        let mut certs = Vec::new();
+        for name in &names {
+            if let Some(e) = self.entries.get_mut(name) {
+                e.renewing = true;
+                certs.push(e.cfg.clone());
+            }
+        }
+        if certs.is_empty() {
+            if let Some((tx, results)) = reply {
+                let _ = tx.send(Response::Renew { results });
+            }
+            return;
+        }
+        self.batches_in_flight += 1;
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let report = renewer.run_batch(certs, &cas, dry_run).await;
+            let _ = events.send(Event::BatchDone {
+                report,
+                dry_run,
+                reply,
+            });
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Files(paths) => {
+                let mut hit = false;
+                for p in paths {
+                    if let Some(names) = self.targets.get(&p) {
+                        self.dirty.extend(names.iter().cloned());
+                        hit = true;
+                    }
+                }
+                if hit && self.debounce.is_none() {
+                    self.debounce = Some(tokio::time::Instant::now() + DEBOUNCE);
+                }
+            }
+            Event::BatchDone {
+                report,
+                dry_run,
+                reply,
+            } => {
+                self.batches_in_flight -= 1;
+                let now = SystemTime::now();
+                for c in &report.certificates {
+                    let failed_reload = report
+                        .reloads
+                        .iter()
+                        .any(|r| r.result.is_err() && r.certificates.contains(&c.name));
+                    let Some(mut e) = self.entries.remove(&c.name) else {
+                        continue;
+                    };
+                    e.renewing = false;
+                    if !dry_run {
+                        if c.result.is_err() || failed_reload {
+                            e.failures_seen += 1;
+                            e.last_failure_seen = Some(now);
+                        } else {
+                            e.failures_seen = 0;
+                            e.last_failure_seen = None;
+                        }
+                    }
+                    self.evaluate(&mut e, now);
+                    tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
+                        reason = %e.eval.decision.reason, "next renewal");
+                    self.entries.insert(c.name.clone(), e);
+                }
+                if let Some((tx, skipped)) = reply {
+                    let _ = tx.send(Response::Renew {
+                        results: results(skipped, &report, dry_run),
+                    });
+                }
+            }
+        }
+    }
+
+    fn reevaluate_dirty(&mut self) {
+        self.debounce = None;
+        let now = SystemTime::now();
+        for name in std::mem::take(&mut self.dirty) {
+            let Some(mut e) = self.entries.remove(&name) else {
+                continue;
+            };
+            if !e.renewing {
+                self.evaluate(&mut e, now);
+                if let Deployed::Unusable(why) = &e.eval.deployed {
+                    tracing::warn!(cert = %name, problem = %why, "deployed files changed and are not usable");
+                }
+            }
+            self.entries.insert(name, e);
+        }
+    }
+
+    fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        match req {
+            Request::Status { names } => {
+                let unknown: Vec<&String> = names
+                    .iter()
+                    .filter(|n| !self.entries.contains_key(*n))
+                    .collect();
+                let rsp = if !unknown.is_empty() {
+                    Response::Error {
+                        message: format!(
+                            "no certificate named {}",
+                            unknown
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                } else {
+                    Response::Status {
+                        certificates: self
+                            .entries
+                            .values()
+                            .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
+                            .map(|e| {
+                                status::row(
+                                    &e.cfg,
+                                    &self.state.load_cert(&e.cfg.name),
+                                    &e.eval,
+                                    e.renewing,
+                                )
+                            })
+                            .collect(),
+                    }
+                };
+                let _ = reply.send(rsp);
+            }
+            Request::Renew {
+                names,
+                all,
+                force,
+                dry_run,
+            } => {
+                let selected = match select(&self.config, &names, all) {
+                    Ok(s) => s.into_iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                    Err(message) => {
+                        let _ = reply.send(Response::Error { message });
+                        return;
+                    }
+                };
+                let now = SystemTime::now();
+                let mut skipped = Vec::new();
+                let mut run = Vec::new();
+                for name in selected {
+                    let Some(e) = self.entries.get(&name) else {
+                        continue;
+                    };
+                    if e.renewing {
+                        skipped.push(skip(&name, "a renewal is already under way".into()));
+                    } else if let Some(why) = skip_reason(&e.eval, force, now) {
+                        skipped.push(skip(&name, why));
+                    } else {
+                        run.push(name);
+                    }
+                }
+                self.start_batch(run, dry_run, Some((reply, skipped)));
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration. A configuration with errors is refused as a whole
+    /// and the daemon keeps the one it has; renewals under way continue either way.
+    fn reload(&mut self) {
+        match config::load(&self.config_path) {
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::error!("{p}");
+                }
+                tracing::error!("configuration not reloaded; keeping the previous one");
+            }
+            Ok(new) => {
+                if new.state_dir != self.config.state_dir
+                    || new.control_socket != self.config.control_socket
+                    || new.max_concurrent_renewals != self.config.max_concurrent_renewals
+                {
+                    tracing::warn!("state_dir, control_socket and max_concurrent_renewals take effect at the next restart");
+                }
+                let keep = (
+                    self.config.state_dir.clone(),
+                    self.config.control_socket.clone(),
+                    self.config.max_concurrent_renewals,
+                );
+                self.config = new;
+                (
+                    self.config.state_dir,
+                    self.config.control_socket,
+                    self.config.max_concurrent_renewals,
+                ) = keep;
+                self.apply_config();
+                tracing::info!("configuration reloaded; {}", self.summary());
+            }
+        }
+    }
+}

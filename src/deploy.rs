@@ -1,0 +1,1096 @@
+//! Putting a certificate's file set into place, and reading back what is in place.
+//!
+//! Every file is first written in full to a temporary beside its target, with its final mode
+//! and owner fixed before the first byte lands, so a private key is never readable by anyone
+//! it should not be, not even for an instant, and a full disk or a read-only mount is found
+//! while the old files are still untouched. Only when every temporary is on disk are they
+//! renamed over their targets. Staging and committing are separate steps ([`stage`] and
+//! [`Staged::commit`]) so that a swap journal can be written between the two: that journal,
+//! not this module, is what lets a restart after a crash finish or undo a half-done swap.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+use crate::config::{FileKind, FileSet};
+use crate::x509::{self, CertInfo};
+
+/// Mode of the files that hold no private key: certificates are public.
+const PUBLIC_MODE: u32 = 0o644;
+
+/// The widest mode a key-bearing file may get: owner read/write, group read.
+const WIDEST_KEY_MODE: u32 = 0o640;
+
+/// Deployed files larger than this are not certificates; refusing them keeps [`inspect`]
+/// from reading a multi-gigabyte file someone put at a certificate's path.
+const MAX_DEPLOYED_FILE: u64 = 1 << 20;
+
+/// Marks renewd's temporaries, so they can be recognised (and swept) after a crash.
+const TEMP_MARKER: &str = ".renewd-";
+
+/// What gets deployed: a private key and the chain the CA returned for it.
+pub struct Material {
+    /// PEM of the private key.
+    pub key_pem: String,
+    /// The leaf first, then the intermediates; each one PEM block ending in "\n".
+    pub chain_pem: Vec<String>,
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field("key_pem", &"<redacted>")
+            .field("chain_pem", &self.chain_pem)
+            .finish()
+    }
+}
+
+/// Who the deployed files belong to; `None` leaves that id as the daemon's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: Option<Uid>,
+    pub gid: Option<Gid>,
+}
+
+impl Ownership {
+    /// Looks the names up in the user and group databases; a name that is not found but is
+    /// a number is taken as a numeric id, as chown(1) does.
+    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Ownership, DeployError> {
+        let uid = match user {
+            None => None,
+            Some(name) => Some(match User::from_name(name) {
+                Ok(Some(u)) => u.uid,
+                Ok(None) => match name.parse::<u32>() {
+                    Ok(n) => Uid::from_raw(n),
+                    Err(_) => return Err(DeployError::UnknownUser(name.to_string())),
+                },
+                Err(e) => {
+                    return Err(DeployError::AccountLookup {
+                        name: name.to_string(),
+                        source: e.into(),
+                    })
+                }
+            }),
+        };
+        let gid = match group {
+            None => None,
+            Some(name) => Some(match Group::from_name(name) {
+                Ok(Some(g)) => g.gid,
+                Ok(None) => match name.parse::<u32>() {
+                    Ok(n) => Gid::from_raw(n),
+                    Err(_) => return Err(DeployError::UnknownGroup(name.to_string())),
+                },
+                Err(e) => {
+                    return Err(DeployError::AccountLookup {
+                        name: name.to_string(),
+                        source: e.into(),
+                    })
+                }
+            }),
+        };
+        Ok(Ownership { uid, gid })
+    }
+}
+
+/// Why a file set could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("unknown user {0:?}: create it or change `user` in the configuration")]
+    UnknownUser(String),
+    #[error("unknown group {0:?}: create it or change `group` in the configuration")]
+    UnknownGroup(String),
+    #[error("cannot look up {name:?} in the user/group database: {source}")]
+    AccountLookup { name: String, source: io::Error },
+    #[error("key mode {0:04o} is wider than 0640; private keys must not be readable by others")]
+    KeyModeTooWide(u32),
+    #[error("nothing to deploy: the CA returned no certificate")]
+    EmptyChain,
+    #[error("{0} is not a file path")]
+    NotAFilePath(PathBuf),
+    #[error("{0} is configured for two files of the same certificate")]
+    DuplicateTarget(PathBuf),
+    #[error("{0} is a directory; renewd only replaces files")]
+    TargetIsDirectory(PathBuf),
+    #[error("cannot {action} {temp} (the new {target}): {source}")]
+    Stage {
+        action: &'static str,
+        target: PathBuf,
+        temp: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "cannot move the new file into place at {target}: {source}; \
+         {replaced} of {total} files of this certificate were already replaced"
+    )]
+    Rename {
+        target: PathBuf,
+        replaced: usize,
+        total: usize,
+        source: io::Error,
+    },
+    #[error("cannot flush directory {dir} to disk after replacing files in it: {source}")]
+    SyncDir { dir: PathBuf, source: io::Error },
+}
+
+/// The contents of each configured file: cert = leaf; chain = intermediates; fullchain =
+/// leaf + intermediates; key = key; combined = key + fullchain (the order HAProxy reads).
+pub fn render(files: &FileSet, m: &Material) -> Vec<(FileKind, PathBuf, Vec<u8>)> {
+    let blocks: Vec<String> = m.chain_pem.iter().map(|b| with_newline(b)).collect();
+    let key = with_newline(&m.key_pem);
+    let leaf = blocks.first().cloned().unwrap_or_default();
+    let intermediates = blocks.get(1..).unwrap_or_default().concat();
+    let fullchain = blocks.concat();
+    files
+        .iter()
+        .map(|(kind, path)| {
+            let text = match kind {
+                FileKind::Cert => leaf.clone(),
+                FileKind::Chain => intermediates.clone(),
+                FileKind::Fullchain => fullchain.clone(),
+                FileKind::Key => key.clone(),
+                FileKind::Combined => format!("{key}{fullchain}"),
+            };
+            (kind, path.to_path_buf(), text.into_bytes())
+        })
+        .collect()
+}
+
+/// Concatenated PEM blocks must each start on a line of their own.
+fn with_newline(s: &str) -> String {
+    if s.is_empty() || s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
+}
+
+/// Writes the whole file set: stage every file, then rename them all into place.
+pub fn deploy(
+    files: &FileSet,
+    m: &Material,
+    owner: &Ownership,
+    key_mode: u32,
+) -> Result<(), DeployError> {
+    stage(files, m, owner, key_mode)?.commit()
+}
+
+/// A file set written to temporaries beside its targets, not yet renamed into place.
+/// Dropping it without [`Staged::commit`] removes the temporaries, so the old files stay
+/// exactly as they were.
+#[derive(Debug)]
+pub struct Staged {
+    files: Vec<StagedFile>,
+}
+
+#[derive(Debug)]
+struct StagedFile {
+    kind: FileKind,
+    target: PathBuf,
+    /// `None` once renamed onto the target.
+    temp: Option<PathBuf>,
+}
+
+/// Writes every file of the set to a temporary in its target's directory, with its final
+/// mode (`key_mode` for files holding the key, 0644 for the others) and owner. On any error
+/// the temporaries written so far are removed and the targets are untouched.
+pub fn stage(
+    files: &FileSet,
+    m: &Material,
+    owner: &Ownership,
+    key_mode: u32,
+) -> Result<Staged, DeployError> {
+    if key_mode & !WIDEST_KEY_MODE != 0 {
+        return Err(DeployError::KeyModeTooWide(key_mode));
+    }
+    if m.chain_pem.is_empty() {
+        return Err(DeployError::EmptyChain);
+    }
+    let rendered = render(files, m);
+    let mut seen = HashSet::new();
+    for (_, target, _) in &rendered {
+        if !seen.insert(target.clone()) {
+            return Err(DeployError::DuplicateTarget(target.clone()));
+        }
+        // Found now rather than by a rename failing half-way through the swap.
+        if fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+            return Err(DeployError::TargetIsDirectory(target.clone()));
+        }
+    }
+
+    // Pushed file by file, so an early return drops `staged` and removes what was written.
+    let mut staged = Staged { files: Vec::new() };
+    for (kind, target, contents) in rendered {
+        let mode = if kind.holds_key() {
+            key_mode
+        } else {
+            PUBLIC_MODE
+        };
+        let temp = write_temporary(&target, &contents, mode, owner)?;
+        staged.files.push(StagedFile {
+            kind,
+            target,
+            temp: Some(temp),
+        });
+    }
+    Ok(staged)
+}
+
+impl Staged {
+    /// Each staged file as (kind, target, temporary): what a swap journal records so a
+    /// restart can tell which temporaries belong to an interrupted swap.
+    pub fn files(&self) -> impl Iterator<Item = (FileKind, &Path, &Path)> {
+        self.files
+            .iter()
+            .filter_map(|f| f.temp.as_deref().map(|t| (f.kind, f.target.as_path(), t)))
+    }
+
+    /// Renames every temporary onto its target, then flushes each directory once so the
+    /// renames survive a power cut. A rename that fails part-way leaves the earlier targets
+    /// replaced (the error says how many): undoing that is the swap journal's job, since
+    /// only it kept the old contents.
+    pub fn commit(mut self) -> Result<(), DeployError> {
+        let total = self.files.len();
+        for i in 0..total {
+            let file = &mut self.files[i];
+            let Some(temp) = file.temp.as_deref() else {
+                continue;
+            };
+            if let Err(source) = fs::rename(temp, &file.target) {
+                let target = file.target.clone();
+                // Make what was renamed durable before reporting; the rest is dropped.
+                let _ = self.sync_dirs(i);
+                return Err(DeployError::Rename {
+                    target,
+                    replaced: i,
+                    total,
+                    source,
+                });
+            }
+            file.temp = None;
+        }
+        self.sync_dirs(total)
+    }
+
+    /// fsync, once each, the directories of the first `n` files.
+    fn sync_dirs(&self, n: usize) -> Result<(), DeployError> {
+        let mut done: Vec<&Path> = Vec::new();
+        for file in &self.files[..n] {
+            let dir = parent_dir(&file.target);
+            if done.contains(&dir) {
+                continue;
+            }
+            done.push(dir);
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| DeployError::SyncDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for file in &mut self.files {
+            if let Some(temp) = file.temp.take() {
+                if let Err(e) = fs::remove_file(&temp) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %temp.display(), "cannot remove temporary file: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parent_dir(target: &Path) -> &Path {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `contents` to a new temporary beside `target` and returns its path.
+fn write_temporary(
+    target: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: &Ownership,
+) -> Result<PathBuf, DeployError> {
+    let Some(name) = target.file_name() else {
+        return Err(DeployError::NotAFilePath(target.to_path_buf()));
+    };
+    let suffix = format!("{:016x}", rand::random::<u64>());
+    let temp = parent_dir(target).join(format!(".{}{TEMP_MARKER}{suffix}", name.to_string_lossy()));
+    let err = |action: &'static str, temp: &Path| {
+        let target = target.to_path_buf();
+        let temp = temp.to_path_buf();
+        move |source| DeployError::Stage {
+            action,
+            target,
+            temp,
+            source,
+        }
+    };
+    let mut file = create_exclusive(&temp, mode).map_err(err("create", &temp))?;
+    // From here on the file exists: remove it if anything else fails.
+    let result = (|| {
+        // The mode given to open(2) is filtered by the umask; set it exactly.
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(err("set the mode of", &temp))?;
+        if owner.uid.is_some() || owner.gid.is_some() {
+            std::os::unix::fs::fchown(
+                &file,
+                owner.uid.map(Uid::as_raw),
+                owner.gid.map(Gid::as_raw),
+            )
+            .map_err(err("set the owner of", &temp))?;
+        }
+        file.write_all(contents).map_err(err("write", &temp))?;
+        file.sync_all().map_err(err("flush", &temp))
+    })();
+    if let Err(e) = result {
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(temp)
+}
+
+/// O_CREAT|O_EXCL|O_NOFOLLOW: whatever already sits at the name — a leftover, or a symlink
+/// planted to redirect the write of a private key — makes this fail instead of being
+/// followed or reused. The creation mode is already the final one, so the umask can only
+/// narrow it.
+fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Removes temporaries a crashed run left beside the targets of `files`, returning their
+/// paths. Run it only after the swap journal has been replayed: an interrupted swap may
+/// still need its temporaries.
+pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for (_, target) in files.iter() {
+        let Some(name) = target.file_name() else {
+            continue;
+        };
+        let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
+        let entries = match fs::read_dir(parent_dir(target)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                fs::remove_file(&path)?;
+                removed.push(path);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Why what is deployed now cannot be used as is (and so needs a renewal).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeployedProblem {
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("{} cannot be read: {}", .0.display(), .1)]
+    Unreadable(PathBuf, String),
+    #[error("{} does not hold what it should: {}", .0.display(), .1)]
+    Invalid(PathBuf, String),
+    #[error("the private key in {} does not belong to the deployed certificate", .0.display())]
+    KeyMismatch(PathBuf),
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// Reads what is deployed now and returns the leaf certificate if the set is usable:
+/// every configured file present and readable, the leaf the same in the cert, fullchain
+/// and combined files, the chain file equal to the intermediates of the fullchain, and the
+/// key (in the key and combined files) belonging to the leaf.
+pub fn inspect(files: &FileSet) -> Result<CertInfo, DeployedProblem> {
+    // (path, whole chain) for each file that carries the leaf, in order of preference.
+    let mut chains: Vec<(FileKind, PathBuf, Vec<Vec<u8>>)> = Vec::new();
+    let mut intermediates: Option<(PathBuf, Vec<Vec<u8>>)> = None;
+    let mut keys = Vec::new();
+
+    for (kind, path) in files.iter() {
+        let data = read_deployed(path)?;
+        let invalid =
+            |e: x509::X509Error| DeployedProblem::Invalid(path.to_path_buf(), e.to_string());
+        match kind {
+            FileKind::Cert | FileKind::Fullchain | FileKind::Combined => {
+                let certs = x509::pem_certificates(&data).map_err(invalid)?;
+                if kind == FileKind::Combined {
+                    keys.push((
+                        path.to_path_buf(),
+                        x509::pem_private_key(&data).map_err(invalid)?,
+                    ));
+                }
+                chains.push((kind, path.to_path_buf(), certs));
+            }
+            FileKind::Chain => {
+                // A certificate issued straight from a root has no intermediates.
+                let certs = if data.iter().all(u8::is_ascii_whitespace) {
+                    Vec::new()
+                } else {
+                    x509::pem_certificates(&data).map_err(invalid)?
+                };
+                intermediates = Some((path.to_path_buf(), certs));
+            }
+            FileKind::Key => {
+                keys.push((
+                    path.to_path_buf(),
+                    x509::pem_private_key(&data).map_err(invalid)?,
+                ));
+            }
+        }
+    }
+
+    let rank = |k: FileKind| match k {
+        FileKind::Fullchain => 0,
+        FileKind::Cert => 1,
+        _ => 2,
+    };
+    chains.sort_by_key(|(k, _, _)| rank(*k));
+    let Some((_, leaf_path, leaf_chain)) = chains.first() else {
+        return Err(DeployedProblem::Inconsistent(
+            "no cert, fullchain or combined file is configured, so there is no certificate to check"
+                .into(),
+        ));
+    };
+    let leaf_der = &leaf_chain[0];
+    for (_, path, chain) in &chains[1..] {
+        if chain[0] != *leaf_der {
+            return Err(DeployedProblem::Inconsistent(format!(
+                "{} and {} hold different certificates",
+                leaf_path.display(),
+                path.display()
+            )));
+        }
+    }
+    if let Some((chain_path, certs)) = &intermediates {
+        if let Some((_, full_path, full)) = chains.iter().find(|(k, _, _)| *k != FileKind::Cert) {
+            if full[1..] != certs[..] {
+                return Err(DeployedProblem::Inconsistent(format!(
+                    "{} does not hold the intermediates that follow the certificate in {}",
+                    chain_path.display(),
+                    full_path.display()
+                )));
+            }
+        }
+    }
+
+    let leaf = CertInfo::parse_der(leaf_der)
+        .map_err(|e| DeployedProblem::Invalid(leaf_path.clone(), e.to_string()))?;
+    for (path, key) in keys {
+        if !key.matches(&leaf) {
+            return Err(DeployedProblem::KeyMismatch(path));
+        }
+    }
+    Ok(leaf)
+}
+
+/// Reads a deployed file without hanging on a FIFO or slurping a huge file.
+fn read_deployed(path: &Path) -> Result<Vec<u8>, DeployedProblem> {
+    let unreadable = |e: io::Error| DeployedProblem::Unreadable(path.to_path_buf(), e.to_string());
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                DeployedProblem::Missing(path.to_path_buf())
+            } else {
+                unreadable(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(DeployedProblem::Invalid(
+            path.to_path_buf(),
+            "not a regular file".into(),
+        ));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_DEPLOYED_FILE + 1)
+        .read_to_end(&mut data)
+        .map_err(unreadable)?;
+    if data.len() as u64 > MAX_DEPLOYED_FILE {
+        return Err(DeployedProblem::Invalid(
+            path.to_path_buf(),
+            format!("larger than {MAX_DEPLOYED_FILE} bytes, too large for a certificate or key"),
+        ));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyType;
+    use crate::x509::PrivateKey;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+
+    /// The umask is per process; tests that depend on it or create files whose modes they
+    /// check take this lock.
+    static UMASK: Mutex<()> = Mutex::new(());
+
+    fn lock() -> std::sync::MutexGuard<'static, ()> {
+        UMASK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    struct Issued {
+        key: PrivateKey,
+        material: Material,
+    }
+
+    /// A leaf signed by a throwaway intermediate: a real two-certificate chain.
+    fn issue(names: &[&str]) -> Issued {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let key = PrivateKey::generate(KeyType::EcdsaP256).expect("key");
+        let leaf_key = rcgen::KeyPair::from_pem(&key.to_pem()).expect("reload");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf");
+        Issued {
+            material: Material {
+                key_pem: key.to_pem(),
+                chain_pem: vec![leaf.pem(), ca_cert.pem()],
+            },
+            key,
+        }
+    }
+
+    fn all_files(dir: &Path) -> FileSet {
+        FileSet {
+            cert: Some(dir.join("cert.pem")),
+            chain: Some(dir.join("chain.pem")),
+            fullchain: Some(dir.join("fullchain.pem")),
+            key: Some(dir.join("key.pem")),
+            combined: Some(dir.join("combined.pem")),
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn temporaries(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(TEMP_MARKER))
+            .collect()
+    }
+
+    #[test]
+    fn render_puts_each_part_in_its_file() {
+        let dir = Path::new("/d");
+        let m = Material {
+            key_pem: "K\n".into(),
+            chain_pem: vec!["L\n".into(), "I1\n".into(), "I2".into()],
+        };
+        let out = render(&all_files(dir), &m);
+        let text: Vec<(FileKind, String)> = out
+            .into_iter()
+            .map(|(k, _, c)| (k, String::from_utf8(c).expect("utf8")))
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                (FileKind::Cert, "L\n".into()),
+                (FileKind::Chain, "I1\nI2\n".into()),
+                (FileKind::Fullchain, "L\nI1\nI2\n".into()),
+                (FileKind::Key, "K\n".into()),
+                (FileKind::Combined, "K\nL\nI1\nI2\n".into()),
+            ]
+        );
+        assert!(!format!("{m:?}").contains("K\\n"));
+    }
+
+    #[test]
+    fn deploys_all_five_kinds_with_exact_modes_under_any_umask() {
+        let _guard = lock();
+        for umask in [0o000, 0o077] {
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+            let dir = tempfile::tempdir().expect("tempdir");
+            let files = all_files(dir.path());
+            let issued = issue(&["example.org"]);
+
+            for key_mode in [0o600, 0o640] {
+                let staged = stage(&files, &issued.material, &Ownership::default(), key_mode)
+                    .expect("stage");
+                // Before any rename the temporaries already carry their final modes.
+                for (kind, target, temp) in staged.files() {
+                    let want = if kind.holds_key() { key_mode } else { 0o644 };
+                    assert_eq!(mode(temp), want, "{kind:?} temp, umask {umask:o}");
+                    assert_eq!(parent_dir(temp), parent_dir(target));
+                    assert!(!target.exists() || key_mode == 0o640);
+                }
+                staged.commit().expect("commit");
+
+                for (kind, path) in files.iter() {
+                    let want = if kind.holds_key() { key_mode } else { 0o644 };
+                    assert_eq!(mode(path), want, "{kind:?}, umask {umask:o}");
+                }
+                assert!(temporaries(dir.path()).is_empty());
+            }
+            nix::sys::stat::umask(old);
+
+            let m = &issued.material;
+            let read =
+                |p: &Option<PathBuf>| fs::read_to_string(p.as_ref().expect("path")).expect("read");
+            assert_eq!(read(&files.cert), m.chain_pem[0]);
+            assert_eq!(read(&files.chain), m.chain_pem[1]);
+            assert_eq!(read(&files.fullchain), m.chain_pem.concat());
+            assert_eq!(read(&files.key), m.key_pem);
+            assert_eq!(
+                read(&files.combined),
+                format!("{}{}", m.key_pem, m.chain_pem.concat())
+            );
+
+            let leaf = inspect(&files).expect("inspect");
+            assert!(issued.key.matches(&leaf));
+            assert_eq!(leaf.dns_names, vec!["example.org"]);
+        }
+    }
+
+    #[test]
+    fn key_mode_wider_than_0640_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issued = issue(&["example.org"]);
+        for bad in [0o644, 0o660, 0o604, 0o4600] {
+            let err = deploy(
+                &all_files(dir.path()),
+                &issued.material,
+                &Ownership::default(),
+                bad,
+            )
+            .expect_err("wide mode");
+            assert!(matches!(err, DeployError::KeyModeTooWide(m) if m == bad));
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn ownership_is_applied_before_contents() {
+        let _guard = lock();
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = all_files(dir.path());
+        let owner = Ownership::resolve(Some("65534"), Some("65533")).expect("numeric ids");
+        let issued = issue(&["example.org"]);
+        let staged = stage(&files, &issued.material, &owner, 0o640).expect("stage");
+        for (_, _, temp) in staged.files() {
+            let meta = fs::metadata(temp).expect("stat");
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
+        }
+        staged.commit().expect("commit");
+        let meta = fs::metadata(files.key.as_ref().expect("key")).expect("stat");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (65534, 65533, 0o640)
+        );
+    }
+
+    #[test]
+    fn ownership_resolves_names_and_rejects_unknown_ones() {
+        let root = Ownership::resolve(Some("root"), Some("root")).expect("root");
+        assert_eq!(root.uid, Some(Uid::from_raw(0)));
+        assert_eq!(root.gid, Some(Gid::from_raw(0)));
+        assert_eq!(
+            Ownership::resolve(None, None).expect("none"),
+            Ownership::default()
+        );
+        let err = Ownership::resolve(Some("no-such-user-renewd"), None).expect_err("user");
+        assert!(err.to_string().contains("no-such-user-renewd"), "{err}");
+        let err = Ownership::resolve(None, Some("no-such-group-renewd")).expect_err("group");
+        assert!(err.to_string().contains("no-such-group-renewd"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_replaced_not_followed() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "victim").expect("victim");
+        let victim_mode = mode(&victim);
+        let key_path = dir.path().join("key.pem");
+        std::os::unix::fs::symlink(&victim, &key_path).expect("symlink");
+        let files = FileSet {
+            cert: None,
+            chain: None,
+            fullchain: Some(dir.path().join("fullchain.pem")),
+            key: Some(key_path.clone()),
+            combined: None,
+        };
+        let issued = issue(&["example.org"]);
+        deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("deploy");
+        assert!(fs::symlink_metadata(&key_path).expect("stat").is_file());
+        assert_eq!(
+            fs::read_to_string(&key_path).expect("key"),
+            issued.material.key_pem
+        );
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "victim");
+        assert_eq!(mode(&victim), victim_mode);
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_makes_creation_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "victim").expect("victim");
+        let temp = dir.path().join(".key.pem.renewd-0123456789abcdef");
+        std::os::unix::fs::symlink(&victim, &temp).expect("symlink");
+        let err = create_exclusive(&temp, 0o600).expect_err("planted symlink");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "victim");
+
+        // A dangling symlink is the dangerous case: without O_EXCL, O_CREAT would create
+        // the file it points to.
+        let dangling = dir.path().join(".cert.pem.renewd-0123456789abcdef");
+        let elsewhere = dir.path().join("created-through-symlink");
+        std::os::unix::fs::symlink(&elsewhere, &dangling).expect("symlink");
+        let err = create_exclusive(&dangling, 0o600).expect_err("dangling symlink");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!elsewhere.exists());
+    }
+
+    /// Tests run as root, which ignores directory permissions, so the failing file's
+    /// "directory" is a regular file: creating anything under it fails with ENOTDIR for
+    /// every user. Its target comes last in the set, so three temporaries have already been
+    /// written when staging fails.
+    #[test]
+    fn failed_staging_leaves_old_files_and_no_temporaries() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_a_dir = dir.path().join("plain-file");
+        fs::write(&not_a_dir, "x").expect("plain file");
+        let files = FileSet {
+            cert: Some(dir.path().join("cert.pem")),
+            chain: None,
+            fullchain: Some(dir.path().join("fullchain.pem")),
+            key: Some(dir.path().join("key.pem")),
+            combined: Some(not_a_dir.join("combined.pem")),
+        };
+        let old = issue(&["old.example"]);
+        let old_files = FileSet {
+            combined: None,
+            ..all_files(dir.path())
+        };
+        deploy(&old_files, &old.material, &Ownership::default(), 0o600).expect("old");
+        let before: Vec<Vec<u8>> = old_files
+            .iter()
+            .map(|(_, p)| fs::read(p).expect("old file"))
+            .collect();
+
+        let new = issue(&["new.example"]);
+        let err = deploy(&files, &new.material, &Ownership::default(), 0o600).expect_err("stage");
+        let msg = err.to_string();
+        assert!(msg.contains("plain-file/combined.pem"), "{msg}");
+        assert!(msg.contains("Not a directory"), "{msg}");
+
+        let after: Vec<Vec<u8>> = old_files
+            .iter()
+            .map(|(_, p)| fs::read(p).expect("old file"))
+            .collect();
+        assert_eq!(before, after);
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "{:?}",
+            temporaries(dir.path())
+        );
+        assert!(inspect(&old_files).is_ok());
+    }
+
+    /// /proc refuses new files even to root: a second, different way staging can fail.
+    #[test]
+    fn staging_under_proc_fails_cleanly() {
+        let files = FileSet {
+            cert: Some(PathBuf::from("/proc/renewd-test-cert.pem")),
+            chain: None,
+            fullchain: None,
+            key: None,
+            combined: None,
+        };
+        let issued = issue(&["example.org"]);
+        let err = deploy(&files, &issued.material, &Ownership::default(), 0o600).expect_err("proc");
+        assert!(
+            err.to_string().contains("/proc/renewd-test-cert.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dropping_a_staged_set_removes_its_temporaries() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = all_files(dir.path());
+        let issued = issue(&["example.org"]);
+        let staged = stage(&files, &issued.material, &Ownership::default(), 0o600).expect("stage");
+        assert_eq!(temporaries(dir.path()).len(), 5);
+        drop(staged);
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn stale_temporaries_are_swept() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = all_files(dir.path());
+        let issued = issue(&["example.org"]);
+        let staged = stage(&files, &issued.material, &Ownership::default(), 0o600).expect("stage");
+        std::mem::forget(staged); // as if the process had died here
+        fs::write(dir.path().join(".unrelated"), "keep").expect("unrelated");
+        let removed = sweep_temporaries(&files).expect("sweep");
+        assert_eq!(removed.len(), 5);
+        assert!(temporaries(dir.path()).is_empty());
+        assert!(dir.path().join(".unrelated").exists());
+    }
+
+    #[test]
+    fn a_failed_rename_says_how_far_it_got_and_cleans_up() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = all_files(dir.path());
+        let issued = issue(&["example.org"]);
+
+        // A directory at a target is refused before anything is written...
+        fs::create_dir(path(&files.combined)).expect("mkdir");
+        let err = deploy(&files, &issued.material, &Ownership::default(), 0o600)
+            .expect_err("directory target");
+        assert!(matches!(err, DeployError::TargetIsDirectory(_)), "{err:?}");
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
+        fs::remove_dir(path(&files.combined)).expect("rmdir");
+
+        // ...and one that appears after staging makes the rename fail part-way.
+        let staged = stage(&files, &issued.material, &Ownership::default(), 0o600).expect("stage");
+        fs::create_dir(path(&files.combined)).expect("mkdir");
+        fs::write(path(&files.combined).join("inside"), "x").expect("fill");
+        let err = staged.commit().expect_err("rename onto a directory");
+        match &err {
+            DeployError::Rename {
+                target,
+                replaced,
+                total,
+                ..
+            } => {
+                assert_eq!(*target, path(&files.combined));
+                assert_eq!((*replaced, *total), (4, 5));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("4 of 5"), "{err}");
+        assert!(temporaries(dir.path()).is_empty());
+        assert_eq!(
+            fs::read_to_string(path(&files.key)).expect("key"),
+            issued.material.key_pem
+        );
+    }
+
+    #[test]
+    fn duplicate_targets_and_empty_chains_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issued = issue(&["example.org"]);
+        let same = dir.path().join("same.pem");
+        let files = FileSet {
+            cert: Some(same.clone()),
+            chain: None,
+            fullchain: Some(same),
+            key: None,
+            combined: None,
+        };
+        assert!(matches!(
+            deploy(&files, &issued.material, &Ownership::default(), 0o600),
+            Err(DeployError::DuplicateTarget(_))
+        ));
+        let empty = Material {
+            key_pem: issued.material.key_pem.clone(),
+            chain_pem: Vec::new(),
+        };
+        assert!(matches!(
+            deploy(&all_files(dir.path()), &empty, &Ownership::default(), 0o600),
+            Err(DeployError::EmptyChain)
+        ));
+    }
+
+    fn deployed(dir: &Path) -> (FileSet, Issued) {
+        let files = all_files(dir);
+        let issued = issue(&["example.org"]);
+        deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("deploy");
+        (files, issued)
+    }
+
+    fn path(p: &Option<PathBuf>) -> PathBuf {
+        p.clone().expect("configured")
+    }
+
+    #[test]
+    fn inspect_reports_missing_and_unreadable_files() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, _) = deployed(dir.path());
+
+        fs::remove_file(path(&files.chain)).expect("rm");
+        assert_eq!(
+            inspect(&files),
+            Err(DeployedProblem::Missing(path(&files.chain)))
+        );
+
+        // A directory where a file should be is not mistaken for an empty file.
+        fs::create_dir(path(&files.chain)).expect("mkdir");
+        assert!(
+            matches!(inspect(&files), Err(DeployedProblem::Invalid(p, _)) if p == path(&files.chain))
+        );
+        fs::remove_dir(path(&files.chain)).expect("rmdir");
+
+        // A symlink loop cannot be opened at all.
+        std::os::unix::fs::symlink(path(&files.chain), path(&files.chain)).expect("loop");
+        let problem = inspect(&files).expect_err("loop");
+        assert!(matches!(&problem, DeployedProblem::Unreadable(p, _) if *p == path(&files.chain)));
+        assert!(
+            problem.to_string().contains("chain.pem cannot be read"),
+            "{problem}"
+        );
+
+        // A FIFO must not hang the check.
+        fs::remove_file(path(&files.chain)).expect("rm");
+        nix::unistd::mkfifo(
+            &path(&files.chain),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        assert!(matches!(inspect(&files), Err(DeployedProblem::Invalid(..))));
+    }
+
+    #[test]
+    fn inspect_reports_invalid_contents() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, issued) = deployed(dir.path());
+        let cases: Vec<(Option<PathBuf>, Vec<u8>)> = vec![
+            (files.cert.clone(), b"garbage".to_vec()),
+            (
+                files.fullchain.clone(),
+                b"-----BEGIN CERTIFICATE-----\nAAAA".to_vec(),
+            ),
+            (
+                files.key.clone(),
+                issued.material.chain_pem[0].clone().into_bytes(),
+            ),
+            (
+                files.combined.clone(),
+                issued.material.chain_pem.concat().into_bytes(),
+            ),
+            (files.chain.clone(), vec![0xff; 100]),
+            (
+                files.cert.clone(),
+                vec![b'A'; (MAX_DEPLOYED_FILE + 1) as usize],
+            ),
+        ];
+        for (p, contents) in cases {
+            let p = path(&p);
+            let good = fs::read(&p).expect("read");
+            fs::write(&p, &contents).expect("write");
+            let problem = inspect(&files).expect_err("invalid");
+            assert!(
+                matches!(&problem, DeployedProblem::Invalid(q, _) if *q == p),
+                "{}: {problem:?}",
+                p.display()
+            );
+            assert!(problem.to_string().contains(&*p.to_string_lossy()));
+            fs::write(&p, good).expect("restore");
+        }
+        assert!(inspect(&files).is_ok());
+    }
+
+    #[test]
+    fn inspect_reports_a_key_that_does_not_match() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, issued) = deployed(dir.path());
+        let other = PrivateKey::generate(KeyType::EcdsaP256).expect("other");
+        fs::write(path(&files.key), other.to_pem()).expect("write");
+        assert_eq!(
+            inspect(&files),
+            Err(DeployedProblem::KeyMismatch(path(&files.key)))
+        );
+        fs::write(path(&files.key), &issued.material.key_pem).expect("restore");
+
+        let combined = format!("{}{}", other.to_pem(), issued.material.chain_pem.concat());
+        fs::write(path(&files.combined), combined).expect("write");
+        let problem = inspect(&files).expect_err("mismatch");
+        assert_eq!(problem, DeployedProblem::KeyMismatch(path(&files.combined)));
+        assert!(problem.to_string().contains("does not belong"), "{problem}");
+    }
+
+    #[test]
+    fn inspect_reports_files_that_disagree() {
+        let _guard = lock();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, issued) = deployed(dir.path());
+        let other = issue(&["other.example"]);
+
+        fs::write(path(&files.cert), &other.material.chain_pem[0]).expect("write");
+        let problem = inspect(&files).expect_err("disagree");
+        assert!(
+            matches!(problem, DeployedProblem::Inconsistent(_)),
+            "{problem:?}"
+        );
+        assert!(problem.to_string().contains("cert.pem"), "{problem}");
+        fs::write(path(&files.cert), &issued.material.chain_pem[0]).expect("restore");
+
+        fs::write(path(&files.chain), &other.material.chain_pem[1]).expect("write");
+        let problem = inspect(&files).expect_err("chain");
+        assert!(
+            matches!(problem, DeployedProblem::Inconsistent(_)),
+            "{problem:?}"
+        );
+        fs::write(path(&files.chain), &issued.material.chain_pem[1]).expect("restore");
+
+        // Only a key configured: nothing to check the key against.
+        let key_only = FileSet {
+            cert: None,
+            chain: None,
+            fullchain: None,
+            key: files.key.clone(),
+            combined: None,
+        };
+        assert!(matches!(
+            inspect(&key_only),
+            Err(DeployedProblem::Inconsistent(_))
+        ));
+        assert!(inspect(&files).is_ok());
+    }
+}

@@ -1,0 +1,18 @@
+//! renewd: a host-resident ACME certificate renewal agent.
+//!
+//! The library does the work; `main.rs` only parses the command line and maps errors to exit
+//! codes. See `ARCHITECTURE.md` for the bird's-eye view and the invariants.
+
+pub mod acme;
+pub mod challenge;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod deploy;
+pub mod fsutil;
+pub mod hooks;
+pub mod renew;
+pub mod schedule;
+pub mod state;
+pub mod status;
+pub mod x509;

@@ -1,0 +1,258 @@
+//! The `renewd` command: parses the command line, sets up logging, and maps outcomes to the
+//! exit codes of SPEC (0 ok, 1 a certificate operation failed, 2 bad command line, 78 bad
+//! configuration). Everything else lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use renewd::config::{self, Config};
+use renewd::control::{self, Request, Response};
+use renewd::{daemon, status};
+
+const EX_FAILED: u8 = 1;
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "renewd",
+    version,
+    about = "Keeps this host's certificates valid through ACME"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Main configuration file (default: $RENEWD_CONFIG, else /etc/renewd/renewd.toml);
+    /// conf.d/*.toml beside it is read too.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd supervises it).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One pass over every certificate, then exit: 0 if all are fine, 1 if any failed.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate the configuration and every path and hook it names; exit 0 or 78.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show every managed certificate: expiry, next renewal and why, last result.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only these certificates.
+        names: Vec<String>,
+    },
+    /// Renew now, through the running daemon if there is one.
+    Renew {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Renew even if not due.
+        #[arg(long)]
+        force: bool,
+        /// Go through the CA's order and challenges but deploy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Every configured certificate.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Certificates to renew.
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("renewd: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_FAILED);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+/// Loads the configuration, printing every problem as `FILE:LINE:COL: message`.
+fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
+    let path = config::resolve_path(arg.config.as_deref());
+    match config::load(&path) {
+        Ok(c) => Ok((path, c)),
+        Err(e) => {
+            eprint!("{e}");
+            if !e.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> ExitCode {
+    match cmd {
+        Command::Check { config } => check(&config),
+        Command::Run { config, once } => {
+            let (path, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if once {
+                match daemon::run_once(&cfg).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::from(EX_FAILED),
+                    Err(e) => fail(&e),
+                }
+            } else {
+                match daemon::run(&path, cfg).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e),
+                }
+            }
+        }
+        Command::Status {
+            config,
+            json,
+            names,
+        } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rows = match control::request(
+                &cfg.control_socket,
+                &Request::Status {
+                    names: names.clone(),
+                },
+            )
+            .await
+            {
+                Ok(Some(Response::Status { certificates })) => certificates,
+                Ok(Some(Response::Error { message })) => return fail(&message),
+                Ok(Some(other)) => {
+                    return fail(&format!("unexpected answer from the daemon: {other:?}"))
+                }
+                Ok(None) => match daemon::status_offline(&cfg, &names) {
+                    Ok(rows) => rows,
+                    Err(e) => return fail(&e),
+                },
+                Err(e) => return fail(&e),
+            };
+            if json {
+                match serde_json::to_string_pretty(&rows) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => return fail(&e.to_string()),
+                }
+            } else {
+                print!("{}", status::render(&rows, std::time::SystemTime::now()));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Renew {
+            config,
+            force,
+            dry_run,
+            all,
+            names,
+        } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let req = Request::Renew {
+                names: names.clone(),
+                all,
+                force,
+                dry_run,
+            };
+            let results = match control::request(&cfg.control_socket, &req).await {
+                Ok(Some(Response::Renew { results })) => results,
+                Ok(Some(Response::Error { message })) => return fail(&message),
+                Ok(Some(other)) => {
+                    return fail(&format!("unexpected answer from the daemon: {other:?}"))
+                }
+                Ok(None) => match daemon::renew_in_process(&cfg, &names, all, force, dry_run).await
+                {
+                    Ok(r) => r,
+                    Err(e) => return fail(&e),
+                },
+                Err(e) => return fail(&e),
+            };
+            let mut failed = false;
+            for r in &results {
+                println!("{}: {}: {}", r.name, r.outcome, r.message);
+                failed |= r.failed();
+            }
+            if failed {
+                ExitCode::from(EX_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn check(arg: &ConfigArg) -> ExitCode {
+    let (path, cfg) = match load(arg) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let problems = cfg.check_environment();
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: ok ({} certificate(s), {} CA(s), {} file(s) read)",
+            display(&path),
+            cfg.certificates.len(),
+            cfg.cas.len(),
+            cfg.sources.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_CONFIG)
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("renewd: {message}");
+    ExitCode::from(EX_FAILED)
+}

@@ -1,0 +1,412 @@
+//! The renewal of certificates, as one straight pipeline per certificate — key → order →
+//! validate the CA's answer → deploy — and, per batch, the reload commands of every
+//! certificate that changed, each distinct command run once.
+//!
+//! The daemon, `run --once` and an in-process `renew` all go through [`Renewer::run_batch`],
+//! so they behave the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::acme::Ca;
+use crate::challenge::Responders;
+use crate::config::{CaConfig, CertConfig, FileKind};
+use crate::deploy::{self, Material, Ownership};
+use crate::hooks;
+use crate::state::{self, StateDir};
+use crate::x509::{self, CertInfo, PrivateKey};
+
+/// Clock skew tolerated between the CA and this host when checking a new certificate's
+/// `notBefore`.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// The result of renewing one certificate.
+#[derive(Debug, Clone)]
+pub struct CertOutcome {
+    pub name: String,
+    pub result: Result<Renewed, String>,
+}
+
+/// A certificate that was issued (and, unless dry-run, deployed).
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub ca: String,
+    pub serial: String,
+    pub not_after: SystemTime,
+    pub deployed: bool,
+}
+
+/// The outcome of one reload command of a batch.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    pub argv: Vec<String>,
+    pub certificates: Vec<String>,
+    pub result: Result<(), String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BatchReport {
+    pub certificates: Vec<CertOutcome>,
+    pub reloads: Vec<ReloadOutcome>,
+}
+
+impl BatchReport {
+    pub fn all_ok(&self) -> bool {
+        self.certificates.iter().all(|c| c.result.is_ok())
+            && self.reloads.iter().all(|r| r.result.is_ok())
+    }
+}
+
+/// Renews certificates; shared by every batch of one process.
+pub struct Renewer {
+    state: StateDir,
+    responders: Responders,
+    /// Accounts are opened on first use only, so a pass with nothing due talks to no CA.
+    cas: Mutex<HashMap<String, (CaConfig, Arc<Ca>)>>,
+    limit: Arc<Semaphore>,
+}
+
+impl Renewer {
+    pub fn new(state: StateDir, max_concurrent: usize) -> Renewer {
+        Renewer {
+            state,
+            responders: Responders::default(),
+            cas: Mutex::new(HashMap::new()),
+            limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The CA named `name`, its account opened (or registered) on first use. A CA whose
+    /// configuration changed since (SIGHUP) is opened afresh.
+    async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, String> {
+        let mut cas = self.cas.lock().await;
+        if let Some((cfg, ca)) = cas.get(&config.name) {
+            if format!("{cfg:?}") == format!("{config:?}") {
+                return Ok(ca.clone());
+            }
+        }
+        let ca = Arc::new(
+            Ca::open(config, &self.state.account_path(&config.name))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        cas.insert(config.name.clone(), (config.clone(), ca.clone()));
+        Ok(ca)
+    }
+
+    /// Renews every certificate of `certs` (at most `max_concurrent_renewals` at once), then
+    /// runs each distinct reload command of the ones deployed, once.
+    pub async fn run_batch(
+        self: &Arc<Self>,
+        certs: Vec<CertConfig>,
+        cas: &BTreeMap<String, CaConfig>,
+        dry_run: bool,
+    ) -> BatchReport {
+        let mut set = JoinSet::new();
+        for (i, cert) in certs.iter().enumerate() {
+            let this = self.clone();
+            let cert = cert.clone();
+            let cas = cas.clone();
+            set.spawn(async move {
+                let _permit = this.limit.clone().acquire_owned().await;
+                let result = this.renew_one(&cert, &cas, dry_run).await;
+                (
+                    i,
+                    CertOutcome {
+                        name: cert.name.clone(),
+                        result,
+                    },
+                )
+            });
+        }
+        let mut outcomes: Vec<Option<CertOutcome>> = vec![None; certs.len()];
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, outcome)) => outcomes[i] = Some(outcome),
+                Err(e) => tracing::error!(error = %e, "renewal task failed"),
+            }
+        }
+        let certificates: Vec<CertOutcome> = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.unwrap_or_else(|| CertOutcome {
+                    name: certs[i].name.clone(),
+                    result: Err("renewal task was aborted".into()),
+                })
+            })
+            .collect();
+        let reloads = self.reload(&certs, &certificates).await;
+        BatchReport {
+            certificates,
+            reloads,
+        }
+    }
+
+    /// Renews one certificate and records the outcome in its state record.
+    async fn renew_one(
+        &self,
+        cert: &CertConfig,
+        cas: &BTreeMap<String, CaConfig>,
+        dry_run: bool,
+    ) -> Result<Renewed, String> {
+        let now = SystemTime::now();
+        let result = self.issue_and_deploy(cert, cas, dry_run).await;
+        if dry_run {
+            match &result {
+                Ok(r) => tracing::info!(cert = %cert.name, ca = %r.ca, serial = %r.serial,
+                    "dry run: certificate issued and checked, nothing deployed"),
+                Err(e) => tracing::error!(cert = %cert.name, error = %e, "dry run failed"),
+            }
+            return result;
+        }
+        let mut rec = self.state.load_cert(&cert.name);
+        match &result {
+            Ok(r) => {
+                tracing::info!(cert = %cert.name, ca = %r.ca, serial = %r.serial,
+                    not_after = %httpdate(r.not_after), "certificate renewed and deployed");
+                rec.record_success(now, &r.ca, &r.serial, format!("issued serial {}", r.serial));
+            }
+            Err(e) => {
+                tracing::error!(cert = %cert.name, error = %e, "renewal failed");
+                rec.record_failure(now, None, e.clone());
+            }
+        }
+        if let Err(e) = self.state.save_cert(&cert.name, &rec) {
+            tracing::error!(cert = %cert.name, error = %e, "cannot record the renewal's outcome");
+        }
+        result
+    }
+
+    async fn issue_and_deploy(
+        &self,
+        cert: &CertConfig,
+        cas: &BTreeMap<String, CaConfig>,
+        dry_run: bool,
+    ) -> Result<Renewed, String> {
+        let ca_name = cert
+            .ca
+            .first()
+            .ok_or_else(|| "no CA configured for this certificate".to_string())?;
+        let ca_config = cas
+            .get(ca_name)
+            .ok_or_else(|| format!("CA {ca_name} is not configured"))?;
+        let ownership = Ownership::resolve(cert.user.as_deref(), cert.group.as_deref())
+            .map_err(|e| e.to_string())?;
+
+        // Key generation (RSA-4096 takes a while) stays off the async threads.
+        let key_type = cert.key_type;
+        let key = tokio::task::spawn_blocking(move || PrivateKey::generate(key_type))
+            .await
+            .map_err(|e| format!("key generation aborted: {e}"))?
+            .map_err(|e| format!("cannot generate a {key_type} key: {e}"))?;
+        let csr = key
+            .csr_der(&cert.domains)
+            .map_err(|e| format!("cannot build the CSR: {e}"))?;
+
+        let ca = self.ca(ca_config).await?;
+        let issued = ca
+            .issue(&cert.domains, &csr, &cert.challenge, &self.responders)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (material, leaf) =
+            check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(
+                |e| {
+                    format!(
+                        "CA {ca_name} answered with an unusable certificate (order {}): {e}",
+                        issued.order_url
+                    )
+                },
+            )?;
+
+        if !dry_run {
+            let files = cert.files.clone();
+            let key_mode = cert.key_mode;
+            tokio::task::spawn_blocking(move || {
+                deploy::deploy(&files, &material, &ownership, key_mode)
+            })
+            .await
+            .map_err(|e| format!("deployment aborted: {e}"))?
+            .map_err(|e| format!("deployment failed, previous files left in place: {e}"))?;
+        }
+        Ok(Renewed {
+            ca: ca.name().to_string(),
+            serial: leaf.serial_hex.clone(),
+            not_after: leaf.not_after,
+            deployed: !dry_run,
+        })
+    }
+
+    /// Runs the reload commands of the certificates deployed in this batch, each distinct
+    /// command once, and records a failure in every certificate it served.
+    async fn reload(&self, certs: &[CertConfig], outcomes: &[CertOutcome]) -> Vec<ReloadOutcome> {
+        let mut batch = Vec::new();
+        let mut timeout = Duration::from_secs(1);
+        for (cert, outcome) in certs.iter().zip(outcomes) {
+            let Ok(renewed) = &outcome.result else {
+                continue;
+            };
+            if !renewed.deployed || cert.reload.is_empty() {
+                continue;
+            }
+            timeout = timeout.max(cert.reload_timeout);
+            batch.push((
+                cert.name.clone(),
+                cert.reload.clone(),
+                hook_env(cert, renewed),
+            ));
+        }
+        let mut results = Vec::new();
+        for hook in hooks::coalesce(&batch, timeout) {
+            let served: Vec<String> = batch
+                .iter()
+                .filter(|(_, cmds, _)| cmds.contains(&hook.argv))
+                .map(|(name, _, _)| name.clone())
+                .collect();
+            tracing::info!(command = ?hook.argv, certificates = %served.join(","), "running reload command");
+            let result = match hooks::run(&hook).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::error!(command = ?hook.argv, error = %e, "reload command failed");
+                    let now = SystemTime::now();
+                    for name in &served {
+                        let mut rec = self.state.load_cert(name);
+                        rec.record_failure(now, None, format!("deployed, but reload failed: {e}"));
+                        let _ = self.state.save_cert(name, &rec);
+                    }
+                    Err(e.to_string())
+                }
+            };
+            results.push(ReloadOutcome {
+                argv: hook.argv.clone(),
+                certificates: served,
+                result,
+            });
+        }
+        results
+    }
+}
+
+/// The environment of SPEC for a reload command of one certificate.
+fn hook_env(cert: &CertConfig, r: &Renewed) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RENEWD_NAME".to_string(), cert.name.clone()),
+        ("RENEWD_DOMAINS".to_string(), cert.domains.join(",")),
+        ("RENEWD_SERIAL".to_string(), r.serial.clone()),
+        (
+            "RENEWD_NOT_AFTER".to_string(),
+            state::unix(r.not_after).to_string(),
+        ),
+    ];
+    for (kind, path) in cert.files.iter() {
+        let var = match kind {
+            FileKind::Cert => "RENEWD_CERT",
+            FileKind::Key => "RENEWD_KEY",
+            FileKind::Fullchain => "RENEWD_FULLCHAIN",
+            FileKind::Chain => "RENEWD_CHAIN",
+            FileKind::Combined => "RENEWD_COMBINED",
+        };
+        env.push((var.to_string(), path.display().to_string()));
+    }
+    env
+}
+
+/// Checks a chain the CA sent before anything is written: it parses, its leaf matches our
+/// key, covers every configured name and is valid now. Returns what to deploy.
+pub fn check_issued(
+    chain_pem: &str,
+    key: &PrivateKey,
+    names: &[String],
+    now: SystemTime,
+) -> Result<(Material, CertInfo), String> {
+    let blocks = pem_blocks(chain_pem);
+    let ders = x509::pem_certificates(chain_pem.as_bytes()).map_err(|e| e.to_string())?;
+    if blocks.len() != ders.len() {
+        return Err("the chain holds malformed PEM blocks".into());
+    }
+    let leaf = CertInfo::parse_der(&ders[0]).map_err(|e| format!("leaf certificate: {e}"))?;
+    for (i, der) in ders.iter().enumerate().skip(1) {
+        CertInfo::parse_der(der).map_err(|e| format!("chain certificate {i}: {e}"))?;
+    }
+    if !key.matches(&leaf) {
+        return Err("the certificate is for another key".into());
+    }
+    let missing = leaf.missing_names(names);
+    if !missing.is_empty() {
+        return Err(format!(
+            "the certificate does not cover {}",
+            missing.join(", ")
+        ));
+    }
+    if leaf.not_after <= now || leaf.not_before > now + CLOCK_SKEW {
+        return Err(format!(
+            "the certificate is not valid now (valid from {} to {})",
+            httpdate(leaf.not_before),
+            httpdate(leaf.not_after)
+        ));
+    }
+    Ok((
+        Material {
+            key_pem: key.to_pem(),
+            chain_pem: blocks,
+        },
+        leaf,
+    ))
+}
+
+/// The CERTIFICATE blocks of a PEM text, each ending with a newline.
+fn pem_blocks(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// RFC 3339 UTC rendering of a time, for logs and `status`.
+pub fn httpdate(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{}", state::unix(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_split_and_normalise() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\r\n\
+                   -----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
+        let b = pem_blocks(pem);
+        assert_eq!(b.len(), 2);
+        assert!(b[0].ends_with("-----END CERTIFICATE-----\n"));
+        assert!(b[1].contains("BBBB"));
+    }
+
+    #[test]
+    fn rfc3339_rendering() {
+        assert_eq!(httpdate(state::from_unix(0)), "1970-01-01T00:00:00Z");
+    }
+}

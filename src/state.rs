@@ -1,0 +1,280 @@
+//! The state directory: renewd's memory across restarts.
+//!
+//! Layout (all owned by root, directories 0700, files 0600):
+//! - `lock`: held with `flock` by whichever process renews (the daemon for its whole life, or
+//!   a one-shot `renew`/`run --once`), so two processes never renew the same certificate.
+//! - `accounts/<ca>.json`: the ACME account credentials for each configured CA.
+//! - `certs/<name>.json`: per-certificate history: last result, failures, issuer.
+//!
+//! Every file is replaced atomically, so a crash leaves the old or the new version.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::schedule::Failures;
+
+/// How many past attempts each certificate keeps.
+const HISTORY_LEN: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "state directory {0} is locked by another renewd process (a running daemon, or a one-shot \
+         renew); try again when it has finished"
+    )]
+    Locked(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An opened state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Holds the state directory's lock until dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Opens (and creates, mode 0700) the state directory and its subdirectories.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        for d in [
+            root.to_path_buf(),
+            root.join("accounts"),
+            root.join("certs"),
+        ] {
+            fsutil::ensure_dir(&d, 0o700).map_err(io_err(&d))?;
+        }
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens the state directory for reading only: nothing is created. Used by `status` when no
+    /// daemon runs, so that a mistyped `state_dir` does not leave directories behind.
+    pub fn open_existing(root: &Path) -> StateDir {
+        StateDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the exclusive lock without waiting.
+    pub fn try_lock(&self) -> Result<StateLock, StateError> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(StateLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateError::Locked(self.root.clone())),
+            Err((_, e)) => Err(StateError::Io {
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// True when some process holds the lock now.
+    pub fn is_locked(&self) -> bool {
+        let path = self.root.join("lock");
+        let Ok(file) = File::open(&path) else {
+            return false;
+        };
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
+    pub fn account_path(&self, ca: &str) -> PathBuf {
+        self.root.join("accounts").join(format!("{ca}.json"))
+    }
+
+    fn cert_path(&self, name: &str) -> PathBuf {
+        self.root.join("certs").join(format!("{name}.json"))
+    }
+
+    /// The certificate's record; a missing record is an empty one. A corrupt record is moved
+    /// aside (`.corrupt`) and replaced by an empty one, with a warning: bad bookkeeping must
+    /// never stop renewals.
+    pub fn load_cert(&self, name: &str) -> CertRecord {
+        let path = self.cert_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    tracing::warn!(cert = name, path = %path.display(), error = %e,
+                        "state record is corrupt; moving it aside and starting afresh");
+                    let _ = fs::rename(&path, path.with_extension("json.corrupt"));
+                    CertRecord::default()
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => CertRecord::default(),
+            Err(e) => {
+                tracing::warn!(cert = name, path = %path.display(), error = %e,
+                    "cannot read state record");
+                CertRecord::default()
+            }
+        }
+    }
+
+    pub fn save_cert(&self, name: &str, rec: &CertRecord) -> Result<(), StateError> {
+        let path = self.cert_path(name);
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))
+    }
+}
+
+/// Seconds since the Unix epoch, the form times take in state files and JSON output.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// What renewd remembers about one certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CertRecord {
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    pub last_failure: Option<u64>,
+    /// Not before this time (the CA's Retry-After).
+    pub retry_after: Option<u64>,
+    /// The CA that issued the deployed certificate.
+    pub issued_by: Option<String>,
+    pub serial: Option<String>,
+    pub history: Vec<Attempt>,
+}
+
+/// One renewal attempt, as shown by `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub at: u64,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl CertRecord {
+    pub fn failures(&self) -> Failures {
+        Failures {
+            consecutive: self.consecutive_failures,
+            last_failure: self.last_failure.map(from_unix),
+            retry_after: self.retry_after.map(from_unix),
+        }
+    }
+
+    pub fn last(&self) -> Option<&Attempt> {
+        self.history.last()
+    }
+
+    pub fn record_success(&mut self, now: SystemTime, ca: &str, serial: &str, message: String) {
+        self.consecutive_failures = 0;
+        self.last_failure = None;
+        self.retry_after = None;
+        self.issued_by = Some(ca.to_string());
+        self.serial = Some(serial.to_string());
+        self.push(now, true, message);
+    }
+
+    pub fn record_failure(
+        &mut self,
+        now: SystemTime,
+        retry_after: Option<SystemTime>,
+        message: String,
+    ) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_failure = Some(unix(now));
+        self.retry_after = retry_after.map(unix);
+        self.push(now, false, message);
+    }
+
+    fn push(&mut self, now: SystemTime, ok: bool, message: String) {
+        self.history.push(Attempt {
+            at: unix(now),
+            ok,
+            message,
+        });
+        if self.history.len() > HISTORY_LEN {
+            let excess = self.history.len() - HISTORY_LEN;
+            self.history.drain(..excess);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(&dir.path().join("state")).unwrap();
+        let mut rec = st.load_cert("www");
+        assert_eq!(rec, CertRecord::default());
+        for i in 0..30 {
+            rec.record_failure(from_unix(i), None, format!("fail {i}"));
+        }
+        rec.record_success(from_unix(100), "le", "abcd", "ok".into());
+        st.save_cert("www", &rec).unwrap();
+        let back = st.load_cert("www");
+        assert_eq!(back, rec);
+        assert_eq!(back.history.len(), HISTORY_LEN);
+        assert_eq!(back.consecutive_failures, 0);
+        assert_eq!(back.issued_by.as_deref(), Some("le"));
+    }
+
+    #[test]
+    fn corrupt_record_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("certs/www.json"), b"{not json").unwrap();
+        assert_eq!(st.load_cert("www"), CertRecord::default());
+        assert!(dir.path().join("certs/www.json.corrupt").exists());
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(dir.path()).unwrap();
+        let l = st.try_lock().unwrap();
+        assert!(st.is_locked());
+        assert!(matches!(st.try_lock(), Err(StateError::Locked(_))));
+        drop(l);
+        assert!(!st.is_locked());
+        st.try_lock().unwrap();
+    }
+}

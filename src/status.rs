@@ -1,0 +1,174 @@
+//! What renewd knows about each managed certificate, in one place: the deployed files as
+//! read now, the state record, and the schedule's decision. The daemon keeps these in memory;
+//! `renewd status` without a daemon computes them from disk the same way.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::CertConfig;
+use crate::deploy;
+use crate::renew::httpdate;
+use crate::schedule::{self, Decision, Deployed};
+use crate::state::{self, CertRecord};
+
+/// A managed certificate's deployed state and next action.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub deployed: Deployed,
+    pub serial: Option<String>,
+    pub decision: Decision,
+}
+
+/// Reads `cert`'s files and decides when it is next due.
+pub fn evaluate(cert: &CertConfig, rec: &CertRecord, now: SystemTime) -> Evaluation {
+    let (deployed, serial) = match deploy::inspect(&cert.files) {
+        Ok(info) => (
+            Deployed::Valid {
+                not_before: info.not_before,
+                not_after: info.not_after,
+                missing_names: info.missing_names(&cert.domains),
+            },
+            Some(info.serial_hex),
+        ),
+        Err(problem) => (Deployed::Unusable(problem.to_string()), None),
+    };
+    let decision = schedule::decide(
+        &deployed,
+        &cert.renew_before,
+        &rec.failures(),
+        now,
+        stable_jitter(&cert.name, rec.consecutive_failures),
+    );
+    Evaluation {
+        deployed,
+        serial,
+        decision,
+    }
+}
+
+/// A jitter in `[0, 1)` that is stable for one certificate and failure count, so `status`
+/// shows the same retry time the daemon will use, while different certificates spread out.
+fn stable_jitter(name: &str, failures: u32) -> f64 {
+    // FNV-1a: tiny, stable across releases (unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain(failures.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One row of `renewd status`; also the JSON output's element (stable field names).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusRow {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub owner: Option<String>,
+    pub service: Option<String>,
+    /// Unix seconds; absent when nothing usable is deployed.
+    pub not_after: Option<u64>,
+    pub serial: Option<String>,
+    /// Why the deployed set cannot be used, if it cannot.
+    pub problem: Option<String>,
+    /// Unix seconds of the next renewal (in the past when due now).
+    pub next_renewal: u64,
+    pub next_renewal_reason: String,
+    /// True while a renewal of this certificate is under way (daemon only).
+    pub renewing: bool,
+    pub issued_by: Option<String>,
+    pub consecutive_failures: u32,
+    pub last_attempt: Option<u64>,
+    pub last_result: Option<String>,
+    pub last_ok: Option<bool>,
+}
+
+pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
+    let (not_after, problem) = match &ev.deployed {
+        Deployed::Valid { not_after, .. } => (Some(state::unix(*not_after)), None),
+        Deployed::Unusable(why) => (None, Some(why.clone())),
+    };
+    let last = rec.last();
+    StatusRow {
+        name: cert.name.clone(),
+        domains: cert.domains.clone(),
+        owner: cert.owner.clone(),
+        service: cert.service.clone(),
+        not_after,
+        serial: ev.serial.clone(),
+        problem,
+        next_renewal: state::unix(ev.decision.at),
+        next_renewal_reason: ev.decision.reason.to_string(),
+        renewing,
+        issued_by: rec.issued_by.clone(),
+        consecutive_failures: rec.consecutive_failures,
+        last_attempt: last.map(|a| a.at),
+        last_result: last.map(|a| a.message.clone()),
+        last_ok: last.map(|a| a.ok),
+    }
+}
+
+/// The human table of `renewd status`.
+pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let expiry = match (r.not_after, &r.problem) {
+            (Some(na), _) => httpdate(state::from_unix(na)),
+            (None, Some(p)) => format!("NOT DEPLOYED ({p})"),
+            (None, None) => "-".into(),
+        };
+        let next = if r.renewing {
+            "renewing now".to_string()
+        } else if state::from_unix(r.next_renewal) <= now {
+            format!("due now ({})", r.next_renewal_reason)
+        } else {
+            format!(
+                "{} ({})",
+                httpdate(state::from_unix(r.next_renewal)),
+                r.next_renewal_reason
+            )
+        };
+        let last = match (&r.last_ok, &r.last_result, r.last_attempt) {
+            (Some(ok), Some(msg), Some(at)) => format!(
+                "{} at {}: {}",
+                if *ok { "ok" } else { "FAILED" },
+                httpdate(state::from_unix(at)),
+                msg
+            ),
+            _ => "never attempted".into(),
+        };
+        out.push_str(&format!(
+            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n  next:       {}\n  last:       {}\n",
+            r.name,
+            r.domains.join(", "),
+            r.owner.as_deref().unwrap_or("(none)"),
+            r.service
+                .as_deref()
+                .map(|s| format!("  service: {s}"))
+                .unwrap_or_default(),
+            expiry,
+            next,
+            last
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("no certificates configured\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_stable_and_in_range() {
+        let a = stable_jitter("www", 1);
+        assert_eq!(a, stable_jitter("www", 1));
+        assert_ne!(a, stable_jitter("api", 1));
+        for i in 0..1000 {
+            let j = stable_jitter(&format!("c{i}"), i);
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The running daemon against a real Pebble: renewals on its own, re-issue on file events,
+//! control socket, SIGHUP and SIGTERM.
+
+mod common;
+mod rig;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use rig::*;
+
+fn hook(rig: &Rig) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = rig.path("reload.log");
+    let hook = rig.path("reload.sh");
+    write_exec(
+        &hook,
+        &format!(
+            "echo \"$RENEWD_NAME $RENEWD_SERIAL\" >> {}\n",
+            log.display()
+        ),
+    );
+    (hook, log)
+}
+
+#[test]
+fn daemon_renews_thirty_second_certificates_again_and_again() {
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 30,
+        ..Default::default()
+    });
+    let (hook, log) = hook(&rig);
+    // Renew with 20 s left: every ~10 s.
+    rig.write_config(&rig.cert(
+        "short",
+        &["short.test"],
+        &format!(
+            "renew_before = \"20s\"\nreload = [[\"{}\"]]",
+            hook.display()
+        ),
+    ));
+    let mut d = rig.spawn_daemon();
+    wait_until(
+        Duration::from_secs(90),
+        "four issuances of the 30 s certificate",
+        || lines(&log).len() >= 4,
+    );
+    let serials: BTreeSet<String> = lines(&log)
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert!(
+        serials.len() >= 4,
+        "each reload saw a new serial: {serials:?}"
+    );
+    // Whatever instant we look, the deployed pair matches (modulo a swap in progress: retry).
+    wait_until(Duration::from_secs(5), "key matches certificate", || {
+        key_spki(rig.key("short")) == read_cert_pem(rig.fullchain("short")).spki
+    });
+    assert!(d.log().contains("renewal due"));
+    assert!(d.stop().success());
+}
+
+#[test]
+fn daemon_reissues_a_deleted_or_mismatched_file_within_seconds() {
+    let rig = Rig::new(PebbleOptions::default());
+    let (hook, log) = hook(&rig);
+    rig.write_config(&rig.cert(
+        "www",
+        &["www.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    ));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "first issuance", || {
+        lines(&log).len() == 1
+    });
+    let first = read_cert_pem(rig.fullchain("www"));
+
+    fs::remove_file(rig.fullchain("www")).unwrap();
+    wait_until(Duration::from_secs(15), "re-issue after deletion", || {
+        lines(&log).len() == 2
+    });
+    let second = read_cert_pem(rig.fullchain("www"));
+    assert_ne!(second.serial_hex, first.serial_hex);
+    assert_eq!(key_spki(rig.key("www")), second.spki);
+
+    // A key that no longer matches the certificate (someone copied the wrong file).
+    let stranger = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    fs::write(rig.key("www"), stranger).unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "re-issue after key mismatch",
+        || lines(&log).len() == 3,
+    );
+    assert_eq!(
+        key_spki(rig.key("www")),
+        read_cert_pem(rig.fullchain("www")).spki
+    );
+    assert!(d.log().contains("not usable"));
+
+    // Garbage in the certificate file.
+    fs::write(rig.fullchain("www"), b"this is not a certificate").unwrap();
+    wait_until(Duration::from_secs(15), "re-issue after garbage", || {
+        lines(&log).len() == 4
+    });
+    assert_eq!(
+        key_spki(rig.key("www")),
+        read_cert_pem(rig.fullchain("www")).spki
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn status_and_renew_go_through_the_running_daemon() {
+    let rig = Rig::new(PebbleOptions::default());
+    let (hook, log) = hook(&rig);
+    rig.write_config(&format!(
+        "{}{}",
+        rig.cert(
+            "a",
+            &["a.test"],
+            &format!("reload = [[\"{}\"]]", hook.display())
+        ),
+        rig.cert(
+            "b",
+            &["b.test"],
+            &format!("reload = [[\"{}\"]]", hook.display())
+        )
+    ));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "first issuance", || {
+        lines(&log).len() == 1 && lines(&log)[0].starts_with("a b ")
+    });
+
+    let json = rig.renewd_ok("status", &["--json", "b"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["name"], "b");
+    assert_eq!(rows[0]["renewing"], false);
+    assert_eq!(
+        rows[0]["serial"],
+        read_cert_pem(rig.fullchain("b")).serial_hex.as_str()
+    );
+    let table = rig.renewd_ok("status", &[]);
+    assert!(
+        table.contains("a\n") && table.contains("renew_before threshold"),
+        "{table}"
+    );
+
+    // The daemon holds the state lock, so this can only succeed through the socket.
+    let before = read_cert_pem(rig.fullchain("a")).serial_hex;
+    let out = rig.renewd_ok("renew", &["--force", "a"]);
+    assert!(out.contains("a: renewed"), "{out}");
+    assert_ne!(read_cert_pem(rig.fullchain("a")).serial_hex, before);
+    assert_eq!(lines(&log).len(), 2);
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a second renewing process is refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked by another renewd"));
+
+    assert!(d.stop().success());
+    assert!(!rig.socket.exists(), "socket removed on exit");
+}
+
+#[test]
+fn sighup_rereads_the_configuration_and_keeps_the_old_one_when_the_new_is_bad() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("a", &["a.test"], ""));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "a issued", || {
+        rig.fullchain("a").exists()
+    });
+
+    // A broken configuration is refused; the daemon keeps running with the old one.
+    fs::write(&rig.config_path, "state_dir = [").unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "refusal logged", || {
+        d.log().contains("configuration not reloaded")
+    });
+    assert!(
+        d.log().contains("renewd.toml:1:"),
+        "the error names file, line and column"
+    );
+
+    rig.write_config(&format!(
+        "{}{}",
+        rig.cert("a", &["a.test"], ""),
+        rig.cert("b", &["b.test"], "")
+    ));
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(30), "b issued after SIGHUP", || {
+        rig.fullchain("b").exists()
+    });
+    assert_eq!(
+        key_spki(rig.key("b")),
+        read_cert_pem(rig.fullchain("b")).spki
+    );
+    assert!(d.log().contains("configuration reloaded"));
+    assert!(d.stop().success());
+}

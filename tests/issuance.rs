@@ -1,0 +1,353 @@
+//! One-shot issuance and renewal against a real Pebble: `run --once`, `renew`, accounts.
+
+mod common;
+mod rig;
+
+use std::fs;
+
+use common::*;
+use rig::*;
+
+/// Pebble's default nonce rejection (5%) stays on here: renewd must retry badNonce.
+#[test]
+fn once_issues_every_certificate_with_all_file_kinds_and_one_reload_per_batch() {
+    let rig = Rig::new(PebbleOptions::default());
+    let hook_log = rig.path("reload.log");
+    let hook = rig.path("reload.sh");
+    write_exec(
+        &hook,
+        &format!(
+            "echo \"$RENEWD_NAME|$RENEWD_DOMAINS|$RENEWD_SERIAL|$RENEWD_FULLCHAIN|$RENEWD_KEY\" >> {}\n",
+            hook_log.display()
+        ),
+    );
+    let tls = rig.path("tls");
+    let all_kinds = format!(
+        r#"
+[[certificate]]
+name = "www"
+domains = ["www.test", "alt.test"]
+owner = "web@example.org"
+challenge = {{ type = "http-01", listen = "127.0.0.1:{port}" }}
+files = {{ cert = "{t}/www.crt", chain = "{t}/www.chain", fullchain = "{t}/www.pem", key = "{t}/www.key", combined = "{t}/www.combined" }}
+key_mode = "0640"
+key_type = "rsa-2048"
+reload = [["{hook}"]]
+"#,
+        port = rig.pebble.http_port,
+        t = tls.display(),
+        hook = hook.display()
+    );
+    let api = rig.cert(
+        "api",
+        &["api.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    );
+    rig.write_config(&format!("{all_kinds}{api}"));
+
+    rig.renewd_ok("run", &["--once"]);
+
+    // www: every kind, consistent with each other and with the key.
+    let leaf = read_cert_pem(tls.join("www.crt"));
+    let full = read_certs_pem(tls.join("www.pem"));
+    let chain = read_certs_pem(tls.join("www.chain"));
+    let combined = read_certs_pem(tls.join("www.combined"));
+    assert_eq!(full[0], leaf, "fullchain starts with the leaf");
+    assert_eq!(&full[1..], &chain[..], "fullchain continues with the chain");
+    assert!(!chain.is_empty(), "the CA's intermediates are deployed");
+    assert_eq!(combined, full, "combined holds the fullchain");
+    assert_eq!(
+        key_spki(tls.join("www.key")),
+        leaf.spki,
+        "key matches the certificate"
+    );
+    assert_eq!(
+        key_spki(tls.join("www.combined")),
+        leaf.spki,
+        "combined's key matches"
+    );
+    let combined_text = fs::read_to_string(tls.join("www.combined")).unwrap();
+    assert!(
+        combined_text.find("PRIVATE KEY").unwrap()
+            < combined_text.find("BEGIN CERTIFICATE").unwrap(),
+        "combined is key first (HAProxy order)"
+    );
+    let mut names = leaf.names.clone();
+    names.sort();
+    assert_eq!(names, vec!["alt.test", "www.test"]);
+    assert_eq!(mode(&tls.join("www.key")), 0o640);
+    assert_eq!(mode(&tls.join("www.combined")), 0o640);
+    assert_eq!(mode(&tls.join("www.pem")), 0o644);
+
+    // api: default key mode.
+    let api_leaf = read_cert_pem(rig.fullchain("api"));
+    assert_eq!(key_spki(rig.key("api")), api_leaf.spki);
+    assert_eq!(mode(&rig.key("api")), 0o600);
+
+    // One reload for the batch, serving both certificates.
+    let runs = lines(&hook_log);
+    assert_eq!(runs.len(), 1, "one reload per batch: {runs:?}");
+    let fields: Vec<&str> = runs[0].split('|').collect();
+    assert_eq!(fields[0], "www api");
+    assert_eq!(fields[1], "www.test,alt.test api.test");
+    assert_eq!(
+        fields[2],
+        format!("{} {}", leaf.serial_hex, api_leaf.serial_hex)
+    );
+    assert_eq!(
+        fields[3],
+        format!(
+            "{} {}",
+            tls.join("www.pem").display(),
+            rig.fullchain("api").display()
+        )
+    );
+
+    // status (no daemon: read from disk) shows both, with a next renewal.
+    let json = rig.renewd_ok("status", &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], "www");
+    assert_eq!(rows[0]["serial"], leaf.serial_hex.as_str());
+    assert_eq!(rows[0]["owner"], "web@example.org");
+    assert_eq!(rows[0]["issued_by"], "pebble");
+    assert_eq!(rows[0]["last_ok"], true);
+    assert_eq!(rows[0]["next_renewal_reason"], "renew_before threshold");
+}
+
+#[test]
+fn once_issues_through_a_webroot_and_cleans_up_the_answer() {
+    let rig = Rig::new(PebbleOptions {
+        nonce_reject_percent: Some(0),
+        authz_reuse_percent: Some(0),
+        ..Default::default()
+    });
+    let webroot = rig.path("www");
+    fs::create_dir_all(&webroot).unwrap();
+    let _server = StaticServer::start(&webroot, rig.pebble.http_port);
+    let cert = rig.cert("site", &["site.test"], "").replace(
+        &format!("listen = \"127.0.0.1:{}\"", rig.pebble.http_port),
+        &format!("webroot = \"{}\"", webroot.display()),
+    );
+    rig.write_config(&cert);
+
+    rig.renewd_ok("run", &["--once"]);
+
+    let leaf = read_cert_pem(rig.fullchain("site"));
+    assert_eq!(key_spki(rig.key("site")), leaf.spki);
+    assert_eq!(leaf.names, vec!["site.test"]);
+    let answers = webroot.join(".well-known/acme-challenge");
+    assert_eq!(
+        fs::read_dir(&answers).unwrap().count(),
+        0,
+        "answers are removed after validation"
+    );
+    assert!(rig.pebble.count_log("authz") > 0);
+}
+
+#[test]
+fn second_pass_with_nothing_due_creates_no_order() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&format!(
+        "{}{}",
+        rig.cert("a", &["a.test"], ""),
+        rig.cert("b", &["b.test"], "")
+    ));
+    rig.renewd_ok("run", &["--once"]);
+    let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
+    assert_eq!(orders, 2);
+    let requests = rig.pebble.log().lines().count();
+    let serial = read_cert_pem(rig.fullchain("a")).serial_hex;
+
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing due"));
+    assert_eq!(
+        rig.pebble.count_log(Pebble::NEW_ORDER_LOG),
+        orders,
+        "no new-order request"
+    );
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
+    assert_eq!(
+        rig.pebble.log().lines().count(),
+        requests,
+        "no request at all reached the CA"
+    );
+    assert_eq!(read_cert_pem(rig.fullchain("a")).serial_hex, serial);
+}
+
+#[test]
+fn renew_skips_what_is_not_due_and_force_and_dry_run_do_what_they_say() {
+    let rig = Rig::new(PebbleOptions::default());
+    let hook_log = rig.path("reload.log");
+    let hook = rig.path("reload.sh");
+    write_exec(
+        &hook,
+        &format!("echo \"$RENEWD_SERIAL\" >> {}\n", hook_log.display()),
+    );
+    rig.write_config(&rig.cert(
+        "www",
+        &["www.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    ));
+    rig.renewd_ok("run", &["--once"]);
+    let first = read_cert_pem(rig.fullchain("www"));
+
+    let out = rig.renewd_ok("renew", &["www"]);
+    assert!(out.contains("www: skipped: not due until"), "{out}");
+    assert_eq!(read_cert_pem(rig.fullchain("www")), first);
+
+    let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
+    let out = rig.renewd_ok("renew", &["--dry-run", "--force", "www"]);
+    assert!(out.contains("www: dry-run-ok"), "{out}");
+    assert_eq!(
+        rig.pebble.count_log(Pebble::ORDER_CREATED_LOG),
+        orders + 1,
+        "dry run orders"
+    );
+    assert_eq!(
+        read_cert_pem(rig.fullchain("www")),
+        first,
+        "dry run deploys nothing"
+    );
+    assert_eq!(lines(&hook_log).len(), 1, "dry run reloads nothing");
+
+    let out = rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("www: renewed"), "{out}");
+    let second = read_cert_pem(rig.fullchain("www"));
+    assert_ne!(second.serial_hex, first.serial_hex);
+    assert_eq!(key_spki(rig.key("www")), second.spki);
+    assert_ne!(second.spki, first.spki, "a fresh key every renewal");
+    assert_eq!(
+        lines(&hook_log),
+        vec![first.serial_hex.clone(), second.serial_hex.clone()]
+    );
+
+    let out = rig.renewd("renew", &["nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no certificate named nosuch"));
+}
+
+#[test]
+fn accounts_are_reused_across_runs_and_registered_again_when_the_ca_forgets_them() {
+    let mut rig = Rig::new(PebbleOptions::default());
+    // A second CA: another Pebble, with its own account.
+    let second = Pebble::start(PebbleOptions::default());
+    let second_ca = format!(
+        r#"
+[ca.second]
+directory = "{}"
+accept_terms = true
+trust_roots = "{}"
+"#,
+        second.directory_url,
+        second.tls_root_path.display()
+    );
+    let on_second = rig.cert("two", &["two.test"], "ca = [\"second\"]").replace(
+        &format!("127.0.0.1:{}", rig.pebble.http_port),
+        &format!("127.0.0.1:{}", second.http_port),
+    );
+    rig.write_config(&format!(
+        "{second_ca}{}{on_second}",
+        rig.cert("one", &["one.test"], "ca = [\"pebble\"]")
+    ));
+    rig.renewd_ok("run", &["--once"]);
+    let acct1 = fs::read(rig.state_dir.join("accounts/pebble.json")).unwrap();
+    let acct2 = fs::read(rig.state_dir.join("accounts/second.json")).unwrap();
+    assert_eq!(mode(&rig.state_dir.join("accounts/pebble.json")), 0o600);
+    assert_eq!(rig.pebble.count_log(Pebble::NEW_ACCOUNT_LOG), 1);
+    assert_eq!(second.count_log(Pebble::NEW_ACCOUNT_LOG), 1);
+    assert_eq!(second.count_log(Pebble::ORDER_CREATED_LOG), 1);
+
+    // A new process reuses both accounts.
+    rig.renewd_ok("renew", &["--force", "--all"]);
+    assert_eq!(
+        rig.pebble.count_log(Pebble::NEW_ACCOUNT_LOG),
+        1,
+        "account reused"
+    );
+    assert_eq!(
+        second.count_log(Pebble::NEW_ACCOUNT_LOG),
+        1,
+        "second CA's account reused"
+    );
+    assert_eq!(second.count_log(Pebble::ORDER_CREATED_LOG), 2);
+    assert_eq!(
+        fs::read(rig.state_dir.join("accounts/pebble.json")).unwrap(),
+        acct1
+    );
+    assert_eq!(
+        fs::read(rig.state_dir.join("accounts/second.json")).unwrap(),
+        acct2
+    );
+
+    // The CA forgets everything; renewd registers again and the renewal succeeds.
+    rig.pebble.restart();
+    let out = rig.renewd("renew", &["--force", "one"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("registering a new one"));
+    assert_ne!(
+        fs::read(rig.state_dir.join("accounts/pebble.json")).unwrap(),
+        acct1
+    );
+    let kept: Vec<_> = fs::read_dir(rig.state_dir.join("accounts"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pebble.json."))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the old account key is kept aside, never deleted"
+    );
+    assert_eq!(
+        key_spki(rig.key("one")),
+        read_cert_pem(rig.fullchain("one")).spki
+    );
+}
+
+#[test]
+fn a_failed_validation_is_reported_with_the_cas_words_and_nothing_is_deployed() {
+    let rig = Rig::new(PebbleOptions {
+        authz_reuse_percent: Some(0),
+        ..Default::default()
+    });
+    // Validated through a webroot nobody serves: Pebble cannot fetch the answer.
+    let webroot = rig.path("unserved");
+    fs::create_dir_all(&webroot).unwrap();
+    let cert = rig.cert("www", &["www.test"], "").replace(
+        &format!("listen = \"127.0.0.1:{}\"", rig.pebble.http_port),
+        &format!("webroot = \"{}\"", webroot.display()),
+    );
+    rig.write_config(&cert);
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("validation of www.test failed"), "{err}");
+    assert!(
+        err.contains("connection refused")
+            || err.contains("Connection refused")
+            || err.contains("connection"),
+        "{err}"
+    );
+    assert!(!rig.fullchain("www").exists());
+    assert!(!rig.key("www").exists());
+    let json = rig.renewd_ok("status", &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["last_ok"], false);
+    assert_eq!(rows[0]["consecutive_failures"], 1);
+    assert!(rows[0]["last_result"]
+        .as_str()
+        .unwrap()
+        .contains("www.test"));
+    // Backing off: a second pass right away does not hammer the CA.
+    let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1), "still not fine");
+    assert_eq!(
+        rig.pebble.count_log(Pebble::ORDER_CREATED_LOG),
+        orders,
+        "backoff respected"
+    );
+}

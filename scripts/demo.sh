@@ -10,7 +10,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DEMO="$ROOT/target/demo"
-PEBBLE_BIN="$ROOT/target/test-deps/pebble/usr/bin"
 WATCH_SECONDS="${DEMO_SECONDS:-45}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -22,54 +21,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + RANDOM % 20000))
-}
+source "$ROOT/scripts/lib/pebble.sh"
 
 step "Fetching Pebble 2.10 (Debian unstable, unpacked under target/) and building renewd"
 bash scripts/fetch-test-deps.sh >/dev/null
-command -v openssl >/dev/null || { echo "demo needs openssl: apt-get install openssl" >&2; exit 1; }
 cargo build --quiet
 RENEWD="$ROOT/target/debug/renewd"
 
 rm -rf "$DEMO"
-mkdir -p "$DEMO/tls" "$DEMO/pebble"
-ACME_PORT=$(free_port); MGMT_PORT=$(free_port); HTTP_PORT=$(free_port)
-DNS_PORT=$(free_port); CTS_PORT=$(free_port)
+mkdir -p "$DEMO/tls"
 
-step "Starting Pebble on 127.0.0.1:$ACME_PORT (30-second certificates) and its DNS"
-# Pebble's own HTTPS certificate, from a throwaway CA that renewd is told to trust.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=demo CA" -keyout "$DEMO/pebble/ca.key" -out "$DEMO/pebble/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-    -keyout "$DEMO/pebble/key.pem" -out "$DEMO/pebble/csr.pem" 2>/dev/null
-openssl x509 -req -in "$DEMO/pebble/csr.pem" -CA "$DEMO/pebble/ca.pem" -CAkey "$DEMO/pebble/ca.key" \
-    -CAcreateserial -days 2 -out "$DEMO/pebble/cert.pem" \
-    -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1') 2>/dev/null
-cat >"$DEMO/pebble/config.json" <<EOF
-{"pebble": {
-  "listenAddress": "127.0.0.1:$ACME_PORT", "managementListenAddress": "127.0.0.1:$MGMT_PORT",
-  "certificate": "$DEMO/pebble/cert.pem", "privateKey": "$DEMO/pebble/key.pem",
-  "httpPort": $HTTP_PORT, "tlsPort": 5001, "ocspResponderURL": "",
-  "externalAccountBindingRequired": false, "retryAfter": {"authz": 1, "order": 1},
-  "profiles": {
-    "default": {"description": "demo", "validityPeriod": 30},
-    "shortlived": {"description": "demo", "validityPeriod": 30}
-  }
-}}
-EOF
-"$PEBBLE_BIN/pebble-challtestsrv" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
-    -dnsserver "127.0.0.1:$DNS_PORT" -management "127.0.0.1:$CTS_PORT" \
-    -http01 "" -https01 "" -tlsalpn01 "" -doh "" >"$DEMO/pebble/challtestsrv.log" 2>&1 &
-pids+=($!)
-PEBBLE_VA_NOSLEEP=1 "$PEBBLE_BIN/pebble" -config "$DEMO/pebble/config.json" \
-    -dnsserver "127.0.0.1:$DNS_PORT" >"$DEMO/pebble/pebble.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-    curl -fsS --cacert "$DEMO/pebble/ca.pem" "https://127.0.0.1:$ACME_PORT/dir" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+step "Starting Pebble (30-second certificates) and its DNS, on free loopback ports"
+start_pebble "$DEMO/pebble" 30
 
 step "renewd configuration ($DEMO/renewd.toml)"
 cat >"$DEMO/reload.sh" <<EOF
@@ -82,11 +45,7 @@ cat >"$DEMO/renewd.toml" <<EOF
 state_dir = "$DEMO/state"
 control_socket = "$DEMO/control.sock"
 
-[ca.pebble]
-directory = "https://127.0.0.1:$ACME_PORT/dir"
-contact = ["mailto:ops@example.org"]
-accept_terms = true
-trust_roots = "$DEMO/pebble/ca.pem"
+$(pebble_ca_toml)
 
 [[certificate]]
 name = "www"

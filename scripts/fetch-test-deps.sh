@@ -31,6 +31,8 @@ SYSTEM_PACKAGES=(
     strace
     procps
     curl # the dns-01 hook script tests/common writes (Pebble::write_dns_hook)
+    openssl # scripts/lib/pebble.sh: Pebble's own HTTPS certificate (demo, probes)
+    bc # scripts/idle-probe.sh
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }

@@ -34,6 +34,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BODY: usize = 1 << 20;
 /// How long to wait for the CA to validate an order and then to issue it.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Orders started for one issuance when the CA keeps rejecting nonces.
+const ORDER_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -59,6 +61,11 @@ pub enum AcmeError {
     },
     #[error(transparent)]
     Challenge(#[from] crate::challenge::ChallengeError),
+}
+
+fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
 }
 
 /// A problem type meaning the CA does not know our account (any more): the CA was reset,
@@ -218,7 +225,9 @@ impl Ca {
     /// `responders` as `challenge` says.
     ///
     /// When the CA no longer knows the account (it was reset, or the account deactivated),
-    /// a new account is registered once and the order retried.
+    /// a new account is registered once and the order retried. An order that fails on a
+    /// `badNonce` that outlived instant-acme's own retries is started again, up to
+    /// [`ORDER_ATTEMPTS`] times: the CA rejected a nonce, not the request.
     pub async fn issue(
         &self,
         names: &[String],
@@ -226,21 +235,28 @@ impl Ca {
         challenge: &ChallengeConfig,
         responders: &Responders,
     ) -> Result<Issued, AcmeError> {
-        let account = self.account.read().await.clone();
-        match self
-            .order(&account, names, csr_der, challenge, responders)
-            .await
-        {
-            Err(OrderError::Acme(e)) if account_is_gone(&e) => {
-                tracing::warn!(ca = %self.name, error = %e,
-                    "the CA does not know renewd's account; registering a new one");
-                let fresh = load_or_register(&self.config, &self.account_path, true).await?;
-                *self.account.write().await = fresh.clone();
-                self.order(&fresh, names, csr_der, challenge, responders)
-                    .await
-                    .map_err(|e| self.describe(e))
+        let mut attempts = 0;
+        let mut registered_again = false;
+        loop {
+            attempts += 1;
+            let account = self.account.read().await.clone();
+            match self
+                .order(&account, names, csr_der, challenge, responders)
+                .await
+            {
+                Err(OrderError::Acme(e)) if account_is_gone(&e) && !registered_again => {
+                    tracing::warn!(ca = %self.name, error = %e,
+                        "the CA does not know renewd's account; registering a new one");
+                    let fresh = load_or_register(&self.config, &self.account_path, true).await?;
+                    *self.account.write().await = fresh;
+                    registered_again = true;
+                }
+                Err(OrderError::Acme(e)) if is_bad_nonce(&e) && attempts < ORDER_ATTEMPTS => {
+                    tracing::warn!(ca = %self.name, error = %e, attempt = attempts,
+                        "the CA rejected a nonce repeatedly; starting the order again");
+                }
+                other => return other.map_err(|e| self.describe(e)),
             }
-            other => other.map_err(|e| self.describe(e)),
         }
     }
 

@@ -89,7 +89,7 @@ impl Renewer {
     async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, String> {
         let mut cas = self.cas.lock().await;
         if let Some((cfg, ca)) = cas.get(&config.name) {
-            if format!("{cfg:?}") == format!("{config:?}") {
+            if cfg == config {
                 return Ok(ca.clone());
             }
         }

@@ -292,3 +292,17 @@ fn a_bad_command_line_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_shipped_example_configuration_passes_check_and_manages_nothing() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/renewd.toml");
+    let out = renewd(&["check"], &example);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok (0 certificate(s)"), "{stdout}");
+}

@@ -203,3 +203,50 @@ fn sighup_rereads_the_configuration_and_keeps_the_old_one_when_the_new_is_bad() 
     assert!(d.log().contains("configuration reloaded"));
     assert!(d.stop().success());
 }
+
+#[test]
+fn sigterm_during_a_renewal_lets_it_finish_then_exits_cleanly() {
+    let rig = Rig::new(PebbleOptions::default());
+    let log = rig.path("reload.log");
+    let hook = rig.path("slow-reload.sh");
+    // The reload takes two seconds; SIGTERM arrives while it runs.
+    write_exec(
+        &hook,
+        &format!(
+            "echo started >> {l}\nsleep 2\necho finished >> {l}\n",
+            l = log.display()
+        ),
+    );
+    rig.write_config(&rig.cert(
+        "www",
+        &["www.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    ));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "the reload to start", || {
+        lines(&log).len() == 1
+    });
+    let status = d.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        lines(&log),
+        vec!["started", "finished"],
+        "work under way was finished"
+    );
+    assert_eq!(
+        key_spki(rig.key("www")),
+        read_cert_pem(rig.fullchain("www")).spki
+    );
+    let leftovers: Vec<_> = fs::read_dir(rig.path("tls"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary files left: {leftovers:?}"
+    );
+    assert!(d.log().contains("waiting for renewals under way"));
+    assert!(!rig.socket.exists());
+}

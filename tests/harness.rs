@@ -262,9 +262,9 @@ async fn issuance_over_http01_with_the_harness() {
         "validity_secs not applied: {lifetime:?}"
     );
     assert!(
-        pebble.log().contains(&leaf.serial_hex),
+        pebble.log().contains(&leaf.pebble_serial()),
         "serial {} not in log",
-        leaf.serial_hex
+        leaf.pebble_serial()
     );
     let chain = read_certs_pem(out.path().join("fullchain.pem"));
     assert!(chain.len() >= 2);

@@ -133,7 +133,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// What tests usually need to know about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertView {
-    /// Lowercase hex, no leading zeros, no separators (e.g. `"5e1f0c..."`).
+    /// Lowercase hex, two digits a byte, no separators (e.g. `"0e1f0c..."`), as
+    /// renewd and `openssl x509 -serial` show it.
     pub serial_hex: String,
     pub not_after: SystemTime,
     pub not_before: SystemTime,
@@ -148,6 +149,18 @@ pub struct CertView {
     /// certificate id (RFC 9773 §4.1, each base64url-encoded, joined by '.').
     pub serial_raw: Vec<u8>,
     pub aki: Option<Vec<u8>>,
+}
+
+impl CertView {
+    /// The serial as Pebble logs it (`%x` of the number: no leading zero).
+    pub fn pebble_serial(&self) -> String {
+        let t = self.serial_hex.trim_start_matches('0');
+        if t.is_empty() {
+            "0".into()
+        } else {
+            t.into()
+        }
+    }
 }
 
 /// Every CERTIFICATE block in a PEM string, in order.
@@ -218,7 +231,15 @@ fn cert_view(der: &[u8]) -> CertView {
             _ => None,
         });
     CertView {
-        serial_hex: format!("{:x}", cert.tbs_certificate.serial),
+        // Byte-wise, as `openssl x509 -serial` and renewd print it (a leading zero nibble
+        // kept); Pebble's own log drops it, see `CertView::pebble_serial`.
+        serial_hex: cert
+            .tbs_certificate
+            .serial
+            .to_bytes_be()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         not_after: to_time(&cert.validity().not_after),
         not_before: to_time(&cert.validity().not_before),
         names,
@@ -412,7 +433,7 @@ impl Default for PebbleOptions {
 /// * a challenge validated: `authz <id> set VALID by completed challenge <id>`;
 ///   each http-01 validation fetches the token 3 times (`Starting 3 validations.`);
 /// * issuance: `Issued certificate serial <hex> for order <id>`
-///   ([`Pebble::CERT_ISSUED_LOG`]; the serial is [`CertView::serial_hex`]);
+///   ([`Pebble::CERT_ISSUED_LOG`]; the serial is [`CertView::pebble_serial`]);
 /// * a new order naming `replaces`: `ARI: order "<new id>" is a replacement of "<old order id>"`
 ///   ([`Pebble::REPLACEMENT_LOG`]).
 ///

@@ -14,12 +14,6 @@ WATCH_SECONDS="${DEMO_SECONDS:-45}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
 
 source "$ROOT/scripts/lib/pebble.sh"
 

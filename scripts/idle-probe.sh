@@ -12,12 +12,6 @@ SECS=${2:-60}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="$ROOT/target/idle-probe"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
 source "$ROOT/scripts/lib/pebble.sh"
 
 bash scripts/fetch-test-deps.sh >/dev/null

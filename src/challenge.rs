@@ -288,6 +288,12 @@ mod tests {
         out
     }
 
+    /// A loopback address nothing listens on (bound, then released).
+    fn free_loopback() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
     #[test]
     fn hostile_tokens_are_refused() {
         for t in [
@@ -305,12 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_listener_serves_many_tokens_and_closes_when_idle() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = free_loopback();
         let cfg = ChallengeConfig::Http01Listen { listen: addr };
         let r = Responders::default();
         let a = r.provision(&cfg, "tokA", "tokA.thumb").await.unwrap();
@@ -338,12 +339,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_validations_share_one_listener() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = free_loopback();
         let r = Responders::default();
         let mut tasks = Vec::new();
         for i in 0..16 {

@@ -3,7 +3,15 @@
 # does the same in Rust, per test).
 #
 #   start_pebble DIR VALIDITY_SECONDS
-# sets ACME_PORT HTTP_PORT PEBBLE_CA (PEM renewd must trust) and appends to the `pids` array.
+# sets ACME_PORT HTTP_PORT PEBBLE_CA (PEM renewd must trust).
+
+# Everything started here (and whatever the caller appends to `pids`) is stopped on exit.
+pids=()
+stop_started() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop_started EXIT
 
 PEBBLE_BIN="${PEBBLE_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/test-deps/pebble/usr/bin}"
 

@@ -472,6 +472,9 @@ impl Pebble {
     /// Logged once per new-account request (including `onlyReturnExisting` look-ups).
     pub const NEW_ACCOUNT_LOG: &'static str = "POST /sign-me-up -> calling handler()";
     /// Logged once per certificate issued, followed by its serial in hex.
+    /// Logged once per account actually created (a request retried after a rejected
+    /// nonce is counted once here, twice in [`Pebble::NEW_ACCOUNT_LOG`]).
+    pub const ACCOUNT_CREATED_LOG: &'static str = " accounts in memory";
     pub const CERT_ISSUED_LOG: &'static str = "Issued certificate serial ";
     /// Logged when a new order names `replaces` (ARI).
     pub const REPLACEMENT_LOG: &'static str = "is a replacement of";

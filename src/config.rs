@@ -46,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "state_dir",
     "control_socket",
     "max_concurrent_renewals",
+    "log_level",
     "metrics",
     "alert",
     "ca",
@@ -54,7 +55,14 @@ const TOP_KEYS: &[&str] = &[
     "exception",
     "discovery",
 ];
-const TOP_SCALAR_KEYS: &[&str] = &["state_dir", "control_socket", "max_concurrent_renewals"];
+const TOP_SCALAR_KEYS: &[&str] = &[
+    "state_dir",
+    "control_socket",
+    "max_concurrent_renewals",
+    "log_level",
+];
+/// What `log_level` may say; `RUST_LOG`, when set, takes precedence with its full syntax.
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const CA_KEYS: &[&str] = &[
     "directory",
     "contact",
@@ -185,6 +193,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
     pub max_concurrent_renewals: usize,
+    /// One of [`LOG_LEVELS`]; `None` means the default, `info`.
+    pub log_level: Option<String>,
     pub cas: BTreeMap<String, CaConfig>,
     /// In file order: the main file first, then `conf.d` in name order.
     pub certificates: Vec<CertConfig>,
@@ -207,6 +217,7 @@ impl Default for Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             max_concurrent_renewals: DEFAULT_MAX_CONCURRENT,
+            log_level: None,
             cas: BTreeMap::new(),
             certificates: Vec::new(),
             metrics: None,
@@ -1611,6 +1622,21 @@ impl Raw {
                                 node.loc.clone(),
                                 format!("`{key}` must be between 1 and 1024, found {n}"),
                             )),
+                        }
+                    }
+                }
+                "log_level" => {
+                    if let Some(level) = as_str(key, node, p) {
+                        if LOG_LEVELS.contains(&level) {
+                            config.log_level = Some(level.to_string());
+                        } else {
+                            p.push(Problem::new(
+                                node.loc.clone(),
+                                format!(
+                                    "`log_level` must be one of {}, found {level:?} (RUST_LOG takes full filter directives)",
+                                    LOG_LEVELS.join(", ")
+                                ),
+                            ));
                         }
                     }
                 }
@@ -3142,6 +3168,21 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
             10,
             9,
             "`owner` must be a string, found an array",
+        );
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        assert_eq!(
+            load_ok("log_level = \"debug\"\n").log_level.as_deref(),
+            Some("debug")
+        );
+        assert_eq!(load_ok("").log_level, None);
+        assert_only(
+            "log_level = \"loud\"\n",
+            1,
+            13,
+            "must be one of error, warn",
         );
     }
 

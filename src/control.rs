@@ -160,13 +160,16 @@ pub async fn serve(
 async fn handle(stream: UnixStream, to_daemon: mpsc::Sender<Incoming>, me: u32) -> io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
+    // The request is read (bounded) even from a peer that will be refused, so that it gets
+    // the refusal as an answer rather than a broken pipe.
+    let request = read_request(read).await;
     let response = if peer.uid() != 0 && peer.uid() != me {
         tracing::warn!(uid = peer.uid(), "control request refused: not root");
         Response::Error {
             message: "permission denied: only root may control renewd".into(),
         }
     } else {
-        match read_request(read).await {
+        match request {
             Err(message) => Response::Error { message },
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();

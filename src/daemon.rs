@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
+use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -266,6 +267,14 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tracing::info!(socket = %d.config.control_socket.display(), "renewd started; {}", d.summary());
+    let mut status = d.status_line(SystemTime::now());
+    tell_systemd(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    // systemd's watchdog, when the unit asks for one: the only periodic wake-up.
+    let mut watchdog = sd_notify::watchdog_enabled().map(|timeout| {
+        let every = (timeout / 2).max(Duration::from_secs(1));
+        tracing::debug!(?every, "watchdog enabled");
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+    });
 
     loop {
         d.wakeups += 1;
@@ -291,14 +300,30 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
             _ = debounced => d.reevaluate_dirty(),
             Some(ev) = ev_rx.recv() => d.on_event(ev),
             Some((req, reply)) = ctl_rx.recv() => d.on_control(req, reply),
-            _ = hup.recv() => d.reload(),
+            _ = hup.recv() => {
+                let reloading = NotifyState::monotonic_usec_now();
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(reloading.ok());
+                tell_systemd(&states);
+                d.reload();
+                tell_systemd(&[NotifyState::Ready]);
+            }
+            _ = async { watchdog.as_mut().map(|w| w.tick()).expect("guarded").await }, if watchdog.is_some() => {
+                tell_systemd(&[NotifyState::Watchdog]);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
         tracing::trace!(wakeups = d.wakeups, "event loop woke");
+        let now_status = d.status_line(SystemTime::now());
+        if now_status != status {
+            status = now_status;
+            tell_systemd(&[NotifyState::Status(&status)]);
+        }
     }
 
     tracing::info!("stopping");
+    tell_systemd(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     let _ = stop_tx.send(true);
     let _ = server.await;
     if d.batches_in_flight > 0 {
@@ -325,7 +350,59 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Sends state to systemd when it supervises us (`NOTIFY_SOCKET`); otherwise does nothing.
+fn tell_systemd(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// "in 23d", "in 4h", "in 12m", "in 30s", "now": coarse on purpose, for a status line.
+fn relative(at: SystemTime, now: SystemTime) -> String {
+    let Ok(d) = at.duration_since(now) else {
+        return "now".into();
+    };
+    let s = d.as_secs();
+    match s {
+        0 => "now".into(),
+        1..=119 => format!("in {s}s"),
+        120..=7199 => format!("in {}m", s / 60),
+        7200..=172_799 => format!("in {}h", s / 3600),
+        _ => format!("in {}d", s / 86400),
+    }
+}
+
 impl Daemon {
+    /// The one-line STATUS systemd shows, e.g. "12 certificates, next: www in 23d".
+    fn status_line(&self, now: SystemTime) -> String {
+        let mut line = format!("{} certificates", self.entries.len());
+        if let Some(e) = self
+            .entries
+            .values()
+            .filter(|e| !e.renewing)
+            .min_by_key(|e| e.eval.decision.at)
+        {
+            line.push_str(&format!(
+                ", next: {} {}",
+                e.cfg.name,
+                relative(e.eval.decision.at, now)
+            ));
+        }
+        let renewing = self.entries.values().filter(|e| e.renewing).count();
+        if renewing > 0 {
+            line.push_str(&format!(", {renewing} renewing"));
+        }
+        let failing = self
+            .entries
+            .values()
+            .filter(|e| e.failures_seen > 0)
+            .count();
+        if failing > 0 {
+            line.push_str(&format!(", {failing} failing"));
+        }
+        line
+    }
+
     fn new_watcher(&self) -> Result<notify::RecommendedWatcher, String> {
         let tx = self.events.clone();
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {

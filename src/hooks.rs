@@ -95,6 +95,11 @@ pub async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
 
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        // systemd's channel is renewd's own: a hook must not report readiness or pet the
+        // watchdog on renewd's behalf.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .envs(hook.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -5,11 +5,31 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use renewd::config::{self, Config};
 use renewd::control::{self, Request, Response};
-use renewd::{daemon, status};
+use renewd::{daemon, logging, status};
+
+const LONG_ABOUT: &str = "\
+renewd keeps every configured certificate valid through ACME (RFC 8555): it renews each one \
+before it is due (its renew_before threshold, or at once when a deployed file is missing, \
+unreadable, or does not match its key or names), writes the new key and certificate files \
+into place with their final modes, and runs the reload commands of the services using them.
+
+FILES: /etc/renewd/renewd.toml, then /etc/renewd/conf.d/*.toml in name order (the \
+configuration); /var/lib/renewd (state: ACME accounts, per-certificate history, lock); \
+/run/renewd/control.sock (the running daemon's control socket, root only).
+
+ENVIRONMENT: RENEWD_CONFIG overrides the configuration path; RUST_LOG sets the log filter \
+(else the configuration's log_level, else info). Under systemd, logs go to the journal with \
+structured fields, and readiness, status and watchdog pings go to NOTIFY_SOCKET.
+
+EXIT STATUS: 0 success; 1 a certificate operation failed; 2 bad command line; 78 bad \
+configuration (each problem printed as FILE:LINE:COL: message).
+
+SIGNALS: SIGHUP re-reads the configuration (a configuration with errors is refused and the \
+old one kept); SIGTERM and SIGINT stop after the renewals under way (at most 30 s).";
 
 const EX_FAILED: u8 = 1;
 const EX_CONFIG: u8 = 78;
@@ -18,7 +38,8 @@ const EX_CONFIG: u8 = 78;
 #[command(
     name = "renewd",
     version,
-    about = "Keeps this host's certificates valid through ACME"
+    about = "Keeps this host's certificates valid through ACME",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,11 +96,37 @@ enum Command {
         #[arg(required_unless_present = "all")]
         names: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff); used to build the packages.
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "renewd",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpage => {
+            return match clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            };
+        }
+        _ => {}
+    }
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -95,23 +142,14 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .compact()
-        .init();
-}
-
 /// Loads the configuration, printing every problem as `FILE:LINE:COL: message`.
 fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
     let path = config::resolve_path(arg.config.as_deref());
     match config::load(&path) {
-        Ok(c) => Ok((path, c)),
+        Ok(c) => {
+            logging::set_level(c.log_level.as_deref());
+            Ok((path, c))
+        }
         Err(e) => {
             eprint!("{e}");
             if !e.to_string().ends_with('\n') {
@@ -124,6 +162,7 @@ fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
 
 async fn dispatch(cmd: Command) -> ExitCode {
     match cmd {
+        Command::Completions { .. } | Command::Manpage => ExitCode::SUCCESS,
         Command::Check { config } => check(&config),
         Command::Run { config, once } => {
             let (path, cfg) = match load(&config) {

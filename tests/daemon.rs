@@ -250,3 +250,42 @@ fn sigterm_during_a_renewal_lets_it_finish_then_exits_cleanly() {
     assert!(d.log().contains("waiting for renewals under way"));
     assert!(!rig.socket.exists());
 }
+
+#[test]
+fn the_control_socket_refuses_other_users_even_when_its_mode_would_let_them_in() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("a", &["a.test"], ""));
+    let mut d = rig.spawn_daemon();
+    assert_eq!(mode(&rig.socket), 0o600, "root only by mode");
+    // Defeat the mode on purpose: the daemon's own check of the peer must still refuse.
+    for p in [rig.dir.path().to_path_buf(), rig.path("run")] {
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(&rig.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let public = tempfile::tempdir().unwrap();
+    fs::set_permissions(public.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = public.path().join("renewd.toml");
+    fs::copy(&rig.config_path, &cfg).unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(renewd_bin())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied: only root may control renewd"),
+        "{err}"
+    );
+    assert!(d.log().contains("control request refused: not root"));
+    // Root still gets its answer: the daemon lived on.
+    assert!(rig
+        .renewd_ok("status", &["--json"])
+        .contains("\"name\": \"a\""));
+    assert!(d.stop().success());
+}

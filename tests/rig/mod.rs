@@ -127,6 +127,11 @@ files = {{ fullchain = "{fc}", key = "{key}" }}
     /// Starts `renewd run` in the background, its log in `daemon.log`; waits until its control
     /// socket answers.
     pub fn spawn_daemon(&self) -> DaemonProc {
+        self.spawn_daemon_with_env(&[])
+    }
+
+    /// [`Rig::spawn_daemon`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> DaemonProc {
         let log_path = self.path("daemon.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -138,6 +143,7 @@ files = {{ fullchain = "{fc}", key = "{key}" }}
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "renewd=debug,info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -179,6 +185,11 @@ impl DaemonProc {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the daemon to exit, after a signal the test sent itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let mut status = None;
         wait_until(

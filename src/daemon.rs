@@ -707,6 +707,7 @@ impl Daemon {
                     self.config.control_socket.clone(),
                     self.config.max_concurrent_renewals,
                 );
+                crate::logging::set_level(new.log_level.as_deref());
                 self.config = new;
                 (
                     self.config.state_dir,

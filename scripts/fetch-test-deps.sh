@@ -33,6 +33,10 @@ SYSTEM_PACKAGES=(
     curl # the dns-01 hook script tests/common writes (Pebble::write_dns_hook)
     openssl # scripts/lib/pebble.sh: Pebble's own HTTPS certificate (demo, probes)
     bc # scripts/idle-probe.sh
+    lintian # scripts/test-packages.sh: checks the .deb
+    rpm # scripts/test-packages.sh: rpm -qlp on the .rpm (cargo-generate-rpm builds it without rpmbuild)
+    debootstrap # scripts/test-packages.sh: the throwaway Debian root the .deb is installed into
+    systemd # tests/systemd_unit.rs: systemd-analyze verify and security --offline
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }

@@ -3,7 +3,7 @@
 #
 # Checks the Rust toolchain, fetches the test dependencies (Pebble 2.10 from
 # Debian unstable, unpacked under target/; Debian packages the tests run), then
-# runs every test target against them. Works from any directory.
+# runs every test target against them, then the package test. Works from any directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,4 +43,6 @@ if [ -z "${RENEWD_PEBBLE_DIR:-}" ]; then
 fi
 echo "test.sh: RENEWD_PEBBLE_DIR=$RENEWD_PEBBLE_DIR"
 
-exec cargo test --all-targets "$@"
+cargo test --all-targets "$@"
+# The packages: build .deb and .rpm, lintian, rpm -qlp, install into a throwaway Debian root.
+bash "$ROOT/scripts/test-packages.sh"

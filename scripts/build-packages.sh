@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Build renewd's .deb and .rpm: `bash scripts/build-packages.sh`. Works from any
+# directory and from a clean clone.
+#
+#  1. Installs cargo-deb and cargo-generate-rpm from crates.io with
+#     `cargo install --locked` when they are missing (a few minutes of
+#     compiling, once).
+#  2. `cargo build --release`.
+#  3. Generates into target/assets/, by running the built binary, the man page
+#     (renewd.8.gz) and the bash, zsh and fish completions.
+#  4. `cargo deb --no-build` into target/debian/, then adds to it what
+#     cargo-deb cannot make: the empty /etc/renewd/conf.d/ and DEBIAN/md5sums
+#     (dpkg-deb rebuilds the archive, as debhelper would have built it).
+#  5. `cargo generate-rpm` into target/generate-rpm/.
+#
+# Package metadata: [package.metadata.deb] and [package.metadata.generate-rpm]
+# in Cargo.toml; maintainer scripts, changelog, copyright and lintian overrides
+# in packaging/debian/; RPM scriptlets in packaging/rpm/.
+#
+# The last two lines of standard output are the paths of the .deb and the .rpm.
+# Environment: CARGO_DEB_VERSION, CARGO_GENERATE_RPM_VERSION pin the tools
+# installed when missing (default: the versions this was verified with).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf 'build-packages: %s\n' "$*" >&2; }
+die() {
+    printf 'build-packages: error: %s\n' "$*" >&2
+    exit 1
+}
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain with rustup (see README.md)"
+command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found (it comes with dpkg, on any Debian system)"
+
+# ---------------------------------------------------------------------------
+# 1. The packaging tools, only when missing.
+install_tool() { # subcommand crate version
+    local sub="$1" crate="$2" version="$3" start=$SECONDS
+    if cargo "$sub" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing $crate from crates.io (cargo install --locked; compiles for a few minutes, once)"
+    cargo install --locked ${version:+--version "$version"} "$crate" >&2 ||
+        die "cargo install --locked $crate failed (is crates.io reachable?)"
+    say "installed $crate in $((SECONDS - start)) s"
+}
+install_tool deb cargo-deb "${CARGO_DEB_VERSION:-3.8.0}"
+install_tool generate-rpm cargo-generate-rpm "${CARGO_GENERATE_RPM_VERSION:-0.21.1}"
+
+# ---------------------------------------------------------------------------
+# 2. The binary.
+say "cargo build --release"
+cargo build --release >&2 || die "cargo build --release failed"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[ -n "$TARGET_DIR" ] || TARGET_DIR="$ROOT/target"
+BIN="$TARGET_DIR/release/renewd"
+[ -x "$BIN" ] || die "$BIN was not built"
+
+# ---------------------------------------------------------------------------
+# 3. Man page and completions, from the binary itself. The paths are the
+#    `target/assets/...` sources named in Cargo.toml's package metadata, which
+#    cargo-deb and cargo-generate-rpm resolve against the repository root.
+ASSETS="$ROOT/target/assets"
+rm -rf "$ASSETS"
+mkdir -p "$ASSETS"
+"$BIN" manpage >"$ASSETS/renewd.8" || die "'renewd manpage' failed"
+[ -s "$ASSETS/renewd.8" ] || die "'renewd manpage' printed nothing"
+gzip -9n "$ASSETS/renewd.8" # -n: no name or timestamp, so the build is reproducible
+"$BIN" completions bash >"$ASSETS/renewd.bash" || die "'renewd completions bash' failed"
+"$BIN" completions zsh >"$ASSETS/_renewd" || die "'renewd completions zsh' failed"
+"$BIN" completions fish >"$ASSETS/renewd.fish" || die "'renewd completions fish' failed"
+for f in renewd.bash _renewd renewd.fish; do
+    [ -s "$ASSETS/$f" ] || die "'renewd completions' wrote an empty $f"
+done
+say "generated man page and completions in $ASSETS"
+
+# ---------------------------------------------------------------------------
+# 4. The .deb.
+DEB_DIR="$TARGET_DIR/debian"
+rm -f "$DEB_DIR"/renewd_*.deb
+say "cargo deb --no-build"
+deb="$(cargo deb --no-build --output "$DEB_DIR/")" || die "cargo deb failed"
+deb="$(printf '%s\n' "$deb" | tail -n1)"
+[ -f "$deb" ] || die "cargo deb did not print the path of a .deb (got '$deb')"
+
+# Finish what cargo-deb leaves out, as debhelper would have: the empty
+# /etc/renewd/conf.d/ (dh_installdirs), so dpkg owns it, and DEBIAN/md5sums
+# (dh_md5sums; `dpkg --verify` and debsums use it). Rebuilt with the
+# compression cargo-deb uses, root ownership, and cargo-deb's timestamps.
+repack="$TARGET_DIR/debian/repack"
+rm -rf "$repack"
+dpkg-deb --raw-extract "$deb" "$repack"
+install -d -m 0755 "$repack/etc/renewd/conf.d"
+(cd "$repack" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
+    xargs -0 md5sum >DEBIAN/md5sums)
+chmod 0644 "$repack/DEBIAN/md5sums"
+mtime="$(stat -c %Y "$repack/usr/bin/renewd")"
+find "$repack" -type d -exec touch -h -d "@$mtime" {} +
+SOURCE_DATE_EPOCH="$mtime" dpkg-deb --root-owner-group -Zxz --build "$repack" "$deb" >/dev/null ||
+    die "dpkg-deb --build failed"
+rm -rf "$repack"
+
+# ---------------------------------------------------------------------------
+# 5. The .rpm.
+RPM_DIR="$TARGET_DIR/generate-rpm"
+mkdir -p "$RPM_DIR" # --output DIR/ is taken as a file name unless DIR exists
+rm -f "$RPM_DIR"/renewd-*.rpm
+say "cargo generate-rpm"
+cargo generate-rpm --output "$RPM_DIR/" >&2 || die "cargo generate-rpm failed"
+rpm_file="$(find "$RPM_DIR" -maxdepth 1 -name 'renewd-*.rpm' -type f | head -n1)"
+[ -n "$rpm_file" ] || die "cargo generate-rpm produced no renewd-*.rpm in $RPM_DIR"
+
+say "built:"
+printf '%s\n' "$deb" "$rpm_file"

@@ -35,9 +35,9 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    let mut fine = renewer.recover(&config.certificates).await.all_ok();
     let now = SystemTime::now();
     let mut due = Vec::new();
-    let mut fine = true;
     for cert in &config.certificates {
         let rec = state.load_cert(&cert.name);
         let ev = status::evaluate(cert, &rec, now);
@@ -72,6 +72,8 @@ pub async fn renew_in_process(
 ) -> Result<Vec<RenewResult>, String> {
     let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    renewer.recover(&config.certificates).await;
     let selected = select(config, names, all)?;
     let now = SystemTime::now();
     let mut skipped = Vec::new();
@@ -83,7 +85,6 @@ pub async fn renew_in_process(
             None => run.push(cert.clone()),
         }
     }
-    let renewer = Arc::new(Renewer::new(state, config.max_concurrent_renewals));
     let report = renewer.run_batch(run, &config.cas, dry_run).await;
     Ok(results(skipped, &report, dry_run))
 }
@@ -244,10 +245,15 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(control::serve(listener, ctl_tx, stop_rx));
 
+    // Before anything else looks at the deployed files: finish or undo what a crash
+    // interrupted.
+    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    renewer.recover(&config.certificates).await;
+
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
-        renewer: Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals)),
+        renewer,
         state,
         config,
         entries: BTreeMap::new(),

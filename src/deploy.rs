@@ -20,6 +20,8 @@ use nix::unistd::{Gid, Group, Uid, User};
 use crate::config::{FileKind, FileSet};
 use crate::x509::{self, CertInfo};
 
+pub mod journal;
+
 /// Mode of the files that hold no private key: certificates are public.
 const PUBLIC_MODE: u32 = 0o644;
 

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::acme::Ca;
 use crate::challenge::Responders;
 use crate::config::{CaConfig, CertConfig, FileKind};
+use crate::deploy::journal::{self, Swap};
 use crate::deploy::{self, Material, Ownership};
 use crate::hooks;
 use crate::state::{self, StateDir};
@@ -103,7 +104,8 @@ impl Renewer {
     }
 
     /// Renews every certificate of `certs` (at most `max_concurrent_renewals` at once), then
-    /// runs each distinct reload command of the ones deployed, once.
+    /// reloads the services of the ones deployed (each distinct command once) and proves
+    /// them; a certificate whose reload or proof fails gets its previous files back.
     pub async fn run_batch(
         self: &Arc<Self>,
         certs: Vec<CertConfig>,
@@ -118,72 +120,193 @@ impl Renewer {
             set.spawn(async move {
                 let _permit = this.limit.clone().acquire_owned().await;
                 let result = this.renew_one(&cert, &cas, dry_run).await;
-                (
-                    i,
-                    CertOutcome {
-                        name: cert.name.clone(),
-                        result,
-                    },
-                )
+                (i, result)
             });
         }
-        let mut outcomes: Vec<Option<CertOutcome>> = vec![None; certs.len()];
+        let mut results: Vec<Option<Result<Issued, String>>> =
+            (0..certs.len()).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok((i, outcome)) => outcomes[i] = Some(outcome),
+                Ok((i, result)) => results[i] = Some(result),
                 Err(e) => tracing::error!(error = %e, "renewal task failed"),
             }
         }
-        let certificates: Vec<CertOutcome> = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.unwrap_or_else(|| CertOutcome {
-                    name: certs[i].name.clone(),
-                    result: Err("renewal task was aborted".into()),
-                })
-            })
-            .collect();
-        let reloads = self.reload(&certs, &certificates).await;
+        let mut certificates = Vec::new();
+        let mut pending = Vec::new();
+        for (cert, result) in certs.iter().zip(results) {
+            let result = result.unwrap_or_else(|| Err("renewal task was aborted".into()));
+            let result = match result {
+                Ok(Issued {
+                    renewed,
+                    swap: Some((swap, leaf_der)),
+                }) => {
+                    pending.push(Pending {
+                        cert: cert.clone(),
+                        renewed: renewed.clone(),
+                        leaf_der,
+                        swap,
+                    });
+                    Ok(renewed)
+                }
+                Ok(Issued {
+                    renewed,
+                    swap: None,
+                }) => Ok(renewed),
+                Err(e) => Err(e),
+            };
+            certificates.push(CertOutcome {
+                name: cert.name.clone(),
+                result,
+            });
+        }
+        let settled = self.settle(pending).await;
+        for outcome in &mut certificates {
+            if let Some(Err(e)) = settled.results.get(&outcome.name) {
+                outcome.result = Err(e.clone());
+            }
+        }
         BatchReport {
             certificates,
-            reloads,
+            reloads: settled.reloads,
         }
     }
 
-    /// Renews one certificate and records the outcome in its state record.
+    /// Finishes what a crash interrupted, before anything else is done with the deployed
+    /// files: swaps caught half-way are rolled back, swaps that had completed are reloaded
+    /// and proven like a fresh renewal (and rolled back if that fails), and temporaries
+    /// nobody refers to any more are removed. The report lists the completed swaps.
+    pub async fn recover(&self, certs: &[CertConfig]) -> BatchReport {
+        let dir = self.state.journal_dir();
+        let recovery = match tokio::task::spawn_blocking(move || journal::recover(&dir)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "recovery of interrupted swaps aborted");
+                return BatchReport::default();
+            }
+        };
+        for name in &recovery.rolled_back {
+            tracing::warn!(cert = %name,
+                "a swap of this certificate's files was interrupted; the previous files are back in place");
+        }
+        for e in &recovery.errors {
+            tracing::error!(error = %e, "cannot recover an interrupted swap");
+        }
+        for cert in certs {
+            if recovery.holds(&cert.name) {
+                continue;
+            }
+            match deploy::sweep_temporaries(&cert.files) {
+                Ok(removed) => {
+                    for path in removed {
+                        tracing::info!(cert = %cert.name, path = %path.display(),
+                            "removed a temporary file left by an interrupted run");
+                    }
+                }
+                Err(e) => tracing::warn!(cert = %cert.name, error = %e,
+                    "cannot remove temporary files left by an interrupted run"),
+            }
+        }
+        let mut pending = Vec::new();
+        for swap in recovery.pending {
+            let Some(cert) = certs.iter().find(|c| c.name == swap.cert()) else {
+                tracing::warn!(cert = %swap.cert(), serial = %swap.serial(),
+                    "an interrupted swap completed for a certificate no longer configured; keeping its new files");
+                if let Err(e) = swap.finish() {
+                    tracing::error!(error = %e, "cannot finish the interrupted swap");
+                }
+                continue;
+            };
+            let files = cert.files.clone();
+            let inspected = tokio::task::spawn_blocking(move || deploy::inspect(&files)).await;
+            match inspected {
+                Ok(Ok(leaf)) => {
+                    tracing::warn!(cert = %cert.name, serial = %leaf.serial_hex,
+                        "a swap of this certificate's files completed before an interruption; reloading and proving it now");
+                    let rec = self.state.load_cert(&cert.name);
+                    pending.push(Pending {
+                        cert: cert.clone(),
+                        renewed: Renewed {
+                            ca: rec.issued_by.unwrap_or_default(),
+                            serial: leaf.serial_hex.clone(),
+                            not_after: leaf.not_after,
+                            deployed: true,
+                        },
+                        leaf_der: leaf.der,
+                        swap,
+                    });
+                }
+                other => {
+                    let why = match other {
+                        Ok(Err(problem)) => problem.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => unreachable!("matched above"),
+                    };
+                    tracing::error!(cert = %cert.name, problem = %why,
+                        "the files of an interrupted swap are not usable as configured now; restoring the previous ones");
+                    if let Err(e) = swap.roll_back() {
+                        tracing::error!(cert = %cert.name, error = %e, "cannot restore the previous files");
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            return BatchReport::default();
+        }
+        let certificates = pending
+            .iter()
+            .map(|p| CertOutcome {
+                name: p.cert.name.clone(),
+                result: Ok(p.renewed.clone()),
+            })
+            .collect::<Vec<_>>();
+        let settled = self.settle(pending).await;
+        BatchReport {
+            certificates: certificates
+                .into_iter()
+                .map(|mut c| {
+                    if let Some(Err(e)) = settled.results.get(&c.name) {
+                        c.result = Err(e.clone());
+                    }
+                    c
+                })
+                .collect(),
+            reloads: settled.reloads,
+        }
+    }
+
+    /// Renews one certificate up to its swap. An issuance failure is recorded here; the
+    /// outcome of a swap is recorded by [`Renewer::settle`], once reloaded and proven.
     async fn renew_one(
         &self,
         cert: &CertConfig,
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
-    ) -> Result<Renewed, String> {
+    ) -> Result<Issued, String> {
         let now = SystemTime::now();
         let result = self.issue_and_deploy(cert, cas, dry_run).await;
         if dry_run {
             match &result {
-                Ok(r) => tracing::info!(cert = %cert.name, ca = %r.ca, serial = %r.serial,
-                    "dry run: certificate issued and checked, nothing deployed"),
+                Ok(r) => {
+                    tracing::info!(cert = %cert.name, ca = %r.renewed.ca, serial = %r.renewed.serial,
+                    "dry run: certificate issued and checked, nothing deployed")
+                }
                 Err(e) => tracing::error!(cert = %cert.name, error = %e, "dry run failed"),
             }
             return result;
         }
-        let mut rec = self.state.load_cert(&cert.name);
-        match &result {
-            Ok(r) => {
-                tracing::info!(cert = %cert.name, ca = %r.ca, serial = %r.serial,
-                    not_after = %httpdate(r.not_after), "certificate renewed and deployed");
-                rec.record_success(now, &r.ca, &r.serial, format!("issued serial {}", r.serial));
-            }
-            Err(e) => {
-                tracing::error!(cert = %cert.name, error = %e, "renewal failed");
-                rec.record_failure(now, None, e.clone());
-            }
-        }
-        if let Err(e) = self.state.save_cert(&cert.name, &rec) {
-            tracing::error!(cert = %cert.name, error = %e, "cannot record the renewal's outcome");
+        if let Err(e) = &result {
+            tracing::error!(cert = %cert.name, error = %e, "renewal failed");
+            let mut rec = self.state.load_cert(&cert.name);
+            rec.record_failure(now, None, e.clone());
+            self.save(&cert.name, &rec);
         }
         result
+    }
+
+    fn save(&self, name: &str, rec: &state::CertRecord) {
+        if let Err(e) = self.state.save_cert(name, rec) {
+            tracing::error!(cert = %name, error = %e, "cannot record the renewal's outcome");
+        }
     }
 
     async fn issue_and_deploy(
@@ -191,7 +314,7 @@ impl Renewer {
         cert: &CertConfig,
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
-    ) -> Result<Renewed, String> {
+    ) -> Result<Issued, String> {
         let ca_name = cert
             .ca
             .first()
@@ -226,46 +349,149 @@ impl Renewer {
                     )
                 },
             )?;
-
-        if !dry_run {
-            let files = cert.files.clone();
-            let key_mode = cert.key_mode;
-            tokio::task::spawn_blocking(move || {
-                deploy::deploy(&files, &material, &ownership, key_mode)
-            })
-            .await
-            .map_err(|e| format!("deployment aborted: {e}"))?
-            .map_err(|e| format!("deployment failed, previous files left in place: {e}"))?;
-        }
-        Ok(Renewed {
+        let renewed = Renewed {
             ca: ca.name().to_string(),
             serial: leaf.serial_hex.clone(),
             not_after: leaf.not_after,
             deployed: !dry_run,
+        };
+        if dry_run {
+            return Ok(Issued {
+                renewed,
+                swap: None,
+            });
+        }
+        let files = cert.files.clone();
+        let key_mode = cert.key_mode;
+        let journal_dir = self.state.journal_dir();
+        let name = cert.name.clone();
+        let serial = leaf.serial_hex.clone();
+        let swap = tokio::task::spawn_blocking(move || {
+            let staged = deploy::stage(&files, &material, &ownership, key_mode)
+                .map_err(|e| format!("deployment failed, previous files left in place: {e}"))?;
+            Swap::begin(&journal_dir, &name, &serial, staged)
+                .map_err(|e| format!("deployment failed: {e}"))
+        })
+        .await
+        .map_err(|e| format!("deployment aborted: {e}"))??;
+        Ok(Issued {
+            renewed,
+            swap: Some((swap, leaf.der)),
         })
     }
 
-    /// Runs the reload commands of the certificates deployed in this batch, each distinct
-    /// command once, and records a failure in every certificate it served.
-    async fn reload(&self, certs: &[CertConfig], outcomes: &[CertOutcome]) -> Vec<ReloadOutcome> {
-        let mut batch = Vec::new();
-        let mut timeout = Duration::from_secs(1);
-        for (cert, outcome) in certs.iter().zip(outcomes) {
-            let Ok(renewed) = &outcome.result else {
-                continue;
-            };
-            if !renewed.deployed || cert.reload.is_empty() {
-                continue;
-            }
-            timeout = timeout.max(cert.reload_timeout);
-            batch.push((
-                cert.name.clone(),
-                cert.reload.clone(),
-                hook_env(cert, renewed),
-            ));
+    /// After the swaps of a batch: runs the reload commands (each distinct one once), proves
+    /// the new certificates are served, rolls back the ones whose reload or proof failed
+    /// and reloads their services again, then records every outcome.
+    async fn settle(&self, pending: Vec<Pending>) -> Settled {
+        let mut settled = Settled::default();
+        if pending.is_empty() {
+            return settled;
         }
+        let entries: Vec<hooks::BatchEntry> = pending
+            .iter()
+            .filter(|p| !p.cert.reload.is_empty())
+            .map(|p| {
+                (
+                    p.cert.name.clone(),
+                    p.cert.reload.clone(),
+                    hook_env(&p.cert, &p.renewed.serial, p.renewed.not_after),
+                )
+            })
+            .collect();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for outcome in self.reload(&entries, reload_timeout(&pending)).await {
+            if let Err(e) = &outcome.result {
+                for name in &outcome.certificates {
+                    failed.entry(name.clone()).or_insert_with(|| {
+                        format!("reload command {:?} failed: {e}", outcome.argv)
+                    });
+                }
+            }
+            settled.reloads.push(outcome);
+        }
+
+        let now = SystemTime::now();
+        let mut rolled_back = Vec::new();
+        for p in pending {
+            let name = p.cert.name.clone();
+            let mut rec = self.state.load_cert(&name);
+            match failed.remove(&name) {
+                None => {
+                    let swap = p.swap;
+                    match tokio::task::spawn_blocking(move || swap.finish()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(cert = %name, error = %e,
+                            "the new files are in place but the swap journal could not be removed"),
+                        Err(e) => {
+                            tracing::error!(cert = %name, error = %e, "finishing the swap aborted")
+                        }
+                    }
+                    tracing::info!(cert = %name, ca = %p.renewed.ca, serial = %p.renewed.serial,
+                        not_after = %httpdate(p.renewed.not_after), "certificate renewed and deployed");
+                    rec.record_success(
+                        now,
+                        &p.renewed.ca,
+                        &p.renewed.serial,
+                        format!("issued serial {}", p.renewed.serial),
+                    );
+                    settled.results.insert(name.clone(), Ok(()));
+                }
+                Some(why) => {
+                    let swap = p.swap;
+                    let restored = tokio::task::spawn_blocking(move || swap.roll_back())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    let message = match restored {
+                        Ok(()) => {
+                            rolled_back.push(p.cert.clone());
+                            format!(
+                                "new certificate (serial {}) rolled back, previous files restored: {why}",
+                                p.renewed.serial
+                            )
+                        }
+                        Err(e) => format!(
+                            "new certificate (serial {}) failed ({why}) and the previous files could not be restored: {e}",
+                            p.renewed.serial
+                        ),
+                    };
+                    tracing::error!(cert = %name, error = %message, "renewal rolled back");
+                    rec.record_failure(now, None, message.clone());
+                    settled.results.insert(name.clone(), Err(message));
+                }
+            }
+            self.save(&name, &rec);
+        }
+
+        // The services were told about files that are gone again: tell them once more.
+        let mut again = Vec::new();
+        for cert in &rolled_back {
+            let files = cert.files.clone();
+            let env = match tokio::task::spawn_blocking(move || deploy::inspect(&files)).await {
+                Ok(Ok(leaf)) => hook_env(cert, &leaf.serial_hex, leaf.not_after),
+                _ => hook_env(cert, "", SystemTime::UNIX_EPOCH),
+            };
+            if !cert.reload.is_empty() {
+                again.push((cert.name.clone(), cert.reload.clone(), env));
+            }
+        }
+        if !again.is_empty() {
+            let timeout = rolled_back
+                .iter()
+                .map(|c| c.reload_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(1));
+            tracing::info!("reloading again after restoring previous files");
+            settled.reloads.extend(self.reload(&again, timeout).await);
+        }
+        settled
+    }
+
+    /// Runs each distinct command of `batch` once.
+    async fn reload(&self, batch: &[hooks::BatchEntry], timeout: Duration) -> Vec<ReloadOutcome> {
         let mut results = Vec::new();
-        for hook in hooks::coalesce(&batch, timeout) {
+        for hook in hooks::coalesce(batch, timeout) {
             let served: Vec<String> = batch
                 .iter()
                 .filter(|(_, cmds, _)| cmds.contains(&hook.argv))
@@ -276,12 +502,6 @@ impl Renewer {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::error!(command = ?hook.argv, error = %e, "reload command failed");
-                    let now = SystemTime::now();
-                    for name in &served {
-                        let mut rec = self.state.load_cert(name);
-                        rec.record_failure(now, None, format!("deployed, but reload failed: {e}"));
-                        let _ = self.state.save_cert(name, &rec);
-                    }
                     Err(e.to_string())
                 }
             };
@@ -295,15 +515,46 @@ impl Renewer {
     }
 }
 
+/// What [`Renewer::renew_one`] hands on: the issued certificate and, unless dry-run, its
+/// swap (with the new leaf's DER, for the proof).
+struct Issued {
+    renewed: Renewed,
+    swap: Option<(Swap, Vec<u8>)>,
+}
+
+/// A certificate whose new files are in place, waiting for its reload and proof.
+struct Pending {
+    cert: CertConfig,
+    renewed: Renewed,
+    #[allow(dead_code)] // compared with the served certificate by the proof
+    leaf_der: Vec<u8>,
+    swap: Swap,
+}
+
+#[derive(Default)]
+struct Settled {
+    /// Per certificate: whether its new files stayed.
+    results: HashMap<String, Result<(), String>>,
+    reloads: Vec<ReloadOutcome>,
+}
+
+fn reload_timeout(pending: &[Pending]) -> Duration {
+    pending
+        .iter()
+        .map(|p| p.cert.reload_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(1))
+}
+
 /// The environment of SPEC for a reload command of one certificate.
-fn hook_env(cert: &CertConfig, r: &Renewed) -> Vec<(String, String)> {
+fn hook_env(cert: &CertConfig, serial: &str, not_after: SystemTime) -> Vec<(String, String)> {
     let mut env = vec![
         ("RENEWD_NAME".to_string(), cert.name.clone()),
         ("RENEWD_DOMAINS".to_string(), cert.domains.join(",")),
-        ("RENEWD_SERIAL".to_string(), r.serial.clone()),
+        ("RENEWD_SERIAL".to_string(), serial.to_string()),
         (
             "RENEWD_NOT_AFTER".to_string(),
-            state::unix(r.not_after).to_string(),
+            state::unix(not_after).to_string(),
         ),
     ];
     for (kind, path) in cert.files.iter() {

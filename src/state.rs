@@ -5,6 +5,8 @@
 //!   a one-shot `renew`/`run --once`), so two processes never renew the same certificate.
 //! - `accounts/<ca>.json`: the ACME account credentials for each configured CA.
 //! - `certs/<name>.json`: per-certificate history: last result, failures, issuer.
+//! - `journal/<name>.json`: the swap journal of a file set being replaced (see
+//!   `deploy::journal`); present only while a swap is under way or was interrupted.
 //!
 //! Every file is replaced atomically, so a crash leaves the old or the new version.
 
@@ -60,6 +62,7 @@ impl StateDir {
             root.to_path_buf(),
             root.join("accounts"),
             root.join("certs"),
+            root.join("journal"),
         ] {
             fsutil::ensure_dir(&d, 0o700).map_err(io_err(&d))?;
         }
@@ -110,6 +113,11 @@ impl StateDir {
             Flock::lock(file, FlockArg::LockSharedNonblock),
             Err((_, nix::errno::Errno::EWOULDBLOCK))
         )
+    }
+
+    /// Where the swap journals live (see `deploy::journal`).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.root.join("journal")
     }
 
     pub fn account_path(&self, ca: &str) -> PathBuf {

@@ -1,0 +1,744 @@
+//! The swap journal: what makes replacing a certificate's file set all-or-nothing across a
+//! crash or a power cut, and what lets a failed reload or proof put the old set back.
+//!
+//! One swap, for one certificate, goes through these steps; each is durable (fsynced file
+//! and directory) before the next begins:
+//!
+//! 1. *stage* ([`super::stage`]): every new file written in full to a temporary beside its
+//!    target, with its final mode and owner.
+//! 2. *backup*: every target that exists is hard-linked to a backup name beside it (same
+//!    directory, so same filesystem; a link costs no copy and keeps the very inode the
+//!    services read, mode and owner included).
+//! 3. *journal `staged`*: `<state_dir>/journal/<name>.json` lists, per file, the target, its
+//!    temporary and its backup (none when the target did not exist).
+//! 4. *swap*: every temporary renamed onto its target.
+//! 5. *journal `swapped`*: the new set is whole. The caller reloads the services and proves
+//!    the new certificate is served, then either
+//! 6. *finish*: the journal is removed — the commit point of the new set — then the
+//!    backups; or
+//! 7. *roll back*: journal `rolling-back`, every backup renamed onto its target (a target
+//!    that had no old file is removed), leftover temporaries removed, journal removed.
+//!
+//! Invariants: every target always holds one complete file, old or new (rename(2) is
+//! atomic); while a journal exists, every old file that is no longer at its target is at
+//! its backup; a journal is only ever replaced atomically. So [`recover`], run at start
+//! before anything else, can always finish the job: `staged` and `rolling-back` journals
+//! are rolled back (restoring is idempotent, so a crash during recovery is recovered the
+//! same way), and `swapped` journals are handed back to the caller as [`Swap`]s whose new
+//! set still has to be reloaded and proven — which ends, as in a normal renewal, in finish
+//! or roll back.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{parent_dir, Staged, TEMP_MARKER};
+use crate::fsutil;
+
+const VERSION: u32 = 1;
+
+/// Where a swap stands, as written in its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Temporaries and backups exist; targets may or may not have been replaced yet.
+    Staged,
+    /// Every target holds its new file; backups hold the old ones.
+    Swapped,
+    /// Putting the backups back.
+    RollingBack,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    target: PathBuf,
+    temp: PathBuf,
+    /// Where the old file was linked; `None` when the target did not exist.
+    backup: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    version: u32,
+    cert: String,
+    phase: Phase,
+    /// Serial of the new certificate, for logs.
+    serial: String,
+    files: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot keep the current {target} as a backup at {backup}: {source}")]
+    Backup {
+        target: PathBuf,
+        backup: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot write the swap journal {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot remove the swap journal {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("cannot read the swap journal {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("cannot restore {target} from {backup}: {source}; the swap journal {journal} is kept and the next start tries again")]
+    Restore {
+        target: PathBuf,
+        backup: PathBuf,
+        journal: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot flush directory {dir}: {source}")]
+    SyncDir { dir: PathBuf, source: io::Error },
+    #[error("{deploy}; previous files restored")]
+    SwapFailed { deploy: super::DeployError },
+    #[error("{deploy}; and the previous files could not all be restored: {restore}")]
+    SwapAndRestoreFailed {
+        deploy: super::DeployError,
+        restore: Box<JournalError>,
+    },
+}
+
+/// A swap under way, backed by its journal. Dropping it leaves the journal in place, to be
+/// dealt with by [`recover`] at the next start; call [`Swap::finish`] or
+/// [`Swap::roll_back`] to end it.
+#[derive(Debug)]
+pub struct Swap {
+    path: PathBuf,
+    record: Record,
+}
+
+impl Swap {
+    /// Backs up the targets of `staged`, writes the journal, renames the staged files into
+    /// place and marks the journal `swapped`. If anything fails after the journal exists,
+    /// the old set is put back before returning.
+    pub fn begin(
+        journal_dir: &Path,
+        cert: &str,
+        serial: &str,
+        staged: Staged,
+    ) -> Result<Swap, JournalError> {
+        let path = journal_path(journal_dir, cert);
+        let mut files = Vec::new();
+        // Backups made so far, removed again if a later one fails: until the journal is
+        // written nothing refers to them.
+        let mut cleanup = Backups(Vec::new());
+        for (_, target, temp) in staged.files() {
+            let backup = match fs::symlink_metadata(target) {
+                Ok(_) => {
+                    let backup = backup_name(target);
+                    // linkat(2) without AT_SYMLINK_FOLLOW: a symlink at the target is kept
+                    // as a symlink, never followed.
+                    fs::hard_link(target, &backup).map_err(|source| JournalError::Backup {
+                        target: target.to_path_buf(),
+                        backup: backup.clone(),
+                        source,
+                    })?;
+                    cleanup.0.push(backup.clone());
+                    Some(backup)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(JournalError::Backup {
+                        target: target.to_path_buf(),
+                        backup: backup_name(target),
+                        source,
+                    })
+                }
+            };
+            files.push(Entry {
+                target: target.to_path_buf(),
+                temp: temp.to_path_buf(),
+                backup,
+            });
+        }
+        sync_dirs(files.iter().map(|e| e.target.as_path()))?;
+        let mut swap = Swap {
+            path,
+            record: Record {
+                version: VERSION,
+                cert: cert.to_string(),
+                phase: Phase::Staged,
+                serial: serial.to_string(),
+                files,
+            },
+        };
+        swap.write()?;
+        cleanup.0.clear(); // the journal owns the backups now
+        if let Err(deploy) = staged.commit() {
+            return Err(match swap.roll_back() {
+                Ok(()) => JournalError::SwapFailed { deploy },
+                Err(restore) => JournalError::SwapAndRestoreFailed {
+                    deploy,
+                    restore: Box::new(restore),
+                },
+            });
+        }
+        swap.record.phase = Phase::Swapped;
+        if let Err(e) = swap.write() {
+            // The journal still says `staged`, which the next start would roll back: do it
+            // now, so the files on disk agree with what is reported.
+            swap.record.phase = Phase::Staged;
+            if let Err(restore) = swap.roll_back() {
+                tracing::error!(error = %restore, "cannot restore the previous files");
+            }
+            return Err(e);
+        }
+        Ok(swap)
+    }
+
+    pub fn cert(&self) -> &str {
+        &self.record.cert
+    }
+
+    pub fn serial(&self) -> &str {
+        &self.record.serial
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.record.phase
+    }
+
+    /// Keeps the new set: removes the journal (from then on the new set is final), then the
+    /// backups. A backup that cannot be removed is only logged; the sweep at the next start
+    /// removes it.
+    pub fn finish(self) -> Result<(), JournalError> {
+        self.remove_journal()?;
+        let mut dirs = BTreeSet::new();
+        for e in &self.record.files {
+            if let Some(b) = &e.backup {
+                if let Err(err) = fs::remove_file(b) {
+                    if err.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %b.display(), error = %err, "cannot remove backup");
+                    }
+                }
+                dirs.insert(parent_dir(b).to_path_buf());
+            }
+        }
+        for d in dirs {
+            if let Err(err) = fsutil::sync_dir(&d) {
+                tracing::warn!(dir = %d.display(), error = %err, "cannot flush directory");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the old set back. Safe to repeat after a crash in the middle: every step is
+    /// idempotent and the journal says `rolling-back` until the last one is done.
+    pub fn roll_back(mut self) -> Result<(), JournalError> {
+        if self.record.phase == Phase::Swapped {
+            self.record.phase = Phase::RollingBack;
+            self.write()?;
+        }
+        self.restore()?;
+        self.remove_journal()
+    }
+
+    fn restore(&self) -> Result<(), JournalError> {
+        for e in &self.record.files {
+            match &e.backup {
+                Some(backup) => match fs::rename(backup, &e.target) {
+                    // rename(2) does nothing when both names are links to one inode (the
+                    // target was never replaced): the backup name must go by hand.
+                    Ok(()) => {
+                        remove_if_present(backup).map_err(|source| JournalError::Restore {
+                            target: e.target.clone(),
+                            backup: backup.clone(),
+                            journal: self.path.clone(),
+                            source,
+                        })?
+                    }
+                    // Already put back by an earlier, interrupted, restore.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(JournalError::Restore {
+                            target: e.target.clone(),
+                            backup: backup.clone(),
+                            journal: self.path.clone(),
+                            source,
+                        })
+                    }
+                },
+                None => {
+                    // No old file: the target is ours only if its temporary was renamed
+                    // onto it, i.e. the temporary is gone.
+                    if fs::symlink_metadata(&e.temp).is_err() {
+                        remove_if_present(&e.target).map_err(|source| JournalError::Restore {
+                            target: e.target.clone(),
+                            backup: PathBuf::from("(none: the file did not exist before)"),
+                            journal: self.path.clone(),
+                            source,
+                        })?;
+                    }
+                }
+            }
+            remove_if_present(&e.temp).map_err(|source| JournalError::Restore {
+                target: e.target.clone(),
+                backup: e.temp.clone(),
+                journal: self.path.clone(),
+                source,
+            })?;
+        }
+        sync_dirs(self.record.files.iter().map(|e| e.target.as_path()))
+    }
+
+    fn write(&self) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec_pretty(&self.record).map_err(|e| JournalError::Write {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(|source| JournalError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn remove_journal(&self) -> Result<(), JournalError> {
+        let remove = |source| JournalError::Remove {
+            path: self.path.clone(),
+            source,
+        };
+        remove_if_present(&self.path).map_err(remove)?;
+        fsutil::sync_dir(parent_dir(&self.path)).map_err(remove)
+    }
+}
+
+/// What [`recover`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Certificates whose interrupted swap was rolled back: their old set is in place.
+    pub rolled_back: Vec<String>,
+    /// Swaps that had completed: the new set is in place and still has to be reloaded and
+    /// proven, then finished or rolled back.
+    pub pending: Vec<Swap>,
+    /// Journals that could not be dealt with; each is left in place.
+    pub errors: Vec<JournalError>,
+}
+
+impl Recovery {
+    /// Whether `cert` still has a journal on disk, so its temporaries and backups must not
+    /// be swept.
+    pub fn holds(&self, cert: &str) -> bool {
+        self.pending.iter().any(|s| s.cert() == cert)
+            || self.errors.iter().any(|e| match e {
+                JournalError::Read { path, .. } | JournalError::Restore { journal: path, .. } => {
+                    path.file_stem().is_some_and(|s| s == cert)
+                }
+                _ => false,
+            })
+    }
+}
+
+/// Finishes or undoes, as the journals in `journal_dir` say, every swap a crash
+/// interrupted. Run it before anything else touches the deployed files.
+pub fn recover(journal_dir: &Path) -> Recovery {
+    let mut out = Recovery::default();
+    let entries = match fs::read_dir(journal_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.errors.push(JournalError::Read {
+                path: journal_dir.to_path_buf(),
+                message: e.to_string(),
+            });
+            return out;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') {
+            // A journal write that a crash interrupted before its rename: never in effect.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let record = match read_record(&path) {
+            Ok(r) => r,
+            Err(message) => {
+                out.errors.push(JournalError::Read { path, message });
+                continue;
+            }
+        };
+        let swap = Swap { path, record };
+        match swap.record.phase {
+            Phase::Swapped => out.pending.push(swap),
+            Phase::Staged | Phase::RollingBack => {
+                let cert = swap.cert().to_string();
+                match swap.roll_back() {
+                    Ok(()) => out.rolled_back.push(cert),
+                    Err(e) => out.errors.push(e),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn read_record(path: &Path) -> Result<Record, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let record: Record = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("not a swap journal ({e}); fix or remove it by hand"))?;
+    if record.version != VERSION {
+        return Err(format!(
+            "journal version {} is not understood by this renewd (version {VERSION})",
+            record.version
+        ));
+    }
+    let expected = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    if expected.as_deref() != Some(record.cert.as_str()) {
+        return Err(format!(
+            "journal names certificate {:?}, not the one its file name says",
+            record.cert
+        ));
+    }
+    for e in &record.files {
+        // Only ever rename or remove renewd's own temporaries and backups.
+        for p in std::iter::once(&e.temp).chain(e.backup.iter()) {
+            let own = p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with('.') && n.contains(TEMP_MARKER)
+            }) && parent_dir(p) == parent_dir(&e.target);
+            if !own {
+                return Err(format!(
+                    "{} is not a renewd temporary beside {}",
+                    p.display(),
+                    e.target.display()
+                ));
+            }
+        }
+    }
+    Ok(record)
+}
+
+/// The journal of `cert` in `journal_dir`.
+pub fn journal_path(journal_dir: &Path, cert: &str) -> PathBuf {
+    journal_dir.join(format!("{cert}.json"))
+}
+
+/// A fresh backup name beside `target`; it carries the temporaries' marker, so a backup no
+/// journal refers to (a crash before the journal was written) is swept like a temporary.
+fn backup_name(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_dir(target).join(format!(
+        ".{name}{TEMP_MARKER}old-{:016x}",
+        rand::random::<u64>()
+    ))
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dirs<'a>(targets: impl Iterator<Item = &'a Path>) -> Result<(), JournalError> {
+    let dirs: BTreeSet<&Path> = targets.map(parent_dir).collect();
+    for dir in dirs {
+        fsutil::sync_dir(dir).map_err(|source| JournalError::SyncDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Backups made before the journal was written, removed if the swap never starts.
+struct Backups(Vec<PathBuf>);
+
+impl Drop for Backups {
+    fn drop(&mut self) {
+        for b in &self.0 {
+            let _ = fs::remove_file(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileSet;
+    use crate::deploy::{stage, Material, Ownership};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        journal: PathBuf,
+        files: FileSet,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("tls");
+        let journal = tmp.path().join("journal");
+        fs::create_dir(&dir).expect("mkdir");
+        fs::create_dir(&journal).expect("mkdir");
+        let files = FileSet {
+            cert: Some(dir.join("cert.pem")),
+            chain: Some(dir.join("chain.pem")),
+            fullchain: Some(dir.join("fullchain.pem")),
+            key: Some(dir.join("key.pem")),
+            combined: Some(dir.join("combined.pem")),
+        };
+        Fixture {
+            _tmp: tmp,
+            dir,
+            journal,
+            files,
+        }
+    }
+
+    fn material(tag: &str) -> Material {
+        Material {
+            key_pem: format!("KEY {tag}\n"),
+            chain_pem: vec![format!("LEAF {tag}\n"), format!("INTERMEDIATE {tag}\n")],
+        }
+    }
+
+    /// The contents of every configured file, in order; `None` for a missing one.
+    fn contents(f: &Fixture) -> Vec<Option<String>> {
+        f.files
+            .iter()
+            .map(|(_, p)| fs::read_to_string(p).ok())
+            .collect()
+    }
+
+    fn expected(f: &Fixture, tag: &str) -> Vec<Option<String>> {
+        super::super::render(&f.files, &material(tag))
+            .into_iter()
+            .map(|(_, _, b)| Some(String::from_utf8(b).expect("utf8")))
+            .collect()
+    }
+
+    /// Names in the target directory other than the configured files.
+    fn leftovers(f: &Fixture) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&f.dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        v.extend(
+            fs::read_dir(&f.journal)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()),
+        );
+        v
+    }
+
+    fn deploy_old(f: &Fixture) {
+        let staged =
+            stage(&f.files, &material("old"), &Ownership::default(), 0o600).expect("stage");
+        Swap::begin(&f.journal, "www", "01", staged)
+            .expect("begin")
+            .finish()
+            .expect("finish");
+        assert_eq!(contents(f), expected(f, "old"));
+    }
+
+    #[test]
+    fn finish_keeps_the_new_set_and_leaves_nothing_behind() {
+        let f = fixture();
+        deploy_old(&f);
+        let staged =
+            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
+        let swap = Swap::begin(&f.journal, "www", "02", staged).expect("begin");
+        assert_eq!(swap.phase(), Phase::Swapped);
+        assert!(journal_path(&f.journal, "www").exists());
+        assert_eq!(contents(&f), expected(&f, "new"));
+        swap.finish().expect("finish");
+        assert_eq!(contents(&f), expected(&f, "new"));
+        assert_eq!(leftovers(&f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn roll_back_restores_the_old_set_byte_for_byte() {
+        let f = fixture();
+        deploy_old(&f);
+        let staged =
+            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
+        Swap::begin(&f.journal, "www", "02", staged)
+            .expect("begin")
+            .roll_back()
+            .expect("roll back");
+        assert_eq!(contents(&f), expected(&f, "old"));
+        assert_eq!(leftovers(&f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn roll_back_of_a_first_deployment_removes_the_new_files() {
+        let f = fixture();
+        let staged =
+            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
+        Swap::begin(&f.journal, "www", "02", staged)
+            .expect("begin")
+            .roll_back()
+            .expect("roll back");
+        assert_eq!(contents(&f), vec![None; 5]);
+        assert_eq!(leftovers(&f), Vec::<String>::new());
+    }
+
+    /// Writes by hand the state a crash leaves: old set deployed, new set staged, backups
+    /// made, journal in `phase`, and the first `renamed` temporaries renamed into place.
+    fn crash_state(f: &Fixture, phase: Phase, renamed: usize) {
+        let staged =
+            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
+        let mut entries = Vec::new();
+        for (_, target, temp) in staged.files() {
+            let backup = backup_name(target);
+            fs::hard_link(target, &backup).expect("link");
+            entries.push(Entry {
+                target: target.to_path_buf(),
+                temp: temp.to_path_buf(),
+                backup: Some(backup),
+            });
+        }
+        std::mem::forget(staged); // a crash runs no destructor
+        for e in entries.iter().take(renamed) {
+            fs::rename(&e.temp, &e.target).expect("rename");
+        }
+        let swap = Swap {
+            path: journal_path(&f.journal, "www"),
+            record: Record {
+                version: VERSION,
+                cert: "www".into(),
+                phase,
+                serial: "02".into(),
+                files: entries,
+            },
+        };
+        swap.write().expect("journal");
+    }
+
+    #[test]
+    fn recovery_rolls_back_a_swap_interrupted_at_every_step() {
+        for renamed in 0..=5 {
+            let f = fixture();
+            deploy_old(&f);
+            crash_state(&f, Phase::Staged, renamed);
+            let r = recover(&f.journal);
+            assert_eq!(r.rolled_back, vec!["www".to_string()], "renamed {renamed}");
+            assert!(r.pending.is_empty() && r.errors.is_empty());
+            assert_eq!(contents(&f), expected(&f, "old"), "renamed {renamed}");
+            assert_eq!(leftovers(&f), Vec::<String>::new(), "renamed {renamed}");
+        }
+    }
+
+    #[test]
+    fn recovery_finishes_an_interrupted_roll_back() {
+        for restored in 0..=5 {
+            let f = fixture();
+            deploy_old(&f);
+            crash_state(&f, Phase::RollingBack, 5);
+            // The crash came after `restored` backups were put back.
+            let j = read_record(&journal_path(&f.journal, "www")).expect("journal");
+            for e in j.files.iter().take(restored) {
+                fs::rename(e.backup.as_ref().expect("backup"), &e.target).expect("restore");
+            }
+            let r = recover(&f.journal);
+            assert_eq!(r.rolled_back, vec!["www".to_string()]);
+            assert_eq!(contents(&f), expected(&f, "old"), "restored {restored}");
+            assert_eq!(leftovers(&f), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn recovery_hands_back_a_completed_swap() {
+        let f = fixture();
+        deploy_old(&f);
+        crash_state(&f, Phase::Swapped, 5);
+        let mut r = recover(&f.journal);
+        assert!(r.rolled_back.is_empty() && r.errors.is_empty());
+        assert!(r.holds("www") && !r.holds("other"));
+        let swap = r.pending.pop().expect("pending swap");
+        assert_eq!((swap.cert(), swap.serial()), ("www", "02"));
+        assert_eq!(contents(&f), expected(&f, "new"));
+        swap.roll_back().expect("roll back");
+        assert_eq!(contents(&f), expected(&f, "old"));
+        assert_eq!(leftovers(&f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_kept_and_reported() {
+        let f = fixture();
+        let path = journal_path(&f.journal, "www");
+        fs::write(&path, b"{not json").expect("write");
+        let r = recover(&f.journal);
+        assert_eq!(r.errors.len(), 1);
+        assert!(
+            r.errors[0].to_string().contains("not a swap journal"),
+            "{}",
+            r.errors[0]
+        );
+        assert!(r.holds("www"));
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn a_journal_naming_files_that_are_not_renewd_temporaries_is_refused() {
+        let f = fixture();
+        let victim = f.dir.join("victim");
+        fs::write(&victim, b"precious").expect("write");
+        let record = Record {
+            version: VERSION,
+            cert: "www".into(),
+            phase: Phase::Staged,
+            serial: "02".into(),
+            files: vec![Entry {
+                target: f.dir.join("cert.pem"),
+                temp: f.dir.join(".cert.pem.renewd-0"),
+                backup: Some(victim.clone()),
+            }],
+        };
+        fs::write(
+            journal_path(&f.journal, "www"),
+            serde_json::to_vec(&record).expect("json"),
+        )
+        .expect("write");
+        let r = recover(&f.journal);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(r.errors[0].to_string().contains("not a renewd temporary"));
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+    }
+
+    #[test]
+    fn an_unfinished_journal_write_is_discarded() {
+        let f = fixture();
+        fs::write(f.journal.join(".www.json.tmp-1234"), b"{").expect("write");
+        let r = recover(&f.journal);
+        assert!(r.errors.is_empty() && r.pending.is_empty() && r.rolled_back.is_empty());
+        assert_eq!(leftovers(&f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_symlink_target_is_backed_up_as_a_symlink() {
+        let f = fixture();
+        let elsewhere = f.dir.join("real-cert.pem");
+        fs::write(&elsewhere, b"ELSEWHERE").expect("write");
+        let cert = f.files.cert.clone().expect("cert");
+        std::os::unix::fs::symlink(&elsewhere, &cert).expect("symlink");
+        let staged =
+            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
+        Swap::begin(&f.journal, "www", "02", staged)
+            .expect("begin")
+            .roll_back()
+            .expect("roll back");
+        assert!(fs::symlink_metadata(&cert)
+            .expect("stat")
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&elsewhere).expect("read"), b"ELSEWHERE");
+    }
+}

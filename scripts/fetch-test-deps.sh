@@ -37,6 +37,7 @@ SYSTEM_PACKAGES=(
     rpm # scripts/test-packages.sh: rpm -qlp on the .rpm (cargo-generate-rpm builds it without rpmbuild)
     debootstrap # scripts/test-packages.sh: the throwaway Debian root the .deb is installed into
     systemd # tests/systemd_unit.rs: systemd-analyze verify and security --offline
+    nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
@@ -71,8 +72,41 @@ else
     say "installing missing system packages: ${missing[*]}"
     as_root apt-get update -q ||
         die "apt-get update failed: cannot reach the Debian mirror? (needed to install ${missing[*]})"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-        die "apt-get install ${missing[*]} failed"
+    # No service starts while installing: Debian starts nginx (on port 80, with /etc/nginx)
+    # as soon as it is installed. A policy-rc.d that denies every start is put in place for
+    # the install unless the machine already has one (containers usually do), and removed
+    # afterwards.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\n# fetch-test-deps.sh: no service starts during the install\nexit 101\n' >$policy && chmod 755 $policy"
+        trap 'as_root rm -f "$policy"' EXIT
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+            die "apt-get install ${missing[*]} failed"
+        as_root rm -f "$policy"
+        trap - EXIT
+    else
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+            die "apt-get install ${missing[*]} failed"
+    fi
+    for pkg in "${missing[@]}"; do
+        if [ "$pkg" = nginx ]; then
+            # The tests start nginx themselves, each on its own configuration and a free
+            # loopback port. The distribution's nginx service must not run (a machine's
+            # policy-rc.d may have let it start) nor start at the next boot.
+            if [ -d /run/systemd/system ]; then
+                as_root systemctl disable --now nginx.service >/dev/null 2>&1 || true
+            else
+                if command -v systemctl >/dev/null 2>&1; then
+                    as_root systemctl disable nginx.service >/dev/null 2>&1 || true
+                fi
+                if [ -x /etc/init.d/nginx ]; then
+                    as_root /etc/init.d/nginx stop >/dev/null 2>&1 || true
+                fi
+            fi
+            as_root update-rc.d nginx disable >/dev/null 2>&1 || true
+            say "nginx installed for the tests; its system service is stopped and disabled"
+        fi
+    done
 fi
 
 # ---------------------------------------------------------------------------

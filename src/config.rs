@@ -36,6 +36,10 @@ const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 const MIN_RELOAD_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_RELOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_PROPAGATION_WAIT: Duration = Duration::from_secs(3600);
+/// How long the post-reload proof may retry before the renewal counts as failed.
+const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest duration accepted anywhere: far beyond any certificate lifetime, and small
 /// enough that adding it to a timestamp can never overflow.
 const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
@@ -101,7 +105,8 @@ const CHALLENGE_KEYS: &[&str] = &[
 const CHALLENGE_TYPES: &[&str] = &["http-01", "dns-01", "tls-alpn-01"];
 const RFC2136_KEYS: &[&str] = &["server", "tsig_key_file"];
 const FILES_KEYS: &[&str] = &["cert", "chain", "fullchain", "key", "combined"];
-const VERIFY_KEYS: &[&str] = &["connect", "server_name"];
+const VERIFY_KEYS: &[&str] = &["connect", "server_name", "timeout"];
+const VERIFY_REQUIRED_KEYS: &[&str] = &["connect", "server_name"];
 const METRICS_KEYS: &[&str] = &["listen"];
 const ALERT_KEYS: &[&str] = &["command", "webhook"];
 const EXCEPTION_KEYS: &[&str] = &["path", "owner", "reason", "review_by"];
@@ -286,7 +291,7 @@ pub struct CertConfig {
     /// inherited. Besides the keys themselves: `domains.N`, `reload.N` (N from 0),
     /// `files.KIND`, `challenge.type`, `challenge.webroot`, `challenge.listen`,
     /// `challenge.hook`, `challenge.rfc2136.server`, `challenge.rfc2136.tsig_key_file`,
-    /// `verify.connect`, `verify.server_name`.
+    /// `verify.connect`, `verify.server_name`, `verify.timeout`.
     pub key_locations: BTreeMap<String, Location>,
 }
 
@@ -499,8 +504,10 @@ impl fmt::Display for FileKind {
 pub struct VerifyConfig {
     /// `host:port`.
     pub connect: String,
-    /// The SNI name to send.
+    /// The SNI name to send; an IP address means no SNI.
     pub server_name: String,
+    /// How long the proof may retry until the new certificate is served (default 30s).
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -853,12 +860,6 @@ impl Config {
                 p.push(Problem::new(
                     cert.key_location("challenge.type").clone(),
                     not_yet(&format!("the {kind} challenge")),
-                ));
-            }
-            if cert.verify.is_some() {
-                p.push(Problem::new(
-                    cert.key_location("verify").clone(),
-                    not_yet("`verify`"),
                 ));
             }
             if cert.profile.is_some() {
@@ -2569,6 +2570,7 @@ fn parse_verify(
     check_keys(entries, VERIFY_KEYS, "in `verify`", p);
     let mut connect = None;
     let mut server_name = None;
+    let mut timeout = DEFAULT_VERIFY_TIMEOUT;
     for e in entries {
         match e.key.as_str() {
             "connect" => {
@@ -2594,11 +2596,22 @@ fn parse_verify(
                     }
                 }
             }
+            "timeout" => {
+                if let Some(d) = as_duration(
+                    "timeout",
+                    &e.node,
+                    MIN_VERIFY_TIMEOUT,
+                    MAX_VERIFY_TIMEOUT,
+                    p,
+                ) {
+                    timeout = d;
+                }
+            }
             _ => continue,
         }
         locs.insert(format!("verify.{}", e.key), e.node.loc.clone());
     }
-    for key in VERIFY_KEYS {
+    for key in VERIFY_REQUIRED_KEYS {
         if find(entries, key).is_none() {
             p.push(Problem::new(
                 node.loc.clone(),
@@ -2612,6 +2625,7 @@ fn parse_verify(
     Some(VerifyConfig {
         connect: connect?,
         server_name: server_name?,
+        timeout,
     })
 }
 
@@ -2959,7 +2973,7 @@ paths = ["/etc/ssl", "/etc/nginx"]          # scanned and watched for certificat
     /// The SPEC example with the parts this version cannot act on commented out, so
     /// that line numbers stay the same.
     fn supported_example() -> String {
-        const UNSUPPORTED_LINES: &[usize] = &[5, 6, 8, 9, 10, 42, 44, 45, 46, 47, 48, 50, 51];
+        const UNSUPPORTED_LINES: &[usize] = &[5, 6, 8, 9, 10, 44, 45, 46, 47, 48, 50, 51];
         SPEC_EXAMPLE
             .lines()
             .enumerate()
@@ -3078,6 +3092,14 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
         assert_eq!(www.key_mode, 0o640);
         assert_eq!(www.reload, [["systemctl", "reload", "nginx"]]);
         assert_eq!(www.reload_timeout, Duration::from_secs(60));
+        assert_eq!(
+            www.verify,
+            Some(VerifyConfig {
+                connect: "127.0.0.1:443".into(),
+                server_name: "example.org".into(),
+                timeout: Duration::from_secs(30),
+            })
+        );
         assert_eq!(www.location, loc(27, 1));
         assert_eq!(config.sources, [PathBuf::from(MAIN)]);
         assert!(config.metrics.is_none() && config.alert.is_none());
@@ -3087,7 +3109,7 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
     #[test]
     fn spec_example_reports_each_unsupported_feature() {
         let found = problems(SPEC_EXAMPLE);
-        assert_eq!(found.len(), 5, "{found:#?}");
+        assert_eq!(found.len(), 4, "{found:#?}");
         assert_has(
             &found,
             MAIN,
@@ -3096,13 +3118,6 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
             "`[metrics]` is not supported by this version of renewd yet",
         );
         assert_has(&found, MAIN, 8, 1, "`[alert]` is not supported");
-        assert_has(
-            &found,
-            MAIN,
-            42,
-            10,
-            "`verify` is not supported by this version of renewd yet",
-        );
         assert_has(&found, MAIN, 44, 1, "`[[exception]]` is not supported");
         assert_has(&found, MAIN, 50, 1, "`[discovery]` is not supported");
     }
@@ -3949,6 +3964,105 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
             10,
             18,
             "must be a duration string like \"90s\", found an integer",
+        );
+    }
+
+    #[test]
+    fn verify_is_supported_with_a_default_timeout() {
+        let config = load_ok(&with_cert(
+            "verify = { connect = \"127.0.0.1:443\", server_name = \"WWW.Example.org.\" }\n",
+        ));
+        let cert = &config.certificates[0];
+        assert_eq!(
+            cert.verify,
+            Some(VerifyConfig {
+                connect: "127.0.0.1:443".into(),
+                server_name: "www.example.org".into(),
+                timeout: Duration::from_secs(30),
+            })
+        );
+        assert_eq!(cert.key_locations["verify"], loc(10, 10));
+        assert_eq!(cert.key_locations["verify.connect"], loc(10, 22));
+        assert_eq!(cert.key_locations["verify.server_name"], loc(10, 53));
+        assert!(config.unsupported().is_empty());
+
+        let config = load_ok(&with_cert(
+            "[certificate.verify]\nconnect = \"localhost:8443\"\nserver_name = \"192.0.2.7\"\ntimeout = \"2m\"\n",
+        ));
+        let verify = config.certificates[0].verify.clone().expect("verify");
+        assert_eq!(verify.connect, "localhost:8443");
+        assert_eq!(verify.server_name, "192.0.2.7");
+        assert_eq!(verify.timeout, Duration::from_secs(120));
+        assert_eq!(
+            config.certificates[0].key_locations["verify.timeout"],
+            loc(13, 11)
+        );
+    }
+
+    #[test]
+    fn verify_inherits_from_defaults() {
+        let text = BASE.replace(
+            "[[certificate]]",
+            "[defaults]\nverify = { connect = \"[::1]:443\", server_name = \"example.org\", timeout = \"5s\" }\n\n[[certificate]]",
+        );
+        let config = load_ok(&text);
+        let cert = &config.certificates[0];
+        let verify = cert.verify.clone().expect("inherited verify");
+        assert_eq!(verify.connect, "[::1]:443");
+        assert_eq!(verify.timeout, Duration::from_secs(5));
+        assert_eq!(cert.key_locations["verify.timeout"], loc(6, 74));
+    }
+
+    #[test]
+    fn verify_values_are_checked() {
+        let verify = |inner: &str| with_cert(&format!("verify = {{ {inner} }}\n"));
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", server_name = \"example.org\", timeout = \"0s\""),
+            10,
+            78,
+            "`timeout` must be at least 1s",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", server_name = \"example.org\", timeout = \"2h\""),
+            10,
+            78,
+            "`timeout` must be at most 1h",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", server_name = \"example.org\", timeout = 30"),
+            10,
+            78,
+            "`timeout` must be a duration string like \"90s\", found an integer",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", server_name = \"example.org\", timout = \"5s\""),
+            10,
+            68,
+            "unknown key `timout` in `verify`; did you mean `timeout`?",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1\", server_name = \"example.org\""),
+            10,
+            22,
+            "`connect` must be `host:port`, like `127.0.0.1:443`, found `127.0.0.1`",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", server_name = \"*.example.org\""),
+            10,
+            53,
+            "`server_name` must be a name the service answers to, not a wildcard",
+        );
+        assert_only(
+            &verify("connect = \"127.0.0.1:443\", timeout = \"5s\""),
+            10,
+            10,
+            "`verify` needs `server_name`",
+        );
+        assert_only(
+            &with_cert("verify = \"127.0.0.1:443\"\n"),
+            10,
+            10,
+            "`verify` must be",
         );
     }
 

@@ -16,4 +16,5 @@ pub mod renew;
 pub mod schedule;
 pub mod state;
 pub mod status;
+pub mod verify;
 pub mod x509;

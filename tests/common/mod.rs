@@ -2,6 +2,8 @@
 //! `pebble-challtestsrv` as its DNS, a tiny real HTTP server for http-01
 //! webroots, and helpers to read certificates and keys back.
 //!
+//! [`nginx`] runs a real nginx as a TLS service for the post-reload proof.
+//!
 //! Every test starts its own [`Pebble`] on free loopback ports; nothing is
 //! shared between tests, so they run in parallel. The Pebble binaries come from
 //! `scripts/fetch-test-deps.sh` (Debian unstable's `pebble` 2.10 package,
@@ -10,6 +12,8 @@
 //!
 //! Use it from an integration test file with `mod common;`.
 #![allow(dead_code)]
+
+pub mod nginx;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

@@ -19,6 +19,7 @@ use crate::deploy::journal::{self, Swap};
 use crate::deploy::{self, Material, Ownership};
 use crate::hooks;
 use crate::state::{self, StateDir};
+use crate::verify;
 use crate::x509::{self, CertInfo, PrivateKey};
 
 /// Clock skew tolerated between the CA and this host when checking a new certificate's
@@ -411,6 +412,39 @@ impl Renewer {
             settled.reloads.push(outcome);
         }
 
+        // The proofs, concurrently: each may wait for its service to pick the files up.
+        let mut proofs = JoinSet::new();
+        for p in &pending {
+            let Some(v) = p.cert.verify.clone() else {
+                continue;
+            };
+            if failed.contains_key(&p.cert.name) {
+                continue;
+            }
+            let (name, der, serial) = (
+                p.cert.name.clone(),
+                p.leaf_der.clone(),
+                p.renewed.serial.clone(),
+            );
+            proofs.spawn(async move {
+                let result = verify::prove(&v, &der, &serial, v.timeout).await;
+                (name, v.connect, result)
+            });
+        }
+        while let Some(joined) = proofs.join_next().await {
+            let Ok((name, connect, result)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(proven) => tracing::info!(cert = %name, connect = %connect,
+                    attempts = proven.attempts, elapsed_ms = proven.elapsed.as_millis() as u64,
+                    "proof: the service serves the new certificate"),
+                Err(e) => {
+                    failed.insert(name, format!("proof failed: {e}"));
+                }
+            }
+        }
+
         let now = SystemTime::now();
         let mut rolled_back = Vec::new();
         for p in pending {
@@ -526,7 +560,7 @@ struct Issued {
 struct Pending {
     cert: CertConfig,
     renewed: Renewed,
-    #[allow(dead_code)] // compared with the served certificate by the proof
+    /// Compared with the certificate the service serves, by the proof.
     leaf_der: Vec<u8>,
     swap: Swap,
 }

@@ -7,17 +7,26 @@
 //! renamed over their targets. Staging and committing are separate steps ([`stage`] and
 //! [`Staged::commit`]) so that a swap journal can be written between the two: that journal,
 //! not this module, is what lets a restart after a crash finish or undo a half-done swap.
+//!
+//! Nothing is written into a directory that another user could write into, or could swap
+//! for another one ([`check_target_dir`]): that is what makes working with path names
+//! (rather than directory descriptors) safe here. Within such a directory, a name is never
+//! opened for writing unless this process has just created it (`O_CREAT|O_EXCL|O_NOFOLLOW`),
+//! so a symlink or hard link planted at a target or temporary name is replaced or refused,
+//! never written through.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::config::{FileKind, FileSet};
+use crate::config::{Config, FileKind, FileSet, Problem};
 use crate::x509::{self, CertInfo};
 
 pub mod journal;
@@ -27,6 +36,15 @@ const PUBLIC_MODE: u32 = 0o644;
 
 /// The widest mode a key-bearing file may get: owner read/write, group read.
 const WIDEST_KEY_MODE: u32 = 0o640;
+
+/// The mode a temporary is created with, whatever it is to become: owner only. It is
+/// widened to its final mode only once its owner and group are final, so a setgid
+/// directory handing the new file its own group cannot open a key to that group even for
+/// an instant.
+const CREATE_MODE: u32 = 0o600;
+
+/// Symlinks followed while checking a target directory, at most (the kernel's own limit).
+const MAX_SYMLINKS: usize = 40;
 
 /// Deployed files larger than this are not certificates; refusing them keeps [`inspect`]
 /// from reading a multi-gigabyte file someone put at a certificate's path.
@@ -118,7 +136,23 @@ pub enum DeployError {
     DuplicateTarget(PathBuf),
     #[error("{0} is a directory; renewd only replaces files")]
     TargetIsDirectory(PathBuf),
-    #[error("cannot {action} {temp} (the new {target}): {source}")]
+    #[error(
+        "the directory {dir} does not exist ({missing} is missing); renewd creates no \
+         directories: create it, owned by root and writable by nobody else, or fix `files`"
+    )]
+    MissingDirectory { dir: PathBuf, missing: PathBuf },
+    #[error("the directory {dir} cannot be used: {path} is not a directory; fix `files`")]
+    NotADirectory { dir: PathBuf, path: PathBuf },
+    #[error("cannot inspect {path} on the way to the directory {dir}: {source}")]
+    DirectoryLookup {
+        dir: PathBuf,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A directory another user could write into, or swap for one of their own.
+    #[error("refusing to write into {dir}: {reason}")]
+    UnsafeDirectory { dir: PathBuf, reason: String },
+    #[error("cannot {action} {temp} (the new {target}): {source}{}", os_hint(.source))]
     Stage {
         action: &'static str,
         target: PathBuf,
@@ -126,8 +160,9 @@ pub enum DeployError {
         source: io::Error,
     },
     #[error(
-        "cannot move the new file into place at {target}: {source}; \
-         {replaced} of {total} files of this certificate were already replaced"
+        "cannot move the new file into place at {target}: {source}{}; \
+         {replaced} of {total} files of this certificate were already replaced",
+        os_hint(.source)
     )]
     Rename {
         target: PathBuf,
@@ -137,6 +172,24 @@ pub enum DeployError {
     },
     #[error("cannot flush directory {dir} to disk after replacing files in it: {source}")]
     SyncDir { dir: PathBuf, source: io::Error },
+}
+
+/// What an operating system error usually means for a deployment, and what to do.
+fn os_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOSPC) => " (free some space on that filesystem)",
+        Some(Errno::EDQUOT) => " (the disk quota of renewd's user there is used up)",
+        Some(Errno::EROFS) => {
+            " (that filesystem is read-only; under systemd, the unit's sandbox allows \
+             writes only below its ReadWritePaths=)"
+        }
+        Some(Errno::EACCES | Errno::EPERM) => " (renewd's user may not write there)",
+        Some(Errno::EEXIST) => {
+            " (something already exists at that name: a leftover, or a planted link; \
+             nothing was written through it)"
+        }
+        _ => "",
+    }
 }
 
 /// The contents of each configured file: cert = leaf; chain = intermediates; fullchain =
@@ -198,8 +251,9 @@ struct StagedFile {
 }
 
 /// Writes every file of the set to a temporary in its target's directory, with its final
-/// mode (`key_mode` for files holding the key, 0644 for the others) and owner. On any error
-/// the temporaries written so far are removed and the targets are untouched.
+/// mode (`key_mode` for files holding the key, 0644 for the others) and owner. Every
+/// target directory must pass [`check_target_dir`] first. On any error the temporaries
+/// written so far are removed and the targets are untouched.
 pub fn stage(
     files: &FileSet,
     m: &Material,
@@ -214,9 +268,18 @@ pub fn stage(
     }
     let rendered = render(files, m);
     let mut seen = HashSet::new();
+    let mut dirs: Vec<&Path> = Vec::new();
     for (_, target, _) in &rendered {
+        if target.file_name().is_none() {
+            return Err(DeployError::NotAFilePath(target.clone()));
+        }
         if !seen.insert(target.clone()) {
             return Err(DeployError::DuplicateTarget(target.clone()));
+        }
+        let dir = parent_dir(target);
+        if !dirs.contains(&dir) {
+            check_target_dir(dir)?;
+            dirs.push(dir);
         }
         // Found now rather than by a rename failing half-way through the swap.
         if fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
@@ -341,12 +404,11 @@ fn write_temporary(
             source,
         }
     };
-    let mut file = create_exclusive(&temp, mode).map_err(err("create", &temp))?;
+    let mut file = create_exclusive(&temp, mode & CREATE_MODE).map_err(err("create", &temp))?;
     // From here on the file exists: remove it if anything else fails.
     let result = (|| {
-        // The mode given to open(2) is filtered by the umask; set it exactly.
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(err("set the mode of", &temp))?;
+        // Owner and group first, while only renewd's user can read the file; then the
+        // final mode (which the umask filtered out of open(2)); then the contents.
         if owner.uid.is_some() || owner.gid.is_some() {
             std::os::unix::fs::fchown(
                 &file,
@@ -355,6 +417,8 @@ fn write_temporary(
             )
             .map_err(err("set the owner of", &temp))?;
         }
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(err("set the mode of", &temp))?;
         file.write_all(contents).map_err(err("write", &temp))?;
         file.sync_all().map_err(err("flush", &temp))
     })();
@@ -367,9 +431,9 @@ fn write_temporary(
 }
 
 /// O_CREAT|O_EXCL|O_NOFOLLOW: whatever already sits at the name — a leftover, or a symlink
-/// planted to redirect the write of a private key — makes this fail instead of being
-/// followed or reused. The creation mode is already the final one, so the umask can only
-/// narrow it.
+/// planted to redirect the write of a private key — makes this fail (EEXIST) instead of
+/// being followed or reused, and a file that did not exist is a new inode that no hard link
+/// shares. The umask can only narrow `mode`.
 fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
@@ -382,28 +446,351 @@ fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
 /// Removes temporaries a crashed run left beside the targets of `files`, returning their
 /// paths. Run it only after the swap journal has been replayed: an interrupted swap may
 /// still need its temporaries.
+///
+/// Only names are removed (unlink(2) never follows a symlink), only in directories that
+/// pass [`check_target_dir`] (an unsafe one is an error; a missing one has nothing to
+/// sweep), and a directory that merely carries a temporary's name is left alone.
 pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for (_, target) in files.iter() {
         let Some(name) = target.file_name() else {
             continue;
         };
+        let dir = parent_dir(target);
+        match check_target_dir(dir) {
+            Ok(()) => {}
+            Err(DeployError::MissingDirectory { .. }) => continue,
+            Err(e) => return Err(io::Error::other(e)),
+        }
         let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
-        let entries = match fs::read_dir(parent_dir(target)) {
+        let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         for entry in entries {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let path = entry.path();
-                fs::remove_file(&path)?;
-                removed.push(path);
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = entry.path();
+            // The entry's own type, from the directory: a symlink is not followed.
+            if entry.file_type()?.is_dir() {
+                tracing::warn!(path = %path.display(),
+                    "a directory carries the name of a renewd temporary; left alone");
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
     }
     Ok(removed)
+}
+
+/// Checks that no user but root and renewd's own could put anything into `dir`, or
+/// replace `dir` itself, before renewd writes private keys there:
+///
+/// * `dir` (after following symlinks) is owned by root or renewd's effective user, and is
+///   writable by nobody else: not by every user (even with the sticky bit: /tmp-like
+///   directories are refused), and by its group only when that group is root or renewd's
+///   effective group;
+/// * every directory on the way to it — each ancestor, and each directory traversed while
+///   following a symlink — is owned by root or renewd's user, and is writable by nobody
+///   else unless it has the sticky bit (as /tmp has), in which case what renewd goes
+///   through next inside it must belong to root or renewd's user (the sticky bit keeps
+///   others from renaming or removing it);
+/// * every symlink on the way is followed, and judged by who may replace it.
+///
+/// Together these mean the names renewd opens, renames and removes under `dir` cannot be
+/// redirected by anyone else between the check and the use. A missing directory is an
+/// error too: renewd creates no directories. POSIX ACLs are not read (an ACL that grants
+/// write shows as group write in the mode, and is judged as such).
+pub fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
+    let (visited, last) = walk_to_dir(dir)?;
+    let unsafe_dir = |reason: String| DeployError::UnsafeDirectory {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+
+    // The directory itself first: it is the one the configuration names.
+    let target = &visited[last].meta;
+    if !trusted_uid(target.uid()) {
+        return Err(unsafe_dir(format!(
+            "it is owned by user {} ({}), who can change its permissions and put files or \
+             symlinks in it; make root (or renewd's user) its owner: chown root {}",
+            user_name(target.uid()),
+            describe(target),
+            dir.display()
+        )));
+    }
+    match other_writers(target) {
+        Some(Writers::Everyone) => {
+            let sticky = if target.mode() & nix::libc::S_ISVTX != 0 {
+                "; the sticky bit does not make it safe"
+            } else {
+                ""
+            };
+            return Err(unsafe_dir(format!(
+                "every user can write in it ({}{sticky}), so anyone could plant files or \
+                 symlinks beside the private keys; make it writable only by its owner: \
+                 chmod go-w {}",
+                describe(target),
+                dir.display()
+            )));
+        }
+        Some(Writers::Group(gid)) => {
+            return Err(unsafe_dir(format!(
+                "group {} can write in it ({}), and only group root or renewd's own group \
+                 may, so its members could plant files or symlinks beside the private keys; \
+                 remove the group's write permission (chmod g-w {}) or make its group root",
+                group_name(gid),
+                describe(target),
+                dir.display()
+            )));
+        }
+        None => {}
+    }
+
+    // Then everything on the way to it, from the root down.
+    for (i, v) in visited.iter().enumerate() {
+        if i != last && v.meta.is_dir() {
+            if !trusted_uid(v.meta.uid()) {
+                return Err(unsafe_dir(format!(
+                    "{} on the way to it is owned by user {} ({}), who could move it away \
+                     and put another directory or a symlink in its place; make root its \
+                     owner (chown root {}) or use a directory elsewhere",
+                    v.path.display(),
+                    user_name(v.meta.uid()),
+                    describe(&v.meta),
+                    v.path.display()
+                )));
+            }
+            if let Some(who) = other_writers(&v.meta) {
+                if v.meta.mode() & nix::libc::S_ISVTX == 0 {
+                    return Err(unsafe_dir(format!(
+                        "{who} can write in {} on the way to it ({}), so could move it away \
+                         and put another directory or a symlink in its place; remove that \
+                         write permission (chmod go-w {}) or set the sticky bit \
+                         (chmod +t {})",
+                        v.path.display(),
+                        describe(&v.meta),
+                        v.path.display(),
+                        v.path.display()
+                    )));
+                }
+            }
+        }
+        // Inside a sticky directory others can write, only an entry's owner (or the
+        // directory's) can rename or remove it.
+        if let Some(parent) = v.parent.map(|p| &visited[p]) {
+            if let Some(who) = other_writers(&parent.meta) {
+                if !trusted_uid(v.meta.uid()) {
+                    return Err(unsafe_dir(format!(
+                        "{} on the way to it belongs to user {} and sits in {}, where {who} \
+                         can write ({}), so that user could replace it; use a path that only \
+                         root or renewd's user controls",
+                        v.path.display(),
+                        user_name(v.meta.uid()),
+                        parent.path.display(),
+                        describe(&parent.meta)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `renewd check`'s look at the directories files are deployed to: each must pass
+/// [`check_target_dir`]. Missing directories are left to
+/// [`Config::check_environment`], which reports them already.
+pub fn check_directories(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for cert in &config.certificates {
+        let mut seen: Vec<&Path> = Vec::new();
+        for (kind, path) in cert.files.iter() {
+            let dir = parent_dir(path);
+            if seen.contains(&dir) {
+                continue;
+            }
+            seen.push(dir);
+            match check_target_dir(dir) {
+                Ok(())
+                | Err(DeployError::MissingDirectory { .. })
+                | Err(DeployError::NotADirectory { .. })
+                | Err(DeployError::DirectoryLookup { .. }) => {}
+                Err(e) => problems.push(Problem::new(
+                    cert.key_location(&format!("files.{kind}")).clone(),
+                    format!("`files.{kind}`: {e}"),
+                )),
+            }
+        }
+    }
+    problems
+}
+
+/// One thing passed through on the way to a target directory.
+struct Visited {
+    path: PathBuf,
+    /// lstat(2): for a symlink, the link's own owner.
+    meta: fs::Metadata,
+    /// The directory it was found in (an index into the walk); `None` for `/`.
+    parent: Option<usize>,
+}
+
+/// Resolves `dir` the way the kernel does, one name at a time, recording every directory
+/// and symlink passed through. Returns them and the index of the directory reached.
+fn walk_to_dir(dir: &Path) -> Result<(Vec<Visited>, usize), DeployError> {
+    let lookup = |path: &Path, source: io::Error| DeployError::DirectoryLookup {
+        dir: dir.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().map_err(|e| lookup(dir, e))?;
+        cwd.join(dir)
+    };
+    let root = Path::new("/");
+    let mut visited = vec![Visited {
+        path: root.to_path_buf(),
+        meta: fs::symlink_metadata(root).map_err(|e| lookup(root, e))?,
+        parent: None,
+    }];
+    // The directories from `/` down to where the walk is now.
+    let mut stack = vec![0usize];
+    let mut pending: VecDeque<Step> = steps(&absolute).collect();
+    let mut links = 0;
+    while let Some(step) = pending.pop_front() {
+        let name = match step {
+            Step::Up => {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            Step::Name(name) => name,
+        };
+        let parent = stack.last().copied().unwrap_or(0);
+        let path = visited[parent].path.join(&name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(DeployError::MissingDirectory {
+                    dir: dir.to_path_buf(),
+                    missing: path,
+                })
+            }
+            Err(e) => return Err(lookup(&path, e)),
+        };
+        let kind = meta.file_type();
+        visited.push(Visited {
+            path: path.clone(),
+            meta,
+            parent: Some(parent),
+        });
+        if kind.is_dir() {
+            stack.push(visited.len() - 1);
+        } else if kind.is_symlink() {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(lookup(&path, io::Error::from(Errno::ELOOP)));
+            }
+            let target = fs::read_link(&path).map_err(|e| lookup(&path, e))?;
+            if target.is_absolute() {
+                stack.truncate(1);
+            }
+            for step in steps(&target).collect::<Vec<_>>().into_iter().rev() {
+                pending.push_front(step);
+            }
+        } else {
+            return Err(DeployError::NotADirectory {
+                dir: dir.to_path_buf(),
+                path,
+            });
+        }
+    }
+    let last = stack.last().copied().unwrap_or(0);
+    Ok((visited, last))
+}
+
+enum Step {
+    Up,
+    Name(OsString),
+}
+
+fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(Step::Name(name.to_os_string())),
+        Component::ParentDir => Some(Step::Up),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    })
+}
+
+/// Root and renewd's own user: whoever else owns a directory controls it.
+fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == Uid::effective().as_raw()
+}
+
+/// Root's group and renewd's own: group write for these gives no one else a say.
+fn trusted_gid(gid: u32) -> bool {
+    gid == 0 || gid == Gid::effective().as_raw()
+}
+
+enum Writers {
+    Everyone,
+    Group(u32),
+}
+
+impl fmt::Display for Writers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Writers::Everyone => f.write_str("every user"),
+            Writers::Group(gid) => write!(f, "group {}", group_name(*gid)),
+        }
+    }
+}
+
+/// Who besides its owner (and root) may create, rename or remove entries in a directory.
+fn other_writers(meta: &fs::Metadata) -> Option<Writers> {
+    if !meta.is_dir() {
+        return None;
+    }
+    if meta.mode() & 0o002 != 0 {
+        Some(Writers::Everyone)
+    } else if meta.mode() & 0o020 != 0 && !trusted_gid(meta.gid()) {
+        Some(Writers::Group(meta.gid()))
+    } else {
+        None
+    }
+}
+
+/// "owner root, group staff, mode 2775"
+fn describe(meta: &fs::Metadata) -> String {
+    format!(
+        "owner {}, group {}, mode {:04o}",
+        user_name(meta.uid()),
+        group_name(meta.gid()),
+        meta.mode() & 0o7777
+    )
+}
+
+fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+fn group_name(gid: u32) -> String {
+    match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(group)) => group.name,
+        _ => gid.to_string(),
+    }
 }
 
 /// Why what is deployed now cannot be used as is (and so needs a renewal).
@@ -509,8 +896,25 @@ pub fn inspect(files: &FileSet) -> Result<CertInfo, DeployedProblem> {
 }
 
 /// Reads a deployed file without hanging on a FIFO or slurping a huge file.
+///
+/// A symlink at the path is followed (certbot's `live/` files are symlinks, and renewd
+/// reads them until its first deployment replaces them), but only a regular file is ever
+/// opened: opening a device node can have side effects.
 fn read_deployed(path: &Path) -> Result<Vec<u8>, DeployedProblem> {
     let unreadable = |e: io::Error| DeployedProblem::Unreadable(path.to_path_buf(), e.to_string());
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DeployedProblem::Missing(path.to_path_buf()))
+        }
+        Err(e) => return Err(unreadable(e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(DeployedProblem::Invalid(
+                path.to_path_buf(),
+                "not a regular file".into(),
+            ))
+        }
+        Ok(_) => {}
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
@@ -554,8 +958,43 @@ mod tests {
     /// check take this lock.
     static UMASK: Mutex<()> = Mutex::new(());
 
+    /// Sets the umask back when dropped.
+    struct Restore(nix::sys::stat::Mode);
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            nix::sys::stat::umask(self.0);
+        }
+    }
+
     fn lock() -> std::sync::MutexGuard<'static, ()> {
         UMASK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A temporary directory only its owner can write, whatever the umask: deploying
+    /// refuses directories others can write, and tempfile's default is 0777 & !umask.
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir()
+            .expect("tempdir")
+    }
+
+    /// mkdir, mode 0755 whatever the umask.
+    fn mkdir(path: impl AsRef<Path>) {
+        let path = path.as_ref();
+        fs::create_dir(path).expect("mkdir");
+        fs::set_permissions(path, Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn mkdir_all(path: impl AsRef<Path>) {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent() {
+            if !parent.exists() {
+                mkdir_all(parent);
+            }
+        }
+        mkdir(path);
     }
 
     struct Issued {
@@ -642,8 +1081,12 @@ mod tests {
     fn deploys_all_five_kinds_with_exact_modes_under_any_umask() {
         let _guard = lock();
         for umask in [0o000, 0o077] {
+            // Made before the umask changes: under umask 0 it would be world-writable,
+            // which deploying refuses.
+            let dir = tempdir();
             let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-            let dir = tempfile::tempdir().expect("tempdir");
+            // Put back even if an assertion fails, so other tests do not run under it.
+            let restore = Restore(old);
             let files = all_files(dir.path());
             let issued = issue(&["example.org"]);
 
@@ -665,7 +1108,7 @@ mod tests {
                 }
                 assert!(temporaries(dir.path()).is_empty());
             }
-            nix::sys::stat::umask(old);
+            drop(restore);
 
             let m = &issued.material;
             let read =
@@ -687,7 +1130,7 @@ mod tests {
 
     #[test]
     fn key_mode_wider_than_0640_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let issued = issue(&["example.org"]);
         for bad in [0o644, 0o660, 0o604, 0o4600] {
             let err = deploy(
@@ -709,7 +1152,7 @@ mod tests {
             eprintln!("skipped: chown needs root");
             return;
         }
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let files = all_files(dir.path());
         let owner = Ownership::resolve(Some("65534"), Some("65533")).expect("numeric ids");
         let issued = issue(&["example.org"]);
@@ -744,7 +1187,7 @@ mod tests {
     #[test]
     fn a_symlink_at_the_target_is_replaced_not_followed() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let victim = dir.path().join("victim");
         fs::write(&victim, "victim").expect("victim");
         let victim_mode = mode(&victim);
@@ -770,7 +1213,7 @@ mod tests {
 
     #[test]
     fn a_symlink_at_the_temporary_name_makes_creation_fail() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let victim = dir.path().join("victim");
         fs::write(&victim, "victim").expect("victim");
         let temp = dir.path().join(".key.pem.renewd-0123456789abcdef");
@@ -789,22 +1232,21 @@ mod tests {
         assert!(!elsewhere.exists());
     }
 
-    /// Tests run as root, which ignores directory permissions, so the failing file's
-    /// "directory" is a regular file: creating anything under it fails with ENOTDIR for
-    /// every user. Its target comes last in the set, so three temporaries have already been
-    /// written when staging fails.
+    /// Tests run as root, which ignores directory permissions, so the failing file goes to
+    /// /proc, where creating a file fails (ENOENT) for every user, yet /proc passes the
+    /// directory check (root's, not writable). Its target comes last in the set, so three
+    /// temporaries have already been written when staging fails. (ENOSPC, EROFS and EACCES
+    /// part-way through are exercised with the real binary in tests/deploy_safety.rs.)
     #[test]
     fn failed_staging_leaves_old_files_and_no_temporaries() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let not_a_dir = dir.path().join("plain-file");
-        fs::write(&not_a_dir, "x").expect("plain file");
+        let dir = tempdir();
         let files = FileSet {
             cert: Some(dir.path().join("cert.pem")),
             chain: None,
             fullchain: Some(dir.path().join("fullchain.pem")),
             key: Some(dir.path().join("key.pem")),
-            combined: Some(not_a_dir.join("combined.pem")),
+            combined: Some(PathBuf::from("/proc/renewd-test-combined.pem")),
         };
         let old = issue(&["old.example"]);
         let old_files = FileSet {
@@ -819,9 +1261,14 @@ mod tests {
 
         let new = issue(&["new.example"]);
         let err = deploy(&files, &new.material, &Ownership::default(), 0o600).expect_err("stage");
+        assert!(matches!(err, DeployError::Stage { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("plain-file/combined.pem"), "{msg}");
-        assert!(msg.contains("Not a directory"), "{msg}");
+        assert!(msg.contains("/proc/renewd-test-combined.pem"), "{msg}");
+        assert!(
+            msg.contains("/proc/.renewd-test-combined.pem.renewd-"),
+            "{msg}"
+        );
+        assert!(msg.contains("No such file or directory"), "{msg}");
 
         let after: Vec<Vec<u8>> = old_files
             .iter()
@@ -834,6 +1281,31 @@ mod tests {
             temporaries(dir.path())
         );
         assert!(inspect(&old_files).is_ok());
+    }
+
+    /// A regular file where a directory should be is found before anything is written.
+    #[test]
+    fn a_file_in_place_of_a_directory_is_found_before_writing() {
+        let _guard = lock();
+        let dir = tempdir();
+        let not_a_dir = dir.path().join("plain-file");
+        fs::write(&not_a_dir, "x").expect("plain file");
+        let files = FileSet {
+            combined: Some(not_a_dir.join("combined.pem")),
+            ..all_files(dir.path())
+        };
+        let issued = issue(&["example.org"]);
+        let err = deploy(&files, &issued.material, &Ownership::default(), 0o600)
+            .expect_err("not a directory");
+        assert!(
+            matches!(&err, DeployError::NotADirectory { path, .. } if *path == not_a_dir),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("plain-file is not a directory"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
     }
 
     /// /proc refuses new files even to root: a second, different way staging can fail.
@@ -857,7 +1329,7 @@ mod tests {
     #[test]
     fn dropping_a_staged_set_removes_its_temporaries() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let files = all_files(dir.path());
         let issued = issue(&["example.org"]);
         let staged = stage(&files, &issued.material, &Ownership::default(), 0o600).expect("stage");
@@ -869,7 +1341,7 @@ mod tests {
     #[test]
     fn stale_temporaries_are_swept() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let files = all_files(dir.path());
         let issued = issue(&["example.org"]);
         let staged = stage(&files, &issued.material, &Ownership::default(), 0o600).expect("stage");
@@ -884,7 +1356,7 @@ mod tests {
     #[test]
     fn a_failed_rename_says_how_far_it_got_and_cleans_up() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let files = all_files(dir.path());
         let issued = issue(&["example.org"]);
 
@@ -923,7 +1395,7 @@ mod tests {
 
     #[test]
     fn duplicate_targets_and_empty_chains_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let issued = issue(&["example.org"]);
         let same = dir.path().join("same.pem");
         let files = FileSet {
@@ -961,7 +1433,7 @@ mod tests {
     #[test]
     fn inspect_reports_missing_and_unreadable_files() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let (files, _) = deployed(dir.path());
 
         fs::remove_file(path(&files.chain)).expect("rm");
@@ -999,7 +1471,7 @@ mod tests {
     #[test]
     fn inspect_reports_invalid_contents() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let (files, issued) = deployed(dir.path());
         let cases: Vec<(Option<PathBuf>, Vec<u8>)> = vec![
             (files.cert.clone(), b"garbage".to_vec()),
@@ -1040,7 +1512,7 @@ mod tests {
     #[test]
     fn inspect_reports_a_key_that_does_not_match() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let (files, issued) = deployed(dir.path());
         let other = PrivateKey::generate(KeyType::EcdsaP256).expect("other");
         fs::write(path(&files.key), other.to_pem()).expect("write");
@@ -1060,7 +1532,7 @@ mod tests {
     #[test]
     fn inspect_reports_files_that_disagree() {
         let _guard = lock();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let (files, issued) = deployed(dir.path());
         let other = issue(&["other.example"]);
 
@@ -1094,5 +1566,333 @@ mod tests {
             Err(DeployedProblem::Inconsistent(_))
         ));
         assert!(inspect(&files).is_ok());
+    }
+
+    // --- directories, links, errors ------------------------------------------------------
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) {
+        std::os::unix::fs::lchown(path, uid, gid).expect("lchown");
+    }
+
+    /// A uid and gid no test machine gives to renewd or root.
+    const STRANGER: u32 = 4242;
+
+    fn unsafe_reason(dir: &Path) -> String {
+        match check_target_dir(dir) {
+            Err(DeployError::UnsafeDirectory { dir: d, reason }) => {
+                assert_eq!(d, dir);
+                reason
+            }
+            other => panic!("{}: expected UnsafeDirectory, got {other:?}", dir.display()),
+        }
+    }
+
+    #[test]
+    fn directories_others_can_write_are_refused_before_anything_is_written() {
+        let _guard = lock();
+        let base = tempdir();
+        let tls = base.path().join("tls");
+        mkdir(&tls);
+        let files = all_files(&tls);
+        let issued = issue(&["example.org"]);
+        let refused = |want: &[&str]| {
+            let err = deploy(&files, &issued.material, &Ownership::default(), 0o600)
+                .expect_err("unsafe directory");
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("refusing to write into {}: ", tls.display())),
+                "{msg}"
+            );
+            for w in want {
+                assert!(msg.contains(w), "{w:?} not in {msg}");
+            }
+            assert_eq!(
+                fs::read_dir(&tls).expect("dir").count(),
+                0,
+                "nothing written"
+            );
+        };
+
+        chmod(&tls, 0o777);
+        refused(&["every user can write in it", "mode 0777", "chmod go-w"]);
+        chmod(&tls, 0o1777);
+        refused(&["mode 1777", "the sticky bit does not make it safe"]);
+        chmod(&tls, 0o755);
+        check_target_dir(&tls).expect("0755, renewd's own");
+
+        if !Uid::effective().is_root() {
+            eprintln!("skipped the ownership cases: chown needs root");
+            return;
+        }
+        chmod(&tls, 0o775);
+        chown(&tls, None, Some(0));
+        check_target_dir(&tls).expect("group root may write");
+        chown(&tls, None, Some(STRANGER));
+        refused(&[
+            &format!("group {STRANGER} can write in it"),
+            "chmod g-w",
+            "mode 0775",
+        ]);
+        chmod(&tls, 0o2755);
+        check_target_dir(&tls).expect("a group that cannot write is fine");
+        chown(&tls, Some(STRANGER), Some(0));
+        chmod(&tls, 0o755);
+        refused(&[&format!("owned by user {STRANGER}"), "chown root"]);
+        chown(&tls, Some(0), Some(0));
+        deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("safe again");
+    }
+
+    #[test]
+    fn ancestors_that_others_could_swap_are_refused() {
+        let _guard = lock();
+        let base = tempdir();
+        let shared = base.path().join("shared");
+        let tls = shared.join("tls");
+        mkdir_all(&tls);
+
+        chmod(&shared, 0o777);
+        let reason = unsafe_reason(&tls);
+        assert!(reason.contains("every user can write in"), "{reason}");
+        assert!(reason.contains(&*shared.to_string_lossy()), "{reason}");
+        assert!(reason.contains("chmod +t"), "{reason}");
+
+        // The sticky bit keeps others from moving `tls`, as long as it is not theirs.
+        chmod(&shared, 0o1777);
+        check_target_dir(&tls).expect("sticky ancestor, tls owned by root");
+        // `..` and `.` are resolved like the kernel does.
+        check_target_dir(&shared.join("tls/../tls/.")).expect("dots");
+
+        if !Uid::effective().is_root() {
+            eprintln!("skipped the ownership cases: chown needs root");
+            return;
+        }
+        chown(&shared, Some(STRANGER), None);
+        chmod(&shared, 0o755);
+        let reason = unsafe_reason(&tls);
+        assert!(
+            reason.contains(&format!("owned by user {STRANGER}")),
+            "{reason}"
+        );
+        assert!(reason.contains(&*shared.to_string_lossy()), "{reason}");
+        chown(&shared, Some(0), None);
+        chmod(&shared, 0o1777);
+
+        // A symlink in a sticky, world-writable directory is as safe as its owner.
+        let good = base.path().join("good");
+        mkdir(&good);
+        let link = shared.join("link");
+        std::os::unix::fs::symlink(&good, &link).expect("symlink");
+        check_target_dir(&link).expect("root's link");
+        chown(&link, Some(STRANGER), None);
+        let reason = unsafe_reason(&link);
+        assert!(
+            reason.contains(&format!("belongs to user {STRANGER}")),
+            "{reason}"
+        );
+        assert!(reason.contains("mode 1777"), "{reason}");
+    }
+
+    #[test]
+    fn symlinked_directories_are_judged_by_where_they_lead() {
+        let _guard = lock();
+        let base = tempdir();
+        let open = base.path().join("open");
+        mkdir(&open);
+        chmod(&open, 0o777);
+        let link = base.path().join("tls");
+        std::os::unix::fs::symlink("open", &link).expect("symlink");
+        let reason = unsafe_reason(&link);
+        assert!(reason.contains("every user can write in it"), "{reason}");
+
+        // Through a link, then below an open directory reached through it.
+        mkdir(open.join("sub"));
+        let reason = unsafe_reason(&link.join("sub"));
+        assert!(reason.contains("chmod +t"), "{reason}");
+
+        chmod(&open, 0o755);
+        check_target_dir(&link).expect("safe target");
+        check_target_dir(&link.join("sub")).expect("safe target");
+
+        let looped = base.path().join("loop");
+        std::os::unix::fs::symlink("loop", &looped).expect("symlink");
+        let err = check_target_dir(&looped).expect_err("loop");
+        assert!(
+            matches!(err, DeployError::DirectoryLookup { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("symbolic links"), "{err}");
+
+        let missing = base.path().join("nope/tls");
+        let err = check_target_dir(&missing).expect_err("missing");
+        assert!(
+            matches!(&err, DeployError::MissingDirectory { missing: m, .. } if *m == base.path().join("nope")),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("does not exist"), "{msg}");
+        assert!(msg.contains("renewd creates no directories"), "{msg}");
+
+        let dangling = base.path().join("dangling");
+        std::os::unix::fs::symlink("gone", &dangling).expect("symlink");
+        assert!(matches!(
+            check_target_dir(&dangling),
+            Err(DeployError::MissingDirectory { .. })
+        ));
+    }
+
+    /// A key target hard-linked to a file elsewhere is replaced by a new inode: the other
+    /// name keeps its contents.
+    #[test]
+    fn a_hard_link_at_the_target_is_replaced_not_written_through() {
+        let _guard = lock();
+        let base = tempdir();
+        let tls = base.path().join("tls");
+        mkdir(&tls);
+        let victim = base.path().join("victim");
+        fs::write(&victim, "victim").expect("victim");
+        let files = all_files(&tls);
+        fs::hard_link(&victim, path(&files.key)).expect("link");
+        let issued = issue(&["example.org"]);
+        deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("deploy");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "victim");
+        let (v, k) = (
+            fs::metadata(&victim).expect("stat"),
+            fs::metadata(path(&files.key)).expect("stat"),
+        );
+        assert_ne!(v.ino(), k.ino());
+        assert_eq!(v.nlink(), 1);
+        assert_eq!(
+            fs::read_to_string(path(&files.key)).expect("key"),
+            issued.material.key_pem
+        );
+    }
+
+    /// Names like renewd's temporaries, planted in bulk (as symlinks to a victim, dangling
+    /// symlinks, a directory): deploying still works, nothing is written through them, and
+    /// sweeping removes the links themselves, never what they point to.
+    #[test]
+    fn a_directory_full_of_planted_links_is_harmless() {
+        let _guard = lock();
+        let base = tempdir();
+        let tls = base.path().join("tls");
+        mkdir(&tls);
+        let victim = base.path().join("victim");
+        fs::write(&victim, "victim").expect("victim");
+        let elsewhere = base.path().join("elsewhere");
+        mkdir(&elsewhere);
+        let files = all_files(&tls);
+        let mut planted = 0;
+        for (_, target) in files.iter() {
+            let name = target.file_name().expect("name").to_string_lossy();
+            for i in 0..100 {
+                let temp = tls.join(format!(
+                    ".{name}{TEMP_MARKER}{:016x}",
+                    rand::random::<u64>()
+                ));
+                if i % 2 == 0 {
+                    std::os::unix::fs::symlink(&victim, &temp).expect("symlink");
+                } else {
+                    std::os::unix::fs::symlink(elsewhere.join(format!("{i}-{name}")), &temp)
+                        .expect("dangling symlink");
+                }
+                planted += 1;
+            }
+        }
+        let planted_dir = tls.join(format!(".key.pem{TEMP_MARKER}0000000000000000"));
+        mkdir(&planted_dir);
+        fs::write(planted_dir.join("inside"), "keep").expect("write");
+
+        let issued = issue(&["example.org"]);
+        deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("deploy");
+        assert!(inspect(&files).is_ok());
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "victim");
+        assert_eq!(fs::read_dir(&elsewhere).expect("dir").count(), 0);
+
+        let removed = sweep_temporaries(&files).expect("sweep");
+        assert_eq!(removed.len(), planted);
+        assert!(removed
+            .iter()
+            .all(|p| fs::symlink_metadata(p).is_err() && p.parent() == Some(&*tls)));
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "victim");
+        assert_eq!(
+            fs::read_to_string(planted_dir.join("inside")).expect("kept"),
+            "keep"
+        );
+        assert!(inspect(&files).is_ok());
+    }
+
+    #[test]
+    fn sweeping_refuses_a_directory_others_can_write() {
+        let _guard = lock();
+        let base = tempdir();
+        let tls = base.path().join("tls");
+        mkdir(&tls);
+        let files = all_files(&tls);
+        let leftover = tls.join(format!(".key.pem{TEMP_MARKER}0123456789abcdef"));
+        fs::write(&leftover, "x").expect("leftover");
+        chmod(&tls, 0o777);
+        let err = sweep_temporaries(&files).expect_err("unsafe");
+        assert!(err.to_string().contains("every user can write"), "{err}");
+        assert!(leftover.exists());
+        chmod(&tls, 0o755);
+        assert_eq!(sweep_temporaries(&files).expect("sweep"), vec![leftover]);
+        // A directory that does not exist has nothing to sweep.
+        assert!(sweep_temporaries(&all_files(&base.path().join("gone")))
+            .expect("missing")
+            .is_empty());
+    }
+
+    #[test]
+    fn staging_errors_name_both_files_the_reason_and_what_it_means() {
+        let target = PathBuf::from("/etc/tls/www.key");
+        let temp = PathBuf::from("/etc/tls/.www.key.renewd-0123456789abcdef");
+        let cases = [
+            (Errno::ENOSPC, "No space left on device", "free some space"),
+            (Errno::EROFS, "Read-only file system", "ReadWritePaths="),
+            (Errno::EACCES, "Permission denied", "may not write there"),
+            (Errno::EDQUOT, "quota", "quota of renewd's user"),
+            (
+                Errno::EEXIST,
+                "File exists",
+                "nothing was written through it",
+            ),
+        ];
+        for (errno, os, hint) in cases {
+            let err = DeployError::Stage {
+                action: "write",
+                target: target.clone(),
+                temp: temp.clone(),
+                source: io::Error::from(errno),
+            };
+            let msg = err.to_string();
+            for want in [
+                &*target.to_string_lossy(),
+                &*temp.to_string_lossy(),
+                os,
+                hint,
+            ] {
+                assert!(msg.contains(want), "{want:?} not in {msg}");
+            }
+        }
+    }
+
+    /// `inspect` follows a symlink at a target (certbot's `live/` files are symlinks) but
+    /// opens nothing but regular files.
+    #[test]
+    fn inspect_does_not_open_device_nodes() {
+        let _guard = lock();
+        let dir = tempdir();
+        let (files, _) = deployed(dir.path());
+        fs::remove_file(path(&files.chain)).expect("rm");
+        std::os::unix::fs::symlink("/dev/zero", path(&files.chain)).expect("symlink");
+        let problem = inspect(&files).expect_err("device");
+        assert!(
+            matches!(&problem, DeployedProblem::Invalid(p, why) if *p == path(&files.chain) && why == "not a regular file"),
+            "{problem:?}"
+        );
     }
 }

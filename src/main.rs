@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use renewd::config::{self, Config};
 use renewd::control::{self, Request, Response};
-use renewd::{daemon, logging, status};
+use renewd::{daemon, deploy, logging, status};
 
 const LONG_ABOUT: &str = "\
 renewd keeps every configured certificate valid through ACME (RFC 8555): it renews each one \
@@ -269,7 +269,8 @@ fn check(arg: &ConfigArg) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let problems = cfg.check_environment();
+    let mut problems = cfg.check_environment();
+    problems.extend(deploy::check_directories(&cfg));
     for p in &problems {
         println!("{p}");
     }

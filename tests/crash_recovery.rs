@@ -14,6 +14,7 @@ mod rig;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +39,10 @@ fn file(rig: &Rig, cert: usize, kind: &str) -> PathBuf {
 fn config(rig: &Rig, reload: &Path) -> String {
     let mut body = String::new();
     for i in 0..CERTS {
-        fs::create_dir_all(rig.path(&format!("tls/c{i}"))).expect("mkdir");
+        let dir = rig.path(&format!("tls/c{i}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        // Whatever the umask: renewd refuses directories others can write.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         body.push_str(&rig.cert(&format!("c{i}"), &[&format!("c{i}.example.org")], ""));
         // Replace the rig's two files by all five kinds.
         let files = format!(

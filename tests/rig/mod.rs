@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -26,6 +27,11 @@ impl Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         fs::create_dir_all(root.join("tls")).expect("mkdir tls");
+        // Explicit modes, whatever the umask: renewd refuses to deploy into a directory
+        // (or below one) that others can write.
+        for d in [root.clone(), root.join("tls")] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         Rig {
             pebble,
             config_path: root.join("renewd.toml"),
@@ -223,7 +229,6 @@ pub fn lines(path: &Path) -> Vec<String> {
 
 /// The permission bits of a file.
 pub fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
     fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .permissions()

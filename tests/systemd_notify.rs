@@ -63,6 +63,17 @@ fn readiness_status_reload_watchdog_and_stop_reach_the_notify_socket() {
         "STATUS=1 certificates, next: a in ",
         Duration::from_secs(30),
     );
+    let status = seen
+        .iter()
+        .rev()
+        .find(|m| m.contains("STATUS=1 certificates, next: a in "))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !status.contains("failing"),
+        "the first issuance failed: {status}\n--- daemon log:\n{}",
+        d.log()
+    );
     let pings_before = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
     std::thread::sleep(Duration::from_millis(2500));
     let mut buf = [0u8; 4096];

@@ -905,14 +905,6 @@ impl Config {
             }
         }
         for cert in &self.certificates {
-            for rule in &cert.challenge.rules {
-                if let ChallengeConfig::Dns01Rfc2136 { .. } = rule.config {
-                    p.push(Problem::new(
-                        cert.key_location(&format!("{}.rfc2136", rule.key)).clone(),
-                        not_yet("dns-01 through `rfc2136`"),
-                    ));
-                }
-            }
             if cert.verify.is_some() {
                 p.push(Problem::new(
                     cert.key_location("verify").clone(),
@@ -3891,7 +3883,7 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
     }
 
     #[test]
-    fn dns01_hook_and_tls_alpn_load_rfc2136_is_flagged_unsupported() {
+    fn every_challenge_type_loads() {
         let hook = BASE.replace(
             "{ type = \"http-01\", webroot = \"/var/www/html\" }",
             "{ type = \"dns-01\", hook = [\"/usr/local/bin/dns-txt\"], propagation_wait = \"30s\" }",
@@ -3917,13 +3909,16 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
         );
         let text = BASE.replace(
             "{ type = \"http-01\", webroot = \"/var/www/html\" }",
-            "{ type = \"dns-01\", rfc2136 = { server = \"10.0.0.53\" } }",
+            "{ type = \"dns-01\", rfc2136 = { server = \"10.0.0.53\", tsig_key_file = \"/etc/renewd/tsig.key\" } }",
         );
+        let config = load_ok(&text);
         assert_eq!(
-            problems(&text),
-            [format!(
-                "{MAIN}:8:42: dns-01 through `rfc2136` is not supported by this version of renewd yet"
-            )]
+            config.certificates[0].challenge.rules[0].config,
+            ChallengeConfig::Dns01Rfc2136 {
+                server: "10.0.0.53:53".parse().expect("addr"),
+                tsig_key_file: Some("/etc/renewd/tsig.key".into()),
+                propagation_wait: Duration::ZERO,
+            }
         );
     }
 

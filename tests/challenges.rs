@@ -304,3 +304,125 @@ fn check_rejects_a_wildcard_with_another_challenge_and_an_uncovered_name() {
         "{err}"
     );
 }
+
+/// RFC 2136 against a real BIND: the zone is found by SOA lookup, the TXT values are added
+/// with TSIG-signed updates, Pebble resolves them through that named, and they are deleted
+/// afterwards. Then the key is taken from `$CREDENTIALS_DIRECTORY` instead, and a wrong key
+/// is refused with the server's words.
+#[test]
+fn rfc2136_through_a_real_bind_with_tsig_leaves_no_record_behind() {
+    let bind = common::bind::Bind::start("rfc.test");
+    let rig = Rig::new(PebbleOptions {
+        dns_server: Some(bind.addr),
+        ..fresh_authz()
+    });
+    let challenge = |key: &str| {
+        format!(
+            "{{ type = \"dns-01\", rfc2136 = {{ server = \"{}\"{key} }} }}",
+            bind.addr
+        )
+    };
+    let with_file = format!(", tsig_key_file = \"{}\"", bind.key_file.display());
+    rig.write_config(&cert_block(
+        &rig,
+        "rfc",
+        &["rfc.test", "*.rfc.test", "www.sub.rfc.test"],
+        &challenge(&with_file),
+    ));
+    rig.renewd_ok("check", &[]);
+    let out = rig.renewd("run", &["--once"]);
+    let bind_log = bind.log();
+    assert!(out.status.success(), "named's log:\n{bind_log}");
+    assert_eq!(
+        sorted_names(&rig, "rfc"),
+        ["*.rfc.test", "rfc.test", "www.sub.rfc.test"]
+    );
+    // named saw signed updates adding and then deleting each value.
+    for record in [
+        "_acme-challenge.rfc.test",
+        "_acme-challenge.www.sub.rfc.test",
+    ] {
+        assert!(
+            bind_log.contains(&format!("adding an RR at '{record}' TXT")),
+            "{bind_log}"
+        );
+        assert!(
+            bind_log.contains(&format!("deleting an RR at {record} TXT"))
+                || bind_log.contains(&format!("deleting an RR at '{record}' TXT"))
+                || bind_log.contains(&format!("deleting rrset at '{record}' TXT")),
+            "{bind_log}"
+        );
+        assert_eq!(bind.txt(record), Vec::<String>::new(), "{record} is gone");
+    }
+    assert!(
+        bind_log.contains(&format!("signer \"{}\"", common::bind::KEY_NAME))
+            || bind_log.contains(common::bind::KEY_NAME),
+        "{bind_log}"
+    );
+    // The secret never reaches renewd's output.
+    let key_text = std::fs::read_to_string(&bind.key_file).unwrap();
+    let secret = key_text
+        .split('"')
+        .nth(3)
+        .expect("secret in tsig-keygen's output");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(secret));
+
+    // The key through systemd's credentials directory.
+    let creds = rig.path("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::copy(&bind.key_file, creds.join("tsig.key")).unwrap();
+    rig.write_config(&cert_block(&rig, "rfc", &["cred.rfc.test"], &challenge("")));
+    let out = std::process::Command::new(renewd_bin())
+        .args(["renew", "--config"])
+        .arg(&rig.config_path)
+        .args(["--force", "rfc"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nnamed:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        bind.log()
+    );
+    assert_eq!(sorted_names(&rig, "rfc"), ["cred.rfc.test"]);
+    assert_eq!(
+        bind.txt("_acme-challenge.cred.rfc.test"),
+        Vec::<String>::new()
+    );
+
+    // A key named right but with another secret: named refuses, renewd says so.
+    let wrong = rig.path("wrong.key");
+    write_file(
+        &wrong,
+        format!(
+            "key \"{}\" {{ algorithm hmac-sha256; secret \"{}\"; }};\n",
+            common::bind::KEY_NAME,
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        ),
+    );
+    rig.write_config(&cert_block(
+        &rig,
+        "rfc",
+        &["bad.rfc.test"],
+        &challenge(&format!(", tsig_key_file = \"{}\"", wrong.display())),
+    ));
+    let out = rig.renewd("renew", &["--force", "rfc"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dns-01 through RFC 2136"), "{err}");
+    assert!(err.contains("failed TSIG verification"), "{err}");
+    assert!(
+        !err.contains("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        "{err}"
+    );
+    assert_eq!(
+        bind.txt("_acme-challenge.bad.rfc.test"),
+        Vec::<String>::new()
+    );
+}

@@ -1,9 +1,11 @@
-//! dns-01 (RFC 8555 §8.4): the TXT record `_acme-challenge.<domain>` through a hook.
+//! dns-01 (RFC 8555 §8.4): the TXT record `_acme-challenge.<domain>`, through a hook or
+//! through RFC 2136 dynamic updates ([`super::rfc2136`]).
 //!
 //! The hook is run as `HOOK set RECORD VALUE` and, whatever happened next, as
 //! `HOOK clear RECORD VALUE`. The clear is owned by a [`Cleanup`] created *before* the set
 //! runs, so a set that fails half-way, a validation the CA refuses and a renewal cancelled
-//! mid-flight all end with the record cleared.
+//! mid-flight all end with the record cleared. An RFC 2136 update is cleared the same way
+//! once it has been accepted.
 
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ pub(super) struct Cleanup {
 
 enum Action {
     Hook(Hook),
+    Rfc2136(super::rfc2136::Update),
 }
 
 impl Cleanup {
@@ -40,6 +43,11 @@ impl Cleanup {
                 Ok(_) => tracing::debug!(record = %self.record, "dns-01 record cleared"),
                 Err(e) => tracing::warn!(record = %self.record, error = %e,
                     "dns-01 hook `clear` failed; the TXT record may be left behind"),
+            },
+            Action::Rfc2136(update) => match update.clear().await {
+                Ok(()) => tracing::debug!(record = %self.record, "dns-01 record deleted"),
+                Err(e) => tracing::warn!(record = %self.record, error = %e,
+                    "RFC 2136 delete failed; the TXT record may be left behind"),
             },
         }
     }
@@ -95,6 +103,36 @@ pub(super) async fn set_with_hook(
         Err(source) => {
             guard.withdraw().await;
             Err(ChallengeError::DnsHook { record, source })
+        }
+    }
+}
+
+/// Adds the TXT value through an RFC 2136 update to `server`, signed with the TSIG key from
+/// `key_file` (or systemd's credential); the guard returned deletes it again.
+pub(super) async fn set_with_rfc2136(
+    server: std::net::SocketAddr,
+    key_file: Option<&std::path::Path>,
+    answer: &Answer<'_>,
+) -> Result<Provisioned, ChallengeError> {
+    use super::rfc2136;
+    let key = match rfc2136::key_path(key_file) {
+        Some(path) => Some(rfc2136::read_key(&path)?),
+        None => None,
+    };
+    let record = record_name(answer.identifier);
+    let update = rfc2136::Update::prepare(server, key.as_ref(), &record, answer.dns_value).await?;
+    // Armed before the add is sent: deleting a value that was never added is harmless.
+    let guard = Provisioned {
+        kind: ProvisionedKind::Dns(Cleanup {
+            record: update.record(),
+            action: Action::Rfc2136(update.clone()),
+        }),
+    };
+    match update.add().await {
+        Ok(()) => Ok(guard),
+        Err(e) => {
+            guard.withdraw().await;
+            Err(e.into())
         }
     }
 }

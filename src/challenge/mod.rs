@@ -11,6 +11,7 @@
 //! only while a validation is under way.
 
 mod dns;
+pub mod rfc2136;
 mod tls_alpn;
 
 use std::collections::HashMap;
@@ -56,8 +57,8 @@ pub enum ChallengeError {
     DnsHook { record: String, source: HookError },
     #[error("cannot build the tls-alpn-01 certificate for {identifier}: {message}")]
     TlsAlpnCert { identifier: String, message: String },
-    #[error("challenge type {0} is not supported by this version of renewd")]
-    Unsupported(&'static str),
+    #[error("dns-01 through RFC 2136: {0}")]
+    Rfc2136(#[from] rfc2136::Rfc2136Error),
 }
 
 /// RFC 8555 §8.1: tokens are base64url. Anything else is hostile (a path, a header) and is
@@ -193,9 +194,11 @@ impl Responders {
             ChallengeConfig::Dns01Hook { hook, .. } => {
                 return dns::set_with_hook(hook, answer).await
             }
-            ChallengeConfig::Dns01Rfc2136 { .. } => {
-                return Err(ChallengeError::Unsupported("dns-01 through rfc2136"))
-            }
+            ChallengeConfig::Dns01Rfc2136 {
+                server,
+                tsig_key_file,
+                ..
+            } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
             ChallengeConfig::TlsAlpn01 { listen } => {
                 ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer)?)
             }

@@ -38,6 +38,8 @@ SYSTEM_PACKAGES=(
     debootstrap # scripts/test-packages.sh: the throwaway Debian root the .deb is installed into
     systemd # tests/systemd_unit.rs: systemd-analyze verify and security --offline
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
+    bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
+    bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
@@ -72,21 +74,27 @@ else
     say "installing missing system packages: ${missing[*]}"
     as_root apt-get update -q ||
         die "apt-get update failed: cannot reach the Debian mirror? (needed to install ${missing[*]})"
-    # No service starts while installing: Debian starts nginx (on port 80, with /etc/nginx)
-    # as soon as it is installed. A policy-rc.d that denies every start is put in place for
-    # the install unless the machine already has one (containers usually do), and removed
-    # afterwards.
+    # Installing bind9 would start the system's named on port 53 (and other packages
+    # their services): the tests start their own processes, so services are kept from
+    # starting during the install with a policy-rc.d that refuses them, removed afterwards
+    # unless one was already there.
     policy=/usr/sbin/policy-rc.d
+    own_policy=
     if [ ! -e "$policy" ]; then
-        as_root sh -c "printf '#!/bin/sh\n# fetch-test-deps.sh: no service starts during the install\nexit 101\n' >$policy && chmod 755 $policy"
-        trap 'as_root rm -f "$policy"' EXIT
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-            die "apt-get install ${missing[*]} failed"
-        as_root rm -f "$policy"
-        trap - EXIT
-    else
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-            die "apt-get install ${missing[*]} failed"
+        printf '#!/bin/sh\n# fetch-test-deps.sh: no service starts while test packages install\nexit 101\n' |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        own_policy=1
+    fi
+    install_rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        install_rc=$?
+    [ -z "$own_policy" ] || as_root rm -f "$policy"
+    [ "$install_rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
+    # On a systemd host a bind9 installed just now is still enabled for the next boot: keep
+    # it off, the tests never need the system's named (an existing one is left alone).
+    if [[ " ${missing[*]} " == *" bind9 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now named.service >/dev/null 2>&1 || true
     fi
     for pkg in "${missing[@]}"; do
         if [ "$pkg" = nginx ]; then

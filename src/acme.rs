@@ -24,8 +24,8 @@ use instant_acme::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::challenge::{Provisioned, Responders};
-use crate::config::{CaConfig, ChallengeConfig};
+use crate::challenge::{Answer, Provisioned, Responders};
+use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
 
 /// Deadline for one HTTP exchange with a CA, headers and body.
@@ -222,7 +222,7 @@ impl Ca {
     }
 
     /// Orders a certificate for `names` with the CSR `csr_der`, answering challenges through
-    /// `responders` as `challenge` says.
+    /// `responders` as `challenge` says for each name.
     ///
     /// When the CA no longer knows the account (it was reset, or the account deactivated),
     /// a new account is registered once and the order retried. An order that fails on a
@@ -232,7 +232,7 @@ impl Ca {
         &self,
         names: &[String],
         csr_der: &[u8],
-        challenge: &ChallengeConfig,
+        challenge: &Challenges,
         responders: &Responders,
     ) -> Result<Issued, AcmeError> {
         let mut attempts = 0;
@@ -283,7 +283,7 @@ impl Ca {
         account: &Account,
         names: &[String],
         csr_der: &[u8],
-        challenge: &ChallengeConfig,
+        challenges: &Challenges,
         responders: &Responders,
     ) -> Result<Issued, OrderError> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| identifier(n)).collect();
@@ -291,54 +291,117 @@ impl Ca {
         let order_url = order.url().to_string();
         tracing::info!(ca = %self.name, order = %order_url, names = %names.join(","), "order created");
 
-        // Answers stay published until the order is decided; dropping them withdraws them.
+        // Answers stay published until the order is decided, then are withdrawn whatever
+        // happened (a dns-01 `clear` runs even when validation failed); if this future is
+        // dropped instead, dropping them withdraws them.
         let mut published: Vec<Provisioned> = Vec::new();
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                other => {
+        let validated = async {
+            // First every answer is published, then (after DNS propagation) the CA is told
+            // to look: a CA may check a wildcard and its base name's TXT record together.
+            let mut propagation_wait = Duration::ZERO;
+            let mut ready: Vec<(String, ChallengeType)> = Vec::new();
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => {
+                        return Err(OrderError::Validation {
+                            identifier: authz.identifier().to_string(),
+                            message: format!("authorization is {other:?} before any challenge"),
+                        })
+                    }
+                }
+                let ident = authz.identifier().to_string();
+                let Some(rule) = challenges.for_name(&ident) else {
                     return Err(OrderError::Validation {
-                        identifier: authz.identifier().to_string(),
-                        message: format!("authorization is {other:?} before any challenge"),
-                    })
+                        identifier: ident,
+                        message: "the CA asked about a name the configuration does not list".into(),
+                    });
+                };
+                let wanted = challenge_type(&rule.config);
+                let authz_url = authz.url().to_string();
+                let Some(ch) = authz.challenge(wanted.clone()) else {
+                    return Err(OrderError::Validation {
+                        identifier: ident,
+                        message: format!("the CA offers no {wanted:?} challenge for it"),
+                    });
+                };
+                let key_auth = ch.key_authorization();
+                let digest = key_auth.digest();
+                let dns_value = key_auth.dns_value();
+                let answer = Answer {
+                    certificate: &challenges.certificate,
+                    domains: &challenges.domains,
+                    identifier: &ident,
+                    token: &ch.token,
+                    key_authorization: key_auth.as_str(),
+                    digest: digest.as_ref(),
+                    dns_value: &dns_value,
+                };
+                tracing::debug!(ca = %self.name, identifier = %ident,
+                    challenge = rule.config.kind(), "answering challenge");
+                published.push(
+                    responders
+                        .provision(&rule.config, &answer)
+                        .await
+                        .map_err(OrderError::Challenge)?,
+                );
+                if let ChallengeConfig::Dns01Hook {
+                    propagation_wait: wait,
+                    ..
+                }
+                | ChallengeConfig::Dns01Rfc2136 {
+                    propagation_wait: wait,
+                    ..
+                } = &rule.config
+                {
+                    propagation_wait = propagation_wait.max(*wait);
+                }
+                ready.push((authz_url, wanted));
+            }
+            if !propagation_wait.is_zero() {
+                tracing::info!(ca = %self.name, wait = ?propagation_wait,
+                    "waiting for the dns-01 records to propagate");
+                tokio::time::sleep(propagation_wait).await;
+            }
+            // The authorizations are cached by now: this second pass makes no request but
+            // the challenges' own.
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                let Some((_, wanted)) = ready.iter().find(|(url, _)| url == authz.url()) else {
+                    continue;
+                };
+                if let Some(mut ch) = authz.challenge(wanted.clone()) {
+                    ch.set_ready().await?;
                 }
             }
-            let ident = authz.identifier().to_string();
-            let wanted = challenge_type(challenge);
-            let Some(mut ch) = authz.challenge(wanted.clone()) else {
-                return Err(OrderError::Validation {
-                    identifier: ident,
-                    message: format!("the CA offers no {wanted:?} challenge for it"),
-                });
-            };
-            let key_auth = ch.key_authorization();
-            published.push(
-                responders
-                    .provision(challenge, &ch.token, key_auth.as_str())
-                    .await
-                    .map_err(OrderError::Challenge)?,
-            );
-            ch.set_ready().await?;
-        }
 
+            let retry = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(250))
+                .backoff(1.5)
+                .timeout(ORDER_TIMEOUT);
+            match order.poll_ready(&retry).await {
+                Ok(OrderStatus::Ready) => Ok(()),
+                // The order failed: the challenges' problem documents say which name and why.
+                Ok(_) => Err(self.validation_failure(&mut order, None).await),
+                Err(instant_acme::Error::Api(p)) => {
+                    Err(self.validation_failure(&mut order, Some(p)).await)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await;
+        for answer in published {
+            answer.withdraw().await;
+        }
+        validated?;
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
             .backoff(1.5)
             .timeout(ORDER_TIMEOUT);
-        let polled = order.poll_ready(&retry).await;
-        drop(published);
-        match polled {
-            Ok(OrderStatus::Ready) => {}
-            // The order failed: the challenges' problem documents say which name and why.
-            Ok(_) => return Err(self.validation_failure(&mut order, None).await),
-            Err(instant_acme::Error::Api(p)) => {
-                return Err(self.validation_failure(&mut order, Some(p)).await)
-            }
-            Err(e) => return Err(e.into()),
-        }
         order.finalize_csr(csr_der).await?;
         let chain_pem = order.poll_certificate(&retry).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");

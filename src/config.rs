@@ -275,7 +275,7 @@ pub struct CertConfig {
     pub ca: Vec<String>,
     pub key_type: KeyType,
     pub renew_before: RenewBefore,
-    pub challenge: ChallengeConfig,
+    pub challenge: Challenges,
     pub files: FileSet,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -291,7 +291,8 @@ pub struct CertConfig {
     /// inherited. Besides the keys themselves: `domains.N`, `reload.N` (N from 0),
     /// `files.KIND`, `challenge.type`, `challenge.webroot`, `challenge.listen`,
     /// `challenge.hook`, `challenge.rfc2136.server`, `challenge.rfc2136.tsig_key_file`,
-    /// `verify.connect`, `verify.server_name`, `verify.timeout`.
+    /// `verify.connect`, `verify.server_name`, `verify.timeout`; for a per-name `challenge`
+    /// table the same under each entry's [`ChallengeRule::key`] (`challenge."NAME".type` ...).
     pub key_locations: BTreeMap<String, Location>,
 }
 
@@ -399,6 +400,62 @@ impl ChallengeConfig {
 
     pub fn is_dns01(&self) -> bool {
         self.kind() == "dns-01"
+    }
+}
+
+/// How each name of a certificate is validated: `challenge = { type = ... }` (one rule for
+/// every name), or a table keyed by name pattern, `challenge = { "*.example.org" = { ... },
+/// "example.org" = { ... } }`. Once loaded, every configured name has exactly one most
+/// specific rule, and every rule serves at least one name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Challenges {
+    /// The certificate's name (`RENEWD_NAME` for dns-01 hooks).
+    pub certificate: String,
+    /// The certificate's names (`RENEWD_DOMAINS` for dns-01 hooks).
+    pub domains: Vec<String>,
+    pub rules: Vec<ChallengeRule>,
+}
+
+/// One challenge and the names it validates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChallengeRule {
+    /// `None` for a single `challenge = { type = ... }`; else an exact name or IP address, a
+    /// `*.example.org` pattern (that wildcard itself, and every name one label below
+    /// `example.org`), or `*` (every name no other rule covers).
+    pub pattern: Option<String>,
+    pub config: ChallengeConfig,
+    /// The prefix of this rule's keys in [`CertConfig::key_locations`]: `challenge`, or
+    /// `challenge."PATTERN"`.
+    pub key: String,
+}
+
+impl Challenges {
+    /// The challenge that validates `name` (a configured name: `example.org`,
+    /// `*.example.org`, an IP address), by the most specific rule covering it.
+    pub fn for_name(&self, name: &str) -> Option<&ChallengeRule> {
+        self.rules
+            .iter()
+            .filter_map(|r| pattern_rank(r.pattern.as_deref(), name).map(|rank| (rank, r)))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, r)| r)
+    }
+}
+
+/// How specifically `pattern` covers `name`, or `None` when it does not: an exact name
+/// beats a `*.` pattern, which beats `*`, which beats the single rule for everything.
+fn pattern_rank(pattern: Option<&str>, name: &str) -> Option<u8> {
+    match pattern {
+        None => Some(0),
+        Some("*") => Some(1),
+        Some(p) if p == name => Some(3),
+        Some(p) => {
+            let base = p.strip_prefix("*.")?;
+            if name.parse::<IpAddr>().is_ok() {
+                return None;
+            }
+            let (label, rest) = name.split_once('.')?;
+            (label != "*" && rest == base).then_some(2)
+        }
     }
 }
 
@@ -789,33 +846,33 @@ impl Config {
                     ));
                 }
             }
-            match &cert.challenge {
-                ChallengeConfig::Http01Webroot { webroot } => {
-                    if let Some(why) = not_a_directory(webroot) {
-                        p.push(Problem::new(
-                            cert.key_location("challenge.webroot").clone(),
-                            format!("webroot `{}` {why}", webroot.display()),
-                        ));
+            for rule in &cert.challenge.rules {
+                let at = |key: &str| cert.key_location(&format!("{}.{key}", rule.key)).clone();
+                match &rule.config {
+                    ChallengeConfig::Http01Webroot { webroot } => {
+                        if let Some(why) = not_a_directory(webroot) {
+                            p.push(Problem::new(
+                                at("webroot"),
+                                format!("webroot `{}` {why}", webroot.display()),
+                            ));
+                        }
                     }
-                }
-                ChallengeConfig::Dns01Hook { hook, .. } => {
-                    if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
-                        p.push(Problem::new(
-                            cert.key_location("challenge.hook").clone(),
-                            format!("dns-01 hook: {why}"),
-                        ));
+                    ChallengeConfig::Dns01Hook { hook, .. } => {
+                        if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
+                            p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
+                        }
                     }
+                    ChallengeConfig::Dns01Rfc2136 {
+                        tsig_key_file: Some(path),
+                        ..
+                    } => check_secret_file(
+                        "tsig_key_file",
+                        path,
+                        &at("rfc2136.tsig_key_file"),
+                        &mut p,
+                    ),
+                    _ => {}
                 }
-                ChallengeConfig::Dns01Rfc2136 {
-                    tsig_key_file: Some(path),
-                    ..
-                } => check_secret_file(
-                    "tsig_key_file",
-                    path,
-                    cert.key_location("challenge.rfc2136.tsig_key_file"),
-                    &mut p,
-                ),
-                _ => {}
             }
         }
         if let Some(AlertConfig {
@@ -855,26 +912,11 @@ impl Config {
             }
         }
         for cert in &self.certificates {
-            let kind = cert.challenge.kind();
-            if kind != "http-01" {
-                p.push(Problem::new(
-                    cert.key_location("challenge.type").clone(),
-                    not_yet(&format!("the {kind} challenge")),
-                ));
-            }
             if cert.profile.is_some() {
                 p.push(Problem::new(
                     cert.key_location("profile").clone(),
                     not_yet("`profile`"),
                 ));
-            }
-            for (i, domain) in cert.domains.iter().enumerate() {
-                if domain.starts_with("*.") {
-                    p.push(Problem::new(
-                        cert.key_location(&format!("domains.{i}")).clone(),
-                        not_yet(&format!("the wildcard `{domain}`")),
-                    ));
-                }
             }
         }
         for (key, set) in [
@@ -2114,7 +2156,7 @@ struct CertFields {
     ca: Option<Vec<String>>,
     key_type: Option<KeyType>,
     renew_before: Option<RenewBefore>,
-    challenge: Option<ChallengeConfig>,
+    challenge: Option<Vec<ChallengeRule>>,
     files: Option<FileSet>,
     user: Option<String>,
     group: Option<String>,
@@ -2285,29 +2327,100 @@ fn parse_ca_refs(node: &Node, cas: &BTreeSet<String>, p: &mut Vec<Problem>) -> O
     ok.then_some(out)
 }
 
+/// `challenge`: one challenge for every name (a table with a `type`), or a table of them
+/// keyed by name pattern (every value a table, no `type` key).
 fn parse_challenge(
     node: &Node,
     locs: &mut BTreeMap<String, Location>,
     p: &mut Vec<Problem>,
-) -> Option<ChallengeConfig> {
+) -> Option<Vec<ChallengeRule>> {
     let entries = as_table(
         "challenge",
         node,
         "{ type = \"http-01\", webroot = \"/var/www/html\" }",
         p,
     )?;
+    let per_name = !entries.is_empty()
+        && find(entries, "type").is_none()
+        && entries.iter().all(|e| matches!(e.node.val, Val::Table(_)));
+    if !per_name {
+        return parse_one_challenge(node, "challenge", locs, p).map(|config| {
+            vec![ChallengeRule {
+                pattern: None,
+                config,
+                key: "challenge".into(),
+            }]
+        });
+    }
     let start = p.len();
-    check_keys(entries, CHALLENGE_KEYS, "in `challenge`", p);
+    let mut rules: Vec<ChallengeRule> = Vec::new();
+    for e in entries {
+        let pattern = if e.key == "*" {
+            Ok("*".to_string())
+        } else {
+            normalize_identifier(&e.key)
+        };
+        let pattern = match pattern {
+            Ok(pattern) => pattern,
+            Err(why) => {
+                p.push(Problem::new(
+                    e.key_loc.clone(),
+                    format!(
+                        "`challenge` keys are names a challenge covers (`example.org`, \
+                         `*.example.org`, an IP address, or `*` for every other name): {why}"
+                    ),
+                ));
+                continue;
+            }
+        };
+        if rules
+            .iter()
+            .any(|r| r.pattern.as_deref() == Some(pattern.as_str()))
+        {
+            p.push(Problem::new(
+                e.key_loc.clone(),
+                format!("`{pattern}` has two entries in `challenge`"),
+            ));
+            continue;
+        }
+        let key = format!("challenge.\"{pattern}\"");
+        locs.insert(key.clone(), e.key_loc.clone());
+        if let Some(config) = parse_one_challenge(&e.node, &key, locs, p) {
+            rules.push(ChallengeRule {
+                pattern: Some(pattern),
+                config,
+                key,
+            });
+        }
+    }
+    (p.len() == start).then_some(rules)
+}
+
+/// One `{ type = ..., ... }` challenge table; its keys' places go into `locs` under `prefix`.
+fn parse_one_challenge(
+    node: &Node,
+    prefix: &str,
+    locs: &mut BTreeMap<String, Location>,
+    p: &mut Vec<Problem>,
+) -> Option<ChallengeConfig> {
+    let entries = as_table(
+        prefix,
+        node,
+        "{ type = \"http-01\", webroot = \"/var/www/html\" }",
+        p,
+    )?;
+    let start = p.len();
+    check_keys(entries, CHALLENGE_KEYS, &format!("in `{prefix}`"), p);
     for e in entries {
         if CHALLENGE_KEYS.contains(&e.key.as_str()) {
-            locs.insert(format!("challenge.{}", e.key), e.node.loc.clone());
+            locs.insert(format!("{prefix}.{}", e.key), e.node.loc.clone());
         }
     }
     let Some(type_entry) = find(entries, "type") else {
         p.push(Problem::new(
             node.loc.clone(),
             format!(
-                "`challenge` needs a `type`: one of {}",
+                "`{prefix}` needs a `type`: one of {}",
                 CHALLENGE_TYPES.join(", ")
             ),
         ));
@@ -2400,13 +2513,15 @@ fn parse_challenge(
                         propagation_wait,
                     })
                 }),
-                (None, Some(r)) => parse_rfc2136(&r.node, locs, p).and_then(|(server, key)| {
-                    wait.map(|propagation_wait| ChallengeConfig::Dns01Rfc2136 {
-                        server,
-                        tsig_key_file: key,
-                        propagation_wait,
+                (None, Some(r)) => {
+                    parse_rfc2136(&r.node, prefix, locs, p).and_then(|(server, key)| {
+                        wait.map(|propagation_wait| ChallengeConfig::Dns01Rfc2136 {
+                            server,
+                            tsig_key_file: key,
+                            propagation_wait,
+                        })
                     })
-                }),
+                }
                 (Some(_), Some(r)) => {
                     p.push(Problem::new(
                         r.key_loc.clone(),
@@ -2428,12 +2543,13 @@ fn parse_challenge(
     if p.len() > start {
         return None;
     }
-    locs.insert("challenge.type".into(), type_entry.node.loc.clone());
+    locs.insert(format!("{prefix}.type"), type_entry.node.loc.clone());
     challenge
 }
 
 fn parse_rfc2136(
     node: &Node,
+    prefix: &str,
     locs: &mut BTreeMap<String, Location>,
     p: &mut Vec<Problem>,
 ) -> Option<(SocketAddr, Option<PathBuf>)> {
@@ -2453,7 +2569,7 @@ fn parse_rfc2136(
             "tsig_key_file" => key_file = as_file_path("tsig_key_file", &e.node, p),
             _ => continue,
         }
-        locs.insert(format!("challenge.rfc2136.{}", e.key), e.node.loc.clone());
+        locs.insert(format!("{prefix}.rfc2136.{}", e.key), e.node.loc.clone());
     }
     if find(entries, "server").is_none() {
         p.push(Problem::new(
@@ -2717,15 +2833,38 @@ fn build_certificate(
             }
         }
     }
-    if let (Some(domains), Some(challenge)) = (&f.domains, &f.challenge) {
+    if let (Some(domains), Some(rules), Some(name)) = (&f.domains, &f.challenge, &f.name) {
+        let challenges = Challenges {
+            certificate: name.clone(),
+            domains: domains.clone(),
+            rules: rules.clone(),
+        };
+        let mut used = vec![false; rules.len()];
         for (i, domain) in domains.iter().enumerate() {
             let Some(loc) = f.locs.get(&format!("domains.{i}")) else {
                 continue;
             };
+            let Some(rule) = challenges.for_name(domain) else {
+                p.push(Problem::new(
+                    loc.clone(),
+                    format!(
+                        "no entry of `challenge` covers `{domain}`: add one for it, or a \
+                         `\"*\"` entry for every name not listed"
+                    ),
+                ));
+                continue;
+            };
+            if let Some(n) = rules.iter().position(|r| r == rule) {
+                used[n] = true;
+            }
+            let challenge = &rule.config;
             if domain.starts_with("*.") && !challenge.is_dns01() {
                 p.push(Problem::new(
                     loc.clone(),
-                    format!("wildcard `{domain}` needs a dns-01 challenge"),
+                    format!(
+                        "wildcard `{domain}` needs a dns-01 challenge, not {}",
+                        challenge.kind()
+                    ),
                 ));
             }
             if domain.parse::<IpAddr>().is_ok() && challenge.is_dns01() {
@@ -2738,10 +2877,25 @@ fn build_certificate(
                 ));
             }
         }
+        for (rule, used) in rules.iter().zip(used) {
+            if let (Some(pattern), false) = (&rule.pattern, used) {
+                if let Some(loc) = f.locs.get(&rule.key) {
+                    p.push(Problem::new(
+                        loc.clone(),
+                        format!("the `challenge` entry `{pattern}` covers none of `domains`"),
+                    ));
+                }
+            }
+        }
     }
     if p.len() > start {
         return None;
     }
+    let challenge = Challenges {
+        certificate: f.name.clone()?,
+        domains: f.domains.clone()?,
+        rules: f.challenge?,
+    };
     Some(CertConfig {
         name: f.name?,
         domains: f.domains?,
@@ -2750,7 +2904,7 @@ fn build_certificate(
         ca: f.ca?,
         key_type: f.key_type.unwrap_or(KeyType::EcdsaP256),
         renew_before: f.renew_before.unwrap_or(RenewBefore::Fraction(1.0 / 3.0)),
-        challenge: f.challenge?,
+        challenge,
         files: f.files?,
         user: f.user,
         group: f.group,
@@ -3074,8 +3228,12 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
         assert_eq!(www.service.as_deref(), Some("nginx"));
         assert_eq!(www.key_type, KeyType::EcdsaP256);
         assert_eq!(www.renew_before, RenewBefore::Fraction(1.0 / 3.0));
+        assert_eq!(www.challenge.certificate, "www");
+        assert_eq!(www.challenge.domains, www.domains);
+        assert_eq!(www.challenge.rules.len(), 1);
+        assert_eq!(www.challenge.rules[0].pattern, None);
         assert_eq!(
-            www.challenge,
+            www.challenge.rules[0].config,
             ChallengeConfig::Http01Webroot {
                 webroot: "/var/www/html".into()
             }
@@ -3368,7 +3526,7 @@ files = { combined = "/etc/haproxy/api.pem" }
         assert_eq!(api.location, Location::new(DROPIN, 1, 1));
         assert_eq!(api.ca, ["le"]);
         assert_eq!(
-            api.challenge,
+            api.challenge.rules[0].config,
             ChallengeConfig::Http01Listen {
                 listen: "[::]:80".parse().expect("addr")
             }
@@ -3625,20 +3783,17 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
     }
 
     #[test]
-    fn wildcard_with_dns01_is_valid_but_not_supported_yet() {
+    fn wildcard_with_dns01_loads() {
         let text = BASE
             .replace("\"www.example.org\"", "\"*.example.org\"")
             .replace(
                 "{ type = \"http-01\", webroot = \"/var/www/html\" }",
                 "{ type = \"dns-01\", hook = [\"/usr/local/bin/dns-txt\"], propagation_wait = \"30s\" }",
             );
-        let found = problems(&text);
+        let config = load_ok(&text);
         assert_eq!(
-            found,
-            [
-                format!("{MAIN}:7:27: the wildcard `*.example.org` is not supported by this version of renewd yet"),
-                format!("{MAIN}:8:22: the dns-01 challenge is not supported by this version of renewd yet"),
-            ]
+            config.certificates[0].domains,
+            ["example.org", "*.example.org"]
         );
     }
 
@@ -3743,47 +3898,139 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
     }
 
     #[test]
-    fn dns01_and_tls_alpn_parse_before_being_flagged_unsupported() {
-        let config = load_ok(BASE);
-        let mut cert = config.certificates[0].clone();
-        cert.challenge = ChallengeConfig::Dns01Rfc2136 {
-            server: "10.0.0.53:53".parse().expect("addr"),
-            tsig_key_file: None,
-            propagation_wait: Duration::ZERO,
-        };
-        let config = Config {
-            certificates: vec![cert],
-            ..config
-        };
-        let found: Vec<String> = config
-            .unsupported()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(found[0].contains("the dns-01 challenge is not supported"));
-
-        let text = BASE.replace(
+    fn every_challenge_type_loads() {
+        let hook = BASE.replace(
             "{ type = \"http-01\", webroot = \"/var/www/html\" }",
-            "{ type = \"dns-01\", rfc2136 = { server = \"10.0.0.53\" } }",
+            "{ type = \"dns-01\", hook = [\"/usr/local/bin/dns-txt\"], propagation_wait = \"30s\" }",
         );
-        let found = problems(&text);
+        let config = load_ok(&hook);
         assert_eq!(
-            found,
-            [format!(
-                "{MAIN}:8:22: the dns-01 challenge is not supported by this version of renewd yet"
-            )]
+            config.certificates[0].challenge.rules[0].config,
+            ChallengeConfig::Dns01Hook {
+                hook: vec!["/usr/local/bin/dns-txt".into()],
+                propagation_wait: Duration::from_secs(30),
+            }
         );
-        let text = BASE.replace(
+        let alpn = BASE.replace(
             "{ type = \"http-01\", webroot = \"/var/www/html\" }",
             "{ type = \"tls-alpn-01\", listen = \"[::]:443\" }",
         );
+        let config = load_ok(&alpn);
+        assert_eq!(
+            config.certificates[0].challenge.rules[0].config,
+            ChallengeConfig::TlsAlpn01 {
+                listen: "[::]:443".parse().expect("addr")
+            }
+        );
+        let text = BASE.replace(
+            "{ type = \"http-01\", webroot = \"/var/www/html\" }",
+            "{ type = \"dns-01\", rfc2136 = { server = \"10.0.0.53\", tsig_key_file = \"/etc/renewd/tsig.key\" } }",
+        );
+        let config = load_ok(&text);
+        assert_eq!(
+            config.certificates[0].challenge.rules[0].config,
+            ChallengeConfig::Dns01Rfc2136 {
+                server: "10.0.0.53:53".parse().expect("addr"),
+                tsig_key_file: Some("/etc/renewd/tsig.key".into()),
+                propagation_wait: Duration::ZERO,
+            }
+        );
+    }
+
+    fn per_name(challenge: &str, domains: &str) -> String {
+        BASE.replace(
+            "challenge = { type = \"http-01\", webroot = \"/var/www/html\" }",
+            challenge,
+        )
+        .replace("[\"example.org\", \"www.example.org\"]", domains)
+    }
+
+    #[test]
+    fn per_name_challenges_pick_the_most_specific_entry() {
+        let text = per_name(
+            r#"challenge = { "*.example.org" = { type = "dns-01", hook = ["/bin/true"] }, "example.org" = { type = "http-01", listen = "127.0.0.1:80" }, "*" = { type = "tls-alpn-01", listen = "127.0.0.1:443" } }"#,
+            r#"["example.org", "*.example.org", "www.example.org", "other.test", "192.0.2.1"]"#,
+        );
+        let config = load_ok(&text);
+        let c = &config.certificates[0].challenge;
+        let kind = |name: &str| c.for_name(name).map(|r| r.config.kind());
+        assert_eq!(kind("example.org"), Some("http-01"));
+        assert_eq!(kind("*.example.org"), Some("dns-01"));
+        assert_eq!(kind("www.example.org"), Some("dns-01"));
+        assert_eq!(kind("a.www.example.org"), Some("tls-alpn-01"));
+        assert_eq!(kind("other.test"), Some("tls-alpn-01"));
+        assert_eq!(kind("192.0.2.1"), Some("tls-alpn-01"));
+        assert_eq!(
+            c.for_name("*.example.org").map(|r| r.key.as_str()),
+            Some("challenge.\"*.example.org\"")
+        );
+    }
+
+    #[test]
+    fn per_name_challenge_errors_point_at_the_place() {
+        // A name no entry covers.
+        let text = per_name(
+            r#"challenge = { "example.org" = { type = "http-01", listen = "127.0.0.1:80" } }"#,
+            r#"["example.org", "www.example.org"]"#,
+        );
+        assert_only(
+            &text,
+            7,
+            27,
+            "no entry of `challenge` covers `www.example.org`",
+        );
+        // A wildcard through http-01 by its entry.
+        let text = per_name(
+            r#"challenge = { "*.example.org" = { type = "http-01", listen = "127.0.0.1:80" } }"#,
+            r#"["*.example.org"]"#,
+        );
+        assert_only(
+            &text,
+            7,
+            12,
+            "wildcard `*.example.org` needs a dns-01 challenge, not http-01",
+        );
+        // An entry that covers nothing (a typo).
+        let text = per_name(
+            r#"challenge = { "example.org" = { type = "http-01", listen = "127.0.0.1:80" }, "exmaple.org" = { type = "http-01", listen = "127.0.0.1:80" } }"#,
+            r#"["example.org"]"#,
+        );
+        assert_only(
+            &text,
+            8,
+            78,
+            "the `challenge` entry `exmaple.org` covers none of `domains`",
+        );
+        // A bad key, and a bad entry inside.
+        let text = per_name(
+            r#"challenge = { "exa mple.org" = { type = "http-01", listen = "127.0.0.1:80" }, "*" = { type = "http-01", lisen = "127.0.0.1:80" } }"#,
+            r#"["example.org"]"#,
+        );
+        let found = problems(&text);
         assert_has(
-            &problems(&text),
+            &found,
             MAIN,
             8,
-            22,
-            "the tls-alpn-01 challenge is not supported",
+            15,
+            "`challenge` keys are names a challenge covers",
+        );
+        assert_has(
+            &found,
+            MAIN,
+            8,
+            105,
+            "unknown key `lisen` in `challenge.\"*\"`; did you mean `listen`?",
+        );
+        // An IP through dns-01.
+        let text = per_name(
+            r#"challenge = { "192.0.2.1" = { type = "dns-01", hook = ["/bin/true"] } }"#,
+            r#"["192.0.2.1"]"#,
+        );
+        assert_only(
+            &text,
+            7,
+            12,
+            "IP address `192.0.2.1` cannot be validated with dns-01",
         );
     }
 

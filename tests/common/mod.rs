@@ -13,6 +13,7 @@
 //! Use it from an integration test file with `mod common;`.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod nginx;
 
 use std::collections::HashSet;
@@ -397,6 +398,9 @@ pub struct PebbleOptions {
     /// a new order instead of making the client validate again. `None` leaves
     /// Pebble's default (50%); `Some(0)` forces a fresh challenge every order.
     pub authz_reuse_percent: Option<u8>,
+    /// Pebble's `-dnsserver`: `None` for the harness's challtestsrv, else another DNS
+    /// server (e.g. a test's own BIND, [`bind::Bind`]) that Pebble resolves through.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for PebbleOptions {
@@ -408,6 +412,7 @@ impl Default for PebbleOptions {
             order_retry_after: 1,
             authz_retry_after: 1,
             authz_reuse_percent: None,
+            dns_server: None,
         }
     }
 }
@@ -452,7 +457,7 @@ pub struct Pebble {
     pub http_port: u16,
     /// Where Pebble's VA connects for tls-alpn-01.
     pub tls_port: u16,
-    /// challtestsrv's DNS (UDP and TCP), Pebble's only resolver.
+    /// challtestsrv's DNS (UDP and TCP): Pebble's resolver unless `PebbleOptions::dns_server` names another.
     pub dns_port: u16,
     /// `http://127.0.0.1:PORT`: challtestsrv's management API (/set-txt …).
     pub challtestsrv_mgmt: String,
@@ -596,7 +601,13 @@ impl Pebble {
         let mut cmd = Command::new(pebble_bin_dir().join("pebble"));
         cmd.arg("-config")
             .arg(&self.config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            .args([
+                "-dnsserver",
+                &match self.opts.dns_server {
+                    Some(addr) => addr.to_string(),
+                    None => format!("127.0.0.1:{}", self.dns_port),
+                },
+            ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

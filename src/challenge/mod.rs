@@ -1,10 +1,18 @@
-//! Answering ACME challenges: http-01 through a webroot or through renewd's own listener.
+//! Answering ACME challenges: http-01 through a webroot or renewd's own listener, dns-01
+//! through a hook or RFC 2136 dynamic updates, and tls-alpn-01 through renewd's own TLS
+//! listener.
 //!
-//! Provisioning returns a guard; dropping the guard withdraws the answer (deletes the webroot
-//! file, or removes the token from the listener). The built-in listener is shared: every
-//! certificate validating through the same `listen` address registers its tokens with one
-//! server, which binds when the first token arrives and closes when the last one is withdrawn,
-//! so renewd holds port 80 only while a validation is under way.
+//! Provisioning returns a guard. [`Provisioned::withdraw`] takes the answer back and waits
+//! for that (a dns-01 `clear` hook, a DNS delete); merely dropping the guard — an error
+//! path, a cancelled renewal — withdraws it too, in a spawned task when that needs I/O.
+//! The built-in listeners are shared: every certificate validating through the same
+//! `listen` address registers its answers with one server, which binds when the first
+//! answer arrives and closes when the last one is withdrawn, so renewd holds port 80 or 443
+//! only while a validation is under way.
+
+mod dns;
+pub mod rfc2136;
+mod tls_alpn;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +33,10 @@ use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
 use crate::config::ChallengeConfig;
+use crate::hooks::HookError;
+
+pub use dns::record_name;
+pub use tls_alpn::sni_name;
 
 /// Where http-01 answers live under the webroot or the listener.
 const WELL_KNOWN: &str = "/.well-known/acme-challenge/";
@@ -35,10 +47,18 @@ pub enum ChallengeError {
     BadToken(String),
     #[error("cannot write the http-01 answer {path}: {source}")]
     Webroot { path: PathBuf, source: io::Error },
-    #[error("cannot listen on {addr} for http-01: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
-    #[error("challenge type {0} is not supported by this version of renewd")]
-    Unsupported(&'static str),
+    #[error("cannot listen on {addr} for {kind}: {source}")]
+    Listen {
+        kind: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("dns-01 hook `set {record}` failed: {source}")]
+    DnsHook { record: String, source: HookError },
+    #[error("cannot build the tls-alpn-01 certificate for {identifier}: {message}")]
+    TlsAlpnCert { identifier: String, message: String },
+    #[error("dns-01 through RFC 2136: {0}")]
+    Rfc2136(#[from] rfc2136::Rfc2136Error),
 }
 
 /// RFC 8555 §8.1: tokens are base64url. Anything else is hostile (a path, a header) and is
@@ -56,10 +76,28 @@ fn check_token(token: &str) -> Result<(), ChallengeError> {
     }
 }
 
+/// What the CA asked for one identifier, and for which certificate.
+pub struct Answer<'a> {
+    /// The certificate being ordered (`RENEWD_NAME` for dns-01 hooks).
+    pub certificate: &'a str,
+    /// All its names (`RENEWD_DOMAINS`, comma-separated).
+    pub domains: &'a [String],
+    /// The identifier as configured: `example.org`, `*.example.org` or an IP address.
+    pub identifier: &'a str,
+    pub token: &'a str,
+    /// `token.thumbprint`: the http-01 answer.
+    pub key_authorization: &'a str,
+    /// SHA-256 of the key authorization: the tls-alpn-01 acmeIdentifier.
+    pub digest: &'a [u8],
+    /// base64url of `digest`: the dns-01 TXT value.
+    pub dns_value: &'a str,
+}
+
 /// The challenge answering machinery shared by every renewal of one process.
 #[derive(Default, Clone)]
 pub struct Responders {
     http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
+    tls_alpn01: tls_alpn::Listeners,
 }
 
 struct Http01Listener {
@@ -68,25 +106,50 @@ struct Http01Listener {
     _stop: watch::Sender<()>,
 }
 
-/// A provisioned answer; dropping it withdraws the answer.
+/// A provisioned answer; [`Provisioned::withdraw`] (or dropping it) withdraws the answer.
 pub struct Provisioned {
     kind: ProvisionedKind,
 }
 
 enum ProvisionedKind {
+    /// Already withdrawn.
+    Done,
     File(PathBuf),
     Token {
         responders: Responders,
         addr: SocketAddr,
         token: String,
     },
+    TlsAlpn(tls_alpn::Registration),
+    Dns(dns::Cleanup),
+}
+
+impl Provisioned {
+    /// Withdraws the answer and waits until it is gone (a dns-01 record cleared). Failures
+    /// are logged: a stale answer is harmless to the next validation, which uses a new token.
+    pub async fn withdraw(mut self) {
+        if matches!(self.kind, ProvisionedKind::Dns(_)) {
+            if let ProvisionedKind::Dns(cleanup) =
+                std::mem::replace(&mut self.kind, ProvisionedKind::Done)
+            {
+                cleanup.run().await;
+            }
+        }
+        // Every other kind is withdrawn synchronously, by Drop.
+    }
+
+    /// Whether this answer needs the DNS to propagate before the CA looks.
+    pub fn is_dns(&self) -> bool {
+        matches!(self.kind, ProvisionedKind::Dns(_))
+    }
 }
 
 impl Drop for Provisioned {
     fn drop(&mut self) {
-        match &self.kind {
+        match std::mem::replace(&mut self.kind, ProvisionedKind::Done) {
+            ProvisionedKind::Done => {}
             ProvisionedKind::File(path) => {
-                if let Err(e) = fs::remove_file(path) {
+                if let Err(e) = fs::remove_file(&path) {
                     if e.kind() != io::ErrorKind::NotFound {
                         tracing::warn!(path = %path.display(), error = %e,
                             "cannot remove http-01 answer");
@@ -97,42 +160,50 @@ impl Drop for Provisioned {
                 responders,
                 addr,
                 token,
-            } => responders.withdraw(*addr, token),
+            } => responders.withdraw(addr, &token),
+            ProvisionedKind::TlsAlpn(registration) => drop(registration),
+            // Dropped without `withdraw`: an error path or a cancelled renewal. The record
+            // is cleared all the same, in the background.
+            ProvisionedKind::Dns(cleanup) => cleanup.spawn(),
         }
     }
 }
 
 impl Responders {
-    /// Publishes `key_authorization` for `token` the way `cfg` says.
+    /// Publishes the answer to `answer` the way `cfg` says.
     pub async fn provision(
         &self,
         cfg: &ChallengeConfig,
-        token: &str,
-        key_authorization: &str,
+        answer: &Answer<'_>,
     ) -> Result<Provisioned, ChallengeError> {
-        check_token(token)?;
-        match cfg {
-            ChallengeConfig::Http01Webroot { webroot } => {
-                let path = write_webroot(webroot, token, key_authorization)?;
-                Ok(Provisioned {
-                    kind: ProvisionedKind::File(path),
-                })
-            }
+        check_token(answer.token)?;
+        let kind = match cfg {
+            ChallengeConfig::Http01Webroot { webroot } => ProvisionedKind::File(write_webroot(
+                webroot,
+                answer.token,
+                answer.key_authorization,
+            )?),
             ChallengeConfig::Http01Listen { listen } => {
-                self.publish(*listen, token, key_authorization)?;
-                Ok(Provisioned {
-                    kind: ProvisionedKind::Token {
-                        responders: self.clone(),
-                        addr: *listen,
-                        token: token.to_string(),
-                    },
-                })
+                self.publish(*listen, answer.token, answer.key_authorization)?;
+                ProvisionedKind::Token {
+                    responders: self.clone(),
+                    addr: *listen,
+                    token: answer.token.to_string(),
+                }
             }
-            ChallengeConfig::Dns01Hook { .. } | ChallengeConfig::Dns01Rfc2136 { .. } => {
-                Err(ChallengeError::Unsupported("dns-01"))
+            ChallengeConfig::Dns01Hook { hook, .. } => {
+                return dns::set_with_hook(hook, answer).await
             }
-            ChallengeConfig::TlsAlpn01 { .. } => Err(ChallengeError::Unsupported("tls-alpn-01")),
-        }
+            ChallengeConfig::Dns01Rfc2136 {
+                server,
+                tsig_key_file,
+                ..
+            } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
+            ChallengeConfig::TlsAlpn01 { listen } => {
+                ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer)?)
+            }
+        };
+        Ok(Provisioned { kind })
     }
 
     fn publish(&self, addr: SocketAddr, token: &str, answer: &str) -> Result<(), ChallengeError> {
@@ -143,7 +214,11 @@ impl Responders {
             lock(&l.tokens).insert(token.to_string(), answer.to_string());
             return Ok(());
         }
-        let listener = bind(addr).map_err(|source| ChallengeError::Listen { addr, source })?;
+        let listener = bind(addr).map_err(|source| ChallengeError::Listen {
+            kind: "http-01",
+            addr,
+            source,
+        })?;
         let tokens = Arc::new(Mutex::new(HashMap::new()));
         lock(&tokens).insert(token.to_string(), answer.to_string());
         let (stop, stopped) = watch::channel(());
@@ -175,17 +250,17 @@ impl Responders {
         }
     }
 
-    /// Number of built-in listeners open now (for tests and status).
+    /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests and status).
     pub fn open_listeners(&self) -> usize {
-        lock(&self.http01).len()
+        lock(&self.http01).len() + self.tls_alpn01.open()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -276,6 +351,18 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn answer<'a>(token: &'a str, key_authorization: &'a str) -> Answer<'a> {
+        Answer {
+            certificate: "test",
+            domains: &[],
+            identifier: "example.test",
+            token,
+            key_authorization,
+            digest: &[0; 32],
+            dns_value: "x",
+        }
+    }
+
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
@@ -314,8 +401,14 @@ mod tests {
         let addr = free_loopback();
         let cfg = ChallengeConfig::Http01Listen { listen: addr };
         let r = Responders::default();
-        let a = r.provision(&cfg, "tokA", "tokA.thumb").await.unwrap();
-        let b = r.provision(&cfg, "tokB", "tokB.thumb").await.unwrap();
+        let a = r
+            .provision(&cfg, &answer("tokA", "tokA.thumb"))
+            .await
+            .unwrap();
+        let b = r
+            .provision(&cfg, &answer("tokB", "tokB.thumb"))
+            .await
+            .unwrap();
         assert_eq!(r.open_listeners(), 1);
         assert!(get(addr, "/.well-known/acme-challenge/tokA")
             .await
@@ -346,7 +439,8 @@ mod tests {
             let r = r.clone();
             tasks.push(tokio::spawn(async move {
                 let cfg = ChallengeConfig::Http01Listen { listen: addr };
-                r.provision(&cfg, &format!("tok{i}"), "answer").await
+                let token = format!("tok{i}");
+                r.provision(&cfg, &answer(&token, "answer")).await
             }));
         }
         let mut held = Vec::new();
@@ -369,7 +463,10 @@ mod tests {
             webroot: dir.path().to_path_buf(),
         };
         let r = Responders::default();
-        let p = r.provision(&cfg, "tok", "tok.thumb").await.unwrap();
+        let p = r
+            .provision(&cfg, &answer("tok", "tok.thumb"))
+            .await
+            .unwrap();
         let file = dir.path().join(".well-known/acme-challenge/tok");
         assert_eq!(fs::read_to_string(&file).unwrap(), "tok.thumb");
         drop(p);

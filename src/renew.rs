@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::acme::Ca;
+use crate::acme::{AcmeError, Ca};
 use crate::challenge::Responders;
 use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::{self, Material, Ownership};
@@ -86,18 +86,14 @@ impl Renewer {
 
     /// The CA named `name`, its account opened (or registered) on first use. A CA whose
     /// configuration changed since (SIGHUP) is opened afresh.
-    async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, String> {
+    async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, AcmeError> {
         let mut cas = self.cas.lock().await;
         if let Some((cfg, ca)) = cas.get(&config.name) {
             if cfg == config {
                 return Ok(ca.clone());
             }
         }
-        let ca = Arc::new(
-            Ca::open(config, &self.state.account_path(&config.name))
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let ca = Arc::new(Ca::open(config, &self.state.account_path(&config.name)).await?);
         cas.insert(config.name.clone(), (config.clone(), ca.clone()));
         Ok(ca)
     }
@@ -160,6 +156,8 @@ impl Renewer {
     ) -> Result<Renewed, String> {
         let now = SystemTime::now();
         let result = self.issue_and_deploy(cert, cas, dry_run).await;
+        let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
+        let result = result.map_err(|f| f.message);
         if dry_run {
             match &result {
                 Ok(r) => tracing::info!(cert = %cert.name, ca = %r.ca, serial = %r.serial,
@@ -177,7 +175,7 @@ impl Renewer {
             }
             Err(e) => {
                 tracing::error!(cert = %cert.name, error = %e, "renewal failed");
-                rec.record_failure(now, None, e.clone());
+                rec.record_failure(now, retry_after, e.clone());
             }
         }
         if let Err(e) = self.state.save_cert(&cert.name, &rec) {
@@ -191,7 +189,7 @@ impl Renewer {
         cert: &CertConfig,
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
-    ) -> Result<Renewed, String> {
+    ) -> Result<Renewed, Failure> {
         let ca_name = cert
             .ca
             .first()
@@ -215,8 +213,7 @@ impl Renewer {
         let ca = self.ca(ca_config).await?;
         let issued = ca
             .issue(&cert.domains, &csr, &cert.challenge, &self.responders)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let (material, leaf) =
             check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(
                 |e| {
@@ -292,6 +289,32 @@ impl Renewer {
             });
         }
         results
+    }
+}
+
+/// Why a renewal failed, and when the CA allows the next attempt if it said (Retry-After,
+/// rate limit): the schedule never tries again before that.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retry_after: Option<SystemTime>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AcmeError> for Failure {
+    fn from(e: AcmeError) -> Failure {
+        Failure {
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+        }
     }
 }
 

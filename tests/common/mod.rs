@@ -11,6 +11,8 @@
 //! Use it from an integration test file with `mod common;`.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -142,6 +142,13 @@ struct GateState {
     /// Consecutive `badNonce` answers: the first is routine (a stale nonce), more are a
     /// CA in trouble and are spaced out.
     bad_nonces: u32,
+    /// Consecutive transient failures, whichever request had them, and the last one. A
+    /// request resent after a garbled answer the CA did process is refused as `badNonce`
+    /// and signed again by instant-acme as a *new* request: counting per CA keeps such
+    /// chains bounded.
+    transient: u32,
+    last_transient: String,
+    last_transient_at: Option<SystemTime>,
     /// A pause is written to `pause_file`.
     persisted: bool,
 }
@@ -268,11 +275,36 @@ impl Gate {
         }
     }
 
-    /// The CA answered something other than `badNonce`.
+    /// A transient failure: returns how many in a row the CA has had.
+    fn transient(&self, why: &str) -> u32 {
+        let mut st = self.lock();
+        let now = SystemTime::now();
+        // A streak is one bad spell: failures a minute apart start a new one (each request
+        // still has its own MAX_TRIES).
+        if st
+            .last_transient_at
+            .is_some_and(|t| now.duration_since(t).unwrap_or_default() > MAX_INLINE_WAIT)
+        {
+            st.transient = 0;
+        }
+        st.last_transient_at = Some(now);
+        st.transient = st.transient.saturating_add(1);
+        st.last_transient = why.to_string();
+        st.transient
+    }
+
+    /// The transient failures in a row so far, and the last one, if any.
+    fn transient_streak(&self) -> Option<(u32, String)> {
+        let st = self.lock();
+        (st.transient > 0).then(|| (st.transient, st.last_transient.clone()))
+    }
+
+    /// The CA answered something usable (anything but `badNonce` and transient failures).
     fn answered(&self) {
         let forget = {
             let mut st = self.lock();
             st.bad_nonces = 0;
+            st.transient = 0;
             let expired = st.not_before.is_none_or(|t| t <= SystemTime::now());
             let forget = expired && st.persisted;
             if forget {
@@ -300,7 +332,7 @@ impl Gate {
     }
 }
 
-/// The wait after the `n`th consecutive transient failure (1-based): nominally
+/// The wait after the `n`th consecutive transient failure from a CA (1-based): nominally
 /// [`BACKOFF_BASE`] doubled `n - 1` times, at most [`BACKOFF_MAX`]; `jitter` in `[0, 1)`
 /// picks a point between half and all of it.
 pub fn backoff(n: u32, jitter: f64) -> Duration {
@@ -413,6 +445,14 @@ fn is_order_not_ready(e: &instant_acme::Error) -> bool {
 /// An error of instant-acme as renewd reports it: a request refused by the gate, or any
 /// failure while the CA is paused, says until when.
 fn ca_error(ca: &str, gate: &Gate, e: &instant_acme::Error) -> AcmeError {
+    if is_bad_nonce(e) {
+        if let Some((n, why)) = gate.transient_streak() {
+            return AcmeError::Ca {
+                ca: ca.to_string(),
+                message: format!("{why} ({n} unusable answers in a row, then badNonce)"),
+            };
+        }
+    }
     if let instant_acme::Error::Other(inner) = e {
         if let Some(closed) = inner.downcast_ref::<GateClosed>() {
             return AcmeError::Paused {
@@ -585,15 +625,15 @@ impl HttpClient for CaHttp {
                         }
                     }
                     Verdict::Transient(why) => {
-                        let wait = backoff(tries, rand::random::<f64>());
-                        if !last {
-                            tracing::warn!(ca = %gate.ca, uri = %uri, error = %why, try_ = tries,
+                        let streak = gate.transient(&why);
+                        let wait = backoff(streak, rand::random::<f64>());
+                        gate.defer(now + wait, format!("a transient failure: {why}"));
+                        if !last && streak < MAX_TRIES {
+                            tracing::warn!(ca = %gate.ca, uri = %uri, error = %why, streak,
                                 wait = ?wait, "transient failure; retrying");
-                            gate.defer(now + wait, format!("a transient failure: {why}"));
                             continue;
                         }
-                        gate.defer(now + wait, format!("a transient failure: {why}"));
-                        return Err(fail(format!("{uri}: {why} (gave up after {tries} tries)")));
+                        return Err(fail(format!("{uri}: {why} (gave up after {streak} tries)")));
                     }
                 }
                 let Some((rparts, rbody)) = answer else {
@@ -717,7 +757,13 @@ impl Ca {
                     *self.account.write().await = fresh;
                     registered_again = true;
                 }
-                Err(OrderError::Acme(e)) if is_bad_nonce(&e) && attempts < ORDER_ATTEMPTS => {
+                // A badNonce that follows transient failures is the CA refusing a resent
+                // request it had processed: not a reason to start over.
+                Err(OrderError::Acme(e))
+                    if is_bad_nonce(&e)
+                        && attempts < ORDER_ATTEMPTS
+                        && self.gate.transient_streak().is_none() =>
+                {
                     tracing::warn!(ca = %self.name, error = %e, attempt = attempts,
                         "the CA rejected a nonce repeatedly; starting the order again");
                 }

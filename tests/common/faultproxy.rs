@@ -70,7 +70,9 @@ pub enum Action {
         duration: Duration,
         then: AfterStall,
     },
-    /// Forward, then replace the answer's body by garbage of the same length.
+    /// Forward, then replace the answer's body by garbage of the same length. Like the two
+    /// below, applies to a 2xx answer only: any other passes through unchanged (so a resent
+    /// request's `badNonce` reaches the client as such).
     Garble,
     /// Forward, then send the headers (with the full `Content-Length`) and half the body,
     /// and close the connection.
@@ -692,6 +694,10 @@ async fn handle(
             }
         }
         Some(Action::Garble) => match forward(shared, req).await {
+            Some(a) if !(200..300).contains(&a.status) => {
+                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+                a
+            }
             Some(mut a) => {
                 let garbage = b"\xff\x00<garbage/>{{{";
                 a.body = (0..a.body.len())
@@ -702,6 +708,10 @@ async fn handle(
             None => return (no_answer(true), label),
         },
         Some(Action::Truncate) => match forward(shared, req).await {
+            Some(a) if !(200..300).contains(&a.status) => {
+                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+                a
+            }
             Some(a) => {
                 let status = a.status;
                 let half = a.body.len() / 2;
@@ -717,6 +727,10 @@ async fn handle(
             None => return (no_answer(true), label),
         },
         Some(Action::ReplaceBody(body)) => match forward(shared, req).await {
+            Some(a) if !(200..300).contains(&a.status) => {
+                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+                a
+            }
             Some(mut a) => {
                 a.body = body.into_bytes();
                 a

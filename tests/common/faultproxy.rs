@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -255,6 +256,8 @@ impl fmt::Display for LogEntry {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<LogEntry>>,
+    /// Requests being answered and not logged yet.
+    responding: AtomicUsize,
     /// Forged chains waiting for the next certificate download.
     forged: Mutex<VecDeque<String>>,
     forge_ca: Issuer<'static, KeyPair>,
@@ -309,6 +312,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            responding: AtomicUsize::new(0),
             forged: Mutex::new(VecDeque::new()),
             forge_ca,
             forge_ca_pem,
@@ -383,8 +387,13 @@ impl FaultProxy {
             .collect()
     }
 
-    /// Every request so far, in the order they ended.
+    /// Every request answered (or dropped) so far, in the order they arrived. A request
+    /// still held (a stall) appears once the proxy lets go of it.
     pub fn log(&self) -> Vec<LogEntry> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.shared.responding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut log = self.shared.log.lock().unwrap().clone();
         log.sort_by_key(|e| e.start);
         log
@@ -528,10 +537,16 @@ struct Request {
     body: Vec<u8>,
 }
 
-/// What happened to one request, for the log and the connection.
-struct Outcome {
-    status: Option<u16>,
-    close: bool,
+/// How a request is answered, once [`handle`] has decided.
+enum Plan {
+    Answer(Answer),
+    /// The headers with the whole `Content-Length`, half the body, then the connection
+    /// closed.
+    Truncated(Answer),
+    /// The connection reset without an answer.
+    Reset,
+    /// The connection closed without an answer.
+    Close,
 }
 
 async fn serve_connection(tls: TlsStream<TcpStream>, shared: Arc<Shared>) {
@@ -548,16 +563,35 @@ async fn serve_connection(tls: TlsStream<TcpStream>, shared: Arc<Shared>) {
             .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
         let rule = take_rule(&shared, &req);
         let label = rule.as_ref().map(Action::label);
-        let (outcome, label) = handle(&shared, &mut conn, &req, rule, label).await;
+        let (plan, label) = handle(&shared, &req, rule, label).await;
+        // From the first byte of the answer until the request is logged, readers of the
+        // log wait: a client that has its answer finds its request in the log.
+        shared.responding.fetch_add(1, Ordering::SeqCst);
+        let (status, close) = match plan {
+            Plan::Answer(a) => (
+                Some(a.status),
+                write_answer(&mut conn, &a, None).await.is_err(),
+            ),
+            Plan::Truncated(a) => {
+                let _ = write_answer(&mut conn, &a, Some(a.body.len() / 2)).await;
+                (Some(a.status), true)
+            }
+            Plan::Reset => {
+                reset(&mut conn);
+                (None, true)
+            }
+            Plan::Close => (None, true),
+        };
         shared.log.lock().unwrap().push(LogEntry {
             start,
             end: Instant::now(),
             method: req.method.clone(),
             path: req.target.clone(),
-            status: outcome.status,
+            status,
             rule: label,
         });
-        if outcome.close || wants_close {
+        shared.responding.fetch_sub(1, Ordering::SeqCst);
+        if close || wants_close {
             return;
         }
     }
@@ -638,17 +672,13 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// Decides how to answer `req` (forwarding it to Pebble first when the action says so).
 async fn handle(
     shared: &Shared,
-    conn: &mut BufReader<TlsStream<TcpStream>>,
     req: &Request,
     action: Option<Action>,
     mut label: Option<String>,
-) -> (Outcome, Option<String>) {
-    let no_answer = |close| Outcome {
-        status: None,
-        close,
-    };
+) -> (Plan, Option<String>) {
     let answer = match action {
         Some(Action::Status { code, retry_after }) => problem(
             code,
@@ -674,23 +704,19 @@ async fn handle(
             }
             a
         }
-        Some(Action::Reset) => {
-            reset(conn);
-            return (no_answer(true), label);
-        }
+        Some(Action::Reset) => return (Plan::Reset, label),
         Some(Action::ResetAfterForward) => {
             let _ = forward(shared, req).await;
-            reset(conn);
-            return (no_answer(true), label);
+            return (Plan::Reset, label);
         }
         Some(Action::Stall { duration, then }) => {
             tokio::time::sleep(duration).await;
             if then == AfterStall::Drop {
-                return (no_answer(true), label);
+                return (Plan::Close, label);
             }
             match forward(shared, req).await {
                 Some(a) => a,
-                None => return (no_answer(true), label),
+                None => return (Plan::Close, label),
             }
         }
         Some(Action::Garble) => match forward(shared, req).await {
@@ -705,26 +731,15 @@ async fn handle(
                     .collect();
                 a
             }
-            None => return (no_answer(true), label),
+            None => return (Plan::Close, label),
         },
         Some(Action::Truncate) => match forward(shared, req).await {
             Some(a) if !(200..300).contains(&a.status) => {
                 label = label.map(|l| format!("{l} (passed a {} through)", a.status));
                 a
             }
-            Some(a) => {
-                let status = a.status;
-                let half = a.body.len() / 2;
-                let _ = write_answer(conn, &a, Some(half)).await;
-                return (
-                    Outcome {
-                        status: Some(status),
-                        close: true,
-                    },
-                    label,
-                );
-            }
-            None => return (no_answer(true), label),
+            Some(a) => return (Plan::Truncated(a), label),
+            None => return (Plan::Close, label),
         },
         Some(Action::ReplaceBody(body)) => match forward(shared, req).await {
             Some(a) if !(200..300).contains(&a.status) => {
@@ -735,7 +750,7 @@ async fn handle(
                 a.body = body.into_bytes();
                 a
             }
-            None => return (no_answer(true), label),
+            None => return (Plan::Close, label),
         },
         Some(Action::Forge(forge)) => {
             match forge_from_finalize(shared, &req.body, &forge) {
@@ -744,13 +759,13 @@ async fn handle(
             }
             match forward(shared, req).await {
                 Some(a) => a,
-                None => return (no_answer(true), label),
+                None => return (Plan::Close, label),
             }
         }
         None => {
             let mut a = match forward(shared, req).await {
                 Some(a) => a,
-                None => return (no_answer(true), label),
+                None => return (Plan::Close, label),
             };
             if req.method == "POST" && req.target.contains("/certZ/") && a.status == 200 {
                 if let Some(chain) = shared.forged.lock().unwrap().pop_front() {
@@ -761,15 +776,7 @@ async fn handle(
             a
         }
     };
-    let status = answer.status;
-    let ok = write_answer(conn, &answer, None).await.is_ok();
-    (
-        Outcome {
-            status: Some(status),
-            close: !ok,
-        },
-        label,
-    )
+    (Plan::Answer(answer), label)
 }
 
 fn problem(code: u16, kind: &str, detail: &str, retry_after: Option<&str>) -> Answer {

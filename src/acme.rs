@@ -1,9 +1,20 @@
 //! Talking to ACME CAs (RFC 8555) through `instant-acme`: accounts kept in the state
 //! directory, and the order → authorize → finalize → download pipeline.
 //!
-//! renewd brings its own HTTP client for instant-acme for two reasons: every request and
-//! every response body has a deadline (a CA that stalls must not hang a renewal forever),
-//! and a CA's `trust_roots` are *added* to the system's roots rather than replacing them.
+//! renewd brings its own HTTP client for instant-acme, because it sees every exchange with
+//! a CA whatever instant-acme does with it:
+//! - every request and every response body has a deadline (a CA that stalls must not hang
+//!   a renewal forever), and a CA's `trust_roots` are *added* to the system's roots;
+//! - transient failures (HTTP 5xx, connections refused or reset, deadlines, garbled bodies)
+//!   are retried there, at most [`MAX_TRIES`] times per request, with exponential backoff
+//!   and jitter — resending the same signed request is safe, because ACME nonces are
+//!   single-use: a request the CA did process is refused as `badNonce`, and instant-acme
+//!   signs it again with a fresh nonce;
+//! - the CA's `Retry-After` (on 429 and 503) is honoured for *every* request to that CA,
+//!   through one [`Gate`] per CA: nothing is sent before it. A wait longer than
+//!   [`MAX_INLINE_WAIT`] fails the attempt instead, pauses the CA (every order on it, for
+//!   every certificate, fails fast without contacting it), is remembered in the state
+//!   directory across restarts, and reaches the certificate's record as its retry time.
 
 use std::fs;
 use std::future::Future;
@@ -13,7 +24,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+use std::time::SystemTime;
+
 use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -28,19 +43,41 @@ use crate::challenge::{Answer, Provisioned, Responders};
 use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
 
-/// Deadline for one HTTP exchange with a CA, headers and body.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body accepted from a CA (a certificate chain is a few KiB).
 const MAX_BODY: usize = 1 << 20;
 /// How long to wait for the CA to validate an order and then to issue it.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Orders started for one issuance when the CA keeps rejecting nonces.
 const ORDER_ATTEMPTS: u32 = 3;
+/// Sends of one request, at most, while the CA's answers are transient failures.
+pub const MAX_TRIES: u32 = 4;
+/// The nominal wait after a request's first transient failure; doubled after each further
+/// one, up to [`BACKOFF_MAX`]. The actual wait is random between half and all of it, so
+/// many renewd instances spread out, yet none ever retries sooner than half the nominal
+/// wait (1 s → 2 s → 4 s nominal for the [`MAX_TRIES`] sends).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// The longest Retry-After waited for within one renewal attempt. A longer one fails the
+/// attempt, pauses the CA and becomes the certificate's retry time.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(60);
+/// How long a CA that answered 429 without a Retry-After is left alone.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(3600);
+/// The longest Retry-After renewd believes: a CA asking for a year is retried after a day
+/// (and may say so again).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
     #[error("CA {ca}: {message}")]
     Ca { ca: String, message: String },
+    /// The CA asked renewd to stay away until `until` (rate limit, or a long Retry-After),
+    /// or had asked so earlier and was not contacted.
+    #[error("CA {ca}: {why}; renewd sends this CA nothing before {}", rfc3339(*until))]
+    Paused {
+        ca: String,
+        until: SystemTime,
+        why: String,
+    },
     #[error("CA {ca}: validation of {identifier} failed: {message}")]
     Validation {
         ca: String,
@@ -63,6 +100,377 @@ pub enum AcmeError {
     Challenge(#[from] crate::challenge::ChallengeError),
 }
 
+impl AcmeError {
+    /// When the CA allows the next attempt, when it said (its Retry-After or rate limit).
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        match self {
+            AcmeError::Paused { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 3339 UTC, seconds precision, for messages.
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{}", crate::state::unix(t)))
+}
+
+// ---------------------------------------------------------------------------------------
+// The gate: one per CA, shared by every request to it.
+
+/// What renewd knows about one CA's willingness to be contacted, shared by every request
+/// to it (every order, every certificate): no request leaves before `not_before`.
+pub struct Gate {
+    ca: String,
+    /// Where a long pause is remembered across restarts (beside the account file).
+    pause_file: PathBuf,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    not_before: Option<SystemTime>,
+    /// Why `not_before` is set, for the message of a request refused without contacting.
+    why: String,
+    /// Consecutive `badNonce` answers: the first is routine (a stale nonce), more are a
+    /// CA in trouble and are spaced out.
+    bad_nonces: u32,
+    /// Consecutive transient failures, whichever request had them, and the last one. A
+    /// request resent after a garbled answer the CA did process is refused as `badNonce`
+    /// and signed again by instant-acme as a *new* request: counting per CA keeps such
+    /// chains bounded.
+    transient: u32,
+    last_transient: String,
+    last_transient_at: Option<SystemTime>,
+    /// A pause is written to `pause_file`.
+    persisted: bool,
+}
+
+/// A request refused by the gate, without contacting the CA.
+#[derive(Debug)]
+struct GateClosed {
+    until: SystemTime,
+    why: String,
+}
+
+impl std::fmt::Display for GateClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The caller's message says until when.
+        write!(f, "not contacted: paused after {}", self.why)
+    }
+}
+
+impl std::error::Error for GateClosed {}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPause {
+    /// Unix seconds.
+    until: u64,
+    why: String,
+}
+
+impl Gate {
+    /// The gate of CA `ca`, starting paused when `pause_file` says so.
+    fn open(ca: &str, pause_file: PathBuf) -> Gate {
+        let mut state = GateState::default();
+        if let Ok(bytes) = fs::read(&pause_file) {
+            match serde_json::from_slice::<StoredPause>(&bytes) {
+                Ok(p) => {
+                    let until = crate::state::from_unix(p.until);
+                    if until > SystemTime::now() {
+                        state.not_before = Some(until.min(SystemTime::now() + MAX_RETRY_AFTER));
+                        state.why = p.why;
+                        state.persisted = true;
+                    }
+                }
+                Err(e) => tracing::warn!(ca = %ca, path = %pause_file.display(), error = %e,
+                    "ignoring an unreadable pause file"),
+            }
+        }
+        Gate {
+            ca: ca.to_string(),
+            pause_file,
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        // A panic while holding this lock leaves plain data behind: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pause in force, if the CA must not be contacted for longer than
+    /// [`MAX_INLINE_WAIT`].
+    pub fn paused(&self) -> Option<(SystemTime, String)> {
+        let st = self.lock();
+        let until = st.not_before?;
+        let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+        (wait > MAX_INLINE_WAIT).then(|| (until, st.why.clone()))
+    }
+
+    /// Waits for the gate to open; refuses at once when it stays closed for longer than
+    /// [`MAX_INLINE_WAIT`].
+    async fn admit(&self) -> Result<(), GateClosed> {
+        loop {
+            let wait = {
+                let st = self.lock();
+                let Some(until) = st.not_before else {
+                    return Ok(());
+                };
+                let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+                if wait > MAX_INLINE_WAIT {
+                    return Err(GateClosed {
+                        until,
+                        why: st.why.clone(),
+                    });
+                }
+                wait
+            };
+            if wait.is_zero() {
+                return Ok(());
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Nothing is sent before `until`.
+    fn defer(&self, until: SystemTime, why: String) {
+        let long = {
+            let mut st = self.lock();
+            if st.not_before.is_some_and(|t| t >= until) {
+                return;
+            }
+            st.not_before = Some(until);
+            st.why = why.clone();
+            let long =
+                until.duration_since(SystemTime::now()).unwrap_or_default() > MAX_INLINE_WAIT;
+            st.persisted |= long;
+            long
+        };
+        if long {
+            tracing::warn!(ca = %self.ca, until = %rfc3339(until), reason = %why,
+                "pausing every request to this CA");
+            let stored = StoredPause {
+                until: crate::state::unix(until).saturating_add(1),
+                why,
+            };
+            let written = serde_json::to_vec_pretty(&stored)
+                .map_err(io::Error::other)
+                .and_then(|b| fsutil::write_atomic(&self.pause_file, &b, 0o600));
+            if let Err(e) = written {
+                tracing::warn!(ca = %self.ca, path = %self.pause_file.display(), error = %e,
+                    "cannot remember the pause across restarts");
+            }
+        }
+    }
+
+    /// A transient failure: returns how many in a row the CA has had.
+    fn transient(&self, why: &str) -> u32 {
+        let mut st = self.lock();
+        let now = SystemTime::now();
+        // A streak is one bad spell: failures a minute apart start a new one (each request
+        // still has its own MAX_TRIES).
+        if st
+            .last_transient_at
+            .is_some_and(|t| now.duration_since(t).unwrap_or_default() > MAX_INLINE_WAIT)
+        {
+            st.transient = 0;
+        }
+        st.last_transient_at = Some(now);
+        st.transient = st.transient.saturating_add(1);
+        st.last_transient = why.to_string();
+        st.transient
+    }
+
+    /// The transient failures in a row so far, and the last one, if any.
+    fn transient_streak(&self) -> Option<(u32, String)> {
+        let st = self.lock();
+        (st.transient > 0).then(|| (st.transient, st.last_transient.clone()))
+    }
+
+    /// The CA answered something usable (anything but `badNonce` and transient failures).
+    fn answered(&self) {
+        let forget = {
+            let mut st = self.lock();
+            st.bad_nonces = 0;
+            st.transient = 0;
+            let expired = st.not_before.is_none_or(|t| t <= SystemTime::now());
+            let forget = expired && st.persisted;
+            if forget {
+                st.persisted = false;
+            }
+            forget
+        };
+        if forget {
+            let _ = fs::remove_file(&self.pause_file);
+        }
+    }
+
+    /// The CA answered `badNonce`: returns how long to keep quiet before the next request.
+    fn bad_nonce(&self) -> Duration {
+        let n = {
+            let mut st = self.lock();
+            st.bad_nonces = st.bad_nonces.saturating_add(1);
+            st.bad_nonces
+        };
+        if n <= 1 {
+            Duration::ZERO
+        } else {
+            backoff(n - 1, rand::random::<f64>())
+        }
+    }
+}
+
+/// The wait after the `n`th consecutive transient failure from a CA (1-based): nominally
+/// [`BACKOFF_BASE`] doubled `n - 1` times, at most [`BACKOFF_MAX`]; `jitter` in `[0, 1)`
+/// picks a point between half and all of it.
+pub fn backoff(n: u32, jitter: f64) -> Duration {
+    let exp = n.saturating_sub(1).min(16);
+    let nominal = BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_MAX);
+    nominal.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A `Retry-After` value (delay-seconds or HTTP-date, RFC 9110 §10.2.3) as a moment,
+/// clamped to `[now, now + MAX_RETRY_AFTER]`. `None` when absent or unreadable.
+pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<SystemTime> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let at = match value.parse::<u64>() {
+        Ok(secs) => now.checked_add(Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs())))?,
+        Err(_) => httpdate::parse_http_date(value).ok()?,
+    };
+    Some(at.clamp(now, now + MAX_RETRY_AFTER))
+}
+
+/// What one answer of a CA means for the request that got it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A usable answer: success, or a definitive refusal (an ACME problem other than those
+    /// below) that instant-acme reports as is.
+    Answer,
+    /// `badNonce`: passed to instant-acme, which signs the request again with a fresh nonce.
+    BadNonce,
+    /// The CA asked not to be contacted before this moment (429, or 503 with Retry-After).
+    RetryAfter { until: SystemTime, why: String },
+    /// Worth retrying after a backoff: 5xx, or a body that is not what it says it is.
+    Transient(String),
+}
+
+/// Classifies a complete answer of a CA. Connection failures and deadlines never get this
+/// far: they are transient too.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Verdict {
+    let problem = || -> String {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                let detail = v.get("detail")?.as_str()?.to_string();
+                Some(match v.get("type").and_then(|t| t.as_str()) {
+                    Some(t) => format!(
+                        ": {detail} ({})",
+                        t.trim_start_matches("urn:ietf:params:acme:error:")
+                    ),
+                    None => format!(": {detail}"),
+                })
+            })
+            .unwrap_or_default()
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let until = parse_retry_after(headers, now).unwrap_or(now + DEFAULT_RATE_LIMIT_PAUSE);
+        return Verdict::RetryAfter {
+            until: until.max(now + Duration::from_secs(1)),
+            why: format!("rate limited (HTTP 429{})", problem()),
+        };
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(until) = parse_retry_after(headers, now) {
+            return Verdict::RetryAfter {
+                until,
+                why: format!("unavailable (HTTP 503{})", problem()),
+            };
+        }
+    }
+    if status.is_server_error() {
+        return Verdict::Transient(format!("HTTP {}{}", status.as_u16(), problem()));
+    }
+    if status == StatusCode::BAD_REQUEST
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("type")?.as_str().map(str::to_string))
+            .as_deref()
+            == Some("urn:ietf:params:acme:error:badNonce")
+    {
+        return Verdict::BadNonce;
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.contains("json")
+        && !body.is_empty()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+    {
+        return Verdict::Transient(format!(
+            "HTTP {}: the body is not the JSON it claims to be",
+            status.as_u16()
+        ));
+    }
+    if status.is_success() && content_type.starts_with("application/pem-certificate-chain") {
+        if let Err(e) = crate::x509::pem_certificates(body) {
+            return Verdict::Transient(format!("the certificate download is garbled: {e}"));
+        }
+    }
+    Verdict::Answer
+}
+
+fn is_order_not_ready(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:orderNotReady"))
+}
+
+/// An error of instant-acme as renewd reports it: a request refused by the gate, or any
+/// failure while the CA is paused, says until when.
+fn ca_error(ca: &str, gate: &Gate, e: &instant_acme::Error) -> AcmeError {
+    if is_bad_nonce(e) {
+        if let Some((n, why)) = gate.transient_streak() {
+            return AcmeError::Ca {
+                ca: ca.to_string(),
+                message: format!("{why} ({n} unusable answers in a row, then badNonce)"),
+            };
+        }
+    }
+    if let instant_acme::Error::Other(inner) = e {
+        if let Some(closed) = inner.downcast_ref::<GateClosed>() {
+            return AcmeError::Paused {
+                ca: ca.to_string(),
+                until: closed.until,
+                why: closed.to_string(),
+            };
+        }
+    }
+    match gate.paused() {
+        Some((until, _)) => AcmeError::Paused {
+            ca: ca.to_string(),
+            until,
+            why: acme_message(e),
+        },
+        None => AcmeError::Ca {
+            ca: ca.to_string(),
+            message: acme_message(e),
+        },
+    }
+}
+
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p)
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
@@ -78,13 +486,20 @@ fn account_is_gone(e: &instant_acme::Error) -> bool {
     ))
 }
 
-/// instant-acme's HTTP client interface, on hyper with rustls and deadlines.
+/// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries and the
+/// CA's [`Gate`].
 struct CaHttp {
-    client: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    client: Arc<HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>>,
+    gate: Arc<Gate>,
+    timeout: Duration,
 }
 
 impl CaHttp {
-    fn new(extra_roots: Option<&Path>) -> Result<CaHttp, String> {
+    fn new(
+        extra_roots: Option<&Path>,
+        gate: Arc<Gate>,
+        timeout: Duration,
+    ) -> Result<CaHttp, String> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -116,7 +531,7 @@ impl CaHttp {
         .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -126,7 +541,11 @@ impl CaHttp {
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(CaHttp { client })
+        Ok(CaHttp {
+            client: Arc::new(client),
+            gate,
+            timeout,
+        })
     }
 }
 
@@ -135,32 +554,92 @@ impl HttpClient for CaHttp {
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        let uri = req.uri().clone();
-        let fut = self.client.request(req);
+        let client = self.client.clone();
+        let gate = self.gate.clone();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let fail = |what: String| instant_acme::Error::Other(what.into());
-            let exchange = async {
-                let rsp = fut
-                    .await
-                    .map_err(|e| fail(format!("{uri}: {}", error_chain(&e))))?;
-                let (parts, body) = rsp.into_parts();
-                let body = Limited::new(body, MAX_BODY)
-                    .collect()
-                    .await
-                    .map_err(|e| fail(format!("{uri}: reading the response: {e}")))?
-                    .to_bytes();
-                Ok(BytesResponse::from(http::Response::from_parts(
-                    parts,
-                    Full::new(body),
-                )))
-            };
-            tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            let (parts, body) = req.into_parts();
+            // The body is in memory already (a JWS, or nothing): keep it to resend.
+            let body = body
+                .collect()
                 .await
-                .map_err(|_| {
-                    fail(format!(
-                        "{uri}: no complete answer within {REQUEST_TIMEOUT:?}"
-                    ))
-                })?
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let uri = parts.uri.clone();
+            let fail = |what: String| instant_acme::Error::Other(what.into());
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                gate.admit()
+                    .await
+                    .map_err(|closed| instant_acme::Error::Other(Box::new(closed)))?;
+                let mut req = http::Request::new(BodyWrapper::from(body.to_vec()));
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.headers.clone();
+                let exchange = async {
+                    let rsp = client.request(req).await.map_err(|e| error_chain(&e))?;
+                    let (parts, body) = rsp.into_parts();
+                    let body = Limited::new(body, MAX_BODY)
+                        .collect()
+                        .await
+                        .map_err(|e| format!("reading the response: {e}"))?
+                        .to_bytes();
+                    Ok::<_, String>((parts, body))
+                };
+                let outcome = match tokio::time::timeout(timeout, exchange).await {
+                    Err(_) => Err(format!("no complete answer within {timeout:?}")),
+                    Ok(r) => r,
+                };
+                let now = SystemTime::now();
+                let (verdict, answer) = match outcome {
+                    Ok((rparts, rbody)) => (
+                        classify(rparts.status, &rparts.headers, &rbody, now),
+                        Some((rparts, rbody)),
+                    ),
+                    Err(e) => (Verdict::Transient(e), None),
+                };
+                let last = tries >= MAX_TRIES;
+                match verdict {
+                    Verdict::Answer => gate.answered(),
+                    Verdict::BadNonce => {
+                        let quiet = gate.bad_nonce();
+                        if !quiet.is_zero() {
+                            tracing::warn!(ca = %gate.ca, uri = %uri, wait = ?quiet,
+                                "the CA keeps rejecting nonces; slowing down");
+                            gate.defer(now + quiet, "repeated badNonce answers".into());
+                        }
+                    }
+                    Verdict::RetryAfter { until, why } => {
+                        let wait = until.duration_since(now).unwrap_or_default();
+                        gate.defer(until, why.clone());
+                        if !last && wait <= MAX_INLINE_WAIT {
+                            tracing::warn!(ca = %gate.ca, uri = %uri, wait = ?wait, reason = %why,
+                                "the CA asked to wait; retrying then");
+                            continue;
+                        }
+                    }
+                    Verdict::Transient(why) => {
+                        let streak = gate.transient(&why);
+                        let wait = backoff(streak, rand::random::<f64>());
+                        gate.defer(now + wait, format!("a transient failure: {why}"));
+                        if !last && streak < MAX_TRIES {
+                            tracing::warn!(ca = %gate.ca, uri = %uri, error = %why, streak,
+                                wait = ?wait, "transient failure; retrying");
+                            continue;
+                        }
+                        return Err(fail(format!("{uri}: {why} (gave up after {streak} tries)")));
+                    }
+                }
+                let Some((rparts, rbody)) = answer else {
+                    return Err(fail(format!("{uri}: no answer")));
+                };
+                return Ok(BytesResponse::from(http::Response::from_parts(
+                    rparts,
+                    Full::new(rbody),
+                )));
+            }
         })
     }
 }
@@ -195,6 +674,7 @@ pub struct Ca {
     config: CaConfig,
     account_path: PathBuf,
     account: tokio::sync::RwLock<Account>,
+    gate: Arc<Gate>,
 }
 
 /// The result of a completed order.
@@ -207,14 +687,34 @@ pub struct Issued {
 impl Ca {
     /// Loads this CA's account from `account_path`, or registers one (and stores it, 0600)
     /// when there is none or it belongs to another directory.
+    ///
+    /// A CA paused by an earlier answer (rate limit, long Retry-After; remembered beside the
+    /// account file, `NAME.pause`) is not contacted: the error says until when.
     pub async fn open(config: &CaConfig, account_path: &Path) -> Result<Ca, AcmeError> {
-        let account = load_or_register(config, account_path, false).await?;
+        let gate = Arc::new(Gate::open(
+            &config.name,
+            account_path.with_extension("pause"),
+        ));
+        if let Some((until, why)) = gate.paused() {
+            return Err(AcmeError::Paused {
+                ca: config.name.clone(),
+                until,
+                why: format!("not contacted: paused after {why}"),
+            });
+        }
+        let account = load_or_register(config, account_path, false, &gate).await?;
         Ok(Ca {
             name: config.name.clone(),
             config: config.clone(),
             account_path: account_path.to_path_buf(),
             account: tokio::sync::RwLock::new(account),
+            gate,
         })
+    }
+
+    /// The pause in force for this CA, if any: until when, and why.
+    pub fn paused(&self) -> Option<(SystemTime, String)> {
+        self.gate.paused()
     }
 
     pub fn name(&self) -> &str {
@@ -247,11 +747,19 @@ impl Ca {
                 Err(OrderError::Acme(e)) if account_is_gone(&e) && !registered_again => {
                     tracing::warn!(ca = %self.name, error = %e,
                         "the CA does not know renewd's account; registering a new one");
-                    let fresh = load_or_register(&self.config, &self.account_path, true).await?;
+                    let fresh =
+                        load_or_register(&self.config, &self.account_path, true, &self.gate)
+                            .await?;
                     *self.account.write().await = fresh;
                     registered_again = true;
                 }
-                Err(OrderError::Acme(e)) if is_bad_nonce(&e) && attempts < ORDER_ATTEMPTS => {
+                // A badNonce that follows transient failures is the CA refusing a resent
+                // request it had processed: not a reason to start over.
+                Err(OrderError::Acme(e))
+                    if is_bad_nonce(&e)
+                        && attempts < ORDER_ATTEMPTS
+                        && self.gate.transient_streak().is_none() =>
+                {
                     tracing::warn!(ca = %self.name, error = %e, attempt = attempts,
                         "the CA rejected a nonce repeatedly; starting the order again");
                 }
@@ -262,10 +770,7 @@ impl Ca {
 
     fn describe(&self, e: OrderError) -> AcmeError {
         match e {
-            OrderError::Acme(e) => AcmeError::Ca {
-                ca: self.name.clone(),
-                message: acme_message(&e),
-            },
+            OrderError::Acme(e) => ca_error(&self.name, &self.gate, &e),
             OrderError::Validation {
                 identifier,
                 message,
@@ -402,7 +907,19 @@ impl Ca {
             .initial_delay(Duration::from_millis(250))
             .backoff(1.5)
             .timeout(ORDER_TIMEOUT);
-        order.finalize_csr(csr_der).await?;
+        if let Err(e) = order.finalize_csr(csr_der).await {
+            // A finalize the CA processed but whose answer was lost is resent by CaHttp;
+            // the CA then says the order is no longer ready. Carry on if it is under way.
+            if !is_order_not_ready(&e) {
+                return Err(e.into());
+            }
+            let status = order.refresh().await?.status;
+            if !matches!(status, OrderStatus::Processing | OrderStatus::Valid) {
+                return Err(e.into());
+            }
+            tracing::info!(ca = %self.name, order = %order_url,
+                "the order was finalized by an earlier, unanswered request");
+        }
         let chain_pem = order.poll_certificate(&retry).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");
         Ok(Issued {
@@ -505,24 +1022,24 @@ async fn load_or_register(
     config: &CaConfig,
     path: &Path,
     force_new: bool,
+    gate: &Arc<Gate>,
 ) -> Result<Account, AcmeError> {
     let ca = config.name.clone();
     let http = || {
-        CaHttp::new(config.trust_roots.as_deref()).map_err(|message| AcmeError::TrustRoots {
-            ca: ca.clone(),
-            path: config.trust_roots.clone().unwrap_or_default(),
-            message,
-        })
+        CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout).map_err(
+            |message| AcmeError::TrustRoots {
+                ca: ca.clone(),
+                path: config.trust_roots.clone().unwrap_or_default(),
+                message,
+            },
+        )
     };
     let file_err = |source| AcmeError::AccountFile {
         ca: ca.clone(),
         path: path.to_path_buf(),
         source,
     };
-    let ca_err = |e: instant_acme::Error| AcmeError::Ca {
-        ca: ca.clone(),
-        message: acme_message(&e),
-    };
+    let ca_err = |e: instant_acme::Error| ca_error(&ca, gate, &e);
 
     if !force_new {
         match fs::read(path) {
@@ -574,4 +1091,259 @@ async fn load_or_register(
     fsutil::write_atomic(path, &bytes, 0o600).map_err(file_err)?;
     tracing::info!(ca = %ca, account = %account.id(), "ACME account registered");
     Ok(account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header value"));
+        }
+        h
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+    const PROBLEM: (&str, &str) = ("content-type", "application/problem+json");
+
+    fn problem(kind: &str) -> Vec<u8> {
+        format!(r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"it says {kind}"}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn successes_and_definitive_refusals_are_answers() {
+        let now = t(0);
+        let ok = classify(
+            StatusCode::OK,
+            &headers(&[JSON]),
+            br#"{"status":"valid"}"#,
+            now,
+        );
+        assert_eq!(ok, Verdict::Answer);
+        for kind in [
+            "malformed",
+            "unauthorized",
+            "rejectedIdentifier",
+            "caa",
+            "orderNotReady",
+        ] {
+            let v = classify(
+                StatusCode::FORBIDDEN,
+                &headers(&[PROBLEM]),
+                &problem(kind),
+                now,
+            );
+            assert_eq!(v, Verdict::Answer, "{kind}");
+        }
+        let v = classify(
+            StatusCode::BAD_REQUEST,
+            &headers(&[PROBLEM]),
+            &problem("malformed"),
+            now,
+        );
+        assert_eq!(v, Verdict::Answer);
+        // A HEAD for a nonce has no body at all.
+        assert_eq!(
+            classify(StatusCode::OK, &headers(&[JSON]), b"", now),
+            Verdict::Answer
+        );
+    }
+
+    #[test]
+    fn bad_nonce_is_its_own_verdict() {
+        let v = classify(
+            StatusCode::BAD_REQUEST,
+            &headers(&[PROBLEM]),
+            &problem("badNonce"),
+            t(0),
+        );
+        assert_eq!(v, Verdict::BadNonce);
+    }
+
+    #[test]
+    fn server_errors_and_garbled_bodies_are_transient() {
+        let now = t(0);
+        let v = classify(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &headers(&[PROBLEM]),
+            &problem("serverInternal"),
+            now,
+        );
+        assert_eq!(
+            v,
+            Verdict::Transient("HTTP 500: it says serverInternal (serverInternal)".into())
+        );
+        let v = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", now);
+        assert_eq!(v, Verdict::Transient("HTTP 502".into()));
+        // 503 without Retry-After is an ordinary transient failure.
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"", now),
+            Verdict::Transient(_)
+        ));
+        let v = classify(
+            StatusCode::OK,
+            &headers(&[JSON]),
+            b"{\"status\": \"val\x00\xff",
+            now,
+        );
+        assert!(
+            matches!(v, Verdict::Transient(ref m) if m.contains("not the JSON")),
+            "{v:?}"
+        );
+        let pem = ("content-type", "application/pem-certificate-chain");
+        let v = classify(
+            StatusCode::OK,
+            &headers(&[pem]),
+            b"-----BEGIN CERTIFICATE-----\nMIIB",
+            now,
+        );
+        assert!(
+            matches!(v, Verdict::Transient(ref m) if m.contains("garbled")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_is_a_moment() {
+        let now = t(0);
+        let v = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[PROBLEM, ("retry-after", "120")]),
+            &problem("rateLimited"),
+            now,
+        );
+        assert_eq!(
+            v,
+            Verdict::RetryAfter {
+                until: t(120),
+                why: "rate limited (HTTP 429: it says rateLimited (rateLimited))".into()
+            }
+        );
+        let date = httpdate::fmt_http_date(t(300));
+        let v = classify(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &headers(&[("retry-after", &date)]),
+            b"",
+            now,
+        );
+        assert_eq!(
+            v,
+            Verdict::RetryAfter {
+                until: t(300),
+                why: "unavailable (HTTP 503)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_is_clamped_and_defaults_for_rate_limits() {
+        let now = t(1000);
+        // No Retry-After on a 429: an hour.
+        let v = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b"", now);
+        assert!(
+            matches!(v, Verdict::RetryAfter { until, .. } if until == now + DEFAULT_RATE_LIMIT_PAUSE)
+        );
+        // A year is believed as a day.
+        let h = headers(&[("retry-after", "31536000")]);
+        assert_eq!(parse_retry_after(&h, now), Some(now + MAX_RETRY_AFTER));
+        // A date in the past means now; garbage means nothing.
+        let h = headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        assert_eq!(parse_retry_after(&h, now), Some(now));
+        let h = headers(&[("retry-after", "soon")]);
+        assert_eq!(parse_retry_after(&h, now), None);
+        // A 429 always waits at least a second.
+        let v = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "0")]),
+            b"",
+            now,
+        );
+        assert!(matches!(v, Verdict::RetryAfter { until, .. } if until == t(1001)));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_between_half_and_all() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, 0.5), Duration::from_secs(3));
+        assert_eq!(backoff(40, 1.0), BACKOFF_MAX);
+        for n in 1..10 {
+            let (lo, hi) = (backoff(n, 0.0), backoff(n, 0.999));
+            assert!(lo <= hi && hi <= lo * 2, "{n}: {lo:?} {hi:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_pause_closes_the_gate_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ca.pause");
+        let gate = Gate::open("ca", file.clone());
+        assert!(gate.paused().is_none());
+        gate.admit().await.expect("open gate");
+
+        let until = SystemTime::now() + Duration::from_secs(3600);
+        gate.defer(until, "rate limited (HTTP 429)".into());
+        let (when, why) = gate.paused().expect("paused");
+        assert_eq!(when, until);
+        assert_eq!(why, "rate limited (HTTP 429)");
+        let closed = gate.admit().await.expect_err("fails fast");
+        assert_eq!(
+            closed.to_string(),
+            "not contacted: paused after rate limited (HTTP 429)"
+        );
+        assert_eq!(closed.until, until);
+        // A shorter wait never shortens the pause.
+        gate.defer(SystemTime::now() + Duration::from_secs(5), "other".into());
+        assert_eq!(gate.paused().map(|p| p.0), Some(until));
+
+        // A new process reads the pause back.
+        assert!(file.exists());
+        let again = Gate::open("ca", file.clone());
+        let (when, _) = again.paused().expect("still paused");
+        assert!(when >= until && when <= until + Duration::from_secs(1));
+
+        // An expired pause is forgotten at the next answer.
+        let old = Gate::open("ca", file.clone());
+        old.lock().not_before = Some(SystemTime::now() - Duration::from_secs(1));
+        old.answered();
+        assert!(!file.exists());
+        // An unreadable pause file is ignored.
+        fs::write(&file, b"{not json").expect("write");
+        assert!(Gate::open("ca", file).paused().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_delays_the_next_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Gate::open("ca", dir.path().join("ca.pause"));
+        let start = std::time::Instant::now();
+        gate.defer(
+            SystemTime::now() + Duration::from_millis(300),
+            "HTTP 500".into(),
+        );
+        assert!(gate.paused().is_none(), "a short wait is not a pause");
+        gate.admit().await.expect("opens");
+        assert!(start.elapsed() >= Duration::from_millis(290));
+        assert!(!dir.path().join("ca.pause").exists(), "nothing persisted");
+    }
+
+    #[test]
+    fn the_first_bad_nonce_is_free_later_ones_back_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Gate::open("ca", dir.path().join("ca.pause"));
+        assert_eq!(gate.bad_nonce(), Duration::ZERO);
+        assert!(gate.bad_nonce() >= Duration::from_millis(500));
+        assert!(gate.bad_nonce() >= Duration::from_secs(1));
+        gate.answered();
+        assert_eq!(gate.bad_nonce(), Duration::ZERO);
+    }
 }

@@ -40,6 +40,10 @@ const MAX_PROPAGATION_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Deadline of one HTTP exchange with a CA (`[ca.NAME] timeout`).
+pub const DEFAULT_CA_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_CA_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_CA_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest duration accepted anywhere: far beyond any certificate lifetime, and small
 /// enough that adding it to a timestamp can never overflow.
 const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
@@ -75,6 +79,7 @@ const CA_KEYS: &[&str] = &[
     "eab_kid",
     "eab_hmac_key_file",
     "profile",
+    "timeout",
 ];
 const CERT_KEYS: &[&str] = &[
     "name",
@@ -249,6 +254,8 @@ pub struct CaConfig {
     pub eab_kid: Option<String>,
     pub eab_hmac_key_file: Option<PathBuf>,
     pub profile: Option<String>,
+    /// Deadline of one HTTP exchange with this CA, headers and body.
+    pub timeout: Duration,
     /// The `[ca.NAME]` header.
     pub location: Location,
     /// Where each key's value was written.
@@ -2066,6 +2073,7 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
         eab_kid: None,
         eab_hmac_key_file: None,
         profile: None,
+        timeout: DEFAULT_CA_TIMEOUT,
         location: header.clone(),
         key_locations: BTreeMap::new(),
     };
@@ -2113,6 +2121,11 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
             "eab_kid" => ca.eab_kid = as_nonempty_str(key, node, p),
             "eab_hmac_key_file" => ca.eab_hmac_key_file = as_file_path(key, node, p),
             "profile" => ca.profile = as_nonempty_str(key, node, p),
+            "timeout" => {
+                if let Some(d) = as_duration(key, node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
+                    ca.timeout = d;
+                }
+            }
             _ => continue,
         }
         ca.key_locations.insert(key.to_string(), node.loc.clone());
@@ -4314,6 +4327,26 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
     }
 
     // --- CAs --------------------------------------------------------------------------
+
+    #[test]
+    fn ca_timeout_defaults_and_bounds() {
+        assert_eq!(load_ok(BASE).cas["le"].timeout, DEFAULT_CA_TIMEOUT);
+        let text = BASE.replace(
+            "accept_terms = true",
+            "accept_terms = true\ntimeout = \"5s\"",
+        );
+        assert_eq!(load_ok(&text).cas["le"].timeout, Duration::from_secs(5));
+        let text = BASE.replace(
+            "accept_terms = true",
+            "accept_terms = true\ntimeout = \"0s\"",
+        );
+        assert_only(&text, 4, 11, "must be at least 1s");
+        let text = BASE.replace(
+            "accept_terms = true",
+            "accept_terms = true\ntimeout = \"1h\"",
+        );
+        assert_only(&text, 4, 11, "must be at most 5m");
+    }
 
     #[test]
     fn accept_terms_must_be_true() {

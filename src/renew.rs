@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::acme::Ca;
+use crate::acme::{AcmeError, Ca};
 use crate::challenge::Responders;
 use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::journal::{self, Swap};
@@ -88,18 +88,14 @@ impl Renewer {
 
     /// The CA named `name`, its account opened (or registered) on first use. A CA whose
     /// configuration changed since (SIGHUP) is opened afresh.
-    async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, String> {
+    async fn ca(&self, config: &CaConfig) -> Result<Arc<Ca>, AcmeError> {
         let mut cas = self.cas.lock().await;
         if let Some((cfg, ca)) = cas.get(&config.name) {
             if cfg == config {
                 return Ok(ca.clone());
             }
         }
-        let ca = Arc::new(
-            Ca::open(config, &self.state.account_path(&config.name))
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let ca = Arc::new(Ca::open(config, &self.state.account_path(&config.name)).await?);
         cas.insert(config.name.clone(), (config.clone(), ca.clone()));
         Ok(ca)
     }
@@ -285,6 +281,8 @@ impl Renewer {
     ) -> Result<Issued, String> {
         let now = SystemTime::now();
         let result = self.issue_and_deploy(cert, cas, dry_run).await;
+        let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
+        let result = result.map_err(|f| f.message);
         if dry_run {
             match &result {
                 Ok(r) => {
@@ -298,7 +296,7 @@ impl Renewer {
         if let Err(e) = &result {
             tracing::error!(cert = %cert.name, error = %e, "renewal failed");
             let mut rec = self.state.load_cert(&cert.name);
-            rec.record_failure(now, None, e.clone());
+            rec.record_failure(now, retry_after, e.clone());
             self.save(&cert.name, &rec);
         }
         result
@@ -315,7 +313,7 @@ impl Renewer {
         cert: &CertConfig,
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, Failure> {
         let ca_name = cert
             .ca
             .first()
@@ -339,8 +337,7 @@ impl Renewer {
         let ca = self.ca(ca_config).await?;
         let issued = ca
             .issue(&cert.domains, &csr, &cert.challenge, &self.responders)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let (material, leaf) =
             check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(
                 |e| {
@@ -580,6 +577,32 @@ fn reload_timeout(pending: &[Pending]) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
+/// Why a renewal failed, and when the CA allows the next attempt if it said (Retry-After,
+/// rate limit): the schedule never tries again before that.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    retry_after: Option<SystemTime>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AcmeError> for Failure {
+    fn from(e: AcmeError) -> Failure {
+        Failure {
+            retry_after: e.retry_after(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// The environment of SPEC for a reload command of one certificate.
 fn hook_env(cert: &CertConfig, serial: &str, not_after: SystemTime) -> Vec<(String, String)> {
     let mut env = vec![
@@ -605,7 +628,9 @@ fn hook_env(cert: &CertConfig, serial: &str, not_after: SystemTime) -> Vec<(Stri
 }
 
 /// Checks a chain the CA sent before anything is written: it parses, its leaf matches our
-/// key, covers every configured name and is valid now. Returns what to deploy.
+/// key, covers every configured name, is valid now, and each certificate is signed by the
+/// next one the CA sent (a chain of the leaf alone is accepted: some private CAs send no
+/// intermediates). Returns what to deploy.
 pub fn check_issued(
     chain_pem: &str,
     key: &PrivateKey,
@@ -638,6 +663,17 @@ pub fn check_issued(
             httpdate(leaf.not_after)
         ));
     }
+    for (i, pair) in ders.windows(2).enumerate() {
+        x509::verify_issued_by(&pair[0], &pair[1]).map_err(|e| {
+            if i == 0 {
+                format!("the certificate is not signed by the intermediate the CA sent: {e}")
+            } else {
+                format!(
+                    "chain certificate {i} is not signed by the next certificate the CA sent: {e}"
+                )
+            }
+        })?;
+    }
     Ok((
         Material {
             key_pem: key.to_pem(),
@@ -645,6 +681,132 @@ pub fn check_issued(
         },
         leaf,
     ))
+}
+
+#[cfg(test)]
+mod check_issued_tests {
+    use super::*;
+    use crate::config::KeyType;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca(cn: &str) -> (Issuer<'static, KeyPair>, String) {
+        let key = KeyPair::generate().expect("ca key");
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let pem = params.self_signed(&key).expect("ca").pem();
+        (Issuer::new(params, key), pem)
+    }
+
+    /// A leaf for `key` and `names`, signed by `issuer`, valid from an hour ago for a day.
+    fn leaf(key: &PrivateKey, names: &[&str], issuer: &Issuer<'static, KeyPair>) -> String {
+        let spki_pem = key.to_pem();
+        let pair = KeyPair::from_pem(&spki_pem).expect("key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(1);
+        params.signed_by(&pair, issuer).expect("leaf").pem()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_chain_that_chains_is_accepted_and_so_is_a_lone_leaf() {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).expect("key");
+        let (inter, inter_pem) = ca("Intermediate");
+        let leaf_pem = leaf(&key, &["a.test"], &inter);
+        let (material, info) = check_issued(
+            &format!("{leaf_pem}{inter_pem}"),
+            &key,
+            &names(&["a.test"]),
+            SystemTime::now(),
+        )
+        .expect("chains");
+        assert_eq!(material.chain_pem.len(), 2);
+        assert_eq!(info.dns_names, vec!["a.test"]);
+        check_issued(&leaf_pem, &key, &names(&["a.test"]), SystemTime::now())
+            .expect("a lone leaf is accepted");
+    }
+
+    #[test]
+    fn a_chain_that_does_not_chain_is_refused() {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).expect("key");
+        let (inter, _) = ca("Intermediate");
+        let (_, stranger_pem) = ca("Stranger");
+        let leaf_pem = leaf(&key, &["a.test"], &inter);
+        let err = check_issued(
+            &format!("{leaf_pem}{stranger_pem}"),
+            &key,
+            &names(&["a.test"]),
+            SystemTime::now(),
+        )
+        .expect_err("must not chain");
+        assert!(
+            err.starts_with("the certificate is not signed by the intermediate the CA sent"),
+            "{err}"
+        );
+
+        // Same subject name, another key: caught by the signature.
+        let (_, impostor_pem) = ca("Intermediate");
+        let err = check_issued(
+            &format!("{leaf_pem}{impostor_pem}"),
+            &key,
+            &names(&["a.test"]),
+            SystemTime::now(),
+        )
+        .expect_err("impostor");
+        assert!(err.contains("signature does not verify"), "{err}");
+
+        // A broken link further up.
+        let (root, root_pem) = ca("Root");
+        let _ = root;
+        let (inter2, inter2_pem) = ca("Intermediate 2");
+        let leaf2 = leaf(&key, &["a.test"], &inter2);
+        let err = check_issued(
+            &format!("{leaf2}{inter2_pem}{root_pem}"),
+            &key,
+            &names(&["a.test"]),
+            SystemTime::now(),
+        )
+        .expect_err("intermediate not signed by root");
+        assert!(
+            err.starts_with("chain certificate 1 is not signed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn other_key_missing_names_and_expiry_are_refused() {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).expect("key");
+        let other = PrivateKey::generate(KeyType::EcdsaP256).expect("other");
+        let (inter, inter_pem) = ca("Intermediate");
+        let chain = |k: &PrivateKey, n: &[&str]| format!("{}{inter_pem}", leaf(k, n, &inter));
+        let err = check_issued(
+            &chain(&other, &["a.test"]),
+            &key,
+            &names(&["a.test"]),
+            SystemTime::now(),
+        )
+        .expect_err("other key");
+        assert_eq!(err, "the certificate is for another key");
+        let err = check_issued(
+            &chain(&key, &["a.test"]),
+            &key,
+            &names(&["a.test", "b.test"]),
+            SystemTime::now(),
+        )
+        .expect_err("names");
+        assert_eq!(err, "the certificate does not cover b.test");
+        let later = SystemTime::now() + Duration::from_secs(3 * 86400);
+        let err = check_issued(&chain(&key, &["a.test"]), &key, &names(&["a.test"]), later)
+            .expect_err("expired");
+        assert!(err.starts_with("the certificate is not valid now"), "{err}");
+    }
 }
 
 /// The CERTIFICATE blocks of a PEM text, each ending with a newline.

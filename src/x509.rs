@@ -47,6 +47,8 @@ pub enum X509Error {
     KeyGeneration { kind: &'static str, reason: String },
     #[error("cannot build the certificate signing request: {0}")]
     Csr(String),
+    #[error("{0}")]
+    NotIssuedBy(String),
 }
 
 /// What renewd needs to know about one certificate, detached from the DER it came from so it
@@ -255,6 +257,33 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {
         return Err(X509Error::NoCertificate);
     }
     Ok(certs)
+}
+
+/// Checks that `cert` (DER) was issued by `issuer` (DER): the issuer named in `cert` is
+/// `issuer`'s subject, and `cert`'s signature verifies with `issuer`'s public key.
+///
+/// This is the link check renewd applies between neighbours of the chain a CA sends; it is
+/// not path validation to a trust anchor (renewd deploys what its CA sent, and the services
+/// and their clients decide what they trust). Signatures are checked by x509-parser on
+/// aws-lc-rs: ECDSA P-256/P-384, RSA PKCS#1 and PSS, Ed25519.
+pub fn verify_issued_by(cert: &[u8], issuer: &[u8]) -> Result<(), X509Error> {
+    let (_, cert) = X509Certificate::from_der(cert).map_err(|e| X509Error::Der(e.to_string()))?;
+    let (_, issuer) =
+        X509Certificate::from_der(issuer).map_err(|e| X509Error::Der(e.to_string()))?;
+    if cert.issuer().as_raw() != issuer.subject().as_raw() {
+        return Err(X509Error::NotIssuedBy(format!(
+            "it names \"{}\" as its issuer, the next certificate is \"{}\"",
+            cert.issuer(),
+            issuer.subject()
+        )));
+    }
+    cert.verify_signature(Some(issuer.public_key()))
+        .map_err(|e| {
+            X509Error::NotIssuedBy(format!(
+                "its signature does not verify with the public key of \"{}\" ({e})",
+                issuer.subject()
+            ))
+        })
 }
 
 /// The single private key block of a PEM text (PKCS#8 "PRIVATE KEY", SEC1 "EC PRIVATE KEY"
@@ -750,6 +779,71 @@ Lj8KdcZMGUWCajjpi5VJOVU=
         ));
         let pem = key.to_pem();
         assert!(pem_private_key(&pem.as_bytes()[..pem.len() / 2]).is_err());
+    }
+
+    /// A CA (key, issuer) named `cn`, and its self-signed certificate's DER.
+    fn test_ca(cn: &str) -> (rcgen::Issuer<'static, KeyPair>, Vec<u8>) {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("ca key");
+        let mut params = CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let der = params.self_signed(&key).expect("ca cert").der().to_vec();
+        (rcgen::Issuer::new(params, key), der)
+    }
+
+    fn leaf_by(issuer: &rcgen::Issuer<'static, KeyPair>) -> Vec<u8> {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).expect("leaf key");
+        CertificateParams::new(strings(&["leaf.example"]))
+            .expect("params")
+            .signed_by(&key.pair, issuer)
+            .expect("sign")
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn issued_by_accepts_the_signer_and_refuses_others() {
+        let (ca, ca_der) = test_ca("Test CA");
+        let (other, other_der) = test_ca("Other CA");
+        let leaf = leaf_by(&ca);
+        verify_issued_by(&leaf, &ca_der).expect("signed by ca");
+        verify_issued_by(&ca_der, &ca_der).expect("self-signed root");
+
+        // Another CA entirely: names differ.
+        let err = verify_issued_by(&leaf, &other_der).unwrap_err().to_string();
+        assert!(err.contains("names \"CN=Test CA\" as its issuer"), "{err}");
+
+        // Same name, another key: the name matches but the signature does not verify.
+        let (impostor, impostor_der) = test_ca("Test CA");
+        drop(impostor);
+        let err = verify_issued_by(&leaf, &impostor_der)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signature does not verify"), "{err}");
+
+        // A flipped bit in the signature.
+        let mut tampered = leaf.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(verify_issued_by(&tampered, &ca_der).is_err());
+        // Garbage is an error, not a panic.
+        assert!(verify_issued_by(b"junk", &ca_der).is_err());
+        drop(other);
+    }
+
+    #[test]
+    fn issued_by_works_for_rsa_signers() {
+        let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).expect("rsa");
+        let mut params = CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "RSA CA");
+        let ca_der = params.self_signed(&key).expect("ca").der().to_vec();
+        let issuer = rcgen::Issuer::new(params, key);
+        verify_issued_by(&leaf_by(&issuer), &ca_der).expect("rsa-signed leaf");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod bind;
+pub mod faultproxy;
 pub mod nginx;
 
 use std::collections::HashSet;

@@ -72,7 +72,7 @@ pub enum AcmeError {
     Ca { ca: String, message: String },
     /// The CA asked renewd to stay away until `until` (rate limit, or a long Retry-After),
     /// or had asked so earlier and was not contacted.
-    #[error("CA {ca}: {why}; renewd sends this CA nothing before {}", rfc3339(*until))]
+    #[error("CA {ca}: {why}; renewd sends this CA nothing before {}", crate::state::rfc3339(*until))]
     Paused {
         ca: String,
         until: SystemTime,
@@ -108,18 +108,6 @@ impl AcmeError {
             _ => None,
         }
     }
-}
-
-/// RFC 3339 UTC, seconds precision, for messages.
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{}", crate::state::unix(t)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,7 +243,7 @@ impl Gate {
             long
         };
         if long {
-            tracing::warn!(ca = %self.ca, until = %rfc3339(until), reason = %why,
+            tracing::warn!(ca = %self.ca, until = %crate::state::rfc3339(until), reason = %why,
                 "pausing every request to this CA");
             let stored = StoredPause {
                 until: crate::state::unix(until).saturating_add(1),

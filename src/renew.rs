@@ -828,14 +828,7 @@ fn pem_blocks(pem: &str) -> Vec<String> {
 
 /// RFC 3339 UTC rendering of a time, for logs and `status`.
 pub fn httpdate(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{}", state::unix(t)))
+    state::rfc3339(t)
 }
 
 #[cfg(test)]

@@ -169,6 +169,19 @@ pub fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// RFC 3339 UTC with seconds precision (`2026-11-23T12:00:00Z`), for logs, messages and
+/// `status`.
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{}", unix(t)))
+}
+
 pub fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
 }

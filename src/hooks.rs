@@ -1,7 +1,8 @@
 //! Running the commands that make services pick up new certificates (reload hooks), and
 //! merging the hooks of the certificates renewed in one batch so each command runs once.
 //!
-//! A hook is an argv, never a shell line, run with no stdin in a process group of its own:
+//! A hook is an argv, never a shell line, run with no stdin (alert commands: the alert on
+//! stdin, `run_with_input`) in a process group of its own:
 //! a hook that hangs is killed as a whole (its children too) when its time is up, and its
 //! output ends up in the log line by line, without renewd holding more than a few KiB of it.
 

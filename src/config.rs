@@ -768,8 +768,25 @@ impl Config {
     /// directory exists, users and groups exist, hooks are executable, the webroot is a
     /// directory, CA trust roots and secret files are readable, and `state_dir` can be
     /// created. Each problem points at the value that names the missing thing.
+    ///
+    /// It also holds every certificate to account: one without an `owner` (its own or from
+    /// `[defaults]`) is reported at its `[[certificate]]` header. That is a `check` error
+    /// rather than a load error so a running daemon keeps renewing while the owners are
+    /// being filled in.
     pub fn check_environment(&self) -> Vec<Problem> {
         let mut p = Vec::new();
+        for cert in &self.certificates {
+            if cert.owner.is_none() {
+                p.push(Problem::new(
+                    cert.location.clone(),
+                    format!(
+                        "certificate `{}` has no `owner`: say who answers for it, here or in \
+                         [defaults] (e.g. owner = \"platform@example.org\")",
+                        cert.name
+                    ),
+                ));
+            }
+        }
         if let Some(parent) = self.state_dir.parent() {
             if let Some(why) = not_a_directory(parent) {
                 p.push(Problem::new(
@@ -925,24 +942,6 @@ impl Config {
                     not_yet("`profile`"),
                 ));
             }
-        }
-        for (key, set) in [
-            ("metrics", self.metrics.is_some()),
-            ("alert", self.alert.is_some()),
-            ("discovery", self.discovery.is_some()),
-        ] {
-            if set {
-                p.push(Problem::new(
-                    self.key_location(key),
-                    not_yet(&format!("`[{key}]`")),
-                ));
-            }
-        }
-        for exception in &self.exceptions {
-            p.push(Problem::new(
-                exception.location.clone(),
-                not_yet("`[[exception]]`"),
-            ));
         }
         finish(p, &self.sources)
     }
@@ -3278,19 +3277,29 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
     }
 
     #[test]
-    fn spec_example_reports_each_unsupported_feature() {
-        let found = problems(SPEC_EXAMPLE);
-        assert_eq!(found.len(), 4, "{found:#?}");
-        assert_has(
-            &found,
-            MAIN,
-            5,
-            1,
-            "`[metrics]` is not supported by this version of renewd yet",
+    fn spec_example_loads_its_governance_sections() {
+        let config = load_ok(SPEC_EXAMPLE);
+        assert_eq!(
+            config.metrics.as_ref().map(|m| m.listen),
+            Some("127.0.0.1:9443".parse().expect("addr"))
         );
-        assert_has(&found, MAIN, 8, 1, "`[alert]` is not supported");
-        assert_has(&found, MAIN, 44, 1, "`[[exception]]` is not supported");
-        assert_has(&found, MAIN, 50, 1, "`[discovery]` is not supported");
+        let alert = config.alert.as_ref().expect("[alert]");
+        assert_eq!(
+            alert.command.as_deref(),
+            Some(&["/usr/local/bin/page-oncall".to_string()][..])
+        );
+        assert_eq!(
+            alert.webhook.as_deref(),
+            Some("https://alerts.example.org/hook")
+        );
+        assert_eq!(config.exceptions.len(), 1);
+        assert_eq!(config.exceptions[0].owner, "netops@example.org");
+        assert_eq!(config.exceptions[0].review_by, "2027-03-01");
+        assert_eq!(config.exceptions[0].location, loc(44, 1));
+        assert_eq!(
+            config.discovery.as_ref().map(|d| d.paths.clone()),
+            Some(vec![PathBuf::from("/etc/ssl"), PathBuf::from("/etc/nginx")])
+        );
     }
 
     #[test]
@@ -4431,9 +4440,8 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
     fn exception_values_are_validated() {
         let text = "[[exception]]\npath = \"/etc/x.pem\"\nowner = \"a\"\nreason = \"b\"\nreview_by = \"2027-02-30\"\n[[exception]]\npath = \"/etc/y.pem\"\nowner = \"a\"\nreason = \"b\"\nreview_by = 2027-03-01\n";
         let found = problems(text);
-        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found.len(), 1, "{found:#?}");
         assert_has(&found, MAIN, 5, 13, "that month has 28 days");
-        assert_has(&found, MAIN, 6, 1, "`[[exception]]` is not supported");
     }
 
     #[test]
@@ -4576,7 +4584,8 @@ reload = [["{root}/good.sh"], ["{root}/reload.sh", "x"], ["sh", "-c", "true"], [
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(found.len(), 7, "{found:#?}");
+        assert_eq!(found.len(), 8, "{found:#?}");
+        assert_has(&found, MAIN, 6, 1, "certificate `www` has no `owner`");
         assert_has(&found, MAIN, 1, 13, "the parent");
         assert_has(&found, MAIN, 1, 13, "of `state_dir` does not exist");
         assert_has(&found, MAIN, 5, 15, "cannot read `trust_roots`");
@@ -4626,7 +4635,11 @@ reload = [["{root}/good.sh"], ["{root}/reload.sh", "x"], ["sh", "-c", "true"], [
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
         let text = text
             .replace("renewd-no-such-user-4711", "root")
-            .replace(", [\"renewd-no-such-cmd\"], [\"rel/x\"]", "");
+            .replace(", [\"renewd-no-such-cmd\"], [\"rel/x\"]", "")
+            .replace(
+                "group = \"root\"",
+                "group = \"root\"\nowner = \"ops@example.org\"",
+            );
         let found = load_ok(&text).check_environment();
         assert!(found.is_empty(), "{found:#?}");
         Ok(())

@@ -234,6 +234,10 @@ struct Daemon {
     debounce: Option<tokio::time::Instant>,
     batches_in_flight: usize,
     wakeups: u64,
+    /// Inventory, alerts and metrics (see `Daemon::refresh_governance`).
+    governance: crate::inventory::Live,
+    discovery_dirty: bool,
+    discovery_watched: Vec<PathBuf>,
 }
 
 /// `renewd run`: the daemon, until SIGTERM or SIGINT.
@@ -251,6 +255,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     renewer.recover(&config.certificates).await;
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let governance = crate::inventory::Live::start(&config).await?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         renewer,
@@ -265,9 +270,14 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
         debounce: None,
         batches_in_flight: 0,
         wakeups: 0,
+        governance,
+        discovery_dirty: false,
+        discovery_watched: Vec::new(),
     };
     d.watcher = Some(d.new_watcher()?);
     d.apply_config();
+    d.watch_discovery();
+    d.refresh_governance();
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -302,7 +312,10 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
             }
         };
         tokio::select! {
-            _ = timer => d.start_due(),
+            _ = timer => {
+                d.start_due();
+                d.refresh_governance();
+            }
             _ = debounced => d.reevaluate_dirty(),
             Some(ev) = ev_rx.recv() => d.on_event(ev),
             Some((req, reply)) = ctl_rx.recv() => d.on_control(req, reply),
@@ -351,6 +364,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
             }
         }
     }
+    d.governance.stop();
     let _ = std::fs::remove_file(&d.config.control_socket);
     tracing::info!("stopped");
     Ok(())
@@ -498,6 +512,7 @@ impl Daemon {
             .values()
             .filter(|e| !e.renewing)
             .map(|e| e.eval.decision.at)
+            .chain(self.governance.next_deadline())
             .min()
     }
 
@@ -560,6 +575,10 @@ impl Daemon {
                         self.dirty.extend(names.iter().cloned());
                         hit = true;
                     }
+                    if self.governance.is_discovery_path(&p) {
+                        self.discovery_dirty = true;
+                        hit = true;
+                    }
                 }
                 if hit && self.debounce.is_none() {
                     self.debounce = Some(tokio::time::Instant::now() + DEBOUNCE);
@@ -590,11 +609,20 @@ impl Daemon {
                             e.last_failure_seen = None;
                         }
                     }
+                    if !dry_run {
+                        self.governance
+                            .metrics()
+                            .renewal(&c.name, c.result.is_ok() && !failed_reload);
+                    }
                     self.evaluate(&mut e, now);
                     tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
                         reason = %e.eval.decision.reason, "next renewal");
                     self.entries.insert(c.name.clone(), e);
                 }
+                for r in &report.reloads {
+                    self.governance.metrics().reload(r.result.is_ok());
+                }
+                self.refresh_governance();
                 if let Some((tx, skipped)) = reply {
                     let _ = tx.send(Response::Renew {
                         results: results(skipped, &report, dry_run),
@@ -619,6 +647,10 @@ impl Daemon {
             }
             self.entries.insert(name, e);
         }
+        if std::mem::take(&mut self.discovery_dirty) {
+            self.governance.rescan();
+        }
+        self.refresh_governance();
     }
 
     fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
@@ -721,8 +753,48 @@ impl Daemon {
                     self.config.max_concurrent_renewals,
                 ) = keep;
                 self.apply_config();
+                self.governance.reconfigure(&self.config);
+                self.watch_discovery();
+                self.refresh_governance();
                 tracing::info!("configuration reloaded; {}", self.summary());
             }
         }
+    }
+}
+
+// --- Governance: inventory, alerts, metrics (src/inventory) ----------------------------
+
+impl Daemon {
+    /// Hands the managed certificates as evaluated now to the inventory, which updates the
+    /// metrics, sends due alerts and sets its next deadline.
+    fn refresh_governance(&mut self) {
+        let now = SystemTime::now();
+        let managed: Vec<crate::inventory::Managed> = self
+            .entries
+            .values()
+            .map(|e| {
+                let mut rec = self.state.load_cert(&e.cfg.name);
+                rec.consecutive_failures = rec.consecutive_failures.max(e.failures_seen);
+                status::managed(&e.cfg, &rec, &e.eval)
+            })
+            .collect();
+        self.governance.refresh(&managed, now);
+    }
+
+    /// Watches the discovery paths recursively (events are debounced like deployed files').
+    fn watch_discovery(&mut self) {
+        let roots = self.governance.discovery_roots();
+        if let Some(w) = self.watcher.as_mut() {
+            for gone in self.discovery_watched.iter().filter(|r| !roots.contains(r)) {
+                let _ = w.unwatch(gone);
+            }
+            for new in roots.iter().filter(|r| !self.discovery_watched.contains(r)) {
+                if let Err(e) = w.watch(new, RecursiveMode::Recursive) {
+                    tracing::warn!(dir = %new.display(), error = %e,
+                        "cannot watch discovery path; it is rescanned only on SIGHUP");
+                }
+            }
+        }
+        self.discovery_watched = roots;
     }
 }

@@ -1,7 +1,8 @@
 //! Running the commands that make services pick up new certificates (reload hooks), and
 //! merging the hooks of the certificates renewed in one batch so each command runs once.
 //!
-//! A hook is an argv, never a shell line, run with no stdin in a process group of its own:
+//! A hook is an argv, never a shell line, run with no stdin (alert commands: the alert on
+//! stdin, `run_with_input`) in a process group of its own:
 //! a hook that hangs is killed as a whole (its children too) when its time is up, and its
 //! output ends up in the log line by line, without renewd holding more than a few KiB of it.
 
@@ -85,6 +86,16 @@ fn last_line(stderr: &str) -> String {
 /// is an error. If the returned future is dropped early (shutdown), the whole process group
 /// is killed.
 pub async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
+    run_inner(hook, None).await
+}
+
+/// [`run`], with `input` on the hook's stdin instead of nothing (alert commands get the
+/// alert document this way). A hook that does not read it all is not an error.
+pub async fn run_with_input(hook: &Hook, input: Vec<u8>) -> Result<HookOutcome, HookError> {
+    run_inner(hook, Some(input)).await
+}
+
+async fn run_inner(hook: &Hook, input: Option<Vec<u8>>) -> Result<HookOutcome, HookError> {
     let argv0 = hook.argv.first().cloned().unwrap_or_default();
     let Some((program, args)) = hook.argv.split_first() else {
         return Err(HookError::Spawn {
@@ -101,7 +112,11 @@ pub async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
         .envs(hook.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -118,6 +133,13 @@ pub async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
             .map(Pid::from_raw),
     );
 
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // EPIPE from a hook that ignores its input is fine.
+            let _ = stdin.write_all(&input).await;
+        });
+    }
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
     let readers = [

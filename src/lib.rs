@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod fsutil;
 pub mod hooks;
+pub mod inventory;
 pub mod logging;
 pub mod renew;
 pub mod schedule;

@@ -96,6 +96,15 @@ enum Command {
         #[arg(required_unless_present = "all")]
         names: Vec<String>,
     },
+    /// Every certificate on this host: managed, declared exceptions, and unmanaged ones
+    /// found under the discovery paths, with owner, expiry and status. Reads files only.
+    Inventory {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff); used to build the packages.
@@ -217,6 +226,23 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 }
             } else {
                 print!("{}", status::render(&rows, std::time::SystemTime::now()));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Inventory { config, json } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let now = std::time::SystemTime::now();
+            let inv = status::inventory_offline(&cfg, now);
+            if json {
+                match serde_json::to_string_pretty(&inv) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => return fail(&e.to_string()),
+                }
+            } else {
+                print!("{}", renewd::inventory::render(&inv, now));
             }
             ExitCode::SUCCESS
         }

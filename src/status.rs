@@ -6,11 +6,12 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CertConfig;
+use crate::config::{CertConfig, Config, FileKind};
 use crate::deploy;
+use crate::inventory::{self, Inventory};
 use crate::renew::httpdate;
 use crate::schedule::{self, Decision, Deployed};
-use crate::state::{self, CertRecord};
+use crate::state::{self, CertRecord, StateDir};
 
 /// A managed certificate's deployed state and next action.
 #[derive(Debug, Clone)]
@@ -106,6 +107,65 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         last_result: last.map(|a| a.message.clone()),
         last_ok: last.map(|a| a.ok),
     }
+}
+
+/// What the inventory needs to know about a managed certificate.
+pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventory::Managed {
+    let (renew_at, problem) = match &ev.deployed {
+        Deployed::Valid {
+            not_before,
+            not_after,
+            ..
+        } => (
+            Some(schedule::threshold(
+                *not_before,
+                *not_after,
+                &cert.renew_before,
+            )),
+            None,
+        ),
+        Deployed::Unusable(why) => (None, Some(why.clone())),
+    };
+    let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
+    inventory::Managed {
+        name: cert.name.clone(),
+        paths: cert.files.iter().map(|(_, p)| p.to_path_buf()).collect(),
+        cert_path: [FileKind::Cert, FileKind::Fullchain, FileKind::Combined]
+            .into_iter()
+            .find_map(|k| cert.files.get(k).map(|p| p.to_path_buf())),
+        owner: cert.owner.clone(),
+        service: cert.service.clone(),
+        next_renewal: ev.decision.at,
+        next_renewal_reason: ev.decision.reason.to_string(),
+        renew_at,
+        problem,
+        consecutive_failures: rec.consecutive_failures,
+        last_failure,
+    }
+}
+
+/// `renewd inventory`, from files alone: the configuration, the deployed files, the state
+/// directory's records and alert state, and a discovery scan. No daemon is needed.
+pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
+    let state = StateDir::open_existing(&config.state_dir);
+    let managed: Vec<inventory::Managed> = config
+        .certificates
+        .iter()
+        .map(|c| {
+            let rec = state.load_cert(&c.name);
+            let ev = evaluate(c, &rec, now);
+            managed(c, &rec, &ev)
+        })
+        .collect();
+    let scan = inventory::discover(config);
+    let mut inv = inventory::collect(config, &managed, &scan, now);
+    if config.alert.is_some() {
+        let alerts = inventory::alerts::AlertState::load(&config.state_dir);
+        for item in &mut inv.certificates {
+            item.alerts = alerts.firing_for(item);
+        }
+    }
+    inv
 }
 
 /// The human table of `renewd status`.

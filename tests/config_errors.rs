@@ -72,7 +72,12 @@ fn the_base_configuration_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("tls")).unwrap();
     let cfg = dir.path().join("renewd.toml");
-    fs::write(&cfg, base(dir.path())).unwrap();
+    // `check` also wants every certificate to have an owner (tests/inventory.rs).
+    fs::write(
+        &cfg,
+        format!("{}owner = \"ops@example.org\"\n", base(dir.path())),
+    )
+    .unwrap();
     let out = renewd(&["check"], &cfg);
     assert_eq!(
         out.status.code(),

@@ -1,0 +1,546 @@
+//! Alerts: which conditions hold for the inventory now ([`conditions`]), which of them to
+//! send given what was sent before ([`plan`], pure, so it is tested without waiting), and
+//! delivery to the `[alert] command` and `webhook` ([`Notifier`]).
+//!
+//! A condition alerts once when it starts, again every [`REPEAT`] while it persists, and
+//! once more (`"status": "resolved"`) when it stops. What was sent lives in
+//! `state_dir/alerts.json`, so a restart neither repeats nor forgets an alert.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+use super::{from_unix, unix, Item, Kind, SCHEMA_VERSION};
+use crate::config::AlertConfig;
+use crate::hooks::{self, Hook};
+
+/// A condition that persists is alerted again after this long.
+pub const REPEAT: Duration = Duration::from_secs(86_400);
+/// The alert window is a third of the certificate's lifetime, at most this.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+const WEBHOOK_ATTEMPTS: u32 = 3;
+
+/// The alert document: piped to the command's stdin and POSTed to the webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub version: u32,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// `expiring`, `renewal_failing`, `review_overdue` or `rolled_back`.
+    pub condition: String,
+    /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
+    /// alert.
+    pub key: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    pub kind: Kind,
+    pub name: Option<String>,
+    pub paths: Vec<PathBuf>,
+    pub owner: Option<String>,
+    pub service: Option<String>,
+    pub not_after: Option<u64>,
+    pub days_left: Option<i64>,
+    pub review_by: Option<String>,
+    pub message: String,
+    /// Unix seconds: when renewd first saw the condition, and when this document was made.
+    pub since: u64,
+    pub sent_at: u64,
+    pub host: String,
+}
+
+/// `state_dir/alerts.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    #[serde(default)]
+    pub active: BTreeMap<String, Sent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub first_seen: u64,
+    pub last_sent: u64,
+    pub alert: Alert,
+}
+
+impl AlertState {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("alerts.json")
+    }
+
+    /// A missing or unreadable file is an empty state (logged by the caller's next save).
+    pub fn load(state_dir: &Path) -> AlertState {
+        match std::fs::read(Self::path(state_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "alerts.json is not readable; starting afresh");
+                AlertState::default()
+            }),
+            Err(_) => AlertState::default(),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&Self::path(state_dir), &bytes, 0o600)
+    }
+
+    /// The conditions firing for an inventory item.
+    pub fn firing_for(&self, item: &Item) -> Vec<String> {
+        let suffix = format!(":{}:{}", item.kind.as_str(), item.id());
+        self.active
+            .values()
+            .filter(|s| s.alert.key.ends_with(&suffix))
+            .map(|s| s.alert.condition.clone())
+            .collect()
+    }
+}
+
+/// The alert window of a certificate: a third of its lifetime, at most 30 days (30 days
+/// when the lifetime is unknown).
+pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
+    match (not_before, not_after) {
+        (Some(b), Some(a)) if a > b => Duration::from_secs((a - b) / 3).min(MAX_WINDOW),
+        _ => MAX_WINDOW,
+    }
+}
+
+/// A condition holding now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub key: String,
+    pub condition: &'static str,
+    pub severity: &'static str,
+    pub message: String,
+    pub item: Item,
+}
+
+/// The first instant after `review_by` (a `YYYY-MM-DD` date): midnight UTC of the next day.
+pub fn review_deadline(review_by: &str) -> Option<u64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(review_by, &format).ok()?;
+    let next = date.next_day()?;
+    u64::try_from(next.midnight().assume_utc().unix_timestamp()).ok()
+}
+
+/// Every condition holding at `now`, and the earliest later instant at which one may
+/// start (so the daemon sleeps until then, without polling).
+pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<SystemTime>) {
+    let now_s = unix(now);
+    let mut out = Vec::new();
+    let mut next: Option<u64> = None;
+    let mut later = |t: u64| {
+        if t > now_s {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    };
+    for item in items {
+        let id = item.id();
+        let label = match &item.name {
+            Some(n) => format!("certificate {n}"),
+            None => format!("{} certificate {id}", item.kind.as_str()),
+        };
+        let mut add = |condition: &'static str, severity: &'static str, message: String| {
+            out.push(Condition {
+                key: format!("{condition}:{}:{id}", item.kind.as_str()),
+                condition,
+                severity,
+                message,
+                item: item.clone(),
+            })
+        };
+        if let Some(na) = item.not_after {
+            let start = na.saturating_sub(window(item.not_before, Some(na)).as_secs());
+            if now_s >= na {
+                add(
+                    "expiring",
+                    "critical",
+                    format!("{label} expired at {}", rfc3339(na)),
+                );
+            } else if now_s >= start {
+                add(
+                    "expiring",
+                    if item.kind == Kind::Managed {
+                        "warning"
+                    } else {
+                        "critical"
+                    },
+                    format!(
+                        "{label} expires at {} ({} day(s) left)",
+                        rfc3339(na),
+                        item.days_left.unwrap_or(0)
+                    ),
+                );
+                later(na);
+            } else {
+                later(start);
+            }
+        }
+        if item.kind == Kind::Managed && item.consecutive_failures.unwrap_or(0) > 0 {
+            let why = item.last_failure.clone().unwrap_or_default();
+            match (item.not_after, item.renew_at, &item.problem) {
+                (Some(na), Some(from), None) if na > from => {
+                    let third = na - (na - from) / 3;
+                    if now_s >= third {
+                        add(
+                            "renewal_failing",
+                            "critical",
+                            format!(
+                                "{label}: renewal has failed {} time(s) and less than a third \
+                                 of its margin is left: {why}",
+                                item.consecutive_failures.unwrap_or(0)
+                            ),
+                        );
+                    } else {
+                        later(third);
+                    }
+                }
+                // Nothing usable deployed, or no margin at all: no margin is left.
+                _ => add(
+                    "renewal_failing",
+                    "critical",
+                    format!(
+                        "{label}: renewal has failed {} time(s) and no margin is left: {why}",
+                        item.consecutive_failures.unwrap_or(0)
+                    ),
+                ),
+            }
+        }
+        if item.kind == Kind::Managed {
+            if let Some(why) = &item.last_failure {
+                if why.contains("rolled back") {
+                    add(
+                        "rolled_back",
+                        "critical",
+                        format!("{label}: a new certificate was rolled back: {why}"),
+                    );
+                }
+            }
+        }
+        if let Some(review_by) = &item.review_by {
+            if let Some(deadline) = review_deadline(review_by) {
+                if now_s >= deadline {
+                    add(
+                        "review_overdue",
+                        "warning",
+                        format!("{label}: exception review was due by {review_by}"),
+                    );
+                } else {
+                    later(deadline);
+                }
+            }
+        }
+    }
+    (out, next.map(from_unix))
+}
+
+/// What to send now and the state to keep afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub send: Vec<Alert>,
+    pub state: AlertState,
+    /// When the alerts next need evaluating (a condition may start, or one to repeat).
+    pub next: Option<SystemTime>,
+}
+
+/// Decides, from what was sent before, which alerts and resolutions to send for `items`.
+pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
+    let now_s = unix(now);
+    let (current, mut next) = conditions(items, now);
+    let mut state = AlertState::default();
+    let mut send = Vec::new();
+    for c in current {
+        let i = &c.item;
+        let (first_seen, last_sent) = match prev.active.get(&c.key) {
+            Some(s) => (s.first_seen, Some(s.last_sent)),
+            None => (now_s, None),
+        };
+        let alert = Alert {
+            version: SCHEMA_VERSION,
+            status: "firing".into(),
+            condition: c.condition.into(),
+            key: c.key.clone(),
+            severity: c.severity.into(),
+            kind: i.kind,
+            name: i.name.clone(),
+            paths: i.paths.clone(),
+            owner: i.owner.clone(),
+            service: i.service.clone(),
+            not_after: i.not_after,
+            days_left: i.days_left,
+            review_by: i.review_by.clone(),
+            message: c.message.clone(),
+            since: first_seen,
+            sent_at: now_s,
+            host: host.to_string(),
+        };
+        let due = match last_sent {
+            None => true,
+            Some(t) => now_s >= t + REPEAT.as_secs(),
+        };
+        let sent = match prev.active.get(&c.key) {
+            // Kept as it was, so an unchanged state is not rewritten.
+            Some(s) if !due => s.clone(),
+            _ => {
+                send.push(alert.clone());
+                Sent {
+                    first_seen,
+                    last_sent: now_s,
+                    alert,
+                }
+            }
+        };
+        let repeat = from_unix(sent.last_sent + REPEAT.as_secs());
+        next = Some(next.map_or(repeat, |n| n.min(repeat)));
+        state.active.insert(c.key, sent);
+    }
+    for (key, old) in &prev.active {
+        if !state.active.contains_key(key) {
+            let mut resolved = old.alert.clone();
+            resolved.status = "resolved".into();
+            resolved.message = format!("resolved: {}", old.alert.message);
+            resolved.sent_at = now_s;
+            resolved.host = host.to_string();
+            send.push(resolved);
+        }
+    }
+    Plan { send, state, next }
+}
+
+/// Delivers alert documents to the configured command and webhook.
+#[derive(Clone)]
+pub struct Notifier {
+    config: AlertConfig,
+    client: Arc<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>,
+}
+
+impl Notifier {
+    pub fn new(config: AlertConfig) -> Result<Notifier, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(WEBHOOK_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Notifier {
+            config,
+            client: Arc::new(client),
+        })
+    }
+
+    /// Sends one alert to every configured channel; each failure is logged.
+    pub async fn deliver(&self, alert: &Alert) {
+        let json = match serde_json::to_vec(alert) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode alert");
+                return;
+            }
+        };
+        tracing::warn!(key = %alert.key, status = %alert.status, "alert: {}", alert.message);
+        if let Some(argv) = &self.config.command {
+            let hook = Hook {
+                argv: argv.clone(),
+                env: vec![
+                    ("RENEWD_ALERT_STATUS".into(), alert.status.clone()),
+                    ("RENEWD_ALERT_CONDITION".into(), alert.condition.clone()),
+                ],
+                timeout: COMMAND_TIMEOUT,
+            };
+            if let Err(e) = hooks::run_with_input(&hook, json.clone()).await {
+                tracing::error!(key = %alert.key, error = %e, "alert command failed");
+            }
+        }
+        if let Some(url) = &self.config.webhook {
+            if let Err(e) = self.post(url, &json).await {
+                tracing::error!(key = %alert.key, url = %url, error = %e,
+                    "alert webhook failed after {WEBHOOK_ATTEMPTS} attempts");
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, json: &[u8]) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..WEBHOOK_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+            }
+            let req = http::Request::post(url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(
+                    http::header::USER_AGENT,
+                    concat!("renewd/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(Bytes::copy_from_slice(json)))
+                .map_err(|e| e.to_string())?;
+            let exchange = async {
+                let rsp = self.client.request(req).await.map_err(|e| e.to_string())?;
+                let status = rsp.status();
+                let _ = rsp.into_body().collect().await;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("answered {status}"))
+                }
+            };
+            match tokio::time::timeout(WEBHOOK_TIMEOUT, exchange).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("no answer within {WEBHOOK_TIMEOUT:?}"),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn rfc3339(t: u64) -> String {
+    time::OffsetDateTime::from(from_unix(t))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    fn unmanaged(path: &str, not_before: u64, not_after: u64, now: u64) -> Item {
+        Item {
+            kind: Kind::Unmanaged,
+            name: None,
+            paths: vec![PathBuf::from(path)],
+            subject: None,
+            names: vec![],
+            issuer: None,
+            serial: None,
+            not_before: Some(not_before),
+            not_after: Some(not_after),
+            days_left: Some((not_after as i64 - now as i64) / DAY as i64),
+            owner: None,
+            service: None,
+            next_renewal: None,
+            next_renewal_reason: None,
+            consecutive_failures: None,
+            last_failure: None,
+            reason: None,
+            review_by: None,
+            problem: None,
+            alerts: vec![],
+            renew_at: None,
+            cert_path: None,
+        }
+    }
+
+    #[test]
+    fn window_is_a_third_of_the_lifetime_capped_at_thirty_days() {
+        assert_eq!(window(Some(0), Some(90 * DAY)), MAX_WINDOW);
+        assert_eq!(
+            window(Some(0), Some(30 * DAY)),
+            Duration::from_secs(10 * DAY)
+        );
+        assert_eq!(window(None, Some(5)), MAX_WINDOW);
+    }
+
+    #[test]
+    fn alerts_once_repeats_after_a_day_and_resolves() {
+        let t0 = 1_000 * DAY;
+        let item = unmanaged("/etc/ssl/a.pem", t0 - 85 * DAY, t0 + 5 * DAY, t0);
+        let p1 = plan(
+            &AlertState::default(),
+            std::slice::from_ref(&item),
+            from_unix(t0),
+            "h",
+        );
+        assert_eq!(p1.send.len(), 1);
+        assert_eq!(p1.send[0].condition, "expiring");
+        assert_eq!(p1.send[0].status, "firing");
+        assert_eq!(p1.next, Some(from_unix(t0 + DAY)));
+        // An hour later: nothing new.
+        let p2 = plan(
+            &p1.state,
+            std::slice::from_ref(&item),
+            from_unix(t0 + 3600),
+            "h",
+        );
+        assert!(p2.send.is_empty(), "{:?}", p2.send);
+        // A day later: again, with the original `since`.
+        let p3 = plan(
+            &p2.state,
+            std::slice::from_ref(&item),
+            from_unix(t0 + DAY),
+            "h",
+        );
+        assert_eq!(p3.send.len(), 1);
+        assert_eq!(p3.send[0].since, t0);
+        // The certificate was replaced: resolved, once.
+        let fresh = unmanaged("/etc/ssl/a.pem", t0, t0 + 90 * DAY, t0 + DAY + 1);
+        let p4 = plan(
+            &p3.state,
+            std::slice::from_ref(&fresh),
+            from_unix(t0 + DAY + 1),
+            "h",
+        );
+        assert_eq!(p4.send.len(), 1);
+        assert_eq!(p4.send[0].status, "resolved");
+        assert!(p4.state.active.is_empty());
+        // Next relevant time: when the fresh one enters its window.
+        assert_eq!(p4.next, Some(from_unix(t0 + 60 * DAY)));
+        let p5 = plan(&p4.state, &[fresh], from_unix(t0 + DAY + 2), "h");
+        assert!(p5.send.is_empty());
+    }
+
+    #[test]
+    fn overdue_review_starts_the_day_after_review_by() {
+        let mut item = unmanaged("/etc/legacy.pem", 0, u64::MAX / 4, 0);
+        item.kind = Kind::Exception;
+        item.review_by = Some("2026-03-01".into());
+        let deadline = review_deadline("2026-03-01").expect("date");
+        let (c, next) = conditions(std::slice::from_ref(&item), from_unix(deadline - 1));
+        assert!(c.is_empty());
+        assert_eq!(next, Some(from_unix(deadline)));
+        let (c, _) = conditions(&[item], from_unix(deadline));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].condition, "review_overdue");
+    }
+
+    #[test]
+    fn failing_renewal_alerts_in_the_last_third_of_its_margin() {
+        let mut item = unmanaged("/x", 0, 90 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("www".into());
+        item.renew_at = Some(60 * DAY);
+        item.consecutive_failures = Some(2);
+        item.last_failure = Some("CA said no".into());
+        let (c, next) = conditions(std::slice::from_ref(&item), from_unix(61 * DAY));
+        assert!(c.iter().all(|c| c.condition != "renewal_failing"), "{c:?}");
+        assert_eq!(next, Some(from_unix(80 * DAY)));
+        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(80 * DAY));
+        assert!(c.iter().any(|c| c.condition == "renewal_failing"));
+        item.last_failure = Some("reload failed; previous files rolled back".into());
+        let (c, _) = conditions(&[item], from_unix(61 * DAY));
+        assert!(c.iter().any(|c| c.condition == "rolled_back"));
+    }
+}

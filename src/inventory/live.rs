@@ -1,0 +1,137 @@
+//! The daemon's side of governance: the cached discovery scan, the metrics registry and its
+//! listener, and the alert state. The daemon hands it the managed certificates whenever it
+//! has evaluated them, and asks it for the next instant an alert condition may change.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::alerts::{self, AlertState, Notifier};
+use super::discovery::Scan;
+use super::metrics::{Metrics, MetricsServer};
+use super::{collect, discover, Inventory, Managed};
+use crate::config::Config;
+
+pub struct Live {
+    config: Config,
+    scan: Scan,
+    metrics: Metrics,
+    server: Option<MetricsServer>,
+    notifier: Option<Notifier>,
+    alerts: AlertState,
+    next: Option<SystemTime>,
+    host: String,
+}
+
+impl Live {
+    /// Scans the discovery paths, loads the alert state and starts the metrics listener.
+    pub async fn start(config: &Config) -> Result<Live, String> {
+        let metrics = Metrics::new();
+        let server = match &config.metrics {
+            Some(m) => Some(MetricsServer::start(m.listen, metrics.clone()).await?),
+            None => None,
+        };
+        let mut live = Live {
+            config: config.clone(),
+            scan: Scan::default(),
+            metrics,
+            server,
+            notifier: None,
+            alerts: AlertState::load(&config.state_dir),
+            next: None,
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        };
+        live.reconfigure(config);
+        Ok(live)
+    }
+
+    /// A new configuration (SIGHUP): alerts, exceptions and discovery take effect now;
+    /// `[metrics] listen` at the next restart.
+    pub fn reconfigure(&mut self, config: &Config) {
+        if config.metrics.as_ref().map(|m| m.listen)
+            != self.config.metrics.as_ref().map(|m| m.listen)
+        {
+            tracing::warn!("[metrics] listen takes effect at the next restart");
+        }
+        let listen = self.config.metrics.clone();
+        self.config = config.clone();
+        self.config.metrics = listen;
+        self.notifier = match &config.alert {
+            Some(a) => match Notifier::new(a.clone()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up alert delivery");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.rescan();
+    }
+
+    /// The directories the daemon watches (recursively) for discovery.
+    pub fn discovery_roots(&self) -> Vec<PathBuf> {
+        self.config
+            .discovery
+            .as_ref()
+            .map(|d| d.paths.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a file event at `path` concerns discovery.
+    pub fn is_discovery_path(&self, path: &Path) -> bool {
+        self.discovery_roots().iter().any(|r| path.starts_with(r))
+            || self.config.exceptions.iter().any(|e| e.path == path)
+    }
+
+    pub fn rescan(&mut self) {
+        let started = std::time::Instant::now();
+        self.scan = discover(&self.config);
+        if self.config.discovery.is_some() {
+            tracing::debug!(files = self.scan.files_seen, certificates = self.scan.found.len(),
+                elapsed = ?started.elapsed(), "discovery scan");
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Re-reads exceptions, updates the metrics, and sends the alerts that are due.
+    pub fn refresh(&mut self, managed: &[Managed], now: SystemTime) -> Inventory {
+        let inv = collect(&self.config, managed, &self.scan, now);
+        self.metrics.update(&inv);
+        let Some(notifier) = self.notifier.clone() else {
+            self.next = None;
+            return inv;
+        };
+        let plan = alerts::plan(&self.alerts, &inv.certificates, now, &self.host);
+        self.next = plan.next;
+        if plan.state != self.alerts {
+            if let Err(e) = plan.state.save(&self.config.state_dir) {
+                tracing::error!(error = %e, "cannot save alerts.json; alerts may repeat after a restart");
+            }
+            self.alerts = plan.state;
+        }
+        if !plan.send.is_empty() {
+            tokio::spawn(async move {
+                for alert in &plan.send {
+                    notifier.deliver(alert).await;
+                }
+            });
+        }
+        inv
+    }
+
+    /// The next instant an alert condition may start or needs repeating.
+    pub fn next_deadline(&self) -> Option<SystemTime> {
+        self.next
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Lifecycle governance: every certificate on the host, not only the ones renewd renews.
+//!
+//! Three kinds: *managed* (a `[[certificate]]`), *exception* (an `[[exception]]`, tracked on
+//! purpose but renewed by someone else) and *unmanaged* (found under `[discovery] paths` and
+//! neither). [`collect`] builds the inventory from files alone — what the caller knows about
+//! managed certificates comes in as [`Managed`] — so `renewd inventory` needs no daemon.
+//! On top of it: [`alerts`] (conditions, de-duplication, delivery) and [`metrics`] (the
+//! Prometheus exposition). This module calls only `x509` (and uses `config`'s types).
+
+pub mod alerts;
+pub mod discovery;
+pub mod live;
+pub mod metrics;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::x509::CertInfo;
+
+pub use live::Live;
+
+/// The version of the `renewd inventory --json` document and of alert documents.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Managed,
+    Exception,
+    Unmanaged,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Managed => "managed",
+            Kind::Exception => "exception",
+            Kind::Unmanaged => "unmanaged",
+        }
+    }
+}
+
+/// What the renewal side knows about one managed certificate (built by `status`).
+#[derive(Debug, Clone)]
+pub struct Managed {
+    pub name: String,
+    /// Every configured file.
+    pub paths: Vec<PathBuf>,
+    /// The configured file that holds the certificate (cert, fullchain or combined).
+    pub cert_path: Option<PathBuf>,
+    pub owner: Option<String>,
+    pub service: Option<String>,
+    pub next_renewal: SystemTime,
+    pub next_renewal_reason: String,
+    /// When `renew_before` says the deployed certificate is due (the start of its margin).
+    pub renew_at: Option<SystemTime>,
+    /// Why the deployed files cannot be used, if they cannot.
+    pub problem: Option<String>,
+    pub consecutive_failures: u32,
+    /// The last attempt's message, when it failed.
+    pub last_failure: Option<String>,
+}
+
+/// One certificate of the inventory; the element of `renewd inventory --json`'s
+/// `certificates` (field names are part of the documented schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub kind: Kind,
+    /// The `[[certificate]]` name; managed only.
+    pub name: Option<String>,
+    /// Where the certificate is: a managed certificate's configured files, an exception's
+    /// path, or every discovered file holding this same certificate.
+    pub paths: Vec<PathBuf>,
+    pub subject: Option<String>,
+    /// DNS names and IP addresses of the subjectAltName extension.
+    pub names: Vec<String>,
+    pub issuer: Option<String>,
+    pub serial: Option<String>,
+    /// Unix seconds.
+    pub not_before: Option<u64>,
+    pub not_after: Option<u64>,
+    /// Whole days until not_after, rounded down; negative once expired.
+    pub days_left: Option<i64>,
+    pub owner: Option<String>,
+    pub service: Option<String>,
+    /// Managed only: Unix seconds of the next renewal, and why.
+    pub next_renewal: Option<u64>,
+    pub next_renewal_reason: Option<String>,
+    /// Managed only.
+    pub consecutive_failures: Option<u32>,
+    pub last_failure: Option<String>,
+    /// Exception only: why renewd does not renew it, and the review date (`YYYY-MM-DD`).
+    pub reason: Option<String>,
+    pub review_by: Option<String>,
+    /// Why the certificate could not be read, if it could not.
+    pub problem: Option<String>,
+    /// Alert conditions currently firing for it (from the daemon's alert state).
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    /// Managed only, not serialized: start of the renewal margin, for alerts.
+    #[serde(skip)]
+    pub renew_at: Option<u64>,
+    /// Managed only, not serialized: the configured file holding the certificate.
+    #[serde(skip)]
+    pub cert_path: Option<PathBuf>,
+}
+
+impl Item {
+    /// The stable identity used in alert keys and metric labels: the name of a managed
+    /// certificate, else its first path.
+    pub fn id(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self
+                .paths
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn blank(kind: Kind) -> Item {
+        Item {
+            kind,
+            name: None,
+            paths: Vec::new(),
+            subject: None,
+            names: Vec::new(),
+            issuer: None,
+            serial: None,
+            not_before: None,
+            not_after: None,
+            days_left: None,
+            owner: None,
+            service: None,
+            next_renewal: None,
+            next_renewal_reason: None,
+            consecutive_failures: None,
+            last_failure: None,
+            reason: None,
+            review_by: None,
+            problem: None,
+            alerts: Vec::new(),
+            renew_at: None,
+            cert_path: None,
+        }
+    }
+
+    fn describe(&mut self, info: &CertInfo, now: SystemTime) {
+        self.subject = Some(info.subject.clone());
+        self.issuer = Some(info.issuer.clone());
+        self.serial = Some(info.serial_hex.clone());
+        self.names = info
+            .dns_names
+            .iter()
+            .cloned()
+            .chain(info.ip_addrs.iter().map(|ip| ip.to_string()))
+            .collect();
+        self.not_before = Some(unix(info.not_before));
+        self.not_after = Some(unix(info.not_after));
+        self.days_left = Some(days_left(info.not_after, now));
+    }
+}
+
+/// The whole inventory: `renewd inventory --json` prints this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub version: u32,
+    /// Unix seconds.
+    pub generated_at: u64,
+    /// Managed first (configuration order), then exceptions, then unmanaged by path.
+    pub certificates: Vec<Item>,
+    pub discovery: DiscoverySummary,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiscoverySummary {
+    pub paths: Vec<PathBuf>,
+    pub files_scanned: usize,
+    /// Directories or files that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Every path the inventory accounts for without discovery: managed files and exceptions.
+pub fn known_paths(config: &Config) -> HashSet<PathBuf> {
+    let mut known: HashSet<PathBuf> = config
+        .certificates
+        .iter()
+        .flat_map(|c| c.files.iter().map(|(_, p)| p.to_path_buf()))
+        .collect();
+    known.extend(config.exceptions.iter().map(|e| e.path.clone()));
+    known
+}
+
+/// Runs the discovery scan of `config` (nothing when there is no `[discovery]`).
+pub fn discover(config: &Config) -> discovery::Scan {
+    match &config.discovery {
+        Some(d) => discovery::scan(&d.paths, &known_paths(config)),
+        None => discovery::Scan::default(),
+    }
+}
+
+/// Builds the inventory from the managed certificates' state, the exceptions' files and a
+/// discovery scan.
+pub fn collect(
+    config: &Config,
+    managed: &[Managed],
+    scan: &discovery::Scan,
+    now: SystemTime,
+) -> Inventory {
+    let mut items = Vec::new();
+    for m in managed {
+        let mut item = Item::blank(Kind::Managed);
+        item.name = Some(m.name.clone());
+        item.paths = m.paths.clone();
+        item.owner = m.owner.clone();
+        item.service = m.service.clone();
+        item.next_renewal = Some(unix(m.next_renewal));
+        item.next_renewal_reason = Some(m.next_renewal_reason.clone());
+        item.consecutive_failures = Some(m.consecutive_failures);
+        item.last_failure = m.last_failure.clone();
+        item.renew_at = m.renew_at.map(unix);
+        item.cert_path = m.cert_path.clone();
+        item.problem = m.problem.clone();
+        if m.problem.is_none() {
+            if let Some(path) = &m.cert_path {
+                match discovery::read_certificate(path) {
+                    Ok(info) => item.describe(&info, now),
+                    Err(e) => item.problem = Some(e),
+                }
+            }
+        }
+        items.push(item);
+    }
+    for e in &config.exceptions {
+        let mut item = Item::blank(Kind::Exception);
+        item.paths = vec![e.path.clone()];
+        item.owner = Some(e.owner.clone());
+        item.reason = Some(e.reason.clone());
+        item.review_by = Some(e.review_by.clone());
+        match discovery::read_certificate(&e.path) {
+            Ok(info) => item.describe(&info, now),
+            Err(err) => item.problem = Some(err),
+        }
+        items.push(item);
+    }
+    // One unmanaged item per distinct certificate, listing every file that holds it.
+    let mut unmanaged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
+    for f in &scan.found {
+        let item = unmanaged.entry(f.leaf.der.clone()).or_insert_with(|| {
+            let mut item = Item::blank(Kind::Unmanaged);
+            item.describe(&f.leaf, now);
+            item
+        });
+        item.paths.push(f.path.clone());
+    }
+    let mut unmanaged: Vec<Item> = unmanaged.into_values().collect();
+    for item in &mut unmanaged {
+        item.paths.sort();
+    }
+    unmanaged.sort_by(|a, b| a.paths.cmp(&b.paths));
+    items.extend(unmanaged);
+    Inventory {
+        version: SCHEMA_VERSION,
+        generated_at: unix(now),
+        certificates: items,
+        discovery: DiscoverySummary {
+            paths: config
+                .discovery
+                .as_ref()
+                .map(|d| d.paths.clone())
+                .unwrap_or_default(),
+            files_scanned: scan.files_seen,
+            errors: scan.errors.clone(),
+        },
+    }
+}
+
+/// The human table of `renewd inventory`.
+pub fn render(inv: &Inventory, now: SystemTime) -> String {
+    let header = [
+        "KIND",
+        "CERTIFICATE",
+        "NOT AFTER",
+        "DAYS",
+        "OWNER",
+        "SERVICE",
+        "NEXT / NOTE",
+    ];
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for i in &inv.certificates {
+        let what = match &i.name {
+            Some(n) => n.clone(),
+            None => i
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let not_after = i
+            .not_after
+            .map(|t| date_time(from_unix(t)))
+            .unwrap_or_else(|| "-".into());
+        let days = i.days_left.map(|d| d.to_string()).unwrap_or("-".into());
+        let note = if let Some(p) = &i.problem {
+            format!("PROBLEM: {p}")
+        } else {
+            match i.kind {
+                Kind::Managed => match (i.next_renewal, &i.next_renewal_reason) {
+                    (Some(t), Some(r)) if from_unix(t) <= now => format!("due now ({r})"),
+                    (Some(t), Some(r)) => format!("{} ({r})", date_time(from_unix(t))),
+                    _ => "-".into(),
+                },
+                Kind::Exception => format!(
+                    "review by {}: {}",
+                    i.review_by.as_deref().unwrap_or("-"),
+                    i.reason.as_deref().unwrap_or("")
+                ),
+                Kind::Unmanaged => i.names.join(", "),
+            }
+        };
+        let mut note = note;
+        if !i.alerts.is_empty() {
+            note = format!("ALERT {}; {note}", i.alerts.join(", "));
+        }
+        rows.push([
+            i.kind.as_str().to_string(),
+            what,
+            not_after,
+            days,
+            i.owner.clone().unwrap_or_else(|| "-".into()),
+            i.service.clone().unwrap_or_else(|| "-".into()),
+            note,
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            if n + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    if rows.is_empty() {
+        out.push_str("no certificates known\n");
+    }
+    if !inv.discovery.paths.is_empty() {
+        out.push_str(&format!(
+            "discovery: {} file(s) scanned under {}\n",
+            inv.discovery.files_scanned,
+            inv.discovery
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for e in &inv.discovery.errors {
+        out.push_str(&format!("discovery: cannot read {e}\n"));
+    }
+    out
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
+    match not_after.duration_since(now) {
+        Ok(d) => (d.as_secs() / 86_400) as i64,
+        Err(e) => -(e.duration().as_secs().div_ceil(86_400) as i64),
+    }
+}
+
+/// `2026-05-01 12:00 UTC`.
+fn date_time(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_left_rounds_down_and_goes_negative() {
+        let now = from_unix(1_000_000);
+        assert_eq!(days_left(from_unix(1_000_000 + 86_400 * 5 + 10), now), 5);
+        assert_eq!(days_left(from_unix(1_000_000 + 86_399), now), 0);
+        assert_eq!(days_left(from_unix(1_000_000 - 1), now), -1);
+    }
+}

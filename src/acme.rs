@@ -677,6 +677,39 @@ pub struct Ca {
     gate: Arc<Gate>,
 }
 
+/// What to ask for in an order besides the names.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderOptions<'a> {
+    /// The certificate this order replaces (ARI `replaces`), when the CA offers ARI.
+    pub replaces: Option<&'a crate::x509::CertInfo>,
+    /// The ACME profile to request; it must be one the CA's directory advertises.
+    pub profile: Option<&'a str>,
+}
+
+/// The CA's renewal information (RFC 9773) for one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AriAnswer {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub explanation_url: Option<String>,
+    /// The CA's Retry-After for the next request about this certificate.
+    pub retry_after: Duration,
+}
+
+/// The ARI certificate identifier (AKI keyIdentifier . serial), when the certificate has an
+/// AKI.
+fn cert_id(cert: &crate::x509::CertInfo) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    use rustls::pki_types::Der;
+    let aki = cert.authority_key_id.as_deref()?;
+    Some(
+        instant_acme::CertificateIdentifier::new(
+            Der::from_slice(aki),
+            Der::from_slice(&cert.serial_der),
+        )
+        .into_owned(),
+    )
+}
+
 /// The result of a completed order.
 pub struct Issued {
     /// The chain as the CA sent it: leaf first, PEM.
@@ -721,6 +754,40 @@ impl Ca {
         &self.name
     }
 
+    /// Asks the CA's ARI when `cert` should be renewed. `Ok(None)` when the CA offers no
+    /// `renewalInfo`; `Err` for a failed request or an unusable answer (a window that ends
+    /// before it starts, no Retry-After, not JSON), which the caller treats as no advice.
+    pub async fn renewal_info(
+        &self,
+        cert: &crate::x509::CertInfo,
+    ) -> Result<Option<AriAnswer>, String> {
+        let Some(id) = cert_id(cert) else {
+            return Err("the certificate has no authority key identifier".into());
+        };
+        let account = self.account.read().await.clone();
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => {
+                let start = SystemTime::from(info.suggested_window.start);
+                let end = SystemTime::from(info.suggested_window.end);
+                if end < start {
+                    return Err(format!(
+                        "the suggested window ends ({}) before it starts ({})",
+                        rfc3339(end),
+                        rfc3339(start)
+                    ));
+                }
+                Ok(Some(AriAnswer {
+                    start,
+                    end,
+                    explanation_url: info.explanation_url,
+                    retry_after,
+                }))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(ca_error(&self.name, &self.gate, &e).to_string()),
+        }
+    }
+
     /// Orders a certificate for `names` with the CSR `csr_der`, answering challenges through
     /// `responders` as `challenge` says for each name.
     ///
@@ -734,6 +801,7 @@ impl Ca {
         csr_der: &[u8],
         challenge: &Challenges,
         responders: &Responders,
+        options: OrderOptions<'_>,
     ) -> Result<Issued, AcmeError> {
         let mut attempts = 0;
         let mut registered_again = false;
@@ -741,7 +809,7 @@ impl Ca {
             attempts += 1;
             let account = self.account.read().await.clone();
             match self
-                .order(&account, names, csr_der, challenge, responders)
+                .order(&account, names, csr_der, challenge, responders, options)
                 .await
             {
                 Err(OrderError::Acme(e)) if account_is_gone(&e) && !registered_again => {
@@ -780,6 +848,10 @@ impl Ca {
                 message,
             },
             OrderError::Challenge(e) => AcmeError::Challenge(e),
+            OrderError::Profile(message) => AcmeError::Ca {
+                ca: self.name.clone(),
+                message,
+            },
         }
     }
 
@@ -790,9 +862,50 @@ impl Ca {
         csr_der: &[u8],
         challenges: &Challenges,
         responders: &Responders,
+        options: OrderOptions<'_>,
     ) -> Result<Issued, OrderError> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| identifier(n)).collect();
-        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let new_order = || {
+            let order = NewOrder::new(&identifiers);
+            match options.profile {
+                Some(p) => order.profile(p),
+                None => order,
+            }
+        };
+        if let Some(profile) = options.profile {
+            let mut offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+            offered.sort_unstable();
+            if !offered.contains(&profile) {
+                return Err(OrderError::Profile(if offered.is_empty() {
+                    format!("profile {profile:?} is not offered: the CA advertises no profiles (remove `profile`)")
+                } else {
+                    format!(
+                        "profile {profile:?} is not offered; the CA offers: {}",
+                        offered.join(", ")
+                    )
+                }));
+            }
+        }
+        let replaces = options.replaces.and_then(cert_id);
+        let mut order = match replaces {
+            Some(id) => {
+                match account.new_order(&new_order().replaces(id.clone())).await {
+                    Ok(order) => {
+                        tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
+                        order
+                    }
+                    // A CA may refuse `replaces` (the certificate was already replaced by
+                    // an order that was not deployed, or it forgot it): order without it.
+                    Err(instant_acme::Error::Api(p)) => {
+                        tracing::warn!(ca = %self.name, replaces = %id, error = %problem_message(&p),
+                            "the CA refused the order naming the certificate it replaces; ordering without `replaces`");
+                        account.new_order(&new_order()).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => account.new_order(&new_order()).await?,
+        };
         let order_url = order.url().to_string();
         tracing::info!(ca = %self.name, order = %order_url, names = %names.join(","), "order created");
 
@@ -968,6 +1081,7 @@ impl Ca {
 
 enum OrderError {
     Acme(instant_acme::Error),
+    Profile(String),
     Validation { identifier: String, message: String },
     Challenge(crate::challenge::ChallengeError),
 }

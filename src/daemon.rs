@@ -36,6 +36,10 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     let mut fine = renewer.recover(&config.certificates).await.all_ok();
+    // Every pass asks the CA's ARI afresh about each deployed certificate.
+    for cert in &config.certificates {
+        renewer.refresh_ari(cert, &config.cas).await;
+    }
     let now = SystemTime::now();
     let mut due = Vec::new();
     for cert in &config.certificates {
@@ -201,6 +205,8 @@ pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow
 
 enum Event {
     Files(Vec<PathBuf>),
+    /// The CA's ARI was asked about these certificates; their records are updated.
+    AriDone(Vec<String>),
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -217,6 +223,8 @@ struct Entry {
     /// (disk full) still cannot make the daemon retry in a tight loop.
     failures_seen: u32,
     last_failure_seen: Option<SystemTime>,
+    /// The CA's ARI is being asked about this certificate (no renewal starts meanwhile).
+    polling_ari: bool,
 }
 
 struct Daemon {
@@ -435,6 +443,7 @@ impl Daemon {
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
                 failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
                 last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
+                polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
             };
             self.evaluate(&mut entry, now);
             self.entries.insert(cert.name.clone(), entry);
@@ -493,21 +502,58 @@ impl Daemon {
         format!("{} certificates{next}", self.entries.len())
     }
 
+    /// The earliest renewal deadline or ARI re-poll time.
     fn next_deadline(&self) -> Option<SystemTime> {
         self.entries
             .values()
-            .filter(|e| !e.renewing)
-            .map(|e| e.eval.decision.at)
+            .filter(|e| !e.renewing && !e.polling_ari)
+            .flat_map(|e| [Some(e.eval.decision.at), e.eval.ari_poll])
+            .flatten()
             .min()
     }
 
-    /// Starts one batch with every certificate that is due and not already renewing.
+    /// Asks the CA's ARI about every certificate whose re-poll time has come (on a spawned
+    /// task); returns whether any such poll started.
+    fn start_ari_polls(&mut self, now: SystemTime) -> bool {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                !e.renewing && !e.polling_ari && e.eval.ari_poll.is_some_and(|t| t <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return false;
+        }
+        let mut certs = Vec::new();
+        for name in &names {
+            if let Some(e) = self.entries.get_mut(name) {
+                e.polling_ari = true;
+                certs.push(e.cfg.clone());
+            }
+        }
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for cert in &certs {
+                renewer.refresh_ari(cert, &cas).await;
+            }
+            let _ = events.send(Event::AriDone(names));
+        });
+        true
+    }
+
+    /// Starts one batch with every certificate that is due and not already renewing; first
+    /// asks ARI about those whose re-poll time has come (their renewal waits for the answer).
     fn start_due(&mut self) {
         let now = SystemTime::now();
+        self.start_ari_polls(now);
         let due: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.renewing && e.eval.decision.is_due(now))
+            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.decision.is_due(now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
@@ -553,6 +599,22 @@ impl Daemon {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
+            Event::AriDone(names) => {
+                let now = SystemTime::now();
+                for name in names {
+                    let Some(mut e) = self.entries.remove(&name) else {
+                        continue;
+                    };
+                    e.polling_ari = false;
+                    self.evaluate(&mut e, now);
+                    // A record that could not be written must not make the loop spin.
+                    if e.eval.ari_poll.is_some_and(|t| t <= now) {
+                        e.eval.ari_poll = Some(now + crate::schedule::ARI_POLL_DEFAULT);
+                    }
+                    self.entries.insert(name, e);
+                }
+                self.start_due();
+            }
             Event::Files(paths) => {
                 let mut hit = false;
                 for p in paths {

@@ -908,7 +908,6 @@ impl Config {
             for (key, set) in [
                 ("eab_kid", ca.eab_kid.is_some()),
                 ("eab_hmac_key_file", ca.eab_hmac_key_file.is_some()),
-                ("profile", ca.profile.is_some()),
             ] {
                 if set {
                     p.push(Problem::new(
@@ -916,14 +915,6 @@ impl Config {
                         not_yet(&format!("`{key}`")),
                     ));
                 }
-            }
-        }
-        for cert in &self.certificates {
-            if cert.profile.is_some() {
-                p.push(Problem::new(
-                    cert.key_location("profile").clone(),
-                    not_yet("`profile`"),
-                ));
             }
         }
         for (key, set) in [

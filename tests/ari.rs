@@ -136,3 +136,46 @@ fn a_future_window_is_respected_and_garbage_falls_back_to_the_threshold() {
         first.serial_hex
     );
 }
+
+/// `profile` per CA, overridden per certificate: the issued lifetime is the profile's.
+#[test]
+fn the_profile_chosen_decides_the_lifetime_and_an_unknown_one_is_refused() {
+    let short = 6 * 86400;
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        profile_validity: vec![("shortlived".into(), short)],
+        ..PebbleOptions::default()
+    });
+    let body = format!(
+        "profile = \"default\"\n{}{}",
+        rig.cert("long", &["long.test"], ""),
+        rig.cert("short", &["short.test"], r#"profile = "shortlived""#)
+    );
+    rig.write_config(&body);
+    rig.renewd_ok("run", &["--once"]);
+    let lifetime = |name: &str| {
+        let c = read_cert_pem(rig.fullchain(name));
+        c.not_after.duration_since(c.not_before).unwrap().as_secs()
+    };
+    // Pebble's validityPeriod is notAfter - notBefore, give or take a second.
+    assert!(
+        lifetime("long").abs_diff(90 * 86400) <= 1,
+        "{}",
+        lifetime("long")
+    );
+    assert!(
+        lifetime("short").abs_diff(short) <= 1,
+        "{}",
+        lifetime("short")
+    );
+
+    rig.write_config(&rig.cert("nope", &["nope.test"], r#"profile = "classic""#));
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("profile \"classic\" is not offered; the CA offers: default, shortlived"),
+        "{err}"
+    );
+    assert!(!rig.fullchain("nope").exists());
+}

@@ -1132,6 +1132,41 @@ fn acme_message(e: &instant_acme::Error) -> String {
     }
 }
 
+/// The external account binding key, when the CA is configured with one: `eab_kid` and the
+/// HMAC key read (base64url, as CAs hand them out; standard base64 accepted) from
+/// `eab_hmac_key_file` or systemd's credentials directory. The key is never logged.
+fn eab_key(config: &CaConfig) -> Result<Option<instant_acme::ExternalAccountKey>, AcmeError> {
+    let (Some(kid), Some(path)) = (&config.eab_kid, config.eab_key_path()) else {
+        return Ok(None);
+    };
+    let err = |message: String| AcmeError::Ca {
+        ca: config.name.clone(),
+        message,
+    };
+    let text = fs::read_to_string(&path)
+        .map_err(|e| err(format!("cannot read the EAB key {}: {e}", path.display())))?;
+    let text = text.trim();
+    let key = [
+        data_encoding::BASE64URL_NOPAD,
+        data_encoding::BASE64URL,
+        data_encoding::BASE64,
+        data_encoding::BASE64_NOPAD,
+    ]
+    .iter()
+    .find_map(|enc| enc.decode(text.as_bytes()).ok())
+    .filter(|k| !k.is_empty())
+    .ok_or_else(|| {
+        err(format!(
+            "the EAB key in {} is not base64url (the CA's HMAC key, as it gave it)",
+            path.display()
+        ))
+    })?;
+    Ok(Some(instant_acme::ExternalAccountKey::new(
+        kid.clone(),
+        &key,
+    )))
+}
+
 async fn load_or_register(
     config: &CaConfig,
     path: &Path,
@@ -1185,6 +1220,7 @@ async fn load_or_register(
         fs::rename(path, &aside).map_err(file_err)?;
     }
     let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
+    let eab = eab_key(config)?;
     let (account, credentials) = Account::builder_with_http(Box::new(http()?))
         .create(
             &NewAccount {
@@ -1193,7 +1229,7 @@ async fn load_or_register(
                 only_return_existing: false,
             },
             config.directory.clone(),
-            None,
+            eab.as_ref(),
         )
         .await
         .map_err(ca_err)?;

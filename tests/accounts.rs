@@ -1,0 +1,83 @@
+//! ACME account matters against a real Pebble 2.10: external account binding (EAB), with
+//! the key from a file or from systemd's credentials directory.
+
+mod common;
+mod rig;
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use common::*;
+use rig::*;
+
+// Pebble's EAB keys are base64url HMAC keys, as CAs hand them out.
+const KID: &str = "kid-renewd";
+const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+fn eab_config(rig: &Rig, key_file: &std::path::Path) -> String {
+    format!(
+        "eab_kid = \"{KID}\"\neab_hmac_key_file = \"{}\"\n{}",
+        key_file.display(),
+        rig.cert("www", &["www.test"], "")
+    )
+}
+
+#[test]
+fn external_account_binding_from_a_file_or_systemd_credentials() {
+    let rig = Rig::new(PebbleOptions {
+        eab_keys: vec![(KID.into(), HMAC.into())],
+        ..PebbleOptions::default()
+    });
+
+    // Without EAB the CA refuses the account, and says why. (Later steps use `renew
+    // --force`: the failure put the certificate in backoff.)
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("externalAccountRequired") || err.contains("External Account Binding"),
+        "{err}"
+    );
+    assert!(!rig.fullchain("www").exists());
+
+    // The key from $CREDENTIALS_DIRECTORY (LoadCredential=), by the configured file's name;
+    // the configured path itself does not exist.
+    let creds = rig.path("creds");
+    fs::create_dir(&creds).expect("mkdir creds");
+    write_file(creds.join("eab.key"), format!("{HMAC}\n"));
+    rig.write_config(&eab_config(&rig, &rig.path("absent/eab.key")));
+    let out = Command::new(renewd_bin())
+        .args(["renew", "--force", "www", "--config"])
+        .arg(&rig.config_path)
+        .env("RUST_LOG", "renewd=debug,info")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run renewd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(HMAC), "the key never reaches the log");
+    assert!(rig.fullchain("www").exists());
+    assert_eq!(rig.pebble.count_log(Pebble::ACCOUNT_CREATED_LOG), 1);
+
+    // The key from the configured file: a fresh account is bound with it.
+    fs::remove_dir_all(&rig.state_dir).expect("forget the account");
+    fs::remove_file(rig.fullchain("www")).expect("rm");
+    let key_file = rig.path("eab.key");
+    write_file(&key_file, HMAC);
+    rig.write_config(&eab_config(&rig, &key_file));
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(HMAC));
+    assert_eq!(rig.pebble.count_log(Pebble::ACCOUNT_CREATED_LOG), 2);
+
+    // A wrong key is refused by the CA.
+    fs::remove_dir_all(&rig.state_dir).expect("forget the account");
+    fs::remove_file(rig.fullchain("www")).expect("rm");
+    write_file(&key_file, "c2VjcmV0LWJ1dC13cm9uZw");
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!rig.fullchain("www").exists());
+}

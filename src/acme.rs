@@ -710,6 +710,42 @@ fn cert_id(cert: &crate::x509::CertInfo) -> Option<instant_acme::CertificateIden
     )
 }
 
+/// The RFC 5280 revocation reason names `renewd revoke --reason` accepts.
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "removeFromCRL",
+    "privilegeWithdrawn",
+    "aACompromise",
+];
+
+/// An RFC 5280 reason name (case-insensitive) as instant-acme's code.
+pub fn revocation_reason(name: &str) -> Option<instant_acme::RevocationReason> {
+    use instant_acme::RevocationReason as R;
+    let all = [
+        R::Unspecified,
+        R::KeyCompromise,
+        R::CaCompromise,
+        R::AffiliationChanged,
+        R::Superseded,
+        R::CessationOfOperation,
+        R::CertificateHold,
+        R::RemoveFromCrl,
+        R::PrivilegeWithdrawn,
+        R::AaCompromise,
+    ];
+    REVOCATION_REASONS
+        .iter()
+        .zip(all)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, r)| r)
+}
+
 /// The result of a completed order.
 pub struct Issued {
     /// The chain as the CA sent it: leaf first, PEM.
@@ -752,6 +788,23 @@ impl Ca {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Revokes the certificate `der` (issued through this CA's account) for `reason`.
+    pub async fn revoke(
+        &self,
+        der: &[u8],
+        reason: Option<instant_acme::RevocationReason>,
+    ) -> Result<(), AcmeError> {
+        let account = self.account.read().await.clone();
+        let cert = rustls::pki_types::CertificateDer::from(der.to_vec());
+        account
+            .revoke(&instant_acme::RevocationRequest {
+                certificate: &cert,
+                reason,
+            })
+            .await
+            .map_err(|e| ca_error(&self.name, &self.gate, &e))
     }
 
     /// Asks the CA's ARI when `cert` should be renewed. `Ok(None)` when the CA offers no

@@ -93,6 +93,38 @@ pub async fn renew_in_process(
     Ok(results(skipped, &report, dry_run))
 }
 
+/// `renewd revoke` when no daemon runs: revoke at the CA, then issue and deploy a
+/// replacement through the normal pipeline, in this process under the state lock.
+pub async fn revoke_in_process(
+    config: &Config,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<Vec<RenewResult>, String> {
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    renewer.recover(&config.certificates).await;
+    let cert = select(config, &[name.to_string()], false)?
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| format!("no certificate named {name}"))?;
+    let serial = renewer.revoke(&cert, &config.cas, reason).await?;
+    let report = renewer.run_batch(vec![cert], &config.cas, false).await;
+    Ok(revoked_results(&serial, &report))
+}
+
+/// The results of a revoke: the batch's, each saying which serial was revoked.
+fn revoked_results(serial: &str, report: &BatchReport) -> Vec<RenewResult> {
+    results(Vec::new(), report, false)
+        .into_iter()
+        .map(|mut r| {
+            r.message = format!("revoked serial {serial}; replacement: {}", r.message);
+            r
+        })
+        .collect()
+}
+
 /// The certificates a renew request names; unknown names are an error listing them.
 fn select<'a>(
     config: &'a Config,
@@ -750,7 +782,57 @@ impl Daemon {
                 }
                 self.start_batch(run, dry_run, Some((reply, skipped)));
             }
+            Request::Revoke { name, reason } => self.revoke(name, reason, reply),
         }
+    }
+
+    /// A revoke request: revoke at the CA, then the replacement goes through a normal batch
+    /// (journal, reload, verify) on a spawned task, like a forced renewal.
+    fn revoke(&mut self, name: String, reason: Option<String>, reply: oneshot::Sender<Response>) {
+        let Some(e) = self.entries.get_mut(&name) else {
+            let _ = reply.send(Response::Error {
+                message: format!("no certificate named {name}"),
+            });
+            return;
+        };
+        if e.renewing {
+            let _ = reply.send(Response::Error {
+                message: format!("{name}: a renewal is under way; try again when it is done"),
+            });
+            return;
+        }
+        e.renewing = true;
+        let cert = e.cfg.clone();
+        self.batches_in_flight += 1;
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let (report, results) = match renewer.revoke(&cert, &cas, reason.as_deref()).await {
+                Ok(serial) => {
+                    let report = renewer.run_batch(vec![cert], &cas, false).await;
+                    let results = revoked_results(&serial, &report);
+                    (report, results)
+                }
+                Err(message) => {
+                    let report = BatchReport {
+                        certificates: vec![crate::renew::CertOutcome {
+                            name: cert.name.clone(),
+                            result: Err(format!("revocation failed: {message}")),
+                        }],
+                        reloads: Vec::new(),
+                    };
+                    let results = results(Vec::new(), &report, false);
+                    (report, results)
+                }
+            };
+            let _ = reply.send(Response::Renew { results });
+            let _ = events.send(Event::BatchDone {
+                report,
+                dry_run: false,
+                reply: None,
+            });
+        });
     }
 
     /// SIGHUP: re-read the configuration. A configuration with errors is refused as a whole

@@ -171,6 +171,46 @@ impl Renewer {
         self.save(&cert.name, &rec);
     }
 
+    /// Revokes `cert`'s deployed certificate at the CA that issued it (the first configured
+    /// when unknown), for `reason` (an RFC 5280 name); returns its serial. The replacement is
+    /// issued by the caller through [`Renewer::run_batch`].
+    pub async fn revoke(
+        &self,
+        cert: &CertConfig,
+        cas: &BTreeMap<String, CaConfig>,
+        reason: Option<&str>,
+    ) -> Result<String, String> {
+        let reason = match reason {
+            Some(r) => Some(
+                crate::acme::revocation_reason(r)
+                    .ok_or_else(|| format!("unknown revocation reason {r:?}"))?,
+            ),
+            None => None,
+        };
+        let files = cert.files.clone();
+        let leaf = tokio::task::spawn_blocking(move || deploy::inspect(&files))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("nothing to revoke: {e}"))?;
+        let rec = self.state.load_cert(&cert.name);
+        let ca_name = rec
+            .issued_by
+            .clone()
+            .filter(|n| cert.ca.contains(n))
+            .or_else(|| cert.ca.first().cloned())
+            .ok_or_else(|| "no CA configured for this certificate".to_string())?;
+        let ca_config = cas
+            .get(&ca_name)
+            .ok_or_else(|| format!("CA {ca_name} is not configured"))?;
+        let ca = self.ca(ca_config).await.map_err(|e| e.to_string())?;
+        ca.revoke(&leaf.der, reason)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
+            "certificate revoked; issuing a replacement with a fresh key");
+        Ok(leaf.serial_hex)
+    }
+
     /// Renews every certificate of `certs` (at most `max_concurrent_renewals` at once), then
     /// reloads the services of the ones deployed (each distinct command once) and proves
     /// them; a certificate whose reload or proof fails gets its previous files back.

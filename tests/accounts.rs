@@ -81,3 +81,60 @@ fn external_account_binding_from_a_file_or_systemd_credentials() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!rig.fullchain("www").exists());
 }
+
+/// `renewd revoke`: the certificate is revoked at the CA and replaced (fresh key, normal
+/// deployment), in-process without a daemon and through the daemon's socket with one.
+#[test]
+fn revoke_then_reissue_in_process_and_through_the_daemon() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    rig.renewd_ok("run", &["--once"]);
+    let revoked_status = |c: &CertView| {
+        rig.pebble
+            .mgmt_get(&format!("/cert-status-by-serial/{}", c.pebble_serial()))
+    };
+    let first = read_cert_pem(rig.fullchain("www"));
+    let first_key = key_spki(rig.key("www"));
+    assert!(
+        !revoked_status(&first).contains("Revoked"),
+        "{}",
+        revoked_status(&first)
+    );
+
+    // A reason that is not an RFC 5280 name is a command-line error.
+    assert_eq!(
+        rig.renewd("revoke", &["www", "--reason", "oops"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let out = rig.renewd_ok("revoke", &["www", "--reason", "keyCompromise"]);
+    assert!(
+        out.contains(&format!("revoked serial {}", first.serial_hex)),
+        "{out}"
+    );
+    let second = read_cert_pem(rig.fullchain("www"));
+    assert_ne!(second.serial_hex, first.serial_hex);
+    assert_ne!(key_spki(rig.key("www")), first_key, "a fresh key");
+    assert!(
+        revoked_status(&first).contains("Revoked"),
+        "{}",
+        revoked_status(&first)
+    );
+
+    let mut daemon = rig.spawn_daemon();
+    let out = rig.renewd_ok("revoke", &["www"]);
+    assert!(
+        out.contains(&format!("revoked serial {}", second.serial_hex)),
+        "{out}"
+    );
+    let third = read_cert_pem(rig.fullchain("www"));
+    assert_ne!(third.serial_hex, second.serial_hex);
+    assert!(revoked_status(&second).contains("Revoked"));
+    assert!(
+        daemon.log().contains("certificate revoked"),
+        "went through the daemon"
+    );
+    daemon.stop();
+}

@@ -1220,6 +1220,114 @@ fn eab_key(config: &CaConfig) -> Result<Option<instant_acme::ExternalAccountKey>
     )))
 }
 
+/// `renewd account`: what is known of a CA's stored account, and its maintenance. Each
+/// works on the account file only when one exists: nothing here registers an account.
+pub mod account {
+    use super::*;
+
+    async fn load(config: &CaConfig, path: &Path) -> Result<(Account, Arc<Gate>), AcmeError> {
+        let gate = Arc::new(Gate::open(&config.name, path.with_extension("pause")));
+        let err = |message: String| AcmeError::Ca {
+            ca: config.name.clone(),
+            message,
+        };
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(err(format!(
+                    "no account yet ({} does not exist); one is registered at the first order",
+                    path.display()
+                )))
+            }
+            Err(source) => {
+                return Err(AcmeError::AccountFile {
+                    ca: config.name.clone(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| {
+            err(format!(
+                "account file {} is unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        if stored.directory != config.directory {
+            return Err(err(format!(
+                "the account in {} belongs to {}, not to this CA's directory",
+                path.display(),
+                stored.directory
+            )));
+        }
+        let http = CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout)
+            .map_err(|message| AcmeError::TrustRoots {
+                ca: config.name.clone(),
+                path: config.trust_roots.clone().unwrap_or_default(),
+                message,
+            })?;
+        let account = Account::builder_with_http(Box::new(http))
+            .from_credentials(stored.credentials)
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        Ok((account, gate))
+    }
+
+    /// The account's URL at the CA.
+    pub async fn show(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (account, _) = load(config, path).await?;
+        Ok(account.id().to_string())
+    }
+
+    /// Replaces the account key at the CA (RFC 8555 §7.3.5) and stores the new one; the
+    /// old file is kept beside it (`.json.TIMESTAMP`). Returns the account URL.
+    pub async fn rollover_key(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (mut account, gate) = load(config, path).await?;
+        let credentials = account
+            .update_key()
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        let file_err = |source| AcmeError::AccountFile {
+            ca: config.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        let aside = path.with_extension(format!("json.{}", crate::state::unix(SystemTime::now())));
+        fs::hard_link(path, &aside).map_err(file_err)?;
+        let stored = StoredAccount {
+            directory: config.directory.clone(),
+            credentials,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&stored).map_err(|e| file_err(io::Error::other(e)))?;
+        fsutil::write_atomic(path, &bytes, 0o600).map_err(file_err)?;
+        tracing::info!(ca = %config.name, account = %account.id(), "account key rolled over");
+        Ok(account.id().to_string())
+    }
+
+    /// Deactivates the account at the CA; its file is renamed aside
+    /// (`.json.deactivated-TIMESTAMP`), so the next order registers a new account.
+    pub async fn deactivate(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (account, gate) = load(config, path).await?;
+        let id = account.id().to_string();
+        account
+            .deactivate()
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        let aside = path.with_extension(format!(
+            "json.deactivated-{}",
+            crate::state::unix(SystemTime::now())
+        ));
+        fs::rename(path, &aside).map_err(|source| AcmeError::AccountFile {
+            ca: config.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        tracing::warn!(ca = %config.name, account = %id, "account deactivated");
+        Ok(id)
+    }
+}
+
 async fn load_or_register(
     config: &CaConfig,
     path: &Path,

@@ -114,6 +114,55 @@ pub async fn revoke_in_process(
     Ok(revoked_results(&serial, &report))
 }
 
+/// `renewd account show|rollover-key|deactivate [--ca NAME]`, under the state lock (so
+/// not while a daemon runs). `--ca` may be left out when one CA is configured.
+pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<String, String> {
+    let ca = match ca {
+        Some(name) => config
+            .cas
+            .get(name)
+            .ok_or_else(|| format!("no CA named {name} in the configuration"))?,
+        None if config.cas.len() == 1 => config.cas.values().next().ok_or("no CA")?,
+        None => {
+            return Err(format!(
+                "several CAs are configured ({}); say which with --ca",
+                config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        }
+    };
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state
+        .try_lock()
+        .map_err(|e| format!("{e} (stop the daemon for account maintenance)"))?;
+    let path = state.account_path(&ca.name);
+    use crate::acme::account;
+    let result = match op {
+        "show" => account::show(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id}\n  directory: {}\n  file: {}",
+                ca.name,
+                ca.directory,
+                path.display()
+            )
+        }),
+        "rollover-key" => account::rollover_key(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id}: new key stored in {}",
+                ca.name,
+                path.display()
+            )
+        }),
+        "deactivate" => account::deactivate(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id} deactivated; the next order registers a new one",
+                ca.name
+            )
+        }),
+        other => return Err(format!("unknown account operation {other}")),
+    };
+    result.map_err(|e| e.to_string())
+}
+
 /// The results of a revoke: the batch's, each saying which serial was revoked.
 fn revoked_results(serial: &str, report: &BatchReport) -> Vec<RenewResult> {
     results(Vec::new(), report, false)

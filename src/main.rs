@@ -96,7 +96,6 @@ enum Command {
         #[arg(required_unless_present = "all")]
         names: Vec<String>,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     /// Revoke a certificate at the CA, then issue, deploy and reload a replacement with a
     /// fresh key (through the running daemon if there is one).
     Revoke {
@@ -107,9 +106,18 @@ enum Command {
         reason: Option<String>,
         name: String,
     },
-    Completions {
-        shell: clap_complete::Shell,
+    /// ACME account maintenance (not while a daemon runs: it holds the state directory).
+    Account {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_parser = ["show", "rollover-key", "deactivate"])]
+        op: String,
+        /// The CA (`[ca.NAME]`); needed when several are configured.
+        #[arg(long, value_name = "NAME")]
+        ca: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Print the man page (roff); used to build the packages.
     #[command(hide = true)]
     Manpage,
@@ -231,6 +239,19 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 print!("{}", status::render(&rows, std::time::SystemTime::now()));
             }
             ExitCode::SUCCESS
+        }
+        Command::Account { config, op, ca } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match daemon::account(&cfg, &op, ca.as_deref()).await {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
         Command::Revoke {
             config,

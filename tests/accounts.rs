@@ -138,3 +138,46 @@ fn revoke_then_reissue_in_process_and_through_the_daemon() {
     );
     daemon.stop();
 }
+
+/// `renewd account show|rollover-key|deactivate`: the key is replaced at the CA and the same
+/// account keeps ordering; a deactivated account is replaced by a new one at the next order.
+#[test]
+fn account_show_rollover_and_deactivate() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    // No account yet: show says so and registers nothing.
+    assert_eq!(rig.renewd("account", &["show"]).status.code(), Some(1));
+    assert_eq!(rig.pebble.count_log(Pebble::ACCOUNT_CREATED_LOG), 0);
+
+    rig.renewd_ok("run", &["--once"]);
+    let shown = rig.renewd_ok("account", &["show", "--ca", "pebble"]);
+    assert!(shown.contains("/my-account/"), "{shown}");
+    let file = rig.state_dir.join("accounts/pebble.json");
+    let before = fs::read(&file).expect("account file");
+
+    let out = rig.renewd_ok("account", &["rollover-key"]);
+    assert!(out.contains("new key"), "{out}");
+    assert_ne!(
+        fs::read(&file).expect("account file"),
+        before,
+        "new key stored"
+    );
+    // The rolled-over key keeps working for the same account.
+    rig.renewd_ok("renew", &["--force", "www"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ACCOUNT_CREATED_LOG), 1);
+    assert_eq!(rig.renewd_ok("account", &["show"]), shown);
+
+    rig.renewd_ok("account", &["deactivate"]);
+    assert!(
+        !file.exists(),
+        "the deactivated account's file is set aside"
+    );
+    rig.renewd_ok("renew", &["--force", "www"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ACCOUNT_CREATED_LOG), 2);
+    assert_eq!(
+        rig.renewd("account", &["show", "--ca", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
+}

@@ -425,10 +425,16 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
     ) -> Result<Issued, Failure> {
+        // The first CA, or a fallback after repeated failures (`ca = ["first", "second"]`).
+        let failures = self.state.load_cert(&cert.name).consecutive_failures;
         let ca_name = cert
             .ca
-            .first()
+            .get(crate::schedule::pick_ca(cert.ca.len(), failures))
             .ok_or_else(|| "no CA configured for this certificate".to_string())?;
+        if Some(ca_name) != cert.ca.first() {
+            tracing::warn!(cert = %cert.name, ca = %ca_name, failures,
+                "falling back to another CA after repeated failures");
+        }
         let ca_config = cas
             .get(ca_name)
             .ok_or_else(|| format!("CA {ca_name} is not configured"))?;

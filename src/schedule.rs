@@ -161,6 +161,18 @@ pub fn decide_with_ari(
     }
 }
 
+/// Consecutive failures after which the next CA of a certificate's `ca` list is tried.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+
+/// Which of `n` configured CAs (in order) the next attempt uses after `consecutive`
+/// failures: the first, then each next one after [`FAILURES_BEFORE_FALLBACK`] more failures,
+/// staying on the last. A success resets the count, so the first is tried again at the next
+/// renewal.
+pub fn pick_ca(n: usize, consecutive: u32) -> usize {
+    let step = (consecutive / FAILURES_BEFORE_FALLBACK) as usize;
+    step.min(n.saturating_sub(1))
+}
+
 /// The shortest and longest wait before asking the CA's ARI again, whatever its
 /// Retry-After says, and the wait when it says nothing usable (or the request failed).
 pub const ARI_POLL_MIN: Duration = Duration::from_secs(3600);
@@ -246,6 +258,17 @@ mod tests {
             0.5,
         );
         assert_eq!(d.at, t(5));
+    }
+
+    #[test]
+    fn fallback_cas_take_over_after_three_failures_each() {
+        assert_eq!(pick_ca(1, 0), 0);
+        assert_eq!(pick_ca(1, 10), 0);
+        assert_eq!(pick_ca(2, 2), 0);
+        assert_eq!(pick_ca(2, 3), 1);
+        assert_eq!(pick_ca(2, 30), 1);
+        assert_eq!(pick_ca(3, 6), 2);
+        assert_eq!(pick_ca(0, 6), 0);
     }
 
     #[test]

@@ -179,3 +179,40 @@ fn the_profile_chosen_decides_the_lifetime_and_an_unknown_one_is_refused() {
     );
     assert!(!rig.fullchain("nope").exists());
 }
+
+/// `ca = ["dead", "pebble"]`: after three failures in a row on an unreachable first CA, the
+/// second one issues, and `status` says which CA did.
+#[test]
+fn a_second_ca_issues_after_three_failures_of_the_first() {
+    let rig = Rig::new(PebbleOptions::default());
+    let dead_port = free_port();
+    let body = format!(
+        r#"
+[ca.dead]
+directory = "https://127.0.0.1:{dead_port}/dir"
+contact = ["mailto:ops@example.org"]
+accept_terms = true
+timeout = "2s"
+{}"#,
+        rig.cert("www", &["www.test"], r#"ca = ["dead", "pebble"]"#)
+    );
+    rig.write_config(&body);
+    for attempt in 1..=3 {
+        let out = rig.renewd("renew", &["--force", "www"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "attempt {attempt} fails on CA dead"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("CA dead"));
+        assert!(!rig.fullchain("www").exists());
+    }
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 0);
+    let out = rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("from CA pebble"), "{out}");
+    assert!(rig.fullchain("www").exists());
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 1);
+    assert_eq!(status_of(&rig, "www")["issued_by"], "pebble");
+    let table = rig.renewd_ok("status", &[]);
+    assert!(table.contains("issued by:  CA pebble"), "{table}");
+}

@@ -665,6 +665,75 @@ pub struct Ca {
     gate: Arc<Gate>,
 }
 
+/// What to ask for in an order besides the names.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderOptions<'a> {
+    /// The certificate this order replaces (ARI `replaces`), when the CA offers ARI.
+    pub replaces: Option<&'a crate::x509::CertInfo>,
+    /// The ACME profile to request; it must be one the CA's directory advertises.
+    pub profile: Option<&'a str>,
+}
+
+/// The CA's renewal information (RFC 9773) for one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AriAnswer {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub explanation_url: Option<String>,
+    /// The CA's Retry-After for the next request about this certificate.
+    pub retry_after: Duration,
+}
+
+/// The ARI certificate identifier (AKI keyIdentifier . serial), when the certificate has an
+/// AKI.
+fn cert_id(cert: &crate::x509::CertInfo) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    use rustls::pki_types::Der;
+    let aki = cert.authority_key_id.as_deref()?;
+    Some(
+        instant_acme::CertificateIdentifier::new(
+            Der::from_slice(aki),
+            Der::from_slice(&cert.serial_der),
+        )
+        .into_owned(),
+    )
+}
+
+/// The RFC 5280 revocation reason names `renewd revoke --reason` accepts.
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "removeFromCRL",
+    "privilegeWithdrawn",
+    "aACompromise",
+];
+
+/// An RFC 5280 reason name (case-insensitive) as instant-acme's code.
+pub fn revocation_reason(name: &str) -> Option<instant_acme::RevocationReason> {
+    use instant_acme::RevocationReason as R;
+    let all = [
+        R::Unspecified,
+        R::KeyCompromise,
+        R::CaCompromise,
+        R::AffiliationChanged,
+        R::Superseded,
+        R::CessationOfOperation,
+        R::CertificateHold,
+        R::RemoveFromCrl,
+        R::PrivilegeWithdrawn,
+        R::AaCompromise,
+    ];
+    REVOCATION_REASONS
+        .iter()
+        .zip(all)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, r)| r)
+}
+
 /// The result of a completed order.
 pub struct Issued {
     /// The chain as the CA sent it: leaf first, PEM.
@@ -709,6 +778,57 @@ impl Ca {
         &self.name
     }
 
+    /// Revokes the certificate `der` (issued through this CA's account) for `reason`.
+    pub async fn revoke(
+        &self,
+        der: &[u8],
+        reason: Option<instant_acme::RevocationReason>,
+    ) -> Result<(), AcmeError> {
+        let account = self.account.read().await.clone();
+        let cert = rustls::pki_types::CertificateDer::from(der.to_vec());
+        account
+            .revoke(&instant_acme::RevocationRequest {
+                certificate: &cert,
+                reason,
+            })
+            .await
+            .map_err(|e| ca_error(&self.name, &self.gate, &e))
+    }
+
+    /// Asks the CA's ARI when `cert` should be renewed. `Ok(None)` when the CA offers no
+    /// `renewalInfo`; `Err` for a failed request or an unusable answer (a window that ends
+    /// before it starts, no Retry-After, not JSON), which the caller treats as no advice.
+    pub async fn renewal_info(
+        &self,
+        cert: &crate::x509::CertInfo,
+    ) -> Result<Option<AriAnswer>, String> {
+        let Some(id) = cert_id(cert) else {
+            return Err("the certificate has no authority key identifier".into());
+        };
+        let account = self.account.read().await.clone();
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => {
+                let start = SystemTime::from(info.suggested_window.start);
+                let end = SystemTime::from(info.suggested_window.end);
+                if end < start {
+                    return Err(format!(
+                        "the suggested window ends ({}) before it starts ({})",
+                        crate::state::rfc3339(end),
+                        crate::state::rfc3339(start)
+                    ));
+                }
+                Ok(Some(AriAnswer {
+                    start,
+                    end,
+                    explanation_url: info.explanation_url,
+                    retry_after,
+                }))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(ca_error(&self.name, &self.gate, &e).to_string()),
+        }
+    }
+
     /// Orders a certificate for `names` with the CSR `csr_der`, answering challenges through
     /// `responders` as `challenge` says for each name.
     ///
@@ -722,6 +842,7 @@ impl Ca {
         csr_der: &[u8],
         challenge: &Challenges,
         responders: &Responders,
+        options: OrderOptions<'_>,
     ) -> Result<Issued, AcmeError> {
         let mut attempts = 0;
         let mut registered_again = false;
@@ -729,7 +850,7 @@ impl Ca {
             attempts += 1;
             let account = self.account.read().await.clone();
             match self
-                .order(&account, names, csr_der, challenge, responders)
+                .order(&account, names, csr_der, challenge, responders, options)
                 .await
             {
                 Err(OrderError::Acme(e)) if account_is_gone(&e) && !registered_again => {
@@ -768,6 +889,10 @@ impl Ca {
                 message,
             },
             OrderError::Challenge(e) => AcmeError::Challenge(e),
+            OrderError::Profile(message) => AcmeError::Ca {
+                ca: self.name.clone(),
+                message,
+            },
         }
     }
 
@@ -778,9 +903,50 @@ impl Ca {
         csr_der: &[u8],
         challenges: &Challenges,
         responders: &Responders,
+        options: OrderOptions<'_>,
     ) -> Result<Issued, OrderError> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| identifier(n)).collect();
-        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let new_order = || {
+            let order = NewOrder::new(&identifiers);
+            match options.profile {
+                Some(p) => order.profile(p),
+                None => order,
+            }
+        };
+        if let Some(profile) = options.profile {
+            let mut offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+            offered.sort_unstable();
+            if !offered.contains(&profile) {
+                return Err(OrderError::Profile(if offered.is_empty() {
+                    format!("profile {profile:?} is not offered: the CA advertises no profiles (remove `profile`)")
+                } else {
+                    format!(
+                        "profile {profile:?} is not offered; the CA offers: {}",
+                        offered.join(", ")
+                    )
+                }));
+            }
+        }
+        let replaces = options.replaces.and_then(cert_id);
+        let mut order = match replaces {
+            Some(id) => {
+                match account.new_order(&new_order().replaces(id.clone())).await {
+                    Ok(order) => {
+                        tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
+                        order
+                    }
+                    // A CA may refuse `replaces` (the certificate was already replaced by
+                    // an order that was not deployed, or it forgot it): order without it.
+                    Err(instant_acme::Error::Api(p)) => {
+                        tracing::warn!(ca = %self.name, replaces = %id, error = %problem_message(&p),
+                            "the CA refused the order naming the certificate it replaces; ordering without `replaces`");
+                        account.new_order(&new_order()).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => account.new_order(&new_order()).await?,
+        };
         let order_url = order.url().to_string();
         tracing::info!(ca = %self.name, order = %order_url, names = %names.join(","), "order created");
 
@@ -956,6 +1122,7 @@ impl Ca {
 
 enum OrderError {
     Acme(instant_acme::Error),
+    Profile(String),
     Validation { identifier: String, message: String },
     Challenge(crate::challenge::ChallengeError),
 }
@@ -1003,6 +1170,149 @@ fn acme_message(e: &instant_acme::Error) -> String {
     match e {
         instant_acme::Error::Api(p) => problem_message(p),
         other => error_chain(other),
+    }
+}
+
+/// The external account binding key, when the CA is configured with one: `eab_kid` and the
+/// HMAC key read (base64url, as CAs hand them out; standard base64 accepted) from
+/// `eab_hmac_key_file` or systemd's credentials directory. The key is never logged.
+fn eab_key(config: &CaConfig) -> Result<Option<instant_acme::ExternalAccountKey>, AcmeError> {
+    let (Some(kid), Some(path)) = (&config.eab_kid, config.eab_key_path()) else {
+        return Ok(None);
+    };
+    let err = |message: String| AcmeError::Ca {
+        ca: config.name.clone(),
+        message,
+    };
+    let text = fs::read_to_string(&path)
+        .map_err(|e| err(format!("cannot read the EAB key {}: {e}", path.display())))?;
+    let text = text.trim();
+    let key = [
+        data_encoding::BASE64URL_NOPAD,
+        data_encoding::BASE64URL,
+        data_encoding::BASE64,
+        data_encoding::BASE64_NOPAD,
+    ]
+    .iter()
+    .find_map(|enc| enc.decode(text.as_bytes()).ok())
+    .filter(|k| !k.is_empty())
+    .ok_or_else(|| {
+        err(format!(
+            "the EAB key in {} is not base64url (the CA's HMAC key, as it gave it)",
+            path.display()
+        ))
+    })?;
+    Ok(Some(instant_acme::ExternalAccountKey::new(
+        kid.clone(),
+        &key,
+    )))
+}
+
+/// `renewd account`: what is known of a CA's stored account, and its maintenance. Each
+/// works on the account file only when one exists: nothing here registers an account.
+pub mod account {
+    use super::*;
+
+    async fn load(config: &CaConfig, path: &Path) -> Result<(Account, Arc<Gate>), AcmeError> {
+        let gate = Arc::new(Gate::open(&config.name, path.with_extension("pause")));
+        let err = |message: String| AcmeError::Ca {
+            ca: config.name.clone(),
+            message,
+        };
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(err(format!(
+                    "no account yet ({} does not exist); one is registered at the first order",
+                    path.display()
+                )))
+            }
+            Err(source) => {
+                return Err(AcmeError::AccountFile {
+                    ca: config.name.clone(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| {
+            err(format!(
+                "account file {} is unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        if stored.directory != config.directory {
+            return Err(err(format!(
+                "the account in {} belongs to {}, not to this CA's directory",
+                path.display(),
+                stored.directory
+            )));
+        }
+        let http = CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout)
+            .map_err(|message| AcmeError::TrustRoots {
+                ca: config.name.clone(),
+                path: config.trust_roots.clone().unwrap_or_default(),
+                message,
+            })?;
+        let account = Account::builder_with_http(Box::new(http))
+            .from_credentials(stored.credentials)
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        Ok((account, gate))
+    }
+
+    /// The account's URL at the CA.
+    pub async fn show(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (account, _) = load(config, path).await?;
+        Ok(account.id().to_string())
+    }
+
+    /// Replaces the account key at the CA (RFC 8555 §7.3.5) and stores the new one; the
+    /// old file is kept beside it (`.json.TIMESTAMP`). Returns the account URL.
+    pub async fn rollover_key(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (mut account, gate) = load(config, path).await?;
+        let credentials = account
+            .update_key()
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        let file_err = |source| AcmeError::AccountFile {
+            ca: config.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        let aside = path.with_extension(format!("json.{}", crate::state::unix(SystemTime::now())));
+        fs::hard_link(path, &aside).map_err(file_err)?;
+        let stored = StoredAccount {
+            directory: config.directory.clone(),
+            credentials,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&stored).map_err(|e| file_err(io::Error::other(e)))?;
+        fsutil::write_atomic(path, &bytes, 0o600).map_err(file_err)?;
+        tracing::info!(ca = %config.name, account = %account.id(), "account key rolled over");
+        Ok(account.id().to_string())
+    }
+
+    /// Deactivates the account at the CA; its file is renamed aside
+    /// (`.json.deactivated-TIMESTAMP`), so the next order registers a new account.
+    pub async fn deactivate(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+        let (account, gate) = load(config, path).await?;
+        let id = account.id().to_string();
+        account
+            .deactivate()
+            .await
+            .map_err(|e| ca_error(&config.name, &gate, &e))?;
+        let aside = path.with_extension(format!(
+            "json.deactivated-{}",
+            crate::state::unix(SystemTime::now())
+        ));
+        fs::rename(path, &aside).map_err(|source| AcmeError::AccountFile {
+            ca: config.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        tracing::warn!(ca = %config.name, account = %id, "account deactivated");
+        Ok(id)
     }
 }
 
@@ -1059,6 +1369,7 @@ async fn load_or_register(
         fs::rename(path, &aside).map_err(file_err)?;
     }
     let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
+    let eab = eab_key(config)?;
     let (account, credentials) = Account::builder_with_http(Box::new(http()?))
         .create(
             &NewAccount {
@@ -1067,7 +1378,7 @@ async fn load_or_register(
                 only_return_existing: false,
             },
             config.directory.clone(),
-            None,
+            eab.as_ref(),
         )
         .await
         .map_err(ca_err)?;

@@ -39,6 +39,12 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Revoke a certificate, then issue and deploy a replacement (answered like `Renew`).
+    Revoke {
+        name: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

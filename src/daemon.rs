@@ -36,6 +36,10 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     let mut fine = renewer.recover(&config.certificates).await.all_ok();
+    // Every pass asks the CA's ARI afresh about each deployed certificate.
+    for cert in &config.certificates {
+        renewer.refresh_ari(cert, &config.cas).await;
+    }
     let now = SystemTime::now();
     let mut due = Vec::new();
     for cert in &config.certificates {
@@ -87,6 +91,87 @@ pub async fn renew_in_process(
     }
     let report = renewer.run_batch(run, &config.cas, dry_run).await;
     Ok(results(skipped, &report, dry_run))
+}
+
+/// `renewd revoke` when no daemon runs: revoke at the CA, then issue and deploy a
+/// replacement through the normal pipeline, in this process under the state lock.
+pub async fn revoke_in_process(
+    config: &Config,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<Vec<RenewResult>, String> {
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
+    renewer.recover(&config.certificates).await;
+    let cert = select(config, &[name.to_string()], false)?
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| format!("no certificate named {name}"))?;
+    let serial = renewer.revoke(&cert, &config.cas, reason).await?;
+    let report = renewer.run_batch(vec![cert], &config.cas, false).await;
+    Ok(revoked_results(&serial, &report))
+}
+
+/// `renewd account show|rollover-key|deactivate [--ca NAME]`, under the state lock (so
+/// not while a daemon runs). `--ca` may be left out when one CA is configured.
+pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<String, String> {
+    let ca = match ca {
+        Some(name) => config
+            .cas
+            .get(name)
+            .ok_or_else(|| format!("no CA named {name} in the configuration"))?,
+        None if config.cas.len() == 1 => config.cas.values().next().ok_or("no CA")?,
+        None => {
+            return Err(format!(
+                "several CAs are configured ({}); say which with --ca",
+                config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        }
+    };
+    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let _lock = state
+        .try_lock()
+        .map_err(|e| format!("{e} (stop the daemon for account maintenance)"))?;
+    let path = state.account_path(&ca.name);
+    use crate::acme::account;
+    let result = match op {
+        "show" => account::show(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id}\n  directory: {}\n  file: {}",
+                ca.name,
+                ca.directory,
+                path.display()
+            )
+        }),
+        "rollover-key" => account::rollover_key(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id}: new key stored in {}",
+                ca.name,
+                path.display()
+            )
+        }),
+        "deactivate" => account::deactivate(ca, &path).await.map(|id| {
+            format!(
+                "CA {}: account {id} deactivated; the next order registers a new one",
+                ca.name
+            )
+        }),
+        other => return Err(format!("unknown account operation {other}")),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// The results of a revoke: the batch's, each saying which serial was revoked.
+fn revoked_results(serial: &str, report: &BatchReport) -> Vec<RenewResult> {
+    results(Vec::new(), report, false)
+        .into_iter()
+        .map(|mut r| {
+            r.message = format!("revoked serial {serial}; replacement: {}", r.message);
+            r
+        })
+        .collect()
 }
 
 /// The certificates a renew request names; unknown names are an error listing them.
@@ -201,6 +286,8 @@ pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow
 
 enum Event {
     Files(Vec<PathBuf>),
+    /// The CA's ARI was asked about these certificates; their records are updated.
+    AriDone(Vec<String>),
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -217,6 +304,8 @@ struct Entry {
     /// (disk full) still cannot make the daemon retry in a tight loop.
     failures_seen: u32,
     last_failure_seen: Option<SystemTime>,
+    /// The CA's ARI is being asked about this certificate (no renewal starts meanwhile).
+    polling_ari: bool,
 }
 
 struct Daemon {
@@ -449,6 +538,7 @@ impl Daemon {
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
                 failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
                 last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
+                polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
             };
             self.evaluate(&mut entry, now);
             self.entries.insert(cert.name.clone(), entry);
@@ -507,22 +597,59 @@ impl Daemon {
         format!("{} certificates{next}", self.entries.len())
     }
 
+    /// The earliest renewal deadline or ARI re-poll time.
     fn next_deadline(&self) -> Option<SystemTime> {
         self.entries
             .values()
-            .filter(|e| !e.renewing)
-            .map(|e| e.eval.decision.at)
+            .filter(|e| !e.renewing && !e.polling_ari)
+            .flat_map(|e| [Some(e.eval.decision.at), e.eval.ari_poll])
+            .flatten()
             .chain(self.governance.next_deadline())
             .min()
     }
 
-    /// Starts one batch with every certificate that is due and not already renewing.
+    /// Asks the CA's ARI about every certificate whose re-poll time has come (on a spawned
+    /// task); returns whether any such poll started.
+    fn start_ari_polls(&mut self, now: SystemTime) -> bool {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                !e.renewing && !e.polling_ari && e.eval.ari_poll.is_some_and(|t| t <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return false;
+        }
+        let mut certs = Vec::new();
+        for name in &names {
+            if let Some(e) = self.entries.get_mut(name) {
+                e.polling_ari = true;
+                certs.push(e.cfg.clone());
+            }
+        }
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for cert in &certs {
+                renewer.refresh_ari(cert, &cas).await;
+            }
+            let _ = events.send(Event::AriDone(names));
+        });
+        true
+    }
+
+    /// Starts one batch with every certificate that is due and not already renewing; first
+    /// asks ARI about those whose re-poll time has come (their renewal waits for the answer).
     fn start_due(&mut self) {
         let now = SystemTime::now();
+        self.start_ari_polls(now);
         let due: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.renewing && e.eval.decision.is_due(now))
+            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.decision.is_due(now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
@@ -568,6 +695,22 @@ impl Daemon {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
+            Event::AriDone(names) => {
+                let now = SystemTime::now();
+                for name in names {
+                    let Some(mut e) = self.entries.remove(&name) else {
+                        continue;
+                    };
+                    e.polling_ari = false;
+                    self.evaluate(&mut e, now);
+                    // A record that could not be written must not make the loop spin.
+                    if e.eval.ari_poll.is_some_and(|t| t <= now) {
+                        e.eval.ari_poll = Some(now + crate::schedule::ARI_POLL_DEFAULT);
+                    }
+                    self.entries.insert(name, e);
+                }
+                self.start_due();
+            }
             Event::Files(paths) => {
                 let mut hit = false;
                 for p in paths {
@@ -720,7 +863,57 @@ impl Daemon {
                 }
                 self.start_batch(run, dry_run, Some((reply, skipped)));
             }
+            Request::Revoke { name, reason } => self.revoke(name, reason, reply),
         }
+    }
+
+    /// A revoke request: revoke at the CA, then the replacement goes through a normal batch
+    /// (journal, reload, verify) on a spawned task, like a forced renewal.
+    fn revoke(&mut self, name: String, reason: Option<String>, reply: oneshot::Sender<Response>) {
+        let Some(e) = self.entries.get_mut(&name) else {
+            let _ = reply.send(Response::Error {
+                message: format!("no certificate named {name}"),
+            });
+            return;
+        };
+        if e.renewing {
+            let _ = reply.send(Response::Error {
+                message: format!("{name}: a renewal is under way; try again when it is done"),
+            });
+            return;
+        }
+        e.renewing = true;
+        let cert = e.cfg.clone();
+        self.batches_in_flight += 1;
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let (report, results) = match renewer.revoke(&cert, &cas, reason.as_deref()).await {
+                Ok(serial) => {
+                    let report = renewer.run_batch(vec![cert], &cas, false).await;
+                    let results = revoked_results(&serial, &report);
+                    (report, results)
+                }
+                Err(message) => {
+                    let report = BatchReport {
+                        certificates: vec![crate::renew::CertOutcome {
+                            name: cert.name.clone(),
+                            result: Err(format!("revocation failed: {message}")),
+                        }],
+                        reloads: Vec::new(),
+                    };
+                    let results = results(Vec::new(), &report, false);
+                    (report, results)
+                }
+            };
+            let _ = reply.send(Response::Renew { results });
+            let _ = events.send(Event::BatchDone {
+                report,
+                dry_run: false,
+                reply: None,
+            });
+        });
     }
 
     /// SIGHUP: re-read the configuration. A configuration with errors is refused as a whole

@@ -105,6 +105,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a certificate at the CA, then issue, deploy and reload a replacement with a
+    /// fresh key (through the running daemon if there is one).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The RFC 5280 reason.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(renewd::acme::REVOCATION_REASONS))]
+        reason: Option<String>,
+        name: String,
+    },
+    /// ACME account maintenance (not while a daemon runs: it holds the state directory).
+    Account {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_parser = ["show", "rollover-key", "deactivate"])]
+        op: String,
+        /// The CA (`[ca.NAME]`); needed when several are configured.
+        #[arg(long, value_name = "NAME")]
+        ca: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff); used to build the packages.
@@ -245,6 +265,55 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 print!("{}", renewd::inventory::render(&inv, now));
             }
             ExitCode::SUCCESS
+        }
+        Command::Account { config, op, ca } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match daemon::account(&cfg, &op, ca.as_deref()).await {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Revoke {
+            config,
+            reason,
+            name,
+        } => {
+            let (_, cfg) = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let req = Request::Revoke {
+                name: name.clone(),
+                reason: reason.clone(),
+            };
+            let results = match control::request(&cfg.control_socket, &req).await {
+                Ok(Some(Response::Renew { results })) => results,
+                Ok(Some(Response::Error { message })) => return fail(&message),
+                Ok(Some(other)) => {
+                    return fail(&format!("unexpected answer from the daemon: {other:?}"))
+                }
+                Ok(None) => match daemon::revoke_in_process(&cfg, &name, reason.as_deref()).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(&e),
+                },
+                Err(e) => return fail(&e),
+            };
+            let mut failed = false;
+            for r in &results {
+                println!("{}: {}: {}", r.name, r.outcome, r.message);
+                failed |= r.failed();
+            }
+            if failed {
+                ExitCode::from(EX_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Renew {
             config,

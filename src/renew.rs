@@ -100,6 +100,117 @@ impl Renewer {
         Ok(ca)
     }
 
+    /// Asks the CA's ARI (RFC 9773) about `cert`'s deployed certificate and records the
+    /// answer: the suggested window, a moment chosen uniformly inside it (kept while the
+    /// window stays the same, so restarts do not move it), and when to ask again (the CA's
+    /// Retry-After, clamped). A failed request or malformed answer is recorded as such, and
+    /// the schedule falls back to `renew_before`; nothing here stops a renewal. Does nothing
+    /// when no usable certificate is deployed.
+    pub async fn refresh_ari(&self, cert: &CertConfig, cas: &BTreeMap<String, CaConfig>) {
+        use crate::schedule::{ari_poll_delay, choose_in_window};
+        let files = cert.files.clone();
+        let Ok(Ok(leaf)) = tokio::task::spawn_blocking(move || deploy::inspect(&files)).await
+        else {
+            return;
+        };
+        let mut rec = self.state.load_cert(&cert.name);
+        // The CA that issued it, when known; else the first configured.
+        let ca_name = rec
+            .issued_by
+            .clone()
+            .filter(|n| cert.ca.contains(n))
+            .or_else(|| cert.ca.first().cloned());
+        let Some(ca_config) = ca_name.as_ref().and_then(|n| cas.get(n)) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let answer = match self.ca(ca_config).await {
+            Ok(ca) => ca.renewal_info(&leaf).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let prev = rec.ari.take().filter(|a| a.serial == leaf.serial_hex);
+        let ari = match answer {
+            Ok(Some(a)) => {
+                let window = (state::unix(a.start), state::unix(a.end));
+                let chosen = match &prev {
+                    Some(p) if p.window == Some(window) && p.chosen.is_some() => p.chosen,
+                    _ => choose_in_window(a.start, a.end, rand::random::<f64>()).map(state::unix),
+                };
+                tracing::info!(cert = %cert.name, ca = %ca_config.name,
+                    window_start = %httpdate(a.start), window_end = %httpdate(a.end),
+                    renew_at = %chosen.map(|c| httpdate(state::from_unix(c))).unwrap_or_default(),
+                    explanation = %a.explanation_url.as_deref().unwrap_or("-"),
+                    "ARI: the CA's suggested renewal window");
+                state::AriRecord {
+                    serial: leaf.serial_hex.clone(),
+                    window: Some(window),
+                    chosen,
+                    next_poll: state::unix(now + ari_poll_delay(Some(a.retry_after))),
+                    explanation_url: a.explanation_url,
+                    error: None,
+                }
+            }
+            Ok(None) => state::AriRecord {
+                serial: leaf.serial_hex.clone(),
+                next_poll: state::unix(now + crate::schedule::ARI_POLL_MAX),
+                error: Some("the CA offers no renewalInfo".into()),
+                ..Default::default()
+            },
+            Err(e) => {
+                tracing::warn!(cert = %cert.name, ca = %ca_config.name, error = %e,
+                    "ARI: no usable renewal information; renew_before applies");
+                state::AriRecord {
+                    serial: leaf.serial_hex.clone(),
+                    next_poll: state::unix(now + ari_poll_delay(None)),
+                    error: Some(e),
+                    ..Default::default()
+                }
+            }
+        };
+        rec.ari = Some(ari);
+        self.save(&cert.name, &rec);
+    }
+
+    /// Revokes `cert`'s deployed certificate at the CA that issued it (the first configured
+    /// when unknown), for `reason` (an RFC 5280 name); returns its serial. The replacement is
+    /// issued by the caller through [`Renewer::run_batch`].
+    pub async fn revoke(
+        &self,
+        cert: &CertConfig,
+        cas: &BTreeMap<String, CaConfig>,
+        reason: Option<&str>,
+    ) -> Result<String, String> {
+        let reason = match reason {
+            Some(r) => Some(
+                crate::acme::revocation_reason(r)
+                    .ok_or_else(|| format!("unknown revocation reason {r:?}"))?,
+            ),
+            None => None,
+        };
+        let files = cert.files.clone();
+        let leaf = tokio::task::spawn_blocking(move || deploy::inspect(&files))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("nothing to revoke: {e}"))?;
+        let rec = self.state.load_cert(&cert.name);
+        let ca_name = rec
+            .issued_by
+            .clone()
+            .filter(|n| cert.ca.contains(n))
+            .or_else(|| cert.ca.first().cloned())
+            .ok_or_else(|| "no CA configured for this certificate".to_string())?;
+        let ca_config = cas
+            .get(&ca_name)
+            .ok_or_else(|| format!("CA {ca_name} is not configured"))?;
+        let ca = self.ca(ca_config).await.map_err(|e| e.to_string())?;
+        ca.revoke(&leaf.der, reason)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
+            "certificate revoked; issuing a replacement with a fresh key");
+        Ok(leaf.serial_hex)
+    }
+
     /// Renews every certificate of `certs` (at most `max_concurrent_renewals` at once), then
     /// reloads the services of the ones deployed (each distinct command once) and proves
     /// them; a certificate whose reload or proof fails gets its previous files back.
@@ -314,10 +425,16 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
     ) -> Result<Issued, Failure> {
+        // The first CA, or a fallback after repeated failures (`ca = ["first", "second"]`).
+        let failures = self.state.load_cert(&cert.name).consecutive_failures;
         let ca_name = cert
             .ca
-            .first()
+            .get(crate::schedule::pick_ca(cert.ca.len(), failures))
             .ok_or_else(|| "no CA configured for this certificate".to_string())?;
+        if Some(ca_name) != cert.ca.first() {
+            tracing::warn!(cert = %cert.name, ca = %ca_name, failures,
+                "falling back to another CA after repeated failures");
+        }
         let ca_config = cas
             .get(ca_name)
             .ok_or_else(|| format!("CA {ca_name} is not configured"))?;
@@ -335,8 +452,29 @@ impl Renewer {
             .map_err(|e| format!("cannot build the CSR: {e}"))?;
 
         let ca = self.ca(ca_config).await?;
+        // `replaces` names the deployed certificate when this CA gave ARI advice about it.
+        let rec = self.state.load_cert(&cert.name);
+        let files = cert.files.clone();
+        let deployed = tokio::task::spawn_blocking(move || deploy::inspect(&files).ok())
+            .await
+            .ok()
+            .flatten()
+            .filter(|leaf| {
+                rec.issued_by.as_deref() == Some(ca_name.as_str())
+                    && rec.ari_advice(&leaf.serial_hex).is_some()
+            });
+        let options = crate::acme::OrderOptions {
+            replaces: deployed.as_ref(),
+            profile: cert.profile.as_deref().or(ca_config.profile.as_deref()),
+        };
         let issued = ca
-            .issue(&cert.domains, &csr, &cert.challenge, &self.responders)
+            .issue(
+                &cert.domains,
+                &csr,
+                &cert.challenge,
+                &self.responders,
+                options,
+            )
             .await?;
         let (material, leaf) =
             check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(

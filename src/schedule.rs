@@ -45,6 +45,8 @@ pub enum Reason {
     NamesChanged(Vec<String>),
     /// The `renew_before` threshold.
     Threshold,
+    /// The moment chosen inside the CA's ARI suggested window (RFC 9773).
+    AriWindow,
     /// An earlier attempt failed; this is the retry after backoff.
     Retry { failures: u32 },
 }
@@ -55,6 +57,7 @@ impl fmt::Display for Reason {
             Reason::Unusable(why) => write!(f, "deployed set unusable: {why}"),
             Reason::NamesChanged(names) => write!(f, "names not covered: {}", names.join(", ")),
             Reason::Threshold => f.write_str("renew_before threshold"),
+            Reason::AriWindow => f.write_str("ARI window"),
             Reason::Retry { failures } => write!(f, "retry after {failures} failure(s)"),
         }
     }
@@ -87,6 +90,27 @@ pub fn decide(
     now: SystemTime,
     jitter: f64,
 ) -> Decision {
+    decide_with_ari(deployed, policy, None, failures, now, jitter)
+}
+
+/// What the CA's ARI answer for the deployed certificate says, as the schedule needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AriAdvice {
+    /// The moment chosen (once, uniformly at random) inside the suggested window.
+    pub chosen: SystemTime,
+}
+
+/// [`decide`], with the CA's ARI advice for the deployed certificate when the CA gave a
+/// usable one. ARI replaces the `renew_before` threshold (never later than expiry); a
+/// missing or malformed answer is `None`, and the threshold applies.
+pub fn decide_with_ari(
+    deployed: &Deployed,
+    policy: &RenewBefore,
+    ari: Option<&AriAdvice>,
+    failures: &Failures,
+    now: SystemTime,
+    jitter: f64,
+) -> Decision {
     let (wanted, reason, lifetime) = match deployed {
         Deployed::Unusable(why) => (now, Reason::Unusable(why.clone()), None),
         Deployed::Valid {
@@ -102,11 +126,18 @@ pub fn decide(
             not_before,
             not_after,
             ..
-        } => (
-            threshold(*not_before, *not_after, policy),
-            Reason::Threshold,
-            Some(lifetime(*not_before, *not_after)),
-        ),
+        } => match ari {
+            Some(a) => (
+                a.chosen.min(*not_after),
+                Reason::AriWindow,
+                Some(lifetime(*not_before, *not_after)),
+            ),
+            None => (
+                threshold(*not_before, *not_after, policy),
+                Reason::Threshold,
+                Some(lifetime(*not_before, *not_after)),
+            ),
+        },
     };
     if failures.consecutive == 0 {
         return Decision { at: wanted, reason };
@@ -128,6 +159,36 @@ pub fn decide(
             }
         },
     }
+}
+
+/// Consecutive failures after which the next CA of a certificate's `ca` list is tried.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+
+/// Which of `n` configured CAs (in order) the next attempt uses after `consecutive`
+/// failures: the first, then each next one after [`FAILURES_BEFORE_FALLBACK`] more failures,
+/// staying on the last. A success resets the count, so the first is tried again at the next
+/// renewal.
+pub fn pick_ca(n: usize, consecutive: u32) -> usize {
+    let step = (consecutive / FAILURES_BEFORE_FALLBACK) as usize;
+    step.min(n.saturating_sub(1))
+}
+
+/// The shortest and longest wait before asking the CA's ARI again, whatever its
+/// Retry-After says, and the wait when it says nothing usable (or the request failed).
+pub const ARI_POLL_MIN: Duration = Duration::from_secs(3600);
+pub const ARI_POLL_MAX: Duration = Duration::from_secs(24 * 3600);
+pub const ARI_POLL_DEFAULT: Duration = Duration::from_secs(6 * 3600);
+
+/// How long to wait before the next ARI request, given the CA's Retry-After.
+pub fn ari_poll_delay(retry_after: Option<Duration>) -> Duration {
+    retry_after.map_or(ARI_POLL_DEFAULT, |d| d.clamp(ARI_POLL_MIN, ARI_POLL_MAX))
+}
+
+/// A moment uniformly distributed in `[start, end]`, `r` in `[0, 1)`; `None` for a window
+/// that ends before it starts (a malformed answer).
+pub fn choose_in_window(start: SystemTime, end: SystemTime, r: f64) -> Option<SystemTime> {
+    let width = end.duration_since(start).ok()?;
+    Some(start + width.mul_f64(r.clamp(0.0, 1.0)))
 }
 
 /// When the `renew_before` policy says a certificate valid from `not_before` to `not_after`
@@ -169,6 +230,63 @@ pub fn backoff(n: u32, lifetime: Option<Duration>, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ari_replaces_the_threshold_and_never_passes_expiry() {
+        let policy = RenewBefore::Fraction(1.0 / 3.0);
+        let dep = valid(0, 90 * 86400);
+        let early = AriAdvice {
+            chosen: t(10 * 86400),
+        };
+        let d = decide_with_ari(&dep, &policy, Some(&early), &Failures::default(), t(0), 0.5);
+        assert_eq!((d.at, d.reason.clone()), (t(10 * 86400), Reason::AriWindow));
+        assert_eq!(d.reason.to_string(), "ARI window");
+        let late = AriAdvice {
+            chosen: t(100 * 86400),
+        };
+        let d = decide_with_ari(&dep, &policy, Some(&late), &Failures::default(), t(0), 0.5);
+        assert_eq!(d.at, t(90 * 86400));
+        let d = decide_with_ari(&dep, &policy, None, &Failures::default(), t(0), 0.5);
+        assert_eq!((d.at, d.reason), (t(60 * 86400), Reason::Threshold));
+        // An unusable deployment is due now whatever ARI says.
+        let d = decide_with_ari(
+            &Deployed::Unusable("gone".into()),
+            &policy,
+            Some(&late),
+            &Failures::default(),
+            t(5),
+            0.5,
+        );
+        assert_eq!(d.at, t(5));
+    }
+
+    #[test]
+    fn fallback_cas_take_over_after_three_failures_each() {
+        assert_eq!(pick_ca(1, 0), 0);
+        assert_eq!(pick_ca(1, 10), 0);
+        assert_eq!(pick_ca(2, 2), 0);
+        assert_eq!(pick_ca(2, 3), 1);
+        assert_eq!(pick_ca(2, 30), 1);
+        assert_eq!(pick_ca(3, 6), 2);
+        assert_eq!(pick_ca(0, 6), 0);
+    }
+
+    #[test]
+    fn ari_window_choice_and_poll_clamps() {
+        assert_eq!(choose_in_window(t(100), t(200), 0.0), Some(t(100)));
+        assert_eq!(choose_in_window(t(100), t(200), 0.5), Some(t(150)));
+        assert_eq!(choose_in_window(t(200), t(100), 0.5), None);
+        assert_eq!(ari_poll_delay(None), ARI_POLL_DEFAULT);
+        assert_eq!(ari_poll_delay(Some(Duration::from_secs(5))), ARI_POLL_MIN);
+        assert_eq!(
+            ari_poll_delay(Some(Duration::from_secs(9 * 86400))),
+            ARI_POLL_MAX
+        );
+        assert_eq!(
+            ari_poll_delay(Some(Duration::from_secs(21600))),
+            Duration::from_secs(21600)
+        );
+    }
 
     const DAY: Duration = Duration::from_secs(86400);
 

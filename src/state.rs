@@ -199,6 +199,47 @@ pub struct CertRecord {
     pub issued_by: Option<String>,
     pub serial: Option<String>,
     pub history: Vec<Attempt>,
+    /// The CA's last ARI answer about the deployed certificate, if it was asked.
+    pub ari: Option<AriRecord>,
+}
+
+/// What the CA's renewal information (RFC 9773) said about one certificate, and the moment
+/// chosen in its window: kept so the moment is stable across restarts until the window
+/// changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AriRecord {
+    /// The certificate asked about (serial, lowercase hex).
+    pub serial: String,
+    /// The suggested window, Unix seconds; `None` when the answer was unusable or the request
+    /// failed (then `error` says why and `renew_before` applies).
+    pub window: Option<(u64, u64)>,
+    /// The moment chosen inside the window.
+    pub chosen: Option<u64>,
+    /// When to ask again (the CA's Retry-After, clamped).
+    pub next_poll: u64,
+    pub explanation_url: Option<String>,
+    pub error: Option<String>,
+}
+
+impl CertRecord {
+    /// The ARI advice for the deployed certificate `serial`, if the CA gave a usable one.
+    pub fn ari_advice(&self, serial: &str) -> Option<crate::schedule::AriAdvice> {
+        let ari = self.ari.as_ref().filter(|a| a.serial == serial)?;
+        ari.window?;
+        Some(crate::schedule::AriAdvice {
+            chosen: from_unix(ari.chosen?),
+        })
+    }
+
+    /// When the CA's ARI must next be asked about the deployed certificate `serial`: now when
+    /// it never was (a new certificate), else when its last answer said.
+    pub fn ari_poll_at(&self, serial: &str, now: SystemTime) -> SystemTime {
+        match self.ari.as_ref().filter(|a| a.serial == serial) {
+            Some(a) => from_unix(a.next_poll),
+            None => now,
+        }
+    }
 }
 
 /// One renewal attempt, as shown by `status`.

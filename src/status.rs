@@ -19,6 +19,9 @@ pub struct Evaluation {
     pub deployed: Deployed,
     pub serial: Option<String>,
     pub decision: Decision,
+    /// When the CA's ARI is next to be asked about the deployed certificate (none when
+    /// nothing usable is deployed).
+    pub ari_poll: Option<SystemTime>,
 }
 
 /// Reads `cert`'s files and decides when it is next due.
@@ -34,9 +37,12 @@ pub fn evaluate(cert: &CertConfig, rec: &CertRecord, now: SystemTime) -> Evaluat
         ),
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };
-    let decision = schedule::decide(
+    let ari = serial.as_deref().and_then(|s| rec.ari_advice(s));
+    let ari_poll = serial.as_deref().map(|s| rec.ari_poll_at(s, now));
+    let decision = schedule::decide_with_ari(
         &deployed,
         &cert.renew_before,
+        ari.as_ref(),
         &rec.failures(),
         now,
         stable_jitter(&cert.name, rec.consecutive_failures),
@@ -45,6 +51,7 @@ pub fn evaluate(cert: &CertConfig, rec: &CertRecord, now: SystemTime) -> Evaluat
         deployed,
         serial,
         decision,
+        ari_poll,
     }
 }
 
@@ -82,6 +89,9 @@ pub struct StatusRow {
     pub last_attempt: Option<u64>,
     pub last_result: Option<String>,
     pub last_ok: Option<bool>,
+    /// What the CA's ARI said about the deployed certificate, when it was asked.
+    #[serde(default)]
+    pub ari: Option<String>,
 }
 
 pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
@@ -106,6 +116,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         last_attempt: last.map(|a| a.at),
         last_result: last.map(|a| a.message.clone()),
         last_ok: last.map(|a| a.ok),
+        ari: ari_summary(rec, ev.serial.as_deref()),
     }
 }
 
@@ -168,6 +179,28 @@ pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
     inv
 }
 
+/// One line about the CA's last ARI answer for the deployed certificate `serial`.
+fn ari_summary(rec: &CertRecord, serial: Option<&str>) -> Option<String> {
+    let ari = rec
+        .ari
+        .as_ref()
+        .filter(|a| Some(a.serial.as_str()) == serial)?;
+    let next = httpdate(state::from_unix(ari.next_poll));
+    let mut s = match (ari.window, &ari.error) {
+        (Some((start, end)), _) => format!(
+            "window {} .. {}, next check {next}",
+            httpdate(state::from_unix(start)),
+            httpdate(state::from_unix(end))
+        ),
+        (None, Some(e)) => format!("not used ({e}), next check {next}"),
+        (None, None) => format!("not used, next check {next}"),
+    };
+    if let Some(url) = &ari.explanation_url {
+        s.push_str(&format!(", explanation: {url}"));
+    }
+    Some(s)
+}
+
 /// The human table of `renewd status`.
 pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
     let mut out = String::new();
@@ -197,8 +230,18 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             ),
             _ => "never attempted".into(),
         };
+        let ari = r
+            .ari
+            .as_deref()
+            .map(|a| format!("  ari:        {a}\n"))
+            .unwrap_or_default();
+        let issuer = r
+            .issued_by
+            .as_deref()
+            .map(|ca| format!("  issued by:  CA {ca}\n"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n  next:       {}\n  last:       {}\n",
+            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}  next:       {}\n{ari}  last:       {}\n",
             r.name,
             r.domains.join(", "),
             r.owner.as_deref().unwrap_or("(none)"),

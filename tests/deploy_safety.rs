@@ -635,14 +635,14 @@ group = "{NOBODY}"
 
     let violations = rules.judge_observations(&seen);
     assert_eq!(violations, Vec::<String>::new());
-    // It watched the temporaries' whole lives: created owner-only, then widened.
-    for want in [0o600, 0o640] {
-        assert!(
-            seen.iter()
-                .any(|o| o.mode == Some(want) && rules.holds_key(&o.path)),
-            "the watcher never saw a key temporary with mode {want:04o}: {seen:?}"
-        );
-    }
+    // The watcher did see the key temporaries while they existed (so the check above had
+    // something to judge). Whether it also caught the instant between creation at 0600 and
+    // the fchmod is up to scheduling: the trace above proves that order, not the watcher.
+    assert!(
+        seen.iter()
+            .any(|o| o.mode.is_some() && rules.holds_key(&o.path)),
+        "the watcher never saw a key temporary: {seen:?}"
+    );
 
     for (name, want) in [
         ("www.key", 0o640),

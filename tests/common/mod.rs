@@ -402,6 +402,9 @@ pub struct PebbleOptions {
     /// Pebble's `-dnsserver`: `None` for the harness's challtestsrv, else another DNS
     /// server (e.g. a test's own BIND, [`bind::Bind`]) that Pebble resolves through.
     pub dns_server: Option<SocketAddr>,
+    /// Per-profile certificate lifetimes (profile name, seconds), replacing
+    /// `validity_secs` for the profiles named (a name not yet there adds a profile).
+    pub profile_validity: Vec<(String, u64)>,
 }
 
 impl Default for PebbleOptions {
@@ -414,6 +417,7 @@ impl Default for PebbleOptions {
             authz_retry_after: 1,
             authz_reuse_percent: None,
             dns_server: None,
+            profile_validity: Vec::new(),
         }
     }
 }
@@ -511,6 +515,13 @@ impl Pebble {
         write_file(d.join("tls-key.pem"), key_pem);
 
         let profile = |desc: &str| serde_json::json!({ "description": desc, "validityPeriod": opts.validity_secs });
+        let mut profiles = serde_json::json!({
+            "default": profile("default (renewd tests)"),
+            "shortlived": profile("shortlived (renewd tests)"),
+        });
+        for (name, secs) in &opts.profile_validity {
+            profiles[name] = serde_json::json!({ "description": name, "validityPeriod": secs });
+        }
         let mac_keys: serde_json::Map<String, serde_json::Value> = opts
             .eab_keys
             .iter()
@@ -528,10 +539,7 @@ impl Pebble {
             "externalAccountMACKeys": mac_keys,
             "retryAfter": { "authz": opts.authz_retry_after, "order": opts.order_retry_after },
             "keyAlgorithm": "ecdsa",
-            "profiles": {
-                "default": profile("default (renewd tests)"),
-                "shortlived": profile("shortlived (renewd tests)"),
-            },
+            "profiles": profiles,
         }});
         let config_path = d.join("pebble-config.json");
         write_file(&config_path, serde_json::to_vec_pretty(&config).unwrap());

@@ -1,0 +1,218 @@
+//! ARI (RFC 9773) against a real Pebble 2.10: the CA's suggested window decides when a
+//! certificate is renewed, `replaces` names the certificate renewed, and answers that cannot
+//! be used fall back to `renew_before`.
+
+mod common;
+mod rig;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use rig::*;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
+    let json = rig.renewd_ok("status", &["--json", name]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("status JSON");
+    let row = v
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("no status row in {json}"));
+    row
+}
+
+/// A certificate far from its `renew_before` threshold is renewed on the next pass once the
+/// CA's window has passed, with `replaces` accepted by Pebble, and not renewed again after.
+#[test]
+fn a_passed_window_renews_once_with_replaces() {
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        ..PebbleOptions::default()
+    });
+    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "1d""#));
+    rig.renewd_ok("run", &["--once"]);
+    let first = read_cert_pem(rig.fullchain("www"));
+    let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
+    assert_eq!(orders, 1);
+
+    // Pebble's own window for a fresh 90-day certificate is weeks away: nothing happens.
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
+    let row = status_of(&rig, "www");
+    assert_eq!(row["next_renewal_reason"], "ARI window", "{row}");
+    assert!(
+        row["ari"].as_str().is_some_and(|s| s.contains("window")),
+        "{row}"
+    );
+
+    // The CA now says the window has passed.
+    let pem = std::fs::read_to_string(rig.fullchain("www")).expect("read fullchain");
+    let now = SystemTime::now();
+    rig.pebble
+        .set_renewal_window(&pem, now - 2 * DAY, now - DAY);
+    rig.renewd_ok("run", &["--once"]);
+    let second = read_cert_pem(rig.fullchain("www"));
+    assert_ne!(second.serial_hex, first.serial_hex, "renewed");
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders + 1);
+    assert_eq!(
+        rig.pebble.count_log(Pebble::REPLACEMENT_LOG),
+        1,
+        "the new order named the certificate it replaces:\n{}",
+        rig.pebble.log()
+    );
+
+    // The new certificate's window is Pebble's default again: no further renewal.
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders + 1);
+    assert_eq!(
+        read_cert_pem(rig.fullchain("www")).serial_hex,
+        second.serial_hex
+    );
+}
+
+/// A window in the future is respected even when `renew_before` says the certificate is due;
+/// an answer that cannot be used makes `renew_before` decide again.
+#[test]
+fn a_future_window_is_respected_and_garbage_falls_back_to_the_threshold() {
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        ..PebbleOptions::default()
+    });
+    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "1d""#));
+    rig.renewd_ok("run", &["--once"]);
+    let first = read_cert_pem(rig.fullchain("www"));
+    let pem = std::fs::read_to_string(rig.fullchain("www")).expect("read fullchain");
+    let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
+
+    let now = SystemTime::now();
+    let (start, end) = (now + 10 * DAY, now + 11 * DAY);
+    rig.pebble.set_renewal_window(&pem, start, end);
+    // renew_before of 100 days would make a 90-day certificate due at once: ARI wins.
+    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "100d""#));
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
+    let row = status_of(&rig, "www");
+    assert_eq!(row["next_renewal_reason"], "ARI window", "{row}");
+    let at = row["next_renewal"].as_u64().expect("next_renewal");
+    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert!(
+        at + 1 >= unix(start) && at <= unix(end) + 1,
+        "{at} inside [{}, {}]",
+        unix(start),
+        unix(end)
+    );
+    // The chosen moment is stable across passes while the window stays the same.
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(status_of(&rig, "www")["next_renewal"].as_u64(), Some(at));
+
+    // Garbage from the CA: renew_before decides, so with 100 days the certificate is due.
+    rig.pebble.set_renewal_info(
+        &pem,
+        &serde_json::json!({ "suggestedWindow": "soon, maybe" }),
+    );
+    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "1d""#));
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
+    let row = status_of(&rig, "www");
+    assert_eq!(
+        row["next_renewal_reason"], "renew_before threshold",
+        "{row}"
+    );
+    assert!(
+        row["ari"].as_str().is_some_and(|s| s.contains("not used")),
+        "{row}"
+    );
+
+    // A window that ends before it starts is garbage too.
+    rig.pebble
+        .set_renewal_window(&pem, now + 11 * DAY, now + 10 * DAY);
+    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "100d""#));
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders + 1);
+    assert_ne!(
+        read_cert_pem(rig.fullchain("www")).serial_hex,
+        first.serial_hex
+    );
+}
+
+/// `profile` per CA, overridden per certificate: the issued lifetime is the profile's.
+#[test]
+fn the_profile_chosen_decides_the_lifetime_and_an_unknown_one_is_refused() {
+    let short = 6 * 86400;
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        profile_validity: vec![("shortlived".into(), short)],
+        ..PebbleOptions::default()
+    });
+    let body = format!(
+        "profile = \"default\"\n{}{}",
+        rig.cert("long", &["long.test"], ""),
+        rig.cert("short", &["short.test"], r#"profile = "shortlived""#)
+    );
+    rig.write_config(&body);
+    rig.renewd_ok("run", &["--once"]);
+    let lifetime = |name: &str| {
+        let c = read_cert_pem(rig.fullchain(name));
+        c.not_after.duration_since(c.not_before).unwrap().as_secs()
+    };
+    // Pebble's validityPeriod is notAfter - notBefore, give or take a second.
+    assert!(
+        lifetime("long").abs_diff(90 * 86400) <= 1,
+        "{}",
+        lifetime("long")
+    );
+    assert!(
+        lifetime("short").abs_diff(short) <= 1,
+        "{}",
+        lifetime("short")
+    );
+
+    rig.write_config(&rig.cert("nope", &["nope.test"], r#"profile = "classic""#));
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("profile \"classic\" is not offered; the CA offers: default, shortlived"),
+        "{err}"
+    );
+    assert!(!rig.fullchain("nope").exists());
+}
+
+/// `ca = ["dead", "pebble"]`: after three failures in a row on an unreachable first CA, the
+/// second one issues, and `status` says which CA did.
+#[test]
+fn a_second_ca_issues_after_three_failures_of_the_first() {
+    let rig = Rig::new(PebbleOptions::default());
+    let dead_port = free_port();
+    let body = format!(
+        r#"
+[ca.dead]
+directory = "https://127.0.0.1:{dead_port}/dir"
+contact = ["mailto:ops@example.org"]
+accept_terms = true
+timeout = "2s"
+{}"#,
+        rig.cert("www", &["www.test"], r#"ca = ["dead", "pebble"]"#)
+    );
+    rig.write_config(&body);
+    for attempt in 1..=3 {
+        let out = rig.renewd("renew", &["--force", "www"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "attempt {attempt} fails on CA dead"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("CA dead"));
+        assert!(!rig.fullchain("www").exists());
+    }
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 0);
+    let out = rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("from CA pebble"), "{out}");
+    assert!(rig.fullchain("www").exists());
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 1);
+    assert_eq!(status_of(&rig, "www")["issued_by"], "pebble");
+    let table = rig.renewd_ok("status", &[]);
+    assert!(table.contains("issued by:  CA pebble"), "{table}");
+}

@@ -537,6 +537,44 @@ impl CaHttp {
     }
 }
 
+/// The profiles CA `config` advertises in its directory (`meta.profiles`), for `renewd check`:
+/// one GET of the directory, no account needed, through the same client as every other
+/// request (deadline, trust roots, and the CA's pause in `pause_file` respected).
+pub async fn advertised_profiles(
+    config: &CaConfig,
+    pause_file: PathBuf,
+) -> Result<Vec<String>, String> {
+    let gate = Arc::new(Gate::open(&config.name, pause_file));
+    let http = CaHttp::new(config.trust_roots.as_deref(), gate, config.timeout)?;
+    let req = http::Request::get(&config.directory)
+        .header(
+            http::header::USER_AGENT,
+            concat!("renewd/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(BodyWrapper::default())
+        .map_err(|e| format!("bad directory URL {}: {e}", config.directory))?;
+    let mut rsp = http.request(req).await.map_err(|e| acme_message(&e))?;
+    if !rsp.parts.status.is_success() {
+        return Err(format!(
+            "the directory {} answered HTTP {}",
+            config.directory, rsp.parts.status
+        ));
+    }
+    let body = rsp
+        .body
+        .into_bytes()
+        .await
+        .map_err(|e| format!("cannot read the directory: {e}"))?;
+    let dir: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the directory {} is not JSON: {e}", config.directory))?;
+    let mut names: Vec<String> = dir["meta"]["profiles"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
 impl HttpClient for CaHttp {
     fn request(
         &self,

@@ -192,7 +192,7 @@ fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
 async fn dispatch(cmd: Command) -> ExitCode {
     match cmd {
         Command::Completions { .. } | Command::Manpage => ExitCode::SUCCESS,
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config).await,
         Command::Run { config, once } => {
             let (path, cfg) = match load(&config) {
                 Ok(c) => c,
@@ -359,13 +359,14 @@ async fn dispatch(cmd: Command) -> ExitCode {
     }
 }
 
-fn check(arg: &ConfigArg) -> ExitCode {
+async fn check(arg: &ConfigArg) -> ExitCode {
     let (path, cfg) = match load(arg) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let mut problems = cfg.check_environment();
     problems.extend(deploy::check_directories(&cfg));
+    problems.extend(check_profiles(&cfg).await);
     for p in &problems {
         println!("{p}");
     }
@@ -381,6 +382,61 @@ fn check(arg: &ConfigArg) -> ExitCode {
     } else {
         ExitCode::from(EX_CONFIG)
     }
+}
+
+/// Every `profile` (of a CA, or of a certificate for each CA it may use) must be one the CA
+/// advertises: each CA with a profile to check is asked for its directory once. A CA that
+/// cannot be reached is a warning, not a problem: `check` must work offline.
+async fn check_profiles(cfg: &Config) -> Vec<config::Problem> {
+    let mut wanted: std::collections::BTreeMap<&str, Vec<(&str, config::Location)>> =
+        Default::default();
+    for ca in cfg.cas.values() {
+        if let Some(p) = &ca.profile {
+            wanted
+                .entry(&ca.name)
+                .or_default()
+                .push((p, ca.key_location("profile").clone()));
+        }
+    }
+    for cert in &cfg.certificates {
+        if let Some(p) = &cert.profile {
+            for ca in &cert.ca {
+                wanted
+                    .entry(ca)
+                    .or_default()
+                    .push((p, cert.key_location("profile").clone()));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (name, profiles) in wanted {
+        let Some(ca) = cfg.cas.get(name) else {
+            continue;
+        };
+        let pause = cfg.state_dir.join("accounts").join(format!("{name}.pause"));
+        match renewd::acme::advertised_profiles(ca, pause).await {
+            Ok(offered) => {
+                for (p, loc) in profiles {
+                    if !offered.iter().any(|o| o == p) {
+                        let offers = if offered.is_empty() {
+                            "it advertises no profiles (remove `profile`)".to_string()
+                        } else {
+                            format!("it offers: {}", offered.join(", "))
+                        };
+                        problems.push(config::Problem::new(
+                            loc,
+                            format!("CA {name} does not offer the profile {p:?}; {offers}"),
+                        ));
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "renewd: warning: cannot ask CA {name} which profiles it offers ({e}); \
+                 the profile is checked at the first order"
+            ),
+        }
+    }
+    problems
 }
 
 fn display(p: &Path) -> String {

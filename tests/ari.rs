@@ -152,6 +152,8 @@ fn the_profile_chosen_decides_the_lifetime_and_an_unknown_one_is_refused() {
         rig.cert("short", &["short.test"], r#"profile = "shortlived""#)
     );
     rig.write_config(&body);
+    // `check` asks the CA which profiles it offers.
+    rig.renewd_ok("check", &[]);
     rig.renewd_ok("run", &["--once"]);
     let lifetime = |name: &str| {
         let c = read_cert_pem(rig.fullchain(name));
@@ -170,6 +172,21 @@ fn the_profile_chosen_decides_the_lifetime_and_an_unknown_one_is_refused() {
     );
 
     rig.write_config(&rig.cert("nope", &["nope.test"], r#"profile = "classic""#));
+    let out = rig.renewd("check", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "check refuses an unknown profile"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let at = format!("{}:", rig.config_path.display());
+    assert!(
+        said.lines().any(|l| l.starts_with(&at)
+            && l.contains(
+                "CA pebble does not offer the profile \"classic\"; it offers: default, shortlived"
+            )),
+        "{said}"
+    );
     let out = rig.renewd("run", &["--once"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -113,7 +113,7 @@ impl Renewer {
         else {
             return;
         };
-        let mut rec = self.state.load_cert(&cert.name);
+        let rec = self.state.load_cert(&cert.name);
         // The CA that issued it, when known; else the first configured.
         let ca_name = rec
             .issued_by
@@ -128,7 +128,7 @@ impl Renewer {
             Ok(ca) => ca.renewal_info(&leaf).await,
             Err(e) => Err(e.to_string()),
         };
-        let prev = rec.ari.take().filter(|a| a.serial == leaf.serial_hex);
+        let prev = rec.ari.filter(|a| a.serial == leaf.serial_hex);
         let ari = match answer {
             Ok(Some(a)) => {
                 let window = (state::unix(a.start), state::unix(a.end));
@@ -167,8 +167,7 @@ impl Renewer {
                 }
             }
         };
-        rec.ari = Some(ari);
-        self.save(&cert.name, &rec);
+        self.update(&cert.name, |r| r.ari = Some(ari));
     }
 
     /// Revokes `cert`'s deployed certificate at the CA that issued it (the first configured
@@ -406,15 +405,17 @@ impl Renewer {
         }
         if let Err(e) = &result {
             tracing::error!(cert = %cert.name, error = %e, "renewal failed");
-            let mut rec = self.state.load_cert(&cert.name);
-            rec.record_failure(now, retry_after, e.clone());
-            self.save(&cert.name, &rec);
+            self.update(&cert.name, |r| {
+                r.record_failure(now, retry_after, e.clone())
+            });
         }
         result
     }
 
-    fn save(&self, name: &str, rec: &state::CertRecord) {
-        if let Err(e) = self.state.save_cert(name, rec) {
+    /// Changes the record of `name` (see [`StateDir::update_cert`]); a failure to write it is
+    /// logged, never fatal.
+    fn update(&self, name: &str, change: impl FnOnce(&mut state::CertRecord)) {
+        if let Err(e) = self.state.update_cert(name, change) {
             tracing::error!(cert = %name, error = %e, "cannot record the renewal's outcome");
         }
     }
@@ -584,7 +585,6 @@ impl Renewer {
         let mut rolled_back = Vec::new();
         for p in pending {
             let name = p.cert.name.clone();
-            let mut rec = self.state.load_cert(&name);
             match failed.remove(&name) {
                 None => {
                     let swap = p.swap;
@@ -598,12 +598,14 @@ impl Renewer {
                     }
                     tracing::info!(cert = %name, ca = %p.renewed.ca, serial = %p.renewed.serial,
                         not_after = %httpdate(p.renewed.not_after), "certificate renewed and deployed");
-                    rec.record_success(
-                        now,
-                        &p.renewed.ca,
-                        &p.renewed.serial,
-                        format!("issued serial {}", p.renewed.serial),
-                    );
+                    self.update(&name, |r| {
+                        r.record_success(
+                            now,
+                            &p.renewed.ca,
+                            &p.renewed.serial,
+                            format!("issued serial {}", p.renewed.serial),
+                        )
+                    });
                     settled.results.insert(name.clone(), Ok(()));
                 }
                 Some(why) => {
@@ -626,11 +628,10 @@ impl Renewer {
                         ),
                     };
                     tracing::error!(cert = %name, error = %message, "renewal rolled back");
-                    rec.record_failure(now, None, message.clone());
+                    self.update(&name, |r| r.record_failure(now, None, message.clone()));
                     settled.results.insert(name.clone(), Err(message));
                 }
             }
-            self.save(&name, &rec);
         }
 
         // The services were told about files that are gone again: tell them once more.

@@ -47,6 +47,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// Serialises [`StateDir::update_cert`] within this process: the renewals, the ARI
+    /// polls and revocations of one certificate may finish at the same time, and each
+    /// changes a different part of the same record.
+    records: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// Holds the state directory's lock until dropped.
@@ -68,6 +72,7 @@ impl StateDir {
         }
         Ok(StateDir {
             root: root.to_path_buf(),
+            records: Default::default(),
         })
     }
 
@@ -76,6 +81,7 @@ impl StateDir {
     pub fn open_existing(root: &Path) -> StateDir {
         StateDir {
             root: root.to_path_buf(),
+            records: Default::default(),
         }
     }
 
@@ -150,6 +156,20 @@ impl StateDir {
                 CertRecord::default()
             }
         }
+    }
+
+    /// Reads the record of `name`, applies `change`, and writes it back, with no other
+    /// update of a record by this process in between (a change computed from a record read
+    /// earlier, e.g. before a network request, would undo what was recorded meanwhile).
+    pub fn update_cert(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut CertRecord),
+    ) -> Result<(), StateError> {
+        let _serial = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.load_cert(name);
+        change(&mut rec);
+        self.save_cert(name, &rec)
     }
 
     pub fn save_cert(&self, name: &str, rec: &CertRecord) -> Result<(), StateError> {

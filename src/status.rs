@@ -149,6 +149,12 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         next_renewal: ev.decision.at,
         next_renewal_reason: ev.decision.reason.to_string(),
         renew_at,
+        ari_window_start: rec
+            .ari
+            .as_ref()
+            .filter(|a| Some(&a.serial) == ev.serial.as_ref())
+            .and_then(|a| a.window)
+            .map(|(start, _)| crate::state::from_unix(start)),
         problem,
         consecutive_failures: rec.consecutive_failures,
         last_failure,

@@ -225,6 +225,25 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
                 }
             }
         }
+        // The CA asks, through ARI, for a replacement before renewd's own threshold would
+        // have renewed: a revocation or incident at the CA. Renewal follows the window on
+        // its own; the alert tells people why certificates change early.
+        if let (Kind::Managed, Some(start), Some(from)) =
+            (item.kind, item.ari_window_start, item.renew_at)
+        {
+            if start < from {
+                add(
+                    "ari_early_replacement",
+                    "warning",
+                    format!(
+                        "{label}: the CA asks for replacement from {} (ARI), before renew_before \
+                         would renew it ({})",
+                        rfc3339(start),
+                        rfc3339(from)
+                    ),
+                );
+            }
+        }
         if let Some(review_by) = &item.review_by {
             if let Some(deadline) = review_deadline(review_by) {
                 if now_s >= deadline {
@@ -450,6 +469,7 @@ mod tests {
             problem: None,
             alerts: vec![],
             renew_at: None,
+            ari_window_start: None,
             cert_path: None,
         }
     }
@@ -542,5 +562,33 @@ mod tests {
         item.last_failure = Some("reload failed; previous files rolled back".into());
         let (c, _) = conditions(&[item], from_unix(61 * DAY));
         assert!(c.iter().any(|c| c.condition == "rolled_back"));
+    }
+
+    #[test]
+    fn an_ari_window_before_the_threshold_alerts_as_early_replacement() {
+        let mut item = unmanaged("/x", 0, 90 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("www".into());
+        item.renew_at = Some(60 * DAY);
+        // A window inside the usual margin: business as usual, no alert.
+        item.ari_window_start = Some(61 * DAY);
+        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(DAY));
+        assert!(
+            c.iter().all(|c| c.condition != "ari_early_replacement"),
+            "{c:?}"
+        );
+        // The CA wants it replaced now, 59 days early.
+        item.ari_window_start = Some(DAY);
+        let (c, _) = conditions(&[item], from_unix(DAY));
+        let early: Vec<_> = c
+            .iter()
+            .filter(|c| c.condition == "ari_early_replacement")
+            .collect();
+        assert_eq!(early.len(), 1, "{c:?}");
+        assert!(
+            early[0].message.contains("before renew_before"),
+            "{}",
+            early[0].message
+        );
     }
 }

@@ -58,6 +58,8 @@ pub struct Managed {
     pub next_renewal_reason: String,
     /// When `renew_before` says the deployed certificate is due (the start of its margin).
     pub renew_at: Option<SystemTime>,
+    /// The start of the CA's ARI renewal window for the deployed certificate, if it gave one.
+    pub ari_window_start: Option<SystemTime>,
     /// Why the deployed files cannot be used, if they cannot.
     pub problem: Option<String>,
     pub consecutive_failures: u32,
@@ -104,6 +106,9 @@ pub struct Item {
     /// Managed only, not serialized: start of the renewal margin, for alerts.
     #[serde(skip)]
     pub renew_at: Option<u64>,
+    /// Managed only, not serialized: start of the CA's ARI window, for alerts.
+    #[serde(skip)]
+    pub ari_window_start: Option<u64>,
     /// Managed only, not serialized: the configured file holding the certificate.
     #[serde(skip)]
     pub cert_path: Option<PathBuf>,
@@ -146,6 +151,7 @@ impl Item {
             problem: None,
             alerts: Vec::new(),
             renew_at: None,
+            ari_window_start: None,
             cert_path: None,
         }
     }
@@ -224,6 +230,7 @@ pub fn collect(
         item.consecutive_failures = Some(m.consecutive_failures);
         item.last_failure = m.last_failure.clone();
         item.renew_at = m.renew_at.map(unix);
+        item.ari_window_start = m.ari_window_start.map(unix);
         item.cert_path = m.cert_path.clone();
         item.problem = m.problem.clone();
         if m.problem.is_none() {

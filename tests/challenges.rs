@@ -53,6 +53,7 @@ fn cert_block(rig: &Rig, name: &str, domains: &[&str], challenge: &str) -> Strin
 [[certificate]]
 name = "{name}"
 domains = [{domains}]
+owner = "ops@example.org"
 challenge = {challenge}
 files = {{ fullchain = "{fc}", key = "{key}" }}
 "#,

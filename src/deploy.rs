@@ -451,18 +451,26 @@ fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
 /// pass [`check_target_dir`] (an unsafe one is an error; a missing one has nothing to
 /// sweep), and a directory that merely carries a temporary's name is left alone.
 pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+    // The files of a set usually share one directory: check and read each directory once.
+    let mut dirs: Vec<(&Path, Vec<String>)> = Vec::new();
     for (_, target) in files.iter() {
         let Some(name) = target.file_name() else {
             continue;
         };
+        let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
         let dir = parent_dir(target);
+        match dirs.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, prefixes)) => prefixes.push(prefix),
+            None => dirs.push((dir, vec![prefix])),
+        }
+    }
+    let mut removed = Vec::new();
+    for (dir, prefixes) in dirs {
         match check_target_dir(dir) {
             Ok(()) => {}
             Err(DeployError::MissingDirectory { .. }) => continue,
             Err(e) => return Err(io::Error::other(e)),
         }
-        let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -470,7 +478,9 @@ pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
         };
         for entry in entries {
             let entry = entry?;
-            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                 continue;
             }
             let path = entry.path();

@@ -266,16 +266,7 @@ impl Renewer {
                 result,
             });
         }
-        let settled = self.settle(pending).await;
-        for outcome in &mut certificates {
-            if let Some(Err(e)) = settled.results.get(&outcome.name) {
-                outcome.result = Err(e.clone());
-            }
-        }
-        BatchReport {
-            certificates,
-            reloads: settled.reloads,
-        }
+        self.settle(pending).await.report(certificates)
     }
 
     /// Finishes what a crash interrupted, before anything else is done with the deployed
@@ -366,19 +357,7 @@ impl Renewer {
                 result: Ok(p.renewed.clone()),
             })
             .collect::<Vec<_>>();
-        let settled = self.settle(pending).await;
-        BatchReport {
-            certificates: certificates
-                .into_iter()
-                .map(|mut c| {
-                    if let Some(Err(e)) = settled.results.get(&c.name) {
-                        c.result = Err(e.clone());
-                    }
-                    c
-                })
-                .collect(),
-            reloads: settled.reloads,
-        }
+        self.settle(pending).await.report(certificates)
     }
 
     /// Renews one certificate up to its swap. An issuance failure is recorded here; the
@@ -706,6 +685,21 @@ struct Settled {
     /// Per certificate: whether its new files stayed.
     results: HashMap<String, Result<(), String>>,
     reloads: Vec<ReloadOutcome>,
+}
+
+impl Settled {
+    /// The batch's report: `certificates` as issued, with the ones rolled back marked failed.
+    fn report(self, mut certificates: Vec<CertOutcome>) -> BatchReport {
+        for c in &mut certificates {
+            if let Some(Err(e)) = self.results.get(&c.name) {
+                c.result = Err(e.clone());
+            }
+        }
+        BatchReport {
+            certificates,
+            reloads: self.reloads,
+        }
+    }
 }
 
 fn reload_timeout(pending: &[Pending]) -> Duration {

@@ -134,8 +134,16 @@ fn status_and_renew_go_through_the_running_daemon() {
         lines(&log).len() == 1 && lines(&log)[0].starts_with("a b ")
     });
 
-    let json = rig.renewd_ok("status", &["--json", "b"]);
-    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // The reload hook runs before the batch is settled (proofs, records), so the daemon may
+    // still report the renewal as in progress for a moment after the hook has written its line.
+    let status_b = || {
+        let json = rig.renewd_ok("status", &["--json", "b"]);
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()
+    };
+    wait_until(Duration::from_secs(10), "batch settled", || {
+        status_b()[0]["renewing"] == false
+    });
+    let rows = status_b();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["name"], "b");
     assert_eq!(rows[0]["renewing"], false);

@@ -97,6 +97,7 @@ pub struct Answer<'a> {
 #[derive(Default, Clone)]
 pub struct Responders {
     http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
+    http01_closing: Closing,
     tls_alpn01: tls_alpn::Listeners,
 }
 
@@ -104,6 +105,66 @@ struct Http01Listener {
     tokens: Arc<Mutex<HashMap<String, String>>>,
     /// Dropping the sender stops the server task.
     _stop: watch::Sender<()>,
+    /// Closed once the server task has closed the listening socket.
+    closed: watch::Receiver<()>,
+}
+
+/// Listeners stopped (their last answer withdrawn) whose server task may still hold the
+/// listening socket, by address. Binding the address again before that socket is closed
+/// fails with EADDRINUSE, and a renewal starting as another finishes hits that window; so a
+/// new listener on such an address waits for the old socket first.
+#[derive(Default, Clone)]
+pub(crate) struct Closing(Arc<Mutex<HashMap<SocketAddr, watch::Receiver<()>>>>);
+
+impl Closing {
+    /// A channel for one server task: it drops the sender once its socket is closed.
+    pub(crate) fn channel() -> (watch::Sender<()>, watch::Receiver<()>) {
+        watch::channel(())
+    }
+
+    pub(crate) fn insert(&self, addr: SocketAddr, closed: watch::Receiver<()>) {
+        lock(&self.0).insert(addr, closed);
+    }
+
+    /// Waits until no stopped listener holds `addr`.
+    async fn wait(&self, addr: SocketAddr) {
+        let Some(mut closed) = lock(&self.0).get(&addr).cloned() else {
+            return;
+        };
+        while closed.changed().await.is_ok() {}
+        let mut map = lock(&self.0);
+        if map.get(&addr).is_some_and(|rx| rx.has_changed().is_err()) {
+            map.remove(&addr);
+        }
+    }
+
+    fn knows(&self, addr: SocketAddr) -> bool {
+        lock(&self.0).contains_key(&addr)
+    }
+
+    /// Runs `publish` (which binds `addr` when no listener serves it) once no stopped
+    /// listener holds `addr`; when the bind still meets a socket being closed (another
+    /// listener stopped meanwhile), waits for that one and tries again.
+    async fn publish<T>(
+        &self,
+        addr: SocketAddr,
+        mut publish: impl FnMut() -> Result<T, ChallengeError>,
+    ) -> Result<T, ChallengeError> {
+        let mut tries = 0;
+        loop {
+            self.wait(addr).await;
+            match publish() {
+                Err(ChallengeError::Listen { source, .. })
+                    if source.kind() == io::ErrorKind::AddrInUse
+                        && tries < 3
+                        && self.knows(addr) =>
+                {
+                    tries += 1
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 /// A provisioned answer; [`Provisioned::withdraw`] (or dropping it) withdraws the answer.
@@ -184,7 +245,11 @@ impl Responders {
                 answer.key_authorization,
             )?),
             ChallengeConfig::Http01Listen { listen } => {
-                self.publish(*listen, answer.token, answer.key_authorization)?;
+                self.http01_closing
+                    .publish(*listen, || {
+                        self.publish(*listen, answer.token, answer.key_authorization)
+                    })
+                    .await?;
                 ProvisionedKind::Token {
                     responders: self.clone(),
                     addr: *listen,
@@ -200,7 +265,13 @@ impl Responders {
                 ..
             } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
             ChallengeConfig::TlsAlpn01 { listen } => {
-                ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer)?)
+                let listeners = &self.tls_alpn01;
+                ProvisionedKind::TlsAlpn(
+                    listeners
+                        .closing()
+                        .publish(*listen, || listeners.publish(*listen, answer))
+                        .await?,
+                )
             }
         };
         Ok(Provisioned { kind })
@@ -222,13 +293,15 @@ impl Responders {
         let tokens = Arc::new(Mutex::new(HashMap::new()));
         lock(&tokens).insert(token.to_string(), answer.to_string());
         let (stop, stopped) = watch::channel(());
-        tokio::spawn(serve(listener, tokens.clone(), stopped));
+        let (closed_tx, closed) = Closing::channel();
+        tokio::spawn(serve(listener, tokens.clone(), stopped, closed_tx));
         tracing::debug!(%addr, "http-01 listener started");
         map.insert(
             addr,
             Http01Listener {
                 tokens,
                 _stop: stop,
+                closed,
             },
         );
         Ok(())
@@ -245,7 +318,9 @@ impl Responders {
             None => false,
         };
         if empty {
-            map.remove(&addr);
+            if let Some(l) = map.remove(&addr) {
+                self.http01_closing.insert(addr, l.closed.clone());
+            }
             tracing::debug!(%addr, "http-01 listener stopped");
         }
     }
@@ -275,10 +350,15 @@ async fn serve(
     listener: tokio::net::TcpListener,
     tokens: Arc<Mutex<HashMap<String, String>>>,
     mut stopped: watch::Receiver<()>,
+    closed: watch::Sender<()>,
 ) {
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
+            _ = stopped.changed() => {
+                drop(listener);
+                drop(closed);
+                return;
+            }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let tokens = tokens.clone();
@@ -428,6 +508,32 @@ mod tests {
         // The port is free again once the last answer is withdrawn.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    /// A renewal starting just as another's last answer is withdrawn: the stopped listener's
+    /// task has not run yet (one-thread runtime), so its socket is still open; the new
+    /// listener waits for it rather than failing with EADDRINUSE. Likewise for tls-alpn-01.
+    #[tokio::test]
+    async fn a_listener_stopped_and_needed_again_at_once_binds_again() {
+        for cfg in [
+            ChallengeConfig::Http01Listen {
+                listen: free_loopback(),
+            },
+            ChallengeConfig::TlsAlpn01 {
+                listen: free_loopback(),
+            },
+        ] {
+            let r = Responders::default();
+            for i in 0..20 {
+                let token = format!("tok{i}");
+                let p = r
+                    .provision(&cfg, &answer(&token, "thumb"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{cfg:?}, round {i}: {e}"));
+                drop(p);
+            }
+            assert_eq!(r.open_listeners(), 0);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-use super::{bind, lock, Answer, ChallengeError};
+use super::{bind, lock, Answer, ChallengeError, Closing};
 
 /// The ALPN protocol the CA offers, and the only one this listener speaks.
 const ACME_TLS_1: &[u8] = b"acme-tls/1";
@@ -56,12 +56,15 @@ type Answers = Arc<Mutex<HashMap<String, Vec<(u64, Arc<CertifiedKey>)>>>>;
 pub(super) struct Listeners {
     inner: Arc<Mutex<HashMap<SocketAddr, Listener>>>,
     next_id: Arc<AtomicU64>,
+    closing: Closing,
 }
 
 struct Listener {
     answers: Answers,
     /// Dropping the sender stops the server task.
     _stop: watch::Sender<()>,
+    /// Closed once the server task has closed the listening socket.
+    closed: watch::Receiver<()>,
 }
 
 /// One published answer; dropping it withdraws the answer (and closes an idle listener).
@@ -89,7 +92,9 @@ impl Drop for Registration {
             None => false,
         };
         if empty {
-            map.remove(&self.addr);
+            if let Some(l) = map.remove(&self.addr) {
+                self.listeners.closing.insert(self.addr, l.closed.clone());
+            }
             tracing::debug!(addr = %self.addr, "tls-alpn-01 listener stopped");
         }
     }
@@ -116,13 +121,15 @@ impl Listeners {
                 })?;
                 let answers: Answers = Arc::default();
                 let (stop, stopped) = watch::channel(());
-                tokio::spawn(serve(listener, answers.clone(), stopped));
+                let (closed_tx, closed) = Closing::channel();
+                tokio::spawn(serve(listener, answers.clone(), stopped, closed_tx));
                 tracing::debug!(%addr, "tls-alpn-01 listener started");
                 map.insert(
                     addr,
                     Listener {
                         answers: answers.clone(),
                         _stop: stop,
+                        closed,
                     },
                 );
                 answers
@@ -138,6 +145,11 @@ impl Listeners {
             sni,
             id,
         })
+    }
+
+    /// The stopped listeners whose sockets may still be open.
+    pub(super) fn closing(&self) -> &Closing {
+        &self.closing
     }
 
     pub(super) fn open(&self) -> usize {
@@ -201,6 +213,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     answers: Answers,
     mut stopped: watch::Receiver<()>,
+    closed: watch::Sender<()>,
 ) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = match rustls::ServerConfig::builder_with_provider(provider)
@@ -221,7 +234,11 @@ async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
+            _ = stopped.changed() => {
+                drop(listener);
+                drop(closed);
+                return;
+            }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 let acceptor = acceptor.clone();

@@ -80,6 +80,7 @@ const CA_KEYS: &[&str] = &[
     "eab_hmac_key_file",
     "profile",
     "timeout",
+    "ari",
 ];
 const CERT_KEYS: &[&str] = &[
     "name",
@@ -256,6 +257,9 @@ pub struct CaConfig {
     pub profile: Option<String>,
     /// Deadline of one HTTP exchange with this CA, headers and body.
     pub timeout: Duration,
+    /// Whether the CA's renewal information (ARI) is asked for; `ari = false` treats the CA
+    /// as one whose directory offers none, so `renew_before` alone decides.
+    pub ari: bool,
     /// The `[ca.NAME]` header.
     pub location: Location,
     /// Where each key's value was written.
@@ -2060,6 +2064,7 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
         eab_hmac_key_file: None,
         profile: None,
         timeout: DEFAULT_CA_TIMEOUT,
+        ari: true,
         location: header.clone(),
         key_locations: BTreeMap::new(),
     };
@@ -2110,6 +2115,11 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
             "timeout" => {
                 if let Some(d) = as_duration(key, node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
                     ca.timeout = d;
+                }
+            }
+            "ari" => {
+                if let Some(b) = as_bool(key, node, p) {
+                    ca.ari = b;
                 }
             }
             _ => continue,
@@ -4342,6 +4352,15 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
             "accept_terms = true\ntimeout = \"1h\"",
         );
         assert_only(&text, 4, 11, "must be at most 5m");
+    }
+
+    #[test]
+    fn ari_is_asked_unless_turned_off() {
+        assert!(load_ok(BASE).cas["le"].ari);
+        let text = BASE.replace("accept_terms = true", "accept_terms = true\nari = false");
+        assert!(!load_ok(&text).cas["le"].ari);
+        let text = BASE.replace("accept_terms = true", "accept_terms = true\nari = \"no\"");
+        assert_only(&text, 4, 7, "`ari` must be");
     }
 
     #[test]

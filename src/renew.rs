@@ -124,9 +124,13 @@ impl Renewer {
             return;
         };
         let now = SystemTime::now();
-        let answer = match self.ca(ca_config).await {
-            Ok(ca) => ca.renewal_info(&leaf).await,
-            Err(e) => Err(e.to_string()),
+        // `ari = false`: the CA is treated as offering no renewalInfo, and not contacted.
+        let answer = match ca_config.ari {
+            false => Ok(None),
+            true => match self.ca(ca_config).await {
+                Ok(ca) => ca.renewal_info(&leaf).await,
+                Err(e) => Err(e.to_string()),
+            },
         };
         let prev = rec.ari.filter(|a| a.serial == leaf.serial_hex);
         let ari = match answer {
@@ -153,7 +157,10 @@ impl Renewer {
             Ok(None) => state::AriRecord {
                 serial: leaf.serial_hex.clone(),
                 next_poll: state::unix(now + crate::schedule::ARI_POLL_MAX),
-                error: Some("the CA offers no renewalInfo".into()),
+                error: Some(match ca_config.ari {
+                    true => "the CA offers no renewalInfo".into(),
+                    false => format!("not asked: [ca.{}] sets ari = false", ca_config.name),
+                }),
                 ..Default::default()
             },
             Err(e) => {
@@ -167,7 +174,18 @@ impl Renewer {
                 }
             }
         };
-        self.update(&cert.name, |r| r.ari = Some(ari));
+        // The same answer as last time, asked again before its re-poll time (every `--once`
+        // pass asks): nothing to record, and no state file rewritten per certificate.
+        let same = prev.as_ref().is_some_and(|p| {
+            state::from_unix(p.next_poll) > now
+                && state::AriRecord {
+                    next_poll: p.next_poll,
+                    ..ari.clone()
+                } == *p
+        });
+        if !same {
+            self.update(&cert.name, |r| r.ari = Some(ari));
+        }
     }
 
     /// Revokes `cert`'s deployed certificate at the CA that issued it (the first configured

@@ -20,7 +20,7 @@ use crate::config::{self, CertConfig, Config};
 use crate::control::{self, Incoming, RenewResult, Request, Response};
 use crate::renew::{httpdate, BatchReport, Renewer};
 use crate::schedule::Deployed;
-use crate::state::{CertRecord, StateDir};
+use crate::state::StateDir;
 use crate::status::{self, Evaluation, StatusRow};
 
 /// File events are gathered for this long before the affected certificates are re-read, so
@@ -36,15 +36,39 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     let mut fine = renewer.recover(&config.certificates).await.all_ok();
-    // Every pass asks the CA's ARI afresh about each deployed certificate.
-    for cert in &config.certificates {
-        renewer.refresh_ari(cert, &config.cas).await;
-    }
+    // Each certificate's files are read once, for ARI and for the decision.
+    let certs = config.certificates.clone();
+    let inspected = tokio::task::spawn_blocking(move || {
+        certs
+            .iter()
+            .map(|c| crate::deploy::inspect(&c.files))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| format!("reading the deployed certificates failed: {e}"))?;
+    // Every pass asks the CA's ARI afresh about each deployed certificate, unless none of
+    // its CAs is to be asked (`ari = false`).
+    let asks_ari = |c: &CertConfig| {
+        c.ca.iter()
+            .any(|n| config.cas.get(n).is_some_and(|ca| ca.ari))
+    };
+    let asked = config
+        .certificates
+        .iter()
+        .zip(&inspected)
+        .filter(|(c, _)| asks_ari(c))
+        .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
+        .collect();
+    renewer.refresh_ari_all(asked, &config.cas).await;
     let now = SystemTime::now();
     let mut due = Vec::new();
-    for cert in &config.certificates {
-        let rec = state.load_cert(&cert.name);
-        let ev = status::evaluate(cert, &rec, now);
+    for (cert, inspected) in config.certificates.iter().zip(&inspected) {
+        let mut rec = state.load_cert(&cert.name);
+        if !asks_ari(cert) {
+            // Advice recorded before `ari = false` was set no longer counts.
+            rec.ari = None;
+        }
+        let ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
         if ev.decision.is_due(now) {
             tracing::info!(cert = %cert.name, reason = %ev.decision.reason, "due");
             due.push(cert.clone());
@@ -371,6 +395,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    release_free_memory();
     tracing::info!(socket = %d.config.control_socket.display(), "renewd started; {}", d.summary());
     let mut status = d.status_line(SystemTime::now());
     tell_systemd(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -459,6 +484,18 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Hands heap freed after a burst of work (start-up, a batch, a reload) back to the kernel.
+/// glibc keeps it otherwise, so a daemon that read 1,000 certificates at start would hold
+/// that peak for months of idleness.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator to the kernel; it is
+    // thread-safe and touches no memory in use.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Sends state to systemd when it supervises us (`NOTIFY_SOCKET`); otherwise does nothing.
 fn tell_systemd(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -532,15 +569,16 @@ impl Daemon {
         let mut old = std::mem::take(&mut self.entries);
         for cert in &self.config.certificates {
             let prev = old.remove(&cert.name);
-            let mut entry = Entry {
+            let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
+            let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
+            let entry = Entry {
                 cfg: cert.clone(),
-                eval: status::evaluate(cert, &CertRecord::default(), now),
+                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
-                failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
-                last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
+                failures_seen,
+                last_failure_seen,
                 polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
             };
-            self.evaluate(&mut entry, now);
             self.entries.insert(cert.name.clone(), entry);
         }
         self.targets.clear();
@@ -572,12 +610,29 @@ impl Daemon {
     }
 
     fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
-        let mut rec = self.state.load_cert(&entry.cfg.name);
-        if entry.failures_seen > rec.consecutive_failures {
-            rec.consecutive_failures = entry.failures_seen;
-            rec.last_failure = entry.last_failure_seen.map(crate::state::unix);
+        entry.eval = self.evaluation(
+            &entry.cfg,
+            entry.failures_seen,
+            entry.last_failure_seen,
+            now,
+        );
+    }
+
+    /// Reads `cert`'s files and record; failures this process saw count even when the record
+    /// could not be written.
+    fn evaluation(
+        &self,
+        cert: &CertConfig,
+        failures_seen: u32,
+        last_failure_seen: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Evaluation {
+        let mut rec = self.state.load_cert(&cert.name);
+        if failures_seen > rec.consecutive_failures {
+            rec.consecutive_failures = failures_seen;
+            rec.last_failure = last_failure_seen.map(crate::state::unix);
         }
-        entry.eval = status::evaluate(&entry.cfg, &rec, now);
+        status::evaluate(cert, &rec, now)
     }
 
     fn summary(&self) -> String {
@@ -633,9 +688,8 @@ impl Daemon {
         let cas = self.config.cas.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            for cert in &certs {
-                renewer.refresh_ari(cert, &cas).await;
-            }
+            let certs = certs.into_iter().map(|c| (c, None)).collect();
+            renewer.refresh_ari_all(certs, &cas).await;
             let _ = events.send(Event::AriDone(names));
         });
         true

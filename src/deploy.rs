@@ -15,7 +15,7 @@
 //! so a symlink or hard link planted at a target or temporary name is replaced or refused,
 //! never written through.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -451,50 +451,71 @@ fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
 /// pass [`check_target_dir`] (an unsafe one is an error; a missing one has nothing to
 /// sweep), and a directory that merely carries a temporary's name is left alone.
 pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
-    // The files of a set usually share one directory: check and read each directory once.
-    let mut dirs: Vec<(&Path, Vec<String>)> = Vec::new();
-    for (_, target) in files.iter() {
-        let Some(name) = target.file_name() else {
-            continue;
-        };
-        let prefix = format!(".{}{TEMP_MARKER}", name.to_string_lossy());
-        let dir = parent_dir(target);
-        match dirs.iter_mut().find(|(d, _)| *d == dir) {
-            Some((_, prefixes)) => prefixes.push(prefix),
-            None => dirs.push((dir, vec![prefix])),
+    let mut removed = Vec::new();
+    for (_, result) in sweep_temporaries_of([files]) {
+        removed.extend(result?);
+    }
+    Ok(removed)
+}
+
+/// [`sweep_temporaries`] for many file sets at once, each directory checked and read once
+/// however many sets have files there (a host with 1,000 certificates in one directory
+/// would otherwise read it 1,000 times). One result per directory, in no set order.
+pub fn sweep_temporaries_of<'a>(
+    sets: impl IntoIterator<Item = &'a FileSet>,
+) -> Vec<(PathBuf, io::Result<Vec<PathBuf>>)> {
+    // Directory → the names of the temporaries of its targets (".NAME.renewd-tmp.").
+    let mut dirs: HashMap<&Path, HashSet<String>> = HashMap::new();
+    for files in sets {
+        for (_, target) in files.iter() {
+            let Some(name) = target.file_name() else {
+                continue;
+            };
+            dirs.entry(parent_dir(target))
+                .or_default()
+                .insert(format!(".{}{TEMP_MARKER}", name.to_string_lossy()));
         }
     }
+    dirs.into_iter()
+        .map(|(dir, prefixes)| (dir.to_path_buf(), sweep_dir(dir, &prefixes)))
+        .collect()
+}
+
+fn sweep_dir(dir: &Path, prefixes: &HashSet<String>) -> io::Result<Vec<PathBuf>> {
+    match check_target_dir(dir) {
+        Ok(()) => {}
+        Err(DeployError::MissingDirectory { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::other(e)),
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut removed = Vec::new();
-    for (dir, prefixes) in dirs {
-        match check_target_dir(dir) {
-            Ok(()) => {}
-            Err(DeployError::MissingDirectory { .. }) => continue,
-            Err(e) => return Err(io::Error::other(e)),
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // A temporary is ".TARGET.renewd-SUFFIX": look up each prefix the name could have
+        // (a target's own name may contain the marker too).
+        let is_ours = name
+            .match_indices(TEMP_MARKER)
+            .any(|(i, _)| prefixes.contains(&name[..i + TEMP_MARKER.len()]));
+        if !is_ours {
+            continue;
         }
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+        let path = entry.path();
+        // The entry's own type, from the directory: a symlink is not followed.
+        if entry.file_type()?.is_dir() {
+            tracing::warn!(path = %path.display(),
+                "a directory carries the name of a renewd temporary; left alone");
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                continue;
-            }
-            let path = entry.path();
-            // The entry's own type, from the directory: a symlink is not followed.
-            if entry.file_type()?.is_dir() {
-                tracing::warn!(path = %path.display(),
-                    "a directory carries the name of a renewd temporary; left alone");
-                continue;
-            }
-            match fs::remove_file(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
         }
     }
     Ok(removed)
@@ -943,7 +964,7 @@ fn read_deployed(path: &Path) -> Result<Vec<u8>, DeployedProblem> {
             "not a regular file".into(),
         ));
     }
-    let mut data = Vec::new();
+    let mut data = Vec::with_capacity(meta.len().min(MAX_DEPLOYED_FILE) as usize + 1);
     file.take(MAX_DEPLOYED_FILE + 1)
         .read_to_end(&mut data)
         .map_err(unreadable)?;

@@ -22,6 +22,10 @@ use crate::state::{self, StateDir};
 use crate::verify;
 use crate::x509::{self, CertInfo, PrivateKey};
 
+/// ARI requests under way at once when many certificates are asked about together (a
+/// `--once` pass, a daemon start): enough to hide the round trips, few enough to be polite.
+pub const ARI_CONCURRENCY: usize = 8;
+
 /// Clock skew tolerated between the CA and this host when checking a new certificate's
 /// `notBefore`.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -107,12 +111,45 @@ impl Renewer {
     /// the schedule falls back to `renew_before`; nothing here stops a renewal. Does nothing
     /// when no usable certificate is deployed.
     pub async fn refresh_ari(&self, cert: &CertConfig, cas: &BTreeMap<String, CaConfig>) {
-        use crate::schedule::{ari_poll_delay, choose_in_window};
         let files = cert.files.clone();
         let Ok(Ok(leaf)) = tokio::task::spawn_blocking(move || deploy::inspect(&files)).await
         else {
             return;
         };
+        self.refresh_ari_with(cert, &leaf, cas).await
+    }
+
+    /// [`Renewer::refresh_ari`] for many certificates, [`ARI_CONCURRENCY`] requests at once;
+    /// each with its deployed leaf when the caller has read it already.
+    pub async fn refresh_ari_all(
+        self: &Arc<Self>,
+        certs: Vec<(CertConfig, Option<CertInfo>)>,
+        cas: &BTreeMap<String, CaConfig>,
+    ) {
+        let limit = Arc::new(Semaphore::new(ARI_CONCURRENCY));
+        let cas = Arc::new(cas.clone());
+        let mut set = JoinSet::new();
+        for (cert, leaf) in certs {
+            let (this, limit, cas) = (self.clone(), limit.clone(), cas.clone());
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                match leaf {
+                    Some(leaf) => this.refresh_ari_with(&cert, &leaf, &cas).await,
+                    None => this.refresh_ari(&cert, &cas).await,
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// [`Renewer::refresh_ari`] about `leaf`, `cert`'s deployed certificate.
+    pub async fn refresh_ari_with(
+        &self,
+        cert: &CertConfig,
+        leaf: &CertInfo,
+        cas: &BTreeMap<String, CaConfig>,
+    ) {
+        use crate::schedule::{ari_poll_delay, choose_in_window};
         let rec = self.state.load_cert(&cert.name);
         // The CA that issued it, when known; else the first configured.
         let ca_name = rec
@@ -128,7 +165,7 @@ impl Renewer {
         let answer = match ca_config.ari {
             false => Ok(None),
             true => match self.ca(ca_config).await {
-                Ok(ca) => ca.renewal_info(&leaf).await,
+                Ok(ca) => ca.renewal_info(leaf).await,
                 Err(e) => Err(e.to_string()),
             },
         };
@@ -307,18 +344,19 @@ impl Renewer {
         for e in &recovery.errors {
             tracing::error!(error = %e, "cannot recover an interrupted swap");
         }
-        for cert in certs {
-            if recovery.holds(&cert.name) {
-                continue;
-            }
-            match deploy::sweep_temporaries(&cert.files) {
+        let sets = certs
+            .iter()
+            .filter(|c| !recovery.holds(&c.name))
+            .map(|c| &c.files);
+        for (dir, result) in deploy::sweep_temporaries_of(sets) {
+            match result {
                 Ok(removed) => {
                     for path in removed {
-                        tracing::info!(cert = %cert.name, path = %path.display(),
+                        tracing::info!(path = %path.display(),
                             "removed a temporary file left by an interrupted run");
                     }
                 }
-                Err(e) => tracing::warn!(cert = %cert.name, error = %e,
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
                     "cannot remove temporary files left by an interrupted run"),
             }
         }

@@ -12,6 +12,7 @@ use crate::inventory::{self, Inventory};
 use crate::renew::httpdate;
 use crate::schedule::{self, Decision, Deployed};
 use crate::state::{self, CertRecord, StateDir};
+use crate::x509::CertInfo;
 
 /// A managed certificate's deployed state and next action.
 #[derive(Debug, Clone)]
@@ -26,14 +27,24 @@ pub struct Evaluation {
 
 /// Reads `cert`'s files and decides when it is next due.
 pub fn evaluate(cert: &CertConfig, rec: &CertRecord, now: SystemTime) -> Evaluation {
-    let (deployed, serial) = match deploy::inspect(&cert.files) {
+    evaluate_inspected(cert, rec, now, deploy::inspect(&cert.files).as_ref())
+}
+
+/// [`evaluate`] with `cert`'s files already read by [`deploy::inspect`].
+pub fn evaluate_inspected(
+    cert: &CertConfig,
+    rec: &CertRecord,
+    now: SystemTime,
+    inspected: Result<&CertInfo, &deploy::DeployedProblem>,
+) -> Evaluation {
+    let (deployed, serial) = match inspected {
         Ok(info) => (
             Deployed::Valid {
                 not_before: info.not_before,
                 not_after: info.not_after,
                 missing_names: info.missing_names(&cert.domains),
             },
-            Some(info.serial_hex),
+            Some(info.serial_hex.clone()),
         ),
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };

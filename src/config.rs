@@ -15,6 +15,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -130,22 +131,24 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 /// A position in a configuration file, 1-based; the column counts characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
-    pub file: PathBuf,
+    /// Shared by every location in one file: a configuration with thousands of
+    /// certificates keeps tens of thousands of these for its error messages.
+    pub file: Arc<Path>,
     pub line: usize,
     pub col: usize,
 }
 
 impl Location {
-    pub fn new(file: impl Into<PathBuf>, line: usize, col: usize) -> Self {
+    pub fn new(file: impl AsRef<Path>, line: usize, col: usize) -> Self {
         Location {
-            file: file.into(),
+            file: Arc::from(file.as_ref()),
             line,
             col,
         }
     }
 
     /// The start of `file`: where problems about a file as a whole are reported.
-    pub fn start_of(file: impl Into<PathBuf>) -> Self {
+    pub fn start_of(file: impl AsRef<Path>) -> Self {
         Location::new(file, 1, 1)
     }
 }
@@ -316,7 +319,8 @@ pub struct CertConfig {
     /// `challenge.hook`, `challenge.rfc2136.server`, `challenge.rfc2136.tsig_key_file`,
     /// `verify.connect`, `verify.server_name`, `verify.timeout`; for a per-name `challenge`
     /// table the same under each entry's [`ChallengeRule::key`] (`challenge."NAME".type` ...).
-    pub key_locations: BTreeMap<String, Location>,
+    /// Shared between clones (the daemon keeps several views of each certificate).
+    pub key_locations: Arc<BTreeMap<String, Location>>,
 }
 
 impl CertConfig {
@@ -1389,17 +1393,17 @@ fn executable_file(path: &Path) -> Result<(), String> {
 
 /// Turns byte offsets into 1-based line and character columns.
 struct SourceMap<'a> {
-    file: &'a Path,
+    file: Arc<Path>,
     text: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> SourceMap<'a> {
-    fn new(file: &'a Path, text: &'a str) -> Self {
+    fn new(file: &Path, text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceMap {
-            file,
+            file: Arc::from(file),
             text,
             line_starts,
         }
@@ -1417,7 +1421,11 @@ impl<'a> SourceMap<'a> {
             .take_while(|(i, _)| start + i < offset)
             .count()
             + 1;
-        Location::new(self.file, line + 1, col)
+        Location {
+            file: self.file.clone(),
+            line: line + 1,
+            col,
+        }
     }
 }
 
@@ -2923,7 +2931,7 @@ fn build_certificate(
         verify: f.verify,
         profile: f.profile,
         location: node.loc.clone(),
-        key_locations: f.locs,
+        key_locations: Arc::new(f.locs),
     })
 }
 

@@ -237,7 +237,11 @@ if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
 say "criterion micro-benchmarks"
 cargo bench --quiet --bench hot_paths 2>&1 | tee "$WORK/criterion.txt" >&2
 table "Micro-benchmark (criterion) | median time"
-awk '/time:/ {name=prev; if ($1 != "time:") name=$1; gsub(/\[|\]/,""); for (i=1;i<=NF;i++) if ($i=="time:") print name "|" $(i+3) " " $(i+4)} {prev=$1}' \
+awk '/^Benchmarking|^Found/ {next}
+         /^[^ ]/ {name=$0; sub(/ +time:.*/, "", name); if ($0 !~ /time:/) next}
+         /^ +change:/ {name=""; next}
+         /time:/ && name != "" {match($0, /\[[^]]*\]/); split(substr($0, RSTART + 1, RLENGTH - 2), v, " ");
+                                print name "|" v[3] " " v[4]; name=""}' \
     "$WORK/criterion.txt" | while IFS='|' read -r name med; do row "$name | $med"; done
 fi
 
@@ -247,7 +251,7 @@ fi
     echo
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "renewd $(git -C "$ROOT" describe --always --dirty) ($(rustc --version)), release build; Pebble $("$PEBBLE_BIN/pebble" -version 2>&1 | head -1 || true) with PEBBLE_VA_NOSLEEP=1, retryAfter 1 s; certbot $CERTBOT_VERSION ($(python3 --version))"
+    echo "renewd $(git -C "$ROOT" describe --always --dirty) ($(rustc --version)), release build; Pebble $(cat "$PEBBLE_BIN/../../.deb-version" 2>/dev/null || echo '(version unknown)') (Debian package; GOMAXPROCS=1, PEBBLE_AUTHZREUSE=0) with PEBBLE_VA_NOSLEEP=1, retryAfter 1 s; certbot $CERTBOT_VERSION ($(python3 --version))"
     echo
     cat "$ROWS"
 } >"$RESULTS"

@@ -4,7 +4,9 @@
 Used by scripts/bench.sh. Prints one JSON object:
   ready_s       seconds from exec to READY=1 on $NOTIFY_SOCKET
   rss_ready_kib resident memory at READY=1
-  rss_kib       resident memory once the daemon has settled (no CPU used for 2 s)
+  rss_kib       resident memory once the daemon has settled (no CPU used for 2 s), of
+                which rss_anon_kib is its heap and stacks and rss_file_kib pages of the
+                binary and libraries mapped from the page cache (shared, reclaimable)
   hwm_kib       peak resident memory
   threads       threads once settled
   cpu_start_s   CPU seconds (user + system) used up to settling
@@ -114,6 +116,8 @@ def main():
         # thread exits are not counted as idle activity.
         time.sleep(11)
         out["rss_kib"] = proc_field(pid, "VmRSS")
+        out["rss_anon_kib"] = proc_field(pid, "RssAnon")
+        out["rss_file_kib"] = proc_field(pid, "RssFile")
         out["hwm_kib"] = proc_field(pid, "VmHWM")
         out["cpu_start_s"] = round(cpu_seconds(pid), 3)
         sock.setblocking(False)

@@ -390,6 +390,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     d.watcher = Some(d.new_watcher()?);
     d.apply_config();
     d.watch_discovery();
+    d.governance.rescan();
     d.refresh_governance();
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -565,22 +566,7 @@ impl Daemon {
     /// Rebuilds the certificate table and the watches from `self.config`, keeping what is
     /// known about certificates that are still configured.
     fn apply_config(&mut self) {
-        let now = SystemTime::now();
-        let mut old = std::mem::take(&mut self.entries);
-        for cert in &self.config.certificates {
-            let prev = old.remove(&cert.name);
-            let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
-            let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
-            let entry = Entry {
-                cfg: cert.clone(),
-                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
-                renewing: prev.as_ref().is_some_and(|p| p.renewing),
-                failures_seen,
-                last_failure_seen,
-                polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
-            };
-            self.entries.insert(cert.name.clone(), entry);
-        }
+        // Watches first, then the files are read: a change in between is then an event.
         self.targets.clear();
         for cert in &self.config.certificates {
             for (_, path) in cert.files.iter() {
@@ -607,6 +593,23 @@ impl Daemon {
             }
         }
         self.watched_dirs = dirs;
+
+        let now = SystemTime::now();
+        let mut old = std::mem::take(&mut self.entries);
+        for cert in &self.config.certificates {
+            let prev = old.remove(&cert.name);
+            let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
+            let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
+            let entry = Entry {
+                cfg: cert.clone(),
+                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
+                renewing: prev.as_ref().is_some_and(|p| p.renewing),
+                failures_seen,
+                last_failure_seen,
+                polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
+            };
+            self.entries.insert(cert.name.clone(), entry);
+        }
     }
 
     fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
@@ -1000,8 +1003,9 @@ impl Daemon {
                     self.config.max_concurrent_renewals,
                 ) = keep;
                 self.apply_config();
-                self.governance.reconfigure(&self.config);
+                self.governance.configure(&self.config);
                 self.watch_discovery();
+                self.governance.rescan();
                 self.refresh_governance();
                 tracing::info!("configuration reloaded; {}", self.summary());
             }

@@ -23,7 +23,9 @@ pub struct Live {
 }
 
 impl Live {
-    /// Scans the discovery paths, loads the alert state and starts the metrics listener.
+    /// Loads the alert state and starts the metrics listener. The first discovery scan is
+    /// the caller's ([`Live::rescan`]), once it watches the discovery paths: a file changed
+    /// between a scan and the watch would otherwise go unnoticed.
     pub async fn start(config: &Config) -> Result<Live, String> {
         let metrics = Metrics::new();
         let server = match &config.metrics {
@@ -42,13 +44,14 @@ impl Live {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
         };
-        live.reconfigure(config);
+        live.configure(config);
         Ok(live)
     }
 
     /// A new configuration (SIGHUP): alerts, exceptions and discovery take effect now;
-    /// `[metrics] listen` at the next restart.
-    pub fn reconfigure(&mut self, config: &Config) {
+    /// `[metrics] listen` at the next restart. Rescan ([`Live::rescan`]) once the new
+    /// discovery paths are watched.
+    pub fn configure(&mut self, config: &Config) {
         if config.metrics.as_ref().map(|m| m.listen)
             != self.config.metrics.as_ref().map(|m| m.listen)
         {
@@ -67,7 +70,6 @@ impl Live {
             },
             None => None,
         };
-        self.rescan();
     }
 
     /// The directories the daemon watches (recursively) for discovery.

@@ -840,9 +840,6 @@ impl Ca {
         &self,
         cert: &crate::x509::CertInfo,
     ) -> Result<Option<AriAnswer>, String> {
-        if !self.config.ari {
-            return Ok(None);
-        }
         let Some(id) = cert_id(cert) else {
             return Err("the certificate has no authority key identifier".into());
         };

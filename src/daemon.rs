@@ -46,8 +46,9 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     })
     .await
     .map_err(|e| format!("reading the deployed certificates failed: {e}"))?;
-    // Every pass asks the CA's ARI afresh about each deployed certificate, unless none of
-    // its CAs is to be asked (`ari = false`).
+    // Every pass asks the CA's ARI afresh about each deployed certificate (the records come
+    // back as the answers left them), unless none of its CAs is to be asked (`ari = false`):
+    // those are not even handed over, which keeps a pass without ARI cheap.
     let asks_ari = |c: &CertConfig| {
         c.ca.iter()
             .any(|n| config.cas.get(n).is_some_and(|ca| ca.ari))
@@ -59,15 +60,21 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
         .filter(|(c, _)| asks_ari(c))
         .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
         .collect();
-    renewer.refresh_ari_all(asked, &config.cas).await;
+    let mut records = renewer.refresh_ari_all(asked, &config.cas).await;
     let now = SystemTime::now();
     let mut due = Vec::new();
     for (cert, inspected) in config.certificates.iter().zip(&inspected) {
-        let mut rec = state.load_cert(&cert.name);
-        if !asks_ari(cert) {
-            // Advice recorded before `ari = false` was set no longer counts.
-            rec.ari = None;
-        }
+        let rec = match records.remove(&cert.name) {
+            Some(rec) => rec,
+            None => {
+                let mut rec = state.load_cert(&cert.name);
+                if !asks_ari(cert) {
+                    // Advice recorded before `ari = false` was set no longer counts.
+                    rec.ari = None;
+                }
+                rec
+            }
+        };
         let ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
         if ev.decision.is_due(now) {
             tracing::info!(cert = %cert.name, reason = %ev.decision.reason, "due");

@@ -116,16 +116,17 @@ impl Renewer {
         else {
             return;
         };
-        self.refresh_ari_with(cert, &leaf, cas).await
+        self.refresh_ari_with(cert, &leaf, cas).await;
     }
 
     /// [`Renewer::refresh_ari`] for many certificates, [`ARI_CONCURRENCY`] requests at once;
-    /// each with its deployed leaf when the caller has read it already.
+    /// each with its deployed leaf when the caller has read it already. Returns the record
+    /// of each certificate given with its leaf, as it stands after the answer.
     pub async fn refresh_ari_all(
         self: &Arc<Self>,
         certs: Vec<(CertConfig, Option<CertInfo>)>,
         cas: &BTreeMap<String, CaConfig>,
-    ) {
+    ) -> HashMap<String, state::CertRecord> {
         let limit = Arc::new(Semaphore::new(ARI_CONCURRENCY));
         let cas = Arc::new(cas.clone());
         let mut set = JoinSet::new();
@@ -134,23 +135,36 @@ impl Renewer {
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 match leaf {
-                    Some(leaf) => this.refresh_ari_with(&cert, &leaf, &cas).await,
-                    None => this.refresh_ari(&cert, &cas).await,
+                    Some(leaf) => Some((
+                        cert.name.clone(),
+                        this.refresh_ari_with(&cert, &leaf, &cas).await,
+                    )),
+                    None => {
+                        this.refresh_ari(&cert, &cas).await;
+                        None
+                    }
                 }
             });
         }
-        while set.join_next().await.is_some() {}
+        let mut records = HashMap::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(Some((name, rec))) = joined {
+                records.insert(name, rec);
+            }
+        }
+        records
     }
 
-    /// [`Renewer::refresh_ari`] about `leaf`, `cert`'s deployed certificate.
+    /// [`Renewer::refresh_ari`] about `leaf`, `cert`'s deployed certificate; returns the
+    /// certificate's record as it stands after the answer.
     pub async fn refresh_ari_with(
         &self,
         cert: &CertConfig,
         leaf: &CertInfo,
         cas: &BTreeMap<String, CaConfig>,
-    ) {
+    ) -> state::CertRecord {
         use crate::schedule::{ari_poll_delay, choose_in_window};
-        let rec = self.state.load_cert(&cert.name);
+        let mut rec = self.state.load_cert(&cert.name);
         // The CA that issued it, when known; else the first configured.
         let ca_name = rec
             .issued_by
@@ -158,7 +172,7 @@ impl Renewer {
             .filter(|n| cert.ca.contains(n))
             .or_else(|| cert.ca.first().cloned());
         let Some(ca_config) = ca_name.as_ref().and_then(|n| cas.get(n)) else {
-            return;
+            return rec;
         };
         let now = SystemTime::now();
         // `ari = false`: the CA is treated as offering no renewalInfo, and not contacted.
@@ -169,7 +183,7 @@ impl Renewer {
                 Err(e) => Err(e.to_string()),
             },
         };
-        let prev = rec.ari.filter(|a| a.serial == leaf.serial_hex);
+        let prev = rec.ari.take().filter(|a| a.serial == leaf.serial_hex);
         let ari = match answer {
             Ok(Some(a)) => {
                 let window = (state::unix(a.start), state::unix(a.end));
@@ -220,9 +234,13 @@ impl Renewer {
                     ..ari.clone()
                 } == *p
         });
-        if !same {
-            self.update(&cert.name, |r| r.ari = Some(ari));
-        }
+        rec.ari = if same {
+            prev
+        } else {
+            self.update(&cert.name, |r| r.ari = Some(ari.clone()));
+            Some(ari)
+        };
+        rec
     }
 
     /// Revokes `cert`'s deployed certificate at the CA that issued it (the first configured

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::acme::{AcmeError, Ca};
 use crate::challenge::Responders;
@@ -18,6 +19,7 @@ use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::journal::{self, Swap};
 use crate::deploy::{self, Material, Ownership};
 use crate::hooks;
+use crate::logging;
 use crate::state::{self, StateDir};
 use crate::verify;
 use crate::x509::{self, CertInfo, PrivateKey};
@@ -443,21 +445,22 @@ impl Renewer {
         dry_run: bool,
     ) -> Result<Issued, String> {
         let now = SystemTime::now();
-        let result = self.issue_and_deploy(cert, cas, dry_run).await;
+        // Every line of the order (CA=, ORDER=) carries the certificate too (CERT=).
+        let result = self
+            .issue_and_deploy(cert, cas, dry_run)
+            .instrument(tracing::info_span!("renewal", cert = %cert.name))
+            .await;
         let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
         let result = result.map_err(|f| f.message);
         if dry_run {
             match &result {
-                Ok(r) => {
-                    tracing::info!(cert = %cert.name, ca = %r.renewed.ca, serial = %r.renewed.serial,
-                    "dry run: certificate issued and checked, nothing deployed")
-                }
-                Err(e) => tracing::error!(cert = %cert.name, error = %e, "dry run failed"),
+                Ok(r) => logging::dry_run_succeeded(&cert.name, &r.renewed.ca, &r.renewed.serial),
+                Err(e) => logging::dry_run_failed(&cert.name, e),
             }
             return result;
         }
         if let Err(e) = &result {
-            tracing::error!(cert = %cert.name, error = %e, "renewal failed");
+            logging::renewal_failed(&cert.name, e);
             self.update(&cert.name, |r| {
                 r.record_failure(now, retry_after, e.clone())
             });
@@ -486,8 +489,8 @@ impl Renewer {
             .get(crate::schedule::pick_ca(cert.ca.len(), failures))
             .ok_or_else(|| "no CA configured for this certificate".to_string())?;
         if Some(ca_name) != cert.ca.first() {
-            tracing::warn!(cert = %cert.name, ca = %ca_name, failures,
-                "falling back to another CA after repeated failures");
+            tracing::warn!(ca = %ca_name, failures,
+                "{}: falling back to CA {ca_name} after {failures} failures in a row", cert.name);
         }
         let ca_config = cas
             .get(ca_name)
@@ -649,8 +652,12 @@ impl Renewer {
                             tracing::error!(cert = %name, error = %e, "finishing the swap aborted")
                         }
                     }
-                    tracing::info!(cert = %name, ca = %p.renewed.ca, serial = %p.renewed.serial,
-                        not_after = %httpdate(p.renewed.not_after), "certificate renewed and deployed");
+                    logging::renewal_succeeded(
+                        &name,
+                        &p.renewed.ca,
+                        &p.renewed.serial,
+                        &httpdate(p.renewed.not_after),
+                    );
                     self.update(&name, |r| {
                         r.record_success(
                             now,
@@ -680,7 +687,7 @@ impl Renewer {
                             p.renewed.serial
                         ),
                     };
-                    tracing::error!(cert = %name, error = %message, "renewal rolled back");
+                    logging::renewal_rolled_back(&name, &message);
                     self.update(&name, |r| r.record_failure(now, None, message.clone()));
                     settled.results.insert(name.clone(), Err(message));
                 }

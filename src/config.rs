@@ -4846,4 +4846,99 @@ reload = [["{root}/good.sh"], ["{root}/reload.sh", "x"], ["sh", "-c", "true"], [
             "webroot `/nonexistent/renewd-webroot` does not exist",
         );
     }
+
+    /// Two certificates inheriting `[defaults] files`' directory, one with its own webroot.
+    const DIAGNOSE: &str = r#"state_dir = "/var/lib/renewd"
+[ca.le]
+directory = "https://acme.example/dir"
+accept_terms = true
+[defaults]
+owner = "ops@example.org"
+files = { fullchain = "/srv/tls/shared.pem", key = "/srv/tls/shared.key" }
+[[certificate]]
+name = "a"
+domains = ["a.example"]
+challenge = { type = "http-01", webroot = "/var/www/a" }
+files = { fullchain = "/srv/a/a.pem", key = "/srv/a/a.key" }
+[[certificate]]
+name = "b"
+domains = ["b.example"]
+challenge = { type = "http-01", listen = "[::]:80" }
+[[certificate]]
+name = "c"
+domains = ["c.example"]
+challenge = { type = "http-01", listen = "[::]:80" }
+files = { fullchain = "/srv/c/c.pem", key = "/srv/c/c.key" }
+"#;
+
+    #[test]
+    fn diagnose_makes_a_certificate_problem_a_warning_that_stops_only_its_certificates() {
+        let cfg = load_from_sources(&[(PathBuf::from(MAIN), DIAGNOSE.to_string())])
+            .expect("valid configuration");
+        let a = cfg.certificate("a").expect("a");
+        let b = cfg.certificate("b").expect("b");
+        let c = cfg.certificate("c").expect("c");
+        let found = vec![
+            // At a's own value.
+            Problem::new(
+                a.key_location("challenge.webroot").clone(),
+                "webroot missing",
+            ),
+            // At an inherited [defaults] value: b only (a and c have their own files).
+            Problem::new(
+                b.key_location("files.fullchain").clone(),
+                "directory missing",
+            ),
+            // Advisory: c stays renewable.
+            Problem::warning(c.location.clone(), "no owner"),
+            // Not at a certificate: keeps its severity.
+            Problem::new(cfg.key_location("state_dir"), "parent missing"),
+            Problem::warning(cfg.cas["le"].key_location("directory").clone(), "CA file"),
+        ];
+        let d = cfg.diagnose(found);
+        assert_eq!(
+            d.not_renewable
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(d.not_renewable["a"].ends_with(": webroot missing"));
+        assert!(d.not_renewable["b"].starts_with(&format!("{MAIN}:7:")));
+        assert!(d.has_errors());
+        let errors = d.errors().expect("errors");
+        assert_eq!(errors.problems.len(), 1);
+        assert_eq!(errors.problems[0].message, "parent missing");
+        assert_eq!(d.warnings().count(), 4);
+        let shown: Vec<String> = d.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            shown.contains(&format!("{MAIN}:1:13: parent missing")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|l| l.starts_with(&format!("{MAIN}:11:"))
+                && l.ends_with(": warning: webroot missing")),
+            "{shown:?}"
+        );
+        // Without the state_dir error the configuration is usable.
+        let d = cfg.diagnose(vec![Problem::new(
+            a.key_location("challenge.webroot").clone(),
+            "webroot missing",
+        )]);
+        assert!(!d.has_errors() && d.errors().is_none());
+    }
+
+    #[test]
+    fn unknown_certificate_names_get_the_closest_configured_one() {
+        let cfg = load_from_sources(&[(PathBuf::from(MAIN), DIAGNOSE.to_string())])
+            .expect("valid configuration");
+        assert!(cfg.check_names(&["a".into(), "c".into()]).is_ok());
+        let e = cfg
+            .check_names(&["a".into(), "zzzzzz".into()])
+            .expect_err("unknown");
+        assert_eq!(
+            e,
+            "no certificate named `zzzzzz` in the configuration; configured: a, b, c"
+        );
+    }
 }

@@ -25,13 +25,18 @@ configuration); /var/lib/renewd (state: ACME accounts, per-certificate history, 
 
 ENVIRONMENT: RENEWD_CONFIG overrides the configuration path; RUST_LOG sets the log filter \
 (else the configuration's log_level, else info). Under systemd, logs go to the journal with \
-structured fields, and readiness, status and watchdog pings go to NOTIFY_SOCKET.
+the fields CERT=, CA=, ORDER= and ERROR= (journalctl CERT=NAME), and readiness, status \
+and watchdog pings go to NOTIFY_SOCKET.
 
-EXIT STATUS: 0 success; 1 a certificate operation failed; 2 bad command line; 78 bad \
-configuration (each problem printed as FILE:LINE:COL: message).
+EXIT STATUS: 0 success; 1 a certificate operation failed; 2 bad command line (an unknown \
+certificate name included); 78 bad configuration (each problem printed as FILE:LINE:COL: \
+message). A problem that stops one certificate only is a warning (FILE:LINE:COL: warning: \
+message): check exits 0 (78 with --strict), run and SIGHUP log it and renew every other \
+certificate.
 
 SIGNALS: SIGHUP re-reads the configuration (a configuration with errors is refused and the \
-old one kept); SIGTERM and SIGINT stop after the renewals under way (at most 30 s).";
+old one kept; warnings are judged again); SIGTERM and SIGINT stop after the renewals under \
+way (at most 30 s).";
 
 const EX_FAILED: u8 = 1;
 const EX_USAGE: u8 = 2;

@@ -459,5 +459,33 @@ fn check_run_and_sighup_agree_that_one_bad_certificate_stops_only_itself() {
     wait_until(Duration::from_secs(60), "gone issued after SIGHUP", || {
         gone_dir.join("gone.pem").exists()
     });
+    let owner_warning = warnings
+        .iter()
+        .find(|l| l.contains("`anon` has no `owner`"))
+        .expect("owner warning");
+    assert_eq!(
+        d.log().matches(owner_warning.as_str()).count(),
+        2,
+        "logged at start and again on SIGHUP"
+    );
+
+    // What `check` calls an error, SIGHUP refuses: a state_dir that cannot be created.
+    let broken = fs::read_to_string(&rig.config_path)
+        .expect("config")
+        .replace(
+            &format!("state_dir = \"{}\"", rig.state_dir.display()),
+            "state_dir = \"/nonexistent-renewd-test/state\"",
+        );
+    fs::write(&rig.config_path, broken).expect("write");
+    assert_eq!(rig.renewd("check", &[]).status.code(), Some(78));
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refusal logged", || {
+        d.log().contains("configuration not reloaded")
+    });
+    assert!(
+        d.log().contains("of `state_dir` does not exist"),
+        "{}",
+        d.log()
+    );
     assert!(d.stop().success());
 }

@@ -901,7 +901,8 @@ impl Daemon {
                     }
                     self.evaluate(&mut e, now);
                     tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
-                        reason = %e.eval.decision.reason, "next renewal");
+                        reason = %e.eval.decision.reason, "{}: next renewal at {} ({})",
+                        c.name, httpdate(e.eval.decision.at), e.eval.decision.reason);
                     self.entries.insert(c.name.clone(), e);
                 }
                 for r in &report.reloads {

@@ -197,7 +197,8 @@ impl Renewer {
                     window_start = %httpdate(a.start), window_end = %httpdate(a.end),
                     renew_at = %chosen.map(|c| httpdate(state::from_unix(c))).unwrap_or_default(),
                     explanation = %a.explanation_url.as_deref().unwrap_or("-"),
-                    "ARI: the CA's suggested renewal window");
+                    "{}: ARI: the CA's suggested renewal window is {} .. {}",
+                    cert.name, httpdate(a.start), httpdate(a.end));
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     window: Some(window),
@@ -218,7 +219,8 @@ impl Renewer {
             },
             Err(e) => {
                 tracing::warn!(cert = %cert.name, ca = %ca_config.name, error = %e,
-                    "ARI: no usable renewal information; renew_before applies");
+                    "{}: ARI: no usable renewal information from CA {} ({e}); renew_before applies",
+                    cert.name, ca_config.name);
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     next_poll: state::unix(now + ari_poll_delay(None)),
@@ -281,7 +283,8 @@ impl Renewer {
             .await
             .map_err(|e| e.to_string())?;
         tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
-            "certificate revoked; issuing a replacement with a fresh key");
+            "{}: certificate revoked (serial {}, CA {ca_name}); issuing a replacement with a fresh key",
+            cert.name, leaf.serial_hex);
         Ok(leaf.serial_hex)
     }
 
@@ -359,7 +362,7 @@ impl Renewer {
         };
         for name in &recovery.rolled_back {
             tracing::warn!(cert = %name,
-                "a swap of this certificate's files was interrupted; the previous files are back in place");
+                "{name}: a swap of this certificate's files was interrupted; the previous files are back in place");
         }
         for e in &recovery.errors {
             tracing::error!(error = %e, "cannot recover an interrupted swap");
@@ -384,7 +387,8 @@ impl Renewer {
         for swap in recovery.pending {
             let Some(cert) = certs.iter().find(|c| c.name == swap.cert()) else {
                 tracing::warn!(cert = %swap.cert(), serial = %swap.serial(),
-                    "an interrupted swap completed for a certificate no longer configured; keeping its new files");
+                    "{}: an interrupted swap completed for a certificate no longer configured; keeping its new files",
+                    swap.cert());
                 if let Err(e) = swap.finish() {
                     tracing::error!(error = %e, "cannot finish the interrupted swap");
                 }
@@ -395,7 +399,8 @@ impl Renewer {
             match inspected {
                 Ok(Ok(leaf)) => {
                     tracing::warn!(cert = %cert.name, serial = %leaf.serial_hex,
-                        "a swap of this certificate's files completed before an interruption; reloading and proving it now");
+                        "{}: a swap of this certificate's files completed before an interruption; reloading and proving it now",
+                        cert.name);
                     let rec = self.state.load_cert(&cert.name);
                     pending.push(Pending {
                         cert: cert.clone(),
@@ -415,10 +420,12 @@ impl Renewer {
                         Err(e) => e.to_string(),
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
-                    tracing::error!(cert = %cert.name, problem = %why,
-                        "the files of an interrupted swap are not usable as configured now; restoring the previous ones");
+                    tracing::error!(cert = %cert.name, error = %why,
+                        "{}: the files of an interrupted swap are not usable as configured now ({why}); restoring the previous ones",
+                        cert.name);
                     if let Err(e) = swap.roll_back() {
-                        tracing::error!(cert = %cert.name, error = %e, "cannot restore the previous files");
+                        tracing::error!(cert = %cert.name, error = %e,
+                            "{}: cannot restore the previous files: {e}", cert.name);
                     }
                 }
             }
@@ -472,7 +479,7 @@ impl Renewer {
     /// logged, never fatal.
     fn update(&self, name: &str, change: impl FnOnce(&mut state::CertRecord)) {
         if let Err(e) = self.state.update_cert(name, change) {
-            tracing::error!(cert = %name, error = %e, "cannot record the renewal's outcome");
+            tracing::error!(cert = %name, error = %e, "{name}: cannot record the renewal's outcome: {e}");
         }
     }
 
@@ -630,7 +637,7 @@ impl Renewer {
             match result {
                 Ok(proven) => tracing::info!(cert = %name, connect = %connect,
                     attempts = proven.attempts, elapsed_ms = proven.elapsed.as_millis() as u64,
-                    "proof: the service serves the new certificate"),
+                    "{name}: proof: the service at {connect} serves the new certificate"),
                 Err(e) => {
                     failed.insert(name, format!("proof failed: {e}"));
                 }
@@ -647,9 +654,9 @@ impl Renewer {
                     match tokio::task::spawn_blocking(move || swap.finish()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::error!(cert = %name, error = %e,
-                            "the new files are in place but the swap journal could not be removed"),
+                            "{name}: the new files are in place but the swap journal could not be removed: {e}"),
                         Err(e) => {
-                            tracing::error!(cert = %name, error = %e, "finishing the swap aborted")
+                            tracing::error!(cert = %name, error = %e, "{name}: finishing the swap aborted: {e}")
                         }
                     }
                     logging::renewal_succeeded(

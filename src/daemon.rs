@@ -602,7 +602,7 @@ impl Daemon {
         if let Some(e) = self
             .entries
             .values()
-            .filter(|e| !e.renewing)
+            .filter(|e| !e.renewing && e.eval.not_renewable.is_none())
             .min_by_key(|e| e.eval.decision.at)
         {
             line.push_str(&format!(
@@ -622,6 +622,9 @@ impl Daemon {
             .count();
         if failing > 0 {
             line.push_str(&format!(", {failing} failing"));
+        }
+        if !self.not_renewable.is_empty() {
+            line.push_str(&format!(", {} not renewable", self.not_renewable.len()));
         }
         line
     }
@@ -720,6 +723,7 @@ impl Daemon {
         let next = self
             .entries
             .values()
+            .filter(|e| e.eval.not_renewable.is_none())
             .min_by_key(|e| e.eval.decision.at)
             .map(|e| {
                 format!(
@@ -730,7 +734,11 @@ impl Daemon {
                 )
             })
             .unwrap_or_default();
-        format!("{} certificates{next}", self.entries.len())
+        let blocked = match self.not_renewable.len() {
+            0 => String::new(),
+            n => format!(", {n} not renewable as configured"),
+        };
+        format!("{} certificates{next}{blocked}", self.entries.len())
     }
 
     /// The earliest renewal deadline or ARI re-poll time.

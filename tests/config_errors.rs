@@ -421,6 +421,12 @@ fn check_run_and_sighup_agree_that_one_bad_certificate_stops_only_itself() {
     for w in &warnings {
         assert!(d.log().contains(w.as_str()), "the daemon logs {w:?}");
     }
+    assert!(
+        d.log().contains("3 certificates, next: www")
+            || d.log().contains("3 certificates, next: anon"),
+        "the next renewal is never the certificate that cannot be renewed"
+    );
+    assert!(d.log().contains(", 1 not renewable as configured"));
     let status: serde_json::Value =
         serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("status json");
     let row = |name: &str| {

@@ -23,6 +23,8 @@ pub struct Evaluation {
     /// When the CA's ARI is next to be asked about the deployed certificate (none when
     /// nothing usable is deployed).
     pub ari_poll: Option<SystemTime>,
+    /// The deployed certificate's not-after had passed when it was read.
+    pub expired: bool,
     /// Why the certificate cannot be renewed as configured (from [`diagnose`]): no renewal
     /// of it starts, whatever `decision` says, until the configuration is read again.
     pub not_renewable: Option<String>,
@@ -87,6 +89,7 @@ pub fn evaluate_inspected(
         ),
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };
+    let expired = matches!(deployed, Deployed::Valid { not_after, .. } if not_after <= now);
     let ari = serial.as_deref().and_then(|s| rec.ari_advice(s));
     let ari_poll = serial.as_deref().map(|s| rec.ari_poll_at(s, now));
     let decision = schedule::decide_with_ari(
@@ -102,6 +105,7 @@ pub fn evaluate_inspected(
         serial,
         decision,
         ari_poll,
+        expired,
         not_renewable: None,
     }
 }
@@ -127,6 +131,9 @@ pub struct StatusRow {
     pub service: Option<String>,
     /// Unix seconds; absent when nothing usable is deployed.
     pub not_after: Option<u64>,
+    /// The deployed certificate has expired (`not_after` is past).
+    #[serde(default)]
+    pub expired: bool,
     pub serial: Option<String>,
     /// Why the deployed set cannot be used, if it cannot.
     pub problem: Option<String>,
@@ -161,6 +168,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         owner: cert.owner.clone(),
         service: cert.service.clone(),
         not_after,
+        expired: ev.expired,
         serial: ev.serial.clone(),
         problem,
         next_renewal: state::unix(ev.decision.at),
@@ -275,7 +283,7 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
     let mut out = String::new();
     for r in rows {
         let expiry = match (r.not_after, &r.problem) {
-            (Some(na), _) if state::from_unix(na) <= now => {
+            (Some(na), _) if r.expired || state::from_unix(na) <= now => {
                 format!("{} (EXPIRED)", httpdate(state::from_unix(na)))
             }
             (Some(na), _) => httpdate(state::from_unix(na)),

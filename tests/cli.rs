@@ -201,6 +201,11 @@ fn status_marks_an_expired_certificate() {
         .nth(1)
         .unwrap_or("")
         .contains("EXPIRED"));
+    let out = renewd(&["status", "--json", "--config", cfg.to_str().expect("utf-8")]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["name"], "www");
+    assert_eq!(rows[0]["expired"], true, "{rows}");
+    assert_eq!(rows[1]["expired"], false, "{rows}");
 }
 
 #[test]

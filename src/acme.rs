@@ -1299,10 +1299,44 @@ pub mod account {
         Ok((account, gate))
     }
 
-    /// The account's URL at the CA.
-    pub async fn show(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
-        let (account, _) = load(config, path).await?;
-        Ok(account.id().to_string())
+    /// The account's URL as stored in `path`, without asking the CA (`renewd account show`
+    /// works offline and beside a running daemon). `Ok(None)`: no account yet.
+    pub fn stored_id(config: &CaConfig, path: &Path) -> Result<Option<String>, AcmeError> {
+        let err = |message: String| AcmeError::Ca {
+            ca: config.name.clone(),
+            message,
+        };
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(AcmeError::AccountFile {
+                    ca: config.name.clone(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let stored: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            err(format!(
+                "account file {} is unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        if stored["directory"].as_str() != Some(config.directory.as_str()) {
+            return Err(err(format!(
+                "the account in {} belongs to {}, not to this CA's directory",
+                path.display(),
+                stored["directory"]
+            )));
+        }
+        match stored["credentials"]["id"].as_str() {
+            Some(id) => Ok(Some(id.to_string())),
+            None => Err(err(format!(
+                "account file {} holds no account URL (credentials.id)",
+                path.display()
+            ))),
+        }
     }
 
     /// Replaces the account key at the CA (RFC 8555 §7.3.5) and stores the new one; the

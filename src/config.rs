@@ -159,25 +159,92 @@ impl fmt::Display for Location {
     }
 }
 
+/// How bad a [`Problem`] is; the one rule `check`, `run` and SIGHUP share (see
+/// [`Config::diagnose`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The configuration cannot be used: `check` exits 78, `run` refuses to start (78),
+    /// SIGHUP keeps the previous configuration.
+    Error,
+    /// One certificate (or one optional part, such as the alert command) cannot work as
+    /// written; everything else can. Printed as `FILE:LINE:COL: warning: message`; `check`
+    /// exits 0 (78 with `--strict`); the daemon logs it and renews every other certificate.
+    Warning,
+}
+
 /// One thing wrong with the configuration (or with the machine it describes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     pub location: Location,
     pub message: String,
+    pub severity: Severity,
 }
 
 impl Problem {
+    /// An error: the configuration cannot be used as a whole.
     pub fn new(location: Location, message: impl Into<String>) -> Self {
         Problem {
             location,
             message: message.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning (see [`Severity::Warning`]).
+    pub fn warning(location: Location, message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Warning,
+            ..Problem::new(location, message)
+        }
+    }
+
+    /// Whether this is a [`Severity::Warning`].
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
     }
 }
 
 impl fmt::Display for Problem {
+    /// `FILE:LINE:COL: message`, or `FILE:LINE:COL: warning: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+        match self.severity {
+            Severity::Error => write!(f, "{}: {}", self.location, self.message),
+            Severity::Warning => write!(f, "{}: warning: {}", self.location, self.message),
+        }
+    }
+}
+
+/// What [`Config::diagnose`] found: every problem with its final severity, and the
+/// certificates that cannot be renewed as written, each with its reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diagnosis {
+    /// In file order (then line, then column), without repeats.
+    pub problems: Vec<Problem>,
+    /// Certificate name → why it cannot be renewed (`FILE:LINE:COL: message` of its first
+    /// problem). The daemon starts no renewal of these; `status` and `inventory` show why.
+    pub not_renewable: BTreeMap<String, String>,
+}
+
+impl Diagnosis {
+    /// Whether any problem is an error (the configuration cannot be used).
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| !p.is_warning())
+    }
+
+    /// The errors only, as a [`ConfigError`] (`None` when there are none).
+    pub fn errors(&self) -> Option<ConfigError> {
+        let problems: Vec<Problem> = self
+            .problems
+            .iter()
+            .filter(|p| !p.is_warning())
+            .cloned()
+            .collect();
+        (!problems.is_empty()).then_some(ConfigError { problems })
+    }
+
+    /// The warnings only.
+    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.is_warning())
     }
 }
 
@@ -773,6 +840,38 @@ impl Config {
         self.certificates.iter().find(|c| c.name == name)
     }
 
+    /// `Err` naming every one of `names` that is no configured certificate, each with the
+    /// closest configured name when one is close (`no certificate named `wwww` (did you
+    /// mean `www`?)`). The command line turns it into exit 2.
+    pub fn check_names(&self, names: &[String]) -> Result<(), String> {
+        let known: Vec<&str> = self.certificates.iter().map(|c| c.name.as_str()).collect();
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|n| self.certificate(n).is_none())
+            .map(|n| match suggest(n, &known) {
+                Some(close) => format!("`{n}` (did you mean `{close}`?)"),
+                None => format!("`{n}`"),
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let listed = if known.is_empty() {
+            "no certificate is configured".to_string()
+        } else if known.len() <= 10 {
+            format!("configured: {}", known.join(", "))
+        } else {
+            format!(
+                "{} certificates are configured (renewd status --names)",
+                known.len()
+            )
+        };
+        Err(format!(
+            "no certificate named {} in the configuration; {listed}",
+            unknown.join(", ")
+        ))
+    }
+
     /// Where a top-level `key` was written, else the start of the main file.
     pub fn key_location(&self, key: &str) -> Location {
         match self.key_locations.get(key) {
@@ -790,14 +889,17 @@ impl Config {
     /// created. Each problem points at the value that names the missing thing.
     ///
     /// It also holds every certificate to account: one without an `owner` (its own or from
-    /// `[defaults]`) is reported at its `[[certificate]]` header. That is a `check` error
-    /// rather than a load error so a running daemon keeps renewing while the owners are
-    /// being filled in.
+    /// `[defaults]`) is reported at its `[[certificate]]` header, as a warning that does not
+    /// stop its renewal (the daemon keeps renewing while the owners are being filled in).
+    ///
+    /// Severities as written here are refined by [`Config::diagnose`], which `check`, `run`
+    /// and SIGHUP all go through: problems of the CAs and the alert command are warnings,
+    /// a `state_dir` that cannot be created is an error.
     pub fn check_environment(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         for cert in &self.certificates {
             if cert.owner.is_none() {
-                p.push(Problem::new(
+                p.push(Problem::warning(
                     cert.location.clone(),
                     format!(
                         "certificate `{}` has no `owner`: say who answers for it, here or in \
@@ -818,13 +920,13 @@ impl Config {
         for ca in self.cas.values() {
             if let Some(path) = &ca.trust_roots {
                 match fs::read(path) {
-                    Err(e) => p.push(Problem::new(
+                    Err(e) => p.push(Problem::warning(
                         ca.key_location("trust_roots").clone(),
                         format!("cannot read `trust_roots` `{}`: {e}", path.display()),
                     )),
                     Ok(bytes) => {
                         if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
-                            p.push(Problem::new(
+                            p.push(Problem::warning(
                                 ca.key_location("trust_roots").clone(),
                                 format!(
                                     "`trust_roots` `{}` holds no PEM certificate \
@@ -837,11 +939,18 @@ impl Config {
                 }
             }
             if let Some(path) = &ca.eab_key_path() {
+                let mut found = Vec::new();
                 check_secret_file(
                     "eab_hmac_key_file",
                     path,
                     ca.key_location("eab_hmac_key_file"),
-                    &mut p,
+                    &mut found,
+                );
+                // The CA cannot be used; its certificates' renewals fail saying so.
+                p.extend(
+                    found
+                        .into_iter()
+                        .map(|f| Problem::warning(f.location, f.message)),
                 );
             }
         }
@@ -925,13 +1034,55 @@ impl Config {
         }) = &self.alert
         {
             if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
-                p.push(Problem::new(
+                p.push(Problem::warning(
                     self.key_location("alert.command"),
                     format!("alert command: {why}"),
                 ));
             }
         }
         finish(p, &self.sources)
+    }
+
+    /// The one rule `check`, `run` and SIGHUP share, applied to `found` (what
+    /// [`Config::check_environment`] and the other machine checks reported).
+    ///
+    /// A problem whose location is one of a certificate's values (its own, or a
+    /// `[defaults]` value it inherits) stops that certificate only: it becomes a warning,
+    /// and the certificate is *not renewable* with that problem as the reason — unless the
+    /// problem was a warning already (advisory, like a missing `owner`), which changes
+    /// nothing about renewing. Every other problem keeps its severity: an error means the
+    /// configuration as a whole cannot be used (a `state_dir` that cannot be created).
+    pub fn diagnose(&self, found: Vec<Problem>) -> Diagnosis {
+        let mut owners: std::collections::HashMap<&Location, Vec<&str>> = Default::default();
+        for cert in &self.certificates {
+            let places: HashSet<&Location> = cert
+                .key_locations
+                .values()
+                .chain([&cert.location])
+                .collect();
+            for place in places {
+                owners.entry(place).or_default().push(&cert.name);
+            }
+        }
+        let mut not_renewable = BTreeMap::new();
+        let mut problems = Vec::with_capacity(found.len());
+        for mut problem in found {
+            if let (Severity::Error, Some(certs)) =
+                (problem.severity, owners.get(&problem.location))
+            {
+                problem.severity = Severity::Warning;
+                for name in certs {
+                    not_renewable
+                        .entry(name.to_string())
+                        .or_insert_with(|| format!("{}: {}", problem.location, problem.message));
+                }
+            }
+            problems.push(problem);
+        }
+        Diagnosis {
+            problems: finish(problems, &self.sources),
+            not_renewable,
+        }
     }
 
     /// Configuration that parses but that this version of renewd cannot act on yet; [`load`]
@@ -4693,6 +4844,101 @@ reload = [["{root}/good.sh"], ["{root}/reload.sh", "x"], ["sh", "-c", "true"], [
             8,
             43,
             "webroot `/nonexistent/renewd-webroot` does not exist",
+        );
+    }
+
+    /// Two certificates inheriting `[defaults] files`' directory, one with its own webroot.
+    const DIAGNOSE: &str = r#"state_dir = "/var/lib/renewd"
+[ca.le]
+directory = "https://acme.example/dir"
+accept_terms = true
+[defaults]
+owner = "ops@example.org"
+files = { fullchain = "/srv/tls/shared.pem", key = "/srv/tls/shared.key" }
+[[certificate]]
+name = "a"
+domains = ["a.example"]
+challenge = { type = "http-01", webroot = "/var/www/a" }
+files = { fullchain = "/srv/a/a.pem", key = "/srv/a/a.key" }
+[[certificate]]
+name = "b"
+domains = ["b.example"]
+challenge = { type = "http-01", listen = "[::]:80" }
+[[certificate]]
+name = "c"
+domains = ["c.example"]
+challenge = { type = "http-01", listen = "[::]:80" }
+files = { fullchain = "/srv/c/c.pem", key = "/srv/c/c.key" }
+"#;
+
+    #[test]
+    fn diagnose_makes_a_certificate_problem_a_warning_that_stops_only_its_certificates() {
+        let cfg = load_from_sources(&[(PathBuf::from(MAIN), DIAGNOSE.to_string())])
+            .expect("valid configuration");
+        let a = cfg.certificate("a").expect("a");
+        let b = cfg.certificate("b").expect("b");
+        let c = cfg.certificate("c").expect("c");
+        let found = vec![
+            // At a's own value.
+            Problem::new(
+                a.key_location("challenge.webroot").clone(),
+                "webroot missing",
+            ),
+            // At an inherited [defaults] value: b only (a and c have their own files).
+            Problem::new(
+                b.key_location("files.fullchain").clone(),
+                "directory missing",
+            ),
+            // Advisory: c stays renewable.
+            Problem::warning(c.location.clone(), "no owner"),
+            // Not at a certificate: keeps its severity.
+            Problem::new(cfg.key_location("state_dir"), "parent missing"),
+            Problem::warning(cfg.cas["le"].key_location("directory").clone(), "CA file"),
+        ];
+        let d = cfg.diagnose(found);
+        assert_eq!(
+            d.not_renewable
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(d.not_renewable["a"].ends_with(": webroot missing"));
+        assert!(d.not_renewable["b"].starts_with(&format!("{MAIN}:7:")));
+        assert!(d.has_errors());
+        let errors = d.errors().expect("errors");
+        assert_eq!(errors.problems.len(), 1);
+        assert_eq!(errors.problems[0].message, "parent missing");
+        assert_eq!(d.warnings().count(), 4);
+        let shown: Vec<String> = d.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            shown.contains(&format!("{MAIN}:1:13: parent missing")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|l| l.starts_with(&format!("{MAIN}:11:"))
+                && l.ends_with(": warning: webroot missing")),
+            "{shown:?}"
+        );
+        // Without the state_dir error the configuration is usable.
+        let d = cfg.diagnose(vec![Problem::new(
+            a.key_location("challenge.webroot").clone(),
+            "webroot missing",
+        )]);
+        assert!(!d.has_errors() && d.errors().is_none());
+    }
+
+    #[test]
+    fn unknown_certificate_names_get_the_closest_configured_one() {
+        let cfg = load_from_sources(&[(PathBuf::from(MAIN), DIAGNOSE.to_string())])
+            .expect("valid configuration");
+        assert!(cfg.check_names(&["a".into(), "c".into()]).is_ok());
+        let e = cfg
+            .check_names(&["a".into(), "zzzzzz".into()])
+            .expect_err("unknown");
+        assert_eq!(
+            e,
+            "no certificate named `zzzzzz` in the configuration; configured: a, b, c"
         );
     }
 }

@@ -16,7 +16,7 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{self, CertConfig, Config};
+use crate::config::{self, CertConfig, Config, Diagnosis};
 use crate::control::{self, Incoming, RenewResult, Request, Response};
 use crate::renew::{httpdate, BatchReport, Renewer};
 use crate::schedule::Deployed;
@@ -30,8 +30,11 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `renewd run --once`: issues what is missing, renews what is due, then returns whether
-/// every certificate is fine.
-pub async fn run_once(config: &Config) -> Result<bool, String> {
+/// every certificate is fine. `diagnosis` is [`status::diagnose`]'s verdict on `config`
+/// (without errors): its certificates that cannot be renewed are not attempted, and are
+/// not fine when they are due.
+pub async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, String> {
+    status::log_diagnosis(diagnosis);
     let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
@@ -75,17 +78,24 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
                 rec
             }
         };
-        let ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
-        if ev.decision.is_due(now) {
-            tracing::info!(cert = %cert.name, reason = %ev.decision.reason, "due");
+        let mut ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
+        ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
+        if let (Some(why), true) = (&ev.not_renewable, ev.decision.is_due(now)) {
+            tracing::error!(cert = %cert.name, reason = %ev.decision.reason, error = %why,
+                "{}: due ({}) but not renewable as configured: {why}", cert.name, ev.decision.reason);
+            fine = false;
+        } else if ev.decision.is_due(now) {
+            crate::logging::renewal_due(&cert.name, &ev.decision.reason);
             due.push(cert.clone());
         } else if let Deployed::Unusable(why) = &ev.deployed {
-            tracing::error!(cert = %cert.name, problem = %why, retry_at = %httpdate(ev.decision.at),
-                "not usable, and still backing off after earlier failures");
+            tracing::error!(cert = %cert.name, error = %why, retry_at = %httpdate(ev.decision.at),
+                "{}: not usable ({why}), and still backing off after earlier failures until {}",
+                cert.name, httpdate(ev.decision.at));
             fine = false;
         } else {
             tracing::info!(cert = %cert.name, next = %httpdate(ev.decision.at),
-                reason = %ev.decision.reason, "not due");
+                reason = %ev.decision.reason, "{}: not due until {} ({})",
+                cert.name, httpdate(ev.decision.at), ev.decision.reason);
         }
     }
     if due.is_empty() {
@@ -110,13 +120,15 @@ pub async fn renew_in_process(
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     renewer.recover(&config.certificates).await;
     let selected = select(config, names, all)?;
+    let diagnosis = status::diagnose(config);
     let now = SystemTime::now();
     let mut skipped = Vec::new();
     let mut run = Vec::new();
     for cert in selected {
-        let ev = status::evaluate(cert, &state.load_cert(&cert.name), now);
-        match skip_reason(&ev, force, now) {
-            Some(why) => skipped.push(skip(&cert.name, why)),
+        let mut ev = status::evaluate(cert, &state.load_cert(&cert.name), now);
+        ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
+        match refusal(&cert.name, &ev, force, now) {
+            Some(result) => skipped.push(result),
             None => run.push(cert.clone()),
         }
     }
@@ -140,6 +152,11 @@ pub async fn revoke_in_process(
         .next()
         .cloned()
         .ok_or_else(|| format!("no certificate named {name}"))?;
+    if let Some(why) = status::diagnose(config).not_renewable.get(name) {
+        return Err(format!(
+            "{name}: not revoked: no replacement could be deployed as configured: {why}"
+        ));
+    }
     let serial = renewer.revoke(&cert, &config.cas, reason).await?;
     let report = renewer.run_batch(vec![cert], &config.cas, false).await;
     Ok(revoked_results(&serial, &report))
@@ -148,6 +165,9 @@ pub async fn revoke_in_process(
 /// `renewd account show|rollover-key|deactivate [--ca NAME]`, under the state lock (so
 /// not while a daemon runs). `--ca` may be left out when one CA is configured.
 pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<String, String> {
+    if op == "show" {
+        return account_show(config, ca);
+    }
     let ca = match ca {
         Some(name) => config
             .cas
@@ -168,14 +188,6 @@ pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<Stri
     let path = state.account_path(&ca.name);
     use crate::acme::account;
     let result = match op {
-        "show" => account::show(ca, &path).await.map(|id| {
-            format!(
-                "CA {}: account {id}\n  directory: {}\n  file: {}",
-                ca.name,
-                ca.directory,
-                path.display()
-            )
-        }),
         "rollover-key" => account::rollover_key(ca, &path).await.map(|id| {
             format!(
                 "CA {}: account {id}: new key stored in {}",
@@ -192,6 +204,42 @@ pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<Stri
         other => return Err(format!("unknown account operation {other}")),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// `renewd account show [--ca NAME]`: every configured CA's stored account (or that one's),
+/// read from the state directory without asking the CA or taking the lock.
+fn account_show(config: &Config, ca: Option<&str>) -> Result<String, String> {
+    let cas: Vec<&config::CaConfig> = match ca {
+        Some(name) => vec![config
+            .cas
+            .get(name)
+            .ok_or_else(|| format!("no CA named {name} in the configuration"))?],
+        None => config.cas.values().collect(),
+    };
+    if cas.is_empty() {
+        return Err("no CA is configured".into());
+    }
+    let state = StateDir::open_existing(&config.state_dir);
+    let mut out = Vec::new();
+    for ca in cas {
+        let path = state.account_path(&ca.name);
+        out.push(
+            match crate::acme::account::stored_id(ca, &path).map_err(|e| e.to_string())? {
+                Some(id) => format!(
+                    "CA {}: account {id}\n  directory: {}\n  file: {}",
+                    ca.name,
+                    ca.directory,
+                    path.display()
+                ),
+                None => format!(
+                    "CA {}: no account yet ({} does not exist); one is registered at the first order",
+                    ca.name,
+                    path.display()
+                ),
+            },
+        );
+    }
+    Ok(out.join("\n"))
 }
 
 /// The results of a revoke: the batch's, each saying which serial was revoked.
@@ -228,15 +276,27 @@ fn select<'a>(
     Ok(names.iter().filter_map(|n| config.certificate(n)).collect())
 }
 
-/// Why a renew request without `--force` leaves a certificate alone, if it does.
-fn skip_reason(ev: &Evaluation, force: bool, now: SystemTime) -> Option<String> {
+/// Why a renew request leaves a certificate alone, if it does: failed when it cannot be
+/// renewed as configured (even with `--force`), skipped when it is not due and there is no
+/// `--force`.
+fn refusal(name: &str, ev: &Evaluation, force: bool, now: SystemTime) -> Option<RenewResult> {
+    if let Some(why) = &ev.not_renewable {
+        return Some(RenewResult {
+            name: name.to_string(),
+            outcome: "failed".into(),
+            message: format!("not renewable as configured: {why}"),
+        });
+    }
     if force || ev.decision.is_due(now) {
         return None;
     }
-    Some(format!(
-        "not due until {} ({}); use --force to renew anyway",
-        httpdate(ev.decision.at),
-        ev.decision.reason
+    Some(skip(
+        name,
+        format!(
+            "not due until {} ({}); use --force to renew anyway",
+            httpdate(ev.decision.at),
+            ev.decision.reason
+        ),
     ))
 }
 
@@ -305,11 +365,13 @@ pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow
     } else {
         select(config, names, false)?
     };
+    let diagnosis = status::diagnose(config);
     Ok(certs
         .into_iter()
         .map(|c| {
             let rec = state.load_cert(&c.name);
-            let ev = status::evaluate(c, &rec, now);
+            let mut ev = status::evaluate(c, &rec, now);
+            ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             status::row(c, &rec, &ev, false)
         })
         .collect())
@@ -345,6 +407,9 @@ struct Daemon {
     state: StateDir,
     renewer: Arc<Renewer>,
     entries: BTreeMap<String, Entry>,
+    /// Certificates that cannot be renewed as configured, and why ([`status::diagnose`] at
+    /// start and on SIGHUP).
+    not_renewable: BTreeMap<String, String>,
     /// Deployed file → the certificates that own it.
     targets: HashMap<PathBuf, Vec<String>>,
     watched_dirs: HashSet<PathBuf>,
@@ -360,8 +425,11 @@ struct Daemon {
     discovery_watched: Vec<PathBuf>,
 }
 
-/// `renewd run`: the daemon, until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
+/// `renewd run`: the daemon, until SIGTERM or SIGINT. `diagnosis` is
+/// [`status::diagnose`]'s verdict on `config` (without errors); it is logged, and its
+/// certificates that cannot be renewed are shown so and left alone.
+pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Result<(), String> {
+    status::log_diagnosis(&diagnosis);
     let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let listener = control::bind(&config.control_socket).await?;
@@ -382,6 +450,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
         state,
         config,
         entries: BTreeMap::new(),
+        not_renewable: diagnosis.not_renewable,
         targets: HashMap::new(),
         watched_dirs: HashSet::new(),
         watcher: None,
@@ -533,7 +602,7 @@ impl Daemon {
         if let Some(e) = self
             .entries
             .values()
-            .filter(|e| !e.renewing)
+            .filter(|e| !e.renewing && e.eval.not_renewable.is_none())
             .min_by_key(|e| e.eval.decision.at)
         {
             line.push_str(&format!(
@@ -553,6 +622,9 @@ impl Daemon {
             .count();
         if failing > 0 {
             line.push_str(&format!(", {failing} failing"));
+        }
+        if !self.not_renewable.is_empty() {
+            line.push_str(&format!(", {} not renewable", self.not_renewable.len()));
         }
         line
     }
@@ -642,13 +714,16 @@ impl Daemon {
             rec.consecutive_failures = failures_seen;
             rec.last_failure = last_failure_seen.map(crate::state::unix);
         }
-        status::evaluate(cert, &rec, now)
+        let mut ev = status::evaluate(cert, &rec, now);
+        ev.not_renewable = self.not_renewable.get(&cert.name).cloned();
+        ev
     }
 
     fn summary(&self) -> String {
         let next = self
             .entries
             .values()
+            .filter(|e| e.eval.not_renewable.is_none())
             .min_by_key(|e| e.eval.decision.at)
             .map(|e| {
                 format!(
@@ -659,7 +734,11 @@ impl Daemon {
                 )
             })
             .unwrap_or_default();
-        format!("{} certificates{next}", self.entries.len())
+        let blocked = match self.not_renewable.len() {
+            0 => String::new(),
+            n => format!(", {n} not renewable as configured"),
+        };
+        format!("{} certificates{next}{blocked}", self.entries.len())
     }
 
     /// The earliest renewal deadline or ARI re-poll time.
@@ -667,7 +746,14 @@ impl Daemon {
         self.entries
             .values()
             .filter(|e| !e.renewing && !e.polling_ari)
-            .flat_map(|e| [Some(e.eval.decision.at), e.eval.ari_poll])
+            .flat_map(|e| {
+                // A certificate that cannot be renewed waits for SIGHUP, not for its deadline.
+                let due = e.eval.decision.at;
+                [
+                    e.eval.not_renewable.is_none().then_some(due),
+                    e.eval.ari_poll,
+                ]
+            })
             .flatten()
             .chain(self.governance.next_deadline())
             .min()
@@ -713,12 +799,12 @@ impl Daemon {
         let due: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.decision.is_due(now))
+            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.should_renew(now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
             if let Some(e) = self.entries.get(name) {
-                tracing::info!(cert = %name, reason = %e.eval.decision.reason, "renewal due");
+                crate::logging::renewal_due(name, &e.eval.decision.reason);
             }
         }
         self.start_batch(due, false, None);
@@ -823,7 +909,8 @@ impl Daemon {
                     }
                     self.evaluate(&mut e, now);
                     tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
-                        reason = %e.eval.decision.reason, "next renewal");
+                        reason = %e.eval.decision.reason, "{}: next renewal at {} ({})",
+                        c.name, httpdate(e.eval.decision.at), e.eval.decision.reason);
                     self.entries.insert(c.name.clone(), e);
                 }
                 for r in &report.reloads {
@@ -849,7 +936,8 @@ impl Daemon {
             if !e.renewing {
                 self.evaluate(&mut e, now);
                 if let Deployed::Unusable(why) = &e.eval.deployed {
-                    tracing::warn!(cert = %name, problem = %why, "deployed files changed and are not usable");
+                    tracing::warn!(cert = %name, error = %why,
+                        "{name}: deployed files changed and are not usable: {why}");
                 }
             }
             self.entries.insert(name, e);
@@ -919,8 +1007,8 @@ impl Daemon {
                     };
                     if e.renewing {
                         skipped.push(skip(&name, "a renewal is already under way".into()));
-                    } else if let Some(why) = skip_reason(&e.eval, force, now) {
-                        skipped.push(skip(&name, why));
+                    } else if let Some(result) = refusal(&name, &e.eval, force, now) {
+                        skipped.push(result);
                     } else {
                         run.push(name);
                     }
@@ -943,6 +1031,14 @@ impl Daemon {
         if e.renewing {
             let _ = reply.send(Response::Error {
                 message: format!("{name}: a renewal is under way; try again when it is done"),
+            });
+            return;
+        }
+        if let Some(why) = &e.eval.not_renewable {
+            let _ = reply.send(Response::Error {
+                message: format!(
+                    "{name}: not revoked: no replacement could be deployed as configured: {why}"
+                ),
             });
             return;
         }
@@ -980,17 +1076,28 @@ impl Daemon {
         });
     }
 
-    /// SIGHUP: re-read the configuration. A configuration with errors is refused as a whole
-    /// and the daemon keeps the one it has; renewals under way continue either way.
+    /// SIGHUP: re-read the configuration, judged by the same rule as `check` and `run`
+    /// ([`status::diagnose`]). A configuration with errors is refused as a whole and the
+    /// daemon keeps the one it has; warnings are logged and only their certificates are
+    /// left alone; renewals under way continue either way.
     fn reload(&mut self) {
-        match config::load(&self.config_path) {
+        let loaded = config::load(&self.config_path).and_then(|new| {
+            let diagnosis = status::diagnose(&new);
+            match diagnosis.errors() {
+                Some(e) => Err(e),
+                None => Ok((new, diagnosis)),
+            }
+        });
+        match loaded {
             Err(e) => {
                 for p in &e.problems {
                     tracing::error!("{p}");
                 }
                 tracing::error!("configuration not reloaded; keeping the previous one");
             }
-            Ok(new) => {
+            Ok((new, diagnosis)) => {
+                status::log_diagnosis(&diagnosis);
+                self.not_renewable = diagnosis.not_renewable;
                 if new.state_dir != self.config.state_dir
                     || new.control_socket != self.config.control_socket
                     || new.max_concurrent_renewals != self.config.max_concurrent_renewals

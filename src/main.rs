@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use renewd::config::{self, Config};
 use renewd::control::{self, Request, Response};
-use renewd::{daemon, deploy, logging, status};
+use renewd::{daemon, logging, status};
+
+mod completions;
 
 const LONG_ABOUT: &str = "\
 renewd keeps every configured certificate valid through ACME (RFC 8555): it renews each one \
@@ -23,15 +25,21 @@ configuration); /var/lib/renewd (state: ACME accounts, per-certificate history, 
 
 ENVIRONMENT: RENEWD_CONFIG overrides the configuration path; RUST_LOG sets the log filter \
 (else the configuration's log_level, else info). Under systemd, logs go to the journal with \
-structured fields, and readiness, status and watchdog pings go to NOTIFY_SOCKET.
+the fields CERT=, CA=, ORDER= and ERROR= (journalctl CERT=NAME), and readiness, status \
+and watchdog pings go to NOTIFY_SOCKET.
 
-EXIT STATUS: 0 success; 1 a certificate operation failed; 2 bad command line; 78 bad \
-configuration (each problem printed as FILE:LINE:COL: message).
+EXIT STATUS: 0 success; 1 a certificate operation failed; 2 bad command line (an unknown \
+certificate name included); 78 bad configuration (each problem printed as FILE:LINE:COL: \
+message). A problem that stops one certificate only is a warning (FILE:LINE:COL: warning: \
+message): check exits 0 (78 with --strict), run and SIGHUP log it and renew every other \
+certificate.
 
 SIGNALS: SIGHUP re-reads the configuration (a configuration with errors is refused and the \
-old one kept); SIGTERM and SIGINT stop after the renewals under way (at most 30 s).";
+old one kept; warnings are judged again); SIGTERM and SIGINT stop after the renewals under \
+way (at most 30 s).";
 
 const EX_FAILED: u8 = 1;
+const EX_USAGE: u8 = 2;
 const EX_CONFIG: u8 = 78;
 
 #[derive(Parser)]
@@ -39,50 +47,49 @@ const EX_CONFIG: u8 = 78;
     name = "renewd",
     version,
     about = "Keeps this host's certificates valid through ACME",
-    long_about = LONG_ABOUT
+    long_about = LONG_ABOUT,
+    // Our own `help` subcommand, so that `renewd help --help` works too.
+    disable_help_subcommand = true
 )]
 struct Cli {
+    /// Main configuration file (default: $RENEWD_CONFIG, else /etc/renewd/renewd.toml);
+    /// conf.d/*.toml beside it is read too. Accepted before or after the subcommand.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args)]
-struct ConfigArg {
-    /// Main configuration file (default: $RENEWD_CONFIG, else /etc/renewd/renewd.toml);
-    /// conf.d/*.toml beside it is read too.
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (systemd supervises it).
     Run {
-        #[command(flatten)]
-        config: ConfigArg,
         /// One pass over every certificate, then exit: 0 if all are fine, 1 if any failed.
         #[arg(long)]
         once: bool,
     },
-    /// Validate the configuration and every path and hook it names; exit 0 or 78.
+    /// Validate the configuration and every path and hook it names: errors (the
+    /// configuration cannot be used) exit 78; warnings (one certificate cannot be renewed as
+    /// written) are printed and exit 0.
     Check {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// Warnings fail too (exit 78).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show every managed certificate: expiry, next renewal and why, last result.
     Status {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Print only the configured certificate names, one per line (shell completion).
+        #[arg(long = "names", conflicts_with_all = ["json", "certs"])]
+        list_names: bool,
         /// Only these certificates.
-        names: Vec<String>,
+        #[arg(value_name = "NAME")]
+        certs: Vec<String>,
     },
     /// Renew now, through the running daemon if there is one.
     Renew {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Renew even if not due.
         #[arg(long)]
         force: bool,
@@ -92,15 +99,13 @@ enum Command {
         /// Every configured certificate.
         #[arg(long, conflicts_with = "names")]
         all: bool,
-        /// Certificates to renew.
-        #[arg(required_unless_present = "all")]
+        /// Certificates to renew (or --all).
+        #[arg(value_name = "NAME")]
         names: Vec<String>,
     },
     /// Every certificate on this host: managed, declared exceptions, and unmanaged ones
     /// found under the discovery paths, with owner, expiry and status. Reads files only.
     Inventory {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Machine-readable output (schema in the README).
         #[arg(long)]
         json: bool,
@@ -108,25 +113,30 @@ enum Command {
     /// Revoke a certificate at the CA, then issue, deploy and reload a replacement with a
     /// fresh key (through the running daemon if there is one).
     Revoke {
-        #[command(flatten)]
-        config: ConfigArg,
         /// The RFC 5280 reason.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(renewd::acme::REVOCATION_REASONS))]
         reason: Option<String>,
         name: String,
     },
-    /// ACME account maintenance (not while a daemon runs: it holds the state directory).
+    /// ACME account maintenance. `show` reads the stored accounts only (every CA's, or
+    /// --ca's); the others talk to the CA and need the state directory (not while a daemon
+    /// runs).
     Account {
-        #[command(flatten)]
-        config: ConfigArg,
         #[arg(value_parser = ["show", "rollover-key", "deactivate"])]
         op: String,
-        /// The CA (`[ca.NAME]`); needed when several are configured.
+        /// The CA (`[ca.NAME]`); needed by rollover-key and deactivate when several are
+        /// configured.
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Print the help of renewd or of a subcommand (`renewd help renew`).
+    Help {
+        /// The subcommand (and its subcommands).
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Print the man page (roff); used to build the packages.
     #[command(hide = true)]
     Manpage,
@@ -136,12 +146,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "renewd",
-                &mut std::io::stdout(),
-            );
+            print!("{}", completions::script(*shell, Cli::command()));
             return ExitCode::SUCCESS;
         }
         Command::Manpage => {
@@ -152,6 +157,20 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             };
+        }
+        Command::Help { command } => return help(command),
+        Command::Renew {
+            all: false, names, ..
+        } if names.is_empty() => {
+            let mut cmd = Cli::command();
+            cmd.build();
+            cmd.find_subcommand_mut("renew")
+                .expect("renew is a subcommand")
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "name the certificates to renew, or --all for every configured one",
+                )
+                .exit();
         }
         _ => {}
     }
@@ -168,58 +187,108 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_FAILED);
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    runtime.block_on(dispatch(cli.config.as_deref(), cli.command))
+}
+
+/// `renewd help [COMMAND...]`: the long help of the command named, exit 2 for an unknown one.
+fn help(path: &[String]) -> ExitCode {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut target = &mut cmd;
+    for name in path {
+        match target.find_subcommand_mut(name) {
+            Some(sub) => target = sub,
+            None => {
+                eprintln!("renewd: help: no subcommand `{name}` (see `renewd help`)");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+    }
+    match target.print_long_help() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 /// Loads the configuration, printing every problem as `FILE:LINE:COL: message`.
-fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
-    let path = config::resolve_path(arg.config.as_deref());
+fn load(arg: Option<&Path>) -> Result<(PathBuf, Config), ExitCode> {
+    let path = config::resolve_path(arg);
     match config::load(&path) {
         Ok(c) => {
             logging::set_level(c.log_level.as_deref());
             Ok((path, c))
         }
-        Err(e) => {
-            eprint!("{e}");
-            if !e.to_string().ends_with('\n') {
-                eprintln!();
-            }
-            Err(ExitCode::from(EX_CONFIG))
-        }
+        Err(e) => Err(config_error(&e)),
     }
 }
 
-async fn dispatch(cmd: Command) -> ExitCode {
+fn config_error(e: &config::ConfigError) -> ExitCode {
+    eprint!("{e}");
+    if !e.to_string().ends_with('\n') {
+        eprintln!();
+    }
+    ExitCode::from(EX_CONFIG)
+}
+
+/// Exit 2 (a bad command line) unless every one of `names` is a configured certificate;
+/// checked before anything is created or asked.
+fn known_names(cfg: &Config, names: &[String]) -> Result<(), ExitCode> {
+    cfg.check_names(names).map_err(|message| {
+        eprintln!("renewd: {message}");
+        ExitCode::from(EX_USAGE)
+    })
+}
+
+async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
+    let (path, cfg) = match cmd {
+        Command::Completions { .. } | Command::Manpage | Command::Help { .. } => {
+            return ExitCode::SUCCESS
+        }
+        Command::Check { strict } => return check(config, strict).await,
+        _ => match load(config) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
+    };
     match cmd {
-        Command::Completions { .. } | Command::Manpage => ExitCode::SUCCESS,
-        Command::Check { config } => check(&config).await,
-        Command::Run { config, once } => {
-            let (path, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+        Command::Completions { .. }
+        | Command::Manpage
+        | Command::Help { .. }
+        | Command::Check { .. } => ExitCode::SUCCESS,
+        Command::Run { once } => {
+            // The rule `check` applies: errors refuse the configuration, warnings are logged
+            // and stop only their certificates.
+            let diagnosis = status::diagnose(&cfg);
+            if let Some(e) = diagnosis.errors() {
+                return config_error(&e);
+            }
             if once {
-                match daemon::run_once(&cfg).await {
+                match daemon::run_once(&cfg, &diagnosis).await {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => ExitCode::from(EX_FAILED),
                     Err(e) => fail(&e),
                 }
             } else {
-                match daemon::run(&path, cfg).await {
+                match daemon::run(&path, cfg, diagnosis).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(&e),
                 }
             }
         }
         Command::Status {
-            config,
             json,
-            names,
+            list_names,
+            certs: names,
         } => {
-            let (_, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+            if list_names {
+                for c in &cfg.certificates {
+                    println!("{}", c.name);
+                }
+                return ExitCode::SUCCESS;
+            }
+            if let Err(code) = known_names(&cfg, &names) {
+                return code;
+            }
             let rows = match control::request(
                 &cfg.control_socket,
                 &Request::Status {
@@ -249,11 +318,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Inventory { config, json } => {
-            let (_, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+        Command::Inventory { json } => {
             let now = std::time::SystemTime::now();
             let inv = status::inventory_offline(&cfg, now);
             if json {
@@ -266,11 +331,19 @@ async fn dispatch(cmd: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Account { config, op, ca } => {
-            let (_, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+        Command::Account { op, ca } => {
+            if let Some(name) = ca.as_deref().filter(|n| !cfg.cas.contains_key(*n)) {
+                let known: Vec<&str> = cfg.cas.keys().map(String::as_str).collect();
+                eprintln!(
+                    "renewd: no CA named `{name}` in the configuration; configured: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                return ExitCode::from(EX_USAGE);
+            }
             match daemon::account(&cfg, &op, ca.as_deref()).await {
                 Ok(msg) => {
                     println!("{msg}");
@@ -279,15 +352,10 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Revoke {
-            config,
-            reason,
-            name,
-        } => {
-            let (_, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+        Command::Revoke { reason, name } => {
+            if let Err(code) = known_names(&cfg, std::slice::from_ref(&name)) {
+                return code;
+            }
             let req = Request::Revoke {
                 name: name.clone(),
                 reason: reason.clone(),
@@ -304,28 +372,17 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 },
                 Err(e) => return fail(&e),
             };
-            let mut failed = false;
-            for r in &results {
-                println!("{}: {}: {}", r.name, r.outcome, r.message);
-                failed |= r.failed();
-            }
-            if failed {
-                ExitCode::from(EX_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            }
+            report(&results)
         }
         Command::Renew {
-            config,
             force,
             dry_run,
             all,
             names,
         } => {
-            let (_, cfg) = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+            if let Err(code) = known_names(&cfg, &names) {
+                return code;
+            }
             let req = Request::Renew {
                 names: names.clone(),
                 all,
@@ -345,66 +402,80 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 },
                 Err(e) => return fail(&e),
             };
-            let mut failed = false;
-            for r in &results {
-                println!("{}: {}: {}", r.name, r.outcome, r.message);
-                failed |= r.failed();
-            }
-            if failed {
-                ExitCode::from(EX_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            }
+            report(&results)
         }
     }
 }
 
-async fn check(arg: &ConfigArg) -> ExitCode {
+/// Prints one line per certificate; exit 1 when any failed.
+fn report(results: &[control::RenewResult]) -> ExitCode {
+    let mut failed = false;
+    for r in results {
+        println!("{}: {}: {}", r.name, r.outcome, r.message);
+        failed |= r.failed();
+    }
+    if failed {
+        ExitCode::from(EX_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `renewd check [--strict]`: every problem, errors and warnings, as `FILE:LINE:COL:
+/// [warning: ]message`; exit 78 on errors (or on warnings with `--strict`).
+async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
     let (path, cfg) = match load(arg) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut problems = cfg.check_environment();
-    problems.extend(deploy::check_directories(&cfg));
-    problems.extend(check_profiles(&cfg).await);
-    for p in &problems {
+    let profiles = check_profiles(&cfg).await;
+    let diagnosis = status::diagnose_with(&cfg, profiles);
+    for p in &diagnosis.problems {
         println!("{p}");
     }
-    if problems.is_empty() {
-        println!(
-            "{}: ok ({} certificate(s), {} CA(s), {} file(s) read)",
-            display(&path),
-            cfg.certificates.len(),
-            cfg.cas.len(),
-            cfg.sources.len()
-        );
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EX_CONFIG)
+    let warnings = diagnosis.warnings().count();
+    if diagnosis.has_errors() || (strict && warnings > 0) {
+        return ExitCode::from(EX_CONFIG);
     }
+    let mut summary = format!(
+        "{}: ok ({} certificate(s), {} CA(s), {} file(s) read)",
+        display(&path),
+        cfg.certificates.len(),
+        cfg.cas.len(),
+        cfg.sources.len()
+    );
+    if warnings > 0 {
+        summary.push_str(&format!(
+            "; {warnings} warning(s), {} certificate(s) not renewable as written",
+            diagnosis.not_renewable.len()
+        ));
+    }
+    println!("{summary}");
+    ExitCode::SUCCESS
 }
 
 /// Every `profile` (of a CA, or of a certificate for each CA it may use) must be one the CA
 /// advertises: each CA with a profile to check is asked for its directory once. A CA that
 /// cannot be reached is a warning, not a problem: `check` must work offline.
 async fn check_profiles(cfg: &Config) -> Vec<config::Problem> {
-    let mut wanted: std::collections::BTreeMap<&str, Vec<(&str, config::Location)>> =
+    let mut wanted: std::collections::BTreeMap<&str, Vec<(&str, config::Location, bool)>> =
         Default::default();
     for ca in cfg.cas.values() {
         if let Some(p) = &ca.profile {
             wanted
                 .entry(&ca.name)
                 .or_default()
-                .push((p, ca.key_location("profile").clone()));
+                .push((p, ca.key_location("profile").clone(), true));
         }
     }
     for cert in &cfg.certificates {
         if let Some(p) = &cert.profile {
             for ca in &cert.ca {
-                wanted
-                    .entry(ca)
-                    .or_default()
-                    .push((p, cert.key_location("profile").clone()));
+                wanted.entry(ca).or_default().push((
+                    p,
+                    cert.key_location("profile").clone(),
+                    false,
+                ));
             }
         }
     }
@@ -416,17 +487,23 @@ async fn check_profiles(cfg: &Config) -> Vec<config::Problem> {
         let pause = cfg.state_dir.join("accounts").join(format!("{name}.pause"));
         match renewd::acme::advertised_profiles(ca, pause).await {
             Ok(offered) => {
-                for (p, loc) in profiles {
+                for (p, loc, of_ca) in profiles {
                     if !offered.iter().any(|o| o == p) {
                         let offers = if offered.is_empty() {
                             "it advertises no profiles (remove `profile`)".to_string()
                         } else {
                             format!("it offers: {}", offered.join(", "))
                         };
-                        problems.push(config::Problem::new(
-                            loc,
-                            format!("CA {name} does not offer the profile {p:?}; {offers}"),
-                        ));
+                        // At a certificate's `profile` this stops that certificate only
+                        // (config::Config::diagnose); at a CA's, it is a warning: orders
+                        // through that CA fail, saying so.
+                        let message =
+                            format!("CA {name} does not offer the profile {p:?}; {offers}");
+                        problems.push(if of_ca {
+                            config::Problem::warning(loc, message)
+                        } else {
+                            config::Problem::new(loc, message)
+                        });
                     }
                 }
             }

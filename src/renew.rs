@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::acme::{AcmeError, Ca};
 use crate::challenge::Responders;
@@ -18,6 +19,7 @@ use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::journal::{self, Swap};
 use crate::deploy::{self, Material, Ownership};
 use crate::hooks;
+use crate::logging;
 use crate::state::{self, StateDir};
 use crate::verify;
 use crate::x509::{self, CertInfo, PrivateKey};
@@ -195,7 +197,8 @@ impl Renewer {
                     window_start = %httpdate(a.start), window_end = %httpdate(a.end),
                     renew_at = %chosen.map(|c| httpdate(state::from_unix(c))).unwrap_or_default(),
                     explanation = %a.explanation_url.as_deref().unwrap_or("-"),
-                    "ARI: the CA's suggested renewal window");
+                    "{}: ARI: the CA's suggested renewal window is {} .. {}",
+                    cert.name, httpdate(a.start), httpdate(a.end));
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     window: Some(window),
@@ -216,7 +219,8 @@ impl Renewer {
             },
             Err(e) => {
                 tracing::warn!(cert = %cert.name, ca = %ca_config.name, error = %e,
-                    "ARI: no usable renewal information; renew_before applies");
+                    "{}: ARI: no usable renewal information from CA {} ({e}); renew_before applies",
+                    cert.name, ca_config.name);
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     next_poll: state::unix(now + ari_poll_delay(None)),
@@ -279,7 +283,8 @@ impl Renewer {
             .await
             .map_err(|e| e.to_string())?;
         tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
-            "certificate revoked; issuing a replacement with a fresh key");
+            "{}: certificate revoked (serial {}, CA {ca_name}); issuing a replacement with a fresh key",
+            cert.name, leaf.serial_hex);
         Ok(leaf.serial_hex)
     }
 
@@ -357,7 +362,7 @@ impl Renewer {
         };
         for name in &recovery.rolled_back {
             tracing::warn!(cert = %name,
-                "a swap of this certificate's files was interrupted; the previous files are back in place");
+                "{name}: a swap of this certificate's files was interrupted; the previous files are back in place");
         }
         for e in &recovery.errors {
             tracing::error!(error = %e, "cannot recover an interrupted swap");
@@ -382,7 +387,8 @@ impl Renewer {
         for swap in recovery.pending {
             let Some(cert) = certs.iter().find(|c| c.name == swap.cert()) else {
                 tracing::warn!(cert = %swap.cert(), serial = %swap.serial(),
-                    "an interrupted swap completed for a certificate no longer configured; keeping its new files");
+                    "{}: an interrupted swap completed for a certificate no longer configured; keeping its new files",
+                    swap.cert());
                 if let Err(e) = swap.finish() {
                     tracing::error!(error = %e, "cannot finish the interrupted swap");
                 }
@@ -393,7 +399,8 @@ impl Renewer {
             match inspected {
                 Ok(Ok(leaf)) => {
                     tracing::warn!(cert = %cert.name, serial = %leaf.serial_hex,
-                        "a swap of this certificate's files completed before an interruption; reloading and proving it now");
+                        "{}: a swap of this certificate's files completed before an interruption; reloading and proving it now",
+                        cert.name);
                     let rec = self.state.load_cert(&cert.name);
                     pending.push(Pending {
                         cert: cert.clone(),
@@ -413,10 +420,12 @@ impl Renewer {
                         Err(e) => e.to_string(),
                         Ok(Ok(_)) => unreachable!("matched above"),
                     };
-                    tracing::error!(cert = %cert.name, problem = %why,
-                        "the files of an interrupted swap are not usable as configured now; restoring the previous ones");
+                    tracing::error!(cert = %cert.name, error = %why,
+                        "{}: the files of an interrupted swap are not usable as configured now ({why}); restoring the previous ones",
+                        cert.name);
                     if let Err(e) = swap.roll_back() {
-                        tracing::error!(cert = %cert.name, error = %e, "cannot restore the previous files");
+                        tracing::error!(cert = %cert.name, error = %e,
+                            "{}: cannot restore the previous files: {e}", cert.name);
                     }
                 }
             }
@@ -443,21 +452,22 @@ impl Renewer {
         dry_run: bool,
     ) -> Result<Issued, String> {
         let now = SystemTime::now();
-        let result = self.issue_and_deploy(cert, cas, dry_run).await;
+        // Every line of the order (CA=, ORDER=) carries the certificate too (CERT=).
+        let result = self
+            .issue_and_deploy(cert, cas, dry_run)
+            .instrument(tracing::info_span!("renewal", cert = %cert.name))
+            .await;
         let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
         let result = result.map_err(|f| f.message);
         if dry_run {
             match &result {
-                Ok(r) => {
-                    tracing::info!(cert = %cert.name, ca = %r.renewed.ca, serial = %r.renewed.serial,
-                    "dry run: certificate issued and checked, nothing deployed")
-                }
-                Err(e) => tracing::error!(cert = %cert.name, error = %e, "dry run failed"),
+                Ok(r) => logging::dry_run_succeeded(&cert.name, &r.renewed.ca, &r.renewed.serial),
+                Err(e) => logging::dry_run_failed(&cert.name, e),
             }
             return result;
         }
         if let Err(e) = &result {
-            tracing::error!(cert = %cert.name, error = %e, "renewal failed");
+            logging::renewal_failed(&cert.name, e);
             self.update(&cert.name, |r| {
                 r.record_failure(now, retry_after, e.clone())
             });
@@ -469,7 +479,7 @@ impl Renewer {
     /// logged, never fatal.
     fn update(&self, name: &str, change: impl FnOnce(&mut state::CertRecord)) {
         if let Err(e) = self.state.update_cert(name, change) {
-            tracing::error!(cert = %name, error = %e, "cannot record the renewal's outcome");
+            tracing::error!(cert = %name, error = %e, "{name}: cannot record the renewal's outcome: {e}");
         }
     }
 
@@ -486,8 +496,8 @@ impl Renewer {
             .get(crate::schedule::pick_ca(cert.ca.len(), failures))
             .ok_or_else(|| "no CA configured for this certificate".to_string())?;
         if Some(ca_name) != cert.ca.first() {
-            tracing::warn!(cert = %cert.name, ca = %ca_name, failures,
-                "falling back to another CA after repeated failures");
+            tracing::warn!(ca = %ca_name, failures,
+                "{}: falling back to CA {ca_name} after {failures} failures in a row", cert.name);
         }
         let ca_config = cas
             .get(ca_name)
@@ -627,7 +637,7 @@ impl Renewer {
             match result {
                 Ok(proven) => tracing::info!(cert = %name, connect = %connect,
                     attempts = proven.attempts, elapsed_ms = proven.elapsed.as_millis() as u64,
-                    "proof: the service serves the new certificate"),
+                    "{name}: proof: the service at {connect} serves the new certificate"),
                 Err(e) => {
                     failed.insert(name, format!("proof failed: {e}"));
                 }
@@ -644,13 +654,17 @@ impl Renewer {
                     match tokio::task::spawn_blocking(move || swap.finish()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::error!(cert = %name, error = %e,
-                            "the new files are in place but the swap journal could not be removed"),
+                            "{name}: the new files are in place but the swap journal could not be removed: {e}"),
                         Err(e) => {
-                            tracing::error!(cert = %name, error = %e, "finishing the swap aborted")
+                            tracing::error!(cert = %name, error = %e, "{name}: finishing the swap aborted: {e}")
                         }
                     }
-                    tracing::info!(cert = %name, ca = %p.renewed.ca, serial = %p.renewed.serial,
-                        not_after = %httpdate(p.renewed.not_after), "certificate renewed and deployed");
+                    logging::renewal_succeeded(
+                        &name,
+                        &p.renewed.ca,
+                        &p.renewed.serial,
+                        &httpdate(p.renewed.not_after),
+                    );
                     self.update(&name, |r| {
                         r.record_success(
                             now,
@@ -680,7 +694,7 @@ impl Renewer {
                             p.renewed.serial
                         ),
                     };
-                    tracing::error!(cert = %name, error = %message, "renewal rolled back");
+                    logging::renewal_rolled_back(&name, &message);
                     self.update(&name, |r| r.record_failure(now, None, message.clone()));
                     settled.results.insert(name.clone(), Err(message));
                 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CertConfig, Config, FileKind};
+use crate::config::{CertConfig, Config, Diagnosis, FileKind};
 use crate::deploy;
 use crate::inventory::{self, Inventory};
 use crate::renew::httpdate;
@@ -23,6 +23,47 @@ pub struct Evaluation {
     /// When the CA's ARI is next to be asked about the deployed certificate (none when
     /// nothing usable is deployed).
     pub ari_poll: Option<SystemTime>,
+    /// The deployed certificate's not-after had passed when it was read.
+    pub expired: bool,
+    /// Why the certificate cannot be renewed as configured (from [`diagnose`]): no renewal
+    /// of it starts, whatever `decision` says, until the configuration is read again.
+    pub not_renewable: Option<String>,
+}
+
+impl Evaluation {
+    /// Whether a renewal should start now: due, and renewable as configured.
+    pub fn should_renew(&self, now: SystemTime) -> bool {
+        self.not_renewable.is_none() && self.decision.is_due(now)
+    }
+}
+
+/// `check`'s look at the machine, as `run` and SIGHUP use it too: the configuration's own
+/// checks ([`Config::check_environment`]) and the target directories'
+/// ([`deploy::check_directories`]), sorted into errors and warnings by
+/// [`Config::diagnose`]. Changes nothing.
+pub fn diagnose(config: &Config) -> Diagnosis {
+    diagnose_with(config, Vec::new())
+}
+
+/// [`diagnose`] with `extra` problems found elsewhere (`check` asks the CAs about profiles).
+pub fn diagnose_with(config: &Config, extra: Vec<crate::config::Problem>) -> Diagnosis {
+    let mut found = config.check_environment();
+    found.extend(deploy::check_directories(config));
+    found.extend(extra);
+    config.diagnose(found)
+}
+
+/// Logs what [`diagnose`] found (the daemon at start and on SIGHUP, `run --once`): each
+/// warning as `FILE:LINE:COL: warning: message`, then one line per certificate that cannot
+/// be renewed, with `CERT=` and `ERROR=`.
+pub fn log_diagnosis(diagnosis: &Diagnosis) {
+    for p in diagnosis.warnings() {
+        tracing::warn!("{p}");
+    }
+    for (name, why) in &diagnosis.not_renewable {
+        tracing::warn!(cert = %name, error = %why,
+            "{name}: not renewable as configured, other certificates are renewed: {why}");
+    }
 }
 
 /// Reads `cert`'s files and decides when it is next due.
@@ -48,6 +89,7 @@ pub fn evaluate_inspected(
         ),
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };
+    let expired = matches!(deployed, Deployed::Valid { not_after, .. } if not_after <= now);
     let ari = serial.as_deref().and_then(|s| rec.ari_advice(s));
     let ari_poll = serial.as_deref().map(|s| rec.ari_poll_at(s, now));
     let decision = schedule::decide_with_ari(
@@ -63,6 +105,8 @@ pub fn evaluate_inspected(
         serial,
         decision,
         ari_poll,
+        expired,
+        not_renewable: None,
     }
 }
 
@@ -87,6 +131,9 @@ pub struct StatusRow {
     pub service: Option<String>,
     /// Unix seconds; absent when nothing usable is deployed.
     pub not_after: Option<u64>,
+    /// The deployed certificate has expired (`not_after` is past).
+    #[serde(default)]
+    pub expired: bool,
     pub serial: Option<String>,
     /// Why the deployed set cannot be used, if it cannot.
     pub problem: Option<String>,
@@ -103,6 +150,10 @@ pub struct StatusRow {
     /// What the CA's ARI said about the deployed certificate, when it was asked.
     #[serde(default)]
     pub ari: Option<String>,
+    /// Why renewd cannot renew this certificate as configured (`FILE:LINE:COL: message`,
+    /// as `renewd check` prints it); absent when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_renewable: Option<String>,
 }
 
 pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
@@ -117,6 +168,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         owner: cert.owner.clone(),
         service: cert.service.clone(),
         not_after,
+        expired: ev.expired,
         serial: ev.serial.clone(),
         problem,
         next_renewal: state::unix(ev.decision.at),
@@ -128,6 +180,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         last_result: last.map(|a| a.message.clone()),
         last_ok: last.map(|a| a.ok),
         ari: ari_summary(rec, ev.serial.as_deref()),
+        not_renewable: ev.not_renewable.clone(),
     }
 }
 
@@ -147,6 +200,11 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
             None,
         ),
         Deployed::Unusable(why) => (None, Some(why.clone())),
+    };
+    let problem = match (&ev.not_renewable, problem) {
+        (Some(why), Some(p)) => Some(format!("{p}; not renewable: {why}")),
+        (Some(why), None) => Some(format!("not renewable: {why}")),
+        (None, p) => p,
     };
     let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
     inventory::Managed {
@@ -176,12 +234,14 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
 /// directory's records and alert state, and a discovery scan. No daemon is needed.
 pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
     let state = StateDir::open_existing(&config.state_dir);
+    let diagnosis = diagnose(config);
     let managed: Vec<inventory::Managed> = config
         .certificates
         .iter()
         .map(|c| {
             let rec = state.load_cert(&c.name);
-            let ev = evaluate(c, &rec, now);
+            let mut ev = evaluate(c, &rec, now);
+            ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             managed(c, &rec, &ev)
         })
         .collect();
@@ -223,11 +283,16 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
     let mut out = String::new();
     for r in rows {
         let expiry = match (r.not_after, &r.problem) {
+            (Some(na), _) if r.expired || state::from_unix(na) <= now => {
+                format!("{} (EXPIRED)", httpdate(state::from_unix(na)))
+            }
             (Some(na), _) => httpdate(state::from_unix(na)),
             (None, Some(p)) => format!("NOT DEPLOYED ({p})"),
             (None, None) => "-".into(),
         };
-        let next = if r.renewing {
+        let next = if let Some(why) = &r.not_renewable {
+            format!("NOT RENEWABLE as configured ({why})")
+        } else if r.renewing {
             "renewing now".to_string()
         } else if state::from_unix(r.next_renewal) <= now {
             format!("due now ({})", r.next_renewal_reason)

@@ -1,13 +1,19 @@
 //! Configuration mistakes through the real binary: each gives `FILE:LINE:COL: message` and
-//! exit 78, from `check` and from `run`, and nothing is created or changed on disk.
+//! exit 78, from `check` and from `run`, and nothing is created or changed on disk. Problems
+//! that stop one certificate only are warnings, judged alike by `check`, `run` and SIGHUP.
 
 mod common;
+mod rig;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{renewd_bin, write_exec};
+use std::time::Duration;
+
+use common::{renewd_bin, wait_until, write_exec, PebbleOptions};
+use nix::sys::signal::Signal;
+use rig::Rig;
 
 const EX_CONFIG: i32 = 78;
 
@@ -252,13 +258,15 @@ fn check_finds_missing_directories_and_unusable_hooks() {
     );
     let cfg = d.join("renewd.toml");
     fs::write(&cfg, &text).unwrap();
+    // They stop this one certificate only: warnings, exit 0; 78 with --strict.
     let out = renewd(&["check"], &cfg);
     let all =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(EX_CONFIG), "{all}");
+    assert_eq!(out.status.code(), Some(0), "{all}");
     let file = cfg.display().to_string();
     assert!(
-        all.contains(&format!("{file}:9:")),
+        all.lines()
+            .any(|l| l.starts_with(&format!("{file}:9:")) && l.contains(": warning: the directory")),
         "files' directory missing: {all}"
     );
     assert!(all.contains(&format!("{file}:10:")), "hooks: {all}");
@@ -268,6 +276,62 @@ fn check_finds_missing_directories_and_unusable_hooks() {
         !all.contains("good.sh"),
         "the good hook is not reported: {all}"
     );
+    assert!(
+        all.contains("1 certificate(s) not renewable as written"),
+        "{all}"
+    );
+    let strict = renewd(&["check", "--strict"], &cfg);
+    assert_eq!(strict.status.code(), Some(EX_CONFIG));
+    assert_eq!(
+        String::from_utf8_lossy(&strict.stdout)
+            .lines()
+            .take(4)
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .take(4)
+            .collect::<Vec<_>>(),
+        "--strict prints the same problems"
+    );
+    // `run` applies the same rule: it logs the same warnings, leaves the certificate
+    // alone (no CA is contacted, nothing created beside the state directory) and fails it.
+    let run = renewd(&["run", "--once"], &cfg);
+    let logged = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{logged}");
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+    {
+        assert!(logged.contains(line), "run logs {line:?}:\n{logged}");
+    }
+    assert!(logged.contains("www: due"), "{logged}");
+    assert!(!d.join("tls").exists());
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_created_is_an_error_for_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("tls")).unwrap();
+    let text = base(d).replace(
+        &format!("{}/state", d.display()),
+        &format!("{}/absent/state", d.display()),
+    );
+    let cfg = d.join("renewd.toml");
+    fs::write(&cfg, text).unwrap();
+    for args in [&["check"][..], &["run", "--once"][..]] {
+        let out = renewd(args, &cfg);
+        let all = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EX_CONFIG), "{args:?}: {all}");
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(&format!("{}:1:", cfg.display()))
+                    && l.contains(": the parent")),
+            "{args:?}: {all}"
+        );
+        assert!(!all.contains("warning: the parent"), "{all}");
+    }
 }
 
 #[test]
@@ -310,4 +374,124 @@ fn the_shipped_example_configuration_passes_check_and_manages_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ok (0 certificate(s)"), "{stdout}");
+}
+
+/// One certificate whose target directory is missing, one without an owner, one fine:
+/// `check` warns (exit 0, 78 with --strict); the daemon logs the same warnings, issues the
+/// other two, shows the first as not renewable (status, inventory, renew); after the
+/// directory is made, SIGHUP judges again and it is issued.
+#[test]
+fn check_run_and_sighup_agree_that_one_bad_certificate_stops_only_itself() {
+    let rig = Rig::new(PebbleOptions::default());
+    let gone_dir = rig.path("gone");
+    let body = format!(
+        "{}{}{}",
+        rig.cert("www", &["www.test"], ""),
+        rig.cert("anon", &["anon.test"], "")
+            .replace("owner = \"ops@example.org\"\n", ""),
+        rig.cert("gone", &["gone.test"], "")
+            .replace("/tls/", "/gone/"),
+    );
+    rig.write_config(&body);
+    let file = rig.config_path.display().to_string();
+
+    let out = rig.renewd("check", &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let warnings: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}:")) && l.contains(": warning: "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        warnings.iter().any(|l| l.contains("`anon` has no `owner`")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(&format!("the directory `{}`", gone_dir.display()))),
+        "{warnings:?}"
+    );
+    assert_eq!(rig.renewd("check", &["--strict"]).status.code(), Some(78));
+
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(60), "www and anon issued", || {
+        rig.fullchain("www").exists() && rig.fullchain("anon").exists()
+    });
+    for w in &warnings {
+        assert!(d.log().contains(w.as_str()), "the daemon logs {w:?}");
+    }
+    assert!(
+        d.log().contains("3 certificates, next: www")
+            || d.log().contains("3 certificates, next: anon"),
+        "the next renewal is never the certificate that cannot be renewed"
+    );
+    assert!(d.log().contains(", 1 not renewable as configured"));
+    let status: serde_json::Value =
+        serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("status json");
+    let row = |name: &str| {
+        status
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .expect("row")
+    };
+    assert!(
+        row("gone")["not_renewable"]
+            .as_str()
+            .is_some_and(|w| w.starts_with(&format!("{file}:")) && w.contains("does not exist")),
+        "{status}"
+    );
+    assert!(row("www")["not_renewable"].is_null(), "{status}");
+    assert!(row("anon")["not_renewable"].is_null(), "owner is advisory");
+    assert!(rig
+        .renewd_ok("status", &[])
+        .contains("NOT RENEWABLE as configured"));
+    let inventory = rig.renewd_ok("inventory", &["--json"]);
+    assert!(inventory.contains("not renewable: "), "{inventory}");
+    let out = rig.renewd("renew", &["--force", "gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gone: failed: not renewable"));
+
+    fs::create_dir(&gone_dir).expect("mkdir");
+    fs::set_permissions(
+        &gone_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(60), "gone issued after SIGHUP", || {
+        gone_dir.join("gone.pem").exists()
+    });
+    let owner_warning = warnings
+        .iter()
+        .find(|l| l.contains("`anon` has no `owner`"))
+        .expect("owner warning");
+    assert_eq!(
+        d.log().matches(owner_warning.as_str()).count(),
+        2,
+        "logged at start and again on SIGHUP"
+    );
+
+    // What `check` calls an error, SIGHUP refuses: a state_dir that cannot be created.
+    let broken = fs::read_to_string(&rig.config_path)
+        .expect("config")
+        .replace(
+            &format!("state_dir = \"{}\"", rig.state_dir.display()),
+            "state_dir = \"/nonexistent-renewd-test/state\"",
+        );
+    fs::write(&rig.config_path, broken).expect("write");
+    assert_eq!(rig.renewd("check", &[]).status.code(), Some(78));
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refusal logged", || {
+        d.log().contains("configuration not reloaded")
+    });
+    assert!(
+        d.log().contains("of `state_dir` does not exist"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success());
 }

@@ -246,9 +246,10 @@ fn renew_skips_what_is_not_due_and_force_and_dry_run_do_what_they_say() {
         vec![first.serial_hex.clone(), second.serial_hex.clone()]
     );
 
+    // An unknown name is a bad command line (SPEC: exit 2).
     let out = rig.renewd("renew", &["nosuch"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no certificate named nosuch"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no certificate named `nosuch`"));
 }
 
 #[test]

@@ -967,22 +967,23 @@ impl Ca {
         }
         let replaces = options.replaces.and_then(cert_id);
         let mut order = match replaces {
-            Some(id) => {
-                match account.new_order(&new_order().replaces(id.clone())).await {
-                    Ok(order) => {
-                        tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
-                        order
-                    }
-                    // A CA may refuse `replaces` (the certificate was already replaced by
-                    // an order that was not deployed, or it forgot it): order without it.
-                    Err(instant_acme::Error::Api(p)) => {
-                        tracing::warn!(ca = %self.name, replaces = %id, error = %problem_message(&p),
-                            "the CA refused the order naming the certificate it replaces; ordering without `replaces`");
+            Some(id) => match account.new_order(&new_order().replaces(id.clone())).await {
+                Ok(order) => {
+                    tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
+                    order
+                }
+                Err(e) => match ReplacesRefused::from_error(&e) {
+                    // RFC 9773 §5 lets a CA refuse `replaces` (the certificate was already
+                    // replaced by an order that was not deployed, or it forgot it) or ignore
+                    // it; neither may stop the renewal: order again without it.
+                    Some(why) => {
+                        tracing::warn!(ca = %self.name, replaces = %id, error = %acme_message(&e),
+                            "{why}; ordering again without `replaces`");
                         account.new_order(&new_order()).await?
                     }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+                    None => return Err(e.into()),
+                },
+            },
             None => account.new_order(&new_order()).await?,
         };
         let order_url = order.url().to_string();
@@ -1175,6 +1176,62 @@ fn identifier(name: &str) -> Identifier {
     match name.parse() {
         Ok(ip) => Identifier::Ip(ip),
         Err(_) => Identifier::Dns(name.to_string()),
+    }
+}
+
+/// Why a new order naming the certificate it replaces (RFC 9773 `replaces`) could not be
+/// used, when the CA's answer says it refused or ignored the field rather than the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplacesRefused {
+    /// The CA answered with a problem document (e.g. `alreadyReplaced`, `malformed`).
+    Refused,
+    /// The CA created the order but did not echo `replaces` in it, which instant-acme
+    /// reports as an error; the order it created is abandoned (it expires unused).
+    NotEchoed,
+    /// The CA's directory has no `renewalInfo` (any more), so instant-acme will not send it.
+    Unsupported,
+}
+
+impl ReplacesRefused {
+    /// Sorts the error of a `new_order` call that carried `replaces`. `None`: the order
+    /// failed for another reason (transport, rate limit), which ordering again without
+    /// `replaces` would not cure.
+    fn from_error(e: &instant_acme::Error) -> Option<ReplacesRefused> {
+        match e {
+            // Not a refusal of `replaces`: the caller handles these (wait, new nonce, new
+            // account), and a second order would only be refused the same way.
+            instant_acme::Error::Api(p)
+                if p.status == Some(429)
+                    || p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")
+                    || is_bad_nonce(e)
+                    || account_is_gone(e) =>
+            {
+                None
+            }
+            instant_acme::Error::Api(_) => Some(ReplacesRefused::Refused),
+            // instant-acme 0.8's only `Other` out of `new_order`: "replaces field mismatch".
+            instant_acme::Error::Other(inner) if inner.to_string().contains("replaces") => {
+                Some(ReplacesRefused::NotEchoed)
+            }
+            instant_acme::Error::Unsupported(_) => Some(ReplacesRefused::Unsupported),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplacesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplacesRefused::Refused => {
+                "the CA refused the order naming the certificate it replaces"
+            }
+            ReplacesRefused::NotEchoed => {
+                "the CA created the order but ignored `replaces` (it did not echo it)"
+            }
+            ReplacesRefused::Unsupported => {
+                "the CA no longer advertises renewalInfo, so `replaces` cannot be sent"
+            }
+        })
     }
 }
 

@@ -1,13 +1,19 @@
-//! Interoperability: the protocol faults other ACME servers than Pebble reveal, reproduced
-//! through the fault proxy (`tests/common/faultproxy.rs`) in front of a real Pebble.
+//! Interoperability: renewd against ACME servers other than Pebble — acme2certifier
+//! (`tests/common/a2c.rs`) and Caddy's `acme_server` (`tests/common/caddy.rs`), each inside
+//! the test's own network namespace (`tests/common/netns.rs`) because they validate on ports
+//! 80 and 443 — and the protocol faults they reveal, reproduced through the fault proxy
+//! (`tests/common/faultproxy.rs`) in front of a real Pebble.
 
 mod common;
 mod rig;
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::a2c::*;
 use common::faultproxy::*;
+use common::netns::PrivateNet;
 use common::*;
 use rig::*;
 
@@ -111,4 +117,155 @@ fn a_ca_that_ignores_replaces_still_renews() {
     p.window_passed();
     p.rig.renewd_ok("revoke", &["www"]);
     assert_ne!(p.serial(), third, "revoke deployed a replacement");
+}
+
+// ---------------------------------------------------------------------------
+// Against real servers other than Pebble, in a private network namespace.
+
+/// A renewd setup (state directory, configuration, `renewd` runs) from the rig, whose own
+/// Pebble is left unused, with one `[ca.NAME]` for the server under test.
+struct Other {
+    rig: Rig,
+    ca_block: String,
+}
+
+impl Other {
+    fn new(ca: &str, directory: &str, trust_roots: Option<&Path>) -> Other {
+        let rig = Rig::new(PebbleOptions::default());
+        let roots = trust_roots
+            .map(|p| format!("trust_roots = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        let ca_block = format!(
+            "state_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n[ca.{ca}]\n\
+             directory = \"{directory}\"\ncontact = [\"mailto:ops@example.org\"]\n\
+             accept_terms = true\n{roots}",
+            state = rig.state_dir.display(),
+            socket = rig.socket.display(),
+        );
+        Other { rig, ca_block }
+    }
+
+    /// A `[[certificate]]` NAME for `domains` with `challenge` (a TOML inline table), plus
+    /// `extra` lines.
+    fn cert(&self, name: &str, domains: &[&str], challenge: &str, extra: &str) -> String {
+        let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+        format!(
+            "\n[[certificate]]\nname = \"{name}\"\ndomains = [{domains}]\n\
+             owner = \"ops@example.org\"\nchallenge = {challenge}\n\
+             files = {{ fullchain = \"{fc}\", key = \"{key}\" }}\n{extra}\n",
+            domains = domains.join(", "),
+            fc = self.rig.fullchain(name).display(),
+            key = self.rig.key(name).display(),
+        )
+    }
+
+    fn write_config(&self, certs: &str) {
+        fs::write(&self.rig.config_path, format!("{}{certs}", self.ca_block))
+            .expect("write config");
+    }
+
+    fn serial(&self, name: &str) -> String {
+        read_cert_pem(self.rig.fullchain(name)).serial_hex
+    }
+
+    fn status(&self, name: &str) -> serde_json::Value {
+        let json = self.rig.renewd_ok("status", &["--json", name]);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("status JSON");
+        v.as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_else(|| panic!("no status row in {json}"))
+    }
+}
+
+const HTTP01: &str = r#"{ type = "http-01", listen = "127.0.0.1:80" }"#;
+const ALPN01: &str = r#"{ type = "tls-alpn-01", listen = "127.0.0.1:443" }"#;
+
+/// The issue's scenario: acme2certifier with ARI. Issue (http-01), store the CA's ARI advice,
+/// renew when the CA says so (the order carries `replaces`, which acme2certifier does not
+/// echo: this failed, forever, before renewd ordered again without it), `renew --force`,
+/// and `revoke` (which deploys a replacement).
+#[test]
+fn acme2certifier_issues_renews_by_ari_forced_and_revokes() {
+    let _net = PrivateNet::enter();
+    let mut a2c = Acme2certifier::start(A2cOptions::default());
+    let o = Other::new("a2c", &a2c.directory_url, None);
+    o.write_config(&o.cert("www", &["www.test"], HTTP01, ""));
+
+    o.rig.renewd_ok("run", &["--once"]);
+    let first = o.serial("www");
+    let chain = read_certs_pem(o.rig.fullchain("www"));
+    assert_eq!(chain[0].names, vec!["www.test".to_string()]);
+
+    // The next pass records acme2certifier's ARI window (weeks away): nothing is due.
+    o.rig.renewd_ok("run", &["--once"]);
+    let row = o.status("www");
+    assert_eq!(row["next_renewal_reason"], "ARI window", "{row}");
+    assert_eq!(o.serial("www"), first);
+
+    // The CA now says every certificate is due: renewed, by ARI, on the next pass.
+    a2c.restart(A2cOptions {
+        renewal_force: true,
+        ..A2cOptions::default()
+    });
+    let out = o.rig.renewd("run", &["--once"]);
+    assert!(
+        out.status.success(),
+        "the ARI renewal failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = o.serial("www");
+    assert_ne!(second, first, "renewed by ARI advice");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ordering again without `replaces`"),
+        "acme2certifier ignored `replaces`:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    a2c.restart(A2cOptions::default());
+    o.rig.renewd_ok("run", &["--once"]);
+    let out = o.rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("www: renewed"), "{out}");
+    let third = o.serial("www");
+    assert_ne!(third, second);
+
+    o.rig.renewd_ok("revoke", &["www"]);
+    assert_ne!(o.serial("www"), third, "revoke deployed a replacement");
+}
+
+/// acme2certifier validates tls-alpn-01 (renewd's listener on port 443) and dns-01 (the
+/// hook sets the TXT record in the namespace's DNS).
+#[test]
+fn acme2certifier_validates_tls_alpn_01_and_dns_01() {
+    let net = PrivateNet::enter();
+    let a2c = Acme2certifier::start(A2cOptions::default());
+    let o = Other::new("a2c", &a2c.directory_url, None);
+    let hook = o.rig.path("dns-hook.sh");
+    net.write_dns_hook(&hook);
+    let dns01 = format!(r#"{{ type = "dns-01", hook = ["{}"] }}"#, hook.display());
+    o.write_config(&format!(
+        "{}{}",
+        o.cert("alpn", &["alpn.test"], ALPN01, ""),
+        o.cert("dns", &["dns.test"], &dns01, "")
+    ));
+    let out = o.rig.renewd("run", &["--once"]);
+    assert!(
+        out.status.success(),
+        "{}\n--- acme2certifier ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a2c.log()
+            .lines()
+            .rev()
+            .take(80)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("alpn")).names,
+        vec!["alpn.test"]
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("dns")).names,
+        vec!["dns.test"]
+    );
 }

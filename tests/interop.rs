@@ -269,3 +269,79 @@ fn acme2certifier_validates_tls_alpn_01_and_dns_01() {
         vec!["dns.test"]
     );
 }
+
+/// Caddy's `acme_server`: issue (http-01 for an IP identifier), `renew --force`, `revoke`,
+/// tls-alpn-01 (IP identifier) and dns-01 (a name, through the hook). Caddy offers neither
+/// ARI nor profiles, so renewd sends no `replaces` and asks no `renewalInfo`.
+#[test]
+fn caddy_issues_renews_revokes_with_every_challenge() {
+    let net = PrivateNet::enter();
+    let caddy = common::caddy::Caddy::start(Duration::from_secs(3600));
+    let o = Other::new("caddy", &caddy.directory_url, Some(&caddy.root_pem_path));
+    let hook = o.rig.path("dns-hook.sh");
+    net.write_dns_hook(&hook);
+    let dns01 = format!(r#"{{ type = "dns-01", hook = ["{}"] }}"#, hook.display());
+    o.write_config(&format!(
+        "{}{}{}",
+        o.cert("http", &["127.0.0.1"], HTTP01, ""),
+        o.cert("alpn", &["127.0.0.1"], ALPN01, ""),
+        o.cert("dns", &["dns.test"], &dns01, "")
+    ));
+    let out = o.rig.renewd("run", &["--once"]);
+    assert!(
+        out.status.success(),
+        "{}\n--- caddy ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        caddy
+            .log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("http")).names,
+        vec!["127.0.0.1"]
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("alpn")).names,
+        vec!["127.0.0.1"]
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("dns")).names,
+        vec!["dns.test"]
+    );
+    let row = o.status("http");
+    assert_eq!(
+        row["next_renewal_reason"], "renew_before threshold",
+        "{row}"
+    );
+
+    let first = o.serial("http");
+    let out = o.rig.renewd_ok("renew", &["--force", "http"]);
+    assert!(out.contains("http: renewed"), "{out}");
+    let second = o.serial("http");
+    assert_ne!(second, first);
+    o.rig.renewd_ok("revoke", &["http"]);
+    assert_ne!(o.serial("http"), second, "revoke deployed a replacement");
+}
+
+/// The daemon renews a short-lived certificate from Caddy on its own: 5-minute certificates
+/// (Caddy's minimum), due 290 s before they end, so 10 s after issuance.
+#[test]
+fn caddy_short_lived_certificate_is_renewed_by_the_daemon() {
+    let _net = PrivateNet::enter();
+    let caddy = common::caddy::Caddy::start(Duration::from_secs(300));
+    let o = Other::new("caddy", &caddy.directory_url, Some(&caddy.root_pem_path));
+    o.write_config(&o.cert("www", &["127.0.0.1"], HTTP01, r#"renew_before = "290s""#));
+    o.rig.renewd_ok("run", &["--once"]);
+    let first = o.serial("www");
+    let mut daemon = o.rig.spawn_daemon();
+    wait_until(
+        Duration::from_secs(90),
+        "the daemon to renew the short-lived certificate",
+        || o.serial("www") != first,
+    );
+    daemon.stop();
+}

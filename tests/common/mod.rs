@@ -15,6 +15,7 @@
 
 pub mod a2c;
 pub mod bind;
+pub mod caddy;
 pub mod faultproxy;
 pub mod netns;
 pub mod nginx;

@@ -350,9 +350,20 @@ pub enum Verdict {
     BadNonce,
     /// The CA asked not to be contacted before this moment (429, or 503 with Retry-After).
     RetryAfter { until: SystemTime, why: String },
-    /// Worth retrying after a backoff: 5xx, or a body that is not what it says it is.
+    /// Worth retrying after a backoff: 500, 502, 503 (without Retry-After), 504, or a body
+    /// that is not what it says it is.
     Transient(String),
 }
+
+/// The HTTP statuses worth resending after a backoff: the CA, or a gateway in front of it,
+/// failed this time (RFC 9110 §15.6.1, .3, .4, .5). Any other status — 501 Not Implemented,
+/// 505, a 4xx — is the CA's final word on the request, reported as it is and not resent.
+const TRANSIENT_STATUSES: [StatusCode; 4] = [
+    StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
 
 /// Classifies a complete answer of a CA. Connection failures and deadlines never get this
 /// far: they are transient too.
@@ -387,7 +398,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now: Syste
             };
         }
     }
-    if status.is_server_error() {
+    if TRANSIENT_STATUSES.contains(&status) {
         return Verdict::Transient(format!("HTTP {}{}", status.as_u16(), problem()));
     }
     if status == StatusCode::BAD_REQUEST
@@ -459,6 +470,20 @@ fn ca_error(ca: &str, gate: &Gate, e: &instant_acme::Error) -> AcmeError {
     }
 }
 
+/// A problem that is about the request rather than the name it concerns — a rate limit, a
+/// rejected nonce, an account the CA does not know — which the callers handle as such.
+fn refusal_is_about_the_request(p: &instant_acme::Problem) -> bool {
+    matches!(
+        p.r#type.as_deref(),
+        Some(
+            "urn:ietf:params:acme:error:rateLimited"
+                | "urn:ietf:params:acme:error:badNonce"
+                | "urn:ietf:params:acme:error:accountDoesNotExist"
+                | "urn:ietf:params:acme:error:unauthorized"
+        )
+    ) || p.status == Some(429)
+}
+
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p)
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
@@ -472,6 +497,17 @@ fn account_is_gone(e: &instant_acme::Error) -> bool {
         Some("urn:ietf:params:acme:error:accountDoesNotExist")
             | Some("urn:ietf:params:acme:error:unauthorized")
     ))
+}
+
+/// renewd's `User-Agent` for every request to a CA (RFC 8555 §6.1): renewd's own product
+/// token, then the ACME library's as it set it, e.g. `renewd/0.1.0 instant-acme/0.8.5`.
+fn user_agent(library: Option<&http::HeaderValue>) -> http::HeaderValue {
+    let own = concat!("renewd/", env!("CARGO_PKG_VERSION"));
+    library
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && !v.starts_with("renewd/"))
+        .and_then(|lib| http::HeaderValue::from_str(&format!("{own} {lib}")).ok())
+        .unwrap_or(http::HeaderValue::from_static(own))
 }
 
 /// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries and the
@@ -584,7 +620,9 @@ impl HttpClient for CaHttp {
         let gate = self.gate.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            let ua = user_agent(parts.headers.get(http::header::USER_AGENT));
+            parts.headers.insert(http::header::USER_AGENT, ua);
             // The body is in memory already (a JWS, or nothing): keep it to resend.
             let body = body
                 .collect()
@@ -1072,8 +1110,19 @@ impl Ca {
                 let Some((_, wanted)) = ready.iter().find(|(url, _)| url == authz.url()) else {
                     continue;
                 };
+                let ident = authz.identifier().to_string();
                 if let Some(mut ch) = authz.challenge(wanted.clone()) {
-                    ch.set_ready().await?;
+                    // A CA may validate at once and refuse the request with the problem
+                    // (Caddy's acme_server does): it is this identifier's failure.
+                    match ch.set_ready().await {
+                        Err(instant_acme::Error::Api(p)) if !refusal_is_about_the_request(&p) => {
+                            return Err(OrderError::Validation {
+                                identifier: ident,
+                                message: problem_message(&p),
+                            });
+                        }
+                        r => r?,
+                    }
                 }
             }
 
@@ -1149,8 +1198,23 @@ impl Ca {
                 };
             }
         }
+        // No authorization says which name failed: the order's subproblems may (RFC 8555
+        // §6.7.1).
+        let named: Vec<String> = order_problem
+            .iter()
+            .flat_map(|p| &p.subproblems)
+            .filter_map(|sub| match sub.identifier.as_ref()? {
+                Identifier::Dns(name) => Some(name.clone()),
+                Identifier::Ip(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect();
         OrderError::Validation {
-            identifier: "the order".into(),
+            identifier: if named.is_empty() {
+                "the order".into()
+            } else {
+                named.join(", ")
+            },
             message: order_problem.as_ref().map_or_else(
                 || "the CA declared the order invalid without saying why".into(),
                 problem_message,
@@ -1183,7 +1247,7 @@ fn identifier(name: &str) -> Identifier {
 /// used, when the CA's answer says it refused or ignored the field rather than the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplacesRefused {
-    /// The CA answered with a problem document (e.g. `alreadyReplaced`, `malformed`).
+    /// The CA answered with a 4xx problem document (e.g. `alreadyReplaced`, `malformed`).
     Refused,
     /// The CA created the order but did not echo `replaces` in it, which instant-acme
     /// reports as an error; the order it created is abandoned (it expires unused).
@@ -1200,15 +1264,12 @@ impl ReplacesRefused {
         match e {
             // Not a refusal of `replaces`: the caller handles these (wait, new nonce, new
             // account), and a second order would only be refused the same way.
-            instant_acme::Error::Api(p)
-                if p.status == Some(429)
-                    || p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")
-                    || is_bad_nonce(e)
-                    || account_is_gone(e) =>
-            {
-                None
+            instant_acme::Error::Api(p) if refusal_is_about_the_request(p) => None,
+            // A refusal of the request's content (`malformed`, `alreadyReplaced`, …) may be
+            // about `replaces`; a server error is not.
+            instant_acme::Error::Api(p) if p.status.is_none_or(|s| (400..500).contains(&s)) => {
+                Some(ReplacesRefused::Refused)
             }
-            instant_acme::Error::Api(_) => Some(ReplacesRefused::Refused),
             // instant-acme 0.8's only `Other` out of `new_order`: "replaces field mismatch".
             instant_acme::Error::Other(inner) if inner.to_string().contains("replaces") => {
                 Some(ReplacesRefused::NotEchoed)
@@ -1544,6 +1605,16 @@ mod tests {
             now,
         );
         assert_eq!(v, Verdict::Answer);
+        // Server errors outside the retry list are final too.
+        for code in [501, 505, 507, 511] {
+            let v = classify(
+                StatusCode::from_u16(code).expect("status"),
+                &headers(&[PROBLEM]),
+                &problem("serverInternal"),
+                now,
+            );
+            assert_eq!(v, Verdict::Answer, "{code}");
+        }
         // A HEAD for a nonce has no body at all.
         assert_eq!(
             classify(StatusCode::OK, &headers(&[JSON]), b"", now),

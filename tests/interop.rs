@@ -318,6 +318,23 @@ fn caddy_issues_renews_revokes_with_every_challenge() {
         "{row}"
     );
 
+    // A name Caddy cannot resolve (it looks names up through the system resolver for
+    // http-01): Caddy refuses the challenge request, and the error names the identifier.
+    let bad = o.cert("bad", &["unresolvable.test"], HTTP01, "");
+    o.write_config(&format!(
+        "{}{}{}{bad}",
+        o.cert("http", &["127.0.0.1"], HTTP01, ""),
+        o.cert("alpn", &["127.0.0.1"], ALPN01, ""),
+        o.cert("dns", &["dns.test"], &dns01, "")
+    ));
+    let out = o.rig.renewd("renew", &["bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("validation of unresolvable.test failed"),
+        "{stdout}"
+    );
+
     let first = o.serial("http");
     let out = o.rig.renewd_ok("renew", &["--force", "http"]);
     assert!(out.contains("http: renewed"), "{out}");
@@ -344,4 +361,81 @@ fn caddy_short_lived_certificate_is_renewed_by_the_daemon() {
         || o.serial("www") != first,
     );
     daemon.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Smaller protocol faults, through the fault proxy in front of Pebble.
+
+/// A 501 (like any status outside the retry list: 500, 502, 503, 504) is the CA's final
+/// word: the request is sent once, the renewal fails, and the error names the status.
+#[test]
+fn a_final_server_error_is_not_resent() {
+    let p = Proxied::with_www();
+    p.proxy.add_rule(Rule::new(
+        "POST",
+        "/order-plz",
+        Action::Status {
+            code: 501,
+            retry_after: None,
+        },
+    ));
+    let out = p.rig.renewd("renew", &["--force", "www"]);
+    assert_eq!(out.status.code(), Some(1), "the renewal must fail");
+    let refused: Vec<_> = p
+        .proxy
+        .requests("POST", "/order-plz")
+        .into_iter()
+        .filter(|e| e.status == Some(501))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "the refused order was sent once:\n{}",
+        p.proxy.log_text()
+    );
+}
+
+/// A CA that refuses the challenge request itself (validating at once, as Caddy's
+/// acme_server does) fails the validation of that identifier, and the error says which.
+#[test]
+fn a_refused_challenge_names_its_identifier() {
+    let p = Proxied::with_www();
+    p.write_config(&format!(
+        "{}{}",
+        p.rig.cert("www", &["www.test"], r#"renew_before = "1d""#),
+        p.rig.cert("api", &["api.test"], "")
+    ));
+    p.proxy.add_rule(Rule::new(
+        "POST",
+        "/chalZ/",
+        Action::Status {
+            code: 403,
+            retry_after: None,
+        },
+    ));
+    let out = p.rig.renewd("renew", &["--force", "api"]);
+    assert_eq!(out.status.code(), Some(1), "the renewal must fail");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("validation of api.test failed"),
+        "the error names the identifier: {stdout}"
+    );
+}
+
+/// Every request to the CA carries renewd's own User-Agent, then the ACME library's.
+#[test]
+fn requests_carry_renewds_user_agent() {
+    let p = Proxied::with_www();
+    let want = format!("renewd/{} instant-acme/", env!("CARGO_PKG_VERSION"));
+    let log = p.proxy.log();
+    assert!(!log.is_empty());
+    for e in &log {
+        assert!(
+            e.user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.starts_with(&want)),
+            "{e}: User-Agent {:?}, expected {want}…",
+            e.user_agent
+        );
+    }
 }

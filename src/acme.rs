@@ -39,6 +39,8 @@ use instant_acme::{
 };
 use serde::{Deserialize, Serialize};
 
+mod certkey;
+
 use crate::challenge::{Answer, Provisioned, Responders};
 use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
@@ -854,21 +856,52 @@ impl Ca {
         &self.name
     }
 
-    /// Revokes the certificate `der` (issued through this CA's account) for `reason`.
+    /// Revokes the certificate `der` for `reason`, signed with this CA's account key. When
+    /// the CA refuses that as `unauthorized` (another account issued the certificate: the
+    /// account file was replaced, or the certificate was adopted) and `key_pem`, the
+    /// certificate's private key (PKCS#8 PEM), is given, the request is signed again with
+    /// that key, which RFC 8555 §7.6 always accepts.
     pub async fn revoke(
         &self,
         der: &[u8],
+        key_pem: Option<&str>,
         reason: Option<instant_acme::RevocationReason>,
     ) -> Result<(), AcmeError> {
         let account = self.account.read().await.clone();
         let cert = rustls::pki_types::CertificateDer::from(der.to_vec());
-        account
-            .revoke(&instant_acme::RevocationRequest {
-                certificate: &cert,
-                reason,
-            })
+        let request = instant_acme::RevocationRequest {
+            certificate: &cert,
+            reason,
+        };
+        let e = match account.revoke(&request).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let unauthorized = matches!(&e, instant_acme::Error::Api(p)
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:unauthorized"));
+        let (true, Some(key_pem)) = (unauthorized, key_pem) else {
+            return Err(ca_error(&self.name, &self.gate, &e));
+        };
+        tracing::info!(ca = %self.name, error = %acme_message(&e),
+            "the account may not revoke the certificate; signing with the certificate's own key (RFC 8555 7.6)");
+        let http = CaHttp::new(
+            self.config.trust_roots.as_deref(),
+            self.gate.clone(),
+            self.config.timeout,
+        )
+        .map_err(|message| AcmeError::Ca {
+            ca: self.name.clone(),
+            message,
+        })?;
+        certkey::revoke(&http, &self.config.directory, key_pem, &request)
             .await
-            .map_err(|e| ca_error(&self.name, &self.gate, &e))
+            .map_err(|why| AcmeError::Ca {
+                ca: self.name.clone(),
+                message: format!(
+                    "revocation refused for the account ({}) and with the certificate's key ({why})",
+                    acme_message(&e)
+                ),
+            })
     }
 
     /// Asks the CA's ARI when `cert` should be renewed. `Ok(None)` when the CA offers no
@@ -1264,7 +1297,15 @@ impl ReplacesRefused {
         match e {
             // Not a refusal of `replaces`: the caller handles these (wait, new nonce, new
             // account), and a second order would only be refused the same way.
-            instant_acme::Error::Api(p) if refusal_is_about_the_request(p) => None,
+            // `unauthorized` here may well be about `replaces` (Pebble: the account did not
+            // order the certificate replaced, e.g. after a new account); were the account
+            // gone, the order without `replaces` fails the same way and is handled as such.
+            instant_acme::Error::Api(p)
+                if refusal_is_about_the_request(p)
+                    && p.r#type.as_deref() != Some("urn:ietf:params:acme:error:unauthorized") =>
+            {
+                None
+            }
             // A refusal of the request's content (`malformed`, `alreadyReplaced`, …) may be
             // about `replaces`; a server error is not.
             instant_acme::Error::Api(p) if p.status.is_none_or(|s| (400..500).contains(&s)) => {

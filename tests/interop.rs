@@ -439,3 +439,51 @@ fn requests_carry_renewds_user_agent() {
         );
     }
 }
+
+/// A certificate another account issued (here: the account file was lost, so renewd
+/// registers a new account) is revoked with a request signed by the certificate's own key
+/// (RFC 8555 §7.6) once the CA refuses the account's, for ECDSA and RSA keys alike.
+#[test]
+fn revoking_another_accounts_certificate_signs_with_its_key() {
+    let p = Proxied::with_www();
+    p.write_config(&format!(
+        "{}{}",
+        p.rig.cert("www", &["www.test"], r#"renew_before = "1d""#),
+        p.rig.cert(
+            "rsa",
+            &["rsa.test"],
+            "key_type = \"rsa-2048\"\nrenew_before = \"1d\""
+        )
+    ));
+    p.rig.renewd_ok("run", &["--once"]);
+    let before = [p.serial(), read_cert_pem(p.rig.fullchain("rsa")).serial_hex];
+    fs::remove_file(p.rig.state_dir.join("accounts/pebble.json")).expect("remove account");
+
+    for (name, old) in ["www", "rsa"].iter().zip(before) {
+        let out = p.rig.renewd("revoke", &[name]);
+        assert!(
+            out.status.success(),
+            "revoke {name}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.proxy.log_text()
+        );
+        assert_ne!(
+            read_cert_pem(p.rig.fullchain(name)).serial_hex,
+            old,
+            "{name}: a replacement is deployed"
+        );
+    }
+    let revokes: Vec<_> = p
+        .proxy
+        .requests("POST", "/revoke-cert")
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        revokes,
+        vec![Some(403), Some(200), Some(403), Some(200)],
+        "refused for the account, accepted with the certificate's key:\n{}",
+        p.proxy.log_text()
+    );
+}

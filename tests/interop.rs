@@ -487,3 +487,34 @@ fn revoking_another_accounts_certificate_signs_with_its_key() {
         p.proxy.log_text()
     );
 }
+
+/// The daemon renews a short-lived acme2certifier certificate on its own: the CA lives
+/// 5 minutes and acme2certifier ends each certificate with it (`cert_validity_adjust`);
+/// due 280 s before the end, so about 20 s after issuance.
+#[test]
+fn acme2certifier_short_lived_certificate_is_renewed_by_the_daemon() {
+    let _net = PrivateNet::enter();
+    let a2c = Acme2certifier::start(A2cOptions {
+        ca_lifetime: Some(Duration::from_secs(300)),
+        ..A2cOptions::default()
+    });
+    let mut o = Other::new("a2c", &a2c.directory_url, None);
+    // With ARI, acme2certifier's window (the last 15% of the lifetime) would decide, not
+    // `renew_before` (the schedule lets ARI replace the threshold): the threshold is tested.
+    o.ca_block.push_str("ari = false\n");
+    o.write_config(&o.cert("www", &["www.test"], HTTP01, r#"renew_before = "280s""#));
+    o.rig.renewd_ok("run", &["--once"]);
+    let first = read_cert_pem(o.rig.fullchain("www"));
+    let lifetime = first
+        .not_after
+        .duration_since(SystemTime::now())
+        .expect("not expired");
+    assert!(lifetime < Duration::from_secs(300), "{lifetime:?}");
+    let mut daemon = o.rig.spawn_daemon();
+    wait_until(
+        Duration::from_secs(90),
+        "the daemon to renew the short-lived certificate",
+        || o.serial("www") != first.serial_hex,
+    );
+    daemon.stop();
+}

@@ -40,6 +40,10 @@ pub struct A2cOptions {
     pub validity_days: u32,
     /// ARI (`[Renewalinfo] renewal_force`): every certificate is due now.
     pub renewal_force: bool,
+    /// A CA valid only this long (from [`Acme2certifier::start`]), with
+    /// `cert_validity_adjust`: each certificate ends when the CA does. acme2certifier counts
+    /// lifetimes in whole days, so this is how a test gets minutes-long certificates.
+    pub ca_lifetime: Option<Duration>,
 }
 
 impl Default for A2cOptions {
@@ -47,6 +51,7 @@ impl Default for A2cOptions {
         A2cOptions {
             validity_days: 30,
             renewal_force: false,
+            ca_lifetime: None,
         }
     }
 }
@@ -83,24 +88,11 @@ impl Acme2certifier {
             .expect("tempdir");
         let d = dir.path();
         fs::create_dir_all(d.join("certs")).expect("mkdir certs");
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "365"])
-            .args(["-subj", "/CN=renewd interop acme2certifier CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-            .args(["-addext", "subjectKeyIdentifier=hash"])
-            .arg("-keyout")
-            .arg(d.join("ca.key"))
-            .arg("-out")
-            .arg(d.join("ca.pem"))
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req (the CA): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Some(lifetime) = opts.ca_lifetime {
+            short_lived_ca(d, lifetime);
+        } else {
+            long_lived_ca(d);
+        }
         write_file(d.join("serve.py"), LAUNCHER);
         let mut a2c = Acme2certifier {
             child: None,
@@ -134,6 +126,7 @@ issuing_ca_crl: {d}/crl.pem
 cert_save_path: {d}/certs
 ca_cert_chain_list: ["{d}/ca.pem"]
 cert_validity_days: {days}
+cert_validity_adjust: {adjust}
 
 [DBhandler]
 handler: wsgi
@@ -154,6 +147,11 @@ renewal_force: {force}
             d = d.display(),
             days = opts.validity_days,
             force = if opts.renewal_force { "True" } else { "False" },
+            adjust = if opts.ca_lifetime.is_some() {
+                "True"
+            } else {
+                "False"
+            },
         );
         write_file(d.join("acme_srv.cfg"), cfg);
         let log = File::options()
@@ -201,4 +199,46 @@ impl Drop for Acme2certifier {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A year-long P-256 CA (`ca.key`, `ca.pem` in `d`), made by openssl.
+fn long_lived_ca(d: &Path) {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "365"])
+        .args(["-subj", "/CN=renewd interop acme2certifier CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .args(["-addext", "subjectKeyIdentifier=hash"])
+        .arg("-keyout")
+        .arg(d.join("ca.key"))
+        .arg("-out")
+        .arg(d.join("ca.pem"))
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req (the CA): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A P-256 CA valid from a minute ago for `lifetime` (`ca.key`, `ca.pem` in `d`), made by
+/// rcgen (openssl's `req` takes whole days).
+fn short_lived_ca(d: &Path, lifetime: Duration) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.distinguished_name.push(
+        DnType::CommonName,
+        "renewd interop short-lived acme2certifier CA",
+    );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now + lifetime;
+    let cert = params.self_signed(&key).expect("self-sign CA");
+    write_file(d.join("ca.pem"), cert.pem());
+    write_file(d.join("ca.key"), key.serialize_pem());
 }

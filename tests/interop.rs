@@ -518,3 +518,55 @@ fn acme2certifier_short_lived_certificate_is_renewed_by_the_daemon() {
     );
     daemon.stop();
 }
+
+/// acme2certifier with external account binding required and profiles advertised: an
+/// account without EAB is refused; with `eab_kid` and the HMAC key file, renewd registers and
+/// an order naming an advertised profile is issued.
+#[test]
+fn acme2certifier_requires_eab_and_offers_profiles() {
+    let _net = PrivateNet::enter();
+    let (kid, hmac) = ("kid-1", "dGhpcyBpcyBhIHRlc3Qga2V5IGZvciByZW5ld2QncyBFQUI");
+    let a2c = Acme2certifier::start(A2cOptions {
+        eab: Some((kid.into(), hmac.into())),
+        profiles: vec![
+            ("classic".into(), "the usual".into()),
+            ("shortlived".into(), "short".into()),
+        ],
+        ..A2cOptions::default()
+    });
+    let mut o = Other::new("a2c", &a2c.directory_url, None);
+    let cert = o.cert("www", &["www.test"], HTTP01, r#"profile = "shortlived""#);
+    o.write_config(&cert);
+    let out = o.rig.renewd("run", &["--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "registration without EAB must fail"
+    );
+    assert!(!o.rig.fullchain("www").exists());
+
+    let key_file = o.rig.path("eab.key");
+    fs::write(&key_file, hmac).expect("write EAB key");
+    o.ca_block.push_str(&format!(
+        "eab_kid = \"{kid}\"\neab_hmac_key_file = \"{}\"\n",
+        key_file.display()
+    ));
+    o.write_config(&cert);
+    // `--force`: now, whatever the backoff after the refused registration.
+    let out = o.rig.renewd("renew", &["--force", "www"]);
+    assert!(
+        out.status.success(),
+        "{}\n--- acme2certifier ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a2c.log()
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        read_cert_pem(o.rig.fullchain("www")).names,
+        vec!["www.test"]
+    );
+}

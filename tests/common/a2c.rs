@@ -44,6 +44,10 @@ pub struct A2cOptions {
     /// `cert_validity_adjust`: each certificate ends when the CA does. acme2certifier counts
     /// lifetimes in whole days, so this is how a test gets minutes-long certificates.
     pub ca_lifetime: Option<Duration>,
+    /// External account binding required, with this (kid, base64url HMAC key).
+    pub eab: Option<(String, String)>,
+    /// Profiles advertised in the directory (`[Order] profiles`), name and description.
+    pub profiles: Vec<(String, String)>,
 }
 
 impl Default for A2cOptions {
@@ -52,6 +56,8 @@ impl Default for A2cOptions {
             validity_days: 30,
             renewal_force: false,
             ca_lifetime: None,
+            eab: None,
+            profiles: Vec::new(),
         }
     }
 }
@@ -140,10 +146,11 @@ challenge_validation_disable: False
 
 [Order]
 tnauthlist_support: False
+{profiles}
 
 [Renewalinfo]
 renewal_force: {force}
-"#,
+{eab}"#,
             d = d.display(),
             days = opts.validity_days,
             force = if opts.renewal_force { "True" } else { "False" },
@@ -152,8 +159,32 @@ renewal_force: {force}
             } else {
                 "False"
             },
+            profiles = if opts.profiles.is_empty() {
+                String::new()
+            } else {
+                let map: serde_json::Map<String, serde_json::Value> = opts
+                    .profiles
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                format!("profiles: {}", serde_json::Value::Object(map))
+            },
+            eab = match &opts.eab {
+                None => String::new(),
+                Some(_) => format!(
+                    "\n[EABhandler]\neab_handler_module: acme2certifier.eabhandlers.json_handler\n\
+                     key_file: {}/eab.json\n",
+                    d.display()
+                ),
+            },
         );
         write_file(d.join("acme_srv.cfg"), cfg);
+        if let Some((kid, key)) = &opts.eab {
+            write_file(
+                d.join("eab.json"),
+                serde_json::json!({ kid: key }).to_string(),
+            );
+        }
         let log = File::options()
             .create(true)
             .append(true)

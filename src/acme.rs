@@ -1145,10 +1145,14 @@ impl Ca {
                 };
                 let ident = authz.identifier().to_string();
                 if let Some(mut ch) = authz.challenge(wanted.clone()) {
-                    // A CA may validate at once and refuse the request with the problem
-                    // (Caddy's acme_server does): it is this identifier's failure.
+                    // A CA may validate at once and refuse the request with a 4xx problem
+                    // (Caddy's acme_server does): it is this identifier's failure. A server
+                    // error stays the CA's.
                     match ch.set_ready().await {
-                        Err(instant_acme::Error::Api(p)) if !refusal_is_about_the_request(&p) => {
+                        Err(instant_acme::Error::Api(p))
+                            if !refusal_is_about_the_request(&p)
+                                && p.status.is_none_or(|s| (400..500).contains(&s)) =>
+                        {
                             return Err(OrderError::Validation {
                                 identifier: ident,
                                 message: problem_message(&p),

@@ -10,6 +10,11 @@
 #    are untouched. The binaries are static and need nothing else.
 #  * The Debian packages the tests start as real programs (SYSTEM_PACKAGES
 #    below), installed with the system's apt-get only when missing.
+#  * The ACME servers of the interop tests (tests/interop.rs): Debian
+#    unstable's `caddy` (its `acme_server`), unpacked like Pebble under
+#    target/test-deps/caddy, and acme2certifier from PyPI in a venv under
+#    target/test-deps/acme2certifier (ACME2CERTIFIER_VERSION below). Nothing is
+#    installed system-wide.
 #
 # Usage: bash scripts/fetch-test-deps.sh
 # Environment:
@@ -22,6 +27,7 @@ DEPS="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PEBBLE_MIN_VERSION=2.10 # ARI, profiles, /set-renewal-info/
+ACME2CERTIFIER_VERSION=0.46.3 # tests/interop.rs; pinned so a release cannot change the matrix unseen
 
 # Debian packages the tests run, one per line: add a package here when a test
 # starts a new real program (e.g. bind9, lintian, rpm).
@@ -40,6 +46,8 @@ SYSTEM_PACKAGES=(
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
     bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
     bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
+    iproute2 # tests/common/netns.rs: `ip link set lo up` in the interop tests' private network namespaces
+    python3-venv # tests/common/a2c.rs: the venv acme2certifier is installed into
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
@@ -140,11 +148,6 @@ pebble_ok() {
     return 1
 }
 
-if pebble_ok; then
-    say "pebble $PEBBLE_VERSION already unpacked in $PEBBLE_BIN (nothing to fetch)"
-    exit 0
-fi
-
 [ -r "$KEYRING" ] || die "$KEYRING is missing: apt-get install debian-archive-keyring"
 
 APT="$DEPS/apt"
@@ -168,31 +171,86 @@ apt_private() {
         "$@"
 }
 
-say "updating a private apt index of Debian unstable ($MIRROR) in $APT"
-start=$SECONDS
-update_log="$APT/update.log"
-if ! apt_private update >"$update_log" 2>&1 || grep -qE '^(E|W): (Failed to fetch|Some index files failed)' "$update_log"; then
-    cat "$update_log" >&2
-    die "could not fetch Debian unstable's package index from $MIRROR.
-    The tests need Pebble 2.10+ from Debian unstable (Debian stable's 2.4 lacks ARI and profiles).
+# The private index of Debian unstable, updated once per run and only when a package
+# must be fetched.
+index_ready=
+private_index() {
+    [ -z "$index_ready" ] || return 0
+    say "updating a private apt index of Debian unstable ($MIRROR) in $APT"
+    update_log="$APT/update.log"
+    if ! apt_private update >"$update_log" 2>&1 || grep -qE '^(E|W): (Failed to fetch|Some index files failed)' "$update_log"; then
+        cat "$update_log" >&2
+        die "could not fetch Debian unstable's package index from $MIRROR.
+    The tests need Pebble 2.10+ and Caddy from Debian unstable (Debian stable's Pebble 2.4 lacks ARI and profiles).
     Check network access to the mirror, or set DEBIAN_MIRROR to a reachable Debian mirror."
-fi
-ls "$APT/state/lists/"*_Packages* >/dev/null 2>&1 ||
-    { cat "$update_log" >&2; die "apt-get update produced no Packages index for unstable (see above)"; }
+    fi
+    ls "$APT/state/lists/"*_Packages* >/dev/null 2>&1 ||
+        { cat "$update_log" >&2; die "apt-get update produced no Packages index for unstable (see above)"; }
+    index_ready=1
+}
 
-say "downloading pebble .deb"
-rm -f "$APT/debs/"pebble_*.deb
-(cd "$APT/debs" && apt_private download pebble) ||
-    die "apt-get download pebble failed (is the mirror reachable? see above)"
-deb="$(ls "$APT/debs/"pebble_*.deb | head -n1)"
+if pebble_ok; then
+    say "pebble $PEBBLE_VERSION already unpacked in $PEBBLE_BIN (nothing to fetch)"
+else
+    start=$SECONDS
+    private_index
+    say "downloading pebble .deb"
+    rm -f "$APT/debs/"pebble_*.deb
+    (cd "$APT/debs" && apt_private download pebble) ||
+        die "apt-get download pebble failed (is the mirror reachable? see above)"
+    deb="$(ls "$APT/debs/"pebble_*.deb | head -n1)"
 
-say "unpacking $(basename "$deb") into $DEPS/pebble"
-rm -rf "$DEPS/pebble.tmp"
-dpkg-deb -x "$deb" "$DEPS/pebble.tmp"
-dpkg-deb -f "$deb" Version >"$DEPS/pebble.tmp/.deb-version"
-rm -rf "$DEPS/pebble"
-mv "$DEPS/pebble.tmp" "$DEPS/pebble"
+    say "unpacking $(basename "$deb") into $DEPS/pebble"
+    rm -rf "$DEPS/pebble.tmp"
+    dpkg-deb -x "$deb" "$DEPS/pebble.tmp"
+    dpkg-deb -f "$deb" Version >"$DEPS/pebble.tmp/.deb-version"
+    rm -rf "$DEPS/pebble"
+    mv "$DEPS/pebble.tmp" "$DEPS/pebble"
 
-pebble_ok || die "unpacked $(basename "$deb") but $PEBBLE_BIN/pebble -version does not run, or the package is older than $PEBBLE_MIN_VERSION:
+    pebble_ok || die "unpacked $(basename "$deb") but $PEBBLE_BIN/pebble -version does not run, or the package is older than $PEBBLE_MIN_VERSION:
 $("$PEBBLE_BIN/pebble" -version 2>&1 || true)"
-say "pebble $PEBBLE_VERSION ready in $PEBBLE_BIN ($((SECONDS - start)) s)"
+    say "pebble $PEBBLE_VERSION ready in $PEBBLE_BIN ($((SECONDS - start)) s)"
+fi
+
+# ---------------------------------------------------------------------------
+# 3. Caddy from Debian unstable (tests/interop.rs: its `acme_server`), unpacked like Pebble.
+CADDY_BIN="$DEPS/caddy/usr/bin"
+if [ -x "$CADDY_BIN/caddy" ] && "$CADDY_BIN/caddy" version >/dev/null 2>&1; then
+    say "caddy $(cat "$DEPS/caddy/.deb-version" 2>/dev/null || echo '?') already unpacked in $CADDY_BIN (nothing to fetch)"
+else
+    start=$SECONDS
+    private_index
+    say "downloading caddy .deb"
+    rm -f "$APT/debs/"caddy_*.deb
+    (cd "$APT/debs" && apt_private download caddy) ||
+        die "apt-get download caddy failed (is the mirror reachable? see above)"
+    deb="$(ls "$APT/debs/"caddy_*.deb | head -n1)"
+    rm -rf "$DEPS/caddy.tmp"
+    dpkg-deb -x "$deb" "$DEPS/caddy.tmp"
+    dpkg-deb -f "$deb" Version >"$DEPS/caddy.tmp/.deb-version"
+    rm -rf "$DEPS/caddy"
+    mv "$DEPS/caddy.tmp" "$DEPS/caddy"
+    "$CADDY_BIN/caddy" version >/dev/null 2>&1 ||
+        die "unpacked $(basename "$deb") but $CADDY_BIN/caddy version does not run"
+    say "caddy $(cat "$DEPS/caddy/.deb-version") ready in $CADDY_BIN ($((SECONDS - start)) s)"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. acme2certifier from PyPI in a venv (tests/interop.rs), kept between runs.
+A2C="$DEPS/acme2certifier"
+a2c_installed() {
+    [ -x "$A2C/bin/python" ] &&
+        [ "$("$A2C/bin/python" -c 'import importlib.metadata as m; print(m.version("acme2certifier"))' 2>/dev/null)" = "$ACME2CERTIFIER_VERSION" ]
+}
+if a2c_installed; then
+    say "acme2certifier $ACME2CERTIFIER_VERSION already installed in $A2C (nothing to fetch)"
+else
+    start=$SECONDS
+    command -v python3 >/dev/null 2>&1 || die "python3 is required for acme2certifier"
+    rm -rf "$A2C"
+    python3 -m venv "$A2C" || die "python3 -m venv $A2C failed (is python3-venv installed?)"
+    "$A2C/bin/pip" install -q --disable-pip-version-check "acme2certifier==$ACME2CERTIFIER_VERSION" ||
+        die "pip install acme2certifier==$ACME2CERTIFIER_VERSION failed (is PyPI reachable?)"
+    a2c_installed || die "acme2certifier $ACME2CERTIFIER_VERSION is not importable from $A2C"
+    say "acme2certifier $ACME2CERTIFIER_VERSION ready in $A2C ($((SECONDS - start)) s)"
+fi

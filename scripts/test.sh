@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: `bash scripts/test.sh [extra cargo test args]`.
 #
-# Checks the Rust toolchain, fetches the test dependencies (Pebble 2.10 from
-# Debian unstable, unpacked under target/; Debian packages the tests run), then
+# Checks the Rust toolchain, fetches the test dependencies (Pebble 2.10 and Caddy
+# from Debian unstable, unpacked under target/; acme2certifier from PyPI in a venv
+# under target/; Debian packages the tests run), then
 # runs every test target against them, then the package test. Works from any directory.
 set -euo pipefail
 
@@ -42,6 +43,13 @@ if [ -z "${RENEWD_PEBBLE_DIR:-}" ]; then
     export RENEWD_PEBBLE_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/pebble/usr/bin"
 fi
 echo "test.sh: RENEWD_PEBBLE_DIR=$RENEWD_PEBBLE_DIR"
+# The interop tests' servers (tests/common/caddy.rs, tests/common/a2c.rs), from the same place.
+if [ -z "${RENEWD_CADDY_DIR:-}" ]; then
+    export RENEWD_CADDY_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/caddy/usr/bin"
+fi
+if [ -z "${RENEWD_A2C_DIR:-}" ]; then
+    export RENEWD_A2C_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/acme2certifier"
+fi
 
 cargo test --all-targets "$@"
 # The packages: build .deb and .rpm, lintian, rpm -qlp, install into a throwaway Debian root.

@@ -39,6 +39,8 @@ use instant_acme::{
 };
 use serde::{Deserialize, Serialize};
 
+mod certkey;
+
 use crate::challenge::{Answer, Provisioned, Responders};
 use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
@@ -350,9 +352,20 @@ pub enum Verdict {
     BadNonce,
     /// The CA asked not to be contacted before this moment (429, or 503 with Retry-After).
     RetryAfter { until: SystemTime, why: String },
-    /// Worth retrying after a backoff: 5xx, or a body that is not what it says it is.
+    /// Worth retrying after a backoff: 500, 502, 503 (without Retry-After), 504, or a body
+    /// that is not what it says it is.
     Transient(String),
 }
+
+/// The HTTP statuses worth resending after a backoff: the CA, or a gateway in front of it,
+/// failed this time (RFC 9110 §15.6.1, .3, .4, .5). Any other status — 501 Not Implemented,
+/// 505, a 4xx — is the CA's final word on the request, reported as it is and not resent.
+const TRANSIENT_STATUSES: [StatusCode; 4] = [
+    StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
 
 /// Classifies a complete answer of a CA. Connection failures and deadlines never get this
 /// far: they are transient too.
@@ -387,7 +400,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], now: Syste
             };
         }
     }
-    if status.is_server_error() {
+    if TRANSIENT_STATUSES.contains(&status) {
         return Verdict::Transient(format!("HTTP {}{}", status.as_u16(), problem()));
     }
     if status == StatusCode::BAD_REQUEST
@@ -459,6 +472,20 @@ fn ca_error(ca: &str, gate: &Gate, e: &instant_acme::Error) -> AcmeError {
     }
 }
 
+/// A problem that is about the request rather than the name it concerns — a rate limit, a
+/// rejected nonce, an account the CA does not know — which the callers handle as such.
+fn refusal_is_about_the_request(p: &instant_acme::Problem) -> bool {
+    matches!(
+        p.r#type.as_deref(),
+        Some(
+            "urn:ietf:params:acme:error:rateLimited"
+                | "urn:ietf:params:acme:error:badNonce"
+                | "urn:ietf:params:acme:error:accountDoesNotExist"
+                | "urn:ietf:params:acme:error:unauthorized"
+        )
+    ) || p.status == Some(429)
+}
+
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p)
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
@@ -472,6 +499,17 @@ fn account_is_gone(e: &instant_acme::Error) -> bool {
         Some("urn:ietf:params:acme:error:accountDoesNotExist")
             | Some("urn:ietf:params:acme:error:unauthorized")
     ))
+}
+
+/// renewd's `User-Agent` for every request to a CA (RFC 8555 §6.1): renewd's own product
+/// token, then the ACME library's as it set it, e.g. `renewd/0.1.0 instant-acme/0.8.5`.
+fn user_agent(library: Option<&http::HeaderValue>) -> http::HeaderValue {
+    let own = concat!("renewd/", env!("CARGO_PKG_VERSION"));
+    library
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && !v.starts_with("renewd/"))
+        .and_then(|lib| http::HeaderValue::from_str(&format!("{own} {lib}")).ok())
+        .unwrap_or(http::HeaderValue::from_static(own))
 }
 
 /// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries and the
@@ -584,7 +622,9 @@ impl HttpClient for CaHttp {
         let gate = self.gate.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            let ua = user_agent(parts.headers.get(http::header::USER_AGENT));
+            parts.headers.insert(http::header::USER_AGENT, ua);
             // The body is in memory already (a JWS, or nothing): keep it to resend.
             let body = body
                 .collect()
@@ -816,21 +856,52 @@ impl Ca {
         &self.name
     }
 
-    /// Revokes the certificate `der` (issued through this CA's account) for `reason`.
+    /// Revokes the certificate `der` for `reason`, signed with this CA's account key. When
+    /// the CA refuses that as `unauthorized` (another account issued the certificate: the
+    /// account file was replaced, or the certificate was adopted) and `key_pem`, the
+    /// certificate's private key (PKCS#8 PEM), is given, the request is signed again with
+    /// that key, which RFC 8555 §7.6 always accepts.
     pub async fn revoke(
         &self,
         der: &[u8],
+        key_pem: Option<&str>,
         reason: Option<instant_acme::RevocationReason>,
     ) -> Result<(), AcmeError> {
         let account = self.account.read().await.clone();
         let cert = rustls::pki_types::CertificateDer::from(der.to_vec());
-        account
-            .revoke(&instant_acme::RevocationRequest {
-                certificate: &cert,
-                reason,
-            })
+        let request = instant_acme::RevocationRequest {
+            certificate: &cert,
+            reason,
+        };
+        let e = match account.revoke(&request).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let unauthorized = matches!(&e, instant_acme::Error::Api(p)
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:unauthorized"));
+        let (true, Some(key_pem)) = (unauthorized, key_pem) else {
+            return Err(ca_error(&self.name, &self.gate, &e));
+        };
+        tracing::info!(ca = %self.name, error = %acme_message(&e),
+            "the account may not revoke the certificate; signing with the certificate's own key (RFC 8555 7.6)");
+        let http = CaHttp::new(
+            self.config.trust_roots.as_deref(),
+            self.gate.clone(),
+            self.config.timeout,
+        )
+        .map_err(|message| AcmeError::Ca {
+            ca: self.name.clone(),
+            message,
+        })?;
+        certkey::revoke(&http, &self.config.directory, key_pem, &request)
             .await
-            .map_err(|e| ca_error(&self.name, &self.gate, &e))
+            .map_err(|why| AcmeError::Ca {
+                ca: self.name.clone(),
+                message: format!(
+                    "revocation refused for the account ({}) and with the certificate's key ({why})",
+                    acme_message(&e)
+                ),
+            })
     }
 
     /// Asks the CA's ARI when `cert` should be renewed. `Ok(None)` when the CA offers no
@@ -967,22 +1038,23 @@ impl Ca {
         }
         let replaces = options.replaces.and_then(cert_id);
         let mut order = match replaces {
-            Some(id) => {
-                match account.new_order(&new_order().replaces(id.clone())).await {
-                    Ok(order) => {
-                        tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
-                        order
-                    }
-                    // A CA may refuse `replaces` (the certificate was already replaced by
-                    // an order that was not deployed, or it forgot it): order without it.
-                    Err(instant_acme::Error::Api(p)) => {
-                        tracing::warn!(ca = %self.name, replaces = %id, error = %problem_message(&p),
-                            "the CA refused the order naming the certificate it replaces; ordering without `replaces`");
+            Some(id) => match account.new_order(&new_order().replaces(id.clone())).await {
+                Ok(order) => {
+                    tracing::info!(ca = %self.name, replaces = %id, "the order replaces the deployed certificate (ARI)");
+                    order
+                }
+                Err(e) => match ReplacesRefused::from_error(&e) {
+                    // RFC 9773 §5 lets a CA refuse `replaces` (the certificate was already
+                    // replaced by an order that was not deployed, or it forgot it) or ignore
+                    // it; neither may stop the renewal: order again without it.
+                    Some(why) => {
+                        tracing::warn!(ca = %self.name, replaces = %id, error = %acme_message(&e),
+                            "{why}; ordering again without `replaces`");
                         account.new_order(&new_order()).await?
                     }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+                    None => return Err(e.into()),
+                },
+            },
             None => account.new_order(&new_order()).await?,
         };
         let order_url = order.url().to_string();
@@ -1071,8 +1143,23 @@ impl Ca {
                 let Some((_, wanted)) = ready.iter().find(|(url, _)| url == authz.url()) else {
                     continue;
                 };
+                let ident = authz.identifier().to_string();
                 if let Some(mut ch) = authz.challenge(wanted.clone()) {
-                    ch.set_ready().await?;
+                    // A CA may validate at once and refuse the request with a 4xx problem
+                    // (Caddy's acme_server does): it is this identifier's failure. A server
+                    // error stays the CA's.
+                    match ch.set_ready().await {
+                        Err(instant_acme::Error::Api(p))
+                            if !refusal_is_about_the_request(&p)
+                                && p.status.is_none_or(|s| (400..500).contains(&s)) =>
+                        {
+                            return Err(OrderError::Validation {
+                                identifier: ident,
+                                message: problem_message(&p),
+                            });
+                        }
+                        r => r?,
+                    }
                 }
             }
 
@@ -1148,8 +1235,23 @@ impl Ca {
                 };
             }
         }
+        // No authorization says which name failed: the order's subproblems may (RFC 8555
+        // §6.7.1).
+        let named: Vec<String> = order_problem
+            .iter()
+            .flat_map(|p| &p.subproblems)
+            .filter_map(|sub| match sub.identifier.as_ref()? {
+                Identifier::Dns(name) => Some(name.clone()),
+                Identifier::Ip(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect();
         OrderError::Validation {
-            identifier: "the order".into(),
+            identifier: if named.is_empty() {
+                "the order".into()
+            } else {
+                named.join(", ")
+            },
             message: order_problem.as_ref().map_or_else(
                 || "the CA declared the order invalid without saying why".into(),
                 problem_message,
@@ -1175,6 +1277,67 @@ fn identifier(name: &str) -> Identifier {
     match name.parse() {
         Ok(ip) => Identifier::Ip(ip),
         Err(_) => Identifier::Dns(name.to_string()),
+    }
+}
+
+/// Why a new order naming the certificate it replaces (RFC 9773 `replaces`) could not be
+/// used, when the CA's answer says it refused or ignored the field rather than the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplacesRefused {
+    /// The CA answered with a 4xx problem document (e.g. `alreadyReplaced`, `malformed`).
+    Refused,
+    /// The CA created the order but did not echo `replaces` in it, which instant-acme
+    /// reports as an error; the order it created is abandoned (it expires unused).
+    NotEchoed,
+    /// The CA's directory has no `renewalInfo` (any more), so instant-acme will not send it.
+    Unsupported,
+}
+
+impl ReplacesRefused {
+    /// Sorts the error of a `new_order` call that carried `replaces`. `None`: the order
+    /// failed for another reason (transport, rate limit), which ordering again without
+    /// `replaces` would not cure.
+    fn from_error(e: &instant_acme::Error) -> Option<ReplacesRefused> {
+        match e {
+            // Not a refusal of `replaces`: the caller handles these (wait, new nonce, new
+            // account), and a second order would only be refused the same way.
+            // `unauthorized` here may well be about `replaces` (Pebble: the account did not
+            // order the certificate replaced, e.g. after a new account); were the account
+            // gone, the order without `replaces` fails the same way and is handled as such.
+            instant_acme::Error::Api(p)
+                if refusal_is_about_the_request(p)
+                    && p.r#type.as_deref() != Some("urn:ietf:params:acme:error:unauthorized") =>
+            {
+                None
+            }
+            // A refusal of the request's content (`malformed`, `alreadyReplaced`, …) may be
+            // about `replaces`; a server error is not.
+            instant_acme::Error::Api(p) if p.status.is_none_or(|s| (400..500).contains(&s)) => {
+                Some(ReplacesRefused::Refused)
+            }
+            // instant-acme 0.8's only `Other` out of `new_order`: "replaces field mismatch".
+            instant_acme::Error::Other(inner) if inner.to_string().contains("replaces") => {
+                Some(ReplacesRefused::NotEchoed)
+            }
+            instant_acme::Error::Unsupported(_) => Some(ReplacesRefused::Unsupported),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplacesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplacesRefused::Refused => {
+                "the CA refused the order naming the certificate it replaces"
+            }
+            ReplacesRefused::NotEchoed => {
+                "the CA created the order but ignored `replaces` (it did not echo it)"
+            }
+            ReplacesRefused::Unsupported => {
+                "the CA no longer advertises renewalInfo, so `replaces` cannot be sent"
+            }
+        })
     }
 }
 
@@ -1521,6 +1684,16 @@ mod tests {
             now,
         );
         assert_eq!(v, Verdict::Answer);
+        // Server errors outside the retry list are final too.
+        for code in [501, 505, 507, 511] {
+            let v = classify(
+                StatusCode::from_u16(code).expect("status"),
+                &headers(&[PROBLEM]),
+                &problem("serverInternal"),
+                now,
+            );
+            assert_eq!(v, Verdict::Answer, "{code}");
+        }
         // A HEAD for a nonce has no body at all.
         assert_eq!(
             classify(StatusCode::OK, &headers(&[JSON]), b"", now),

@@ -279,7 +279,13 @@ impl Renewer {
             .get(&ca_name)
             .ok_or_else(|| format!("CA {ca_name} is not configured"))?;
         let ca = self.ca(ca_config).await.map_err(|e| e.to_string())?;
-        ca.revoke(&leaf.der, reason)
+        // The deployed key, should the CA want the revocation signed with it (RFC 8555 §7.6).
+        let files = cert.files.clone();
+        let key_pem = tokio::task::spawn_blocking(move || deployed_key_pem(&files))
+            .await
+            .ok()
+            .flatten();
+        ca.revoke(&leaf.der, key_pem.as_deref(), reason)
             .await
             .map_err(|e| e.to_string())?;
         tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
@@ -1070,4 +1076,24 @@ mod tests {
     fn rfc3339_rendering() {
         assert_eq!(httpdate(state::from_unix(0)), "1970-01-01T00:00:00Z");
     }
+}
+
+/// The deployed private key (the `key` file, else `combined`) as PKCS#8 PEM; `None` when it
+/// cannot be read or parsed (`inspect` has checked it a moment before). A regular file only
+/// (opened without blocking, so a FIFO swapped in cannot hang it), at most 1 MiB read.
+fn deployed_key_pem(files: &crate::config::FileSet) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = files.key.as_deref().or(files.combined.as_deref())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut pem = Vec::new();
+    file.take(1 << 20).read_to_end(&mut pem).ok()?;
+    crate::x509::pem_private_key(&pem).ok().map(|k| k.to_pem())
 }

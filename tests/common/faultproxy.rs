@@ -81,6 +81,9 @@ pub enum Action {
     /// Forward, then answer with this body instead of Pebble's (e.g. a certificate download
     /// replaced by another PEM chain).
     ReplaceBody(String),
+    /// Forward, then remove this top-level member from the answer's JSON object (e.g.
+    /// `replaces` from a new order: a CA that ignores a field RFC 9773 says to echo).
+    StripField(String),
     /// For `/finalize-order/`: take the public key of the CSR the client sent, sign a
     /// certificate for it with the proxy's forging CA as [`Forge`] says, forward the real
     /// finalize (so the order completes), and answer the next certificate download
@@ -164,6 +167,7 @@ impl Action {
             Action::Garble => "garble".into(),
             Action::Truncate => "truncate".into(),
             Action::ReplaceBody(_) => "replace body".into(),
+            Action::StripField(f) => format!("strip {f:?}"),
             Action::Forge(_) => "forge".into(),
         }
     }
@@ -230,6 +234,8 @@ pub struct LogEntry {
     pub status: Option<u16>,
     /// The rule's action applied, if any.
     pub rule: Option<String>,
+    /// The request's `User-Agent` header, if any.
+    pub user_agent: Option<String>,
 }
 
 impl fmt::Display for LogEntry {
@@ -589,6 +595,11 @@ async fn serve_connection(tls: TlsStream<TcpStream>, shared: Arc<Shared>) {
             path: req.target.clone(),
             status,
             rule: label,
+            user_agent: req
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+                .map(|(_, v)| v.clone()),
         });
         shared.responding.fetch_sub(1, Ordering::SeqCst);
         if close || wants_close {
@@ -748,6 +759,25 @@ async fn handle(
             }
             Some(mut a) => {
                 a.body = body.into_bytes();
+                a
+            }
+            None => return (Plan::Close, label),
+        },
+        Some(Action::StripField(field)) => match forward(shared, req).await {
+            Some(a) if !(200..300).contains(&a.status) => {
+                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+                a
+            }
+            Some(mut a) => {
+                match serde_json::from_slice::<serde_json::Value>(&a.body) {
+                    Ok(serde_json::Value::Object(mut obj)) => {
+                        if obj.remove(&field).is_none() {
+                            label = label.map(|l| format!("{l} (absent)"));
+                        }
+                        a.body = serde_json::to_vec_pretty(&obj).expect("json");
+                    }
+                    _ => label = label.map(|l| format!("{l} (not a JSON object)")),
+                }
                 a
             }
             None => return (Plan::Close, label),

@@ -13,8 +13,11 @@
 //! Use it from an integration test file with `mod common;`.
 #![allow(dead_code)]
 
+pub mod a2c;
 pub mod bind;
+pub mod caddy;
 pub mod faultproxy;
+pub mod netns;
 pub mod nginx;
 
 use std::collections::HashSet;

@@ -156,6 +156,11 @@ fn main() -> ExitCode {
         _ => {}
     }
     logging::init();
+    // Before any listener sizes its connection cap from it (see renewd::serve).
+    match renewd::serve::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -366,6 +371,7 @@ async fn check(arg: &ConfigArg) -> ExitCode {
     };
     let mut problems = cfg.check_environment();
     problems.extend(deploy::check_directories(&cfg));
+    problems.extend(control::check_socket(&cfg));
     problems.extend(check_profiles(&cfg).await);
     for p in &problems {
         println!("{p}");

@@ -47,6 +47,8 @@ use tokio_util::sync::CancellationToken;
 /// [`MAX_BACKOFF`] while the errors last.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A listener at its cap says so at most this often (with the count since it last said so).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Each listener's cap is at most this share (1/N) of `RLIMIT_NOFILE`; renewd runs at most a
 /// few listeners at once (metrics, control, one or two challenge responders), so together
@@ -222,6 +224,8 @@ async fn accept_loop<L, H, F>(
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let waiting = Arc::new(Waiting::default());
     let mut backoff = MIN_BACKOFF;
+    let mut evicted = 0u64;
+    let mut last_report = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -256,8 +260,15 @@ async fn accept_loop<L, H, F>(
             Ok(permit) => permit,
             Err(_) => {
                 if waiting.evict_oldest() {
-                    tracing::debug!(listener = %what, cap = limits.max_connections,
-                        "connection cap reached: closing the oldest idle connection");
+                    // One line per minute at most: a flood must not flood the journal too.
+                    evicted += 1;
+                    if last_report.is_none_or(|t: tokio::time::Instant| t.elapsed() >= REPORT_EVERY)
+                    {
+                        tracing::warn!(listener = %what, cap = limits.max_connections, evicted,
+                            "connection cap reached: closing the oldest idle connections");
+                        last_report = Some(tokio::time::Instant::now());
+                        evicted = 0;
+                    }
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,

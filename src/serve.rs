@@ -476,6 +476,40 @@ mod tests {
         serving.stopped().await;
     }
 
+    /// A listening socket whose process is out of descriptors: every accept fails with
+    /// EMFILE at once.
+    struct OutOfDescriptors(Arc<AtomicU64>);
+
+    impl Listener for OutOfDescriptors {
+        type Stream = ();
+        fn accept(&self) -> impl Future<Output = io::Result<()>> + Send {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Err(io::Error::from_raw_os_error(nix::libc::EMFILE)))
+        }
+    }
+
+    /// Out of descriptors, the accept loop sleeps (10 ms doubling to 1 s) instead of
+    /// spinning: in half a second it tries a handful of times, not millions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn out_of_descriptors_the_accept_loop_backs_off() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let serving = spawn(
+            "test".into(),
+            OutOfDescriptors(calls.clone()),
+            Limits {
+                max_connections: 8,
+                lifetime: None,
+            },
+            None,
+            |(), _conn| async {},
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let tries = calls.load(Ordering::Relaxed);
+        // 10 + 20 + 40 + 80 + 160 ms: at most 6 tries by 500 ms, whatever the load.
+        assert!((1..=6).contains(&tries), "{tries} accepts in 500 ms");
+        serving.stopped().await;
+    }
+
     #[test]
     fn exhaustion_errors_are_recognised() {
         for errno in [

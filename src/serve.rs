@@ -256,6 +256,12 @@ async fn accept_loop<L, H, F>(
                 continue;
             }
         };
+        // At the cap, let the connection tasks just spawned run first: a burst of
+        // connections is accepted faster than their handlers are polled, and one whose
+        // request is already there must get to say so before anyone is chosen to be closed.
+        if permits.available_permits() == 0 {
+            tokio::task::yield_now().await;
+        }
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {

@@ -26,9 +26,9 @@ use rig::*;
 
 /// The daemon's open file limit in these tests (soft and hard).
 const DAEMON_NOFILE: u64 = 1024;
-/// ... and in the http-01 test, where the listener is up for a fraction of a second only,
-/// so the flood cannot open a thousand connections in time.
-const DAEMON_NOFILE_HTTP01: u64 = 256;
+/// ... and in the challenge listener tests, where the listener is up for a fraction of a
+/// second only, so the flood cannot open a thousand connections in time.
+const DAEMON_NOFILE_LISTENER: u64 = 256;
 /// Connections the flood keeps trying to hold: more than the daemon's whole limit.
 const IDLE: usize = 700;
 const SLOW: usize = 400;
@@ -444,39 +444,53 @@ fn a_flood_at_the_metrics_port_starves_neither_renewals_nor_status() {
     );
 }
 
-#[test]
-fn a_flood_at_the_http01_listener_during_validation_does_not_stop_the_renewal() {
+/// A flood at the built-in listener of `challenge` (on `port`) while it validates a renewal.
+fn flood_at_a_challenge_listener(kind: &str, port_of: impl Fn(&Pebble) -> u16) {
     let rig = Rig::new(PebbleOptions {
         // Every order validates afresh, so the listener is up during the renewal.
         authz_reuse_percent: Some(0),
         ..Default::default()
     });
-    rig.write_config(&rig.cert("www", &["www.test"], ""));
-    let d = spawn_limited_daemon(&rig, DAEMON_NOFILE_HTTP01);
+    let port = port_of(&rig.pebble);
+    let cert = rig.cert("www", &["www.test"], "").replace(
+        &format!(
+            "{{ type = \"http-01\", listen = \"127.0.0.1:{}\" }}",
+            rig.pebble.http_port
+        ),
+        &format!("{{ type = \"{kind}\", listen = \"127.0.0.1:{port}\" }}"),
+    );
+    assert!(cert.contains(kind), "{cert}");
+    rig.write_config(&cert);
+    let d = spawn_limited_daemon(&rig, DAEMON_NOFILE_LISTENER);
     wait_until(Duration::from_secs(60), "the first issuance", || {
         rig.fullchain("www").exists()
     });
     // The listener exists only while a validation is under way: the flood keeps knocking,
-    // and fills it as soon as it is bound.
+    // and fills it as soon as it is bound, with the whole flood at once each round.
     let (_flood, figures, fds) = renew_under_flood(
         &rig,
         &d,
         "www",
-        // The whole flood at once each round: the listener is up for a fraction of a second.
-        &format!(
-            "tcp 127.0.0.1:{} {IDLE} {SLOW} {}",
-            rig.pebble.http_port,
-            IDLE + SLOW
-        ),
+        &format!("tcp 127.0.0.1:{port} {IDLE} {SLOW} {}", IDLE + SLOW),
         false,
         false,
-        DAEMON_NOFILE_HTTP01,
+        DAEMON_NOFILE_LISTENER,
     );
     eprintln!(
-        "FIGURES http-01 flood: {} held (opened {}, closed by renewd {}); renewd held at most \
+        "FIGURES {kind} flood: {} held (opened {}, closed by renewd {}); renewd held at most \
          {fds} descriptors",
         figures.0, figures.1, figures.2
     );
+}
+
+#[test]
+fn a_flood_at_the_http01_listener_during_validation_does_not_stop_the_renewal() {
+    flood_at_a_challenge_listener("http-01", |p| p.http_port);
+}
+
+#[test]
+fn a_flood_at_the_tls_alpn01_listener_during_validation_does_not_stop_the_renewal() {
+    flood_at_a_challenge_listener("tls-alpn-01", |p| p.tls_port);
 }
 
 #[test]

@@ -209,9 +209,10 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// Serves the answers in `answers` on `listener`: a handshake per connection, within the
-/// bounds of a built-in listener ([`super::listener_limits`]; the handshake has
-/// [`HANDSHAKE_TIMEOUT`]). A connection stays among those closed first to make room until
-/// its handshake is done: the handshake is the whole answer.
+/// bounds of a built-in listener ([`super::listener_limits`]; the whole handshake has
+/// [`HANDSHAKE_TIMEOUT`]). The ClientHello is the connection's request: until it has
+/// arrived the connection is among those closed first to make room, after it the rest of the
+/// handshake (the whole answer) is left to finish.
 fn serve(
     addr: SocketAddr,
     listener: tokio::net::TcpListener,
@@ -219,7 +220,7 @@ fn serve(
     closed: watch::Sender<()>,
 ) -> crate::serve::Serving {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let acceptor = match rustls::ServerConfig::builder_with_provider(provider)
+    let config = match rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
         Ok(builder) => {
@@ -227,7 +228,7 @@ fn serve(
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::new(Resolver { answers }));
             config.alpn_protocols = vec![ACME_TLS_1.to_vec()];
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+            Some(Arc::new(config))
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot configure the tls-alpn-01 listener");
@@ -239,12 +240,21 @@ fn serve(
         listener,
         super::listener_limits(),
         Some(closed),
-        move |(stream, peer): (tokio::net::TcpStream, SocketAddr), _conn| {
-            let acceptor = acceptor.clone();
+        move |(stream, peer): (tokio::net::TcpStream, SocketAddr), conn: crate::serve::Conn| {
+            let config = config.clone();
             async move {
-                let Some(acceptor) = acceptor else { return };
+                let Some(config) = config else { return };
+                let handshake = async {
+                    let hello = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        stream,
+                    )
+                    .await?;
+                    conn.started();
+                    hello.into_stream(config).await
+                };
                 // The handshake is the whole answer; the CA closes the connection after it.
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(mut tls)) => {
                         use tokio::io::AsyncWriteExt;
                         let _ = tls.shutdown().await;

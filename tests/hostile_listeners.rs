@@ -178,8 +178,16 @@ impl Flood {
         let exe_dir = tempfile::tempdir().expect("tempdir");
         fs::set_permissions(exe_dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         let exe = exe_dir.path().join("flood");
-        fs::copy(std::env::current_exe().expect("current exe"), &exe).expect("copy test binary");
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let me = std::env::current_exe().expect("current exe");
+        // A hard link when the build tree is on the same file system and the binary is
+        // executable by others (no 80 MB copy); else a copy made so.
+        let linked = fs::hard_link(&me, &exe).is_ok()
+            && fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+        if !linked {
+            let _ = fs::remove_file(&exe);
+            fs::copy(&me, &exe).expect("copy test binary");
+            fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         let report = exe_dir.path().join("report");
         fs::write(&report, "").expect("report");
         fs::set_permissions(&report, fs::Permissions::from_mode(0o666)).expect("chmod");

@@ -27,8 +27,10 @@
 //!   gone (tokio-util's `CancellationToken`; every task holds a clone of one channel sender,
 //!   and the channel closing says the last one has ended).
 //!
-//! The caps are sized from `RLIMIT_NOFILE` ([`connection_cap`]) so that, together, the
-//! listeners can never take more than a small share of the descriptors renewals need
+//! The caps are sized from `RLIMIT_NOFILE` ([`connection_cap`]), and all listeners together
+//! hold at most a quarter of it (beyond that a new connection is closed at once, whichever
+//! listener it came to), so the listeners can never take more than a small share of the
+//! descriptors renewals need
 //! (connections to CAs, deployed files, hooks). [`raise_nofile_limit`] raises the soft limit
 //! towards the hard one at start.
 
@@ -194,16 +196,46 @@ where
     H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    spawn_within(what, listener, limits, all_listeners(), closed, handler)
+}
+
+/// The connections of every listener of the process together: at most 1/4 of the soft
+/// `RLIMIT_NOFILE` (as it is when the first listener starts), however many listeners there
+/// are (one per distinct challenge `listen` address).
+fn all_listeners() -> Arc<Semaphore> {
+    static ALL: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let soft = nofile_limit().map(|(soft, _)| soft).unwrap_or(1024);
+        let share = usize::try_from(soft / 4).unwrap_or(usize::MAX);
+        Arc::new(Semaphore::new(share.clamp(8, Semaphore::MAX_PERMITS)))
+    })
+    .clone()
+}
+
+/// [`spawn`], sharing `total` with other listeners instead of the process-wide budget.
+fn spawn_within<L, H, F>(
+    what: String,
+    listener: L,
+    limits: Limits,
+    total: Arc<Semaphore>,
+    closed: Option<watch::Sender<()>>,
+    handler: H,
+) -> Serving
+where
+    L: Listener,
+    H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let cancel = CancellationToken::new();
     let (tracked, ended) = mpsc::channel(1);
     tokio::spawn(accept_loop(
         what,
         listener,
         limits,
+        total,
         closed,
         handler,
-        cancel.clone(),
-        tracked,
+        (cancel.clone(), tracked),
     ));
     Serving { cancel, ended }
 }
@@ -212,10 +244,10 @@ async fn accept_loop<L, H, F>(
     what: String,
     listener: L,
     limits: Limits,
+    total: Arc<Semaphore>,
     closed: Option<watch::Sender<()>>,
     handler: H,
-    cancel: CancellationToken,
-    tracked: Tracked,
+    (cancel, tracked): (CancellationToken, Tracked),
 ) where
     L: Listener,
     H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
@@ -226,6 +258,8 @@ async fn accept_loop<L, H, F>(
     let mut backoff = MIN_BACKOFF;
     let mut evicted = 0u64;
     let mut last_report = None;
+    let mut refused = 0u64;
+    let mut last_refusal = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -285,6 +319,20 @@ async fn accept_loop<L, H, F>(
                 }
             }
         };
+        // Every listener together holds its whole share of descriptors (many listeners, each
+        // at its cap): this connection is closed at once.
+        let Ok(total_permit) = total.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_refusal.is_none_or(|t: tokio::time::Instant| t.elapsed() >= REPORT_EVERY) {
+                tracing::warn!(listener = %what, refused,
+                    "all listeners together are at their share of open files: closing new \
+                     connections at once");
+                last_refusal = Some(tokio::time::Instant::now());
+                refused = 0;
+            }
+            drop(stream);
+            continue;
+        };
         let conn = waiting.register();
         let evicted = conn.0.evict.clone();
         let cancel = cancel.clone();
@@ -293,7 +341,7 @@ async fn accept_loop<L, H, F>(
         let tracked = tracked.clone();
         tokio::spawn(async move {
             let _tracked = tracked;
-            let _permit = permit;
+            let _permits = (permit, total_permit);
             let served = async move {
                 match lifetime {
                     Some(limit) => {
@@ -514,6 +562,65 @@ mod tests {
         // 10 + 20 + 40 + 80 + 160 ms: at most 6 tries by 500 ms, whatever the load.
         assert!((1..=6).contains(&tries), "{tries} accepts in 500 ms");
         serving.stopped().await;
+    }
+
+    /// However many listeners there are, together they hold no more than their shared
+    /// budget: beyond it a new connection is closed at once.
+    #[tokio::test]
+    async fn all_listeners_together_stay_within_their_share() {
+        let total = Arc::new(Semaphore::new(3));
+        let limits = Limits {
+            max_connections: 8,
+            lifetime: None,
+        };
+        let mut servers = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            servers.push(spawn_within(
+                "test".into(),
+                listener,
+                limits,
+                total.clone(),
+                None,
+                |(mut stream, _): (TcpStream, SocketAddr), _conn: Conn| async move {
+                    let mut buf = [0u8; 16];
+                    let _ = stream.read(&mut buf).await;
+                },
+            ));
+        }
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(addrs[0]).await.unwrap());
+        }
+        // The three are being served (their permits taken) once the total is used up.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while total.available_permits() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("three connections served");
+        let mut other = TcpStream::connect(addrs[1]).await.unwrap();
+        assert!(closed_by_server(&mut other).await, "closed at once");
+        drop(held.pop());
+        // A slot of the total is free again: the other listener serves a new connection.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while total.available_permits() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a permit released");
+        let mut again = TcpStream::connect(addrs[1]).await.unwrap();
+        let mut buf = [0u8; 1];
+        let still_open =
+            tokio::time::timeout(Duration::from_millis(300), again.read(&mut buf)).await;
+        assert!(still_open.is_err(), "served, not closed: {still_open:?}");
+        for s in servers {
+            s.stopped().await;
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The control socket: how `renewd status` and `renewd renew` talk to a running daemon.
 //!
 //! One JSON request per connection, one JSON response, each a single line. The socket is
-//! 0600 in a root-only directory, and the daemon also checks the peer's credentials: only
-//! root (or the daemon's own user) may ask. Requests are bounded in size and time; a
-//! malformed one gets an error response and never disturbs the daemon.
+//! 0600 in a directory only root (or renewd's user) can write — the daemon refuses any other
+//! ([`check_socket_dir`]), since whoever can write there could put a socket of their own in
+//! its place — and both ends check the other's credentials: only root (or the daemon's own
+//! user) may ask, and a client only believes a server run by root (or by its own user).
+//! Requests are bounded in size and time, connections in number ([`crate::serve`]); a
+//! malformed request gets an error response and never disturbs the daemon.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -21,6 +24,11 @@ use crate::status::StatusRow;
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long a client has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most control connections served at once, before [`crate::serve::connection_cap`]
+/// bounds it by the descriptor limit.
+const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
@@ -74,7 +82,9 @@ impl RenewResult {
 pub type Incoming = (Request, oneshot::Sender<Response>);
 
 /// Sends `req` to the daemon listening on `socket`. `Ok(None)` means no daemon is listening
-/// there, so the caller may do the work itself.
+/// there, so the caller may do the work itself. A socket served by anyone but root or this
+/// process's effective user is an error (someone else put it there), and its answer is not
+/// read.
 pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, String> {
     let mut stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
@@ -93,6 +103,7 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, S
             ))
         }
     };
+    check_server(&stream, socket)?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     stream
@@ -112,8 +123,103 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, S
     })
 }
 
-/// Binds the control socket: removes a stale socket left by a crashed daemon, creates it
-/// 0600 with its directory 0700 if renewd had to create that directory.
+/// The server at the other end of `stream` must run as root or as this process's effective
+/// user (SO_PEERCRED).
+fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), String> {
+    let peer = stream.peer_cred().map_err(|e| {
+        format!(
+            "control socket {}: cannot learn who serves it: {e}",
+            socket.display()
+        )
+    })?;
+    if trusted_uid(peer.uid()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the control socket {} is served by {} (pid {}), not by root: refusing to believe its \
+         answer; another user may have put it there, so `control_socket` must be in a \
+         directory only root can write (such as /run/renewd)",
+        socket.display(),
+        user_name(peer.uid()),
+        peer.pid()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+    ))
+}
+
+/// Root, or the effective user of this process.
+fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("user {} ({uid})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// The directory of the control socket must be one nobody but root (or renewd's effective
+/// user) controls: owned by one of them and writable by neither group nor others, with every
+/// directory on the way to it as safe as a key directory's ([`crate::deploy::check_target_dir`]).
+/// Otherwise another user could bind a socket of their own there first — the daemon would not
+/// start, and `renewd status` would get their answer. The error names the directory and the
+/// fix.
+pub fn check_socket_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = dir.display();
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| format!("the control socket's directory {shown}: {e}"))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "the control socket's directory {shown} is not a directory"
+        ));
+    }
+    if !trusted_uid(meta.uid()) {
+        return Err(format!(
+            "the control socket's directory {shown} is owned by {}, who could put a socket of \
+             their own there and answer `renewd status`; use a directory owned by root and \
+             writable by nobody else, such as /run/renewd",
+            user_name(meta.uid())
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        return Err(format!(
+            "the control socket's directory {shown} is writable by {who} (mode {mode:04o}), so \
+             another user could put a socket of their own there and answer `renewd status`; \
+             make it writable only by its owner (chmod go-w {shown}) or use /run/renewd"
+        ));
+    }
+    crate::deploy::check_target_dir(dir).map_err(|e| format!("the control socket's directory: {e}"))
+}
+
+/// `renewd check`'s look at `control_socket`: its directory, when it exists, must pass
+/// [`check_socket_dir`] (a missing one is created by the daemon, 0700).
+pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+    let Some(dir) = config.control_socket.parent() else {
+        return Vec::new();
+    };
+    if !dir.exists() {
+        return Vec::new();
+    }
+    match check_socket_dir(dir) {
+        Ok(()) => Vec::new(),
+        Err(message) => vec![crate::config::Problem::new(
+            config.key_location("control_socket"),
+            format!("`control_socket`: {message}"),
+        )],
+    }
+}
+
+/// Binds the control socket: creates its directory 0700 if it is missing, refuses a
+/// directory others control ([`check_socket_dir`]), removes a stale socket left by a crashed
+/// daemon, and creates the socket 0600.
 pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
     let where_ = socket.display();
     if let Some(dir) = socket.parent() {
@@ -121,6 +227,7 @@ pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
             crate::fsutil::ensure_dir(dir, 0o700)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
+        check_socket_dir(dir)?;
     }
     if socket.exists() {
         if UnixStream::connect(socket).await.is_ok() {
@@ -141,34 +248,51 @@ pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Accepts connections until `stop` fires, handing each well-formed request to the daemon.
+/// Accepts connections until `stop` fires, handing each well-formed request to the daemon,
+/// then cuts the connections still open and returns once they are gone. At most
+/// [`MAX_CONNECTIONS`] are served at once (see [`crate::serve`]); a request must arrive
+/// within 10 s and its answer be taken within 10 s.
 pub async fn serve(
     listener: UnixListener,
     to_daemon: mpsc::Sender<Incoming>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let to_daemon = to_daemon.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, to_daemon, me).await {
-                tracing::debug!(error = %e, "control connection ended");
+    let serving = crate::serve::spawn(
+        "control socket".into(),
+        listener,
+        crate::serve::Limits {
+            max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
+            // A `renew` answer waits for the renewal; the request and the answer are
+            // each bounded by `handle`.
+            lifetime: None,
+        },
+        None,
+        move |stream, conn| {
+            let to_daemon = to_daemon.clone();
+            async move {
+                if let Err(e) = handle(stream, to_daemon, me, conn).await {
+                    tracing::debug!(error = %e, "control connection ended");
+                }
             }
-        });
-    }
+        },
+    );
+    let _ = stop.wait_for(|stopped| *stopped).await;
+    serving.stopped().await;
 }
 
-async fn handle(stream: UnixStream, to_daemon: mpsc::Sender<Incoming>, me: u32) -> io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    to_daemon: mpsc::Sender<Incoming>,
+    me: u32,
+    conn: crate::serve::Conn,
+) -> io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     // The request is read (bounded) even from a peer that will be refused, so that it gets
     // the refusal as an answer rather than a broken pipe.
     let request = read_request(read).await;
+    conn.started();
     let response = if peer.uid() != 0 && peer.uid() != me {
         tracing::warn!(uid = peer.uid(), "control request refused: not root");
         Response::Error {
@@ -193,7 +317,9 @@ async fn handle(stream: UnixStream, to_daemon: mpsc::Sender<Incoming>, me: u32) 
     };
     let mut line = serde_json::to_vec(&response).map_err(io::Error::other)?;
     line.push(b'\n');
-    write.write_all(&line).await
+    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not taken in time"))?
 }
 
 async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
@@ -273,5 +399,40 @@ mod tests {
             .unwrap(),
             None
         );
+    }
+
+    /// A socket directory another user could write, or owns, is refused with a message
+    /// naming it; the daemon does not bind there.
+    #[tokio::test]
+    async fn a_socket_directory_others_control_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let sock = run.join("c.sock");
+        for (mode, says) in [
+            (0o1777, "writable by its group and every user (mode 1777)"),
+            (0o770, "writable by its group (mode 0770)"),
+            (0o703, "writable by every user (mode 0703)"),
+        ] {
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(mode)).unwrap();
+            let Err(e) = bind(&sock).await else {
+                panic!("{} bound", run.display())
+            };
+            assert!(e.contains(&run.display().to_string()), "{e}");
+            assert!(e.contains(says), "{e}");
+            assert!(!sock.exists());
+        }
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&run, Some(65534), None).unwrap();
+            let Err(e) = bind(&sock).await else {
+                panic!("{} bound", run.display())
+            };
+            assert!(e.contains("is owned by"), "{e}");
+            std::os::unix::fs::chown(&run, Some(0), None).unwrap();
+        }
+        bind(&sock)
+            .await
+            .expect("a directory only its owner writes is fine");
     }
 }

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod logging;
 pub mod renew;
 pub mod schedule;
+pub mod serve;
 pub mod state;
 pub mod status;
 pub mod verify;

@@ -175,6 +175,11 @@ fn main() -> ExitCode {
         _ => {}
     }
     logging::init();
+    // Before any listener sizes its connection cap from it (see renewd::serve).
+    match renewd::serve::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -428,8 +433,11 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let profiles = check_profiles(&cfg).await;
-    let diagnosis = status::diagnose_with(&cfg, profiles);
+    // The control socket's directory is judged here (and by the daemon when it binds):
+    // an unsafe one is an error of the whole configuration.
+    let mut extra = control::check_socket(&cfg);
+    extra.extend(check_profiles(&cfg).await);
+    let diagnosis = status::diagnose_with(&cfg, extra);
     for p in &diagnosis.problems {
         println!("{p}");
     }

@@ -103,8 +103,8 @@ pub struct Responders {
 
 struct Http01Listener {
     tokens: Arc<Mutex<HashMap<String, String>>>,
-    /// Dropping the sender stops the server task.
-    _stop: watch::Sender<()>,
+    /// Dropping it stops the server task and cuts its connections.
+    _serving: crate::serve::Serving,
     /// Closed once the server task has closed the listening socket.
     closed: watch::Receiver<()>,
 }
@@ -292,15 +292,14 @@ impl Responders {
         })?;
         let tokens = Arc::new(Mutex::new(HashMap::new()));
         lock(&tokens).insert(token.to_string(), answer.to_string());
-        let (stop, stopped) = watch::channel(());
         let (closed_tx, closed) = Closing::channel();
-        tokio::spawn(serve(listener, tokens.clone(), stopped, closed_tx));
+        let serving = serve(addr, listener, tokens.clone(), closed_tx);
         tracing::debug!(%addr, "http-01 listener started");
         map.insert(
             addr,
             Http01Listener {
                 tokens,
-                _stop: stop,
+                _serving: serving,
                 closed,
             },
         );
@@ -346,37 +345,52 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.listen(128)
 }
 
-async fn serve(
+/// The most connections one built-in listener (http-01 or tls-alpn-01) serves at once,
+/// before [`crate::serve::connection_cap`] bounds it by the descriptor limit. A CA validates
+/// from a few vantage points, a few times each.
+pub(crate) const LISTENER_MAX_CONNECTIONS: usize = 128;
+/// How long a client of a built-in listener has to send its request head (http-01) or
+/// finish its handshake (tls-alpn-01).
+pub(crate) const LISTENER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest a connection to a built-in listener may live, from accept to close.
+pub(crate) const LISTENER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The bounds of a built-in listener (see [`crate::serve`]).
+pub(crate) fn listener_limits() -> crate::serve::Limits {
+    crate::serve::Limits {
+        max_connections: crate::serve::connection_cap(LISTENER_MAX_CONNECTIONS),
+        lifetime: Some(LISTENER_LIFETIME),
+    }
+}
+
+/// Serves the http-01 answers in `tokens` on `listener`, one request per connection.
+fn serve(
+    addr: SocketAddr,
     listener: tokio::net::TcpListener,
     tokens: Arc<Mutex<HashMap<String, String>>>,
-    mut stopped: watch::Receiver<()>,
     closed: watch::Sender<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => {
-                drop(listener);
-                drop(closed);
-                return;
-            }
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let tokens = tokens.clone();
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(req, tokens.clone(), peer));
-                    let conn = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(std::time::Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stopped.changed() => {}
-                    }
+) -> crate::serve::Serving {
+    crate::serve::spawn(
+        format!("http-01 {addr}"),
+        listener,
+        listener_limits(),
+        Some(closed),
+        move |(stream, peer), conn: crate::serve::Conn| {
+            let tokens = tokens.clone();
+            async move {
+                let svc = service_fn(move |req| {
+                    conn.started();
+                    answer(req, tokens.clone(), peer)
                 });
+                let _ = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(LISTENER_REQUEST_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             }
-        }
-    }
+        },
+    )
 }
 
 async fn answer(

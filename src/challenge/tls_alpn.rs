@@ -25,7 +25,7 @@ use super::{bind, lock, Answer, ChallengeError, Closing};
 const ACME_TLS_1: &[u8] = b"acme-tls/1";
 
 /// How long one handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = super::LISTENER_REQUEST_TIMEOUT;
 
 /// The SNI a CA sends to validate `identifier`: the name itself, or for an IP address its
 /// reverse-DNS name (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`; RFC 8738 §6).
@@ -61,8 +61,8 @@ pub(super) struct Listeners {
 
 struct Listener {
     answers: Answers,
-    /// Dropping the sender stops the server task.
-    _stop: watch::Sender<()>,
+    /// Dropping it stops the server task and cuts its connections.
+    _serving: crate::serve::Serving,
     /// Closed once the server task has closed the listening socket.
     closed: watch::Receiver<()>,
 }
@@ -120,15 +120,14 @@ impl Listeners {
                     source,
                 })?;
                 let answers: Answers = Arc::default();
-                let (stop, stopped) = watch::channel(());
                 let (closed_tx, closed) = Closing::channel();
-                tokio::spawn(serve(listener, answers.clone(), stopped, closed_tx));
+                let serving = serve(addr, listener, answers.clone(), closed_tx);
                 tracing::debug!(%addr, "tls-alpn-01 listener started");
                 map.insert(
                     addr,
                     Listener {
                         answers: answers.clone(),
-                        _stop: stop,
+                        _serving: serving,
                         closed,
                     },
                 );
@@ -209,12 +208,17 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-async fn serve(
+/// Serves the answers in `answers` on `listener`: a handshake per connection, within the
+/// bounds of a built-in listener ([`super::listener_limits`]; the whole handshake has
+/// [`HANDSHAKE_TIMEOUT`]). The ClientHello is the connection's request: until it has
+/// arrived the connection is among those closed first to make room, after it the rest of the
+/// handshake (the whole answer) is left to finish.
+fn serve(
+    addr: SocketAddr,
     listener: tokio::net::TcpListener,
     answers: Answers,
-    mut stopped: watch::Receiver<()>,
     closed: watch::Sender<()>,
-) {
+) -> crate::serve::Serving {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = match rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -224,38 +228,45 @@ async fn serve(
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::new(Resolver { answers }));
             config.alpn_protocols = vec![ACME_TLS_1.to_vec()];
-            config
+            Some(Arc::new(config))
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot configure the tls-alpn-01 listener");
-            return;
+            None
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => {
-                drop(listener);
-                drop(closed);
-                return;
-            }
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    // The handshake is the whole answer; the CA closes the connection after it.
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(mut tls)) => {
-                            use tokio::io::AsyncWriteExt;
-                            let _ = tls.shutdown().await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls-alpn-01 handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "tls-alpn-01 handshake timed out"),
+    crate::serve::spawn(
+        format!("tls-alpn-01 {addr}"),
+        listener,
+        super::listener_limits(),
+        Some(closed),
+        move |(stream, peer): (tokio::net::TcpStream, SocketAddr), conn: crate::serve::Conn| {
+            let config = config.clone();
+            async move {
+                let Some(config) = config else { return };
+                let handshake = async {
+                    let hello = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        stream,
+                    )
+                    .await?;
+                    conn.started();
+                    hello.into_stream(config).await
+                };
+                // The handshake is the whole answer; the CA closes the connection after it.
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                    Ok(Ok(mut tls)) => {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = tls.shutdown().await;
                     }
-                });
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls-alpn-01 handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, "tls-alpn-01 handshake timed out"),
+                }
             }
-        }
-    }
+        },
+    )
 }
 
 #[cfg(test)]

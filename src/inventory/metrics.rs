@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,7 +17,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
 use super::{Inventory, Kind};
 
@@ -241,63 +241,74 @@ fn review_start(date: &str) -> Option<i64> {
     super::alerts::review_deadline(date).map(|t| t as i64 - 86_400)
 }
 
-/// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped.
+/// The most `/metrics` connections served at once (Prometheus needs one per scrape), before
+/// [`crate::serve::connection_cap`] bounds it by the descriptor limit.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client has to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may live, from accept to close.
+const LIFETIME: Duration = Duration::from_secs(30);
+
+/// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped. One
+/// request per connection, within the bounds of [`crate::serve`]: at most
+/// [`MAX_CONNECTIONS`] at once, 10 s for the request head, 30 s in all.
 pub struct MetricsServer {
-    stop: watch::Sender<bool>,
+    serving: crate::serve::Serving,
     pub addr: SocketAddr,
 }
 
 impl MetricsServer {
+    /// Binds `listen` and serves `metrics` on it. Errors name the address.
     pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<MetricsServer, String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen for metrics on {listen}: {e}"))?;
         let addr = listener.local_addr().unwrap_or(listen);
-        let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    c = listener.accept() => c,
-                    _ = stopped.changed() => break,
-                };
-                let Ok((stream, _)) = conn else { continue };
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let metrics = metrics.clone();
-                        async move {
-                            let rsp = if req.uri().path() == "/metrics" {
-                                hyper::Response::builder()
-                                    .header(
-                                        "content-type",
-                                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                    )
-                                    .body(Full::new(Bytes::from(metrics.encode())))
-                            } else {
-                                hyper::Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                            };
-                            rsp
-                        }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
-                });
-            }
-        });
-        tracing::info!(%addr, "serving metrics on /metrics");
-        Ok(MetricsServer { stop, addr })
+        let limits = crate::serve::Limits {
+            max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
+            lifetime: Some(LIFETIME),
+        };
+        let serving = crate::serve::spawn(
+            format!("metrics {addr}"),
+            listener,
+            limits,
+            None,
+            move |(stream, _peer), conn| serve_one(stream, conn, metrics.clone()),
+        );
+        tracing::info!(%addr, cap = limits.max_connections, "serving metrics on /metrics");
+        Ok(MetricsServer { serving, addr })
     }
 
+    /// Stops accepting and cuts open connections, without waiting.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.serving.stop();
     }
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Answers one request on one connection.
+async fn serve_one(stream: tokio::net::TcpStream, conn: crate::serve::Conn, metrics: Metrics) {
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        conn.started();
+        let metrics = metrics.clone();
+        async move {
+            if req.uri().path() == "/metrics" {
+                hyper::Response::builder()
+                    .header(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(Full::new(Bytes::from(metrics.encode())))
+            } else {
+                hyper::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+            }
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }

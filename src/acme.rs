@@ -710,6 +710,10 @@ pub struct OrderOptions<'a> {
     pub replaces: Option<&'a crate::x509::CertInfo>,
     /// The ACME profile to request; it must be one the CA's directory advertises.
     pub profile: Option<&'a str>,
+    /// A dry run (`renew --dry-run`): create the order and prove every authorization, then
+    /// stop before finalize and deactivate the authorizations (RFC 8555 §7.5.2), so the CA
+    /// issues nothing and no duplicate-certificate limit is spent.
+    pub dry_run: bool,
 }
 
 /// The CA's renewal information (RFC 9773) for one certificate.
@@ -777,6 +781,19 @@ pub struct Issued {
     /// The chain as the CA sent it: leaf first, PEM.
     pub chain_pem: String,
     pub order_url: String,
+}
+
+/// How an order ended: a certificate, or (a dry run) authorizations proven and no
+/// certificate asked for.
+pub enum OrderOutcome {
+    Issued(Issued),
+    /// The order's authorizations were all proven; finalize was never sent.
+    Rehearsed {
+        order_url: String,
+        /// Each authorization's identifier and its status after the deactivation attempt
+        /// (`deactivated`, or `valid` where the CA refused to deactivate it).
+        authorizations: Vec<(String, String)>,
+    },
 }
 
 impl Ca {
@@ -881,7 +898,7 @@ impl Ca {
         challenge: &Challenges,
         responders: &Responders,
         options: OrderOptions<'_>,
-    ) -> Result<Issued, AcmeError> {
+    ) -> Result<OrderOutcome, AcmeError> {
         let mut attempts = 0;
         let mut registered_again = false;
         loop {
@@ -942,7 +959,7 @@ impl Ca {
         challenges: &Challenges,
         responders: &Responders,
         options: OrderOptions<'_>,
-    ) -> Result<Issued, OrderError> {
+    ) -> Result<OrderOutcome, OrderError> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| identifier(n)).collect();
         let new_order = || {
             let order = NewOrder::new(&identifiers);
@@ -1094,6 +1111,17 @@ impl Ca {
         for answer in published {
             answer.withdraw().await;
         }
+        if options.dry_run {
+            // Whether or not validation passed: leave no authorization usable behind.
+            let authorizations = self.deactivate_all(&mut order).await;
+            validated?;
+            tracing::info!(ca = %self.name, order = %order_url,
+                "dry run: every authorization proven; stopped before finalize, no certificate issued");
+            return Ok(OrderOutcome::Rehearsed {
+                order_url,
+                authorizations,
+            });
+        }
         validated?;
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -1114,10 +1142,49 @@ impl Ca {
         }
         let chain_pem = order.poll_certificate(&retry).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");
-        Ok(Issued {
+        Ok(OrderOutcome::Issued(Issued {
             chain_pem,
             order_url,
-        })
+        }))
+    }
+
+    /// Deactivates every pending or valid authorization of `order` (RFC 8555 §7.5.2), for a
+    /// dry run: what the CA refuses is logged, not fatal (the order is never finalized
+    /// anyway). Returns each authorization's identifier and final status, lower case.
+    async fn deactivate_all(&self, order: &mut instant_acme::Order) -> Vec<(String, String)> {
+        let order_url = order.url().to_string();
+        let mut out = Vec::new();
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = match authz {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(ca = %self.name, order = %order_url, error = %acme_message(&e),
+                        "dry run: cannot read an authorization to deactivate it");
+                    continue;
+                }
+            };
+            let ident = authz.identifier().to_string();
+            // The cached state may predate validation: ask before deciding.
+            if let Err(e) = authz.refresh().await {
+                tracing::warn!(ca = %self.name, identifier = %ident, error = %acme_message(&e),
+                    "dry run: cannot refresh the authorization");
+            }
+            if matches!(
+                authz.status,
+                AuthorizationStatus::Pending | AuthorizationStatus::Valid
+            ) {
+                match authz.deactivate().await {
+                    Ok(_) => tracing::info!(ca = %self.name, identifier = %ident,
+                        authorization = %authz.url(), "dry run: authorization deactivated"),
+                    Err(e) => tracing::warn!(ca = %self.name, identifier = %ident,
+                        authorization = %authz.url(), error = %acme_message(&e),
+                        "dry run: the CA did not deactivate the authorization"),
+                }
+            }
+            out.push((ident, format!("{:?}", authz.status).to_lowercase()));
+        }
+        out
     }
 
     /// Finds the CA's explanation of a failed validation in the challenges' problem documents,

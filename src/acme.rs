@@ -30,9 +30,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -42,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::challenge::{Answer, Provisioned, Responders};
 use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
+use crate::outbound::{error_chain, Outbound, ProxySetting};
 
 /// Largest response body accepted from a CA (a certificate chain is a few KiB).
 const MAX_BODY: usize = 1 << 20;
@@ -84,6 +82,10 @@ pub enum AcmeError {
         identifier: String,
         message: String,
     },
+    /// No trust root at all for a CA that needs one (see
+    /// [`crate::outbound::missing_system_roots`]; the message names the CA).
+    #[error("{message}")]
+    NoTrustRoots { message: String },
     #[error("CA {ca}: cannot read trust_roots {path}: {message}")]
     TrustRoots {
         ca: String,
@@ -474,65 +476,76 @@ fn account_is_gone(e: &instant_acme::Error) -> bool {
     ))
 }
 
-/// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries and the
-/// CA's [`Gate`].
+/// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries, the
+/// CA's [`Gate`] and its proxy ([`crate::outbound`]).
 struct CaHttp {
-    client: Arc<HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>>,
+    client: Arc<Outbound<BodyWrapper<Bytes>>>,
     gate: Arc<Gate>,
     timeout: Duration,
 }
 
 impl CaHttp {
-    fn new(
-        extra_roots: Option<&Path>,
-        gate: Arc<Gate>,
-        timeout: Duration,
-    ) -> Result<CaHttp, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
+    /// The client for CA `config`: the system's roots plus its `trust_roots`, its `timeout`,
+    /// its `proxy` (or the environment's). Errors name the CA and what is wrong: unreadable
+    /// `trust_roots`, no trust root at all for an `https://` directory, an unusable proxy.
+    fn new(config: &CaConfig, gate: Arc<Gate>) -> Result<CaHttp, AcmeError> {
+        let ca_err = |message: String| AcmeError::Ca {
+            ca: config.name.clone(),
+            message,
+        };
+        if let Some(message) = crate::outbound::missing_system_roots(config) {
+            return Err(AcmeError::NoTrustRoots { message });
         }
-        if let Some(path) = extra_roots {
-            let pem = fs::read(path).map_err(|e| e.to_string())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &crate::outbound::system_roots().certs {
+            let _ = roots.add(cert.clone());
+        }
+        if let Some(path) = config.trust_roots.as_deref() {
+            let bad = |message: String| AcmeError::TrustRoots {
+                ca: config.name.clone(),
+                path: path.to_path_buf(),
+                message,
+            };
+            let pem = fs::read(path).map_err(|e| bad(e.to_string()))?;
             let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+                let cert = cert.map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("certificate rejected as a trust root: {e}"))?;
+                    .map_err(|e| bad(format!("certificate rejected as a trust root: {e}")))?;
                 n += 1;
             }
             if n == 0 {
-                return Err("no CERTIFICATE block found".into());
+                return Err(bad("no CERTIFICATE block found".into()));
             }
-        }
-        if roots.is_empty() {
-            return Err("no trust roots: install ca-certificates or set trust_roots".into());
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ca_err(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = Outbound::new(
+            tls,
+            config.timeout.min(Duration::from_secs(10)),
+            true,
+            ProxySetting::of(config.proxy.as_deref()),
+            Duration::from_secs(30),
+        )
+        .map_err(ca_err)?;
+        if let Ok(uri) = config.directory.parse::<http::Uri>() {
+            match client.via(&uri) {
+                Some(via) => {
+                    tracing::debug!(ca = %config.name, proxy = %via, "requests to this CA go through a proxy")
+                }
+                None => tracing::debug!(ca = %config.name, "requests to this CA go directly"),
+            }
+        }
         Ok(CaHttp {
             client: Arc::new(client),
             gate,
-            timeout,
+            timeout: config.timeout,
         })
     }
 }
@@ -545,7 +558,7 @@ pub async fn advertised_profiles(
     pause_file: PathBuf,
 ) -> Result<Vec<String>, String> {
     let gate = Arc::new(Gate::open(&config.name, pause_file));
-    let http = CaHttp::new(config.trust_roots.as_deref(), gate, config.timeout)?;
+    let http = CaHttp::new(config, gate).map_err(|e| e.to_string())?;
     let req = http::Request::get(&config.directory)
         .header(
             http::header::USER_AGENT,
@@ -605,7 +618,7 @@ impl HttpClient for CaHttp {
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 let exchange = async {
-                    let rsp = client.request(req).await.map_err(|e| error_chain(&e))?;
+                    let rsp = client.request(req).await?;
                     let (parts, body) = rsp.into_parts();
                     let body = Limited::new(body, MAX_BODY)
                         .collect()
@@ -668,22 +681,6 @@ impl HttpClient for CaHttp {
             }
         })
     }
-}
-
-/// The error and its causes on one line: hyper's top-level errors ("client error
-/// (Connect)") say little without them.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The account file: the credentials, and the directory they belong to, so that pointing a
@@ -1353,12 +1350,7 @@ pub mod account {
                 stored.directory
             )));
         }
-        let http = CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout)
-            .map_err(|message| AcmeError::TrustRoots {
-                ca: config.name.clone(),
-                path: config.trust_roots.clone().unwrap_or_default(),
-                message,
-            })?;
+        let http = CaHttp::new(config, gate.clone())?;
         let account = Account::builder_with_http(Box::new(http))
             .from_credentials(stored.credentials)
             .await
@@ -1428,15 +1420,7 @@ async fn load_or_register(
     gate: &Arc<Gate>,
 ) -> Result<Account, AcmeError> {
     let ca = config.name.clone();
-    let http = || {
-        CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout).map_err(
-            |message| AcmeError::TrustRoots {
-                ca: ca.clone(),
-                path: config.trust_roots.clone().unwrap_or_default(),
-                message,
-            },
-        )
-    };
+    let http = || CaHttp::new(config, gate.clone());
     let file_err = |source| AcmeError::AccountFile {
         ca: ca.clone(),
         path: path.to_path_buf(),

@@ -13,14 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::{from_unix, unix, Item, Kind, SCHEMA_VERSION};
 use crate::config::AlertConfig;
 use crate::hooks::{self, Hook};
+use crate::outbound::{Outbound, ProxySetting};
 
 /// A condition that persists is alerted again after this long.
 pub const REPEAT: Duration = Duration::from_secs(86_400);
@@ -338,14 +336,17 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
 #[derive(Clone)]
 pub struct Notifier {
     config: AlertConfig,
-    client: Arc<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured.
+    client: Arc<Outbound<Full<Bytes>>>,
 }
 
 impl Notifier {
+    /// Errors: TLS set-up, or an `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
+    /// (credentials never shown).
     pub fn new(config: AlertConfig) -> Result<Notifier, String> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
+        for cert in &crate::outbound::system_roots().certs {
+            let _ = roots.add(cert.clone());
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
@@ -354,15 +355,14 @@ impl Notifier {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(WEBHOOK_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Outbound::new(
+            tls,
+            WEBHOOK_TIMEOUT,
+            false,
+            ProxySetting::Environment,
+            Duration::from_secs(90),
+        )
+        .map_err(|e| format!("alert webhook: {e}"))?;
         Ok(Notifier {
             config,
             client: Arc::new(client),
@@ -415,7 +415,7 @@ impl Notifier {
                 .body(Full::new(Bytes::copy_from_slice(json)))
                 .map_err(|e| e.to_string())?;
             let exchange = async {
-                let rsp = self.client.request(req).await.map_err(|e| e.to_string())?;
+                let rsp = self.client.request(req).await?;
                 let status = rsp.status();
                 let _ = rsp.into_body().collect().await;
                 if status.is_success() {

@@ -40,6 +40,7 @@ SYSTEM_PACKAGES=(
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
     bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
     bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
+    prometheus # tests/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
@@ -95,6 +96,10 @@ else
     # it off, the tests never need the system's named (an existing one is left alone).
     if [[ " ${missing[*]} " == *" bind9 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         as_root systemctl disable --now named.service >/dev/null 2>&1 || true
+    fi
+    # Likewise the Prometheus server that comes with promtool: the tests only run promtool.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
     fi
     for pkg in "${missing[@]}"; do
         if [ "$pkg" = nginx ]; then

@@ -550,6 +550,12 @@ impl CaHttp {
     }
 }
 
+/// The pause in force for CA `name` (until when, and why) as recorded beside its account
+/// file `account_path` (`NAME.pause`), read now; `None` when it may be contacted.
+pub fn pause_of(name: &str, account_path: &Path) -> Option<(SystemTime, String)> {
+    Gate::open(name, account_path.with_extension("pause")).paused()
+}
+
 /// The profiles CA `config` advertises in its directory (`meta.profiles`), for `renewd check`:
 /// one GET of the directory, no account needed, through the same client as every other
 /// request (deadline, trust roots, and the CA's pause in `pause_file` respected).

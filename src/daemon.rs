@@ -1041,6 +1041,16 @@ impl Daemon {
             })
             .collect();
         self.governance.refresh(&managed, now);
+        let paused: Vec<(&str, bool)> = self
+            .config
+            .cas
+            .keys()
+            .map(|ca| {
+                let pause = crate::acme::pause_of(ca, &self.state.account_path(ca));
+                (ca.as_str(), pause.is_some())
+            })
+            .collect();
+        self.governance.metrics().set_ca_paused(paused);
     }
 
     /// Watches the discovery paths recursively (events are debounced like deployed files').

@@ -169,6 +169,12 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         problem,
         consecutive_failures: rec.consecutive_failures,
         last_failure,
+        last_success: rec
+            .history
+            .iter()
+            .rev()
+            .find(|a| a.ok)
+            .map(|a| crate::state::from_unix(a.at)),
     }
 }
 

@@ -471,6 +471,7 @@ mod tests {
             renew_at: None,
             ari_window_start: None,
             cert_path: None,
+            last_success: None,
         }
     }
 

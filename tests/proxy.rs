@@ -418,3 +418,81 @@ fn rcgen_root_pem() -> String {
     let key = rcgen::KeyPair::generate().expect("key");
     params.self_signed(&key).expect("self-signed").pem()
 }
+
+/// The alert webhook honours HTTPS_PROXY: an unmanaged certificate expiring in 5 days alerts
+/// at start, and the webhook's POST leaves through a CONNECT to the webhook's address.
+#[test]
+fn the_alert_webhook_goes_through_https_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let scan = root.join("scan");
+    std::fs::create_dir_all(&scan).expect("mkdir");
+    use std::os::unix::fs::PermissionsExt;
+    for d in [root, scan.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let mut params = rcgen::CertificateParams::new(vec!["old.test".to_string()]).expect("params");
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 85 * 86_400).expect("nb");
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(now + 5 * 86_400).expect("na");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let pem = params.self_signed(&key).expect("self-signed").pem();
+    std::fs::write(scan.join("old.pem"), pem).expect("write cert");
+    // The webhook's "server": accepts and closes (the proxy only has to reach it).
+    let hook = TcpListener::bind("127.0.0.1:0").expect("bind hook");
+    let hook_port = hook.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        for c in hook.incoming().flatten() {
+            drop(c);
+        }
+    });
+    let cfg = root.join("renewd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n\
+             [alert]\nwebhook = \"https://127.0.0.1:{hook_port}/hook\"\n\n\
+             [discovery]\npaths = [\"{d}/scan\"]\n",
+            d = root.display()
+        ),
+    )
+    .expect("config");
+    let proxy = ConnectProxy::start(Some(("renewd", "s3cret")));
+    let log_path = root.join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(renewd_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env(
+            "HTTPS_PROXY",
+            format!("http://renewd:s3cret@127.0.0.1:{}", proxy.port),
+        )
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("RUST_LOG", "renewd=debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn renewd run");
+    let target = format!("127.0.0.1:{hook_port}");
+    wait_until(Duration::from_secs(20), "the webhook's CONNECT", || {
+        proxy.connects().iter().any(|c| c.target == target)
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let c = proxy.connects();
+    assert!(
+        c.iter()
+            .all(|c| c.auth.as_deref() == Some("Basic cmVuZXdkOnMzY3JldA==")),
+        "{c:?}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!log.contains("s3cret"), "{log}");
+}

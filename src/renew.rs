@@ -531,7 +531,9 @@ impl Renewer {
                     && rec.ari_advice(&leaf.serial_hex).is_some()
             });
         let options = crate::acme::OrderOptions {
-            replaces: deployed.as_ref(),
+            // A dry run's order is never finalized: it must not claim the deployed
+            // certificate's replacement (a CA may hold that claim against the real one).
+            replaces: deployed.as_ref().filter(|_| !dry_run),
             profile: cert.profile.as_deref().or(ca_config.profile.as_deref()),
             dry_run,
         };

@@ -221,9 +221,13 @@ fn renew_skips_what_is_not_due_and_force_and_dry_run_do_what_they_say() {
     assert!(out.contains("www: skipped: not due until"), "{out}");
     assert_eq!(read_cert_pem(rig.fullchain("www")), first);
 
+    // A pass with nothing due records the CA's ARI advice about the deployed certificate,
+    // so a real renewal would now name it in `replaces`.
+    rig.renewd_ok("run", &["--once"]);
     let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
     let issued = rig.pebble.count_log(Pebble::CERT_ISSUED_LOG);
     let finalizes = rig.pebble.count_log("POST /finalize-order/");
+    let replacements = rig.pebble.count_log(Pebble::REPLACEMENT_LOG);
     let dry = rig.renewd("renew", &["--dry-run", "--force", "www"]);
     assert!(dry.status.success(), "dry run failed: {}", dry.status);
     let out = String::from_utf8_lossy(&dry.stdout);
@@ -244,6 +248,11 @@ fn renew_skips_what_is_not_due_and_force_and_dry_run_do_what_they_say() {
         rig.pebble.count_log("POST /finalize-order/"),
         finalizes,
         "a dry run never finalizes"
+    );
+    assert_eq!(
+        rig.pebble.count_log(Pebble::REPLACEMENT_LOG),
+        replacements,
+        "a dry run's order claims no replacement (ARI `replaces`)"
     );
     // The order's final state, as the CA keeps it: not valid, no certificate; each
     // authorization proven and then deactivated (RFC 8555 §7.5.2).

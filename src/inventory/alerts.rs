@@ -336,13 +336,15 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
 #[derive(Clone)]
 pub struct Notifier {
     config: AlertConfig,
-    /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured.
-    client: Arc<Outbound<Full<Bytes>>>,
+    /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured; or
+    /// why there is none (an unusable `HTTPS_PROXY`), said at each webhook delivery while the
+    /// command still gets its alerts.
+    client: Arc<Result<Outbound<Full<Bytes>>, String>>,
 }
 
 impl Notifier {
-    /// Errors: TLS set-up, or an `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
-    /// (credentials never shown).
+    /// Errors: TLS set-up. An `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
+    /// fails each webhook delivery instead, saying so (credentials never shown).
     pub fn new(config: AlertConfig) -> Result<Notifier, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in &crate::outbound::system_roots().certs {
@@ -362,7 +364,10 @@ impl Notifier {
             ProxySetting::Environment,
             Duration::from_secs(90),
         )
-        .map_err(|e| format!("alert webhook: {e}"))?;
+        .map_err(|e| format!("cannot send to the alert webhook: {e}"));
+        if let Err(e) = &client {
+            tracing::error!(error = %e, "alert webhook unusable");
+        }
         Ok(Notifier {
             config,
             client: Arc::new(client),
@@ -401,6 +406,7 @@ impl Notifier {
     }
 
     async fn post(&self, url: &str, json: &[u8]) -> Result<(), String> {
+        let client = self.client.as_ref().as_ref().map_err(Clone::clone)?;
         let mut last = String::new();
         for attempt in 0..WEBHOOK_ATTEMPTS {
             if attempt > 0 {
@@ -415,7 +421,7 @@ impl Notifier {
                 .body(Full::new(Bytes::copy_from_slice(json)))
                 .map_err(|e| e.to_string())?;
             let exchange = async {
-                let rsp = self.client.request(req).await?;
+                let rsp = client.request(req).await?;
                 let status = rsp.status();
                 let _ = rsp.into_body().collect().await;
                 if status.is_success() {

@@ -994,6 +994,12 @@ impl Daemon {
                 }
                 tracing::error!("configuration not reloaded; keeping the previous one");
             }
+            Ok(new) if !crate::outbound::trust_root_problems(&new).is_empty() => {
+                for p in crate::outbound::trust_root_problems(&new) {
+                    tracing::error!("{p}");
+                }
+                tracing::error!("configuration not reloaded; keeping the previous one");
+            }
             Ok(new) => {
                 if new.state_dir != self.config.state_dir
                     || new.control_socket != self.config.control_socket

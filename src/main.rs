@@ -201,7 +201,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
             };
             // A CA that cannot be reached safely is a configuration error, not a renewal
             // that fails quietly later.
-            let missing = trust_root_problems(&cfg);
+            let missing = renewd::outbound::trust_root_problems(&cfg);
             if !missing.is_empty() {
                 for p in &missing {
                     eprintln!("{p}");
@@ -375,7 +375,7 @@ async fn check(arg: &ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     let mut problems = cfg.check_environment();
-    problems.extend(trust_root_problems(&cfg));
+    problems.extend(renewd::outbound::trust_root_problems(&cfg));
     problems.extend(deploy::check_directories(&cfg));
     problems.extend(check_profiles(&cfg).await);
     for p in &problems {
@@ -398,18 +398,6 @@ async fn check(arg: &ConfigArg) -> ExitCode {
 /// Every `profile` (of a CA, or of a certificate for each CA it may use) must be one the CA
 /// advertises: each CA with a profile to check is asked for its directory once. A CA that
 /// cannot be reached is a warning, not a problem: `check` must work offline.
-/// Each CA with an `https://` directory, no `trust_roots`, and no system trust root loaded,
-/// at its `[ca.NAME]` header.
-fn trust_root_problems(cfg: &Config) -> Vec<config::Problem> {
-    cfg.cas
-        .values()
-        .filter_map(|ca| {
-            renewd::outbound::missing_system_roots(ca)
-                .map(|m| config::Problem::new(ca.location.clone(), m))
-        })
-        .collect()
-}
-
 async fn check_profiles(cfg: &Config) -> Vec<config::Problem> {
     let mut wanted: std::collections::BTreeMap<&str, Vec<(&str, config::Location)>> =
         Default::default();

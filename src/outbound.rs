@@ -79,6 +79,17 @@ pub fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
     ))
 }
 
+/// [`missing_system_roots`] for every CA of `cfg`, each at its `[ca.NAME]` header: what
+/// `check` reports, and what keeps `run` from starting and SIGHUP from taking `cfg`.
+pub fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
+    cfg.cas
+        .values()
+        .filter_map(|ca| {
+            missing_system_roots(ca).map(|m| config::Problem::new(ca.location.clone(), m))
+        })
+        .collect()
+}
+
 /// Where a client's `https://` requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxySetting<'a> {

@@ -496,3 +496,53 @@ fn the_alert_webhook_goes_through_https_proxy() {
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(!log.contains("s3cret"), "{log}");
 }
+
+/// A daemon that started without trust roots (its only CA is a loopback http:// one) refuses
+/// a SIGHUP configuration adding an https:// CA without `trust_roots`, naming it.
+#[test]
+fn sighup_refuses_a_ca_without_trust_roots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("renewd.toml");
+    let base = format!(
+        "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\
+         [ca.local]\ndirectory = \"http://127.0.0.1:9/dir\"\naccept_terms = true\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&cfg, &base).expect("config");
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = Command::new(renewd_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .env("RUST_LOG", "renewd=info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn renewd run");
+    let socket = dir.path().join("control.sock");
+    wait_until(Duration::from_secs(15), "the control socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[ca.public]\ndirectory = \"https://acme.example/dir\"\naccept_terms = true\n"
+        ),
+    )
+    .expect("config");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until(Duration::from_secs(15), "the refused reload", || {
+        read().contains("configuration not reloaded")
+    });
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    let log = read();
+    assert!(log.contains("CA `public`"), "{log}");
+    assert!(log.contains("ca-certificates"), "{log}");
+    assert!(!log.contains("configuration reloaded"), "{log}");
+}

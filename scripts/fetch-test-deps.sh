@@ -48,6 +48,7 @@ SYSTEM_PACKAGES=(
     bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
     iproute2 # tests/common/netns.rs: `ip link set lo up` in the interop tests' private network namespaces
     python3-venv # tests/common/a2c.rs: the venv acme2certifier is installed into
+    prometheus # tests/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
@@ -103,6 +104,10 @@ else
     # it off, the tests never need the system's named (an existing one is left alone).
     if [[ " ${missing[*]} " == *" bind9 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         as_root systemctl disable --now named.service >/dev/null 2>&1 || true
+    fi
+    # Likewise the Prometheus server that comes with promtool: the tests only run promtool.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
     fi
     for pkg in "${missing[@]}"; do
         if [ "$pkg" = nginx ]; then

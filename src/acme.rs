@@ -30,9 +30,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -44,6 +41,7 @@ mod certkey;
 use crate::challenge::{Answer, Provisioned, Responders};
 use crate::config::{CaConfig, ChallengeConfig, Challenges};
 use crate::fsutil;
+use crate::outbound::{error_chain, Outbound, ProxySetting};
 
 /// Largest response body accepted from a CA (a certificate chain is a few KiB).
 const MAX_BODY: usize = 1 << 20;
@@ -86,6 +84,10 @@ pub enum AcmeError {
         identifier: String,
         message: String,
     },
+    /// No trust root at all for a CA that needs one (see
+    /// [`crate::outbound::missing_system_roots`]; the message names the CA).
+    #[error("{message}")]
+    NoTrustRoots { message: String },
     #[error("CA {ca}: cannot read trust_roots {path}: {message}")]
     TrustRoots {
         ca: String,
@@ -512,67 +514,84 @@ fn user_agent(library: Option<&http::HeaderValue>) -> http::HeaderValue {
         .unwrap_or(http::HeaderValue::from_static(own))
 }
 
-/// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries and the
-/// CA's [`Gate`].
+/// instant-acme's HTTP client interface, on hyper with rustls, deadlines, retries, the
+/// CA's [`Gate`] and its proxy ([`crate::outbound`]).
 struct CaHttp {
-    client: Arc<HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>>,
+    client: Arc<Outbound<BodyWrapper<Bytes>>>,
     gate: Arc<Gate>,
     timeout: Duration,
 }
 
 impl CaHttp {
-    fn new(
-        extra_roots: Option<&Path>,
-        gate: Arc<Gate>,
-        timeout: Duration,
-    ) -> Result<CaHttp, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
+    /// The client for CA `config`: the system's roots plus its `trust_roots`, its `timeout`,
+    /// its `proxy` (or the environment's). Errors name the CA and what is wrong: unreadable
+    /// `trust_roots`, no trust root at all for an `https://` directory, an unusable proxy.
+    fn new(config: &CaConfig, gate: Arc<Gate>) -> Result<CaHttp, AcmeError> {
+        let ca_err = |message: String| AcmeError::Ca {
+            ca: config.name.clone(),
+            message,
+        };
+        if let Some(message) = crate::outbound::missing_system_roots(config) {
+            return Err(AcmeError::NoTrustRoots { message });
         }
-        if let Some(path) = extra_roots {
-            let pem = fs::read(path).map_err(|e| e.to_string())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &crate::outbound::system_roots().certs {
+            let _ = roots.add(cert.clone());
+        }
+        if let Some(path) = config.trust_roots.as_deref() {
+            let bad = |message: String| AcmeError::TrustRoots {
+                ca: config.name.clone(),
+                path: path.to_path_buf(),
+                message,
+            };
+            let pem = fs::read(path).map_err(|e| bad(e.to_string()))?;
             let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+                let cert = cert.map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("certificate rejected as a trust root: {e}"))?;
+                    .map_err(|e| bad(format!("certificate rejected as a trust root: {e}")))?;
                 n += 1;
             }
             if n == 0 {
-                return Err("no CERTIFICATE block found".into());
+                return Err(bad("no CERTIFICATE block found".into()));
             }
-        }
-        if roots.is_empty() {
-            return Err("no trust roots: install ca-certificates or set trust_roots".into());
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ca_err(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = Outbound::new(
+            tls,
+            config.timeout.min(Duration::from_secs(10)),
+            true,
+            ProxySetting::of(config.proxy.as_deref()),
+            Duration::from_secs(30),
+        )
+        .map_err(ca_err)?;
+        if let Ok(uri) = config.directory.parse::<http::Uri>() {
+            match client.via(&uri) {
+                Some(via) => {
+                    tracing::debug!(ca = %config.name, proxy = %via, "requests to this CA go through a proxy")
+                }
+                None => tracing::debug!(ca = %config.name, "requests to this CA go directly"),
+            }
+        }
         Ok(CaHttp {
             client: Arc::new(client),
             gate,
-            timeout,
+            timeout: config.timeout,
         })
     }
+}
+
+/// The pause in force for CA `name` (until when, and why) as recorded beside its account
+/// file `account_path` (`NAME.pause`), read now; `None` when it may be contacted.
+pub fn pause_of(name: &str, account_path: &Path) -> Option<(SystemTime, String)> {
+    Gate::open(name, account_path.with_extension("pause")).paused()
 }
 
 /// The profiles CA `config` advertises in its directory (`meta.profiles`), for `renewd check`:
@@ -583,7 +602,7 @@ pub async fn advertised_profiles(
     pause_file: PathBuf,
 ) -> Result<Vec<String>, String> {
     let gate = Arc::new(Gate::open(&config.name, pause_file));
-    let http = CaHttp::new(config.trust_roots.as_deref(), gate, config.timeout)?;
+    let http = CaHttp::new(config, gate).map_err(|e| e.to_string())?;
     let req = http::Request::get(&config.directory)
         .header(
             http::header::USER_AGENT,
@@ -645,7 +664,7 @@ impl HttpClient for CaHttp {
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 let exchange = async {
-                    let rsp = client.request(req).await.map_err(|e| error_chain(&e))?;
+                    let rsp = client.request(req).await?;
                     let (parts, body) = rsp.into_parts();
                     let body = Limited::new(body, MAX_BODY)
                         .collect()
@@ -710,22 +729,6 @@ impl HttpClient for CaHttp {
     }
 }
 
-/// The error and its causes on one line: hyper's top-level errors ("client error
-/// (Connect)") say little without them.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// The account file: the credentials, and the directory they belong to, so that pointing a
 /// CA name at another directory registers a new account instead of using a stranger's key.
 #[derive(Serialize, Deserialize)]
@@ -750,6 +753,10 @@ pub struct OrderOptions<'a> {
     pub replaces: Option<&'a crate::x509::CertInfo>,
     /// The ACME profile to request; it must be one the CA's directory advertises.
     pub profile: Option<&'a str>,
+    /// A dry run (`renew --dry-run`): create the order and prove every authorization, then
+    /// stop before finalize and deactivate the authorizations (RFC 8555 §7.5.2), so the CA
+    /// issues nothing and no duplicate-certificate limit is spent.
+    pub dry_run: bool,
 }
 
 /// The CA's renewal information (RFC 9773) for one certificate.
@@ -819,6 +826,19 @@ pub struct Issued {
     pub order_url: String,
 }
 
+/// How an order ended: a certificate, or (a dry run) authorizations proven and no
+/// certificate asked for.
+pub enum OrderOutcome {
+    Issued(Issued),
+    /// The order's authorizations were all proven; finalize was never sent.
+    Rehearsed {
+        order_url: String,
+        /// Each authorization's identifier and its status after the deactivation attempt
+        /// (`deactivated`, or `valid` where the CA refused to deactivate it).
+        authorizations: Vec<(String, String)>,
+    },
+}
+
 impl Ca {
     /// Loads this CA's account from `account_path`, or registers one (and stores it, 0600)
     /// when there is none or it belongs to another directory.
@@ -884,15 +904,7 @@ impl Ca {
         };
         tracing::info!(ca = %self.name, error = %acme_message(&e),
             "the account may not revoke the certificate; signing with the certificate's own key (RFC 8555 7.6)");
-        let http = CaHttp::new(
-            self.config.trust_roots.as_deref(),
-            self.gate.clone(),
-            self.config.timeout,
-        )
-        .map_err(|message| AcmeError::Ca {
-            ca: self.name.clone(),
-            message,
-        })?;
+        let http = CaHttp::new(&self.config, self.gate.clone())?;
         certkey::revoke(&http, &self.config.directory, key_pem, &request)
             .await
             .map_err(|why| AcmeError::Ca {
@@ -952,7 +964,7 @@ impl Ca {
         challenge: &Challenges,
         responders: &Responders,
         options: OrderOptions<'_>,
-    ) -> Result<Issued, AcmeError> {
+    ) -> Result<OrderOutcome, AcmeError> {
         let mut attempts = 0;
         let mut registered_again = false;
         loop {
@@ -1013,7 +1025,7 @@ impl Ca {
         challenges: &Challenges,
         responders: &Responders,
         options: OrderOptions<'_>,
-    ) -> Result<Issued, OrderError> {
+    ) -> Result<OrderOutcome, OrderError> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| identifier(n)).collect();
         let new_order = || {
             let order = NewOrder::new(&identifiers);
@@ -1181,6 +1193,17 @@ impl Ca {
         for answer in published {
             answer.withdraw().await;
         }
+        if options.dry_run {
+            // Whether or not validation passed: leave no authorization usable behind.
+            let authorizations = self.deactivate_all(&mut order).await;
+            validated?;
+            tracing::info!(ca = %self.name, order = %order_url,
+                "dry run: every authorization proven; stopped before finalize, no certificate issued");
+            return Ok(OrderOutcome::Rehearsed {
+                order_url,
+                authorizations,
+            });
+        }
         validated?;
         let retry = RetryPolicy::new()
             .initial_delay(Duration::from_millis(250))
@@ -1201,10 +1224,49 @@ impl Ca {
         }
         let chain_pem = order.poll_certificate(&retry).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");
-        Ok(Issued {
+        Ok(OrderOutcome::Issued(Issued {
             chain_pem,
             order_url,
-        })
+        }))
+    }
+
+    /// Deactivates every pending or valid authorization of `order` (RFC 8555 §7.5.2), for a
+    /// dry run: what the CA refuses is logged, not fatal (the order is never finalized
+    /// anyway). Returns each authorization's identifier and final status, lower case.
+    async fn deactivate_all(&self, order: &mut instant_acme::Order) -> Vec<(String, String)> {
+        let order_url = order.url().to_string();
+        let mut out = Vec::new();
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = match authz {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(ca = %self.name, order = %order_url, error = %acme_message(&e),
+                        "dry run: cannot read an authorization to deactivate it");
+                    continue;
+                }
+            };
+            let ident = authz.identifier().to_string();
+            // The cached state may predate validation: ask before deciding.
+            if let Err(e) = authz.refresh().await {
+                tracing::warn!(ca = %self.name, identifier = %ident, error = %acme_message(&e),
+                    "dry run: cannot refresh the authorization");
+            }
+            if matches!(
+                authz.status,
+                AuthorizationStatus::Pending | AuthorizationStatus::Valid
+            ) {
+                match authz.deactivate().await {
+                    Ok(_) => tracing::info!(ca = %self.name, identifier = %ident,
+                        authorization = %authz.url(), "dry run: authorization deactivated"),
+                    Err(e) => tracing::warn!(ca = %self.name, identifier = %ident,
+                        authorization = %authz.url(), error = %acme_message(&e),
+                        "dry run: the CA did not deactivate the authorization"),
+                }
+            }
+            out.push((ident, format!("{:?}", authz.status).to_lowercase()));
+        }
+        out
     }
 
     /// Finds the CA's explanation of a failed validation in the challenges' problem documents,
@@ -1449,12 +1511,7 @@ pub mod account {
                 stored.directory
             )));
         }
-        let http = CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout)
-            .map_err(|message| AcmeError::TrustRoots {
-                ca: config.name.clone(),
-                path: config.trust_roots.clone().unwrap_or_default(),
-                message,
-            })?;
+        let http = CaHttp::new(config, gate.clone())?;
         let account = Account::builder_with_http(Box::new(http))
             .from_credentials(stored.credentials)
             .await
@@ -1558,15 +1615,7 @@ async fn load_or_register(
     gate: &Arc<Gate>,
 ) -> Result<Account, AcmeError> {
     let ca = config.name.clone();
-    let http = || {
-        CaHttp::new(config.trust_roots.as_deref(), gate.clone(), config.timeout).map_err(
-            |message| AcmeError::TrustRoots {
-                ca: ca.clone(),
-                path: config.trust_roots.clone().unwrap_or_default(),
-                message,
-            },
-        )
-    };
+    let http = || CaHttp::new(config, gate.clone());
     let file_err = |source| AcmeError::AccountFile {
         ca: ca.clone(),
         path: path.to_path_buf(),

@@ -82,6 +82,7 @@ const CA_KEYS: &[&str] = &[
     "profile",
     "timeout",
     "ari",
+    "proxy",
 ];
 const CERT_KEYS: &[&str] = &[
     "name",
@@ -330,6 +331,10 @@ pub struct CaConfig {
     /// Whether the CA's renewal information (ARI) is asked for; `ari = false` treats the CA
     /// as one whose directory offers none, so `renew_before` alone decides.
     pub ari: bool,
+    /// `proxy`: `None` follows `HTTPS_PROXY`/`NO_PROXY`; `Some("")` connects directly;
+    /// else an `http://[user:pass@]host[:port]` proxy for every request to this CA
+    /// (checked by [`check_proxy_url`]).
+    pub proxy: Option<String>,
     /// The `[ca.NAME]` header.
     pub location: Location,
     /// Where each key's value was written.
@@ -1358,6 +1363,57 @@ fn normalize_identifier(written: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// `url` as a proxy renewd can use: `http://[user[:password]@]host[:port][/]` (an HTTP
+/// proxy reached in clear, which tunnels TLS with CONNECT). Returns it as it may be shown —
+/// `http://host:port`, credentials dropped — or why not (the URL in the reason is shown the
+/// same way: a password never reaches a log).
+pub fn check_proxy_url(url: &str) -> Result<String, String> {
+    let shown = redact_url(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "`{shown}` is not a URL; write e.g. `http://proxy.example.org:3128`"
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(format!(
+            "`{shown}` must be an http:// URL: renewd reaches the proxy in clear and tunnels \
+             TLS through it with CONNECT (https:// and socks proxies are not supported)"
+        ));
+    }
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !(path.is_empty() || path == "/") {
+        return Err(format!("`{shown}` must have no path, query or fragment"));
+    }
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.is_empty()
+        || host_port
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("`{shown}` has no valid host"));
+    }
+    if url.parse::<http::Uri>().is_err() {
+        return Err(format!("`{shown}` is not a valid URL"));
+    }
+    Ok(format!("http://{host_port}"))
+}
+
+/// `url` with any `user:password@` replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Checks an `http(s)://` URL; plain `http://` only when `allow_http` or for loopback.
 fn check_url(url: &str, allow_http: bool) -> Result<(), String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -2224,6 +2280,7 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
         profile: None,
         timeout: DEFAULT_CA_TIMEOUT,
         ari: true,
+        proxy: None,
         location: header.clone(),
         key_locations: BTreeMap::new(),
     };
@@ -2279,6 +2336,20 @@ fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
             "ari" => {
                 if let Some(b) = as_bool(key, node, p) {
                     ca.ari = b;
+                }
+            }
+            "proxy" => {
+                if let Some(url) = as_str(key, node, p) {
+                    match url {
+                        "" => ca.proxy = Some(String::new()),
+                        _ => match check_proxy_url(url) {
+                            Ok(_) => ca.proxy = Some(url.to_string()),
+                            Err(why) => p.push(Problem::new(
+                                node.loc.clone(),
+                                format!("`proxy` {why} (or \"\" to connect directly)"),
+                            )),
+                        },
+                    }
                 }
             }
             _ => continue,
@@ -4708,6 +4779,33 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
             Path::new(DEFAULT_CONFIG)
         );
         assert_eq!(resolve_path_with(None, None), Path::new(DEFAULT_CONFIG));
+    }
+
+    // --- proxy URLs -----------------------------------------------------------------------
+
+    #[test]
+    fn proxy_urls_are_http_host_port_and_shown_without_credentials() {
+        assert_eq!(
+            check_proxy_url("http://proxy.example:3128").as_deref(),
+            Ok("http://proxy.example:3128")
+        );
+        assert_eq!(
+            check_proxy_url("HTTP://u:p%40ss@[::1]:8080/").as_deref(),
+            Ok("http://[::1]:8080")
+        );
+        for bad in [
+            "https://u:s3cret@proxy.example:3128",
+            "socks5h://u:s3cret@proxy.example:1080",
+            "u:s3cret@proxy.example:3128",
+            "http://u:s3cret@proxy.example:3128/x",
+            "http://u:s3cret@",
+        ] {
+            let why = check_proxy_url(bad).expect_err(bad);
+            assert!(!why.contains("s3cret"), "{bad}: {why}");
+            assert!(why.contains("***@"), "{bad}: {why}");
+        }
+        assert_eq!(redact_url("http://a:b@h:1/p@q"), "http://***@h:1/p@q");
+        assert_eq!(redact_url("http://h:1"), "http://h:1");
     }
 
     // --- check_environment ------------------------------------------------------------

@@ -336,19 +336,23 @@ fn results(mut out: Vec<RenewResult>, report: &BatchReport, dry_run: bool) -> Ve
                         .unwrap_or("")
                 ),
             },
+            (Ok(r), None) if dry_run => RenewResult {
+                name: c.name.clone(),
+                outcome: "dry-run-ok".into(),
+                message: format!(
+                    "order {} at CA {}: every authorization proven, then deactivated; \
+                     not finalized, so no certificate was issued and nothing deployed",
+                    r.order_url, r.ca
+                ),
+            },
             (Ok(r), None) => RenewResult {
                 name: c.name.clone(),
-                outcome: if dry_run { "dry-run-ok" } else { "renewed" }.into(),
+                outcome: "renewed".into(),
                 message: format!(
-                    "serial {} from CA {}, valid until {}{}",
+                    "serial {} from CA {}, valid until {}",
                     r.serial,
                     r.ca,
                     httpdate(r.not_after),
-                    if dry_run {
-                        " (dry run: nothing deployed)"
-                    } else {
-                        ""
-                    }
                 ),
             },
         });
@@ -1144,6 +1148,16 @@ impl Daemon {
             })
             .collect();
         self.governance.refresh(&managed, now);
+        let paused: Vec<(&str, bool)> = self
+            .config
+            .cas
+            .keys()
+            .map(|ca| {
+                let pause = crate::acme::pause_of(ca, &self.state.account_path(ca));
+                (ca.as_str(), pause.is_some())
+            })
+            .collect();
+        self.governance.metrics().set_ca_paused(paused);
     }
 
     /// Watches the discovery paths recursively (events are debounced like deployed files').

@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod inventory;
 pub mod logging;
+pub mod outbound;
 pub mod renew;
 pub mod schedule;
 pub mod serve;

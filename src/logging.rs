@@ -119,10 +119,10 @@ pub fn renewal_rolled_back(cert: &str, error: &str) {
     tracing::error!(cert = %cert, error = %error, "{cert}: renewal rolled back: {error}");
 }
 
-/// `--dry-run`: issued and checked, nothing deployed.
-pub fn dry_run_succeeded(cert: &str, ca: &str, serial: &str) {
-    tracing::info!(cert = %cert, ca = %ca, serial = %serial,
-        "{cert}: dry run: certificate (serial {serial}) issued by CA {ca} and checked, nothing deployed");
+/// `--dry-run`: every authorization proven, the order left unfinalized: nothing issued or deployed.
+pub fn dry_run_succeeded(cert: &str, ca: &str, order: &str) {
+    tracing::info!(cert = %cert, ca = %ca, order = %order,
+        "{cert}: dry run: every authorization proven at CA {ca}, order {order} not finalized: no certificate issued, nothing deployed");
 }
 
 /// `--dry-run` failed.
@@ -206,8 +206,13 @@ mod tests {
             ),
             (
                 "dry run",
-                &["www", "0a1b", "pebble"],
-                Box::new(|| dry_run_succeeded("www", "pebble", "0a1b")),
+                &[
+                    "www",
+                    "https://ca.test/order/1",
+                    "pebble",
+                    "no certificate issued",
+                ],
+                Box::new(|| dry_run_succeeded("www", "pebble", "https://ca.test/order/1")),
             ),
             (
                 "dry run failed",

@@ -93,7 +93,8 @@ enum Command {
         /// Renew even if not due.
         #[arg(long)]
         force: bool,
-        /// Go through the CA's order and challenges but deploy nothing.
+        /// Create the order and prove its challenges, then stop before finalize: no
+        /// certificate is issued, nothing is deployed.
         #[arg(long)]
         dry_run: bool,
         /// Every configured certificate.

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::acme::{AcmeError, Ca};
+use crate::acme::{AcmeError, Ca, OrderOutcome};
 use crate::challenge::Responders;
 use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::journal::{self, Swap};
@@ -39,13 +39,19 @@ pub struct CertOutcome {
     pub result: Result<Renewed, String>,
 }
 
-/// A certificate that was issued (and, unless dry-run, deployed).
+/// A certificate that was issued and deployed, or (a dry run) an order whose
+/// authorizations were proven and which was never finalized.
 #[derive(Debug, Clone)]
 pub struct Renewed {
     pub ca: String,
+    /// The new certificate's serial, hex; empty for a dry run (nothing was issued).
     pub serial: String,
+    /// The new certificate's notAfter; the epoch for a dry run.
     pub not_after: SystemTime,
+    /// False for a dry run.
     pub deployed: bool,
+    /// The ACME order's URL; empty for a swap finished after a restart (not recorded).
+    pub order_url: String,
 }
 
 /// The outcome of one reload command of a batch.
@@ -415,6 +421,7 @@ impl Renewer {
                             serial: leaf.serial_hex.clone(),
                             not_after: leaf.not_after,
                             deployed: true,
+                            order_url: String::new(),
                         },
                         leaf_der: leaf.der,
                         swap,
@@ -467,7 +474,9 @@ impl Renewer {
         let result = result.map_err(|f| f.message);
         if dry_run {
             match &result {
-                Ok(r) => logging::dry_run_succeeded(&cert.name, &r.renewed.ca, &r.renewed.serial),
+                Ok(r) => {
+                    logging::dry_run_succeeded(&cert.name, &r.renewed.ca, &r.renewed.order_url)
+                }
                 Err(e) => logging::dry_run_failed(&cert.name, e),
             }
             return result;
@@ -511,15 +520,21 @@ impl Renewer {
         let ownership = Ownership::resolve(cert.user.as_deref(), cert.group.as_deref())
             .map_err(|e| e.to_string())?;
 
-        // Key generation (RSA-4096 takes a while) stays off the async threads.
-        let key_type = cert.key_type;
-        let key = tokio::task::spawn_blocking(move || PrivateKey::generate(key_type))
-            .await
-            .map_err(|e| format!("key generation aborted: {e}"))?
-            .map_err(|e| format!("cannot generate a {key_type} key: {e}"))?;
-        let csr = key
-            .csr_der(&cert.domains)
-            .map_err(|e| format!("cannot build the CSR: {e}"))?;
+        // Key generation (RSA-4096 takes a while) stays off the async threads. A dry run
+        // never finalizes, so it needs neither key nor CSR.
+        let key_csr = if dry_run {
+            None
+        } else {
+            let key_type = cert.key_type;
+            let key = tokio::task::spawn_blocking(move || PrivateKey::generate(key_type))
+                .await
+                .map_err(|e| format!("key generation aborted: {e}"))?
+                .map_err(|e| format!("cannot generate a {key_type} key: {e}"))?;
+            let csr = key
+                .csr_der(&cert.domains)
+                .map_err(|e| format!("cannot build the CSR: {e}"))?;
+            Some((key, csr))
+        };
 
         let ca = self.ca(ca_config).await?;
         // `replaces` names the deployed certificate when this CA gave ARI advice about it.
@@ -534,18 +549,39 @@ impl Renewer {
                     && rec.ari_advice(&leaf.serial_hex).is_some()
             });
         let options = crate::acme::OrderOptions {
-            replaces: deployed.as_ref(),
+            // A dry run's order is never finalized: it must not claim the deployed
+            // certificate's replacement (a CA may hold that claim against the real one).
+            replaces: deployed.as_ref().filter(|_| !dry_run),
             profile: cert.profile.as_deref().or(ca_config.profile.as_deref()),
+            dry_run,
         };
-        let issued = ca
+        let outcome = ca
             .issue(
                 &cert.domains,
-                &csr,
+                key_csr.as_ref().map_or(&[][..], |(_, csr)| csr.as_slice()),
                 &cert.challenge,
                 &self.responders,
                 options,
             )
             .await?;
+        let (issued, key) = match (outcome, key_csr) {
+            (OrderOutcome::Issued(issued), Some((key, _))) => (issued, key),
+            (OrderOutcome::Rehearsed { order_url, .. }, _) => {
+                return Ok(Issued {
+                    renewed: Renewed {
+                        ca: ca.name().to_string(),
+                        serial: String::new(),
+                        not_after: SystemTime::UNIX_EPOCH,
+                        deployed: false,
+                        order_url,
+                    },
+                    swap: None,
+                })
+            }
+            (OrderOutcome::Issued(_), None) => {
+                return Err("a dry run's order was finalized (bug)".to_string().into())
+            }
+        };
         let (material, leaf) =
             check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(
                 |e| {
@@ -559,14 +595,9 @@ impl Renewer {
             ca: ca.name().to_string(),
             serial: leaf.serial_hex.clone(),
             not_after: leaf.not_after,
-            deployed: !dry_run,
+            deployed: true,
+            order_url: issued.order_url.clone(),
         };
-        if dry_run {
-            return Ok(Issued {
-                renewed,
-                swap: None,
-            });
-        }
         let files = cert.files.clone();
         let key_mode = cert.key_mode;
         let journal_dir = self.state.journal_dir();

@@ -48,6 +48,9 @@ pub fn diagnose(config: &Config) -> Diagnosis {
 /// [`diagnose`] with `extra` problems found elsewhere (`check` asks the CAs about profiles).
 pub fn diagnose_with(config: &Config, extra: Vec<crate::config::Problem>) -> Diagnosis {
     let mut found = config.check_environment();
+    // A CA that cannot be reached safely (no trust root at all) is an error of the whole
+    // configuration, for check, run and SIGHUP alike.
+    found.extend(crate::outbound::trust_root_problems(config));
     found.extend(deploy::check_directories(config));
     found.extend(extra);
     config.diagnose(found)
@@ -227,6 +230,12 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         problem,
         consecutive_failures: rec.consecutive_failures,
         last_failure,
+        last_success: rec
+            .history
+            .iter()
+            .rev()
+            .find(|a| a.ok)
+            .map(|a| crate::state::from_unix(a.at)),
     }
 }
 

@@ -509,7 +509,28 @@ fn metrics_are_served_with_the_spec_names() {
             d = d.display()
         ),
     );
+    // A second CA, unused and paused (as a long Retry-After leaves it): renewd_ca_paused.
+    text = text.replace(
+        "[defaults]",
+        "[ca.paused]\ndirectory = \"https://127.0.0.1:9/other\"\naccept_terms = true\n\n[defaults]\nca = [\"test\"]",
+    );
     fs::write(s.path("renewd.toml"), text).expect("write");
+    // www was renewed successfully once (its record says when): last_success.
+    for dir in ["state", "state/accounts", "state/certs"] {
+        fs::create_dir_all(s.path(dir)).expect("mkdir");
+        fs::set_permissions(s.path(dir), fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let renewed_at = now() - DAY;
+    fs::write(
+        s.path("state/certs/www.json"),
+        format!(r#"{{"history":[{{"at":{renewed_at},"ok":true,"message":"renewed"}}]}}"#),
+    )
+    .expect("record");
+    fs::write(
+        s.path("state/accounts/paused.pause"),
+        format!(r#"{{"until":{},"why":"HTTP 429"}}"#, now() + 3 * 3600),
+    )
+    .expect("pause file");
     let mut daemon = s.spawn();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut body = String::new();
@@ -540,6 +561,58 @@ fn metrics_are_served_with_the_spec_names() {
     );
     assert!(body.contains(&www_pem), "{www_pem}");
     assert!(!body.contains("www.key"), "key files carry no expiry");
+    // The new families; the failing certificate's reason is one fixed value, not a count.
+    for needle in [
+        format!(
+            "renewd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+        format!("renewd_certificate_last_success_seconds{{name=\"www\"}} {renewed_at}\n"),
+        "renewd_ca_paused{ca=\"paused\"} 1\n".to_string(),
+        "renewd_ca_paused{ca=\"test\"} 0\n".to_string(),
+        "renewd_certificate_next_renewal_seconds{name=\"api\",reason=\"retry\"} ".to_string(),
+    ] {
+        assert!(body.contains(&needle), "{needle} in\n{body}");
+    }
+    assert!(!body.contains("failure(s)"), "no count in a label:\n{body}");
+
+    // No Accept (curl, promtool): the classic text format, which promtool accepts.
+    let plain = http_get_with_accept(&url, None);
+    assert!(
+        plain.0.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        plain.0
+    );
+    assert!(!plain.1.contains("# EOF"), "{}", plain.1);
+    assert!(
+        plain.1.contains("# TYPE renewd_renewals_total counter\n"),
+        "{}",
+        plain.1
+    );
+    promtool_check_metrics(&plain.1);
+    // Prometheus' own Accept: OpenMetrics.
+    let om = http_get_with_accept(
+        &url,
+        Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+    );
+    assert!(
+        om.0.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{}",
+        om.0
+    );
+    assert!(om.1.ends_with("# EOF\n"), "{}", om.1);
+    assert!(
+        om.1.contains("# TYPE renewd_renewals counter\n"),
+        "{}",
+        om.1
+    );
+    // Asked for text explicitly, text.
+    let text = http_get_with_accept(&url, Some("text/plain;version=0.0.4"));
+    assert!(
+        text.0.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        text.0
+    );
     // The failing certificate with nothing deployed alerts.
     wait_until(Duration::from_secs(20), "renewal_failing alert", || {
         command_log(&log)
@@ -547,4 +620,59 @@ fn metrics_are_served_with_the_spec_names() {
             .any(|a| a["condition"] == "renewal_failing" && a["name"] == "api")
     });
     daemon.stop();
+}
+
+/// `GET url` over plain HTTP/1.1 with `Accept: accept` (or none): (content type, body).
+fn http_get_with_accept(url: &str, accept: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut conn = std::net::TcpStream::connect(authority).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .expect("content-type");
+    (content_type, body.to_string())
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) on `exposition`: it must pass
+/// (exit 0), lint included.
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/fetch-test-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\non\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

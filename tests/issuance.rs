@@ -6,6 +6,7 @@ mod rig;
 use std::fs;
 
 use common::*;
+use instant_acme::{AuthorizationStatus, ChallengeStatus, OrderStatus};
 use rig::*;
 
 /// Pebble's default nonce rejection (5%) stays on here: renewd must retry badNonce.
@@ -220,14 +221,58 @@ fn renew_skips_what_is_not_due_and_force_and_dry_run_do_what_they_say() {
     assert!(out.contains("www: skipped: not due until"), "{out}");
     assert_eq!(read_cert_pem(rig.fullchain("www")), first);
 
+    // A pass with nothing due records the CA's ARI advice about the deployed certificate,
+    // so a real renewal would now name it in `replaces`.
+    rig.renewd_ok("run", &["--once"]);
     let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
-    let out = rig.renewd_ok("renew", &["--dry-run", "--force", "www"]);
+    let issued = rig.pebble.count_log(Pebble::CERT_ISSUED_LOG);
+    let finalizes = rig.pebble.count_log("POST /finalize-order/");
+    let replacements = rig.pebble.count_log(Pebble::REPLACEMENT_LOG);
+    let dry = rig.renewd("renew", &["--dry-run", "--force", "www"]);
+    assert!(dry.status.success(), "dry run failed: {}", dry.status);
+    let out = String::from_utf8_lossy(&dry.stdout);
     assert!(out.contains("www: dry-run-ok"), "{out}");
+    assert!(out.contains("no certificate was issued"), "{out}");
     assert_eq!(
         rig.pebble.count_log(Pebble::ORDER_CREATED_LOG),
         orders + 1,
         "dry run orders"
     );
+    // ... proves its authorizations, and stops before finalize: Pebble issued nothing.
+    assert_eq!(
+        rig.pebble.count_log(Pebble::CERT_ISSUED_LOG),
+        issued,
+        "a dry run issues no certificate"
+    );
+    assert_eq!(
+        rig.pebble.count_log("POST /finalize-order/"),
+        finalizes,
+        "a dry run never finalizes"
+    );
+    assert_eq!(
+        rig.pebble.count_log(Pebble::REPLACEMENT_LOG),
+        replacements,
+        "a dry run's order claims no replacement (ARI `replaces`)"
+    );
+    // The order's final state, as the CA keeps it: not valid, no certificate; each
+    // authorization proven and then deactivated (RFC 8555 §7.5.2).
+    let order_url = out
+        .split_whitespace()
+        .skip_while(|w| *w != "order")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no order URL in {out}"))
+        .to_string();
+    let (status, certificate, authzs) = order_as_the_ca_keeps_it(&rig, &order_url);
+    assert_ne!(status, OrderStatus::Valid, "{order_url}");
+    assert_eq!(certificate, None, "{order_url}");
+    assert_eq!(authzs.len(), 1, "{authzs:?}");
+    for (status, challenges) in &authzs {
+        assert_eq!(*status, AuthorizationStatus::Deactivated, "{authzs:?}");
+        assert!(
+            challenges.contains(&ChallengeStatus::Valid),
+            "the challenge was answered and validated: {authzs:?}"
+        );
+    }
     assert_eq!(
         read_cert_pem(rig.fullchain("www")),
         first,
@@ -373,4 +418,46 @@ fn a_failed_validation_is_reported_with_the_cas_words_and_nothing_is_deployed() 
         orders,
         "backoff respected"
     );
+}
+
+/// Order state as the CA keeps it: status, certificate URL, and each authorization's status
+/// with its challenges' statuses.
+type OrderView = (
+    OrderStatus,
+    Option<String>,
+    Vec<(AuthorizationStatus, Vec<ChallengeStatus>)>,
+);
+
+/// The order at `order_url` and its authorizations, as Pebble keeps them now: POST-as-GET
+/// (RFC 8555 §6.3) signed with renewd's own account for CA `pebble` (Pebble refuses plain
+/// GETs of orders).
+fn order_as_the_ca_keeps_it(rig: &Rig, order_url: &str) -> OrderView {
+    let stored: serde_json::Value = serde_json::from_slice(
+        &fs::read(rig.state_dir.join("accounts/pebble.json")).expect("account file"),
+    )
+    .expect("account file is JSON");
+    let credentials: instant_acme::AccountCredentials =
+        serde_json::from_value(stored["credentials"].clone()).expect("account credentials");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let account = instant_acme::Account::builder_with_root(&rig.pebble.tls_root_path)
+            .expect("client")
+            .from_credentials(credentials)
+            .await
+            .expect("account");
+        let mut order = account.order(order_url.to_string()).await.expect("order");
+        let mut authzs = Vec::new();
+        let mut it = order.authorizations();
+        while let Some(authz) = it.next().await {
+            let mut authz = authz.expect("authorization");
+            let state = authz.refresh().await.expect("authorization");
+            let challenges = state.challenges.iter().map(|c| c.status).collect();
+            authzs.push((state.status, challenges));
+        }
+        let state = order.refresh().await.expect("order");
+        (state.status, state.certificate.clone(), authzs)
+    })
 }

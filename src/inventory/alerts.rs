@@ -13,14 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::{from_unix, unix, Item, Kind, SCHEMA_VERSION};
 use crate::config::AlertConfig;
 use crate::hooks::{self, Hook};
+use crate::outbound::{Outbound, ProxySetting};
 
 /// A condition that persists is alerted again after this long.
 pub const REPEAT: Duration = Duration::from_secs(86_400);
@@ -338,14 +336,19 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
 #[derive(Clone)]
 pub struct Notifier {
     config: AlertConfig,
-    client: Arc<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured; or
+    /// why there is none (an unusable `HTTPS_PROXY`), said at each webhook delivery while the
+    /// command still gets its alerts.
+    client: Arc<Result<Outbound<Full<Bytes>>, String>>,
 }
 
 impl Notifier {
+    /// Errors: TLS set-up. An `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
+    /// fails each webhook delivery instead, saying so (credentials never shown).
     pub fn new(config: AlertConfig) -> Result<Notifier, String> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
+        for cert in &crate::outbound::system_roots().certs {
+            let _ = roots.add(cert.clone());
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
@@ -354,15 +357,17 @@ impl Notifier {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(WEBHOOK_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Outbound::new(
+            tls,
+            WEBHOOK_TIMEOUT,
+            false,
+            ProxySetting::Environment,
+            Duration::from_secs(90),
+        )
+        .map_err(|e| format!("cannot send to the alert webhook: {e}"));
+        if let Err(e) = &client {
+            tracing::error!(error = %e, "alert webhook unusable");
+        }
         Ok(Notifier {
             config,
             client: Arc::new(client),
@@ -401,6 +406,7 @@ impl Notifier {
     }
 
     async fn post(&self, url: &str, json: &[u8]) -> Result<(), String> {
+        let client = self.client.as_ref().as_ref().map_err(Clone::clone)?;
         let mut last = String::new();
         for attempt in 0..WEBHOOK_ATTEMPTS {
             if attempt > 0 {
@@ -415,7 +421,7 @@ impl Notifier {
                 .body(Full::new(Bytes::copy_from_slice(json)))
                 .map_err(|e| e.to_string())?;
             let exchange = async {
-                let rsp = self.client.request(req).await.map_err(|e| e.to_string())?;
+                let rsp = client.request(req).await?;
                 let status = rsp.status();
                 let _ = rsp.into_body().collect().await;
                 if status.is_success() {
@@ -471,6 +477,7 @@ mod tests {
             renew_at: None,
             ari_window_start: None,
             cert_path: None,
+            last_success: None,
         }
     }
 

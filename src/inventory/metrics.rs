@@ -1,8 +1,12 @@
-//! The Prometheus metrics of SPEC, kept in a `prometheus-client` registry and served as
-//! text on `[metrics] listen` at `/metrics`.
+//! The Prometheus metrics of SPEC, kept in a `prometheus-client` registry and served on
+//! `[metrics] listen` at `/metrics`, in the format the scraper asks for ([`Metrics::render`]):
+//! OpenMetrics 1.0 when its `Accept` prefers `application/openmetrics-text`, else the classic
+//! text format 0.0.4 (what `curl` and `promtool check metrics` read).
 //!
 //! Gauges describe the inventory as last evaluated (each family is rebuilt whole, so a
 //! certificate that is gone disappears from the exposition); counters count since start.
+//! Label values are names, paths and members of fixed sets — never counts or free text, so
+//! the number of series stays that of the certificates.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +49,16 @@ struct NameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaLabels {
+    ca: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: String,
 }
@@ -72,6 +86,30 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     inventory: Family<InventoryLabels, Gauge>,
     review_by: Family<ReviewLabels, Gauge>,
+    last_success: Family<NameLabels, Gauge>,
+    ca_paused: Family<CaLabels, Gauge>,
+    build_info: Family<VersionLabels, Gauge>,
+}
+
+/// Content type of the classic Prometheus text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics 1.0 text.
+pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `reason` label of `renewd_certificate_next_renewal_seconds`: one of a fixed set, whatever
+/// the details of the reason (paths, names, failure counts) — `schedule::Reason`'s kinds.
+pub fn reason_label(reason: &str) -> &'static str {
+    const KNOWN: &[(&str, &str)] = &[
+        ("deployed set unusable", "deployed set unusable"),
+        ("names not covered", "names not covered"),
+        ("renew_before threshold", "renew_before threshold"),
+        ("ARI window", "ARI window"),
+        ("retry after", "retry"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or("other", |(_, label)| label)
 }
 
 impl Default for Metrics {
@@ -92,6 +130,9 @@ impl Metrics {
             reloads: Family::default(),
             inventory: Family::default(),
             review_by: Family::default(),
+            last_success: Family::default(),
+            ca_paused: Family::default(),
+            build_info: Family::default(),
         };
         // prometheus-client appends `_total` to counters.
         r.register(
@@ -129,6 +170,26 @@ impl Metrics {
             "When each exception must be reviewed, Unix seconds",
             m.review_by.clone(),
         );
+        r.register(
+            "renewd_certificate_last_success_seconds",
+            "When each managed certificate was last renewed successfully, Unix seconds",
+            m.last_success.clone(),
+        );
+        r.register(
+            "renewd_ca_paused",
+            "1 while renewd sends a CA nothing (rate limit or long Retry-After), else 0",
+            m.ca_paused.clone(),
+        );
+        r.register(
+            "renewd_build_info",
+            "Always 1; the running renewd's version in the label",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         // Both results exist from the start, so a rate() over them works before the first
         // reload.
         for ok in [true, false] {
@@ -149,6 +210,7 @@ impl Metrics {
         self.failures.clear();
         self.inventory.clear();
         self.review_by.clear();
+        self.last_success.clear();
         let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for i in &inv.certificates {
             if let Some(na) = i.not_after {
@@ -182,10 +244,13 @@ impl Metrics {
                         self.next_renewal
                             .get_or_create(&NextLabels {
                                 name: name.clone(),
-                                // Without the details after a colon (paths, names):
-                                // label values must stay few.
-                                reason: reason.split(':').next().unwrap_or("").to_string(),
+                                reason: reason_label(reason).to_string(),
                             })
+                            .set(secs(t));
+                    }
+                    if let Some(t) = i.last_success {
+                        self.last_success
+                            .get_or_create(&NameLabels { name: name.clone() })
                             .set(secs(t));
                     }
                     self.failures
@@ -222,7 +287,17 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition.
+    /// Replaces `renewd_ca_paused` with one series per configured CA: `(name, paused)`.
+    pub fn set_ca_paused<'a>(&self, cas: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.ca_paused.clear();
+        for (ca, paused) in cas {
+            self.ca_paused
+                .get_or_create(&CaLabels { ca: ca.into() })
+                .set(i64::from(paused));
+        }
+    }
+
+    /// The OpenMetrics 1.0 text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -230,6 +305,84 @@ impl Metrics {
         }
         out
     }
+
+    /// The exposition for a scrape whose `Accept` header is `accept`: `(content type, body)`.
+    /// OpenMetrics when the scraper prefers `application/openmetrics-text` (Prometheus
+    /// does), else the classic text format 0.0.4 (no `Accept`, `text/plain`, `*/*`).
+    pub fn render(&self, accept: Option<&str>) -> (&'static str, String) {
+        let om = self.encode();
+        if wants_openmetrics(accept) {
+            (OPENMETRICS_FORMAT, om)
+        } else {
+            (TEXT_FORMAT, openmetrics_to_text(&om))
+        }
+    }
+}
+
+/// Whether an `Accept` header value ranks `application/openmetrics-text` above the classic
+/// `text/plain` (q-values of RFC 9110 §12.5.1; `*/*` and `text/*` count for text/plain).
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om >= text
+}
+
+/// OpenMetrics text as the classic text format 0.0.4: no `# EOF` or `# UNIT` lines, and a
+/// counter's `# HELP`/`# TYPE` name its samples (`renewd_reloads_total`, not
+/// `renewd_reloads`); `_created` samples (none here) dropped.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut counters: Vec<String> = Vec::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.push(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.iter().any(|c| c == name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            if name.ends_with("_created")
+                && counters
+                    .iter()
+                    .any(|c| name.strip_suffix("_created") == Some(c.as_str()))
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn result(ok: bool) -> String {
@@ -292,12 +445,14 @@ async fn serve_one(stream: tokio::net::TcpStream, conn: crate::serve::Conn, metr
         let metrics = metrics.clone();
         async move {
             if req.uri().path() == "/metrics" {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = metrics.render(accept);
                 hyper::Response::builder()
-                    .header(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )
-                    .body(Full::new(Bytes::from(metrics.encode())))
+                    .header("content-type", content_type)
+                    .body(Full::new(Bytes::from(body)))
             } else {
                 hyper::Response::builder()
                     .status(404)
@@ -311,4 +466,72 @@ async fn serve_one(stream: tokio::net::TcpStream, conn: crate::serve::Conn, metr
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), svc)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Reason;
+
+    #[test]
+    fn every_reason_has_a_fixed_label_without_its_details() {
+        let cases = [
+            (
+                Reason::Unusable("/etc/x.pem: gone".into()),
+                "deployed set unusable",
+            ),
+            (
+                Reason::NamesChanged(vec!["a.test".into()]),
+                "names not covered",
+            ),
+            (Reason::Threshold, "renew_before threshold"),
+            (Reason::AriWindow, "ARI window"),
+            (Reason::Retry { failures: 1 }, "retry"),
+            (Reason::Retry { failures: 17 }, "retry"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(reason_label(&reason.to_string()), label, "{reason}");
+        }
+        assert_eq!(reason_label("something new"), "other");
+    }
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_prefers_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some(
+            "application/openmetrics-text;q=0.2,text/plain;q=0.9"
+        )));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
+    }
+
+    #[test]
+    fn the_classic_text_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.renewal("www", true);
+        let (ct, om) = m.render(Some("application/openmetrics-text"));
+        assert_eq!(ct, OPENMETRICS_FORMAT);
+        assert!(om.contains("# TYPE renewd_renewals counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let (ct, text) = m.render(None);
+        assert_eq!(ct, TEXT_FORMAT);
+        assert!(
+            text.contains("# TYPE renewd_renewals_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP renewd_renewals_total Renewals"),
+            "{text}"
+        );
+        assert!(
+            text.contains("renewd_renewals_total{name=\"www\",result=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE renewd_build_info gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
 }

@@ -65,6 +65,8 @@ pub struct Managed {
     pub consecutive_failures: u32,
     /// The last attempt's message, when it failed.
     pub last_failure: Option<String>,
+    /// When the last successful renewal ended, if the record's history still holds one.
+    pub last_success: Option<SystemTime>,
 }
 
 /// One certificate of the inventory; the element of `renewd inventory --json`'s
@@ -112,6 +114,10 @@ pub struct Item {
     /// Managed only, not serialized: the configured file holding the certificate.
     #[serde(skip)]
     pub cert_path: Option<PathBuf>,
+    /// Managed only, not serialized: Unix seconds of the last successful renewal, for
+    /// `renewd_certificate_last_success_seconds`.
+    #[serde(skip)]
+    pub last_success: Option<u64>,
 }
 
 impl Item {
@@ -153,6 +159,7 @@ impl Item {
             renew_at: None,
             ari_window_start: None,
             cert_path: None,
+            last_success: None,
         }
     }
 
@@ -232,6 +239,7 @@ pub fn collect(
         item.renew_at = m.renew_at.map(unix);
         item.ari_window_start = m.ari_window_start.map(unix);
         item.cert_path = m.cert_path.clone();
+        item.last_success = m.last_success.map(unix);
         item.problem = m.problem.clone();
         if m.problem.is_none() {
             if let Some(path) = &m.cert_path {

@@ -28,6 +28,9 @@ use crate::status::{self, Evaluation, StatusRow};
 const DEBOUNCE: Duration = Duration::from_millis(250);
 /// How long a stopping daemon waits for renewals under way before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// At most this many directories under the discovery paths are watched (one inotify watch
+/// each); beyond it, a warning, and changes there are seen at the next SIGHUP.
+pub const MAX_DISCOVERY_WATCHES: usize = 8192;
 
 /// `renewd run --once`: issues what is missing, renews what is due, then returns whether
 /// every certificate is fine.
@@ -319,6 +322,11 @@ enum Event {
     Files(Vec<PathBuf>),
     /// The CA's ARI was asked about these certificates; their records are updated.
     AriDone(Vec<String>),
+    /// A discovery scan finished on its blocking thread.
+    ScanDone {
+        scan: crate::inventory::discovery::Scan,
+        elapsed: Duration,
+    },
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -356,8 +364,75 @@ struct Daemon {
     wakeups: u64,
     /// Inventory, alerts and metrics (see `Daemon::refresh_governance`).
     governance: crate::inventory::Live,
-    discovery_dirty: bool,
-    discovery_watched: Vec<PathBuf>,
+    /// Paths under the discovery roots that changed since the last scan began.
+    discovery_changed: BTreeSet<PathBuf>,
+    /// The next scan must walk every root afresh (start, SIGHUP).
+    discovery_full: bool,
+    /// A scan runs on a blocking thread; at most one at a time.
+    scanning: bool,
+    discovery_watch: Arc<std::sync::Mutex<DiscoveryWatch>>,
+}
+
+/// The discovery paths' watches: one non-recursive inotify watch per real directory the
+/// scan walks (never one reached through a symlink), at most [`MAX_DISCOVERY_WATCHES`]. Its
+/// own watcher, so that discovery's watches and the deployed files' never replace each
+/// other's.
+struct DiscoveryWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    /// The cap was reached and said so (once until the next full scan).
+    capped: bool,
+}
+
+impl DiscoveryWatch {
+    /// Called by the scan before it reads `dir`.
+    fn add(&mut self, dir: &Path) {
+        if self.watched.contains(dir) {
+            return;
+        }
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        if self.watched.len() >= MAX_DISCOVERY_WATCHES {
+            if !self.capped {
+                self.capped = true;
+                tracing::warn!(dir = %dir.display(), limit = MAX_DISCOVERY_WATCHES,
+                    "too many directories under the discovery paths to watch them all; \
+                     changes in the others are seen at the next SIGHUP");
+            }
+            return;
+        }
+        match w.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(dir.to_path_buf());
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                "cannot watch a discovery directory; changes in it are seen at the next SIGHUP"),
+        }
+    }
+
+    fn remove(&mut self, dir: &Path) {
+        if self.watched.remove(dir) {
+            if let Some(w) = self.watcher.as_mut() {
+                // A deleted directory's watch is already gone.
+                let _ = w.unwatch(dir);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        for dir in std::mem::take(&mut self.watched) {
+            if let Some(w) = self.watcher.as_mut() {
+                let _ = w.unwatch(&dir);
+            }
+        }
+        self.capped = false;
+    }
+
+    /// How many directories are watched now.
+    fn count(&self) -> usize {
+        self.watched.len()
+    }
 }
 
 /// `renewd run`: the daemon, until SIGTERM or SIGINT.
@@ -391,13 +466,27 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
         batches_in_flight: 0,
         wakeups: 0,
         governance,
-        discovery_dirty: false,
-        discovery_watched: Vec::new(),
+        discovery_changed: BTreeSet::new(),
+        discovery_full: true,
+        scanning: false,
+        discovery_watch: Arc::new(std::sync::Mutex::new(DiscoveryWatch {
+            watcher: None,
+            watched: HashSet::new(),
+            capped: false,
+        })),
     };
     d.watcher = Some(d.new_watcher()?);
+    d.lock_discovery_watch().watcher = Some(d.new_watcher()?);
     d.apply_config();
-    d.watch_discovery();
-    d.governance.rescan();
+    // The first scan is awaited (off the event loop's thread) so the first inventory,
+    // metrics and alerts include what it finds.
+    if let Some(job) = d.scan_job() {
+        match tokio::task::spawn_blocking(job).await {
+            Ok((scan, elapsed)) => d.governance.set_scan(scan, elapsed),
+            Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+        }
+        d.scanning = false;
+    }
     d.refresh_governance();
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -775,6 +864,15 @@ impl Daemon {
                 }
                 self.start_due();
             }
+            Event::ScanDone { scan, elapsed } => {
+                self.scanning = false;
+                self.governance.set_scan(scan, elapsed);
+                self.refresh_governance();
+                // Changes that arrived during the scan.
+                if !self.discovery_changed.is_empty() || self.discovery_full {
+                    self.start_scan();
+                }
+            }
             Event::Files(paths) => {
                 let mut hit = false;
                 for p in paths {
@@ -783,7 +881,7 @@ impl Daemon {
                         hit = true;
                     }
                     if self.governance.is_discovery_path(&p) {
-                        self.discovery_dirty = true;
+                        self.discovery_changed.insert(p);
                         hit = true;
                     }
                 }
@@ -854,8 +952,8 @@ impl Daemon {
             }
             self.entries.insert(name, e);
         }
-        if std::mem::take(&mut self.discovery_dirty) {
-            self.governance.rescan();
+        if !self.discovery_changed.is_empty() {
+            self.start_scan();
         }
         self.refresh_governance();
     }
@@ -1011,8 +1109,8 @@ impl Daemon {
                 ) = keep;
                 self.apply_config();
                 self.governance.configure(&self.config);
-                self.watch_discovery();
-                self.governance.rescan();
+                self.discovery_full = true;
+                self.start_scan();
                 self.refresh_governance();
                 tracing::info!("configuration reloaded; {}", self.summary());
             }
@@ -1039,20 +1137,69 @@ impl Daemon {
         self.governance.refresh(&managed, now);
     }
 
-    /// Watches the discovery paths recursively (events are debounced like deployed files').
-    fn watch_discovery(&mut self) {
-        let roots = self.governance.discovery_roots();
-        if let Some(w) = self.watcher.as_mut() {
-            for gone in self.discovery_watched.iter().filter(|r| !roots.contains(r)) {
-                let _ = w.unwatch(gone);
-            }
-            for new in roots.iter().filter(|r| !self.discovery_watched.contains(r)) {
-                if let Err(e) = w.watch(new, RecursiveMode::Recursive) {
-                    tracing::warn!(dir = %new.display(), error = %e,
-                        "cannot watch discovery path; it is rescanned only on SIGHUP");
-                }
-            }
+    fn lock_discovery_watch(&self) -> std::sync::MutexGuard<'_, DiscoveryWatch> {
+        self.discovery_watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a discovery scan on a blocking thread unless one runs (its end starts the
+    /// next one if more changed meanwhile); it ends in [`Event::ScanDone`].
+    fn start_scan(&mut self) {
+        if self.scanning {
+            return;
         }
-        self.discovery_watched = roots;
+        let Some(job) = self.scan_job() else {
+            return;
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(job).await {
+                Ok((scan, elapsed)) => {
+                    let _ = events.send(Event::ScanDone { scan, elapsed });
+                }
+                Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+            }
+        });
+    }
+
+    /// The scan to run next, for a blocking thread: the whole of every discovery path after
+    /// a start or a SIGHUP (with fresh watches), else only the paths that changed. Each
+    /// directory is watched before it is read. `None` when there is nothing to scan.
+    fn scan_job(
+        &mut self,
+    ) -> Option<impl FnOnce() -> (crate::inventory::discovery::Scan, Duration) + Send + 'static>
+    {
+        let full = std::mem::take(&mut self.discovery_full);
+        let changed = std::mem::take(&mut self.discovery_changed);
+        if !full && changed.is_empty() {
+            return None;
+        }
+        self.scanning = true;
+        let roots = self.governance.discovery_roots();
+        let skip = self.governance.discovery_skip();
+        let previous = (!full).then(|| self.governance.scan_snapshot());
+        let watch = self.discovery_watch.clone();
+        Some(move || {
+            let started = std::time::Instant::now();
+            let lock = || watch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut on_dir = |dir: &Path| lock().add(dir);
+            let scan = match previous {
+                None => {
+                    lock().clear();
+                    crate::inventory::discovery::scan(&roots, &skip, &mut on_dir)
+                }
+                Some(mut scan) => {
+                    let gone = scan.update(&roots, &skip, &changed, &mut on_dir);
+                    let mut w = lock();
+                    for dir in gone {
+                        w.remove(&dir);
+                    }
+                    scan
+                }
+            };
+            tracing::debug!(watches = lock().count(), "discovery directories watched");
+            (scan, started.elapsed())
+        })
     }
 }

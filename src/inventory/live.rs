@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::alerts::{self, AlertState, Notifier};
 use super::discovery::Scan;
 use super::metrics::{Metrics, MetricsServer};
-use super::{collect, discover, Inventory, Managed};
+use super::{collect, Inventory, Managed};
 use crate::config::Config;
 
 pub struct Live {
@@ -24,7 +24,7 @@ pub struct Live {
 
 impl Live {
     /// Loads the alert state and starts the metrics listener. The first discovery scan is
-    /// the caller's ([`Live::rescan`]), once it watches the discovery paths: a file changed
+    /// the caller's ([`Live::set_scan`]), once it watches the discovery paths: a file changed
     /// between a scan and the watch would otherwise go unnoticed.
     pub async fn start(config: &Config) -> Result<Live, String> {
         let metrics = Metrics::new();
@@ -49,7 +49,7 @@ impl Live {
     }
 
     /// A new configuration (SIGHUP): alerts, exceptions and discovery take effect now;
-    /// `[metrics] listen` at the next restart. Rescan ([`Live::rescan`]) once the new
+    /// `[metrics] listen` at the next restart. Rescan ([`Live::set_scan`]) once the new
     /// discovery paths are watched.
     pub fn configure(&mut self, config: &Config) {
         if config.metrics.as_ref().map(|m| m.listen)
@@ -87,12 +87,28 @@ impl Live {
             || self.config.exceptions.iter().any(|e| e.path == path)
     }
 
-    pub fn rescan(&mut self) {
-        let started = std::time::Instant::now();
-        self.scan = discover(&self.config);
+    /// The paths discovery leaves to the inventory's other kinds (managed files and
+    /// exceptions), for a scan.
+    pub fn discovery_skip(&self) -> std::collections::HashSet<PathBuf> {
+        super::known_paths(&self.config)
+    }
+
+    /// A copy of the cached scan, for a scan on another thread to bring up to date (see
+    /// [`Live::set_scan`]); the inventory keeps the cached one meanwhile.
+    pub fn scan_snapshot(&self) -> Scan {
+        self.scan.clone()
+    }
+
+    /// The result of a discovery scan, cached until the next one.
+    pub fn set_scan(&mut self, scan: Scan, elapsed: std::time::Duration) {
+        self.scan = scan;
         if self.config.discovery.is_some() {
-            tracing::debug!(files = self.scan.files_seen, certificates = self.scan.found.len(),
-                elapsed = ?started.elapsed(), "discovery scan");
+            tracing::debug!(
+                files = self.scan.files_seen(),
+                certificates = self.scan.found().count(),
+                ?elapsed,
+                "discovery scan"
+            );
         }
     }
 

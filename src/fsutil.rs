@@ -277,6 +277,119 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A FIFO (with no writer: a blocking open would wait for ever), a character device
+    /// (`/dev/zero` never ends) directly and through a symlink, a directory, a file over
+    /// the cap and a symlink under `Follow::No`: each is refused at once with its path,
+    /// and nothing is read from it.
+    #[test]
+    fn read_regular_refuses_what_is_not_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; 101]).unwrap();
+        let small = dir.path().join("small");
+        fs::write(&small, b"ok").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&small, &link).unwrap();
+
+        let started = Instant::now();
+        for (path, follow, want) in [
+            (&fifo, Follow::Yes, "is a FIFO"),
+            (&zero, Follow::Yes, "is a character device"),
+            (&zero, Follow::No, "is a symbolic link"),
+            (
+                &PathBuf::from("/dev/zero"),
+                Follow::No,
+                "is a character device",
+            ),
+            (&dir.path().to_path_buf(), Follow::No, "is a directory"),
+            (&big, Follow::Yes, "larger than 100 bytes"),
+            (&link, Follow::No, "is a symbolic link"),
+        ] {
+            let err = read_regular(path, 100, follow).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{}: {msg}", path.display());
+            assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(read_regular(&dir.path().join("none"), 100, Follow::No)
+            .unwrap_err()
+            .is_not_found());
+        assert_eq!(read_regular(&small, 100, Follow::No).unwrap(), b"ok");
+        assert_eq!(read_regular(&link, 100, Follow::Yes).unwrap(), b"ok");
+        assert_eq!(read_regular(&big, 101, Follow::No).unwrap().len(), 101);
+    }
+
+    /// Every file and directory renewd creates in its state directory has the mode renewd
+    /// means, under umask 0077 (the unit's) and 0000. The umask is per process, so each
+    /// runs in a child process (this test binary, running only
+    /// [`modes_under_umask_child`]).
+    #[test]
+    fn modes_are_explicit_whatever_the_umask() {
+        for umask in ["0077", "0000", "0777"] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "fsutil::tests::modes_under_umask_child",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env("RENEWD_TEST_UMASK", umask)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "umask {umask}: {text}");
+            assert!(text.contains("modes checked"), "umask {umask}: {text}");
+        }
+    }
+
+    /// The child of [`modes_are_explicit_whatever_the_umask`]; does nothing when run by
+    /// itself.
+    #[test]
+    fn modes_under_umask_child() {
+        let Ok(umask) = std::env::var("RENEWD_TEST_UMASK") else {
+            return;
+        };
+        let umask = u32::from_str_radix(&umask, 8).unwrap();
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state/deeper");
+        let st = crate::state::StateDir::open(&root).unwrap();
+        let _lock = st.try_lock().unwrap();
+        st.save_cert("www", &crate::state::CertRecord::default())
+            .unwrap();
+        crate::inventory::alerts::AlertState::default()
+            .save(&root)
+            .unwrap();
+        write_atomic(&st.account_path("le"), b"{}", 0o600).unwrap();
+        write_atomic(&st.journal_dir().join("www.json"), b"{}", 0o600).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for d in [
+            dir.path().join("state"),
+            root.clone(),
+            root.join("accounts"),
+            root.join("certs"),
+            root.join("journal"),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        for f in [
+            root.join("lock"),
+            root.join("certs/www.json"),
+            root.join("alerts.json"),
+            st.account_path("le"),
+            st.journal_dir().join("www.json"),
+        ] {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        println!("modes checked");
+    }
 
     #[test]
     fn write_atomic_replaces_with_exact_mode() {

@@ -398,6 +398,59 @@ mod tests {
         assert!(dir.path().join("certs/www.json.corrupt").exists());
     }
 
+    /// A time beyond year 9999 (here u64::MAX, which `UNIX_EPOCH + secs` cannot hold) is
+    /// corruption: no panic, the record is moved aside; a FIFO or a link to `/dev/zero` at
+    /// a record's name is moved aside unread, at once.
+    #[test]
+    fn out_of_range_times_and_non_files_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(dir.path()).unwrap();
+        for (field, json) in [
+            ("retry_after", format!(r#"{{"retry_after": {}}}"#, u64::MAX)),
+            (
+                "last_failure",
+                format!(r#"{{"last_failure": {}}}"#, MAX_UNIX + 1),
+            ),
+            (
+                "ari.next_poll",
+                format!(
+                    r#"{{"ari": {{"serial": "01", "next_poll": {}}}}}"#,
+                    u64::MAX
+                ),
+            ),
+            (
+                "history.at",
+                format!(
+                    r#"{{"history": [{{"at": {}, "ok": true, "message": ""}}]}}"#,
+                    u64::MAX
+                ),
+            ),
+        ] {
+            let path = dir.path().join("certs/www.json");
+            fs::write(&path, &json).unwrap();
+            let rec = st.load_cert("www");
+            assert_eq!(rec, CertRecord::default(), "{field}");
+            assert!(!path.exists(), "{field}");
+            assert_eq!(
+                fs::read_to_string(dir.path().join("certs/www.json.corrupt")).unwrap(),
+                json
+            );
+            // What the schedule does with a record's times cannot panic either.
+            let _ = rec.failures();
+        }
+        assert_eq!(from_unix(u64::MAX), from_unix(MAX_UNIX));
+
+        let fifo = dir.path().join("certs/fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("certs/zero.json")).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(st.load_cert("fifo"), CertRecord::default());
+        assert_eq!(st.load_cert("zero"), CertRecord::default());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(dir.path().join("certs/fifo.json.corrupt").exists());
+        assert!(fs::symlink_metadata(dir.path().join("certs/zero.json.corrupt")).is_ok());
+    }
+
     #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();

@@ -117,10 +117,20 @@ impl Scan {
             take_under_map(&mut self.files, p);
             take_under_map(&mut self.errors, p);
             take_under_map(&mut self.links, p);
+            // Links are kept with canonical targets; `p` may be gone, so its directory is
+            // what is made canonical.
+            let canon_p = p
+                .parent()
+                .and_then(|d| fs::canonicalize(d).ok())
+                .zip(p.file_name())
+                .map(|(d, n)| d.join(n));
             relinks.extend(
                 self.links
                     .iter()
-                    .filter(|(_, target)| target.starts_with(p))
+                    .filter(|(_, target)| {
+                        target.starts_with(p)
+                            || canon_p.as_ref().is_some_and(|c| target.starts_with(c))
+                    })
                     .map(|(link, _)| link.clone()),
             );
             if p != root && p.parent().is_some_and(|d| !self.dirs.contains(d)) {
@@ -397,6 +407,113 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
+    }
+
+    fn names(scan: &Scan) -> Vec<String> {
+        scan.found()
+            .map(|f| {
+                format!(
+                    "{}={}",
+                    f.path.file_name().unwrap().to_string_lossy(),
+                    f.leaf.dns_names.join(",")
+                )
+            })
+            .collect()
+    }
+
+    /// The walk reports real directories only (a symlink to a big tree adds none), before
+    /// reading them; an update walks only what changed, and a FIFO swapped in at a
+    /// certificate's name is reported, never waited on.
+    #[test]
+    fn scan_reports_real_directories_and_updates_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("scan");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a.pem"), pem("a.test")).unwrap();
+        fs::write(root.join("sub/b.pem"), pem("b.test")).unwrap();
+        std::os::unix::fs::symlink("/usr", root.join("usr")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.pem"), root.join("sub/a-link.pem")).unwrap();
+        let roots = vec![root.clone()];
+        let skip = HashSet::new();
+        let mut walked = Vec::new();
+        let mut scan = scan(&roots, &skip, &mut |d| walked.push(d.to_path_buf()));
+        walked.sort();
+        assert_eq!(walked, vec![root.clone(), root.join("sub")]);
+        assert_eq!(scan.dirs().count(), 2);
+        assert_eq!(
+            names(&scan),
+            ["a.pem=a.test", "a-link.pem=a.test", "b.pem=b.test"]
+        );
+
+        // A new directory with a certificate, a replaced certificate (the link follows),
+        // a removed one, and a FIFO at a certificate's name.
+        fs::create_dir(root.join("new")).unwrap();
+        fs::write(root.join("new/c.pem"), pem("c.test")).unwrap();
+        fs::write(root.join("a.pem"), pem("a2.test")).unwrap();
+        fs::remove_file(root.join("sub/b.pem")).unwrap();
+        nix::unistd::mkfifo(
+            &root.join("sub/b.pem"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let changed: BTreeSet<PathBuf> = [
+            root.join("new"),
+            root.join("a.pem"),
+            root.join("sub/b.pem"),
+            root.join("elsewhere"),
+        ]
+        .into_iter()
+        .chain([dir.path().join("outside")])
+        .collect();
+        let mut walked = Vec::new();
+        let started = std::time::Instant::now();
+        let gone = scan.update(&roots, &skip, &changed, &mut |d| {
+            walked.push(d.to_path_buf())
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            walked,
+            vec![root.join("new")],
+            "only the new directory is walked"
+        );
+        assert!(gone.is_empty());
+        assert_eq!(
+            names(&scan),
+            ["a.pem=a2.test", "c.pem=c.test", "a-link.pem=a2.test"]
+        );
+        // A FIFO found by the listing is not a file to look at.
+        assert!(scan.errors().is_empty(), "{:?}", scan.errors());
+
+        // The race: listed as a regular file, a FIFO by the time it is opened.
+        let victim = root.join("sub/race.pem");
+        fs::write(&victim, pem("race.test")).unwrap();
+        let stale = fs::symlink_metadata(&victim).unwrap();
+        fs::remove_file(&victim).unwrap();
+        nix::unistd::mkfifo(&victim, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let canon = canonical_roots(&roots);
+        scan.visit_file(&victim, &stale, &skip, &canon);
+        assert_eq!(scan.errors().len(), 1, "{:?}", scan.errors());
+        assert!(
+            scan.errors()[0].contains("is a FIFO"),
+            "{:?}",
+            scan.errors()
+        );
+
+        // A removed directory is returned, to be unwatched.
+        fs::remove_dir_all(root.join("new")).unwrap();
+        let changed: BTreeSet<PathBuf> = [root.join("new")].into_iter().collect();
+        let gone = scan.update(&roots, &skip, &changed, &mut |_| {});
+        assert_eq!(gone, vec![root.join("new")]);
+        assert_eq!(scan.dirs().count(), 2);
+    }
 
     #[test]
     fn sniffing_tells_certificates_from_keys_and_text() {

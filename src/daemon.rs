@@ -322,6 +322,16 @@ enum Event {
     Files(Vec<PathBuf>),
     /// The CA's ARI was asked about these certificates; their records are updated.
     AriDone(Vec<String>),
+    /// Evaluations asked by [`Daemon::request_evaluations`]; `None` when the blocking task
+    /// failed (the previous evaluation stays).
+    Evaluated {
+        results: Vec<(String, u64, Option<Evaluation>)>,
+        after: After,
+    },
+    /// The inventory collected on a blocking thread (`None`: the task failed).
+    Collected(Option<Box<(crate::inventory::Inventory, SystemTime)>>),
+    /// SIGHUP: the configuration read again and evaluated, on a blocking thread.
+    Reloaded(Box<Result<Loaded, config::ConfigError>>),
     /// A discovery scan finished on its blocking thread.
     ScanDone {
         scan: crate::inventory::discovery::Scan,
@@ -345,6 +355,91 @@ struct Entry {
     last_failure_seen: Option<SystemTime>,
     /// The CA's ARI is being asked about this certificate (no renewal starts meanwhile).
     polling_ari: bool,
+    /// Generation of the last evaluation asked for, and of the last one applied: the files
+    /// are read on a blocking thread ([`Event::Evaluated`]); while one is on its way no
+    /// renewal or ARI poll starts, and an older result never replaces a newer one.
+    eval_asked: u64,
+    eval_done: u64,
+    /// After an ARI poll: when to ask again if the record still says "now" (it could not
+    /// be written), so the loop cannot spin.
+    ari_fallback: Option<SystemTime>,
+}
+
+impl Entry {
+    /// Nothing may start for it: renewing, polling ARI, or its files being read.
+    fn busy(&self) -> bool {
+        self.renewing || self.polling_ari || self.eval_asked != self.eval_done
+    }
+}
+
+/// What asked for an evaluation, for what to do once it is applied.
+enum After {
+    /// A file event on a deployed file.
+    Files,
+    /// An ARI poll ended (then the due renewals start).
+    Ari,
+    /// A batch ended; the control client waiting for it is answered once the new files
+    /// are read (so a `status` right after shows them).
+    Batch {
+        reply: Option<(oneshot::Sender<Response>, Response)>,
+    },
+}
+
+/// One evaluation to make on a blocking thread: name, generation, configuration, and the
+/// failures this process saw.
+type EvalJob = (String, u64, CertConfig, u32, Option<SystemTime>);
+
+/// Reads each job's record and files (blocking).
+fn evaluate_jobs(state: &StateDir, jobs: Vec<EvalJob>) -> Vec<(String, u64, Evaluation)> {
+    let now = SystemTime::now();
+    jobs.into_iter()
+        .map(|(name, gen, cfg, failures_seen, last_failure_seen)| {
+            let ev = evaluation(state, &cfg, failures_seen, last_failure_seen, now);
+            (name, gen, ev)
+        })
+        .collect()
+}
+
+/// Reads `cert`'s files and record; failures this process saw count even when the record
+/// could not be written. Blocking.
+fn evaluation(
+    state: &StateDir,
+    cert: &CertConfig,
+    failures_seen: u32,
+    last_failure_seen: Option<SystemTime>,
+    now: SystemTime,
+) -> Evaluation {
+    let mut rec = state.load_cert(&cert.name);
+    if failures_seen > rec.consecutive_failures {
+        rec.consecutive_failures = failures_seen;
+        rec.last_failure = last_failure_seen.map(crate::state::unix);
+    }
+    status::evaluate(cert, &rec, now)
+}
+
+/// A configuration (re)read and every certificate of it evaluated, on a blocking thread.
+struct Loaded {
+    config: Config,
+    evals: HashMap<String, Evaluation>,
+}
+
+/// Evaluates every certificate of `config` with the failures this process saw (`seen`).
+/// Blocking.
+fn evaluate_config(
+    config: Config,
+    state: &StateDir,
+    seen: &HashMap<String, (u32, Option<SystemTime>)>,
+) -> Loaded {
+    let now = SystemTime::now();
+    let evals = config
+        .certificates
+        .iter()
+        .map(|c| {
+            let (f, l) = seen.get(&c.name).copied().unwrap_or((0, None));
+            (c.name.clone(), evaluation(state, c, f, l, now))
+        })
+        .collect();
+    Loaded { config, evals }
 }
 
 struct Daemon {
@@ -371,6 +466,12 @@ struct Daemon {
     /// A scan runs on a blocking thread; at most one at a time.
     scanning: bool,
     discovery_watch: Arc<std::sync::Mutex<DiscoveryWatch>>,
+    /// A SIGHUP's configuration is being read; another SIGHUP came meanwhile.
+    reloading: bool,
+    reload_again: bool,
+    /// The inventory is being collected on a blocking thread; asked again meanwhile.
+    collecting: bool,
+    collect_again: bool,
 }
 
 /// The discovery paths' watches: one non-recursive inotify watch per real directory the
@@ -474,10 +575,23 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
             watched: HashSet::new(),
             capped: false,
         })),
+        reloading: false,
+        reload_again: false,
+        collecting: false,
+        collect_again: false,
     };
     d.watcher = Some(d.new_watcher()?);
     d.lock_discovery_watch().watcher = Some(d.new_watcher()?);
-    d.apply_config();
+    // Watches first, then the files are read (off the event loop's thread): a change in
+    // between is then an event.
+    d.watch_targets();
+    let loaded = {
+        let (config, state) = (d.config.clone(), d.state.clone());
+        tokio::task::spawn_blocking(move || evaluate_config(config, &state, &HashMap::new()))
+            .await
+            .map_err(|e| format!("cannot read the certificates' files: {e}"))?
+    };
+    d.rebuild_entries(loaded.evals);
     // The first scan is awaited (off the event loop's thread) so the first inventory,
     // metrics and alerts include what it finds.
     if let Some(job) = d.scan_job() {
@@ -535,8 +649,8 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(reloading.ok());
                 tell_systemd(&states);
+                // READY=1 follows once the configuration is read (`apply_reload`).
                 d.reload();
-                tell_systemd(&[NotifyState::Ready]);
             }
             _ = async { watchdog.as_mut().map(|w| w.tick()).expect("guarded").await }, if watchdog.is_some() => {
                 tell_systemd(&[NotifyState::Watchdog]);
@@ -571,7 +685,10 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
                          deployed files are left as they were");
                     break;
                 }
-                Some(ev) = ev_rx.recv() => if let Event::BatchDone { .. } = ev { d.on_event(ev) },
+                Some(ev) = ev_rx.recv() => if matches!(ev, Event::BatchDone { .. }
+                    | Event::Evaluated { after: After::Batch { .. }, .. }) {
+                    d.on_event(ev)
+                },
             }
         }
     }
@@ -659,10 +776,9 @@ impl Daemon {
         .map_err(|e| format!("cannot watch files: {e}"))
     }
 
-    /// Rebuilds the certificate table and the watches from `self.config`, keeping what is
-    /// known about certificates that are still configured.
-    fn apply_config(&mut self) {
-        // Watches first, then the files are read: a change in between is then an event.
+    /// Sets the deployed files' table and watches from `self.config`; returns the
+    /// directories watched now that were not before (their files must be read after this).
+    fn watch_targets(&mut self) -> HashSet<PathBuf> {
         self.targets.clear();
         for cert in &self.config.certificates {
             for (_, path) in cert.files.iter() {
@@ -688,50 +804,136 @@ impl Daemon {
                 }
             }
         }
+        let new = dirs.difference(&self.watched_dirs).cloned().collect();
         self.watched_dirs = dirs;
+        new
+    }
 
-        let now = SystemTime::now();
+    /// Rebuilds the certificate table from `self.config` and `evals` (read on a blocking
+    /// thread), keeping what is known about certificates that are still configured.
+    fn rebuild_entries(&mut self, mut evals: HashMap<String, Evaluation>) {
         let mut old = std::mem::take(&mut self.entries);
         for cert in &self.config.certificates {
             let prev = old.remove(&cert.name);
-            let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
-            let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
+            let Some(eval) = evals
+                .remove(&cert.name)
+                .or_else(|| prev.as_ref().map(|p| p.eval.clone()))
+            else {
+                continue;
+            };
             let entry = Entry {
                 cfg: cert.clone(),
-                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
+                eval,
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
-                failures_seen,
-                last_failure_seen,
+                failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
+                last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
                 polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
+                eval_asked: prev.as_ref().map_or(0, |p| p.eval_asked),
+                eval_done: prev.as_ref().map_or(0, |p| p.eval_done),
+                ari_fallback: prev.as_ref().and_then(|p| p.ari_fallback),
             };
             self.entries.insert(cert.name.clone(), entry);
         }
     }
 
-    fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
-        entry.eval = self.evaluation(
-            &entry.cfg,
-            entry.failures_seen,
-            entry.last_failure_seen,
-            now,
-        );
+    /// The failures this process saw, per certificate, for an evaluation elsewhere.
+    fn failures_seen(&self) -> HashMap<String, (u32, Option<SystemTime>)> {
+        self.entries
+            .iter()
+            .map(|(n, e)| (n.clone(), (e.failures_seen, e.last_failure_seen)))
+            .collect()
     }
 
-    /// Reads `cert`'s files and record; failures this process saw count even when the record
-    /// could not be written.
-    fn evaluation(
-        &self,
-        cert: &CertConfig,
-        failures_seen: u32,
-        last_failure_seen: Option<SystemTime>,
-        now: SystemTime,
-    ) -> Evaluation {
-        let mut rec = self.state.load_cert(&cert.name);
-        if failures_seen > rec.consecutive_failures {
-            rec.consecutive_failures = failures_seen;
-            rec.last_failure = last_failure_seen.map(crate::state::unix);
+    /// Reads the files and records of `names` again on a blocking thread; the result comes
+    /// back as [`Event::Evaluated`]. Until then nothing starts for them.
+    fn request_evaluations(&mut self, names: impl IntoIterator<Item = String>, after: After) {
+        let mut jobs: Vec<EvalJob> = Vec::new();
+        for name in names {
+            if let Some(e) = self.entries.get_mut(&name) {
+                e.eval_asked += 1;
+                jobs.push((
+                    name,
+                    e.eval_asked,
+                    e.cfg.clone(),
+                    e.failures_seen,
+                    e.last_failure_seen,
+                ));
+            }
         }
-        status::evaluate(cert, &rec, now)
+        if jobs.is_empty() {
+            if let After::Batch {
+                reply: Some((tx, rsp)),
+            } = after
+            {
+                let _ = tx.send(rsp);
+            }
+            return;
+        }
+        let asked: Vec<(String, u64)> = jobs.iter().map(|j| (j.0.clone(), j.1)).collect();
+        let state = self.state.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let results =
+                match tokio::task::spawn_blocking(move || evaluate_jobs(&state, jobs)).await {
+                    Ok(done) => done
+                        .into_iter()
+                        .map(|(n, g, ev)| (n, g, Some(ev)))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading certificates' files failed");
+                        asked.into_iter().map(|(n, g)| (n, g, None)).collect()
+                    }
+                };
+            let _ = events.send(Event::Evaluated { results, after });
+        });
+    }
+
+    /// Applies evaluations read on a blocking thread (an older one than the last asked for
+    /// is dropped).
+    fn apply_evaluations(&mut self, results: Vec<(String, u64, Option<Evaluation>)>, after: After) {
+        let now = SystemTime::now();
+        for (name, gen, ev) in results {
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            if gen != e.eval_asked {
+                continue;
+            }
+            e.eval_done = gen;
+            let Some(ev) = ev else {
+                continue;
+            };
+            e.eval = ev;
+            // A record that could not be written after an ARI poll must not make the loop
+            // spin.
+            match (e.eval.ari_poll, e.ari_fallback) {
+                (Some(t), Some(fallback)) if t <= now => e.eval.ari_poll = Some(fallback),
+                (Some(t), _) if t > now => e.ari_fallback = None,
+                _ => {}
+            }
+            match &after {
+                After::Batch { .. } => {
+                    tracing::info!(cert = %name, next = %httpdate(e.eval.decision.at),
+                    reason = %e.eval.decision.reason, "next renewal")
+                }
+                After::Files if !e.renewing => {
+                    if let Deployed::Unusable(why) = &e.eval.deployed {
+                        tracing::warn!(cert = %name, problem = %why, "deployed files changed and are not usable");
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.refresh_governance();
+        match after {
+            After::Ari => self.start_due(),
+            After::Batch {
+                reply: Some((tx, rsp)),
+            } => {
+                let _ = tx.send(rsp);
+            }
+            _ => {}
+        }
     }
 
     fn summary(&self) -> String {
@@ -755,7 +957,7 @@ impl Daemon {
     fn next_deadline(&self) -> Option<SystemTime> {
         self.entries
             .values()
-            .filter(|e| !e.renewing && !e.polling_ari)
+            .filter(|e| !e.busy())
             .flat_map(|e| [Some(e.eval.decision.at), e.eval.ari_poll])
             .flatten()
             .chain(self.governance.next_deadline())
@@ -768,9 +970,7 @@ impl Daemon {
         let names: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| {
-                !e.renewing && !e.polling_ari && e.eval.ari_poll.is_some_and(|t| t <= now)
-            })
+            .filter(|(_, e)| !e.busy() && e.eval.ari_poll.is_some_and(|t| t <= now))
             .map(|(n, _)| n.clone())
             .collect();
         if names.is_empty() {
@@ -802,7 +1002,7 @@ impl Daemon {
         let due: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.decision.is_due(now))
+            .filter(|(_, e)| !e.busy() && e.eval.decision.is_due(now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
@@ -850,20 +1050,18 @@ impl Daemon {
         match ev {
             Event::AriDone(names) => {
                 let now = SystemTime::now();
-                for name in names {
-                    let Some(mut e) = self.entries.remove(&name) else {
-                        continue;
-                    };
-                    e.polling_ari = false;
-                    self.evaluate(&mut e, now);
-                    // A record that could not be written must not make the loop spin.
-                    if e.eval.ari_poll.is_some_and(|t| t <= now) {
-                        e.eval.ari_poll = Some(now + crate::schedule::ARI_POLL_DEFAULT);
+                for name in &names {
+                    if let Some(e) = self.entries.get_mut(name) {
+                        e.polling_ari = false;
+                        e.ari_fallback = Some(now + crate::schedule::ARI_POLL_DEFAULT);
                     }
-                    self.entries.insert(name, e);
                 }
-                self.start_due();
+                // The due renewals start once the records are read again.
+                self.request_evaluations(names, After::Ari);
             }
+            Event::Evaluated { results, after } => self.apply_evaluations(results, after),
+            Event::Reloaded(loaded) => self.apply_reload(*loaded),
+            Event::Collected(collected) => self.apply_collected(collected),
             Event::ScanDone { scan, elapsed } => {
                 self.scanning = false;
                 self.governance.set_scan(scan, elapsed);
@@ -901,7 +1099,7 @@ impl Daemon {
                         .reloads
                         .iter()
                         .any(|r| r.result.is_err() && r.certificates.contains(&c.name));
-                    let Some(mut e) = self.entries.remove(&c.name) else {
+                    let Some(e) = self.entries.get_mut(&c.name) else {
                         continue;
                     };
                     e.renewing = false;
@@ -919,39 +1117,29 @@ impl Daemon {
                             .metrics()
                             .renewal(&c.name, c.result.is_ok() && !failed_reload);
                     }
-                    self.evaluate(&mut e, now);
-                    tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
-                        reason = %e.eval.decision.reason, "next renewal");
-                    self.entries.insert(c.name.clone(), e);
                 }
                 for r in &report.reloads {
                     self.governance.metrics().reload(r.result.is_ok());
                 }
-                self.refresh_governance();
-                if let Some((tx, skipped)) = reply {
-                    let _ = tx.send(Response::Renew {
+                let reply = reply.map(|(tx, skipped)| {
+                    let rsp = Response::Renew {
                         results: results(skipped, &report, dry_run),
-                    });
-                }
+                    };
+                    (tx, rsp)
+                });
+                let names = report.certificates.iter().map(|c| c.name.clone());
+                self.request_evaluations(names, After::Batch { reply });
             }
         }
     }
 
     fn reevaluate_dirty(&mut self) {
         self.debounce = None;
-        let now = SystemTime::now();
-        for name in std::mem::take(&mut self.dirty) {
-            let Some(mut e) = self.entries.remove(&name) else {
-                continue;
-            };
-            if !e.renewing {
-                self.evaluate(&mut e, now);
-                if let Deployed::Unusable(why) = &e.eval.deployed {
-                    tracing::warn!(cert = %name, problem = %why, "deployed files changed and are not usable");
-                }
-            }
-            self.entries.insert(name, e);
-        }
+        let dirty: Vec<String> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter(|n| self.entries.get(n).is_some_and(|e| !e.renewing))
+            .collect();
+        self.request_evaluations(dirty, After::Files);
         if !self.discovery_changed.is_empty() {
             self.start_scan();
         }
@@ -965,8 +1153,8 @@ impl Daemon {
                     .iter()
                     .filter(|n| !self.entries.contains_key(*n))
                     .collect();
-                let rsp = if !unknown.is_empty() {
-                    Response::Error {
+                if !unknown.is_empty() {
+                    let _ = reply.send(Response::Error {
                         message: format!(
                             "no certificate named {}",
                             unknown
@@ -975,25 +1163,33 @@ impl Daemon {
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
-                    }
-                } else {
-                    Response::Status {
-                        certificates: self
-                            .entries
-                            .values()
-                            .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
-                            .map(|e| {
-                                status::row(
-                                    &e.cfg,
-                                    &self.state.load_cert(&e.cfg.name),
-                                    &e.eval,
-                                    e.renewing,
-                                )
+                    });
+                    return;
+                }
+                // The records are read on a blocking thread, not on the loop.
+                let rows: Vec<(CertConfig, Evaluation, bool)> = self
+                    .entries
+                    .values()
+                    .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
+                    .map(|e| (e.cfg.clone(), e.eval.clone(), e.renewing))
+                    .collect();
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    let job = move || {
+                        rows.iter()
+                            .map(|(c, ev, renewing)| {
+                                status::row(c, &state.load_cert(&c.name), ev, *renewing)
                             })
-                            .collect(),
-                    }
-                };
-                let _ = reply.send(rsp);
+                            .collect()
+                    };
+                    let rsp = match tokio::task::spawn_blocking(job).await {
+                        Ok(certificates) => Response::Status { certificates },
+                        Err(e) => Response::Error {
+                            message: format!("cannot read the state records: {e}"),
+                        },
+                    };
+                    let _ = reply.send(rsp);
+                });
             }
             Request::Renew {
                 names,
@@ -1078,17 +1274,46 @@ impl Daemon {
         });
     }
 
-    /// SIGHUP: re-read the configuration. A configuration with errors is refused as a whole
-    /// and the daemon keeps the one it has; renewals under way continue either way.
+    /// SIGHUP: re-read the configuration and the certificates' files on a blocking thread
+    /// ([`Event::Reloaded`]; one at a time, a SIGHUP meanwhile reads again after it).
     fn reload(&mut self) {
-        match config::load(&self.config_path) {
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        let path = self.config_path.clone();
+        let state = self.state.clone();
+        let seen = self.failures_seen();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = move || config::load(&path).map(|c| evaluate_config(c, &state, &seen));
+            match tokio::task::spawn_blocking(job).await {
+                Ok(loaded) => {
+                    let _ = events.send(Event::Reloaded(Box::new(loaded)));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration not reloaded; keeping the previous one");
+                    let _ = events.send(Event::Reloaded(Box::new(Err(config::ConfigError {
+                        problems: Vec::new(),
+                    }))));
+                }
+            }
+        });
+    }
+
+    /// A configuration read after SIGHUP. One with errors is refused as a whole and the
+    /// daemon keeps the one it has; renewals under way continue either way.
+    fn apply_reload(&mut self, loaded: Result<Loaded, config::ConfigError>) {
+        self.reloading = false;
+        match loaded {
             Err(e) => {
                 for p in &e.problems {
                     tracing::error!("{p}");
                 }
                 tracing::error!("configuration not reloaded; keeping the previous one");
             }
-            Ok(new) => {
+            Ok(Loaded { config: new, evals }) => {
                 if new.state_dir != self.config.state_dir
                     || new.control_socket != self.config.control_socket
                     || new.max_concurrent_renewals != self.config.max_concurrent_renewals
@@ -1107,7 +1332,22 @@ impl Daemon {
                     self.config.control_socket,
                     self.config.max_concurrent_renewals,
                 ) = keep;
-                self.apply_config();
+                let new_dirs = self.watch_targets();
+                self.rebuild_entries(evals);
+                // Files in directories watched only now were read before their watch: read
+                // them again, so a change in between is not lost.
+                let reread: Vec<String> = self
+                    .entries
+                    .values()
+                    .filter(|e| {
+                        e.cfg
+                            .files
+                            .iter()
+                            .any(|(_, p)| p.parent().is_some_and(|d| new_dirs.contains(d)))
+                    })
+                    .map(|e| e.cfg.name.clone())
+                    .collect();
+                self.request_evaluations(reread, After::Files);
                 self.governance.configure(&self.config);
                 self.discovery_full = true;
                 self.start_scan();
@@ -1115,26 +1355,72 @@ impl Daemon {
                 tracing::info!("configuration reloaded; {}", self.summary());
             }
         }
+        tell_systemd(&[NotifyState::Ready]);
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
+        }
     }
 }
 
 // --- Governance: inventory, alerts, metrics (src/inventory) ----------------------------
 
 impl Daemon {
-    /// Hands the managed certificates as evaluated now to the inventory, which updates the
-    /// metrics, sends due alerts and sets its next deadline.
+    /// Hands the managed certificates as evaluated now to the inventory, collected on a
+    /// blocking thread (it reads the exceptions' and certificates' files); then
+    /// [`Daemon::apply_collected`] updates the metrics, sends due alerts and sets the next
+    /// alert deadline. One collection at a time; asked meanwhile, another follows it.
     fn refresh_governance(&mut self) {
-        let now = SystemTime::now();
-        let managed: Vec<crate::inventory::Managed> = self
+        if self.collecting {
+            self.collect_again = true;
+            return;
+        }
+        self.collecting = true;
+        let entries: Vec<(CertConfig, Evaluation, u32)> = self
             .entries
             .values()
-            .map(|e| {
-                let mut rec = self.state.load_cert(&e.cfg.name);
-                rec.consecutive_failures = rec.consecutive_failures.max(e.failures_seen);
-                status::managed(&e.cfg, &rec, &e.eval)
-            })
+            .map(|e| (e.cfg.clone(), e.eval.clone(), e.failures_seen))
             .collect();
-        self.governance.refresh(&managed, now);
+        let state = self.state.clone();
+        let collect = self.governance.collector();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = move || {
+                let now = SystemTime::now();
+                let managed: Vec<crate::inventory::Managed> = entries
+                    .iter()
+                    .map(|(cfg, eval, failures_seen)| {
+                        let mut rec = state.load_cert(&cfg.name);
+                        rec.consecutive_failures = rec.consecutive_failures.max(*failures_seen);
+                        status::managed(cfg, &rec, eval)
+                    })
+                    .collect();
+                (collect(&managed, now), now)
+            };
+            let collected = match tokio::task::spawn_blocking(job).await {
+                Ok(done) => Some(done),
+                Err(e) => {
+                    tracing::error!(error = %e, "collecting the inventory failed");
+                    None
+                }
+            };
+            let _ = events.send(Event::Collected(collected.map(Box::new)));
+        });
+    }
+
+    /// An inventory collected on a blocking thread: metrics, alerts, and the next alert
+    /// deadline follow from it.
+    fn apply_collected(
+        &mut self,
+        collected: Option<Box<(crate::inventory::Inventory, SystemTime)>>,
+    ) {
+        self.collecting = false;
+        if let Some(done) = collected {
+            let (inv, now) = *done;
+            self.governance.apply(inv, now);
+        }
+        if std::mem::take(&mut self.collect_again) {
+            self.refresh_governance();
+        }
     }
 
     fn lock_discovery_watch(&self) -> std::sync::MutexGuard<'_, DiscoveryWatch> {

@@ -13,7 +13,11 @@ use crate::config::Config;
 
 pub struct Live {
     config: Config,
-    scan: Scan,
+    /// Shared with collectors running on blocking threads.
+    scan: std::sync::Arc<Scan>,
+    /// Generation of the last alert state handed to a save, and of the last saved.
+    save_generation: u64,
+    saved: std::sync::Arc<std::sync::Mutex<u64>>,
     metrics: Metrics,
     server: Option<MetricsServer>,
     notifier: Option<Notifier>,
@@ -34,7 +38,9 @@ impl Live {
         };
         let mut live = Live {
             config: config.clone(),
-            scan: Scan::default(),
+            scan: Default::default(),
+            save_generation: 0,
+            saved: Default::default(),
             metrics,
             server,
             notifier: None,
@@ -96,12 +102,12 @@ impl Live {
     /// A copy of the cached scan, for a scan on another thread to bring up to date (see
     /// [`Live::set_scan`]); the inventory keeps the cached one meanwhile.
     pub fn scan_snapshot(&self) -> Scan {
-        self.scan.clone()
+        (*self.scan).clone()
     }
 
     /// The result of a discovery scan, cached until the next one.
     pub fn set_scan(&mut self, scan: Scan, elapsed: std::time::Duration) {
-        self.scan = scan;
+        self.scan = std::sync::Arc::new(scan);
         if self.config.discovery.is_some() {
             tracing::debug!(
                 files = self.scan.files_seen(),
@@ -116,9 +122,18 @@ impl Live {
         &self.metrics
     }
 
-    /// Re-reads exceptions, updates the metrics, and sends the alerts that are due.
-    pub fn refresh(&mut self, managed: &[Managed], now: SystemTime) -> Inventory {
-        let inv = collect(&self.config, managed, &self.scan, now);
+    /// What builds the inventory from the managed certificates and the time, reading the
+    /// exceptions' and managed certificates' files: for a blocking thread. Pass its result
+    /// to [`Live::apply`].
+    pub fn collector(&self) -> impl FnOnce(&[Managed], SystemTime) -> Inventory + Send + 'static {
+        let config = self.config.clone();
+        let scan = self.scan.clone();
+        move |managed, now| collect(&config, managed, &scan, now)
+    }
+
+    /// Updates the metrics from `inv` (collected at `now`), and sends the alerts that are
+    /// due. The alert state is saved on a blocking thread, newest last.
+    pub fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
         self.metrics.update(&inv);
         let Some(notifier) = self.notifier.clone() else {
             self.next = None;
@@ -127,9 +142,20 @@ impl Live {
         let plan = alerts::plan(&self.alerts, &inv.certificates, now, &self.host);
         self.next = plan.next;
         if plan.state != self.alerts {
-            if let Err(e) = plan.state.save(&self.config.state_dir) {
-                tracing::error!(error = %e, "cannot save alerts.json; alerts may repeat after a restart");
-            }
+            self.save_generation += 1;
+            let (generation, saved) = (self.save_generation, self.saved.clone());
+            let (state, dir) = (plan.state.clone(), self.config.state_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut last = saved.lock().unwrap_or_else(|e| e.into_inner());
+                // A later state was saved already: this one is stale.
+                if *last > generation {
+                    return;
+                }
+                *last = generation;
+                if let Err(e) = state.save(&dir) {
+                    tracing::error!(error = %e, "cannot save alerts.json; alerts may repeat after a restart");
+                }
+            });
             self.alerts = plan.state;
         }
         if !plan.send.is_empty() {

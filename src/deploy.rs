@@ -350,12 +350,10 @@ impl Staged {
                 continue;
             }
             done.push(dir);
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| DeployError::SyncDir {
-                    dir: dir.to_path_buf(),
-                    source,
-                })?;
+            crate::fsutil::sync_dir(dir).map_err(|source| DeployError::SyncDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -230,9 +230,15 @@ fn libc_flags() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_CLOEXEC.bits()
 }
 
-/// fsyncs a directory so that renames and creations inside it are durable.
+/// fsyncs a directory so that renames and creations inside it are durable. The directory
+/// is opened `O_DIRECTORY|O_NONBLOCK`: anything else swapped in at its name (a FIFO) is an
+/// error at once, never waited on.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(dir)?
+        .sync_all()
 }
 
 /// Creates `dir` (and missing parents) and sets its mode to exactly `mode`, whatever the

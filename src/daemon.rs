@@ -481,6 +481,8 @@ struct Daemon {
 struct DiscoveryWatch {
     watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
+    /// At most this many watches ([`MAX_DISCOVERY_WATCHES`]; lower in tests).
+    cap: usize,
     /// The cap was reached and said so (once until the next full scan).
     capped: bool,
 }
@@ -494,10 +496,10 @@ impl DiscoveryWatch {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        if self.watched.len() >= MAX_DISCOVERY_WATCHES {
+        if self.watched.len() >= self.cap {
             if !self.capped {
                 self.capped = true;
-                tracing::warn!(dir = %dir.display(), limit = MAX_DISCOVERY_WATCHES,
+                tracing::warn!(dir = %dir.display(), limit = self.cap,
                     "too many directories under the discovery paths to watch them all; \
                      changes in the others are seen at the next SIGHUP");
             }
@@ -573,6 +575,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
         discovery_watch: Arc::new(std::sync::Mutex::new(DiscoveryWatch {
             watcher: None,
             watched: HashSet::new(),
+            cap: MAX_DISCOVERY_WATCHES,
             capped: false,
         })),
         reloading: false,
@@ -1487,5 +1490,39 @@ impl Daemon {
             tracing::debug!(watches = lock().count(), "discovery directories watched");
             (scan, started.elapsed())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Watches stop at the cap (with one warning); removing and clearing give them back.
+    #[test]
+    fn discovery_watches_are_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watcher =
+            notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).expect("watcher");
+        let mut w = DiscoveryWatch {
+            watcher: Some(watcher),
+            watched: HashSet::new(),
+            cap: 3,
+            capped: false,
+        };
+        let dirs: Vec<PathBuf> = (0..5).map(|i| dir.path().join(format!("d{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir(d).expect("mkdir");
+            w.add(d);
+        }
+        assert_eq!(w.count(), 3);
+        assert!(w.capped);
+        w.add(&dirs[0]);
+        assert_eq!(w.count(), 3, "a watched directory is not watched twice");
+        w.remove(&dirs[0]);
+        w.add(&dirs[4]);
+        assert!(w.watched.contains(&dirs[4]));
+        w.clear();
+        assert_eq!(w.count(), 0);
+        assert!(!w.capped);
     }
 }

@@ -356,8 +356,8 @@ struct Entry {
     /// The CA's ARI is being asked about this certificate (no renewal starts meanwhile).
     polling_ari: bool,
     /// Generation of the last evaluation asked for, and of the last one applied: the files
-    /// are read on a blocking thread ([`Event::Evaluated`]); while one is on its way no
-    /// renewal or ARI poll starts, and an older result never replaces a newer one.
+    /// are read on a blocking thread ([`Event::Evaluated`]); until the last one asked for is
+    /// applied no renewal or ARI poll starts, and an older result never replaces a newer one.
     eval_asked: u64,
     eval_done: u64,
     /// After an ARI poll: when to ask again if the record still says "now" (it could not
@@ -372,6 +372,13 @@ impl Entry {
     }
 }
 
+/// A counter of the metrics, counted once the inventory collected after it is applied, so
+/// a scrape never shows a renewal counted with the gauges from before it.
+enum Count {
+    Renewal(String, bool),
+    Reload(bool),
+}
+
 /// What asked for an evaluation, for what to do once it is applied.
 enum After {
     /// A file event on a deployed file.
@@ -382,6 +389,8 @@ enum After {
     /// are read (so a `status` right after shows them).
     Batch {
         reply: Option<(oneshot::Sender<Response>, Response)>,
+        /// Its counters, counted with the inventory collected after these evaluations.
+        counts: Vec<Count>,
     },
 }
 
@@ -472,6 +481,9 @@ struct Daemon {
     /// The inventory is being collected on a blocking thread; asked again meanwhile.
     collecting: bool,
     collect_again: bool,
+    /// Counters waiting for the next collection to start, and for the one under way.
+    counts: Vec<Count>,
+    counting: Vec<Count>,
 }
 
 /// The discovery paths' watches: one non-recursive inotify watch per real directory the
@@ -582,6 +594,8 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
         reload_again: false,
         collecting: false,
         collect_again: false,
+        counts: Vec::new(),
+        counting: Vec::new(),
     };
     d.watcher = Some(d.new_watcher()?);
     d.lock_discovery_watch().watcher = Some(d.new_watcher()?);
@@ -864,11 +878,12 @@ impl Daemon {
             }
         }
         if jobs.is_empty() {
-            if let After::Batch {
-                reply: Some((tx, rsp)),
-            } = after
-            {
-                let _ = tx.send(rsp);
+            if let After::Batch { reply, counts } = after {
+                if let Some((tx, rsp)) = reply {
+                    let _ = tx.send(rsp);
+                }
+                self.counts.extend(counts);
+                self.refresh_governance();
             }
             return;
         }
@@ -891,15 +906,20 @@ impl Daemon {
         });
     }
 
-    /// Applies evaluations read on a blocking thread (an older one than the last asked for
-    /// is dropped).
-    fn apply_evaluations(&mut self, results: Vec<(String, u64, Option<Evaluation>)>, after: After) {
+    /// Applies evaluations read on a blocking thread (one older than the last applied is
+    /// dropped).
+    fn apply_evaluations(
+        &mut self,
+        results: Vec<(String, u64, Option<Evaluation>)>,
+        mut after: After,
+    ) {
         let now = SystemTime::now();
         for (name, gen, ev) in results {
             let Some(e) = self.entries.get_mut(&name) else {
                 continue;
             };
-            if gen != e.eval_asked {
+            // Results may arrive out of order: only a newer one than applied counts.
+            if gen <= e.eval_done {
                 continue;
             }
             e.eval_done = gen;
@@ -927,11 +947,15 @@ impl Daemon {
                 _ => {}
             }
         }
+        if let After::Batch { counts, .. } = &mut after {
+            self.counts.append(counts);
+        }
         self.refresh_governance();
         match after {
             After::Ari => self.start_due(),
             After::Batch {
                 reply: Some((tx, rsp)),
+                ..
             } => {
                 let _ = tx.send(rsp);
             }
@@ -1097,6 +1121,7 @@ impl Daemon {
             } => {
                 self.batches_in_flight -= 1;
                 let now = SystemTime::now();
+                let mut counts = Vec::new();
                 for c in &report.certificates {
                     let failed_reload = report
                         .reloads
@@ -1116,13 +1141,12 @@ impl Daemon {
                         }
                     }
                     if !dry_run {
-                        self.governance
-                            .metrics()
-                            .renewal(&c.name, c.result.is_ok() && !failed_reload);
+                        let ok = c.result.is_ok() && !failed_reload;
+                        counts.push(Count::Renewal(c.name.clone(), ok));
                     }
                 }
                 for r in &report.reloads {
-                    self.governance.metrics().reload(r.result.is_ok());
+                    counts.push(Count::Reload(r.result.is_ok()));
                 }
                 let reply = reply.map(|(tx, skipped)| {
                     let rsp = Response::Renew {
@@ -1131,7 +1155,7 @@ impl Daemon {
                     (tx, rsp)
                 });
                 let names = report.certificates.iter().map(|c| c.name.clone());
-                self.request_evaluations(names, After::Batch { reply });
+                self.request_evaluations(names, After::Batch { reply, counts });
             }
         }
     }
@@ -1378,6 +1402,7 @@ impl Daemon {
             return;
         }
         self.collecting = true;
+        self.counting = std::mem::take(&mut self.counts);
         let entries: Vec<(CertConfig, Evaluation, u32)> = self
             .entries
             .values()
@@ -1420,6 +1445,13 @@ impl Daemon {
         if let Some(done) = collected {
             let (inv, now) = *done;
             self.governance.apply(inv, now);
+        }
+        // Gauges first: a scrape that sees a counter also sees the state after it.
+        for count in std::mem::take(&mut self.counting) {
+            match count {
+                Count::Renewal(name, ok) => self.governance.metrics().renewal(&name, ok),
+                Count::Reload(ok) => self.governance.metrics().reload(ok),
+            }
         }
         if std::mem::take(&mut self.collect_again) {
             self.refresh_governance();

@@ -53,10 +53,10 @@ fn main() {
     };
     for _ in 0..rounds {
         let t = Instant::now();
-        let scan = discovery::scan(std::slice::from_ref(&root), &skip);
+        let scan = discovery::scan(std::slice::from_ref(&root), &skip, &mut |_| {});
         times.push(t.elapsed());
-        found = scan.found.len();
-        assert_eq!(scan.files_seen, 10_000);
+        found = scan.found().count();
+        assert_eq!(scan.files_seen(), 10_000);
     }
     let first = times[0];
     let mut sorted = times.clone();

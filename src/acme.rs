@@ -172,8 +172,19 @@ impl Gate {
     /// The gate of CA `ca`, starting paused when `pause_file` says so.
     fn open(ca: &str, pause_file: PathBuf) -> Gate {
         let mut state = GateState::default();
-        if let Ok(bytes) = fs::read(&pause_file) {
-            match serde_json::from_slice::<StoredPause>(&bytes) {
+        let read = crate::fsutil::read_regular(
+            &pause_file,
+            crate::fsutil::caps::STATE,
+            crate::fsutil::Follow::No,
+        );
+        match read {
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(ca = %ca, error = %e, "ignoring an unreadable pause file"),
+            Ok(bytes) => match serde_json::from_slice::<StoredPause>(&bytes) {
+                Ok(p) if p.until > crate::state::MAX_UNIX => {
+                    tracing::warn!(ca = %ca, path = %pause_file.display(), until = p.until,
+                        "ignoring a pause file whose time is beyond year 9999")
+                }
                 Ok(p) => {
                     let until = crate::state::from_unix(p.until);
                     if until > SystemTime::now() {
@@ -184,7 +195,7 @@ impl Gate {
                 }
                 Err(e) => tracing::warn!(ca = %ca, path = %pause_file.display(), error = %e,
                     "ignoring an unreadable pause file"),
-            }
+            },
         }
         Gate {
             ca: ca.to_string(),
@@ -544,7 +555,12 @@ impl CaHttp {
                 path: path.to_path_buf(),
                 message,
             };
-            let pem = fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let pem = crate::fsutil::read_regular(
+                path,
+                crate::fsutil::caps::TRUST_ROOTS,
+                crate::fsutil::Follow::Yes,
+            )
+            .map_err(|e| bad(e.reason()))?;
             let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
@@ -1447,8 +1463,12 @@ fn eab_key(config: &CaConfig) -> Result<Option<instant_acme::ExternalAccountKey>
         ca: config.name.clone(),
         message,
     };
-    let text = fs::read_to_string(&path)
-        .map_err(|e| err(format!("cannot read the EAB key {}: {e}", path.display())))?;
+    let text = crate::fsutil::read_regular_string(
+        &path,
+        crate::fsutil::caps::SECRET,
+        crate::fsutil::Follow::Yes,
+    )
+    .map_err(|e| err(format!("cannot read the EAB key: {e}")))?;
     let text = text.trim();
     let key = [
         data_encoding::BASE64URL_NOPAD,
@@ -1482,7 +1502,13 @@ pub mod account {
             ca: config.name.clone(),
             message,
         };
-        let bytes = match fs::read(path) {
+        let read = crate::fsutil::read_regular(
+            path,
+            crate::fsutil::caps::STATE,
+            crate::fsutil::Follow::No,
+        )
+        .map_err(crate::fsutil::ReadError::into_io);
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(err(format!(
@@ -1624,7 +1650,13 @@ async fn load_or_register(
     let ca_err = |e: instant_acme::Error| ca_error(&ca, gate, &e);
 
     if !force_new {
-        match fs::read(path) {
+        match crate::fsutil::read_regular(
+            path,
+            crate::fsutil::caps::STATE,
+            crate::fsutil::Follow::No,
+        )
+        .map_err(crate::fsutil::ReadError::into_io)
+        {
             Ok(bytes) => match serde_json::from_slice::<StoredAccount>(&bytes) {
                 Ok(stored) if stored.directory == config.directory => {
                     return Account::builder_with_http(Box::new(http()?))

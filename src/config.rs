@@ -716,7 +716,7 @@ fn resolve_path_with(cli: Option<&Path>, env: Option<std::ffi::OsString>) -> Pat
 /// Reads `main`, then every `<dir of main>/conf.d/*.toml` in name order (a missing
 /// `conf.d` is fine; hidden files are skipped), merges, validates and applies `[defaults]`.
 pub fn load(main: &Path) -> Result<Config, ConfigError> {
-    let text = match fs::read_to_string(main) {
+    let text = match read_config_file(main) {
         Ok(text) => text,
         Err(e) => {
             return Err(ConfigError {
@@ -731,7 +731,7 @@ pub fn load(main: &Path) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let conf_d = conf_d_dir(main);
     for path in conf_d_files(&conf_d, &mut problems) {
-        match fs::read_to_string(&path) {
+        match read_config_file(&path) {
             Ok(text) => files.push((path, text)),
             Err(e) => problems.push(Problem::new(
                 Location::start_of(&path),
@@ -747,6 +747,18 @@ pub fn load(main: &Path) -> Result<Config, ConfigError> {
             Err(e)
         }
     }
+}
+
+/// A configuration file's text: a regular file (a symlink to one is followed) of at most
+/// `fsutil::caps::CONFIG` bytes, UTF-8; a FIFO or a device is refused without blocking.
+/// The error is the reason alone (the caller's `FILE:LINE:COL` names the file).
+fn read_config_file(path: &Path) -> Result<String, String> {
+    crate::fsutil::read_regular_string(
+        path,
+        crate::fsutil::caps::CONFIG,
+        crate::fsutil::Follow::Yes,
+    )
+    .map_err(|e| e.reason())
 }
 
 /// The drop-in directory that belongs to the main file `main`.
@@ -924,10 +936,19 @@ impl Config {
         }
         for ca in self.cas.values() {
             if let Some(path) = &ca.trust_roots {
-                match fs::read(path) {
+                let read = crate::fsutil::read_regular(
+                    path,
+                    crate::fsutil::caps::TRUST_ROOTS,
+                    crate::fsutil::Follow::Yes,
+                );
+                match read {
                     Err(e) => p.push(Problem::warning(
                         ca.key_location("trust_roots").clone(),
-                        format!("cannot read `trust_roots` `{}`: {e}", path.display()),
+                        format!(
+                            "cannot read `trust_roots` `{}`: {}",
+                            path.display(),
+                            e.reason()
+                        ),
                     )),
                     Ok(bytes) => {
                         if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
@@ -1547,10 +1568,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn check_secret_file(key: &str, path: &Path, location: &Location, p: &mut Vec<Problem>) {
-    match fs::read(path) {
+    match crate::fsutil::read_regular(
+        path,
+        crate::fsutil::caps::SECRET,
+        crate::fsutil::Follow::Yes,
+    ) {
         Err(e) => p.push(Problem::new(
             location.clone(),
-            format!("cannot read `{key}` `{}`: {e}", path.display()),
+            format!("cannot read `{key}` `{}`: {}", path.display(), e.reason()),
         )),
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => p.push(Problem::new(
             location.clone(),

@@ -28,6 +28,9 @@ use crate::status::{self, Evaluation, StatusRow};
 const DEBOUNCE: Duration = Duration::from_millis(250);
 /// How long a stopping daemon waits for renewals under way before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// At most this many directories under the discovery paths are watched (one inotify watch
+/// each); beyond it, a warning, and changes there are seen at the next SIGHUP.
+pub const MAX_DISCOVERY_WATCHES: usize = 8192;
 
 /// `renewd run --once`: issues what is missing, renews what is due, then returns whether
 /// every certificate is fine. `diagnosis` is [`status::diagnose`]'s verdict on `config`
@@ -385,6 +388,21 @@ enum Event {
     Files(Vec<PathBuf>),
     /// The CA's ARI was asked about these certificates; their records are updated.
     AriDone(Vec<String>),
+    /// Evaluations asked by [`Daemon::request_evaluations`]; `None` when the blocking task
+    /// failed (the previous evaluation stays).
+    Evaluated {
+        results: Vec<(String, u64, Option<Evaluation>)>,
+        after: After,
+    },
+    /// The inventory collected on a blocking thread (`None`: the task failed).
+    Collected(Option<Box<(crate::inventory::Inventory, SystemTime)>>),
+    /// SIGHUP: the configuration read again and evaluated, on a blocking thread.
+    Reloaded(Box<Result<(Loaded, Diagnosis), config::ConfigError>>),
+    /// A discovery scan finished on its blocking thread.
+    ScanDone {
+        scan: crate::inventory::discovery::Scan,
+        elapsed: Duration,
+    },
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -403,6 +421,100 @@ struct Entry {
     last_failure_seen: Option<SystemTime>,
     /// The CA's ARI is being asked about this certificate (no renewal starts meanwhile).
     polling_ari: bool,
+    /// Generation of the last evaluation asked for, and of the last one applied: the files
+    /// are read on a blocking thread ([`Event::Evaluated`]); until the last one asked for is
+    /// applied no renewal or ARI poll starts, and an older result never replaces a newer one.
+    eval_asked: u64,
+    eval_done: u64,
+    /// After an ARI poll: when to ask again if the record still says "now" (it could not
+    /// be written), so the loop cannot spin.
+    ari_fallback: Option<SystemTime>,
+}
+
+impl Entry {
+    /// Nothing may start for it: renewing, polling ARI, or its files being read.
+    fn busy(&self) -> bool {
+        self.renewing || self.polling_ari || self.eval_asked != self.eval_done
+    }
+}
+
+/// A counter of the metrics, counted once the inventory collected after it is applied, so
+/// a scrape never shows a renewal counted with the gauges from before it.
+enum Count {
+    Renewal(String, bool),
+    Reload(bool),
+}
+
+/// What asked for an evaluation, for what to do once it is applied.
+enum After {
+    /// A file event on a deployed file.
+    Files,
+    /// An ARI poll ended (then the due renewals start).
+    Ari,
+    /// A batch ended; the control client waiting for it is answered once the new files
+    /// are read (so a `status` right after shows them).
+    Batch {
+        reply: Option<(oneshot::Sender<Response>, Response)>,
+        /// Its counters, counted with the inventory collected after these evaluations.
+        counts: Vec<Count>,
+    },
+}
+
+/// One evaluation to make on a blocking thread: name, generation, configuration, and the
+/// failures this process saw.
+type EvalJob = (String, u64, CertConfig, u32, Option<SystemTime>);
+
+/// Reads each job's record and files (blocking).
+fn evaluate_jobs(state: &StateDir, jobs: Vec<EvalJob>) -> Vec<(String, u64, Evaluation)> {
+    let now = SystemTime::now();
+    jobs.into_iter()
+        .map(|(name, gen, cfg, failures_seen, last_failure_seen)| {
+            let ev = evaluation(state, &cfg, failures_seen, last_failure_seen, now);
+            (name, gen, ev)
+        })
+        .collect()
+}
+
+/// Reads `cert`'s files and record; failures this process saw count even when the record
+/// could not be written. Blocking.
+fn evaluation(
+    state: &StateDir,
+    cert: &CertConfig,
+    failures_seen: u32,
+    last_failure_seen: Option<SystemTime>,
+    now: SystemTime,
+) -> Evaluation {
+    let mut rec = state.load_cert(&cert.name);
+    if failures_seen > rec.consecutive_failures {
+        rec.consecutive_failures = failures_seen;
+        rec.last_failure = last_failure_seen.map(crate::state::unix);
+    }
+    status::evaluate(cert, &rec, now)
+}
+
+/// A configuration (re)read and every certificate of it evaluated, on a blocking thread.
+struct Loaded {
+    config: Config,
+    evals: HashMap<String, Evaluation>,
+}
+
+/// Evaluates every certificate of `config` with the failures this process saw (`seen`).
+/// Blocking.
+fn evaluate_config(
+    config: Config,
+    state: &StateDir,
+    seen: &HashMap<String, (u32, Option<SystemTime>)>,
+) -> Loaded {
+    let now = SystemTime::now();
+    let evals = config
+        .certificates
+        .iter()
+        .map(|c| {
+            let (f, l) = seen.get(&c.name).copied().unwrap_or((0, None));
+            (c.name.clone(), evaluation(state, c, f, l, now))
+        })
+        .collect();
+    Loaded { config, evals }
 }
 
 struct Daemon {
@@ -425,8 +537,86 @@ struct Daemon {
     wakeups: u64,
     /// Inventory, alerts and metrics (see `Daemon::refresh_governance`).
     governance: crate::inventory::Live,
-    discovery_dirty: bool,
-    discovery_watched: Vec<PathBuf>,
+    /// Paths under the discovery roots that changed since the last scan began.
+    discovery_changed: BTreeSet<PathBuf>,
+    /// The next scan must walk every root afresh (start, SIGHUP).
+    discovery_full: bool,
+    /// A scan runs on a blocking thread; at most one at a time.
+    scanning: bool,
+    discovery_watch: Arc<std::sync::Mutex<DiscoveryWatch>>,
+    /// A SIGHUP's configuration is being read; another SIGHUP came meanwhile.
+    reloading: bool,
+    reload_again: bool,
+    /// The inventory is being collected on a blocking thread; asked again meanwhile.
+    collecting: bool,
+    collect_again: bool,
+    /// Counters waiting for the next collection to start, and for the one under way.
+    counts: Vec<Count>,
+    counting: Vec<Count>,
+}
+
+/// The discovery paths' watches: one non-recursive inotify watch per real directory the
+/// scan walks (never one reached through a symlink), at most [`MAX_DISCOVERY_WATCHES`]. Its
+/// own watcher, so that discovery's watches and the deployed files' never replace each
+/// other's.
+struct DiscoveryWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    /// At most this many watches ([`MAX_DISCOVERY_WATCHES`]; lower in tests).
+    cap: usize,
+    /// The cap was reached and said so (once until the next full scan).
+    capped: bool,
+}
+
+impl DiscoveryWatch {
+    /// Called by the scan before it reads `dir`.
+    fn add(&mut self, dir: &Path) {
+        if self.watched.contains(dir) {
+            return;
+        }
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        if self.watched.len() >= self.cap {
+            if !self.capped {
+                self.capped = true;
+                tracing::warn!(dir = %dir.display(), limit = self.cap,
+                    "too many directories under the discovery paths to watch them all; \
+                     changes in the others are seen at the next SIGHUP");
+            }
+            return;
+        }
+        match w.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(dir.to_path_buf());
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                "cannot watch a discovery directory; changes in it are seen at the next SIGHUP"),
+        }
+    }
+
+    fn remove(&mut self, dir: &Path) {
+        if self.watched.remove(dir) {
+            if let Some(w) = self.watcher.as_mut() {
+                // A deleted directory's watch is already gone.
+                let _ = w.unwatch(dir);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        for dir in std::mem::take(&mut self.watched) {
+            if let Some(w) = self.watcher.as_mut() {
+                let _ = w.unwatch(&dir);
+            }
+        }
+        self.capped = false;
+    }
+
+    /// How many directories are watched now.
+    fn count(&self) -> usize {
+        self.watched.len()
+    }
 }
 
 /// `renewd run`: the daemon, until SIGTERM or SIGINT. `diagnosis` is
@@ -464,13 +654,43 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
         batches_in_flight: 0,
         wakeups: 0,
         governance,
-        discovery_dirty: false,
-        discovery_watched: Vec::new(),
+        discovery_changed: BTreeSet::new(),
+        discovery_full: true,
+        scanning: false,
+        discovery_watch: Arc::new(std::sync::Mutex::new(DiscoveryWatch {
+            watcher: None,
+            watched: HashSet::new(),
+            cap: MAX_DISCOVERY_WATCHES,
+            capped: false,
+        })),
+        reloading: false,
+        reload_again: false,
+        collecting: false,
+        collect_again: false,
+        counts: Vec::new(),
+        counting: Vec::new(),
     };
     d.watcher = Some(d.new_watcher()?);
-    d.apply_config();
-    d.watch_discovery();
-    d.governance.rescan();
+    d.lock_discovery_watch().watcher = Some(d.new_watcher()?);
+    // Watches first, then the files are read (off the event loop's thread): a change in
+    // between is then an event.
+    d.watch_targets();
+    let loaded = {
+        let (config, state) = (d.config.clone(), d.state.clone());
+        tokio::task::spawn_blocking(move || evaluate_config(config, &state, &HashMap::new()))
+            .await
+            .map_err(|e| format!("cannot read the certificates' files: {e}"))?
+    };
+    d.rebuild_entries(loaded.evals);
+    // The first scan is awaited (off the event loop's thread) so the first inventory,
+    // metrics and alerts include what it finds.
+    if let Some(job) = d.scan_job() {
+        match tokio::task::spawn_blocking(job).await {
+            Ok((scan, elapsed)) => d.governance.set_scan(scan, elapsed),
+            Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+        }
+        d.scanning = false;
+    }
     d.refresh_governance();
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -519,8 +739,8 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(reloading.ok());
                 tell_systemd(&states);
+                // READY=1 follows once the configuration is read (`apply_reload`).
                 d.reload();
-                tell_systemd(&[NotifyState::Ready]);
             }
             _ = async { watchdog.as_mut().map(|w| w.tick()).expect("guarded").await }, if watchdog.is_some() => {
                 tell_systemd(&[NotifyState::Watchdog]);
@@ -555,7 +775,10 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
                          deployed files are left as they were");
                     break;
                 }
-                Some(ev) = ev_rx.recv() => if let Event::BatchDone { .. } = ev { d.on_event(ev) },
+                Some(ev) = ev_rx.recv() => if matches!(ev, Event::BatchDone { .. }
+                    | Event::Evaluated { after: After::Batch { .. }, .. }) {
+                    d.on_event(ev)
+                },
             }
         }
     }
@@ -646,10 +869,9 @@ impl Daemon {
         .map_err(|e| format!("cannot watch files: {e}"))
     }
 
-    /// Rebuilds the certificate table and the watches from `self.config`, keeping what is
-    /// known about certificates that are still configured.
-    fn apply_config(&mut self) {
-        // Watches first, then the files are read: a change in between is then an event.
+    /// Sets the deployed files' table and watches from `self.config`; returns the
+    /// directories watched now that were not before (their files must be read after this).
+    fn watch_targets(&mut self) -> HashSet<PathBuf> {
         self.targets.clear();
         for cert in &self.config.certificates {
             for (_, path) in cert.files.iter() {
@@ -675,52 +897,150 @@ impl Daemon {
                 }
             }
         }
+        let new = dirs.difference(&self.watched_dirs).cloned().collect();
         self.watched_dirs = dirs;
+        new
+    }
 
-        let now = SystemTime::now();
+    /// Rebuilds the certificate table from `self.config` and `evals` (read on a blocking
+    /// thread), keeping what is known about certificates that are still configured.
+    fn rebuild_entries(&mut self, mut evals: HashMap<String, Evaluation>) {
         let mut old = std::mem::take(&mut self.entries);
         for cert in &self.config.certificates {
             let prev = old.remove(&cert.name);
-            let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
-            let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
+            let Some(mut eval) = evals
+                .remove(&cert.name)
+                .or_else(|| prev.as_ref().map(|p| p.eval.clone()))
+            else {
+                continue;
+            };
+            eval.not_renewable = self.not_renewable.get(&cert.name).cloned();
             let entry = Entry {
                 cfg: cert.clone(),
-                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
+                eval,
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
-                failures_seen,
-                last_failure_seen,
+                failures_seen: prev.as_ref().map_or(0, |p| p.failures_seen),
+                last_failure_seen: prev.as_ref().and_then(|p| p.last_failure_seen),
                 polling_ari: prev.as_ref().is_some_and(|p| p.polling_ari),
+                eval_asked: prev.as_ref().map_or(0, |p| p.eval_asked),
+                eval_done: prev.as_ref().map_or(0, |p| p.eval_done),
+                ari_fallback: prev.as_ref().and_then(|p| p.ari_fallback),
             };
             self.entries.insert(cert.name.clone(), entry);
         }
     }
 
-    fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
-        entry.eval = self.evaluation(
-            &entry.cfg,
-            entry.failures_seen,
-            entry.last_failure_seen,
-            now,
-        );
+    /// The failures this process saw, per certificate, for an evaluation elsewhere.
+    fn failures_seen(&self) -> HashMap<String, (u32, Option<SystemTime>)> {
+        self.entries
+            .iter()
+            .map(|(n, e)| (n.clone(), (e.failures_seen, e.last_failure_seen)))
+            .collect()
     }
 
-    /// Reads `cert`'s files and record; failures this process saw count even when the record
-    /// could not be written.
-    fn evaluation(
-        &self,
-        cert: &CertConfig,
-        failures_seen: u32,
-        last_failure_seen: Option<SystemTime>,
-        now: SystemTime,
-    ) -> Evaluation {
-        let mut rec = self.state.load_cert(&cert.name);
-        if failures_seen > rec.consecutive_failures {
-            rec.consecutive_failures = failures_seen;
-            rec.last_failure = last_failure_seen.map(crate::state::unix);
+    /// Reads the files and records of `names` again on a blocking thread; the result comes
+    /// back as [`Event::Evaluated`]. Until then nothing starts for them.
+    fn request_evaluations(&mut self, names: impl IntoIterator<Item = String>, after: After) {
+        let mut jobs: Vec<EvalJob> = Vec::new();
+        for name in names {
+            if let Some(e) = self.entries.get_mut(&name) {
+                e.eval_asked += 1;
+                jobs.push((
+                    name,
+                    e.eval_asked,
+                    e.cfg.clone(),
+                    e.failures_seen,
+                    e.last_failure_seen,
+                ));
+            }
         }
-        let mut ev = status::evaluate(cert, &rec, now);
-        ev.not_renewable = self.not_renewable.get(&cert.name).cloned();
-        ev
+        if jobs.is_empty() {
+            if let After::Batch { reply, counts } = after {
+                if let Some((tx, rsp)) = reply {
+                    let _ = tx.send(rsp);
+                }
+                self.counts.extend(counts);
+                self.refresh_governance();
+            }
+            return;
+        }
+        let asked: Vec<(String, u64)> = jobs.iter().map(|j| (j.0.clone(), j.1)).collect();
+        let state = self.state.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let results =
+                match tokio::task::spawn_blocking(move || evaluate_jobs(&state, jobs)).await {
+                    Ok(done) => done
+                        .into_iter()
+                        .map(|(n, g, ev)| (n, g, Some(ev)))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading certificates' files failed");
+                        asked.into_iter().map(|(n, g)| (n, g, None)).collect()
+                    }
+                };
+            let _ = events.send(Event::Evaluated { results, after });
+        });
+    }
+
+    /// Applies evaluations read on a blocking thread (one older than the last applied is
+    /// dropped).
+    fn apply_evaluations(
+        &mut self,
+        results: Vec<(String, u64, Option<Evaluation>)>,
+        mut after: After,
+    ) {
+        let now = SystemTime::now();
+        for (name, gen, ev) in results {
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            // Results may arrive out of order: only a newer one than applied counts.
+            if gen <= e.eval_done {
+                continue;
+            }
+            e.eval_done = gen;
+            let Some(ev) = ev else {
+                continue;
+            };
+            e.eval = ev;
+            e.eval.not_renewable = self.not_renewable.get(&name).cloned();
+            // A record that could not be written after an ARI poll must not make the loop
+            // spin.
+            match (e.eval.ari_poll, e.ari_fallback) {
+                (Some(t), Some(fallback)) if t <= now => e.eval.ari_poll = Some(fallback),
+                (Some(t), _) if t > now => e.ari_fallback = None,
+                _ => {}
+            }
+            match &after {
+                After::Batch { .. } => {
+                    tracing::info!(cert = %name, next = %httpdate(e.eval.decision.at),
+                        reason = %e.eval.decision.reason, "{name}: next renewal at {} ({})",
+                        httpdate(e.eval.decision.at), e.eval.decision.reason)
+                }
+                After::Files if !e.renewing => {
+                    if let Deployed::Unusable(why) = &e.eval.deployed {
+                        tracing::warn!(cert = %name, error = %why,
+                            "{name}: deployed files changed and are not usable: {why}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let After::Batch { counts, .. } = &mut after {
+            self.counts.append(counts);
+        }
+        self.refresh_governance();
+        match after {
+            After::Ari => self.start_due(),
+            After::Batch {
+                reply: Some((tx, rsp)),
+                ..
+            } => {
+                let _ = tx.send(rsp);
+            }
+            _ => {}
+        }
     }
 
     fn summary(&self) -> String {
@@ -749,7 +1069,7 @@ impl Daemon {
     fn next_deadline(&self) -> Option<SystemTime> {
         self.entries
             .values()
-            .filter(|e| !e.renewing && !e.polling_ari)
+            .filter(|e| !e.busy())
             .flat_map(|e| {
                 // A certificate that cannot be renewed waits for SIGHUP, not for its deadline.
                 let due = e.eval.decision.at;
@@ -769,9 +1089,7 @@ impl Daemon {
         let names: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| {
-                !e.renewing && !e.polling_ari && e.eval.ari_poll.is_some_and(|t| t <= now)
-            })
+            .filter(|(_, e)| !e.busy() && e.eval.ari_poll.is_some_and(|t| t <= now))
             .map(|(n, _)| n.clone())
             .collect();
         if names.is_empty() {
@@ -803,7 +1121,7 @@ impl Daemon {
         let due: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.renewing && !e.polling_ari && e.eval.should_renew(now))
+            .filter(|(_, e)| !e.busy() && e.eval.should_renew(now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in &due {
@@ -851,19 +1169,26 @@ impl Daemon {
         match ev {
             Event::AriDone(names) => {
                 let now = SystemTime::now();
-                for name in names {
-                    let Some(mut e) = self.entries.remove(&name) else {
-                        continue;
-                    };
-                    e.polling_ari = false;
-                    self.evaluate(&mut e, now);
-                    // A record that could not be written must not make the loop spin.
-                    if e.eval.ari_poll.is_some_and(|t| t <= now) {
-                        e.eval.ari_poll = Some(now + crate::schedule::ARI_POLL_DEFAULT);
+                for name in &names {
+                    if let Some(e) = self.entries.get_mut(name) {
+                        e.polling_ari = false;
+                        e.ari_fallback = Some(now + crate::schedule::ARI_POLL_DEFAULT);
                     }
-                    self.entries.insert(name, e);
                 }
-                self.start_due();
+                // The due renewals start once the records are read again.
+                self.request_evaluations(names, After::Ari);
+            }
+            Event::Evaluated { results, after } => self.apply_evaluations(results, after),
+            Event::Reloaded(loaded) => self.apply_reload(*loaded),
+            Event::Collected(collected) => self.apply_collected(collected),
+            Event::ScanDone { scan, elapsed } => {
+                self.scanning = false;
+                self.governance.set_scan(scan, elapsed);
+                self.refresh_governance();
+                // Changes that arrived during the scan.
+                if !self.discovery_changed.is_empty() || self.discovery_full {
+                    self.start_scan();
+                }
             }
             Event::Files(paths) => {
                 let mut hit = false;
@@ -873,7 +1198,7 @@ impl Daemon {
                         hit = true;
                     }
                     if self.governance.is_discovery_path(&p) {
-                        self.discovery_dirty = true;
+                        self.discovery_changed.insert(p);
                         hit = true;
                     }
                 }
@@ -888,12 +1213,13 @@ impl Daemon {
             } => {
                 self.batches_in_flight -= 1;
                 let now = SystemTime::now();
+                let mut counts = Vec::new();
                 for c in &report.certificates {
                     let failed_reload = report
                         .reloads
                         .iter()
                         .any(|r| r.result.is_err() && r.certificates.contains(&c.name));
-                    let Some(mut e) = self.entries.remove(&c.name) else {
+                    let Some(e) = self.entries.get_mut(&c.name) else {
                         continue;
                     };
                     e.renewing = false;
@@ -907,47 +1233,34 @@ impl Daemon {
                         }
                     }
                     if !dry_run {
-                        self.governance
-                            .metrics()
-                            .renewal(&c.name, c.result.is_ok() && !failed_reload);
+                        let ok = c.result.is_ok() && !failed_reload;
+                        counts.push(Count::Renewal(c.name.clone(), ok));
                     }
-                    self.evaluate(&mut e, now);
-                    tracing::info!(cert = %c.name, next = %httpdate(e.eval.decision.at),
-                        reason = %e.eval.decision.reason, "{}: next renewal at {} ({})",
-                        c.name, httpdate(e.eval.decision.at), e.eval.decision.reason);
-                    self.entries.insert(c.name.clone(), e);
                 }
                 for r in &report.reloads {
-                    self.governance.metrics().reload(r.result.is_ok());
+                    counts.push(Count::Reload(r.result.is_ok()));
                 }
-                self.refresh_governance();
-                if let Some((tx, skipped)) = reply {
-                    let _ = tx.send(Response::Renew {
+                let reply = reply.map(|(tx, skipped)| {
+                    let rsp = Response::Renew {
                         results: results(skipped, &report, dry_run),
-                    });
-                }
+                    };
+                    (tx, rsp)
+                });
+                let names = report.certificates.iter().map(|c| c.name.clone());
+                self.request_evaluations(names, After::Batch { reply, counts });
             }
         }
     }
 
     fn reevaluate_dirty(&mut self) {
         self.debounce = None;
-        let now = SystemTime::now();
-        for name in std::mem::take(&mut self.dirty) {
-            let Some(mut e) = self.entries.remove(&name) else {
-                continue;
-            };
-            if !e.renewing {
-                self.evaluate(&mut e, now);
-                if let Deployed::Unusable(why) = &e.eval.deployed {
-                    tracing::warn!(cert = %name, error = %why,
-                        "{name}: deployed files changed and are not usable: {why}");
-                }
-            }
-            self.entries.insert(name, e);
-        }
-        if std::mem::take(&mut self.discovery_dirty) {
-            self.governance.rescan();
+        let dirty: Vec<String> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter(|n| self.entries.get(n).is_some_and(|e| !e.renewing))
+            .collect();
+        self.request_evaluations(dirty, After::Files);
+        if !self.discovery_changed.is_empty() {
+            self.start_scan();
         }
         self.refresh_governance();
     }
@@ -959,8 +1272,8 @@ impl Daemon {
                     .iter()
                     .filter(|n| !self.entries.contains_key(*n))
                     .collect();
-                let rsp = if !unknown.is_empty() {
-                    Response::Error {
+                if !unknown.is_empty() {
+                    let _ = reply.send(Response::Error {
                         message: format!(
                             "no certificate named {}",
                             unknown
@@ -969,25 +1282,33 @@ impl Daemon {
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
-                    }
-                } else {
-                    Response::Status {
-                        certificates: self
-                            .entries
-                            .values()
-                            .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
-                            .map(|e| {
-                                status::row(
-                                    &e.cfg,
-                                    &self.state.load_cert(&e.cfg.name),
-                                    &e.eval,
-                                    e.renewing,
-                                )
+                    });
+                    return;
+                }
+                // The records are read on a blocking thread, not on the loop.
+                let rows: Vec<(CertConfig, Evaluation, bool)> = self
+                    .entries
+                    .values()
+                    .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
+                    .map(|e| (e.cfg.clone(), e.eval.clone(), e.renewing))
+                    .collect();
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    let job = move || {
+                        rows.iter()
+                            .map(|(c, ev, renewing)| {
+                                status::row(c, &state.load_cert(&c.name), ev, *renewing)
                             })
-                            .collect(),
-                    }
-                };
-                let _ = reply.send(rsp);
+                            .collect()
+                    };
+                    let rsp = match tokio::task::spawn_blocking(job).await {
+                        Ok(certificates) => Response::Status { certificates },
+                        Err(e) => Response::Error {
+                            message: format!("cannot read the state records: {e}"),
+                        },
+                    };
+                    let _ = reply.send(rsp);
+                });
             }
             Request::Renew {
                 names,
@@ -1080,18 +1401,49 @@ impl Daemon {
         });
     }
 
-    /// SIGHUP: re-read the configuration, judged by the same rule as `check` and `run`
-    /// ([`status::diagnose`]). A configuration with errors is refused as a whole and the
-    /// daemon keeps the one it has; warnings are logged and only their certificates are
-    /// left alone; renewals under way continue either way.
+    /// SIGHUP: re-read the configuration and the certificates' files on a blocking thread
+    /// ([`Event::Reloaded`]; one at a time, a SIGHUP meanwhile reads again after it).
     fn reload(&mut self) {
-        let loaded = config::load(&self.config_path).and_then(|new| {
-            let diagnosis = status::diagnose(&new);
-            match diagnosis.errors() {
-                Some(e) => Err(e),
-                None => Ok((new, diagnosis)),
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        let path = self.config_path.clone();
+        let state = self.state.clone();
+        let seen = self.failures_seen();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            // Judged by the same rule as `check` and `run` ([`status::diagnose`], which looks
+            // at the machine: blocking too).
+            let job = move || {
+                config::load(&path).and_then(|c| {
+                    let diagnosis = status::diagnose(&c);
+                    match diagnosis.errors() {
+                        Some(e) => Err(e),
+                        None => Ok((evaluate_config(c, &state, &seen), diagnosis)),
+                    }
+                })
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok(loaded) => {
+                    let _ = events.send(Event::Reloaded(Box::new(loaded)));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration not reloaded; keeping the previous one");
+                    let _ = events.send(Event::Reloaded(Box::new(Err(config::ConfigError {
+                        problems: Vec::new(),
+                    }))));
+                }
             }
         });
+    }
+
+    /// A configuration read after SIGHUP. One with errors is refused as a whole and the
+    /// daemon keeps the one it has; warnings are logged and only their certificates are
+    /// left alone; renewals under way continue either way.
+    fn apply_reload(&mut self, loaded: Result<(Loaded, Diagnosis), config::ConfigError>) {
+        self.reloading = false;
         match loaded {
             Err(e) => {
                 for p in &e.problems {
@@ -1099,7 +1451,7 @@ impl Daemon {
                 }
                 tracing::error!("configuration not reloaded; keeping the previous one");
             }
-            Ok((new, diagnosis)) => {
+            Ok((Loaded { config: new, evals }, diagnosis)) => {
                 status::log_diagnosis(&diagnosis);
                 self.not_renewable = diagnosis.not_renewable;
                 if new.state_dir != self.config.state_dir
@@ -1120,13 +1472,32 @@ impl Daemon {
                     self.config.control_socket,
                     self.config.max_concurrent_renewals,
                 ) = keep;
-                self.apply_config();
+                let new_dirs = self.watch_targets();
+                self.rebuild_entries(evals);
+                // Files in directories watched only now were read before their watch: read
+                // them again, so a change in between is not lost.
+                let reread: Vec<String> = self
+                    .entries
+                    .values()
+                    .filter(|e| {
+                        e.cfg
+                            .files
+                            .iter()
+                            .any(|(_, p)| p.parent().is_some_and(|d| new_dirs.contains(d)))
+                    })
+                    .map(|e| e.cfg.name.clone())
+                    .collect();
+                self.request_evaluations(reread, After::Files);
                 self.governance.configure(&self.config);
-                self.watch_discovery();
-                self.governance.rescan();
+                self.discovery_full = true;
+                self.start_scan();
                 self.refresh_governance();
                 tracing::info!("configuration reloaded; {}", self.summary());
             }
+        }
+        tell_systemd(&[NotifyState::Ready]);
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
         }
     }
 }
@@ -1134,46 +1505,176 @@ impl Daemon {
 // --- Governance: inventory, alerts, metrics (src/inventory) ----------------------------
 
 impl Daemon {
-    /// Hands the managed certificates as evaluated now to the inventory, which updates the
-    /// metrics, sends due alerts and sets its next deadline.
+    /// Hands the managed certificates as evaluated now to the inventory, collected on a
+    /// blocking thread (it reads the exceptions' and certificates' files); then
+    /// [`Daemon::apply_collected`] updates the metrics, sends due alerts and sets the next
+    /// alert deadline. One collection at a time; asked meanwhile, another follows it.
     fn refresh_governance(&mut self) {
-        let now = SystemTime::now();
-        let managed: Vec<crate::inventory::Managed> = self
+        if self.collecting {
+            self.collect_again = true;
+            return;
+        }
+        self.collecting = true;
+        self.counting = std::mem::take(&mut self.counts);
+        let entries: Vec<(CertConfig, Evaluation, u32)> = self
             .entries
             .values()
-            .map(|e| {
-                let mut rec = self.state.load_cert(&e.cfg.name);
-                rec.consecutive_failures = rec.consecutive_failures.max(e.failures_seen);
-                status::managed(&e.cfg, &rec, &e.eval)
-            })
+            .map(|e| (e.cfg.clone(), e.eval.clone(), e.failures_seen))
             .collect();
-        self.governance.refresh(&managed, now);
-        let paused: Vec<(&str, bool)> = self
-            .config
-            .cas
-            .keys()
-            .map(|ca| {
-                let pause = crate::acme::pause_of(ca, &self.state.account_path(ca));
-                (ca.as_str(), pause.is_some())
-            })
-            .collect();
-        self.governance.metrics().set_ca_paused(paused);
+        let state = self.state.clone();
+        let collect = self.governance.collector();
+        let metrics = self.governance.metrics().clone();
+        let cas: Vec<String> = self.config.cas.keys().cloned().collect();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = move || {
+                let now = SystemTime::now();
+                let managed: Vec<crate::inventory::Managed> = entries
+                    .iter()
+                    .map(|(cfg, eval, failures_seen)| {
+                        let mut rec = state.load_cert(&cfg.name);
+                        rec.consecutive_failures = rec.consecutive_failures.max(*failures_seen);
+                        status::managed(cfg, &rec, eval)
+                    })
+                    .collect();
+                // Whether each CA is paused (Retry-After) is in its pause file.
+                metrics.set_ca_paused(cas.iter().map(|ca| {
+                    let pause = crate::acme::pause_of(ca, &state.account_path(ca));
+                    (ca.as_str(), pause.is_some())
+                }));
+                (collect(&managed, now), now)
+            };
+            let collected = match tokio::task::spawn_blocking(job).await {
+                Ok(done) => Some(done),
+                Err(e) => {
+                    tracing::error!(error = %e, "collecting the inventory failed");
+                    None
+                }
+            };
+            let _ = events.send(Event::Collected(collected.map(Box::new)));
+        });
     }
 
-    /// Watches the discovery paths recursively (events are debounced like deployed files').
-    fn watch_discovery(&mut self) {
-        let roots = self.governance.discovery_roots();
-        if let Some(w) = self.watcher.as_mut() {
-            for gone in self.discovery_watched.iter().filter(|r| !roots.contains(r)) {
-                let _ = w.unwatch(gone);
-            }
-            for new in roots.iter().filter(|r| !self.discovery_watched.contains(r)) {
-                if let Err(e) = w.watch(new, RecursiveMode::Recursive) {
-                    tracing::warn!(dir = %new.display(), error = %e,
-                        "cannot watch discovery path; it is rescanned only on SIGHUP");
-                }
+    /// An inventory collected on a blocking thread: metrics, alerts, and the next alert
+    /// deadline follow from it.
+    fn apply_collected(
+        &mut self,
+        collected: Option<Box<(crate::inventory::Inventory, SystemTime)>>,
+    ) {
+        self.collecting = false;
+        if let Some(done) = collected {
+            let (inv, now) = *done;
+            self.governance.apply(inv, now);
+        }
+        // Gauges first: a scrape that sees a counter also sees the state after it.
+        for count in std::mem::take(&mut self.counting) {
+            match count {
+                Count::Renewal(name, ok) => self.governance.metrics().renewal(&name, ok),
+                Count::Reload(ok) => self.governance.metrics().reload(ok),
             }
         }
-        self.discovery_watched = roots;
+        if std::mem::take(&mut self.collect_again) {
+            self.refresh_governance();
+        }
+    }
+
+    fn lock_discovery_watch(&self) -> std::sync::MutexGuard<'_, DiscoveryWatch> {
+        self.discovery_watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a discovery scan on a blocking thread unless one runs (its end starts the
+    /// next one if more changed meanwhile); it ends in [`Event::ScanDone`].
+    fn start_scan(&mut self) {
+        if self.scanning {
+            return;
+        }
+        let Some(job) = self.scan_job() else {
+            return;
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(job).await {
+                Ok((scan, elapsed)) => {
+                    let _ = events.send(Event::ScanDone { scan, elapsed });
+                }
+                Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+            }
+        });
+    }
+
+    /// The scan to run next, for a blocking thread: the whole of every discovery path after
+    /// a start or a SIGHUP (with fresh watches), else only the paths that changed. Each
+    /// directory is watched before it is read. `None` when there is nothing to scan.
+    fn scan_job(
+        &mut self,
+    ) -> Option<impl FnOnce() -> (crate::inventory::discovery::Scan, Duration) + Send + 'static>
+    {
+        let full = std::mem::take(&mut self.discovery_full);
+        let changed = std::mem::take(&mut self.discovery_changed);
+        if !full && changed.is_empty() {
+            return None;
+        }
+        self.scanning = true;
+        let roots = self.governance.discovery_roots();
+        let skip = self.governance.discovery_skip();
+        let previous = (!full).then(|| self.governance.scan_snapshot());
+        let watch = self.discovery_watch.clone();
+        Some(move || {
+            let started = std::time::Instant::now();
+            let lock = || watch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut on_dir = |dir: &Path| lock().add(dir);
+            let scan = match previous {
+                None => {
+                    lock().clear();
+                    crate::inventory::discovery::scan(&roots, &skip, &mut on_dir)
+                }
+                Some(mut scan) => {
+                    let gone = scan.update(&roots, &skip, &changed, &mut on_dir);
+                    let mut w = lock();
+                    for dir in gone {
+                        w.remove(&dir);
+                    }
+                    scan
+                }
+            };
+            tracing::debug!(watches = lock().count(), "discovery directories watched");
+            (scan, started.elapsed())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Watches stop at the cap (with one warning); removing and clearing give them back.
+    #[test]
+    fn discovery_watches_are_capped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watcher =
+            notify::recommended_watcher(|_: notify::Result<notify::Event>| {}).expect("watcher");
+        let mut w = DiscoveryWatch {
+            watcher: Some(watcher),
+            watched: HashSet::new(),
+            cap: 3,
+            capped: false,
+        };
+        let dirs: Vec<PathBuf> = (0..5).map(|i| dir.path().join(format!("d{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir(d).expect("mkdir");
+            w.add(d);
+        }
+        assert_eq!(w.count(), 3);
+        assert!(w.capped);
+        w.add(&dirs[0]);
+        assert_eq!(w.count(), 3, "a watched directory is not watched twice");
+        w.remove(&dirs[0]);
+        w.add(&dirs[4]);
+        assert!(w.watched.contains(&dirs[4]));
+        w.clear();
+        assert_eq!(w.count(), 0);
+        assert!(!w.capped);
     }
 }

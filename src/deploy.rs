@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -350,12 +350,10 @@ impl Staged {
                 continue;
             }
             done.push(dir);
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| DeployError::SyncDir {
-                    dir: dir.to_path_buf(),
-                    source,
-                })?;
+            crate::fsutil::sync_dir(dir).map_err(|source| DeployError::SyncDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -932,49 +930,20 @@ pub fn inspect(files: &FileSet) -> Result<CertInfo, DeployedProblem> {
 /// reads them until its first deployment replaces them), but only a regular file is ever
 /// opened: opening a device node can have side effects.
 fn read_deployed(path: &Path) -> Result<Vec<u8>, DeployedProblem> {
-    let unreadable = |e: io::Error| DeployedProblem::Unreadable(path.to_path_buf(), e.to_string());
-    match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DeployedProblem::Missing(path.to_path_buf()))
-        }
-        Err(e) => return Err(unreadable(e)),
-        Ok(meta) if !meta.is_file() => {
-            return Err(DeployedProblem::Invalid(
-                path.to_path_buf(),
-                "not a regular file".into(),
-            ))
-        }
-        Ok(_) => {}
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                DeployedProblem::Missing(path.to_path_buf())
-            } else {
-                unreadable(e)
+    use crate::fsutil::ReadError;
+    crate::fsutil::read_regular(path, MAX_DEPLOYED_FILE, crate::fsutil::Follow::Yes).map_err(|e| {
+        match e {
+            ReadError::NotFound(_) => DeployedProblem::Missing(path.to_path_buf()),
+            ReadError::Io { ref source, .. } => {
+                DeployedProblem::Unreadable(path.to_path_buf(), source.to_string())
             }
-        })?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(DeployedProblem::Invalid(
-            path.to_path_buf(),
-            "not a regular file".into(),
-        ));
-    }
-    let mut data = Vec::with_capacity(meta.len().min(MAX_DEPLOYED_FILE) as usize + 1);
-    file.take(MAX_DEPLOYED_FILE + 1)
-        .read_to_end(&mut data)
-        .map_err(unreadable)?;
-    if data.len() as u64 > MAX_DEPLOYED_FILE {
-        return Err(DeployedProblem::Invalid(
-            path.to_path_buf(),
-            format!("larger than {MAX_DEPLOYED_FILE} bytes, too large for a certificate or key"),
-        ));
-    }
-    Ok(data)
+            ReadError::TooLarge { max, .. } => DeployedProblem::Invalid(
+                path.to_path_buf(),
+                format!("larger than {max} bytes, too large for a certificate or key"),
+            ),
+            other => DeployedProblem::Invalid(path.to_path_buf(), other.reason()),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -1922,7 +1891,7 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", path(&files.chain)).expect("symlink");
         let problem = inspect(&files).expect_err("device");
         assert!(
-            matches!(&problem, DeployedProblem::Invalid(p, why) if *p == path(&files.chain) && why == "not a regular file"),
+            matches!(&problem, DeployedProblem::Invalid(p, why) if *p == path(&files.chain) && why.ends_with("not a regular file")),
             "{problem:?}"
         );
     }

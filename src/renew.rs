@@ -365,13 +365,21 @@ impl Renewer {
     /// nobody refers to any more are removed. The report lists the completed swaps.
     pub async fn recover(&self, certs: &[CertConfig]) -> BatchReport {
         let dir = self.state.journal_dir();
-        let recovery = match tokio::task::spawn_blocking(move || journal::recover(&dir)).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "recovery of interrupted swaps aborted");
-                return BatchReport::default();
-            }
-        };
+        let configured: journal::Configured = certs
+            .iter()
+            .map(|c| {
+                let targets = c.files.iter().map(|(_, p)| p.to_path_buf()).collect();
+                (c.name.clone(), targets)
+            })
+            .collect();
+        let recovery =
+            match tokio::task::spawn_blocking(move || journal::recover(&dir, &configured)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "recovery of interrupted swaps aborted");
+                    return BatchReport::default();
+                }
+            };
         for name in &recovery.rolled_back {
             tracing::warn!(cert = %name,
                 "{name}: a swap of this certificate's files was interrupted; the previous files are back in place");

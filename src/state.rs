@@ -97,7 +97,19 @@ impl StateDir {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
             .open(&path)
+            .map_err(io_err(&path))?;
+        let not_regular = |path: PathBuf| StateError::Io {
+            path,
+            source: io::Error::other("not a regular file"),
+        };
+        let meta = file.metadata().map_err(io_err(&path))?;
+        if !meta.is_file() {
+            return Err(not_regular(path));
+        }
+        // The mode renewd means, whatever the umask.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(io_err(&path))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
@@ -112,7 +124,7 @@ impl StateDir {
     /// True when some process holds the lock now.
     pub fn is_locked(&self) -> bool {
         let path = self.root.join("lock");
-        let Ok(file) = File::open(&path) else {
+        let Ok((file, _)) = fsutil::open_regular(&path, u64::MAX, fsutil::Follow::No) else {
             return false;
         };
         matches!(
@@ -134,25 +146,35 @@ impl StateDir {
         self.root.join("certs").join(format!("{name}.json"))
     }
 
-    /// The certificate's record; a missing record is an empty one. A corrupt record is moved
-    /// aside (`.corrupt`) and replaced by an empty one, with a warning: bad bookkeeping must
-    /// never stop renewals.
+    /// The certificate's record; a missing record is an empty one. A corrupt record (not
+    /// JSON of a record, or a time beyond [`MAX_UNIX`]) is moved aside (`.corrupt`) and
+    /// replaced by an empty one, with a warning: bad bookkeeping must never stop renewals.
+    /// A record that is not a regular file (a FIFO, a device, a symlink) or is larger than
+    /// [`fsutil::caps::STATE`] is moved aside the same way; it is never read.
     pub fn load_cert(&self, name: &str) -> CertRecord {
         let path = self.cert_path(name);
-        match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(rec) => rec,
-                Err(e) => {
-                    tracing::warn!(cert = name, path = %path.display(), error = %e,
-                        "state record is corrupt; moving it aside and starting afresh");
-                    let _ = fs::rename(&path, path.with_extension("json.corrupt"));
-                    CertRecord::default()
-                }
+        let move_aside = |why: &dyn std::fmt::Display| {
+            tracing::warn!(cert = name, path = %path.display(), error = %why,
+                "state record is corrupt; moving it aside and starting afresh");
+            let _ = fs::rename(&path, path.with_extension("json.corrupt"));
+            CertRecord::default()
+        };
+        match fsutil::read_regular(&path, fsutil::caps::STATE, fsutil::Follow::No) {
+            Ok(bytes) => match serde_json::from_slice::<CertRecord>(&bytes) {
+                Ok(rec) => match rec.check_times() {
+                    Ok(()) => rec,
+                    Err(why) => move_aside(&why),
+                },
+                Err(e) => move_aside(&e),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => CertRecord::default(),
+            Err(e) if e.is_not_found() => CertRecord::default(),
+            Err(
+                e @ (fsutil::ReadError::NotRegular { .. }
+                | fsutil::ReadError::Symlink(_)
+                | fsutil::ReadError::TooLarge { .. }),
+            ) => move_aside(&e),
             Err(e) => {
-                tracing::warn!(cert = name, path = %path.display(), error = %e,
-                    "cannot read state record");
+                tracing::warn!(cert = name, error = %e, "cannot read state record");
                 CertRecord::default()
             }
         }
@@ -202,8 +224,14 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| format!("@{}", unix(t)))
 }
 
+/// The latest time renewd reads from a file: 9999-12-31T23:59:59Z, in Unix seconds. Times
+/// beyond it in a record are corruption (a record holding one is moved aside), and
+/// [`from_unix`] clamps to it, so arithmetic on a time read from disk cannot overflow.
+pub const MAX_UNIX: u64 = 253_402_300_799;
+
+/// The instant `s` Unix seconds, clamped to [`MAX_UNIX`] (never panics).
 pub fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
 }
 
 /// What renewd remembers about one certificate.
@@ -271,6 +299,28 @@ pub struct Attempt {
 }
 
 impl CertRecord {
+    /// Every time in the record is at most [`MAX_UNIX`]; the error names the field.
+    pub fn check_times(&self) -> Result<(), String> {
+        let mut times: Vec<(&str, u64)> = Vec::new();
+        times.extend(self.last_failure.map(|t| ("last_failure", t)));
+        times.extend(self.retry_after.map(|t| ("retry_after", t)));
+        times.extend(self.history.iter().map(|a| ("history.at", a.at)));
+        if let Some(ari) = &self.ari {
+            times.push(("ari.next_poll", ari.next_poll));
+            times.extend(ari.chosen.map(|t| ("ari.chosen", t)));
+            if let Some((a, b)) = ari.window {
+                times.push(("ari.window", a));
+                times.push(("ari.window", b));
+            }
+        }
+        match times.into_iter().find(|(_, t)| *t > MAX_UNIX) {
+            Some((field, t)) => Err(format!(
+                "`{field}` = {t} is beyond year 9999 ({MAX_UNIX} Unix seconds)"
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn failures(&self) -> Failures {
         Failures {
             consecutive: self.consecutive_failures,
@@ -346,6 +396,59 @@ mod tests {
         fs::write(dir.path().join("certs/www.json"), b"{not json").unwrap();
         assert_eq!(st.load_cert("www"), CertRecord::default());
         assert!(dir.path().join("certs/www.json.corrupt").exists());
+    }
+
+    /// A time beyond year 9999 (here u64::MAX, which `UNIX_EPOCH + secs` cannot hold) is
+    /// corruption: no panic, the record is moved aside; a FIFO or a link to `/dev/zero` at
+    /// a record's name is moved aside unread, at once.
+    #[test]
+    fn out_of_range_times_and_non_files_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateDir::open(dir.path()).unwrap();
+        for (field, json) in [
+            ("retry_after", format!(r#"{{"retry_after": {}}}"#, u64::MAX)),
+            (
+                "last_failure",
+                format!(r#"{{"last_failure": {}}}"#, MAX_UNIX + 1),
+            ),
+            (
+                "ari.next_poll",
+                format!(
+                    r#"{{"ari": {{"serial": "01", "next_poll": {}}}}}"#,
+                    u64::MAX
+                ),
+            ),
+            (
+                "history.at",
+                format!(
+                    r#"{{"history": [{{"at": {}, "ok": true, "message": ""}}]}}"#,
+                    u64::MAX
+                ),
+            ),
+        ] {
+            let path = dir.path().join("certs/www.json");
+            fs::write(&path, &json).unwrap();
+            let rec = st.load_cert("www");
+            assert_eq!(rec, CertRecord::default(), "{field}");
+            assert!(!path.exists(), "{field}");
+            assert_eq!(
+                fs::read_to_string(dir.path().join("certs/www.json.corrupt")).unwrap(),
+                json
+            );
+            // What the schedule does with a record's times cannot panic either.
+            let _ = rec.failures();
+        }
+        assert_eq!(from_unix(u64::MAX), from_unix(MAX_UNIX));
+
+        let fifo = dir.path().join("certs/fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("certs/zero.json")).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(st.load_cert("fifo"), CertRecord::default());
+        assert_eq!(st.load_cert("zero"), CertRecord::default());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(dir.path().join("certs/fifo.json.corrupt").exists());
+        assert!(fs::symlink_metadata(dir.path().join("certs/zero.json.corrupt")).is_ok());
     }
 
     #[test]

@@ -84,7 +84,12 @@ pub fn read_key(path: &Path) -> Result<TsigKey, Rfc2136Error> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let text = crate::fsutil::read_regular_string(
+        path,
+        crate::fsutil::caps::SECRET,
+        crate::fsutil::Follow::Yes,
+    )
+    .map_err(|e| fail(e.reason()))?;
     parse_key(&text).map_err(fail)
 }
 

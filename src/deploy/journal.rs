@@ -28,7 +28,7 @@
 //! set still has to be reloaded and proven — which ends, as in a normal renewal, in finish
 //! or roll back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -332,9 +332,21 @@ impl Recovery {
     }
 }
 
+/// The configured targets of every certificate: certificate name → its files' paths. A
+/// journal is acted on only when it names a configured certificate and only that
+/// certificate's targets.
+pub type Configured = HashMap<String, HashSet<PathBuf>>;
+
 /// Finishes or undoes, as the journals in `journal_dir` say, every swap a crash
 /// interrupted. Run it before anything else touches the deployed files.
-pub fn recover(journal_dir: &Path) -> Recovery {
+///
+/// Only what renewd can prove it created is renamed or removed: a journal is refused (left
+/// in place and reported in [`Recovery::errors`]) unless it is a regular file of at most
+/// `fsutil::caps::STATE` bytes naming a certificate of `configured`, every target it names
+/// is one of that certificate's configured files, and every temporary and backup it names
+/// is `.TARGETNAME.renewd-…` beside its target. In the journal directory only unfinished
+/// journal writes (`.NAME.json.tmp-…`) are removed.
+pub fn recover(journal_dir: &Path, configured: &Configured) -> Recovery {
     let mut out = Recovery::default();
     let entries = match fs::read_dir(journal_dir) {
         Ok(entries) => entries,
@@ -356,13 +368,16 @@ pub fn recover(journal_dir: &Path) -> Recovery {
             .unwrap_or_default();
         if name.starts_with('.') {
             // A journal write that a crash interrupted before its rename: never in effect.
-            let _ = fs::remove_file(&path);
+            // Anything else is not renewd's and is left alone.
+            if is_unfinished_write(&name) {
+                let _ = fs::remove_file(&path);
+            }
             continue;
         }
         if !name.ends_with(".json") {
             continue;
         }
-        let record = match read_record(&path) {
+        let record = match read_record(&path, configured) {
             Ok(r) => r,
             Err(message) => {
                 out.errors.push(JournalError::Read { path, message });
@@ -384,8 +399,20 @@ pub fn recover(journal_dir: &Path) -> Recovery {
     out
 }
 
-fn read_record(path: &Path) -> Result<Record, String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+/// `.NAME.json.tmp-DIGITS`, the temporary of `fsutil::write_atomic` for a journal.
+fn is_unfinished_write(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((stem, digits)) = rest.rsplit_once(".json.tmp-") else {
+        return false;
+    };
+    !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn read_record(path: &Path, configured: &Configured) -> Result<Record, String> {
+    let bytes = fsutil::read_regular(path, fsutil::caps::STATE, fsutil::Follow::No)
+        .map_err(|e| e.reason())?;
     let record: Record = serde_json::from_slice(&bytes)
         .map_err(|e| format!("not a swap journal ({e}); fix or remove it by hand"))?;
     if record.version != VERSION {
@@ -401,12 +428,33 @@ fn read_record(path: &Path) -> Result<Record, String> {
             record.cert
         ));
     }
+    let Some(targets) = configured.get(&record.cert) else {
+        return Err(format!(
+            "certificate {:?} is not configured; its journal is left alone (remove it by hand \
+             once its files are as they should be)",
+            record.cert
+        ));
+    };
     for e in &record.files {
-        // Only ever rename or remove renewd's own temporaries and backups.
+        // Only ever rename or remove a configured target of this certificate, and renewd's
+        // own temporaries and backups beside it.
+        if !targets.contains(&e.target) {
+            return Err(format!(
+                "{} is not a configured file of certificate {:?}",
+                e.target.display(),
+                record.cert
+            ));
+        }
+        let prefix = e
+            .target
+            .file_name()
+            .map(|n| format!(".{}{TEMP_MARKER}", n.to_string_lossy()));
         for p in std::iter::once(&e.temp).chain(e.backup.iter()) {
             let own = p.file_name().is_some_and(|n| {
                 let n = n.to_string_lossy();
-                n.starts_with('.') && n.contains(TEMP_MARKER)
+                prefix
+                    .as_deref()
+                    .is_some_and(|pre| n.starts_with(pre) && n.len() > pre.len())
             }) && parent_dir(p) == parent_dir(&e.target);
             if !own {
                 return Err(format!(
@@ -499,6 +547,11 @@ mod tests {
             journal,
             files,
         }
+    }
+
+    fn configured(f: &Fixture) -> Configured {
+        let targets = f.files.iter().map(|(_, p)| p.to_path_buf()).collect();
+        Configured::from([("www".to_string(), targets)])
     }
 
     fn material(tag: &str) -> Material {
@@ -628,7 +681,7 @@ mod tests {
             let f = fixture();
             deploy_old(&f);
             crash_state(&f, Phase::Staged, renamed);
-            let r = recover(&f.journal);
+            let r = recover(&f.journal, &configured(&f));
             assert_eq!(r.rolled_back, vec!["www".to_string()], "renamed {renamed}");
             assert!(r.pending.is_empty() && r.errors.is_empty());
             assert_eq!(contents(&f), expected(&f, "old"), "renamed {renamed}");
@@ -643,11 +696,12 @@ mod tests {
             deploy_old(&f);
             crash_state(&f, Phase::RollingBack, 5);
             // The crash came after `restored` backups were put back.
-            let j = read_record(&journal_path(&f.journal, "www")).expect("journal");
+            let j =
+                read_record(&journal_path(&f.journal, "www"), &configured(&f)).expect("journal");
             for e in j.files.iter().take(restored) {
                 fs::rename(e.backup.as_ref().expect("backup"), &e.target).expect("restore");
             }
-            let r = recover(&f.journal);
+            let r = recover(&f.journal, &configured(&f));
             assert_eq!(r.rolled_back, vec!["www".to_string()]);
             assert_eq!(contents(&f), expected(&f, "old"), "restored {restored}");
             assert_eq!(leftovers(&f), Vec::<String>::new());
@@ -659,7 +713,7 @@ mod tests {
         let f = fixture();
         deploy_old(&f);
         crash_state(&f, Phase::Swapped, 5);
-        let mut r = recover(&f.journal);
+        let mut r = recover(&f.journal, &configured(&f));
         assert!(r.rolled_back.is_empty() && r.errors.is_empty());
         assert!(r.holds("www") && !r.holds("other"));
         let swap = r.pending.pop().expect("pending swap");
@@ -675,7 +729,7 @@ mod tests {
         let f = fixture();
         let path = journal_path(&f.journal, "www");
         fs::write(&path, b"{not json").expect("write");
-        let r = recover(&f.journal);
+        let r = recover(&f.journal, &configured(&f));
         assert_eq!(r.errors.len(), 1);
         assert!(
             r.errors[0].to_string().contains("not a swap journal"),
@@ -707,17 +761,98 @@ mod tests {
             serde_json::to_vec(&record).expect("json"),
         )
         .expect("write");
-        let r = recover(&f.journal);
+        let r = recover(&f.journal, &configured(&f));
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         assert!(r.errors[0].to_string().contains("not a renewd temporary"));
         assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+    }
+
+    /// A journal that names a file outside the certificate's configured targets (here
+    /// with no backup, which a roll back would remove) or a certificate that is not
+    /// configured is refused: nothing is deleted.
+    #[test]
+    fn a_journal_naming_a_foreign_target_or_certificate_is_refused() {
+        let f = fixture();
+        let victim = f.dir.join("victim");
+        fs::write(&victim, b"precious").expect("write");
+        for (cert, target, why) in [
+            ("www", victim.clone(), "not a configured file"),
+            ("other", f.dir.join("cert.pem"), "not configured"),
+        ] {
+            let record = Record {
+                version: VERSION,
+                cert: cert.into(),
+                phase: Phase::RollingBack,
+                serial: "02".into(),
+                files: vec![Entry {
+                    temp: f.dir.join(format!(
+                        ".{}.renewd-0",
+                        target.file_name().expect("name").to_string_lossy()
+                    )),
+                    target,
+                    backup: None,
+                }],
+            };
+            let path = journal_path(&f.journal, cert);
+            fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
+            let r = recover(&f.journal, &configured(&f));
+            assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+            assert!(r.errors[0].to_string().contains(why), "{}", r.errors[0]);
+            assert!(r.holds(cert) && r.rolled_back.is_empty());
+            fs::remove_file(&path).expect("remove");
+        }
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+    }
+
+    /// A temporary or backup must carry its own target's name: `.other.renewd-…` beside
+    /// `cert.pem` is not one of cert.pem's.
+    #[test]
+    fn a_temporary_of_another_name_is_refused() {
+        let f = fixture();
+        let victim = f.dir.join(".other.renewd-x");
+        fs::write(&victim, b"precious").expect("write");
+        let record = Record {
+            version: VERSION,
+            cert: "www".into(),
+            phase: Phase::Staged,
+            serial: "02".into(),
+            files: vec![Entry {
+                target: f.dir.join("cert.pem"),
+                temp: victim.clone(),
+                backup: None,
+            }],
+        };
+        fs::write(
+            journal_path(&f.journal, "www"),
+            serde_json::to_vec(&record).expect("json"),
+        )
+        .expect("write");
+        let r = recover(&f.journal, &configured(&f));
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+    }
+
+    /// Only `.NAME.json.tmp-DIGITS` is renewd's in the journal directory; other dot files
+    /// are left alone.
+    #[test]
+    fn foreign_dot_files_in_the_journal_directory_are_kept() {
+        let f = fixture();
+        let foreign = f.journal.join(".keep-me");
+        fs::write(&foreign, b"x").expect("write");
+        let r = recover(&f.journal, &configured(&f));
+        assert!(r.errors.is_empty());
+        assert!(foreign.exists());
+        assert!(is_unfinished_write(".www.json.tmp-1234"));
+        assert!(!is_unfinished_write(".www.json.tmp-"));
+        assert!(!is_unfinished_write(".json.tmp-12"));
+        assert!(!is_unfinished_write(".www.json"));
     }
 
     #[test]
     fn an_unfinished_journal_write_is_discarded() {
         let f = fixture();
         fs::write(f.journal.join(".www.json.tmp-1234"), b"{").expect("write");
-        let r = recover(&f.journal);
+        let r = recover(&f.journal, &configured(&f));
         assert!(r.errors.is_empty() && r.pending.is_empty() && r.rolled_back.is_empty());
         assert_eq!(leftovers(&f), Vec::<String>::new());
     }

@@ -75,14 +75,42 @@ impl AlertState {
         state_dir.join("alerts.json")
     }
 
-    /// A missing or unreadable file is an empty state (logged by the caller's next save).
+    /// A missing or unreadable file is an empty state (logged by the caller's next save);
+    /// so is one that is not a regular file, is larger than `fsutil::caps::STATE`, or holds
+    /// a time beyond year 9999 (`state::MAX_UNIX`).
     pub fn load(state_dir: &Path) -> AlertState {
-        match std::fs::read(Self::path(state_dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let path = Self::path(state_dir);
+        let read = crate::fsutil::read_regular(
+            &path,
+            crate::fsutil::caps::STATE,
+            crate::fsutil::Follow::No,
+        );
+        match read {
+            Ok(bytes) => match serde_json::from_slice::<AlertState>(&bytes) {
+                Ok(st)
+                    if st.active.values().all(|s| {
+                        s.first_seen <= crate::state::MAX_UNIX
+                            && s.last_sent <= crate::state::MAX_UNIX
+                    }) =>
+                {
+                    st
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(),
+                        "alerts.json holds a time beyond year 9999; starting afresh");
+                    AlertState::default()
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "alerts.json is not readable; starting afresh");
+                    AlertState::default()
+                }
+            },
+            Err(e) if e.is_not_found() => AlertState::default(),
+            Err(e) => {
                 tracing::warn!(error = %e, "alerts.json is not readable; starting afresh");
                 AlertState::default()
-            }),
-            Err(_) => AlertState::default(),
+            }
         }
     }
 
@@ -301,7 +329,7 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
         };
         let due = match last_sent {
             None => true,
-            Some(t) => now_s >= t + REPEAT.as_secs(),
+            Some(t) => now_s >= t.saturating_add(REPEAT.as_secs()),
         };
         let sent = match prev.active.get(&c.key) {
             // Kept as it was, so an unchanged state is not rewritten.
@@ -315,7 +343,7 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
                 }
             }
         };
-        let repeat = from_unix(sent.last_sent + REPEAT.as_secs());
+        let repeat = from_unix(sent.last_sent.saturating_add(REPEAT.as_secs()));
         next = Some(next.map_or(repeat, |n| n.min(repeat)));
         state.active.insert(c.key, sent);
     }

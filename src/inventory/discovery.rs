@@ -7,13 +7,22 @@
 //! parsed. Files over [`MAX_FILE`] are skipped unread. Directory symlinks are never followed
 //! (no loops, no escaping the tree); a file symlink is followed only when its target lies
 //! inside one of the scanned roots, and then the certificate is listed under both names.
+//! Every file is opened with `O_NONBLOCK` and checked on the open descriptor
+//! (`fsutil::open_regular`), so a FIFO or a device swapped in at a name is refused at once,
+//! never waited on.
+//!
+//! A [`Scan`] can be brought up to date for a few changed paths ([`Scan::update`]): only
+//! those files and the subtrees of those directories are walked again. The walk reports
+//! every real directory to its caller *before* reading it (the daemon watches it there, so
+//! a file created between the watch and the read still arrives as an event).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::fsutil::{self, Follow, ReadError};
 use crate::x509::{self, CertInfo};
 
 /// Larger files are not certificates (a full CA bundle is about 200 KiB).
@@ -32,47 +41,155 @@ pub struct Found {
     pub certificates: usize,
 }
 
-/// What a scan saw.
+/// What a scan saw, kept per path so that it can be updated for a few changed paths.
 #[derive(Debug, Default, Clone)]
 pub struct Scan {
-    pub found: Vec<Found>,
-    /// Regular files looked at (sniffed), certificate or not.
-    pub files_seen: usize,
-    /// Directories or files that could not be read, one line each.
-    pub errors: Vec<String>,
+    /// Every regular file looked at (sniffed), with the certificate it holds, if any.
+    files: BTreeMap<PathBuf, Option<Found>>,
+    /// File symlinks followed, and the (canonical) file each points to.
+    links: BTreeMap<PathBuf, PathBuf>,
+    /// Every real directory walked (never one reached through a symlink).
+    dirs: BTreeSet<PathBuf>,
+    /// Directories or files that could not be read, one reason each.
+    errors: BTreeMap<PathBuf, String>,
 }
 
-/// Walks `roots` and returns every certificate file not in `skip` (managed files and
-/// exceptions are listed by the caller with what it knows about them).
-pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>) -> Scan {
-    let mut out = Scan::default();
-    let canon_roots: Vec<PathBuf> = roots
-        .iter()
-        .map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
-        .collect();
-    let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
-    for root in roots {
-        let mut stack = vec![(root.clone(), 0usize)];
+impl Scan {
+    /// The certificate files found, in path order.
+    pub fn found(&self) -> impl Iterator<Item = &Found> {
+        self.files.values().flatten()
+    }
+
+    /// Regular files looked at (sniffed), certificate or not.
+    pub fn files_seen(&self) -> usize {
+        self.files.len()
+    }
+
+    /// What could not be read, one `PATH: reason` line each, in path order.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.display()))
+            .collect()
+    }
+
+    /// Every real directory the walk went into, in path order.
+    pub fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        self.dirs.iter()
+    }
+
+    /// Brings the scan up to date for `changed` paths (file events): each is forgotten with
+    /// everything below it, then walked again if it still exists (a file is sniffed, a
+    /// directory walked). File symlinks whose target lies under a changed path are looked
+    /// at again too. Paths outside `roots` are ignored. `on_dir` is called as in [`scan`];
+    /// directories no longer there are returned (to be unwatched).
+    pub fn update(
+        &mut self,
+        roots: &[PathBuf],
+        skip: &HashSet<PathBuf>,
+        changed: &BTreeSet<PathBuf>,
+        on_dir: &mut dyn FnMut(&Path),
+    ) -> Vec<PathBuf> {
+        let canon_roots = canonical_roots(roots);
+        // A changed path under another changed directory is covered by that directory.
+        let mut tops: Vec<&PathBuf> = Vec::new();
+        for p in changed {
+            if tops.last().is_some_and(|t| p.starts_with(t)) {
+                continue;
+            }
+            tops.push(p);
+        }
+        let mut gone_dirs = Vec::new();
+        let mut relinks = Vec::new();
+        for p in tops {
+            let Some((root, depth)) = roots
+                .iter()
+                .filter_map(|r| {
+                    p.strip_prefix(r)
+                        .ok()
+                        .map(|rest| (r, rest.components().count()))
+                })
+                .next()
+            else {
+                continue;
+            };
+            let old_dirs = take_under(&mut self.dirs, p);
+            take_under_map(&mut self.files, p);
+            take_under_map(&mut self.errors, p);
+            take_under_map(&mut self.links, p);
+            // Links are kept with canonical targets; `p` may be gone, so its directory is
+            // what is made canonical.
+            let canon_p = p
+                .parent()
+                .and_then(|d| fs::canonicalize(d).ok())
+                .zip(p.file_name())
+                .map(|(d, n)| d.join(n));
+            relinks.extend(
+                self.links
+                    .iter()
+                    .filter(|(_, target)| {
+                        target.starts_with(p)
+                            || canon_p.as_ref().is_some_and(|c| target.starts_with(c))
+                    })
+                    .map(|(link, _)| link.clone()),
+            );
+            if p != root && p.parent().is_some_and(|d| !self.dirs.contains(d)) {
+                // Its directory was not walked (too deep, or not there): nothing to see.
+                gone_dirs.extend(old_dirs);
+                continue;
+            }
+            self.walk(p, depth, skip, &canon_roots, on_dir);
+            gone_dirs.extend(old_dirs.into_iter().filter(|d| !self.dirs.contains(d)));
+        }
+        for link in relinks {
+            self.files.remove(&link);
+            self.links.remove(&link);
+            self.errors.remove(&link);
+            if let Ok(meta) = fs::symlink_metadata(&link) {
+                self.visit_file(&link, &meta, skip, &canon_roots);
+            }
+        }
+        gone_dirs
+    }
+
+    /// Walks `start` (a root, or a path below one at `depth`).
+    fn walk(
+        &mut self,
+        start: &Path,
+        depth: usize,
+        skip: &HashSet<PathBuf>,
+        canon_roots: &[PathBuf],
+        on_dir: &mut dyn FnMut(&Path),
+    ) {
+        let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
+        let mut stack = vec![(start.to_path_buf(), depth)];
         while let Some((dir, depth)) = stack.pop() {
             let meta = match fs::symlink_metadata(&dir) {
                 Ok(m) => m,
+                // Gone since it was listed or reported: nothing to see.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    out.errors.push(format!("{}: {e}", dir.display()));
+                    self.errors.insert(dir, e.to_string());
                     continue;
                 }
             };
-            // A root given as a file is scanned as one file.
-            if meta.is_file() {
-                visit_file(&dir, &meta, skip, &canon_roots, &mut out);
+            // A root given as a file (or a changed file) is looked at as one file.
+            if !meta.is_dir() {
+                if meta.is_file() || meta.file_type().is_symlink() {
+                    self.visit_file(&dir, &meta, skip, canon_roots);
+                }
                 continue;
             }
-            if !meta.is_dir() || !seen_dirs.insert((meta.dev(), meta.ino())) {
+            if depth > MAX_DEPTH || !seen_dirs.insert((meta.dev(), meta.ino())) {
                 continue;
             }
+            // Watched before it is read: a file created after this call is an event.
+            on_dir(&dir);
+            self.dirs.insert(dir.clone());
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) => {
-                    out.errors.push(format!("{}: {e}", dir.display()));
+                    self.errors.insert(dir, e.to_string());
                     continue;
                 }
             };
@@ -80,87 +197,162 @@ pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>) -> Scan {
                 let path = entry.path();
                 let Ok(ft) = entry.file_type() else { continue };
                 if ft.is_dir() {
-                    if depth < MAX_DEPTH {
-                        stack.push((path, depth + 1));
-                    }
+                    stack.push((path, depth + 1));
                 } else if ft.is_file() || ft.is_symlink() {
                     let meta = match fs::symlink_metadata(&path) {
                         Ok(m) => m,
                         Err(_) => continue,
                     };
-                    visit_file(&path, &meta, skip, &canon_roots, &mut out);
+                    self.visit_file(&path, &meta, skip, canon_roots);
                 }
             }
         }
     }
-    out.found.sort_by(|a, b| a.path.cmp(&b.path));
+
+    fn visit_file(
+        &mut self,
+        path: &Path,
+        meta: &fs::Metadata,
+        skip: &HashSet<PathBuf>,
+        roots: &[PathBuf],
+    ) {
+        if skip.contains(path) {
+            return;
+        }
+        // A regular file is opened without following a symlink swapped in since the
+        // listing; a link is followed only to a regular file inside the scanned trees, and
+        // that file is then opened without following anything further.
+        let open_at = if meta.file_type().is_symlink() {
+            let Ok(target) = fs::canonicalize(path) else {
+                return;
+            };
+            if !roots.iter().any(|r| target.starts_with(r)) || skip.contains(&target) {
+                return;
+            }
+            match fs::metadata(&target) {
+                Ok(m) if m.is_file() => {}
+                _ => return,
+            }
+            self.links.insert(path.to_path_buf(), target.clone());
+            target
+        } else if meta.is_file() {
+            path.to_path_buf()
+        } else {
+            return;
+        };
+        let found = match read_certificates_at(&open_at, Follow::No) {
+            Ok(Some((leaf, certificates))) => Some(Found {
+                path: path.to_path_buf(),
+                leaf,
+                certificates,
+            }),
+            Ok(None) => None,
+            // Swapped for something else since the listing: report it, read nothing.
+            Err(e @ (ReadError::NotRegular { .. } | ReadError::Symlink(_))) => {
+                self.errors.insert(path.to_path_buf(), e.reason());
+                return;
+            }
+            Err(_) => None,
+        };
+        self.files.insert(path.to_path_buf(), found);
+    }
+}
+
+/// Removes and returns every element equal to `p` or below it.
+fn take_under(set: &mut BTreeSet<PathBuf>, p: &Path) -> Vec<PathBuf> {
+    let under: Vec<PathBuf> = set
+        .range(p.to_path_buf()..)
+        .take_while(|d| d.starts_with(p))
+        .cloned()
+        .collect();
+    for d in &under {
+        set.remove(d);
+    }
+    under
+}
+
+fn take_under_map<V>(map: &mut BTreeMap<PathBuf, V>, p: &Path) {
+    let under: Vec<PathBuf> = map
+        .range(p.to_path_buf()..)
+        .take_while(|(k, _)| k.starts_with(p))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in under {
+        map.remove(&k);
+    }
+}
+
+fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .map(|r| fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
+        .collect()
+}
+
+/// Walks `roots` and returns every certificate file not in `skip` (managed files and
+/// exceptions are listed by the caller with what it knows about them). `on_dir` is called
+/// with every real directory before it is read (the daemon watches it).
+pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&Path)) -> Scan {
+    let mut out = Scan::default();
+    let canon_roots = canonical_roots(roots);
+    for root in roots {
+        out.walk(root, 0, skip, &canon_roots, on_dir);
+    }
     out
 }
 
-fn visit_file(
-    path: &Path,
-    meta: &fs::Metadata,
-    skip: &HashSet<PathBuf>,
-    roots: &[PathBuf],
-    out: &mut Scan,
-) {
-    if skip.contains(path) {
-        return;
-    }
-    if meta.file_type().is_symlink() {
-        // Follow only links to regular files inside the scanned trees.
-        let Ok(target) = fs::canonicalize(path) else {
-            return;
-        };
-        if !roots.iter().any(|r| target.starts_with(r)) || skip.contains(&target) {
-            return;
-        }
-        match fs::metadata(&target) {
-            Ok(m) if m.is_file() => {}
-            _ => return,
-        }
-    }
-    out.files_seen += 1;
-    if let Ok(Some((leaf, certificates))) = read_certificates(path) {
-        out.found.push(Found {
-            path: path.to_path_buf(),
-            leaf,
-            certificates,
-        });
-    }
+/// The first certificate of the file at `path` and how many it holds; `Ok(None)` when the
+/// file does not look like a certificate at all (a key, a config file, a binary) or is
+/// larger than [`MAX_FILE`]. A symlink at `path` is followed; only a regular file is read.
+pub fn read_certificates(path: &Path) -> Result<Option<(CertInfo, usize)>, String> {
+    read_certificates_at(path, Follow::Yes).map_err(|e| e.reason())
 }
 
-/// The first certificate of the file at `path` and how many it holds; `Ok(None)` when the
-/// file does not look like a certificate at all (a key, a config file, a binary).
-pub fn read_certificates(path: &Path) -> Result<Option<(CertInfo, usize)>, String> {
-    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_FILE {
-        return Ok(None);
-    }
-    let mut head = vec![0u8; SNIFF.min(meta.len() as usize)];
-    file.read_exact(&mut head).map_err(|e| e.to_string())?;
+fn read_certificates_at(
+    path: &Path,
+    follow: Follow,
+) -> Result<Option<(CertInfo, usize)>, ReadError> {
+    let invalid = |message: String| ReadError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+    };
+    let (file, len) = match fsutil::open_regular(path, MAX_FILE, follow) {
+        Ok(f) => f,
+        Err(ReadError::TooLarge { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::with_capacity(SNIFF);
+    (&file)
+        .take(SNIFF.min(len as usize) as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
     let shape = sniff(&head);
     if shape == Shape::Other {
         return Ok(None);
     }
     let mut bytes = head;
-    file.take(MAX_FILE)
+    // At most MAX_FILE in all, however the file grows meanwhile.
+    (&file)
+        .take(MAX_FILE + 1 - bytes.len() as u64)
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Ok(None);
+    }
     let ders = match shape {
-        Shape::Pem => x509::pem_certificates(&bytes).map_err(|e| e.to_string())?,
+        Shape::Pem => x509::pem_certificates(&bytes).map_err(|e| invalid(e.to_string()))?,
         Shape::Der => vec![bytes],
         Shape::Other => return Ok(None),
     };
     let n = ders.len();
     let leaf = ders
         .first()
-        .ok_or_else(|| "no certificate".to_string())
-        .and_then(|d| CertInfo::parse_der(d).map_err(|e| e.to_string()))?;
+        .ok_or_else(|| invalid("no certificate".to_string()))
+        .and_then(|d| CertInfo::parse_der(d).map_err(|e| invalid(e.to_string())))?;
     Ok(Some((leaf, n)))
 }
 
@@ -215,6 +407,113 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
+    }
+
+    fn names(scan: &Scan) -> Vec<String> {
+        scan.found()
+            .map(|f| {
+                format!(
+                    "{}={}",
+                    f.path.file_name().unwrap().to_string_lossy(),
+                    f.leaf.dns_names.join(",")
+                )
+            })
+            .collect()
+    }
+
+    /// The walk reports real directories only (a symlink to a big tree adds none), before
+    /// reading them; an update walks only what changed, and a FIFO swapped in at a
+    /// certificate's name is reported, never waited on.
+    #[test]
+    fn scan_reports_real_directories_and_updates_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("scan");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("a.pem"), pem("a.test")).unwrap();
+        fs::write(root.join("sub/b.pem"), pem("b.test")).unwrap();
+        std::os::unix::fs::symlink("/usr", root.join("usr")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.pem"), root.join("sub/a-link.pem")).unwrap();
+        let roots = vec![root.clone()];
+        let skip = HashSet::new();
+        let mut walked = Vec::new();
+        let mut scan = scan(&roots, &skip, &mut |d| walked.push(d.to_path_buf()));
+        walked.sort();
+        assert_eq!(walked, vec![root.clone(), root.join("sub")]);
+        assert_eq!(scan.dirs().count(), 2);
+        assert_eq!(
+            names(&scan),
+            ["a.pem=a.test", "a-link.pem=a.test", "b.pem=b.test"]
+        );
+
+        // A new directory with a certificate, a replaced certificate (the link follows),
+        // a removed one, and a FIFO at a certificate's name.
+        fs::create_dir(root.join("new")).unwrap();
+        fs::write(root.join("new/c.pem"), pem("c.test")).unwrap();
+        fs::write(root.join("a.pem"), pem("a2.test")).unwrap();
+        fs::remove_file(root.join("sub/b.pem")).unwrap();
+        nix::unistd::mkfifo(
+            &root.join("sub/b.pem"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let changed: BTreeSet<PathBuf> = [
+            root.join("new"),
+            root.join("a.pem"),
+            root.join("sub/b.pem"),
+            root.join("elsewhere"),
+        ]
+        .into_iter()
+        .chain([dir.path().join("outside")])
+        .collect();
+        let mut walked = Vec::new();
+        let started = std::time::Instant::now();
+        let gone = scan.update(&roots, &skip, &changed, &mut |d| {
+            walked.push(d.to_path_buf())
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            walked,
+            vec![root.join("new")],
+            "only the new directory is walked"
+        );
+        assert!(gone.is_empty());
+        assert_eq!(
+            names(&scan),
+            ["a.pem=a2.test", "c.pem=c.test", "a-link.pem=a2.test"]
+        );
+        // A FIFO found by the listing is not a file to look at.
+        assert!(scan.errors().is_empty(), "{:?}", scan.errors());
+
+        // The race: listed as a regular file, a FIFO by the time it is opened.
+        let victim = root.join("sub/race.pem");
+        fs::write(&victim, pem("race.test")).unwrap();
+        let stale = fs::symlink_metadata(&victim).unwrap();
+        fs::remove_file(&victim).unwrap();
+        nix::unistd::mkfifo(&victim, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let canon = canonical_roots(&roots);
+        scan.visit_file(&victim, &stale, &skip, &canon);
+        assert_eq!(scan.errors().len(), 1, "{:?}", scan.errors());
+        assert!(
+            scan.errors()[0].contains("is a FIFO"),
+            "{:?}",
+            scan.errors()
+        );
+
+        // A removed directory is returned, to be unwatched.
+        fs::remove_dir_all(root.join("new")).unwrap();
+        let changed: BTreeSet<PathBuf> = [root.join("new")].into_iter().collect();
+        let gone = scan.update(&roots, &skip, &changed, &mut |_| {});
+        assert_eq!(gone, vec![root.join("new")]);
+        assert_eq!(scan.dirs().count(), 2);
+    }
 
     #[test]
     fn sniffing_tells_certificates_from_keys_and_text() {

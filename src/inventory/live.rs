@@ -8,12 +8,16 @@ use std::time::SystemTime;
 use super::alerts::{self, AlertState, Notifier};
 use super::discovery::Scan;
 use super::metrics::{Metrics, MetricsServer};
-use super::{collect, discover, Inventory, Managed};
+use super::{collect, Inventory, Managed};
 use crate::config::Config;
 
 pub struct Live {
     config: Config,
-    scan: Scan,
+    /// Shared with collectors running on blocking threads.
+    scan: std::sync::Arc<Scan>,
+    /// Generation of the last alert state handed to a save, and of the last saved.
+    save_generation: u64,
+    saved: std::sync::Arc<std::sync::Mutex<u64>>,
     metrics: Metrics,
     server: Option<MetricsServer>,
     notifier: Option<Notifier>,
@@ -24,7 +28,7 @@ pub struct Live {
 
 impl Live {
     /// Loads the alert state and starts the metrics listener. The first discovery scan is
-    /// the caller's ([`Live::rescan`]), once it watches the discovery paths: a file changed
+    /// the caller's ([`Live::set_scan`]), once it watches the discovery paths: a file changed
     /// between a scan and the watch would otherwise go unnoticed.
     pub async fn start(config: &Config) -> Result<Live, String> {
         let metrics = Metrics::new();
@@ -34,7 +38,9 @@ impl Live {
         };
         let mut live = Live {
             config: config.clone(),
-            scan: Scan::default(),
+            scan: Default::default(),
+            save_generation: 0,
+            saved: Default::default(),
             metrics,
             server,
             notifier: None,
@@ -49,7 +55,7 @@ impl Live {
     }
 
     /// A new configuration (SIGHUP): alerts, exceptions and discovery take effect now;
-    /// `[metrics] listen` at the next restart. Rescan ([`Live::rescan`]) once the new
+    /// `[metrics] listen` at the next restart. Rescan ([`Live::set_scan`]) once the new
     /// discovery paths are watched.
     pub fn configure(&mut self, config: &Config) {
         if config.metrics.as_ref().map(|m| m.listen)
@@ -87,12 +93,28 @@ impl Live {
             || self.config.exceptions.iter().any(|e| e.path == path)
     }
 
-    pub fn rescan(&mut self) {
-        let started = std::time::Instant::now();
-        self.scan = discover(&self.config);
+    /// The paths discovery leaves to the inventory's other kinds (managed files and
+    /// exceptions), for a scan.
+    pub fn discovery_skip(&self) -> std::collections::HashSet<PathBuf> {
+        super::known_paths(&self.config)
+    }
+
+    /// A copy of the cached scan, for a scan on another thread to bring up to date (see
+    /// [`Live::set_scan`]); the inventory keeps the cached one meanwhile.
+    pub fn scan_snapshot(&self) -> Scan {
+        (*self.scan).clone()
+    }
+
+    /// The result of a discovery scan, cached until the next one.
+    pub fn set_scan(&mut self, scan: Scan, elapsed: std::time::Duration) {
+        self.scan = std::sync::Arc::new(scan);
         if self.config.discovery.is_some() {
-            tracing::debug!(files = self.scan.files_seen, certificates = self.scan.found.len(),
-                elapsed = ?started.elapsed(), "discovery scan");
+            tracing::debug!(
+                files = self.scan.files_seen(),
+                certificates = self.scan.found().count(),
+                ?elapsed,
+                "discovery scan"
+            );
         }
     }
 
@@ -100,9 +122,18 @@ impl Live {
         &self.metrics
     }
 
-    /// Re-reads exceptions, updates the metrics, and sends the alerts that are due.
-    pub fn refresh(&mut self, managed: &[Managed], now: SystemTime) -> Inventory {
-        let inv = collect(&self.config, managed, &self.scan, now);
+    /// What builds the inventory from the managed certificates and the time, reading the
+    /// exceptions' and managed certificates' files: for a blocking thread. Pass its result
+    /// to [`Live::apply`].
+    pub fn collector(&self) -> impl FnOnce(&[Managed], SystemTime) -> Inventory + Send + 'static {
+        let config = self.config.clone();
+        let scan = self.scan.clone();
+        move |managed, now| collect(&config, managed, &scan, now)
+    }
+
+    /// Updates the metrics from `inv` (collected at `now`), and sends the alerts that are
+    /// due. The alert state is saved on a blocking thread, newest last.
+    pub fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
         self.metrics.update(&inv);
         let Some(notifier) = self.notifier.clone() else {
             self.next = None;
@@ -111,9 +142,20 @@ impl Live {
         let plan = alerts::plan(&self.alerts, &inv.certificates, now, &self.host);
         self.next = plan.next;
         if plan.state != self.alerts {
-            if let Err(e) = plan.state.save(&self.config.state_dir) {
-                tracing::error!(error = %e, "cannot save alerts.json; alerts may repeat after a restart");
-            }
+            self.save_generation += 1;
+            let (generation, saved) = (self.save_generation, self.saved.clone());
+            let (state, dir) = (plan.state.clone(), self.config.state_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut last = saved.lock().unwrap_or_else(|e| e.into_inner());
+                // A later state was saved already: this one is stale.
+                if *last > generation {
+                    return;
+                }
+                *last = generation;
+                if let Err(e) = state.save(&dir) {
+                    tracing::error!(error = %e, "cannot save alerts.json; alerts may repeat after a restart");
+                }
+            });
             self.alerts = plan.state;
         }
         if !plan.send.is_empty() {

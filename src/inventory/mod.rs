@@ -14,7 +14,7 @@ pub mod metrics;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -212,7 +212,7 @@ pub fn known_paths(config: &Config) -> HashSet<PathBuf> {
 /// Runs the discovery scan of `config` (nothing when there is no `[discovery]`).
 pub fn discover(config: &Config) -> discovery::Scan {
     match &config.discovery {
-        Some(d) => discovery::scan(&d.paths, &known_paths(config)),
+        Some(d) => discovery::scan(&d.paths, &known_paths(config), &mut |_| {}),
         None => discovery::Scan::default(),
     }
 }
@@ -265,7 +265,7 @@ pub fn collect(
     }
     // One unmanaged item per distinct certificate, listing every file that holds it.
     let mut unmanaged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
-    for f in &scan.found {
+    for f in scan.found() {
         let item = unmanaged.entry(f.leaf.der.clone()).or_insert_with(|| {
             let mut item = Item::blank(Kind::Unmanaged);
             item.describe(&f.leaf, now);
@@ -289,8 +289,8 @@ pub fn collect(
                 .as_ref()
                 .map(|d| d.paths.clone())
                 .unwrap_or_default(),
-            files_scanned: scan.files_seen,
-            errors: scan.errors.clone(),
+            files_scanned: scan.files_seen(),
+            errors: scan.errors(),
         },
     }
 }
@@ -401,8 +401,9 @@ pub fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The instant `s` Unix seconds, clamped to `state::MAX_UNIX` (never panics).
 pub fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    crate::state::from_unix(s)
 }
 
 fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {

@@ -68,14 +68,22 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
             Some(rec) => rec,
             None => {
                 let mut rec = state.load_cert(&cert.name);
-                if !asks_ari(cert) {
-                    // Advice recorded before `ari = false` was set no longer counts.
+                if !asks_ari(cert) && rec.ari.as_ref().is_some_and(|a| a.window.is_some()) {
+                    // Advice recorded before `ari = false` was set no longer counts: drop it,
+                    // so no later process sends `replaces` or shows it.
                     rec.ari = None;
+                    if let Err(e) = state.update_cert(&cert.name, |r| r.ari = None) {
+                        tracing::warn!(cert = %cert.name, error = %e,
+                            "cannot drop ARI advice recorded before ari = false");
+                    }
                 }
                 rec
             }
         };
-        let ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
+        let ev = status::evaluate_inspected(cert, &rec, &config.cas, now, inspected.as_ref());
+        if let Some(w) = &ev.clamp_warning {
+            tracing::warn!(cert = %cert.name, "{w}");
+        }
         if ev.decision.is_due(now) {
             tracing::info!(cert = %cert.name, reason = %ev.decision.reason, "due");
             due.push(cert.clone());
@@ -114,7 +122,7 @@ pub async fn renew_in_process(
     let mut skipped = Vec::new();
     let mut run = Vec::new();
     for cert in selected {
-        let ev = status::evaluate(cert, &state.load_cert(&cert.name), now);
+        let ev = status::evaluate(cert, &state.load_cert(&cert.name), &config.cas, now);
         match skip_reason(&ev, force, now) {
             Some(why) => skipped.push(skip(&cert.name, why)),
             None => run.push(cert.clone()),
@@ -309,7 +317,7 @@ pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow
         .into_iter()
         .map(|c| {
             let rec = state.load_cert(&c.name);
-            let ev = status::evaluate(c, &rec, now);
+            let ev = status::evaluate(c, &rec, &config.cas, now);
             status::row(c, &rec, &ev, false)
         })
         .collect())
@@ -492,6 +500,13 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Logs, once per change, that a certificate's `renew_before` is clamped to its lifetime.
+fn warn_clamped(name: &str, eval: &Evaluation) {
+    if let Some(w) = &eval.clamp_warning {
+        tracing::warn!(cert = %name, "{w}");
+    }
+}
+
 /// Hands heap freed after a burst of work (start-up, a batch, a reload) back to the kernel.
 /// glibc keeps it otherwise, so a daemon that read 1,000 certificates at start would hold
 /// that peak for months of idleness.
@@ -607,9 +622,13 @@ impl Daemon {
             let prev = old.remove(&cert.name);
             let failures_seen = prev.as_ref().map_or(0, |p| p.failures_seen);
             let last_failure_seen = prev.as_ref().and_then(|p| p.last_failure_seen);
+            let eval = self.evaluation(cert, failures_seen, last_failure_seen, now);
+            if prev.as_ref().map(|p| &p.eval.clamp_warning) != Some(&eval.clamp_warning) {
+                warn_clamped(&cert.name, &eval);
+            }
             let entry = Entry {
                 cfg: cert.clone(),
-                eval: self.evaluation(cert, failures_seen, last_failure_seen, now),
+                eval,
                 renewing: prev.as_ref().is_some_and(|p| p.renewing),
                 failures_seen,
                 last_failure_seen,
@@ -620,12 +639,16 @@ impl Daemon {
     }
 
     fn evaluate(&self, entry: &mut Entry, now: SystemTime) {
-        entry.eval = self.evaluation(
+        let eval = self.evaluation(
             &entry.cfg,
             entry.failures_seen,
             entry.last_failure_seen,
             now,
         );
+        if eval.clamp_warning != entry.eval.clamp_warning {
+            warn_clamped(&entry.cfg.name, &eval);
+        }
+        entry.eval = eval;
     }
 
     /// Reads `cert`'s files and record; failures this process saw count even when the record
@@ -642,7 +665,7 @@ impl Daemon {
             rec.consecutive_failures = failures_seen;
             rec.last_failure = last_failure_seen.map(crate::state::unix);
         }
-        status::evaluate(cert, &rec, now)
+        status::evaluate(cert, &rec, &self.config.cas, now)
     }
 
     fn summary(&self) -> String {

@@ -370,6 +370,21 @@ async fn check(arg: &ConfigArg) -> ExitCode {
     for p in &problems {
         println!("{p}");
     }
+    // Warnings: printed, exit 0. A `renew_before` longer than 2/3 of the lifetime the CA
+    // gives (known from the deployed certificate) is clamped by the schedule.
+    for cert in &cfg.certificates {
+        if let Ok(info) = deploy::inspect(&cert.files) {
+            if let Some(w) =
+                renewd::schedule::clamp_warning(info.not_before, info.not_after, &cert.renew_before)
+            {
+                println!(
+                    "{}: warning: certificate {}: {w}",
+                    cert.key_location("renew_before"),
+                    cert.name
+                );
+            }
+        }
+    }
     if problems.is_empty() {
         println!(
             "{}: ok ({} certificate(s), {} CA(s), {} file(s) read)",

@@ -196,10 +196,15 @@ impl Renewer {
                     renew_at = %chosen.map(|c| httpdate(state::from_unix(c))).unwrap_or_default(),
                     explanation = %a.explanation_url.as_deref().unwrap_or("-"),
                     "ARI: the CA's suggested renewal window");
+                let first_start = prev
+                    .as_ref()
+                    .and_then(|p| p.first_start.or(p.window.map(|w| w.0)))
+                    .unwrap_or(window.0);
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     window: Some(window),
                     chosen,
+                    first_start: Some(first_start),
                     next_poll: state::unix(now + ari_poll_delay(Some(a.retry_after))),
                     explanation_url: a.explanation_url,
                     error: None,
@@ -207,6 +212,7 @@ impl Renewer {
             }
             Ok(None) => state::AriRecord {
                 serial: leaf.serial_hex.clone(),
+                first_start: prev.as_ref().and_then(|p| p.first_start),
                 next_poll: state::unix(now + crate::schedule::ARI_POLL_MAX),
                 error: Some(match ca_config.ari {
                     true => "the CA offers no renewalInfo".into(),
@@ -219,6 +225,7 @@ impl Renewer {
                     "ARI: no usable renewal information; renew_before applies");
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
+                    first_start: prev.as_ref().and_then(|p| p.first_start),
                     next_poll: state::unix(now + ari_poll_delay(None)),
                     error: Some(e),
                     ..Default::default()
@@ -514,7 +521,9 @@ impl Renewer {
             .ok()
             .flatten()
             .filter(|leaf| {
-                rec.issued_by.as_deref() == Some(ca_name.as_str())
+                // `ari = false`: no `replaces`, whatever advice was recorded before.
+                ca_config.ari
+                    && rec.issued_by.as_deref() == Some(ca_name.as_str())
                     && rec.ari_advice(&leaf.serial_hex).is_some()
             });
         let options = crate::acme::OrderOptions {

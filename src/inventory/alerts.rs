@@ -225,24 +225,45 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
                 }
             }
         }
-        // The CA asks, through ARI, for a replacement before renewd's own threshold would
-        // have renewed: a revocation or incident at the CA. Renewal follows the window on
-        // its own; the alert tells people why certificates change early.
-        if let (Kind::Managed, Some(start), Some(from)) =
-            (item.kind, item.ari_window_start, item.renew_at)
+        // The CA's ARI advice, only when a person must act on it: the window moved earlier
+        // than the CA first advised, or ends before the `renew_before` point (the CA wants
+        // it replaced sooner than the user's policy would), or the CA explains itself. A
+        // normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
+        if let (Kind::Managed, Some(start), Some(end)) =
+            (item.kind, item.ari_window_start, item.ari_window_end)
         {
-            if start < from {
+            let mut why = Vec::new();
+            if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
+                why.push(format!(
+                    "the window moved earlier than the CA first advised (from {} to {})",
+                    rfc3339(first),
+                    rfc3339(start)
+                ));
+            }
+            if let Some(from) = item.renew_at.filter(|f| end < *f) {
+                why.push(format!(
+                    "the window ends at {}, before renew_before would renew it ({})",
+                    rfc3339(end),
+                    rfc3339(from)
+                ));
+            }
+            if let Some(url) = &item.ari_explanation {
+                why.push(format!("the CA explains: {url}"));
+            }
+            if !why.is_empty() {
                 add(
                     "ari_early_replacement",
                     "warning",
                     format!(
-                        "{label}: the CA asks for replacement from {} (ARI), before renew_before \
-                         would renew it ({})",
+                        "{label}: the CA asks for replacement from {} (ARI): {}",
                         rfc3339(start),
-                        rfc3339(from)
+                        why.join("; ")
                     ),
                 );
             }
+        }
+        if let (Kind::Managed, Some(w)) = (item.kind, &item.renew_before_warning) {
+            add("renew_before_too_long", "warning", format!("{label}: {w}"));
         }
         if let Some(review_by) = &item.review_by {
             if let Some(deadline) = review_deadline(review_by) {
@@ -470,6 +491,10 @@ mod tests {
             alerts: vec![],
             renew_at: None,
             ari_window_start: None,
+            ari_window_end: None,
+            ari_first_start: None,
+            ari_explanation: None,
+            renew_before_warning: None,
             cert_path: None,
         }
     }
@@ -565,30 +590,56 @@ mod tests {
     }
 
     #[test]
-    fn an_ari_window_before_the_threshold_alerts_as_early_replacement() {
+    fn ari_alerts_only_for_what_a_person_must_act_on() {
+        let early = |item: &Item| -> Vec<String> {
+            let (c, _) = conditions(std::slice::from_ref(item), from_unix(DAY));
+            c.into_iter()
+                .filter(|c| c.condition == "ari_early_replacement")
+                .map(|c| c.message)
+                .collect()
+        };
         let mut item = unmanaged("/x", 0, 90 * DAY, 0);
         item.kind = Kind::Managed;
         item.name = Some("www".into());
         item.renew_at = Some(60 * DAY);
-        // A window inside the usual margin: business as usual, no alert.
-        item.ari_window_start = Some(61 * DAY);
-        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(DAY));
-        assert!(
-            c.iter().all(|c| c.condition != "ari_early_replacement"),
-            "{c:?}"
-        );
-        // The CA wants it replaced now, 59 days early.
+        // Pebble's normal window for a 90-day certificate: a day either side of the 1/3
+        // point, so it starts before renew_before's point. Business as usual, no alert.
+        item.ari_window_start = Some(59 * DAY);
+        item.ari_window_end = Some(61 * DAY);
+        item.ari_first_start = Some(59 * DAY);
+        assert!(early(&item).is_empty(), "{:?}", early(&item));
+        // The window moved earlier than first advised.
         item.ari_window_start = Some(DAY);
-        let (c, _) = conditions(&[item], from_unix(DAY));
-        let early: Vec<_> = c
-            .iter()
-            .filter(|c| c.condition == "ari_early_replacement")
-            .collect();
-        assert_eq!(early.len(), 1, "{c:?}");
+        let m = early(&item);
+        assert_eq!(m.len(), 1);
         assert!(
-            early[0].message.contains("before renew_before"),
-            "{}",
-            early[0].message
+            m[0].contains("moved earlier than the CA first advised"),
+            "{m:?}"
+        );
+        // It ends before renew_before's point.
+        item.ari_first_start = Some(DAY);
+        item.ari_window_end = Some(2 * DAY);
+        let m = early(&item);
+        assert!(m[0].contains("before renew_before would renew it"), "{m:?}");
+        // An explanation is always worth a look.
+        item.ari_window_start = Some(59 * DAY);
+        item.ari_window_end = Some(61 * DAY);
+        item.ari_first_start = Some(59 * DAY);
+        item.ari_explanation = Some("https://ca.example/incident".into());
+        let m = early(&item);
+        assert!(m[0].contains("https://ca.example/incident"), "{m:?}");
+    }
+
+    #[test]
+    fn a_clamped_renew_before_alerts() {
+        let mut item = unmanaged("/x", 0, 6 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("short".into());
+        item.renew_before_warning = Some("renew_before (30d) is longer".into());
+        let (c, _) = conditions(&[item], from_unix(DAY));
+        assert!(
+            c.iter().any(|c| c.condition == "renew_before_too_long"),
+            "{c:?}"
         );
     }
 }

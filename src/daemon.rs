@@ -797,6 +797,8 @@ impl Daemon {
                     self.entries.insert(name, e);
                 }
                 self.start_due();
+                // The CA's advice may start or end an alert condition (ari_early_replacement).
+                self.refresh_governance();
             }
             Event::Files(paths) => {
                 let mut hit = false;

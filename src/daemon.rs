@@ -124,7 +124,7 @@ pub async fn renew_in_process(
     for cert in selected {
         let ev = status::evaluate(cert, &state.load_cert(&cert.name), &config.cas, now);
         match skip_reason(&ev, force, now) {
-            Some(why) => skipped.push(skip(&cert.name, why)),
+            Some(why) => skipped.push(skip_result(&cert.name, &ev, why)),
             None => run.push(cert.clone()),
         }
     }
@@ -246,6 +246,20 @@ fn skip_reason(ev: &Evaluation, force: bool, now: SystemTime) -> Option<String> 
         httpdate(ev.decision.at),
         ev.decision.reason
     ))
+}
+
+/// A certificate a renew request leaves alone: `skipped`, or `failed` (exit 1) when
+/// nothing usable is deployed for it (backing off after failures), since then the user
+/// has no certificate.
+fn skip_result(name: &str, ev: &Evaluation, why: String) -> RenewResult {
+    match &ev.deployed {
+        Deployed::Unusable(problem) => RenewResult {
+            name: name.to_string(),
+            outcome: "failed".into(),
+            message: format!("nothing usable is deployed ({problem}); {why}"),
+        },
+        Deployed::Valid { .. } => skip(name, why),
+    }
 }
 
 fn skip(name: &str, why: String) -> RenewResult {
@@ -945,7 +959,7 @@ impl Daemon {
                     if e.renewing {
                         skipped.push(skip(&name, "a renewal is already under way".into()));
                     } else if let Some(why) = skip_reason(&e.eval, force, now) {
-                        skipped.push(skip(&name, why));
+                        skipped.push(skip_result(&name, &e.eval, why));
                     } else {
                         run.push(name);
                     }

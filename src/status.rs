@@ -219,6 +219,7 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         ari_first_start: ari.and_then(|a| a.first_start).map(state::from_unix),
         ari_explanation: ari.and_then(|a| a.explanation_url.clone()),
         renew_before_warning: ev.clamp_warning.clone(),
+        alert_before: cert.alert_before,
         problem,
         consecutive_failures: rec.consecutive_failures,
         last_failure,

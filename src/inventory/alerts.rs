@@ -104,11 +104,29 @@ impl AlertState {
     }
 }
 
-/// The alert window of a certificate: a third of its lifetime, at most 30 days (30 days
-/// when the lifetime is unknown).
+/// The default alert window of a managed certificate (renewd renews it; the alert is
+/// the safety net): a third of its lifetime, at most 30 days (30 days when the lifetime is
+/// unknown).
 pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
     match (not_before, not_after) {
         (Some(b), Some(a)) if a > b => Duration::from_secs((a - b) / 3).min(MAX_WINDOW),
+        _ => MAX_WINDOW,
+    }
+}
+
+/// How long before `notAfter` the `expiring` alert of `item` starts: its `alert_before`
+/// (a fraction of the lifetime, or a duration) when configured; else, for a managed
+/// certificate, [`window`]; for one a person renews (exception, unmanaged), 30 days in
+/// absolute terms, so a short-lived certificate alerts for its whole remaining life.
+pub fn lead_time(item: &Item) -> Duration {
+    let lifetime = match (item.not_before, item.not_after) {
+        (Some(b), Some(a)) if a > b => Some(Duration::from_secs(a - b)),
+        _ => None,
+    };
+    match (item.alert_before, lifetime) {
+        (Some(a), Some(l)) => a.margin(l),
+        (Some(crate::config::RenewBefore::Duration(d)), None) => d,
+        _ if item.kind == Kind::Managed => window(item.not_before, item.not_after),
         _ => MAX_WINDOW,
     }
 }
@@ -158,7 +176,7 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
             })
         };
         if let Some(na) = item.not_after {
-            let start = na.saturating_sub(window(item.not_before, Some(na)).as_secs());
+            let start = na.saturating_sub(lead_time(item).as_secs());
             if now_s >= na {
                 add(
                     "expiring",
@@ -495,6 +513,7 @@ mod tests {
             ari_first_start: None,
             ari_explanation: None,
             renew_before_warning: None,
+            alert_before: None,
             cert_path: None,
         }
     }
@@ -628,6 +647,36 @@ mod tests {
         item.ari_explanation = Some("https://ca.example/incident".into());
         let m = early(&item);
         assert!(m[0].contains("https://ca.example/incident"), "{m:?}");
+    }
+
+    #[test]
+    fn certificates_a_person_renews_get_lead_time_in_absolute_terms() {
+        let t0 = 1_000 * DAY;
+        let expiring = |item: &Item| {
+            let (c, next) = conditions(std::slice::from_ref(item), from_unix(t0));
+            (c.iter().any(|c| c.condition == "expiring"), next)
+        };
+        // A 5-day unmanaged certificate with 5 days left: its whole life is inside 30 days.
+        let five = unmanaged("/etc/ssl/short.pem", t0, t0 + 5 * DAY, t0);
+        assert!(expiring(&five).0);
+        // Managed, the same certificate alerts only in its last third (renewd renews it).
+        let mut managed = five.clone();
+        managed.kind = Kind::Managed;
+        managed.name = Some("short".into());
+        assert_eq!(
+            expiring(&managed),
+            (false, Some(from_unix(t0 + 5 * DAY - 5 * DAY / 3)))
+        );
+        // alert_before, as a duration or a fraction.
+        let mut item = unmanaged("/etc/ssl/a.pem", t0 - 10 * DAY, t0 + 80 * DAY, t0);
+        item.alert_before = Some(crate::config::RenewBefore::Duration(Duration::from_secs(
+            7 * DAY,
+        )));
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 73 * DAY))));
+        item.alert_before = Some(crate::config::RenewBefore::Fraction(0.5));
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 35 * DAY))));
+        item.alert_before = None;
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 50 * DAY))));
     }
 
     #[test]

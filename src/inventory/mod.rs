@@ -68,6 +68,8 @@ pub struct Managed {
     pub ari_explanation: Option<String>,
     /// Why `renew_before` is clamped for the deployed certificate, if it is.
     pub renew_before_warning: Option<String>,
+    /// The configured `alert_before`, if any.
+    pub alert_before: Option<crate::config::RenewBefore>,
     /// Why the deployed files cannot be used, if they cannot.
     pub problem: Option<String>,
     pub consecutive_failures: u32,
@@ -130,6 +132,10 @@ pub struct Item {
     /// Managed only, not serialized: why `renew_before` is clamped, for alerts.
     #[serde(skip)]
     pub renew_before_warning: Option<String>,
+    /// Not serialized: the configured `alert_before` (of the certificate, exception or
+    /// `[discovery]`), for the `expiring` alert's lead time.
+    #[serde(skip)]
+    pub alert_before: Option<crate::config::RenewBefore>,
     /// Managed only, not serialized: the configured file holding the certificate.
     #[serde(skip)]
     pub cert_path: Option<PathBuf>,
@@ -177,6 +183,7 @@ impl Item {
             ari_first_start: None,
             ari_explanation: None,
             renew_before_warning: None,
+            alert_before: None,
             cert_path: None,
         }
     }
@@ -260,6 +267,7 @@ pub fn collect(
         item.ari_first_start = m.ari_first_start.map(unix);
         item.ari_explanation = m.ari_explanation.clone();
         item.renew_before_warning = m.renew_before_warning.clone();
+        item.alert_before = m.alert_before;
         item.cert_path = m.cert_path.clone();
         item.problem = m.problem.clone();
         if m.problem.is_none() {
@@ -278,6 +286,7 @@ pub fn collect(
         item.owner = Some(e.owner.clone());
         item.reason = Some(e.reason.clone());
         item.review_by = Some(e.review_by.clone());
+        item.alert_before = e.alert_before;
         match discovery::read_certificate(&e.path) {
             Ok(info) => item.describe(&info, now),
             Err(err) => item.problem = Some(err),
@@ -289,6 +298,7 @@ pub fn collect(
     for f in &scan.found {
         let item = unmanaged.entry(f.leaf.der.clone()).or_insert_with(|| {
             let mut item = Item::blank(Kind::Unmanaged);
+            item.alert_before = config.discovery.as_ref().and_then(|d| d.alert_before);
             item.describe(&f.leaf, now);
             item
         });

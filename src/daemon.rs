@@ -364,7 +364,6 @@ struct Entry {
 struct Daemon {
     config_path: PathBuf,
     config: Config,
-    state: StateDir,
     renewer: Arc<Renewer>,
     entries: BTreeMap<String, Entry>,
     /// Deployed file → the certificates that own it.
@@ -401,7 +400,6 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), String> {
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         renewer,
-        state,
         config,
         entries: BTreeMap::new(),
         targets: HashMap::new(),
@@ -674,7 +672,7 @@ impl Daemon {
         last_failure_seen: Option<SystemTime>,
         now: SystemTime,
     ) -> Evaluation {
-        let mut rec = self.state.load_cert(&cert.name);
+        let mut rec = self.renewer.record(&cert.name);
         if failures_seen > rec.consecutive_failures {
             rec.consecutive_failures = failures_seen;
             rec.last_failure = last_failure_seen.map(crate::state::unix);
@@ -924,12 +922,19 @@ impl Daemon {
                             .values()
                             .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
                             .map(|e| {
-                                status::row(
+                                let mut row = status::row(
                                     &e.cfg,
-                                    &self.state.load_cert(&e.cfg.name),
+                                    &self.renewer.record(&e.cfg.name),
                                     &e.eval,
                                     e.renewing,
-                                )
+                                );
+                                row.warnings.extend(self.renewer.state_problem().map(|p| {
+                                    format!(
+                                        "the state directory is not writable ({p}); what \
+                                         happened is kept in memory only"
+                                    )
+                                }));
+                                row
                             })
                             .collect(),
                     }
@@ -1070,7 +1075,7 @@ impl Daemon {
             .entries
             .values()
             .map(|e| {
-                let mut rec = self.state.load_cert(&e.cfg.name);
+                let mut rec = self.renewer.record(&e.cfg.name);
                 rec.consecutive_failures = rec.consecutive_failures.max(e.failures_seen);
                 status::managed(&e.cfg, &rec, &e.eval)
             })

@@ -74,6 +74,16 @@ pub struct Renewer {
     /// Accounts are opened on first use only, so a pass with nothing due talks to no CA.
     cas: Mutex<HashMap<String, (CaConfig, Arc<Ca>)>>,
     limit: Arc<Semaphore>,
+    /// Records that could not be written (disk full, read-only), as they should be: the
+    /// newest truth about those certificates in this process, so that `status`, metrics,
+    /// alerts and the schedule still see the failures; and why the last write failed.
+    unsaved: std::sync::Mutex<Unsaved>,
+}
+
+#[derive(Default)]
+struct Unsaved {
+    records: HashMap<String, state::CertRecord>,
+    error: Option<String>,
 }
 
 impl Renewer {
@@ -83,7 +93,25 @@ impl Renewer {
             responders: Responders::default(),
             cas: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            unsaved: Default::default(),
         }
+    }
+
+    /// The record of `name` as this process knows it: the one it could not write, if any,
+    /// else the state directory's.
+    pub fn record(&self, name: &str) -> state::CertRecord {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        match unsaved.records.get(name) {
+            Some(rec) => rec.clone(),
+            None => self.state.load_cert(name),
+        }
+    }
+
+    /// Why the state directory could not be written at the last attempt, if it could not
+    /// (a message naming the file and the OS reason).
+    pub fn state_problem(&self) -> Option<String> {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        unsaved.error.clone()
     }
 
     pub fn state(&self) -> &StateDir {
@@ -164,7 +192,7 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
     ) -> state::CertRecord {
         use crate::schedule::{ari_poll_delay, choose_in_window};
-        let mut rec = self.state.load_cert(&cert.name);
+        let mut rec = self.record(&cert.name);
         // The CA that issued it, when known; else the first configured.
         let ca_name = rec
             .issued_by
@@ -271,7 +299,7 @@ impl Renewer {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("nothing to revoke: {e}"))?;
-        let rec = self.state.load_cert(&cert.name);
+        let rec = self.record(&cert.name);
         let ca_name = rec
             .issued_by
             .clone()
@@ -401,7 +429,7 @@ impl Renewer {
                 Ok(Ok(leaf)) => {
                     tracing::warn!(cert = %cert.name, serial = %leaf.serial_hex,
                         "a swap of this certificate's files completed before an interruption; reloading and proving it now");
-                    let rec = self.state.load_cert(&cert.name);
+                    let rec = self.record(&cert.name);
                     pending.push(Pending {
                         cert: cert.clone(),
                         renewed: Renewed {
@@ -472,11 +500,31 @@ impl Renewer {
         result
     }
 
-    /// Changes the record of `name` (see [`StateDir::update_cert`]); a failure to write it is
-    /// logged, never fatal.
+    /// Changes the record of `name`: a read-modify-write with no other update by this
+    /// process in between (see [`StateDir::update_cert`]). A failure to write it is logged,
+    /// never fatal, and the changed record is kept in memory ([`Renewer::record`]) until a
+    /// later write succeeds.
     fn update(&self, name: &str, change: impl FnOnce(&mut state::CertRecord)) {
-        if let Err(e) = self.state.update_cert(name, change) {
-            tracing::error!(cert = %name, error = %e, "cannot record the renewal's outcome");
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rec = match unsaved.records.get(name) {
+            Some(rec) => rec.clone(),
+            None => self.state.load_cert(name),
+        };
+        change(&mut rec);
+        match self.state.save_cert(name, &rec) {
+            Ok(()) => {
+                unsaved.records.remove(name);
+                if unsaved.records.is_empty() {
+                    unsaved.error = None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(cert = %name, error = %e,
+                    "cannot record the renewal's outcome: the state directory is not writable; \
+                     keeping it in memory");
+                unsaved.error = Some(e.to_string());
+                unsaved.records.insert(name.to_string(), rec);
+            }
         }
     }
 
@@ -487,7 +535,7 @@ impl Renewer {
         dry_run: bool,
     ) -> Result<Issued, Failure> {
         // The first CA, or a fallback after repeated failures (`ca = ["first", "second"]`).
-        let failures = self.state.load_cert(&cert.name).consecutive_failures;
+        let failures = self.record(&cert.name).consecutive_failures;
         let ca_name = cert
             .ca
             .get(crate::schedule::pick_ca(cert.ca.len(), failures))
@@ -514,7 +562,7 @@ impl Renewer {
 
         let ca = self.ca(ca_config).await?;
         // `replaces` names the deployed certificate when this CA gave ARI advice about it.
-        let rec = self.state.load_cert(&cert.name);
+        let rec = self.record(&cert.name);
         let files = cert.files.clone();
         let deployed = tokio::task::spawn_blocking(move || deploy::inspect(&files).ok())
             .await

@@ -302,3 +302,45 @@ fn the_control_socket_refuses_other_users_even_when_its_mode_would_let_them_in()
         .contains("\"name\": \"a\""));
     assert!(d.stop().success());
 }
+
+/// A state directory that cannot be written (here: the record's name is taken by a
+/// directory, so every write of it fails) must not make the daemon forget a failure:
+/// `status` shows it, and says the state directory is not writable.
+#[test]
+fn failures_that_cannot_be_written_are_still_shown() {
+    let rig = Rig::new(PebbleOptions::default());
+    let dead = format!("https://127.0.0.1:{}/dir", free_port());
+    fs::write(
+        &rig.config_path,
+        format!(
+            "{}{}",
+            rig.base_config().replace(&rig.pebble.directory_url, &dead),
+            rig.cert("www", &["www.test"], "")
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(rig.state_dir.join("certs/www.json")).unwrap();
+    let d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(60), "the failed renewal", || {
+        d.log().contains("cannot record the renewal's outcome")
+    });
+    let json = rig.renewd_ok("status", &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["consecutive_failures"], 1, "{row}");
+    assert_eq!(row["last_ok"], false, "{row}");
+    assert!(
+        row["last_result"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1")),
+        "{row}"
+    );
+    assert!(
+        row["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w
+                .contains("state directory is not writable")
+                && w.contains("www.json")))),
+        "{row}"
+    );
+}

@@ -40,6 +40,7 @@ SYSTEM_PACKAGES=(
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
     bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
     bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
+    libfaketime # tests/daemon.rs: renewd run with its clock 20 minutes behind (LD_PRELOAD)
 )
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }

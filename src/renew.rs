@@ -26,9 +26,25 @@ use crate::x509::{self, CertInfo, PrivateKey};
 /// `--once` pass, a daemon start): enough to hide the round trips, few enough to be polite.
 pub const ARI_CONCURRENCY: usize = 8;
 
-/// Clock skew tolerated between the CA and this host when checking a new certificate's
-/// `notBefore`.
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Clock skew tolerated between the CA and this host: when checking a new certificate's
+/// `notBefore`, and between this host's clock and the CA's `Date` header before ordering.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Why this host's clock cannot be trusted to order from CA `ca`, when it differs from the
+/// CA's (`offset`: seconds this host is ahead, negative when behind) by more than
+/// [`CLOCK_SKEW`]: a certificate issued now would look "not valid yet" or expire early here.
+pub fn clock_problem(ca: &str, offset: Option<i64>) -> Option<String> {
+    let offset = offset?;
+    if offset.unsigned_abs() <= CLOCK_SKEW.as_secs() {
+        return None;
+    }
+    let by = crate::schedule::human(Duration::from_secs(offset.unsigned_abs()));
+    Some(format!(
+        "the local clock is off by {by} ({} CA {ca}'s clock, from its Date header); check \
+         NTP (timedatectl, chronyc tracking). Not ordering until the clocks agree",
+        if offset < 0 { "behind" } else { "ahead of" }
+    ))
+}
 
 /// The result of renewing one certificate.
 #[derive(Debug, Clone)]
@@ -561,6 +577,15 @@ impl Renewer {
             .map_err(|e| format!("cannot build the CSR: {e}"))?;
 
         let ca = self.ca(ca_config).await?;
+        // This host's clock against the CA's, from a fresh answer (the directory): a wrong
+        // host clock is not the CA's fault, and ordering would waste a certificate.
+        let pause = self.state.account_path(ca_name).with_extension("pause");
+        if let Err(e) = crate::acme::advertised_profiles(ca_config, pause).await {
+            tracing::debug!(ca = %ca_name, error = %e, "cannot read the directory to compare clocks");
+        }
+        if let Some(why) = clock_problem(ca_name, crate::acme::clock_offset(ca_name)) {
+            return Err(why.into());
+        }
         // `replaces` names the deployed certificate when this CA gave ARI advice about it.
         let rec = self.record(&cert.name);
         let files = cert.files.clone();
@@ -1107,6 +1132,21 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert!(b[0].ends_with("-----END CERTIFICATE-----\n"));
         assert!(b[1].contains("BBBB"));
+    }
+
+    #[test]
+    fn a_clock_off_by_more_than_the_skew_is_named() {
+        assert_eq!(clock_problem("le", None), None);
+        assert_eq!(clock_problem("le", Some(-300)), None);
+        assert_eq!(clock_problem("le", Some(299)), None);
+        let why = clock_problem("le", Some(-1200)).expect("20 minutes behind");
+        assert!(
+            why.starts_with("the local clock is off by 20m (behind CA le's clock"),
+            "{why}"
+        );
+        assert!(why.contains("NTP"), "{why}");
+        let why = clock_problem("le", Some(7200)).expect("2 hours ahead");
+        assert!(why.contains("off by 2h (ahead of CA le's clock"), "{why}");
     }
 
     #[test]

@@ -344,3 +344,48 @@ fn failures_that_cannot_be_written_are_still_shown() {
         "{row}"
     );
 }
+
+/// libfaketime's preload library (Debian's `libfaketime`).
+fn libfaketime() -> std::path::PathBuf {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .expect("libfaketime (scripts/fetch-test-deps.sh installs it)")
+}
+
+/// With this host's clock 20 minutes behind the CA's, nothing is ordered (no certificate
+/// wasted as "not valid now"), the message names the local clock and NTP, and once the
+/// clock agrees the renewal goes through.
+#[test]
+fn a_wrong_local_clock_is_named_and_nothing_is_ordered() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    let out = std::process::Command::new(renewd_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&rig.config_path)
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "-20m")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .expect("run renewd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the local clock is off by 20m (behind CA pebble's clock")
+            && err.contains("NTP"),
+        "{err}"
+    );
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 0);
+    assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), 0);
+    assert!(!rig.fullchain("www").exists());
+    // The clock agrees again: the renewal goes through.
+    let out = rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("www: renewed"), "{out}");
+    assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), 1);
+}

@@ -233,6 +233,19 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
             }
         }
         if item.kind == Kind::Managed {
+            // The renewal refused to order because this host's clock disagrees with the
+            // CA's (see `renew::clock_problem`): a person must fix NTP.
+            if let Some(why) = &item.last_failure {
+                if why.starts_with("the local clock is off by") {
+                    add(
+                        "clock_skew",
+                        "critical",
+                        format!("{label}: not renewed: {why}"),
+                    );
+                }
+            }
+        }
+        if item.kind == Kind::Managed {
             if let Some(why) = &item.last_failure {
                 if why.contains("rolled back") {
                     add(
@@ -677,6 +690,25 @@ mod tests {
         assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 35 * DAY))));
         item.alert_before = None;
         assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 50 * DAY))));
+    }
+
+    #[test]
+    fn a_wrong_host_clock_alerts_as_clock_skew() {
+        let mut item = unmanaged("/x", 0, 90 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("www".into());
+        item.consecutive_failures = Some(1);
+        item.last_failure = Some(crate::renew::clock_problem("le", Some(-1200)).expect("off"));
+        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(DAY));
+        let skew: Vec<_> = c.iter().filter(|c| c.condition == "clock_skew").collect();
+        assert_eq!(skew.len(), 1, "{c:?}");
+        assert!(
+            skew[0].message.contains("local clock is off by 20m"),
+            "{c:?}"
+        );
+        item.last_failure = Some("CA said no".into());
+        let (c, _) = conditions(&[item], from_unix(DAY));
+        assert!(c.iter().all(|c| c.condition != "clock_skew"), "{c:?}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub struct Alert {
     pub version: u32,
     /// `firing` or `resolved`.
     pub status: String,
-    /// `expiring`, `renewal_failing`, `review_overdue` or `rolled_back`.
+    /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
+    /// `ari_early_replacement`, `clock_skew` or `renew_before_too_long`.
     pub condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.

@@ -169,6 +169,7 @@ fn certificates(now: SystemTime) -> Vec<Entry> {
                         consecutive: n,
                         last_failure: Some(now - Duration::from_secs(next() % 3600)),
                         retry_after: (i % 3 == 0).then(|| now + Duration::from_secs(1800)),
+                        last_renewed: None,
                     };
                 }
                 990..=994 => {

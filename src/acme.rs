@@ -610,6 +610,36 @@ pub fn pause_of(name: &str, account_path: &Path) -> Option<(SystemTime, String)>
     Gate::open(name, account_path.with_extension("pause")).paused()
 }
 
+/// How far this host's clock is ahead of each CA's (negative: behind), from the `Date`
+/// header of the CA's last answer, in seconds (the header's resolution).
+static CLOCK_OFFSETS: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Records the offset between `now` (this host's clock) and the `Date` header of an answer
+/// from CA `ca` (RFC 9110 §6.6.1), when it has a parseable one.
+fn note_clock(ca: &str, headers: &HeaderMap, now: SystemTime) {
+    let Some(date) = headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return;
+    };
+    let offset = match now.duration_since(date) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(behind) => -(behind.duration().as_secs() as i64),
+    };
+    let mut offsets = CLOCK_OFFSETS.lock().unwrap_or_else(|e| e.into_inner());
+    offsets.insert(ca.to_string(), offset);
+}
+
+/// How far this host's clock was ahead of CA `ca`'s at its last answer (negative: behind),
+/// in seconds; `None` before any answer with a `Date` header.
+pub fn clock_offset(ca: &str) -> Option<i64> {
+    let offsets = CLOCK_OFFSETS.lock().unwrap_or_else(|e| e.into_inner());
+    offsets.get(ca).copied()
+}
+
 /// The profiles CA `config` advertises in its directory (`meta.profiles`), for `renewd check`:
 /// one GET of the directory, no account needed, through the same client as every other
 /// request (deadline, trust roots, and the CA's pause in `pause_file` respected).
@@ -694,6 +724,9 @@ impl HttpClient for CaHttp {
                     Ok(r) => r,
                 };
                 let now = SystemTime::now();
+                if let Ok((rparts, _)) = &outcome {
+                    note_clock(&gate.ca, &rparts.headers, now);
+                }
                 let (verdict, answer) = match outcome {
                     Ok((rparts, rbody)) => (
                         classify(rparts.status, &rparts.headers, &rbody, now),

@@ -101,6 +101,7 @@ const CERT_KEYS: &[&str] = &[
     "reload_timeout",
     "verify",
     "profile",
+    "alert_before",
 ];
 const CHALLENGE_KEYS: &[&str] = &[
     "type",
@@ -117,8 +118,10 @@ const VERIFY_KEYS: &[&str] = &["connect", "server_name", "timeout"];
 const VERIFY_REQUIRED_KEYS: &[&str] = &["connect", "server_name"];
 const METRICS_KEYS: &[&str] = &["listen"];
 const ALERT_KEYS: &[&str] = &["command", "webhook"];
+/// The keys every `[[exception]]` needs; [`EXCEPTION_ALL_KEYS`] adds the optional ones.
 const EXCEPTION_KEYS: &[&str] = &["path", "owner", "reason", "review_by"];
-const DISCOVERY_KEYS: &[&str] = &["paths"];
+const EXCEPTION_ALL_KEYS: &[&str] = &["path", "owner", "reason", "review_by", "alert_before"];
+const DISCOVERY_KEYS: &[&str] = &["paths", "alert_before"];
 /// Keys a user might reach for to write a secret inline, and the key to use instead.
 const SECRET_KEYS: &[(&str, &str)] = &[
     ("eab_hmac_key", "eab_hmac_key_file"),
@@ -383,6 +386,8 @@ pub struct CertConfig {
     pub reload_timeout: Duration,
     pub verify: Option<VerifyConfig>,
     pub profile: Option<String>,
+    /// Lead time of the `expiring` alert; `None`: a third of the lifetime, at most 30 days.
+    pub alert_before: Option<RenewBefore>,
     /// The `[[certificate]]` header.
     pub location: Location,
     /// Where each key's value was written for this certificate, or in `[defaults]` when
@@ -448,13 +453,25 @@ impl KeyType {
     }
 }
 
+impl RenewBefore {
+    /// The margin this means for a certificate that lives `lifetime`.
+    pub fn margin(&self, lifetime: Duration) -> Duration {
+        match self {
+            RenewBefore::Fraction(f) => lifetime.mul_f64(f.clamp(0.0, 1.0)),
+            RenewBefore::Duration(d) => *d,
+        }
+    }
+}
+
 impl fmt::Display for KeyType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// When to renew if the CA offers no ARI window.
+/// When to renew if the CA offers no ARI window (`renew_before`); also the lead time of
+/// the `expiring` alert (`alert_before`): a fraction of the lifetime, or a duration, before
+/// `notAfter`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RenewBefore {
     /// Renew when this fraction of the certificate's lifetime is left; `0 < f < 1`.
@@ -679,20 +696,25 @@ pub struct AlertConfig {
 }
 
 /// A certificate renewd cannot renew, tracked on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExceptionConfig {
     pub path: PathBuf,
     pub owner: String,
     pub reason: String,
     /// `YYYY-MM-DD`, a real calendar date.
     pub review_by: String,
+    /// Lead time of the `expiring` alert (its own, else `[defaults]`'s); `None`: 30 days.
+    pub alert_before: Option<RenewBefore>,
     /// The `[[exception]]` header.
     pub location: Location,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveryConfig {
     pub paths: Vec<PathBuf>,
+    /// Lead time of the `expiring` alert for unmanaged certificates (its own, else
+    /// `[defaults]`'s); `None`: 30 days.
+    pub alert_before: Option<RenewBefore>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1224,40 +1246,52 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-fn parse_renew_before(value: &str) -> Result<RenewBefore, String> {
+/// `renew_before` or `alert_before` (`key`) as a TOML value: a string, or a bare float.
+fn margin_value(key: &str, node: &Node) -> Result<RenewBefore, String> {
+    match &node.val {
+        Val::Str(s) => parse_margin(key, s),
+        Val::Float(v) => fraction(key, *v, &v.map(|v| v.to_string()).unwrap_or_default()),
+        other => Err(format!(
+            "`{key}` must be a fraction like \"1/3\" or a duration like \"30d\", found {}",
+            other.kind()
+        )),
+    }
+}
+
+fn parse_margin(key: &str, value: &str) -> Result<RenewBefore, String> {
     let fraction_hint = "a fraction of the lifetime between 0 and 1 (\"1/3\", \"0.25\") \
                          or a duration (\"30d\")";
     if let Some((num, den)) = value.split_once('/') {
         let num: u32 = num
             .trim()
             .parse()
-            .map_err(|_| format!("`renew_before` must be {fraction_hint}, found `{value}`"))?;
+            .map_err(|_| format!("`{key}` must be {fraction_hint}, found `{value}`"))?;
         let den: u32 = den
             .trim()
             .parse()
-            .map_err(|_| format!("`renew_before` must be {fraction_hint}, found `{value}`"))?;
+            .map_err(|_| format!("`{key}` must be {fraction_hint}, found `{value}`"))?;
         if num == 0 || den == 0 || num >= den {
             return Err(format!(
-                "`renew_before` `{value}` must be a fraction between 0 and 1, such as \"1/3\""
+                "`{key}` `{value}` must be a fraction between 0 and 1, such as \"1/3\""
             ));
         }
         return Ok(RenewBefore::Fraction(f64::from(num) / f64::from(den)));
     }
     if value.contains('.') && value.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return fraction(value.parse::<f64>().ok(), value);
+        return fraction(key, value.parse::<f64>().ok(), value);
     }
     match parse_duration(value) {
-        Ok(d) if d.is_zero() => Err("`renew_before` must be longer than 0s".to_string()),
+        Ok(d) if d.is_zero() => Err(format!("`{key}` must be longer than 0s")),
         Ok(d) => Ok(RenewBefore::Duration(d)),
-        Err(e) => Err(format!("`renew_before` must be {fraction_hint}: {e}")),
+        Err(e) => Err(format!("`{key}` must be {fraction_hint}: {e}")),
     }
 }
 
-fn fraction(value: Option<f64>, written: &str) -> Result<RenewBefore, String> {
+fn fraction(key: &str, value: Option<f64>, written: &str) -> Result<RenewBefore, String> {
     match value {
         Some(f) if f.is_finite() && f > 0.0 && f < 1.0 => Ok(RenewBefore::Fraction(f)),
         _ => Err(format!(
-            "`renew_before` `{written}` must be a fraction between 0 and 1, such as \"1/3\""
+            "`{key}` `{written}` must be a fraction between 0 and 1, such as \"1/3\""
         )),
     }
 }
@@ -1982,7 +2016,7 @@ impl Raw {
 
         let mut exception_paths: BTreeMap<PathBuf, Location> = BTreeMap::new();
         for node in &self.exceptions {
-            if let Some(exception) = build_exception(node, p) {
+            if let Some(exception) = build_exception(node, defaults, p) {
                 if let Some(first) = exception_paths.get(&exception.path) {
                     p.push(Problem::new(
                         exception.location.clone(),
@@ -2014,7 +2048,7 @@ impl Raw {
             config
                 .key_locations
                 .insert("discovery".into(), section.loc.clone());
-            config.discovery = build_discovery(section, &mut config.key_locations, p);
+            config.discovery = build_discovery(section, defaults, &mut config.key_locations, p);
         }
         config
     }
@@ -2429,6 +2463,7 @@ struct CertFields {
     reload_timeout: Option<Duration>,
     verify: Option<VerifyConfig>,
     profile: Option<String>,
+    alert_before: Option<RenewBefore>,
     locs: BTreeMap<String, Location>,
 }
 
@@ -2475,21 +2510,14 @@ fn parse_cert_fields<'e>(
                     }
                 }
             }
-            "renew_before" => {
-                let parsed = match &node.val {
-                    Val::Str(s) => parse_renew_before(s),
-                    Val::Float(v) => fraction(*v, &v.map(|v| v.to_string()).unwrap_or_default()),
-                    other => Err(format!(
-                        "`renew_before` must be a fraction like \"1/3\" or a duration like \
-                         \"30d\", found {}",
-                        other.kind()
-                    )),
-                };
-                match parsed {
-                    Ok(r) => f.renew_before = Some(r),
-                    Err(why) => p.push(Problem::new(node.loc.clone(), why)),
-                }
-            }
+            "renew_before" => match margin_value(key, node) {
+                Ok(r) => f.renew_before = Some(r),
+                Err(why) => p.push(Problem::new(node.loc.clone(), why)),
+            },
+            "alert_before" => match margin_value(key, node) {
+                Ok(r) => f.alert_before = Some(r),
+                Err(why) => p.push(Problem::new(node.loc.clone(), why)),
+            },
             "challenge" => f.challenge = parse_challenge(node, &mut f.locs, p),
             "files" => f.files = parse_files(node, &mut f.locs, p),
             "user" => f.user = as_account_name(key, node, p),
@@ -3177,17 +3205,23 @@ fn build_certificate(
         reload_timeout: f.reload_timeout.unwrap_or(DEFAULT_RELOAD_TIMEOUT),
         verify: f.verify,
         profile: f.profile,
+        alert_before: f.alert_before,
         location: node.loc.clone(),
         key_locations: Arc::new(f.locs),
     })
 }
 
-fn build_exception(node: &Node, p: &mut Vec<Problem>) -> Option<ExceptionConfig> {
+fn build_exception(
+    node: &Node,
+    defaults: &[Entry],
+    p: &mut Vec<Problem>,
+) -> Option<ExceptionConfig> {
     let Val::Table(entries) = &node.val else {
         return None;
     };
     let start = p.len();
-    check_keys(entries, EXCEPTION_KEYS, "in [[exception]]", p);
+    check_keys(entries, EXCEPTION_ALL_KEYS, "in [[exception]]", p);
+    let alert_before = alert_before_of(entries, defaults, p);
     let mut path = None;
     let mut owner = None;
     let mut reason = None;
@@ -3233,8 +3267,28 @@ fn build_exception(node: &Node, p: &mut Vec<Problem>) -> Option<ExceptionConfig>
         owner: owner?,
         reason: reason?,
         review_by: review_by?,
+        alert_before,
         location: node.loc.clone(),
     })
+}
+
+/// `alert_before` of an `[[exception]]` or `[discovery]` table, else of `[defaults]` (whose
+/// mistakes are reported by its own check).
+fn alert_before_of(
+    entries: &[Entry],
+    defaults: &[Entry],
+    p: &mut Vec<Problem>,
+) -> Option<RenewBefore> {
+    if let Some(e) = find(entries, "alert_before") {
+        return match margin_value("alert_before", &e.node) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                p.push(Problem::new(e.node.loc.clone(), why));
+                None
+            }
+        };
+    }
+    find(defaults, "alert_before").and_then(|e| margin_value("alert_before", &e.node).ok())
 }
 
 fn build_metrics(
@@ -3294,11 +3348,13 @@ fn build_alert(
 
 fn build_discovery(
     section: &Section,
+    defaults: &[Entry],
     locs: &mut BTreeMap<String, Location>,
     p: &mut Vec<Problem>,
 ) -> Option<DiscoveryConfig> {
     let start = p.len();
     check_keys(&section.entries, DISCOVERY_KEYS, "in [discovery]", p);
+    let alert_before = alert_before_of(&section.entries, defaults, p);
     let Some(e) = find(&section.entries, "paths") else {
         p.push(Problem::new(
             section.loc.clone(),
@@ -3324,7 +3380,10 @@ fn build_discovery(
             paths.push(path);
         }
     }
-    (p.len() == start).then_some(DiscoveryConfig { paths })
+    (p.len() == start).then_some(DiscoveryConfig {
+        paths,
+        alert_before,
+    })
 }
 
 #[cfg(test)]
@@ -4421,6 +4480,38 @@ files = { cert = "/etc/tls/b.crt", key = "/etc/tls/b.key" }
             assert_eq!(found.len(), 1, "{bad}: {found:#?}");
             assert_has(&found, MAIN, 10, 16, "renew_before");
         }
+    }
+
+    #[test]
+    fn alert_before_in_defaults_certificate_exception_and_discovery() {
+        let d = |days: u64| RenewBefore::Duration(Duration::from_secs(days * 86400));
+        let text = format!(
+            "[defaults]\nalert_before = \"20d\"\n{}\n[[certificate]]\nname = \"api\"\n\
+             domains = [\"api.example.org\"]\nca = [\"le\"]\n\
+             challenge = {{ type = \"http-01\", webroot = \"/var/www/html\" }}\n\
+             files = {{ fullchain = \"/etc/tls/api.pem\", key = \"/etc/tls/api.key\" }}\n\
+             alert_before = \"1/2\"\n\
+             [[exception]]\npath = \"/etc/a.pem\"\nowner = \"o\"\nreason = \"r\"\n\
+             review_by = \"2027-01-01\"\nalert_before = \"45d\"\n\
+             [[exception]]\npath = \"/etc/b.pem\"\nowner = \"o\"\nreason = \"r\"\n\
+             review_by = \"2027-01-01\"\n[discovery]\npaths = [\"/etc/ssl\"]\n",
+            BASE.replace("[[certificate]]\n", "[[certificate]]\nca = [\"le\"]\n")
+        );
+        let config = load_ok(&text);
+        assert_eq!(config.certificates[0].alert_before, Some(d(20)));
+        assert_eq!(
+            config.certificates[1].alert_before,
+            Some(RenewBefore::Fraction(0.5))
+        );
+        assert_eq!(config.exceptions[0].alert_before, Some(d(45)));
+        assert_eq!(config.exceptions[1].alert_before, Some(d(20)));
+        assert_eq!(
+            config.discovery.as_ref().and_then(|d| d.alert_before),
+            Some(d(20))
+        );
+        let found = problems(&with_cert("alert_before = \"soon\"\n"));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_has(&found, MAIN, 10, 16, "`alert_before` must be");
     }
 
     #[test]

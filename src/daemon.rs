@@ -16,7 +16,7 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{self, CertConfig, Config, Diagnosis};
+use crate::config::{self, CaConfig, CertConfig, Config, Diagnosis};
 use crate::control::{self, Incoming, RenewResult, Request, Response};
 use crate::renew::{httpdate, BatchReport, Renewer};
 use crate::schedule::Deployed;
@@ -74,14 +74,22 @@ pub async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, St
             Some(rec) => rec,
             None => {
                 let mut rec = state.load_cert(&cert.name);
-                if !asks_ari(cert) {
-                    // Advice recorded before `ari = false` was set no longer counts.
+                if !asks_ari(cert) && rec.ari.as_ref().is_some_and(|a| a.window.is_some()) {
+                    // Advice recorded before `ari = false` was set no longer counts: drop it,
+                    // so no later process sends `replaces` or shows it.
                     rec.ari = None;
+                    if let Err(e) = state.update_cert(&cert.name, |r| r.ari = None) {
+                        tracing::warn!(cert = %cert.name, error = %e,
+                            "cannot drop ARI advice recorded before ari = false");
+                    }
                 }
                 rec
             }
         };
-        let mut ev = status::evaluate_inspected(cert, &rec, now, inspected.as_ref());
+        let mut ev = status::evaluate_inspected(cert, &rec, &config.cas, now, inspected.as_ref());
+        if let Some(w) = &ev.clamp_warning {
+            tracing::warn!(cert = %cert.name, "{}: {w}", cert.name);
+        }
         ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
         if let (Some(why), true) = (&ev.not_renewable, ev.decision.is_due(now)) {
             tracing::error!(cert = %cert.name, reason = %ev.decision.reason, error = %why,
@@ -128,7 +136,7 @@ pub async fn renew_in_process(
     let mut skipped = Vec::new();
     let mut run = Vec::new();
     for cert in selected {
-        let mut ev = status::evaluate(cert, &state.load_cert(&cert.name), now);
+        let mut ev = status::evaluate(cert, &state.load_cert(&cert.name), &config.cas, now);
         ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
         match refusal(&cert.name, &ev, force, now) {
             Some(result) => skipped.push(result),
@@ -293,14 +301,29 @@ fn refusal(name: &str, ev: &Evaluation, force: bool, now: SystemTime) -> Option<
     if force || ev.decision.is_due(now) {
         return None;
     }
-    Some(skip(
+    Some(skip_result(
         name,
+        ev,
         format!(
             "not due until {} ({}); use --force to renew anyway",
             httpdate(ev.decision.at),
             ev.decision.reason
         ),
     ))
+}
+
+/// A certificate a renew request leaves alone: `skipped`, or `failed` (exit 1) when
+/// nothing usable is deployed for it (backing off after failures), since then the user
+/// has no certificate.
+fn skip_result(name: &str, ev: &Evaluation, why: String) -> RenewResult {
+    match &ev.deployed {
+        Deployed::Unusable(problem) => RenewResult {
+            name: name.to_string(),
+            outcome: "failed".into(),
+            message: format!("nothing usable is deployed ({problem}); {why}"),
+        },
+        Deployed::Valid { .. } => skip(name, why),
+    }
 }
 
 fn skip(name: &str, why: String) -> RenewResult {
@@ -377,7 +400,7 @@ pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow
         .into_iter()
         .map(|c| {
             let rec = state.load_cert(&c.name);
-            let mut ev = status::evaluate(c, &rec, now);
+            let mut ev = status::evaluate(c, &rec, &config.cas, now);
             ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             status::row(c, &rec, &ev, false)
         })
@@ -465,31 +488,37 @@ enum After {
 type EvalJob = (String, u64, CertConfig, u32, Option<SystemTime>);
 
 /// Reads each job's record and files (blocking).
-fn evaluate_jobs(state: &StateDir, jobs: Vec<EvalJob>) -> Vec<(String, u64, Evaluation)> {
+fn evaluate_jobs(
+    renewer: &Renewer,
+    cas: &BTreeMap<String, CaConfig>,
+    jobs: Vec<EvalJob>,
+) -> Vec<(String, u64, Evaluation)> {
     let now = SystemTime::now();
     jobs.into_iter()
         .map(|(name, gen, cfg, failures_seen, last_failure_seen)| {
-            let ev = evaluation(state, &cfg, failures_seen, last_failure_seen, now);
+            let ev = evaluation(renewer, cas, &cfg, failures_seen, last_failure_seen, now);
             (name, gen, ev)
         })
         .collect()
 }
 
-/// Reads `cert`'s files and record; failures this process saw count even when the record
-/// could not be written. Blocking.
+/// Reads `cert`'s files and record (the renewer's: one that could not be written is kept in
+/// memory); failures this process saw count even when the record could not be written;
+/// `cas` says whether ARI advice may be used. Blocking.
 fn evaluation(
-    state: &StateDir,
+    renewer: &Renewer,
+    cas: &BTreeMap<String, CaConfig>,
     cert: &CertConfig,
     failures_seen: u32,
     last_failure_seen: Option<SystemTime>,
     now: SystemTime,
 ) -> Evaluation {
-    let mut rec = state.load_cert(&cert.name);
+    let mut rec = renewer.record(&cert.name);
     if failures_seen > rec.consecutive_failures {
         rec.consecutive_failures = failures_seen;
         rec.last_failure = last_failure_seen.map(crate::state::unix);
     }
-    status::evaluate(cert, &rec, now)
+    status::evaluate(cert, &rec, cas, now)
 }
 
 /// A configuration (re)read and every certificate of it evaluated, on a blocking thread.
@@ -502,7 +531,7 @@ struct Loaded {
 /// Blocking.
 fn evaluate_config(
     config: Config,
-    state: &StateDir,
+    renewer: &Renewer,
     seen: &HashMap<String, (u32, Option<SystemTime>)>,
 ) -> Loaded {
     let now = SystemTime::now();
@@ -511,7 +540,8 @@ fn evaluate_config(
         .iter()
         .map(|c| {
             let (f, l) = seen.get(&c.name).copied().unwrap_or((0, None));
-            (c.name.clone(), evaluation(state, c, f, l, now))
+            let ev = evaluation(renewer, &config.cas, c, f, l, now);
+            (c.name.clone(), ev)
         })
         .collect();
     Loaded { config, evals }
@@ -520,7 +550,6 @@ fn evaluate_config(
 struct Daemon {
     config_path: PathBuf,
     config: Config,
-    state: StateDir,
     renewer: Arc<Renewer>,
     entries: BTreeMap<String, Entry>,
     /// Certificates that cannot be renewed as configured, and why ([`status::diagnose`] at
@@ -641,7 +670,6 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         renewer,
-        state,
         config,
         entries: BTreeMap::new(),
         not_renewable: diagnosis.not_renewable,
@@ -676,8 +704,8 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
     // between is then an event.
     d.watch_targets();
     let loaded = {
-        let (config, state) = (d.config.clone(), d.state.clone());
-        tokio::task::spawn_blocking(move || evaluate_config(config, &state, &HashMap::new()))
+        let (config, renewer) = (d.config.clone(), d.renewer.clone());
+        tokio::task::spawn_blocking(move || evaluate_config(config, &renewer, &HashMap::new()))
             .await
             .map_err(|e| format!("cannot read the certificates' files: {e}"))?
     };
@@ -786,6 +814,13 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
     let _ = std::fs::remove_file(&d.config.control_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs, once per change, that a certificate's `renew_before` is clamped to its lifetime.
+fn warn_clamped(name: &str, eval: &Evaluation) {
+    if let Some(w) = &eval.clamp_warning {
+        tracing::warn!(cert = %name, "{name}: {w}");
+    }
 }
 
 /// Hands heap freed after a burst of work (start-up, a batch, a reload) back to the kernel.
@@ -965,20 +1000,21 @@ impl Daemon {
             return;
         }
         let asked: Vec<(String, u64)> = jobs.iter().map(|j| (j.0.clone(), j.1)).collect();
-        let state = self.state.clone();
+        let renewer = self.renewer.clone();
+        let cas = self.config.cas.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let results =
-                match tokio::task::spawn_blocking(move || evaluate_jobs(&state, jobs)).await {
-                    Ok(done) => done
-                        .into_iter()
-                        .map(|(n, g, ev)| (n, g, Some(ev)))
-                        .collect(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading certificates' files failed");
-                        asked.into_iter().map(|(n, g)| (n, g, None)).collect()
-                    }
-                };
+            let job = move || evaluate_jobs(&renewer, &cas, jobs);
+            let results = match tokio::task::spawn_blocking(job).await {
+                Ok(done) => done
+                    .into_iter()
+                    .map(|(n, g, ev)| (n, g, Some(ev)))
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading certificates' files failed");
+                    asked.into_iter().map(|(n, g)| (n, g, None)).collect()
+                }
+            };
             let _ = events.send(Event::Evaluated { results, after });
         });
     }
@@ -1003,6 +1039,9 @@ impl Daemon {
             let Some(ev) = ev else {
                 continue;
             };
+            if ev.clamp_warning != e.eval.clamp_warning {
+                warn_clamped(&name, &ev);
+            }
             e.eval = ev;
             e.eval.not_renewable = self.not_renewable.get(&name).cloned();
             // A record that could not be written after an ARI poll must not make the loop
@@ -1175,7 +1214,9 @@ impl Daemon {
                         e.ari_fallback = Some(now + crate::schedule::ARI_POLL_DEFAULT);
                     }
                 }
-                // The due renewals start once the records are read again.
+                // The due renewals start once the records are read again; the CA's advice may
+                // start or end an alert condition (ari_early_replacement), which the
+                // collection after the evaluations looks at.
                 self.request_evaluations(names, After::Ari);
             }
             Event::Evaluated { results, after } => self.apply_evaluations(results, after),
@@ -1292,12 +1333,20 @@ impl Daemon {
                     .filter(|e| names.is_empty() || names.contains(&e.cfg.name))
                     .map(|e| (e.cfg.clone(), e.eval.clone(), e.renewing))
                     .collect();
-                let state = self.state.clone();
+                let renewer = self.renewer.clone();
                 tokio::spawn(async move {
                     let job = move || {
                         rows.iter()
                             .map(|(c, ev, renewing)| {
-                                status::row(c, &state.load_cert(&c.name), ev, *renewing)
+                                let mut row =
+                                    status::row(c, &renewer.record(&c.name), ev, *renewing);
+                                row.warnings.extend(renewer.state_problem().map(|p| {
+                                    format!(
+                                        "the state directory is not writable ({p}); what \
+                                         happened is kept in memory only"
+                                    )
+                                }));
+                                row
                             })
                             .collect()
                     };
@@ -1410,7 +1459,7 @@ impl Daemon {
         }
         self.reloading = true;
         let path = self.config_path.clone();
-        let state = self.state.clone();
+        let renewer = self.renewer.clone();
         let seen = self.failures_seen();
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -1421,7 +1470,7 @@ impl Daemon {
                     let diagnosis = status::diagnose(&c);
                     match diagnosis.errors() {
                         Some(e) => Err(e),
-                        None => Ok((evaluate_config(c, &state, &seen), diagnosis)),
+                        None => Ok((evaluate_config(c, &renewer, &seen), diagnosis)),
                     }
                 })
             };
@@ -1521,7 +1570,7 @@ impl Daemon {
             .values()
             .map(|e| (e.cfg.clone(), e.eval.clone(), e.failures_seen))
             .collect();
-        let state = self.state.clone();
+        let renewer = self.renewer.clone();
         let collect = self.governance.collector();
         let metrics = self.governance.metrics().clone();
         let cas: Vec<String> = self.config.cas.keys().cloned().collect();
@@ -1532,14 +1581,15 @@ impl Daemon {
                 let managed: Vec<crate::inventory::Managed> = entries
                     .iter()
                     .map(|(cfg, eval, failures_seen)| {
-                        let mut rec = state.load_cert(&cfg.name);
+                        // The renewer's record: one the disk could not take is kept in memory.
+                        let mut rec = renewer.record(&cfg.name);
                         rec.consecutive_failures = rec.consecutive_failures.max(*failures_seen);
                         status::managed(cfg, &rec, eval)
                     })
                     .collect();
                 // Whether each CA is paused (Retry-After) is in its pause file.
                 metrics.set_ca_paused(cas.iter().map(|ca| {
-                    let pause = crate::acme::pause_of(ca, &state.account_path(ca));
+                    let pause = crate::acme::pause_of(ca, &renewer.state().account_path(ca));
                     (ca.as_str(), pause.is_some())
                 }));
                 (collect(&managed, now), now)

@@ -442,7 +442,24 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
     for p in &diagnosis.problems {
         println!("{p}");
     }
-    let warnings = diagnosis.warnings().count();
+    // A `renew_before` longer than 2/3 of the lifetime the CA gives (known from the deployed
+    // certificate) is clamped by the schedule: a warning, though the certificate is renewed.
+    let mut clamped = 0;
+    for cert in &cfg.certificates {
+        if let Ok(info) = renewd::deploy::inspect(&cert.files) {
+            if let Some(w) =
+                renewd::schedule::clamp_warning(info.not_before, info.not_after, &cert.renew_before)
+            {
+                println!(
+                    "{}: warning: certificate {}: {w}",
+                    cert.key_location("renew_before"),
+                    cert.name
+                );
+                clamped += 1;
+            }
+        }
+    }
+    let warnings = diagnosis.warnings().count() + clamped;
     if diagnosis.has_errors() || (strict && warnings > 0) {
         return ExitCode::from(EX_CONFIG);
     }

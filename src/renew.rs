@@ -28,9 +28,25 @@ use crate::x509::{self, CertInfo, PrivateKey};
 /// `--once` pass, a daemon start): enough to hide the round trips, few enough to be polite.
 pub const ARI_CONCURRENCY: usize = 8;
 
-/// Clock skew tolerated between the CA and this host when checking a new certificate's
-/// `notBefore`.
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Clock skew tolerated between the CA and this host: when checking a new certificate's
+/// `notBefore`, and between this host's clock and the CA's `Date` header before ordering.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Why this host's clock cannot be trusted to order from CA `ca`, when it differs from the
+/// CA's (`offset`: seconds this host is ahead, negative when behind) by more than
+/// [`CLOCK_SKEW`]: a certificate issued now would look "not valid yet" or expire early here.
+pub fn clock_problem(ca: &str, offset: Option<i64>) -> Option<String> {
+    let offset = offset?;
+    if offset.unsigned_abs() <= CLOCK_SKEW.as_secs() {
+        return None;
+    }
+    let by = crate::schedule::human(Duration::from_secs(offset.unsigned_abs()));
+    Some(format!(
+        "the local clock is off by {by} ({} CA {ca}'s clock, from its Date header); check \
+         NTP (timedatectl, chronyc tracking). Not ordering until the clocks agree",
+        if offset < 0 { "behind" } else { "ahead of" }
+    ))
+}
 
 /// The result of renewing one certificate.
 #[derive(Debug, Clone)]
@@ -82,6 +98,16 @@ pub struct Renewer {
     /// Accounts are opened on first use only, so a pass with nothing due talks to no CA.
     cas: Mutex<HashMap<String, (CaConfig, Arc<Ca>)>>,
     limit: Arc<Semaphore>,
+    /// Records that could not be written (disk full, read-only), as they should be: the
+    /// newest truth about those certificates in this process, so that `status`, metrics,
+    /// alerts and the schedule still see the failures; and why the last write failed.
+    unsaved: std::sync::Mutex<Unsaved>,
+}
+
+#[derive(Default)]
+struct Unsaved {
+    records: HashMap<String, state::CertRecord>,
+    error: Option<String>,
 }
 
 impl Renewer {
@@ -91,7 +117,25 @@ impl Renewer {
             responders: Responders::default(),
             cas: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            unsaved: Default::default(),
         }
+    }
+
+    /// The record of `name` as this process knows it: the one it could not write, if any,
+    /// else the state directory's.
+    pub fn record(&self, name: &str) -> state::CertRecord {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        match unsaved.records.get(name) {
+            Some(rec) => rec.clone(),
+            None => self.state.load_cert(name),
+        }
+    }
+
+    /// Why the state directory could not be written at the last attempt, if it could not
+    /// (a message naming the file and the OS reason).
+    pub fn state_problem(&self) -> Option<String> {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        unsaved.error.clone()
     }
 
     pub fn state(&self) -> &StateDir {
@@ -172,7 +216,7 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
     ) -> state::CertRecord {
         use crate::schedule::{ari_poll_delay, choose_in_window};
-        let mut rec = self.state.load_cert(&cert.name);
+        let mut rec = self.record(&cert.name);
         // The CA that issued it, when known; else the first configured.
         let ca_name = rec
             .issued_by
@@ -205,10 +249,15 @@ impl Renewer {
                     explanation = %a.explanation_url.as_deref().unwrap_or("-"),
                     "{}: ARI: the CA's suggested renewal window is {} .. {}",
                     cert.name, httpdate(a.start), httpdate(a.end));
+                let first_start = prev
+                    .as_ref()
+                    .and_then(|p| p.first_start.or(p.window.map(|w| w.0)))
+                    .unwrap_or(window.0);
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
                     window: Some(window),
                     chosen,
+                    first_start: Some(first_start),
                     next_poll: state::unix(now + ari_poll_delay(Some(a.retry_after))),
                     explanation_url: a.explanation_url,
                     error: None,
@@ -216,6 +265,7 @@ impl Renewer {
             }
             Ok(None) => state::AriRecord {
                 serial: leaf.serial_hex.clone(),
+                first_start: prev.as_ref().and_then(|p| p.first_start),
                 next_poll: state::unix(now + crate::schedule::ARI_POLL_MAX),
                 error: Some(match ca_config.ari {
                     true => "the CA offers no renewalInfo".into(),
@@ -229,6 +279,7 @@ impl Renewer {
                     cert.name, ca_config.name);
                 state::AriRecord {
                     serial: leaf.serial_hex.clone(),
+                    first_start: prev.as_ref().and_then(|p| p.first_start),
                     next_poll: state::unix(now + ari_poll_delay(None)),
                     error: Some(e),
                     ..Default::default()
@@ -274,7 +325,7 @@ impl Renewer {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("nothing to revoke: {e}"))?;
-        let rec = self.state.load_cert(&cert.name);
+        let rec = self.record(&cert.name);
         let ca_name = rec
             .issued_by
             .clone()
@@ -421,7 +472,7 @@ impl Renewer {
                     tracing::warn!(cert = %cert.name, serial = %leaf.serial_hex,
                         "{}: a swap of this certificate's files completed before an interruption; reloading and proving it now",
                         cert.name);
-                    let rec = self.state.load_cert(&cert.name);
+                    let rec = self.record(&cert.name);
                     pending.push(Pending {
                         cert: cert.clone(),
                         renewed: Renewed {
@@ -498,11 +549,31 @@ impl Renewer {
         result
     }
 
-    /// Changes the record of `name` (see [`StateDir::update_cert`]); a failure to write it is
-    /// logged, never fatal.
+    /// Changes the record of `name`: a read-modify-write with no other update by this
+    /// process in between (see [`StateDir::update_cert`]). A failure to write it is logged,
+    /// never fatal, and the changed record is kept in memory ([`Renewer::record`]) until a
+    /// later write succeeds.
     fn update(&self, name: &str, change: impl FnOnce(&mut state::CertRecord)) {
-        if let Err(e) = self.state.update_cert(name, change) {
-            tracing::error!(cert = %name, error = %e, "{name}: cannot record the renewal's outcome: {e}");
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rec = match unsaved.records.get(name) {
+            Some(rec) => rec.clone(),
+            None => self.state.load_cert(name),
+        };
+        change(&mut rec);
+        match self.state.save_cert(name, &rec) {
+            Ok(()) => {
+                unsaved.records.remove(name);
+                if unsaved.records.is_empty() {
+                    unsaved.error = None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(cert = %name, error = %e,
+                    "{name}: cannot record the renewal's outcome: the state directory is not \
+                     writable ({e}); keeping it in memory");
+                unsaved.error = Some(e.to_string());
+                unsaved.records.insert(name.to_string(), rec);
+            }
         }
     }
 
@@ -513,7 +584,7 @@ impl Renewer {
         dry_run: bool,
     ) -> Result<Issued, Failure> {
         // The first CA, or a fallback after repeated failures (`ca = ["first", "second"]`).
-        let failures = self.state.load_cert(&cert.name).consecutive_failures;
+        let failures = self.record(&cert.name).consecutive_failures;
         let ca_name = cert
             .ca
             .get(crate::schedule::pick_ca(cert.ca.len(), failures))
@@ -545,15 +616,26 @@ impl Renewer {
         };
 
         let ca = self.ca(ca_config).await?;
+        // This host's clock against the CA's, from a fresh answer (the directory): a wrong
+        // host clock is not the CA's fault, and ordering would waste a certificate.
+        let pause = self.state.account_path(ca_name).with_extension("pause");
+        if let Err(e) = crate::acme::advertised_profiles(ca_config, pause).await {
+            tracing::debug!(ca = %ca_name, error = %e, "cannot read the directory to compare clocks");
+        }
+        if let Some(why) = clock_problem(ca_name, crate::acme::clock_offset(ca_name)) {
+            return Err(why.into());
+        }
         // `replaces` names the deployed certificate when this CA gave ARI advice about it.
-        let rec = self.state.load_cert(&cert.name);
+        let rec = self.record(&cert.name);
         let files = cert.files.clone();
         let deployed = tokio::task::spawn_blocking(move || deploy::inspect(&files).ok())
             .await
             .ok()
             .flatten()
             .filter(|leaf| {
-                rec.issued_by.as_deref() == Some(ca_name.as_str())
+                // `ari = false`: no `replaces`, whatever advice was recorded before.
+                ca_config.ari
+                    && rec.issued_by.as_deref() == Some(ca_name.as_str())
                     && rec.ari_advice(&leaf.serial_hex).is_some()
             });
         let options = crate::acme::OrderOptions {
@@ -1109,6 +1191,21 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert!(b[0].ends_with("-----END CERTIFICATE-----\n"));
         assert!(b[1].contains("BBBB"));
+    }
+
+    #[test]
+    fn a_clock_off_by_more_than_the_skew_is_named() {
+        assert_eq!(clock_problem("le", None), None);
+        assert_eq!(clock_problem("le", Some(-300)), None);
+        assert_eq!(clock_problem("le", Some(299)), None);
+        let why = clock_problem("le", Some(-1200)).expect("20 minutes behind");
+        assert!(
+            why.starts_with("the local clock is off by 20m (behind CA le's clock"),
+            "{why}"
+        );
+        assert!(why.contains("NTP"), "{why}");
+        let why = clock_problem("le", Some(7200)).expect("2 hours ahead");
+        assert!(why.contains("off by 2h (ahead of CA le's clock"), "{why}");
     }
 
     #[test]

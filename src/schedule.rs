@@ -26,13 +26,16 @@ pub enum Deployed {
     Unusable(String),
 }
 
-/// Consecutive failures of the current renewal attempt series.
+/// Consecutive failures of the current renewal attempt series, and when renewd last
+/// deployed a certificate for this name (the start of the [`min_interval`] floor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Failures {
     pub consecutive: u32,
     pub last_failure: Option<SystemTime>,
     /// The CA asked us not to come back before this moment (Retry-After, rate limits).
     pub retry_after: Option<SystemTime>,
+    /// When renewd last deployed a certificate for this name (the record's last success).
+    pub last_renewed: Option<SystemTime>,
 }
 
 /// Why a certificate is due at [`Decision::at`].
@@ -45,8 +48,15 @@ pub enum Reason {
     NamesChanged(Vec<String>),
     /// The `renew_before` threshold.
     Threshold,
-    /// The moment chosen inside the CA's ARI suggested window (RFC 9773).
+    /// The `renew_before` threshold, clamped to [`MAX_MARGIN_FRACTION`] of the lifetime the
+    /// CA gave: the configured one would make a fresh certificate due at once.
+    ThresholdClamped,
+    /// The moment chosen inside the CA's ARI suggested window (RFC 9773), earlier than the
+    /// `renew_before` point.
     AriWindow,
+    /// The least time between two renewals of one certificate ([`min_interval`]) holds the
+    /// renewal back: the threshold or the CA's window asked for it sooner.
+    MinInterval,
     /// An earlier attempt failed; this is the retry after backoff.
     Retry { failures: u32 },
 }
@@ -57,7 +67,11 @@ impl fmt::Display for Reason {
             Reason::Unusable(why) => write!(f, "deployed set unusable: {why}"),
             Reason::NamesChanged(names) => write!(f, "names not covered: {}", names.join(", ")),
             Reason::Threshold => f.write_str("renew_before threshold"),
+            Reason::ThresholdClamped => {
+                f.write_str("renew_before threshold, clamped to 2/3 of the lifetime")
+            }
             Reason::AriWindow => f.write_str("ARI window"),
+            Reason::MinInterval => f.write_str("minimum interval since the last renewal"),
             Reason::Retry { failures } => write!(f, "retry after {failures} failure(s)"),
         }
     }
@@ -101,8 +115,15 @@ pub struct AriAdvice {
 }
 
 /// [`decide`], with the CA's ARI advice for the deployed certificate when the CA gave a
-/// usable one. ARI replaces the `renew_before` threshold (never later than expiry); a
-/// missing or malformed answer is `None`, and the threshold applies.
+/// usable one (a missing or malformed answer, or a CA with `ari = false`, is `None`).
+///
+/// A valid certificate is due at the earlier of the moment chosen in the CA's window and
+/// the `renew_before` point ([`threshold`], clamped so that it never claims more than
+/// [`MAX_MARGIN_FRACTION`] of the lifetime): ARI may bring a renewal forward, never leave
+/// less margin than the user asked for. Either way it is never due before [`min_interval`]
+/// has passed since renewd last deployed it, so a certificate
+/// just deployed is never due again at once, whatever the configuration or the CA say.
+/// An unusable set or missing names are due at once (failures aside: see [`backoff`]).
 pub fn decide_with_ari(
     deployed: &Deployed,
     policy: &RenewBefore,
@@ -126,18 +147,16 @@ pub fn decide_with_ari(
             not_before,
             not_after,
             ..
-        } => match ari {
-            Some(a) => (
-                a.chosen.min(*not_after),
-                Reason::AriWindow,
-                Some(lifetime(*not_before, *not_after)),
-            ),
-            None => (
-                threshold(*not_before, *not_after, policy),
-                Reason::Threshold,
-                Some(lifetime(*not_before, *not_after)),
-            ),
-        },
+        } => {
+            let life = lifetime(*not_before, *not_after);
+            let (at, reason) = policy_point(*not_before, *not_after, policy, ari);
+            // The floor counts from renewd's last deployment (notBefore is the CA's to
+            // choose, and often backdated).
+            match failures.last_renewed.map(|r| r + min_interval(life)) {
+                Some(floor) if at < floor => (floor, Reason::MinInterval, Some(life)),
+                _ => (at, reason, Some(life)),
+            }
+        }
     };
     if failures.consecutive == 0 {
         return Decision { at: wanted, reason };
@@ -158,6 +177,111 @@ pub fn decide_with_ari(
                 failures: failures.consecutive,
             }
         },
+    }
+}
+
+/// The earlier of the ARI moment and the (clamped) `renew_before` point, and which decided.
+fn policy_point(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    policy: &RenewBefore,
+    ari: Option<&AriAdvice>,
+) -> (SystemTime, Reason) {
+    let by_policy = threshold(not_before, not_after, policy);
+    let policy_reason = if clamped_margin(not_before, not_after, policy).is_some() {
+        Reason::ThresholdClamped
+    } else {
+        Reason::Threshold
+    };
+    match ari {
+        Some(a) if a.chosen < by_policy => (a.chosen, Reason::AriWindow),
+        _ => (by_policy, policy_reason),
+    }
+}
+
+/// The most of a certificate's lifetime the `renew_before` margin may claim. A longer one
+/// (`"30d"` for a 6-day certificate, `"120d"` for a 90-day one) would make every certificate
+/// due the moment it is deployed: a renewal storm. It is clamped to this, and warned about.
+/// (Computed exactly as `lifetime * 2 / 3`.)
+pub const MAX_MARGIN_FRACTION: f64 = 2.0 / 3.0;
+
+/// The least time between two renewals of one certificate by schedule: an hour, or a third
+/// of the certificate's lifetime when that is shorter (a 30-second test certificate).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The floor between two scheduled renewals of a certificate that lives `lifetime`:
+/// [`MIN_INTERVAL`], or a third of the lifetime when that is shorter.
+pub fn min_interval(lifetime: Duration) -> Duration {
+    MIN_INTERVAL.min(lifetime / 3)
+}
+
+/// When `policy` asks for more margin than [`MAX_MARGIN_FRACTION`] of the lifetime of a
+/// certificate valid from `not_before` to `not_after`: the margin used instead. `None` when
+/// the policy fits.
+pub fn clamped_margin(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    policy: &RenewBefore,
+) -> Option<Duration> {
+    let life = lifetime(not_before, not_after);
+    let max = max_margin(life);
+    (policy_margin(life, policy) > max).then_some(max)
+}
+
+/// A sentence saying that `policy` is clamped for a certificate valid from `not_before` to
+/// `not_after`, for the log, `status`, `check` and the `renew_before_too_long` alert; `None`
+/// when it fits.
+pub fn clamp_warning(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    policy: &RenewBefore,
+) -> Option<String> {
+    let used = clamped_margin(not_before, not_after, policy)?;
+    let life = lifetime(not_before, not_after);
+    Some(format!(
+        "renew_before ({}) is longer than 2/3 of the certificate's lifetime ({}): renewing {} \
+         before expiry instead",
+        describe_policy(policy),
+        human(life),
+        human(used)
+    ))
+}
+
+/// `"1/3"`-style or `"30d"`-style rendering of a policy, for messages.
+fn describe_policy(policy: &RenewBefore) -> String {
+    match policy {
+        RenewBefore::Fraction(f) => format!("{f:.3} of the lifetime"),
+        RenewBefore::Duration(d) => human(*d),
+    }
+}
+
+/// A duration as `6d`, `36h`, `15m` or `20s`, rounded to the nearest whole unit (days from
+/// two days up, hours from two hours, minutes from two minutes), for messages: a CA's
+/// "90-day" certificate is often a second short of it.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000);
+    let round = |unit: u64| (s + unit / 2) / unit;
+    if s >= 2 * 86_400 {
+        format!("{}d", round(86_400))
+    } else if s >= 2 * 3600 {
+        format!("{}h", round(3600))
+    } else if s >= 120 {
+        format!("{}m", round(60))
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// [`MAX_MARGIN_FRACTION`] of `life`, exactly (no float rounding: `"20s"` for a 30-second
+/// certificate fits).
+fn max_margin(life: Duration) -> Duration {
+    life * 2 / 3
+}
+
+fn policy_margin(life: Duration, policy: &RenewBefore) -> Duration {
+    match policy {
+        RenewBefore::Fraction(f) => life.mul_f64(f.clamp(0.0, 1.0)),
+        RenewBefore::Duration(d) => *d,
     }
 }
 
@@ -192,16 +316,15 @@ pub fn choose_in_window(start: SystemTime, end: SystemTime, r: f64) -> Option<Sy
 }
 
 /// When the `renew_before` policy says a certificate valid from `not_before` to `not_after`
-/// is due.
+/// is due: `not_after` minus the policy's margin, the margin clamped to
+/// [`MAX_MARGIN_FRACTION`] of the lifetime (see [`clamped_margin`]).
 pub fn threshold(
     not_before: SystemTime,
     not_after: SystemTime,
     policy: &RenewBefore,
 ) -> SystemTime {
-    let margin = match policy {
-        RenewBefore::Fraction(f) => lifetime(not_before, not_after).mul_f64(f.clamp(0.0, 1.0)),
-        RenewBefore::Duration(d) => *d,
-    };
+    let life = lifetime(not_before, not_after);
+    let margin = policy_margin(life, policy).min(max_margin(life));
     not_after
         .checked_sub(margin)
         .unwrap_or(SystemTime::UNIX_EPOCH)
@@ -232,7 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ari_replaces_the_threshold_and_never_passes_expiry() {
+    fn the_earlier_of_ari_and_the_threshold_decides_and_says_so() {
         let policy = RenewBefore::Fraction(1.0 / 3.0);
         let dep = valid(0, 90 * 86400);
         let early = AriAdvice {
@@ -241,11 +364,27 @@ mod tests {
         let d = decide_with_ari(&dep, &policy, Some(&early), &Failures::default(), t(0), 0.5);
         assert_eq!((d.at, d.reason.clone()), (t(10 * 86400), Reason::AriWindow));
         assert_eq!(d.reason.to_string(), "ARI window");
+        // A window that runs to expiry (the moment chosen 50 minutes before it) never
+        // leaves less margin than renew_before asked for.
         let late = AriAdvice {
-            chosen: t(100 * 86400),
+            chosen: t(90 * 86400 - 3000),
         };
         let d = decide_with_ari(&dep, &policy, Some(&late), &Failures::default(), t(0), 0.5);
-        assert_eq!(d.at, t(90 * 86400));
+        assert_eq!((d.at, d.reason.clone()), (t(60 * 86400), Reason::Threshold));
+        assert_eq!(d.reason.to_string(), "renew_before threshold");
+        // The 2-day certificate of the issue: 16 hours before expiry, not 50 minutes.
+        let two_days = valid(0, 2 * 86400);
+        let d = decide_with_ari(
+            &two_days,
+            &policy,
+            Some(&AriAdvice {
+                chosen: t(2 * 86400 - 3000),
+            }),
+            &Failures::default(),
+            t(0),
+            0.5,
+        );
+        assert_eq!(d.at, t(2 * 86400 - 16 * 3600));
         let d = decide_with_ari(&dep, &policy, None, &Failures::default(), t(0), 0.5);
         assert_eq!((d.at, d.reason), (t(60 * 86400), Reason::Threshold));
         // An unusable deployment is due now whatever ARI says.
@@ -330,15 +469,77 @@ mod tests {
     }
 
     #[test]
-    fn duration_longer_than_lifetime_is_due_at_once() {
-        let d = decide(
-            &valid(0, 3600),
-            &RenewBefore::Duration(30 * DAY),
-            &Failures::default(),
-            t(5),
+    fn a_threshold_longer_than_the_lifetime_is_clamped_never_due_at_once() {
+        // 30 days before expiry for a one-hour certificate: clamped to 2/3 of it (40 min).
+        let p = RenewBefore::Duration(30 * DAY);
+        let d = decide(&valid(0, 3600), &p, &Failures::default(), t(5), 0.0);
+        assert_eq!(
+            (d.at, d.reason.clone()),
+            (t(1200), Reason::ThresholdClamped)
+        );
+        assert!(!d.is_due(t(5)));
+        assert_eq!(
+            d.reason.to_string(),
+            "renew_before threshold, clamped to 2/3 of the lifetime"
+        );
+        // 120 days for a 90-day certificate (a CA without ARI): renewed after 30 days.
+        let p = RenewBefore::Duration(120 * DAY);
+        let d = decide(&valid(0, 90 * 86400), &p, &Failures::default(), t(5), 0.0);
+        assert_eq!(d.at, t(30 * 86400));
+        assert_eq!(
+            clamped_margin(t(0), t(90 * 86400), &p),
+            Some(Duration::from_secs(60 * 86400))
+        );
+        let w =
+            clamp_warning(t(0), t(6 * 86400), &RenewBefore::Duration(30 * DAY)).expect("warned");
+        assert!(
+            w.contains("renew_before (30d)") && w.contains("(6d)"),
+            "{w}"
+        );
+        assert!(w.contains("renewing 4d before expiry"), "{w}");
+        // What fits is left alone, 2/3 exactly included.
+        assert_eq!(
+            clamped_margin(t(0), t(30), &RenewBefore::Duration(Duration::from_secs(20))),
+            None
+        );
+        assert_eq!(
+            clamped_margin(t(0), t(90 * 86400), &RenewBefore::Duration(30 * DAY)),
+            None
+        );
+        assert_eq!(
+            clamp_warning(t(0), t(90 * 86400), &RenewBefore::Fraction(1.0 / 3.0)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_certificate_just_deployed_is_never_due_again_at_once() {
+        // Whatever the CA's window says (here: long past), the floor holds: an hour after
+        // renewd deployed it.
+        let p = RenewBefore::Fraction(1.0 / 3.0);
+        let past = AriAdvice { chosen: t(0) };
+        let f = Failures {
+            last_renewed: Some(t(100)),
+            ..Failures::default()
+        };
+        let d = decide_with_ari(&valid(0, 90 * 86400), &p, Some(&past), &f, t(101), 0.0);
+        assert_eq!((d.at, d.reason.clone()), (t(3700), Reason::MinInterval));
+        // A third of the lifetime for short certificates.
+        assert_eq!(
+            min_interval(Duration::from_secs(30)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(min_interval(90 * DAY), MIN_INTERVAL);
+        // A missing file is still re-issued at once.
+        let d = decide_with_ari(
+            &Deployed::Unusable("gone".into()),
+            &p,
+            Some(&past),
+            &f,
+            t(101),
             0.0,
         );
-        assert!(d.is_due(t(5)));
+        assert_eq!(d.at, t(101));
     }
 
     #[test]
@@ -390,6 +591,7 @@ mod tests {
             consecutive: n,
             last_failure: Some(t(1000)),
             retry_after: None,
+            last_renewed: None,
         };
         let dep = Deployed::Unusable("missing".into());
         let p = RenewBefore::Fraction(0.3);
@@ -422,6 +624,7 @@ mod tests {
             consecutive: 1,
             last_failure: Some(t(0)),
             retry_after: Some(t(5000)),
+            last_renewed: None,
         };
         let d = decide(
             &Deployed::Unusable("x".into()),
@@ -439,6 +642,7 @@ mod tests {
             consecutive: 1,
             last_failure: Some(t(0)),
             retry_after: None,
+            last_renewed: None,
         };
         let d = decide(
             &valid(0, 90 * 86400),

@@ -264,6 +264,9 @@ pub struct AriRecord {
     pub window: Option<(u64, u64)>,
     /// The moment chosen inside the window.
     pub chosen: Option<u64>,
+    /// The start of the first window the CA gave for this certificate: a window that
+    /// later starts earlier is a signal (an incident at the CA), not business as usual.
+    pub first_start: Option<u64>,
     /// When to ask again (the CA's Retry-After, clamped).
     pub next_poll: u64,
     pub explanation_url: Option<String>,
@@ -326,6 +329,12 @@ impl CertRecord {
             consecutive: self.consecutive_failures,
             last_failure: self.last_failure.map(from_unix),
             retry_after: self.retry_after.map(from_unix),
+            last_renewed: self
+                .history
+                .iter()
+                .rev()
+                .find(|a| a.ok)
+                .map(|a| from_unix(a.at)),
         }
     }
 

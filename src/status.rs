@@ -2,11 +2,12 @@
 //! read now, the state record, and the schedule's decision. The daemon keeps these in memory;
 //! `renewd status` without a daemon computes them from disk the same way.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CertConfig, Config, Diagnosis, FileKind};
+use crate::config::{CaConfig, CertConfig, Config, Diagnosis, FileKind};
 use crate::deploy;
 use crate::inventory::{self, Inventory};
 use crate::renew::httpdate;
@@ -28,6 +29,12 @@ pub struct Evaluation {
     /// Why the certificate cannot be renewed as configured (from [`diagnose`]): no renewal
     /// of it starts, whatever `decision` says, until the configuration is read again.
     pub not_renewable: Option<String>,
+    /// Whether the CA's ARI applies to the certificate (see [`ari_applies`]); when it does
+    /// not, recorded advice is ignored.
+    pub ari_enabled: bool,
+    /// Why the configured `renew_before` is not used as written for the deployed certificate
+    /// (see [`schedule::clamp_warning`]), for the log, `status` and alerts.
+    pub clamp_warning: Option<String>,
 }
 
 impl Evaluation {
@@ -69,15 +76,34 @@ pub fn log_diagnosis(diagnosis: &Diagnosis) {
     }
 }
 
-/// Reads `cert`'s files and decides when it is next due.
-pub fn evaluate(cert: &CertConfig, rec: &CertRecord, now: SystemTime) -> Evaluation {
-    evaluate_inspected(cert, rec, now, deploy::inspect(&cert.files).as_ref())
+/// Whether the CA's ARI is asked about `cert`: the CA that issued the deployed certificate
+/// (when still one of `cert.ca`), else the first configured, must not say `ari = false`.
+/// The same choice as [`crate::renew::Renewer::refresh_ari`].
+pub fn ari_applies(cert: &CertConfig, rec: &CertRecord, cas: &BTreeMap<String, CaConfig>) -> bool {
+    rec.issued_by
+        .as_ref()
+        .filter(|n| cert.ca.contains(n))
+        .or_else(|| cert.ca.first())
+        .and_then(|n| cas.get(n))
+        .is_some_and(|ca| ca.ari)
+}
+
+/// Reads `cert`'s files and decides when it is next due; `cas` says whether ARI advice in
+/// `rec` may be used.
+pub fn evaluate(
+    cert: &CertConfig,
+    rec: &CertRecord,
+    cas: &BTreeMap<String, CaConfig>,
+    now: SystemTime,
+) -> Evaluation {
+    evaluate_inspected(cert, rec, cas, now, deploy::inspect(&cert.files).as_ref())
 }
 
 /// [`evaluate`] with `cert`'s files already read by [`deploy::inspect`].
 pub fn evaluate_inspected(
     cert: &CertConfig,
     rec: &CertRecord,
+    cas: &BTreeMap<String, CaConfig>,
     now: SystemTime,
     inspected: Result<&CertInfo, &deploy::DeployedProblem>,
 ) -> Evaluation {
@@ -93,7 +119,20 @@ pub fn evaluate_inspected(
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };
     let expired = matches!(deployed, Deployed::Valid { not_after, .. } if not_after <= now);
-    let ari = serial.as_deref().and_then(|s| rec.ari_advice(s));
+    let ari_enabled = ari_applies(cert, rec, cas);
+    // Advice recorded before `ari = false` was set no longer counts.
+    let ari = serial
+        .as_deref()
+        .filter(|_| ari_enabled)
+        .and_then(|s| rec.ari_advice(s));
+    let clamp_warning = match &deployed {
+        Deployed::Valid {
+            not_before,
+            not_after,
+            ..
+        } => schedule::clamp_warning(*not_before, *not_after, &cert.renew_before),
+        Deployed::Unusable(_) => None,
+    };
     let ari_poll = serial.as_deref().map(|s| rec.ari_poll_at(s, now));
     let decision = schedule::decide_with_ari(
         &deployed,
@@ -110,6 +149,8 @@ pub fn evaluate_inspected(
         ari_poll,
         expired,
         not_renewable: None,
+        ari_enabled,
+        clamp_warning,
     }
 }
 
@@ -157,6 +198,10 @@ pub struct StatusRow {
     /// as `renewd check` prints it); absent when it can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_renewable: Option<String>,
+    /// Things a person should fix: a `renew_before` clamped to the lifetime, a state
+    /// directory that cannot be written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
@@ -182,8 +227,12 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         last_attempt: last.map(|a| a.at),
         last_result: last.map(|a| a.message.clone()),
         last_ok: last.map(|a| a.ok),
-        ari: ari_summary(rec, ev.serial.as_deref()),
+        ari: match ev.ari_enabled {
+            true => ari_summary(rec, ev.serial.as_deref()),
+            false => Some("not asked: the CA is configured with ari = false".into()),
+        },
         not_renewable: ev.not_renewable.clone(),
+        warnings: ev.clamp_warning.iter().cloned().collect(),
     }
 }
 
@@ -210,6 +259,11 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         (None, p) => p,
     };
     let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
+    // The CA's advice about the deployed certificate, when ARI applies to it.
+    let ari = rec
+        .ari
+        .as_ref()
+        .filter(|a| ev.ari_enabled && Some(&a.serial) == ev.serial.as_ref());
     inventory::Managed {
         name: cert.name.clone(),
         paths: cert.files.iter().map(|(_, p)| p.to_path_buf()).collect(),
@@ -221,12 +275,12 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
         next_renewal: ev.decision.at,
         next_renewal_reason: ev.decision.reason.to_string(),
         renew_at,
-        ari_window_start: rec
-            .ari
-            .as_ref()
-            .filter(|a| Some(&a.serial) == ev.serial.as_ref())
-            .and_then(|a| a.window)
-            .map(|(start, _)| crate::state::from_unix(start)),
+        ari_window_start: ari.and_then(|a| a.window).map(|(s, _)| state::from_unix(s)),
+        ari_window_end: ari.and_then(|a| a.window).map(|(_, e)| state::from_unix(e)),
+        ari_first_start: ari.and_then(|a| a.first_start).map(state::from_unix),
+        ari_explanation: ari.and_then(|a| a.explanation_url.clone()),
+        renew_before_warning: ev.clamp_warning.clone(),
+        alert_before: cert.alert_before,
         problem,
         consecutive_failures: rec.consecutive_failures,
         last_failure,
@@ -249,7 +303,7 @@ pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
         .iter()
         .map(|c| {
             let rec = state.load_cert(&c.name);
-            let mut ev = evaluate(c, &rec, now);
+            let mut ev = evaluate(c, &rec, &config.cas, now);
             ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             managed(c, &rec, &ev)
         })
@@ -326,13 +380,18 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             .as_deref()
             .map(|a| format!("  ari:        {a}\n"))
             .unwrap_or_default();
+        let warnings: String = r
+            .warnings
+            .iter()
+            .map(|w| format!("  warning:    {w}\n"))
+            .collect();
         let issuer = r
             .issued_by
             .as_deref()
             .map(|ca| format!("  issued by:  CA {ca}\n"))
             .unwrap_or_default();
         out.push_str(&format!(
-            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}  next:       {}\n{ari}  last:       {}\n",
+            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}  next:       {}\n{ari}  last:       {}\n{warnings}",
             r.name,
             r.domains.join(", "),
             r.owner.as_deref().unwrap_or("(none)"),

@@ -23,6 +23,19 @@ fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
     row
 }
 
+/// Moves the record's attempts of `name` `secs` into the past, as if renewd had deployed the
+/// certificate that long ago.
+fn backdate_last_success(rig: &Rig, name: &str, secs: u64) {
+    let path = rig.state_dir.join(format!("certs/{name}.json"));
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("record JSON");
+    for a in rec["history"].as_array_mut().expect("history") {
+        let at = a["at"].as_u64().expect("at");
+        a["at"] = serde_json::json!(at - secs);
+    }
+    std::fs::write(&path, serde_json::to_vec(&rec).expect("JSON")).expect("write record");
+}
+
 /// A certificate far from its `renew_before` threshold is renewed on the next pass once the
 /// CA's window has passed, with `replaces` accepted by Pebble, and not renewed again after.
 #[test]
@@ -47,7 +60,10 @@ fn a_passed_window_renews_once_with_replaces() {
         "{row}"
     );
 
-    // The CA now says the window has passed.
+    // The CA now says the window has passed, and renewd deployed the certificate two hours
+    // ago (its record says so): past the floor that keeps a certificate just deployed from
+    // being renewed again at once, whatever the CA says.
+    backdate_last_success(&rig, "www", 2 * 3600);
     let pem = std::fs::read_to_string(rig.fullchain("www")).expect("read fullchain");
     let now = SystemTime::now();
     rig.pebble
@@ -125,13 +141,26 @@ fn a_future_window_is_respected_and_garbage_falls_back_to_the_threshold() {
         "{row}"
     );
 
-    // A window that ends before it starts is garbage too.
+    // A window that ends before it starts is garbage too: renew_before decides, and 100
+    // days for a 90-day certificate is clamped to 2/3 of its lifetime, so nothing is due
+    // (it once made every fresh certificate due at once: a renewal storm).
     rig.pebble
         .set_renewal_window(&pem, now + 11 * DAY, now + 10 * DAY);
     rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "100d""#));
     rig.renewd_ok("run", &["--once"]);
-    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders + 1);
-    assert_ne!(
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
+    let row = status_of(&rig, "www");
+    assert_eq!(
+        row["next_renewal_reason"], "renew_before threshold, clamped to 2/3 of the lifetime",
+        "{row}"
+    );
+    assert!(
+        row["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("renew_before (100d) is longer than 2/3")),
+        "{row}"
+    );
+    assert_eq!(
         read_cert_pem(rig.fullchain("www")).serial_hex,
         first.serial_hex
     );
@@ -233,4 +262,112 @@ timeout = "2s"
     assert_eq!(status_of(&rig, "www")["issued_by"], "pebble");
     let table = rig.renewd_ok("status", &[]);
     assert!(table.contains("issued by:  CA pebble"), "{table}");
+}
+
+/// `ari = false` set after the CA gave advice: the advice is dropped (status says
+/// renew_before decides, the record keeps no window) and the next order names no
+/// certificate in `replaces` (the new-order body, as the fault proxy saw it).
+#[test]
+fn ari_false_drops_recorded_advice_and_sends_no_replaces() {
+    use common::faultproxy::FaultProxy;
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        nonce_reject_percent: Some(0),
+        ..PebbleOptions::default()
+    });
+    let proxy = FaultProxy::start(&rig.pebble);
+    let config = |ca_extra: &str| {
+        let base = rig
+            .base_config()
+            .replace(&rig.pebble.directory_url, &proxy.directory_url)
+            .replace(
+                &rig.pebble.tls_root_path.display().to_string(),
+                &proxy.ca_pem_path.display().to_string(),
+            );
+        std::fs::write(
+            &rig.config_path,
+            format!(
+                "{base}{ca_extra}\n{}",
+                rig.cert("www", &["www.test"], r#"renew_before = "1d""#)
+            ),
+        )
+        .expect("write config");
+    };
+    config("");
+    rig.renewd_ok("run", &["--once"]);
+    // The second pass asks the CA about the new certificate: advice recorded.
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(status_of(&rig, "www")["next_renewal_reason"], "ARI window");
+
+    config("ari = false");
+    let row = status_of(&rig, "www");
+    assert_eq!(
+        row["next_renewal_reason"], "renew_before threshold",
+        "{row}"
+    );
+    rig.renewd_ok("run", &["--once"]);
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rig.state_dir.join("certs/www.json")).expect("record"),
+    )
+    .expect("record JSON");
+    assert!(
+        rec["ari"].is_null() || rec["ari"]["window"].is_null(),
+        "stale advice dropped: {rec}"
+    );
+    let before = proxy.requests("POST", "/order-plz").len();
+    rig.renewd_ok("renew", &["--force", "www"]);
+    let orders = proxy.requests("POST", "/order-plz");
+    assert_eq!(orders.len(), before + 1, "{}", proxy.log_text());
+    let payload = orders
+        .last()
+        .and_then(|o| o.jws_payload())
+        .expect("new-order payload");
+    assert!(payload["identifiers"].is_array(), "{payload}");
+    assert!(payload.get("replaces").is_none(), "{payload}");
+    assert_eq!(rig.pebble.count_log(Pebble::REPLACEMENT_LOG), 0);
+    assert!(
+        proxy.requests("GET", "renewalInfo").len() <= 2,
+        "no ARI request once ari = false\n{}",
+        proxy.log_text()
+    );
+}
+
+/// Pebble's normal window for a fresh 90-day certificate (a day either side of the 1/3
+/// point, so it starts before the `renew_before` point) is business as usual: no alert.
+#[test]
+fn a_fresh_certificate_under_the_default_window_raises_no_alert() {
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86400,
+        ..PebbleOptions::default()
+    });
+    let alert_log = rig.path("alerts.log");
+    let alert = rig.path("alert.sh");
+    write_exec(
+        &alert,
+        &format!("cat >> {}\necho >> {0}\n", alert_log.display()),
+    );
+    rig.write_config(&format!(
+        "\n[alert]\ncommand = [\"{}\"]\n{}",
+        alert.display(),
+        rig.cert("www", &["www.test"], "")
+    ));
+    let d = rig.spawn_daemon();
+    // Issued, then asked about at once: the advice is in the record.
+    let record = rig.state_dir.join("certs/www.json");
+    wait_until(Duration::from_secs(60), "ARI advice recorded", || {
+        std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|r| !r["ari"]["window"].is_null())
+    });
+    // A reload re-evaluates the alerts synchronously and then logs; alerts.json is written
+    // before any delivery.
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "configuration reloaded", || {
+        d.log().contains("configuration reloaded")
+    });
+    let sent = std::fs::read_to_string(rig.state_dir.join("alerts.json")).unwrap_or_default();
+    assert!(!sent.contains("ari_early_replacement"), "{sent}");
+    let delivered = std::fs::read_to_string(&alert_log).unwrap_or_default();
+    assert!(!delivered.contains("ari_early_replacement"), "{delivered}");
 }

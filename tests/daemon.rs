@@ -302,3 +302,90 @@ fn the_control_socket_refuses_other_users_even_when_its_mode_would_let_them_in()
         .contains("\"name\": \"a\""));
     assert!(d.stop().success());
 }
+
+/// A state directory that cannot be written (here: the record's name is taken by a
+/// directory, so every write of it fails) must not make the daemon forget a failure:
+/// `status` shows it, and says the state directory is not writable.
+#[test]
+fn failures_that_cannot_be_written_are_still_shown() {
+    let rig = Rig::new(PebbleOptions::default());
+    let dead = format!("https://127.0.0.1:{}/dir", free_port());
+    fs::write(
+        &rig.config_path,
+        format!(
+            "{}{}",
+            rig.base_config().replace(&rig.pebble.directory_url, &dead),
+            rig.cert("www", &["www.test"], "")
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(rig.state_dir.join("certs/www.json")).unwrap();
+    let d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(60), "the failed renewal", || {
+        d.log().contains("cannot record the renewal's outcome")
+    });
+    let json = rig.renewd_ok("status", &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["consecutive_failures"], 1, "{row}");
+    assert_eq!(row["last_ok"], false, "{row}");
+    assert!(
+        row["last_result"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1")),
+        "{row}"
+    );
+    assert!(
+        row["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w
+                .contains("state directory is not writable")
+                && w.contains("www.json")))),
+        "{row}"
+    );
+}
+
+/// libfaketime's preload library (Debian's `libfaketime`).
+fn libfaketime() -> std::path::PathBuf {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .expect("libfaketime (scripts/fetch-test-deps.sh installs it)")
+}
+
+/// With this host's clock 20 minutes behind the CA's, nothing is ordered (no certificate
+/// wasted as "not valid now"), the message names the local clock and NTP, and once the
+/// clock agrees the renewal goes through.
+#[test]
+fn a_wrong_local_clock_is_named_and_nothing_is_ordered() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    let out = std::process::Command::new(renewd_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&rig.config_path)
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "-20m")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .expect("run renewd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the local clock is off by 20m (behind CA pebble's clock")
+            && err.contains("NTP"),
+        "{err}"
+    );
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), 0);
+    assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), 0);
+    assert!(!rig.fullchain("www").exists());
+    // The clock agrees again: the renewal goes through.
+    let out = rig.renewd_ok("renew", &["--force", "www"]);
+    assert!(out.contains("www: renewed"), "{out}");
+    assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), 1);
+}

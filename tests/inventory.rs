@@ -676,3 +676,47 @@ fn promtool_check_metrics(exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A certificate a person renews needs lead time in absolute terms: an unmanaged 5-day
+/// certificate with 5 days left alerts (the old window, a third of its lifetime, did not).
+#[test]
+fn an_unmanaged_short_lived_certificate_alerts_with_days_to_act() {
+    let s = Setup::new();
+    let log = s.path("alerts.log");
+    let hook = s.path("page.sh");
+    write_exec(
+        &hook,
+        &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
+    );
+    s.config(
+        "2099-01-01",
+        &format!("\n[alert]\ncommand = [\"{}\"]\n", hook.display()),
+    );
+    s.files();
+    let t = now();
+    let (pem, _, _) = cert(&["short.test"], t - 60, t + 5 * DAY - 60);
+    fs::write(s.path("scan/short.pem"), pem).expect("write");
+    let short_key = format!("expiring:unmanaged:{}", s.path("scan/short.pem").display());
+    let _d = s.spawn();
+    wait_until(
+        Duration::from_secs(20),
+        "the short certificate's alert",
+        || {
+            command_log(&log)
+                .iter()
+                .any(|a| a["key"] == short_key.as_str())
+        },
+    );
+    let alerts = command_log(&log);
+    let short = alerts
+        .iter()
+        .find(|a| a["key"] == short_key.as_str())
+        .expect("short");
+    assert_eq!(short["condition"], "expiring");
+    assert_eq!(short["days_left"], 4);
+    // The exception, 265 days from expiry, is outside its 30 days.
+    assert!(
+        alerts.iter().all(|a| a["kind"] != "exception"),
+        "{alerts:?}"
+    );
+}

@@ -418,6 +418,15 @@ fn a_failed_validation_is_reported_with_the_cas_words_and_nothing_is_deployed() 
         orders,
         "backoff respected"
     );
+    // `renew www` skips it for the backoff too, and with nothing deployed that is a failure.
+    let out = rig.renewd("renew", &["www"]);
+    assert_eq!(out.status.code(), Some(1), "nothing deployed: not fine");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("www: failed: nothing usable is deployed") && said.contains("not due until"),
+        "{said}"
+    );
+    assert_eq!(rig.pebble.count_log(Pebble::ORDER_CREATED_LOG), orders);
 }
 
 /// Order state as the CA keeps it: status, certificate URL, and each authorization's status

@@ -34,7 +34,8 @@ pub struct Alert {
     pub version: u32,
     /// `firing` or `resolved`.
     pub status: String,
-    /// `expiring`, `renewal_failing`, `review_overdue` or `rolled_back`.
+    /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
+    /// `ari_early_replacement`, `clock_skew` or `renew_before_too_long`.
     pub condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.
@@ -130,11 +131,29 @@ impl AlertState {
     }
 }
 
-/// The alert window of a certificate: a third of its lifetime, at most 30 days (30 days
-/// when the lifetime is unknown).
+/// The default alert window of a managed certificate (renewd renews it; the alert is
+/// the safety net): a third of its lifetime, at most 30 days (30 days when the lifetime is
+/// unknown).
 pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
     match (not_before, not_after) {
         (Some(b), Some(a)) if a > b => Duration::from_secs((a - b) / 3).min(MAX_WINDOW),
+        _ => MAX_WINDOW,
+    }
+}
+
+/// How long before `notAfter` the `expiring` alert of `item` starts: its `alert_before`
+/// (a fraction of the lifetime, or a duration) when configured; else, for a managed
+/// certificate, [`window`]; for one a person renews (exception, unmanaged), 30 days in
+/// absolute terms, so a short-lived certificate alerts for its whole remaining life.
+pub fn lead_time(item: &Item) -> Duration {
+    let lifetime = match (item.not_before, item.not_after) {
+        (Some(b), Some(a)) if a > b => Some(Duration::from_secs(a - b)),
+        _ => None,
+    };
+    match (item.alert_before, lifetime) {
+        (Some(a), Some(l)) => a.margin(l),
+        (Some(crate::config::RenewBefore::Duration(d)), None) => d,
+        _ if item.kind == Kind::Managed => window(item.not_before, item.not_after),
         _ => MAX_WINDOW,
     }
 }
@@ -184,7 +203,7 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
             })
         };
         if let Some(na) = item.not_after {
-            let start = na.saturating_sub(window(item.not_before, Some(na)).as_secs());
+            let start = na.saturating_sub(lead_time(item).as_secs());
             if now_s >= na {
                 add(
                     "expiring",
@@ -241,6 +260,19 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
             }
         }
         if item.kind == Kind::Managed {
+            // The renewal refused to order because this host's clock disagrees with the
+            // CA's (see `renew::clock_problem`): a person must fix NTP.
+            if let Some(why) = &item.last_failure {
+                if why.starts_with("the local clock is off by") {
+                    add(
+                        "clock_skew",
+                        "critical",
+                        format!("{label}: not renewed: {why}"),
+                    );
+                }
+            }
+        }
+        if item.kind == Kind::Managed {
             if let Some(why) = &item.last_failure {
                 if why.contains("rolled back") {
                     add(
@@ -251,24 +283,45 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
                 }
             }
         }
-        // The CA asks, through ARI, for a replacement before renewd's own threshold would
-        // have renewed: a revocation or incident at the CA. Renewal follows the window on
-        // its own; the alert tells people why certificates change early.
-        if let (Kind::Managed, Some(start), Some(from)) =
-            (item.kind, item.ari_window_start, item.renew_at)
+        // The CA's ARI advice, only when a person must act on it: the window moved earlier
+        // than the CA first advised, or ends before the `renew_before` point (the CA wants
+        // it replaced sooner than the user's policy would), or the CA explains itself. A
+        // normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
+        if let (Kind::Managed, Some(start), Some(end)) =
+            (item.kind, item.ari_window_start, item.ari_window_end)
         {
-            if start < from {
+            let mut why = Vec::new();
+            if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
+                why.push(format!(
+                    "the window moved earlier than the CA first advised (from {} to {})",
+                    rfc3339(first),
+                    rfc3339(start)
+                ));
+            }
+            if let Some(from) = item.renew_at.filter(|f| end < *f) {
+                why.push(format!(
+                    "the window ends at {}, before renew_before would renew it ({})",
+                    rfc3339(end),
+                    rfc3339(from)
+                ));
+            }
+            if let Some(url) = &item.ari_explanation {
+                why.push(format!("the CA explains: {url}"));
+            }
+            if !why.is_empty() {
                 add(
                     "ari_early_replacement",
                     "warning",
                     format!(
-                        "{label}: the CA asks for replacement from {} (ARI), before renew_before \
-                         would renew it ({})",
+                        "{label}: the CA asks for replacement from {} (ARI): {}",
                         rfc3339(start),
-                        rfc3339(from)
+                        why.join("; ")
                     ),
                 );
             }
+        }
+        if let (Kind::Managed, Some(w)) = (item.kind, &item.renew_before_warning) {
+            add("renew_before_too_long", "warning", format!("{label}: {w}"));
         }
         if let Some(review_by) = &item.review_by {
             if let Some(deadline) = review_deadline(review_by) {
@@ -504,6 +557,11 @@ mod tests {
             alerts: vec![],
             renew_at: None,
             ari_window_start: None,
+            ari_window_end: None,
+            ari_first_start: None,
+            ari_explanation: None,
+            renew_before_warning: None,
+            alert_before: None,
             cert_path: None,
             last_success: None,
         }
@@ -600,30 +658,105 @@ mod tests {
     }
 
     #[test]
-    fn an_ari_window_before_the_threshold_alerts_as_early_replacement() {
+    fn ari_alerts_only_for_what_a_person_must_act_on() {
+        let early = |item: &Item| -> Vec<String> {
+            let (c, _) = conditions(std::slice::from_ref(item), from_unix(DAY));
+            c.into_iter()
+                .filter(|c| c.condition == "ari_early_replacement")
+                .map(|c| c.message)
+                .collect()
+        };
         let mut item = unmanaged("/x", 0, 90 * DAY, 0);
         item.kind = Kind::Managed;
         item.name = Some("www".into());
         item.renew_at = Some(60 * DAY);
-        // A window inside the usual margin: business as usual, no alert.
-        item.ari_window_start = Some(61 * DAY);
-        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(DAY));
+        // Pebble's normal window for a 90-day certificate: a day either side of the 1/3
+        // point, so it starts before renew_before's point. Business as usual, no alert.
+        item.ari_window_start = Some(59 * DAY);
+        item.ari_window_end = Some(61 * DAY);
+        item.ari_first_start = Some(59 * DAY);
+        assert!(early(&item).is_empty(), "{:?}", early(&item));
+        // The window moved earlier than first advised.
+        item.ari_window_start = Some(DAY);
+        let m = early(&item);
+        assert_eq!(m.len(), 1);
         assert!(
-            c.iter().all(|c| c.condition != "ari_early_replacement"),
+            m[0].contains("moved earlier than the CA first advised"),
+            "{m:?}"
+        );
+        // It ends before renew_before's point.
+        item.ari_first_start = Some(DAY);
+        item.ari_window_end = Some(2 * DAY);
+        let m = early(&item);
+        assert!(m[0].contains("before renew_before would renew it"), "{m:?}");
+        // An explanation is always worth a look.
+        item.ari_window_start = Some(59 * DAY);
+        item.ari_window_end = Some(61 * DAY);
+        item.ari_first_start = Some(59 * DAY);
+        item.ari_explanation = Some("https://ca.example/incident".into());
+        let m = early(&item);
+        assert!(m[0].contains("https://ca.example/incident"), "{m:?}");
+    }
+
+    #[test]
+    fn certificates_a_person_renews_get_lead_time_in_absolute_terms() {
+        let t0 = 1_000 * DAY;
+        let expiring = |item: &Item| {
+            let (c, next) = conditions(std::slice::from_ref(item), from_unix(t0));
+            (c.iter().any(|c| c.condition == "expiring"), next)
+        };
+        // A 5-day unmanaged certificate with 5 days left: its whole life is inside 30 days.
+        let five = unmanaged("/etc/ssl/short.pem", t0, t0 + 5 * DAY, t0);
+        assert!(expiring(&five).0);
+        // Managed, the same certificate alerts only in its last third (renewd renews it).
+        let mut managed = five.clone();
+        managed.kind = Kind::Managed;
+        managed.name = Some("short".into());
+        assert_eq!(
+            expiring(&managed),
+            (false, Some(from_unix(t0 + 5 * DAY - 5 * DAY / 3)))
+        );
+        // alert_before, as a duration or a fraction.
+        let mut item = unmanaged("/etc/ssl/a.pem", t0 - 10 * DAY, t0 + 80 * DAY, t0);
+        item.alert_before = Some(crate::config::RenewBefore::Duration(Duration::from_secs(
+            7 * DAY,
+        )));
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 73 * DAY))));
+        item.alert_before = Some(crate::config::RenewBefore::Fraction(0.5));
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 35 * DAY))));
+        item.alert_before = None;
+        assert_eq!(expiring(&item), (false, Some(from_unix(t0 + 50 * DAY))));
+    }
+
+    #[test]
+    fn a_wrong_host_clock_alerts_as_clock_skew() {
+        let mut item = unmanaged("/x", 0, 90 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("www".into());
+        item.consecutive_failures = Some(1);
+        item.last_failure = Some(crate::renew::clock_problem("le", Some(-1200)).expect("off"));
+        let (c, _) = conditions(std::slice::from_ref(&item), from_unix(DAY));
+        let skew: Vec<_> = c.iter().filter(|c| c.condition == "clock_skew").collect();
+        assert_eq!(skew.len(), 1, "{c:?}");
+        assert!(
+            skew[0].message.contains("local clock is off by 20m"),
             "{c:?}"
         );
-        // The CA wants it replaced now, 59 days early.
-        item.ari_window_start = Some(DAY);
+        item.last_failure = Some("CA said no".into());
         let (c, _) = conditions(&[item], from_unix(DAY));
-        let early: Vec<_> = c
-            .iter()
-            .filter(|c| c.condition == "ari_early_replacement")
-            .collect();
-        assert_eq!(early.len(), 1, "{c:?}");
+        assert!(c.iter().all(|c| c.condition != "clock_skew"), "{c:?}");
+    }
+
+    #[test]
+    fn a_clamped_renew_before_alerts() {
+        let mut item = unmanaged("/x", 0, 6 * DAY, 0);
+        item.kind = Kind::Managed;
+        item.name = Some("short".into());
+        item.renew_before_warning = Some("renew_before (30d) is longer".into());
+        let (c, _) = conditions(&[item], from_unix(DAY));
         assert!(
-            early[0].message.contains("before renew_before"),
-            "{}",
-            early[0].message
+            c.iter().any(|c| c.condition == "renew_before_too_long"),
+            "{c:?}"
         );
     }
 }

@@ -60,6 +60,16 @@ pub struct Managed {
     pub renew_at: Option<SystemTime>,
     /// The start of the CA's ARI renewal window for the deployed certificate, if it gave one.
     pub ari_window_start: Option<SystemTime>,
+    /// The end of that window.
+    pub ari_window_end: Option<SystemTime>,
+    /// The start of the first window the CA gave for the deployed certificate.
+    pub ari_first_start: Option<SystemTime>,
+    /// The `explanationURL` of the CA's answer, if it sent one.
+    pub ari_explanation: Option<String>,
+    /// Why `renew_before` is clamped for the deployed certificate, if it is.
+    pub renew_before_warning: Option<String>,
+    /// The configured `alert_before`, if any.
+    pub alert_before: Option<crate::config::RenewBefore>,
     /// Why the deployed files cannot be used, if they cannot.
     pub problem: Option<String>,
     pub consecutive_failures: u32,
@@ -111,6 +121,23 @@ pub struct Item {
     /// Managed only, not serialized: start of the CA's ARI window, for alerts.
     #[serde(skip)]
     pub ari_window_start: Option<u64>,
+    /// Managed only, not serialized: end of the CA's ARI window, for alerts.
+    #[serde(skip)]
+    pub ari_window_end: Option<u64>,
+    /// Managed only, not serialized: start of the first ARI window given for the deployed
+    /// certificate, for alerts.
+    #[serde(skip)]
+    pub ari_first_start: Option<u64>,
+    /// Managed only, not serialized: the CA's `explanationURL`, for alerts.
+    #[serde(skip)]
+    pub ari_explanation: Option<String>,
+    /// Managed only, not serialized: why `renew_before` is clamped, for alerts.
+    #[serde(skip)]
+    pub renew_before_warning: Option<String>,
+    /// Not serialized: the configured `alert_before` (of the certificate, exception or
+    /// `[discovery]`), for the `expiring` alert's lead time.
+    #[serde(skip)]
+    pub alert_before: Option<crate::config::RenewBefore>,
     /// Managed only, not serialized: the configured file holding the certificate.
     #[serde(skip)]
     pub cert_path: Option<PathBuf>,
@@ -158,6 +185,11 @@ impl Item {
             alerts: Vec::new(),
             renew_at: None,
             ari_window_start: None,
+            ari_window_end: None,
+            ari_first_start: None,
+            ari_explanation: None,
+            renew_before_warning: None,
+            alert_before: None,
             cert_path: None,
             last_success: None,
         }
@@ -238,6 +270,11 @@ pub fn collect(
         item.last_failure = m.last_failure.clone();
         item.renew_at = m.renew_at.map(unix);
         item.ari_window_start = m.ari_window_start.map(unix);
+        item.ari_window_end = m.ari_window_end.map(unix);
+        item.ari_first_start = m.ari_first_start.map(unix);
+        item.ari_explanation = m.ari_explanation.clone();
+        item.renew_before_warning = m.renew_before_warning.clone();
+        item.alert_before = m.alert_before;
         item.cert_path = m.cert_path.clone();
         item.last_success = m.last_success.map(unix);
         item.problem = m.problem.clone();
@@ -257,6 +294,7 @@ pub fn collect(
         item.owner = Some(e.owner.clone());
         item.reason = Some(e.reason.clone());
         item.review_by = Some(e.review_by.clone());
+        item.alert_before = e.alert_before;
         match discovery::read_certificate(&e.path) {
             Ok(info) => item.describe(&info, now),
             Err(err) => item.problem = Some(err),
@@ -268,6 +306,7 @@ pub fn collect(
     for f in scan.found() {
         let item = unmanaged.entry(f.leaf.der.clone()).or_insert_with(|| {
             let mut item = Item::blank(Kind::Unmanaged);
+            item.alert_before = config.discovery.as_ref().and_then(|d| d.alert_before);
             item.describe(&f.leaf, now);
             item
         });

@@ -236,6 +236,21 @@ pub struct LogEntry {
     pub rule: Option<String>,
     /// The request's `User-Agent` header, if any.
     pub user_agent: Option<String>,
+    /// The request's body as received.
+    pub body: Vec<u8>,
+}
+
+impl LogEntry {
+    /// The decoded JSON payload of a JWS-signed ACME request (e.g. a new-order's
+    /// `identifiers` and `replaces`); `None` when the body is not one.
+    pub fn jws_payload(&self) -> Option<serde_json::Value> {
+        use base64::Engine;
+        let jws: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jws["payload"].as_str()?)
+            .ok()?;
+        serde_json::from_slice(&payload).ok()
+    }
 }
 
 impl fmt::Display for LogEntry {
@@ -600,6 +615,7 @@ async fn serve_connection(tls: TlsStream<TcpStream>, shared: Arc<Shared>) {
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
                 .map(|(_, v)| v.clone()),
+            body: req.body.clone(),
         });
         shared.responding.fetch_sub(1, Ordering::SeqCst);
         if close || wants_close {

@@ -173,6 +173,14 @@ fn main() -> ExitCode {
 
 /// Loads the configuration, printing every problem as `FILE:LINE:COL: message`.
 fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
+    load_reporting(arg, |_| {})
+}
+
+/// [`load`], also handing the problems' text to `report` when the configuration is refused.
+fn load_reporting(
+    arg: &ConfigArg,
+    report: impl FnOnce(&str),
+) -> Result<(PathBuf, Config), ExitCode> {
     let path = config::resolve_path(arg.config.as_deref());
     match config::load(&path) {
         Ok(c) => {
@@ -180,10 +188,12 @@ fn load(arg: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
             Ok((path, c))
         }
         Err(e) => {
-            eprint!("{e}");
-            if !e.to_string().ends_with('\n') {
+            let text = e.to_string();
+            eprint!("{text}");
+            if !text.ends_with('\n') {
                 eprintln!();
             }
+            report(&text);
             Err(ExitCode::from(EX_CONFIG))
         }
     }
@@ -194,7 +204,16 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Completions { .. } | Command::Manpage => ExitCode::SUCCESS,
         Command::Check { config } => check(&config).await,
         Command::Run { config, once } => {
-            let (path, cfg) = match load(&config) {
+            // The daemon checks its configuration itself (no `ExecStartPre=renewd check`):
+            // systemd's RestartPreventExitStatus=78 only looks at the main process, so a
+            // refused configuration must be the main process's exit 78 to leave the unit
+            // failed instead of restarting. systemd keeps the STATUS= line for `status`.
+            let refused = |text: &str| {
+                if !once {
+                    daemon::tell_config_refused(text);
+                }
+            };
+            let (path, cfg) = match load_reporting(&config, refused) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

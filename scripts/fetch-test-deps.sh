@@ -11,7 +11,9 @@
 #  * The Debian packages the tests start as real programs (SYSTEM_PACKAGES
 #    below), installed with the system's apt-get only when missing.
 #
-# Usage: bash scripts/fetch-test-deps.sh
+# Usage: bash scripts/fetch-test-deps.sh [PACKAGE...]
+#   With PACKAGEs, those Debian packages are installed (when missing) instead of
+#   SYSTEM_PACKAGES: scripts/demo.sh asks only for what it uses.
 # Environment:
 #   RENEWD_TEST_DEPS_DIR  where to put things (default: <repo>/target/test-deps)
 #   DEBIAN_MIRROR         default: http://deb.debian.org/debian
@@ -40,7 +42,11 @@ SYSTEM_PACKAGES=(
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
     bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
     bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
+    systemd-container # scripts/test-systemd-boot.sh: systemd-nspawn boots the packaged renewd
+    iproute2 # scripts/test-systemd-boot.sh: `ip link set lo up` in its network namespace
+    python3 # scripts/test-systemd-boot.sh: the HTTPS proxy the daemon is sent through
 )
+[ "$#" -eq 0 ] || SYSTEM_PACKAGES=("$@")
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
 die() {
@@ -72,7 +78,9 @@ if [ "${#missing[@]}" -eq 0 ]; then
     say "system packages already installed: ${SYSTEM_PACKAGES[*]}"
 else
     say "installing missing system packages: ${missing[*]}"
-    as_root apt-get update -q ||
+    # Another apt or dpkg (an unattended upgrade, a parallel job) may hold the locks: wait
+    # for them (10 minutes at most) instead of failing at once.
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -q ||
         die "apt-get update failed: cannot reach the Debian mirror? (needed to install ${missing[*]})"
     # Installing bind9 would start the system's named on port 53 (and other packages
     # their services): the tests start their own processes, so services are kept from
@@ -87,33 +95,34 @@ else
         own_policy=1
     fi
     install_rc=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+        --no-install-recommends "${missing[@]}" ||
         install_rc=$?
     [ -z "$own_policy" ] || as_root rm -f "$policy"
     [ "$install_rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
-    # On a systemd host a bind9 installed just now is still enabled for the next boot: keep
-    # it off, the tests never need the system's named (an existing one is left alone).
-    if [[ " ${missing[*]} " == *" bind9 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now named.service >/dev/null 2>&1 || true
-    fi
     for pkg in "${missing[@]}"; do
-        if [ "$pkg" = nginx ]; then
-            # The tests start nginx themselves, each on its own configuration and a free
-            # loopback port. The distribution's nginx service must not run (a machine's
-            # policy-rc.d may have let it start) nor start at the next boot.
-            if [ -d /run/systemd/system ]; then
-                as_root systemctl disable --now nginx.service >/dev/null 2>&1 || true
-            else
-                if command -v systemctl >/dev/null 2>&1; then
-                    as_root systemctl disable nginx.service >/dev/null 2>&1 || true
-                fi
-                if [ -x /etc/init.d/nginx ]; then
-                    as_root /etc/init.d/nginx stop >/dev/null 2>&1 || true
-                fi
+        case "$pkg" in
+            nginx) service=nginx ;;
+            bind9) service=named ;;
+            *) continue ;;
+        esac
+        # The tests start nginx and named themselves, each on its own configuration and a
+        # free loopback port. The distribution's service installed just now must not run (a
+        # machine's policy-rc.d may have let it start) nor start at the next boot: disabled
+        # with systemctl (which edits the unit links offline too when PID 1 is not systemd)
+        # and update-rc.d. An existing installation is left alone.
+        if [ -d /run/systemd/system ]; then
+            as_root systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+        else
+            if command -v systemctl >/dev/null 2>&1; then
+                as_root systemctl disable "$service.service" >/dev/null 2>&1 || true
             fi
-            as_root update-rc.d nginx disable >/dev/null 2>&1 || true
-            say "nginx installed for the tests; its system service is stopped and disabled"
+            if [ -x "/etc/init.d/$service" ]; then
+                as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+            fi
         fi
+        as_root update-rc.d "$service" disable >/dev/null 2>&1 || true
+        say "$pkg installed for the tests; its system service $service is stopped and disabled"
     done
 fi
 

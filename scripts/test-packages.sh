@@ -29,6 +29,9 @@ WORK="${RENEWD_PKGTEST_DIR:-$ROOT/target/pkgtest}"
 CACHE="$WORK/bookworm-minbase" # pristine debootstrap, reused across runs
 CHROOT="$WORK/root"            # this run's copy, the package goes in here
 
+# shellcheck source=scripts/lib/debian-root.sh
+source "$ROOT/scripts/lib/debian-root.sh"
+
 say() { printf 'test-packages: %s\n' "$*"; }
 die() {
     printf 'test-packages: error: %s\n' "$*" >&2
@@ -126,22 +129,9 @@ done
 
 # ---------------------------------------------------------------------------
 # 4. Install into a throwaway Debian root.
-start=$SECONDS
-if [ -x "$CACHE/usr/bin/dpkg" ] && [ -f "$CACHE/.complete" ]; then
-    t_debootstrap="cached"
-    say "reusing the Debian root in $CACHE"
-else
-    say "debootstrap --variant=minbase bookworm ($MIRROR) into $CACHE: ~200 MB, a few minutes, once"
-    rm -rf --one-file-system "$CACHE.tmp"
-    debootstrap --variant=minbase bookworm "$CACHE.tmp" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-        tail -n 20 "$WORK/debootstrap.log" >&2
-        die "debootstrap failed (log: $WORK/debootstrap.log); is $MIRROR reachable? set DEBIAN_MIRROR to another mirror"
-    }
-    touch "$CACHE.tmp/.complete"
-    rm -rf --one-file-system "$CACHE"
-    mv "$CACHE.tmp" "$CACHE"
-    t_debootstrap="$((SECONDS - start)) s"
-fi
+# The pristine root is shared with scripts/test-systemd-boot.sh (scripts/lib/debian-root.sh).
+ensure_minbase "$CACHE" "$MIRROR" "$WORK/debootstrap.log" || die "no Debian root in $CACHE (see above)"
+t_debootstrap=$T_DEBOOTSTRAP
 
 start=$SECONDS
 unmount_chroot

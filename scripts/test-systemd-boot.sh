@@ -5,8 +5,8 @@
 # builds the package with scripts/build-packages.sh. Works from any directory.
 #
 #  1. A Debian 12 root with systemd, dbus and nginx (the minbase root of
-#     scripts/test-packages.sh plus those packages, cached under target/pkgtest/ and copied
-#     afresh for every run) is booted with `systemd-nspawn -b` inside a private network
+#     scripts/test-packages.sh plus those packages, cached under target/pkgtest/; each run
+#     boots an overlay of it) is booted with `systemd-nspawn -b` inside a private network
 #     namespace this script makes, where it runs Pebble (http-01 validated on port 80,
 #     pebble-challtestsrv resolving every name to 127.0.0.1) and an HTTPS proxy. Pebble's
 #     HTTPS root is added to the container's system trust (update-ca-certificates).
@@ -15,8 +15,8 @@
 #  3. README.md's "Your first certificate in five minutes", its TOML blocks taken from the
 #     README itself (only the CA's directory URL is Pebble's): a webroot certificate served
 #     through the container's nginx, `renewd check`, `renewd renew --dry-run`, `systemctl
-#     reload renewd`; then, nginx stopped, a second certificate with the README's `listen`
-#     challenge. `journalctl CERT=www` finds the renewal.
+#     start renewd`; then, nginx stopped, a second certificate with the README's `listen`
+#     challenge, read by `systemctl reload renewd`. `journalctl CERT=www` finds the renewal.
 #  4. HTTPS_PROXY in a drop-in: the daemon's ACME traffic goes through the proxy.
 #  5. A broken conf.d file and a restart: the unit is failed (exit 78) and not restarted
 #     (NRestarts=0 once a unit with the same RestartSec has restarted twice), `systemctl

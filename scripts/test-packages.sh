@@ -10,7 +10,8 @@
 #     configuration file (marked %config) are in it.
 #  4. Installs the .deb into a throwaway Debian 12 root (debootstrap minbase,
 #     cached under target/pkgtest/ and copied afresh for every run) with
-#     `chroot ROOT dpkg -i`: the unit is enabled, `renewd check` accepts the
+#     `chroot ROOT apt-get install ./renewd.deb` (its Depends come from the mirror): the
+#     unit is enabled, `renewd check` accepts the
 #     shipped configuration, a reinstall (upgrade path) works, `dpkg -r` keeps
 #     /var/lib/renewd and the configuration, `dpkg -P` removes them.
 #
@@ -156,7 +157,18 @@ unit_enabled() { compgen -G "$CHROOT/etc/systemd/system/*.wants/renewd.service" 
 unit_not_enabled() { ! unit_enabled; }
 unknown_to_dpkg() { ! chroot "$CHROOT" dpkg-query -W renewd >/dev/null 2>&1; }
 
-check "dpkg -i renewd.deb (no systemd running in the root)" in_root dpkg -i /tmp/renewd.deb
+# apt-get, not dpkg -i: the Depends (procps, ca-certificates) are not in a minbase root and
+# come from the mirror, so a Depends naming a package that does not exist fails here.
+apt_install_deb() {
+    in_root apt-get install -y -q --no-install-recommends /tmp/renewd.deb && return 0
+    # The cached package lists may be older than the mirror's files.
+    in_root apt-get update -q && in_root apt-get install -y -q --no-install-recommends /tmp/renewd.deb
+}
+check "apt-get install ./renewd.deb (Depends from the mirror; no systemd running in the root)" apt_install_deb
+# shellcheck disable=SC2016
+dep_installed() { [ "$(chroot "$CHROOT" dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | tr -d ' ')" = ii ]; }
+check "the Depends brought procps (/bin/kill for ExecReload=)" dep_installed procps
+check "the Depends brought ca-certificates (the system trust roots)" dep_installed ca-certificates
 check "package is installed" status_is ii
 for f in /usr/bin/renewd /usr/lib/systemd/system/renewd.service /etc/renewd/renewd.toml \
     /usr/share/man/man8/renewd.8.gz /usr/share/bash-completion/completions/renewd \

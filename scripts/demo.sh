@@ -4,7 +4,10 @@
 # files, then runs the daemon and watches it renew, swap and reload on its own.
 #
 # Usage: bash scripts/demo.sh            (needs a Rust toolchain; fetches Pebble itself)
-# Nothing outside target/demo is touched; everything started is stopped on exit.
+# Outside target/ it changes one thing, only when missing: it installs the Debian packages it
+# uses (openssl, curl, and debian-archive-keyring to check Pebble's download) with apt-get.
+# Pebble is unpacked under target/test-deps; the demo works in target/demo. No service is
+# installed or enabled; everything started is stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +21,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 source "$ROOT/scripts/lib/pebble.sh"
 
 step "Fetching Pebble 2.10 (Debian unstable, unpacked under target/) and building renewd"
-bash scripts/fetch-test-deps.sh >/dev/null
+bash scripts/fetch-test-deps.sh debian-archive-keyring openssl curl >/dev/null
 cargo build --quiet
 RENEWD="$ROOT/target/debug/renewd"
 

@@ -16,7 +16,9 @@
 #    target/test-deps/acme2certifier (ACME2CERTIFIER_VERSION below). Nothing is
 #    installed system-wide.
 #
-# Usage: bash scripts/fetch-test-deps.sh
+# Usage: bash scripts/fetch-test-deps.sh [PACKAGE...]
+#   With PACKAGEs, those Debian packages are installed (when missing) instead of
+#   SYSTEM_PACKAGES: scripts/demo.sh asks only for what it uses.
 # Environment:
 #   RENEWD_TEST_DEPS_DIR  where to put things (default: <repo>/target/test-deps)
 #   DEBIAN_MIRROR         default: http://deb.debian.org/debian
@@ -50,7 +52,10 @@ SYSTEM_PACKAGES=(
     python3-venv # tests/common/a2c.rs: the venv acme2certifier is installed into
     prometheus # tests/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
     libfaketime # tests/daemon.rs: renewd run with its clock 20 minutes behind (LD_PRELOAD)
+    systemd-container # scripts/test-systemd-boot.sh: systemd-nspawn boots the packaged renewd
+    python3 # scripts/test-systemd-boot.sh: the HTTPS proxy the daemon is sent through
 )
+[ "$#" -eq 0 ] || SYSTEM_PACKAGES=("$@")
 
 say() { printf 'fetch-test-deps: %s\n' "$*"; }
 die() {
@@ -82,7 +87,9 @@ if [ "${#missing[@]}" -eq 0 ]; then
     say "system packages already installed: ${SYSTEM_PACKAGES[*]}"
 else
     say "installing missing system packages: ${missing[*]}"
-    as_root apt-get update -q ||
+    # Another apt or dpkg (an unattended upgrade, a parallel job) may hold the locks: wait
+    # for them (10 minutes at most) instead of failing at once.
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -q ||
         die "apt-get update failed: cannot reach the Debian mirror? (needed to install ${missing[*]})"
     # Installing bind9 would start the system's named on port 53 (and other packages
     # their services): the tests start their own processes, so services are kept from
@@ -97,37 +104,35 @@ else
         own_policy=1
     fi
     install_rc=0
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+        --no-install-recommends "${missing[@]}" ||
         install_rc=$?
     [ -z "$own_policy" ] || as_root rm -f "$policy"
     [ "$install_rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
-    # On a systemd host a bind9 installed just now is still enabled for the next boot: keep
-    # it off, the tests never need the system's named (an existing one is left alone).
-    if [[ " ${missing[*]} " == *" bind9 "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now named.service >/dev/null 2>&1 || true
-    fi
-    # Likewise the Prometheus server that comes with promtool: the tests only run promtool.
-    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-    fi
     for pkg in "${missing[@]}"; do
-        if [ "$pkg" = nginx ]; then
-            # The tests start nginx themselves, each on its own configuration and a free
-            # loopback port. The distribution's nginx service must not run (a machine's
-            # policy-rc.d may have let it start) nor start at the next boot.
-            if [ -d /run/systemd/system ]; then
-                as_root systemctl disable --now nginx.service >/dev/null 2>&1 || true
-            else
-                if command -v systemctl >/dev/null 2>&1; then
-                    as_root systemctl disable nginx.service >/dev/null 2>&1 || true
-                fi
-                if [ -x /etc/init.d/nginx ]; then
-                    as_root /etc/init.d/nginx stop >/dev/null 2>&1 || true
-                fi
+        case "$pkg" in
+            nginx) service=nginx ;;
+            bind9) service=named ;;
+            prometheus) service=prometheus ;; # the tests only run promtool
+            *) continue ;;
+        esac
+        # The tests start nginx and named themselves (and need no Prometheus server), each on its own configuration and a
+        # free loopback port. The distribution's service installed just now must not run (a
+        # machine's policy-rc.d may have let it start) nor start at the next boot: disabled
+        # with systemctl (which edits the unit links offline too when PID 1 is not systemd)
+        # and update-rc.d. An existing installation is left alone.
+        if [ -d /run/systemd/system ]; then
+            as_root systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+        else
+            if command -v systemctl >/dev/null 2>&1; then
+                as_root systemctl disable "$service.service" >/dev/null 2>&1 || true
             fi
-            as_root update-rc.d nginx disable >/dev/null 2>&1 || true
-            say "nginx installed for the tests; its system service is stopped and disabled"
+            if [ -x "/etc/init.d/$service" ]; then
+                as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+            fi
         fi
+        as_root update-rc.d "$service" disable >/dev/null 2>&1 || true
+        say "$pkg installed for the tests; its system service $service is stopped and disabled"
     done
 fi
 

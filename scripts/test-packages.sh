@@ -10,7 +10,8 @@
 #     configuration file (marked %config) are in it.
 #  4. Installs the .deb into a throwaway Debian 12 root (debootstrap minbase,
 #     cached under target/pkgtest/ and copied afresh for every run) with
-#     `chroot ROOT dpkg -i`: the unit is enabled, `renewd check` accepts the
+#     `chroot ROOT apt-get install ./renewd.deb` (its Depends come from the mirror): the
+#     unit is enabled, `renewd check` accepts the
 #     shipped configuration, a reinstall (upgrade path) works, `dpkg -r` keeps
 #     /var/lib/renewd and the configuration, `dpkg -P` removes them.
 #
@@ -28,6 +29,9 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 WORK="${RENEWD_PKGTEST_DIR:-$ROOT/target/pkgtest}"
 CACHE="$WORK/bookworm-minbase" # pristine debootstrap, reused across runs
 CHROOT="$WORK/root"            # this run's copy, the package goes in here
+
+# shellcheck source=scripts/lib/debian-root.sh
+source "$ROOT/scripts/lib/debian-root.sh"
 
 say() { printf 'test-packages: %s\n' "$*"; }
 die() {
@@ -126,22 +130,9 @@ done
 
 # ---------------------------------------------------------------------------
 # 4. Install into a throwaway Debian root.
-start=$SECONDS
-if [ -x "$CACHE/usr/bin/dpkg" ] && [ -f "$CACHE/.complete" ]; then
-    t_debootstrap="cached"
-    say "reusing the Debian root in $CACHE"
-else
-    say "debootstrap --variant=minbase bookworm ($MIRROR) into $CACHE: ~200 MB, a few minutes, once"
-    rm -rf --one-file-system "$CACHE.tmp"
-    debootstrap --variant=minbase bookworm "$CACHE.tmp" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-        tail -n 20 "$WORK/debootstrap.log" >&2
-        die "debootstrap failed (log: $WORK/debootstrap.log); is $MIRROR reachable? set DEBIAN_MIRROR to another mirror"
-    }
-    touch "$CACHE.tmp/.complete"
-    rm -rf --one-file-system "$CACHE"
-    mv "$CACHE.tmp" "$CACHE"
-    t_debootstrap="$((SECONDS - start)) s"
-fi
+# The pristine root is shared with scripts/test-systemd-boot.sh (scripts/lib/debian-root.sh).
+ensure_minbase "$CACHE" "$MIRROR" "$WORK/debootstrap.log" || die "no Debian root in $CACHE (see above)"
+t_debootstrap=$T_DEBOOTSTRAP
 
 start=$SECONDS
 unmount_chroot
@@ -166,7 +157,18 @@ unit_enabled() { compgen -G "$CHROOT/etc/systemd/system/*.wants/renewd.service" 
 unit_not_enabled() { ! unit_enabled; }
 unknown_to_dpkg() { ! chroot "$CHROOT" dpkg-query -W renewd >/dev/null 2>&1; }
 
-check "dpkg -i renewd.deb (no systemd running in the root)" in_root dpkg -i /tmp/renewd.deb
+# apt-get, not dpkg -i: the Depends (procps, ca-certificates) are not in a minbase root and
+# come from the mirror, so a Depends naming a package that does not exist fails here.
+apt_install_deb() {
+    in_root apt-get install -y -q --no-install-recommends /tmp/renewd.deb && return 0
+    # The cached package lists may be older than the mirror's files.
+    in_root apt-get update -q && in_root apt-get install -y -q --no-install-recommends /tmp/renewd.deb
+}
+check "apt-get install ./renewd.deb (Depends from the mirror; no systemd running in the root)" apt_install_deb
+# shellcheck disable=SC2016
+dep_installed() { [ "$(chroot "$CHROOT" dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | tr -d ' ')" = ii ]; }
+check "the Depends brought procps (/bin/kill for ExecReload=)" dep_installed procps
+check "the Depends brought ca-certificates (the system trust roots)" dep_installed ca-certificates
 check "package is installed" status_is ii
 for f in /usr/bin/renewd /usr/lib/systemd/system/renewd.service /etc/renewd/renewd.toml \
     /usr/share/man/man8/renewd.8.gz /usr/share/bash-completion/completions/renewd \

@@ -3,8 +3,9 @@
 #
 # Checks the Rust toolchain, fetches the test dependencies (Pebble 2.10 and Caddy
 # from Debian unstable, unpacked under target/; acme2certifier from PyPI in a venv
-# under target/; Debian packages the tests run), then
-# runs every test target against them, then the package test. Works from any directory.
+# under target/; Debian packages the tests run), then runs every test target
+# against them, then the package tests (scripts/test-packages.sh,
+# scripts/test-systemd-boot.sh). Works from any directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,3 +55,6 @@ fi
 cargo test --all-targets "$@"
 # The packages: build .deb and .rpm, lintian, rpm -qlp, install into a throwaway Debian root.
 bash "$ROOT/scripts/test-packages.sh"
+# The .deb on a booted systemd (systemd-nspawn): the README's five-minute path, reload,
+# journal fields, a proxy drop-in, and a broken configuration that must not restart-loop.
+bash "$ROOT/scripts/test-systemd-boot.sh"

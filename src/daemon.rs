@@ -835,6 +835,22 @@ fn release_free_memory() {
     }
 }
 
+/// Tells systemd, when it supervises us, why `run` refuses to start: `STATUS=` with the first
+/// problem (`FILE:LINE:COL: message`) and how many more there are, so `systemctl status
+/// renewd` shows it beside the unit's failure (exit 78). `problems` is the refused
+/// configuration's text, one problem per line. Does nothing outside systemd.
+pub fn tell_config_refused(problems: &str) {
+    let mut lines = problems.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or("the configuration cannot be used");
+    let more = lines.count();
+    let status = if more == 0 {
+        format!("bad configuration: {first}")
+    } else {
+        format!("bad configuration: {first} (and {more} more: renewd check)")
+    };
+    tell_systemd(&[NotifyState::Status(&status)]);
+}
+
 /// Sends state to systemd when it supervises us (`NOTIFY_SOCKET`); otherwise does nothing.
 fn tell_systemd(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {

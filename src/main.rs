@@ -218,13 +218,25 @@ fn help(path: &[String]) -> ExitCode {
 
 /// Loads the configuration, printing every problem as `FILE:LINE:COL: message`.
 fn load(arg: Option<&Path>) -> Result<(PathBuf, Config), ExitCode> {
+    load_reporting(arg, false)
+}
+
+/// [`load`]; with `tell_systemd` a refused configuration's first problem also goes to
+/// systemd as the STATUS= line (`renewd run` as the unit's main process: `systemctl status`
+/// keeps it after the exit 78).
+fn load_reporting(arg: Option<&Path>, tell_systemd: bool) -> Result<(PathBuf, Config), ExitCode> {
     let path = config::resolve_path(arg);
     match config::load(&path) {
         Ok(c) => {
             logging::set_level(c.log_level.as_deref());
             Ok((path, c))
         }
-        Err(e) => Err(config_error(&e)),
+        Err(e) => {
+            if tell_systemd {
+                daemon::tell_config_refused(&e.to_string());
+            }
+            Err(config_error(&e))
+        }
     }
 }
 
@@ -251,6 +263,13 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
             return ExitCode::SUCCESS
         }
         Command::Check { strict } => return check(config, strict).await,
+        // The daemon checks its configuration itself (no `ExecStartPre=renewd check`):
+        // systemd's RestartPreventExitStatus=78 only looks at the main process, so a refused
+        // configuration must be the main process's exit 78 to leave the unit failed.
+        Command::Run { once: false } => match load_reporting(config, true) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
         _ => match load(config) {
             Ok(c) => c,
             Err(code) => return code,
@@ -266,6 +285,9 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
             // and stop only their certificates.
             let diagnosis = status::diagnose(&cfg);
             if let Some(e) = diagnosis.errors() {
+                if !once {
+                    daemon::tell_config_refused(&e.to_string());
+                }
                 return config_error(&e);
             }
             if once {

@@ -118,3 +118,44 @@ fn readiness_status_reload_watchdog_and_stop_reach_the_notify_socket() {
     until(&sock, &mut seen_stop, "STOPPING=1", Duration::from_secs(10));
     assert!(d.wait_exit().success());
 }
+
+/// A configuration `run` cannot use: exit 78 (which RestartPreventExitStatus= sees, `run`
+/// being the unit's main process), every problem as FILE:LINE:COL on stderr, and the first
+/// one as STATUS= for `systemctl status`, sent before the process exits. No Pebble needed.
+#[test]
+fn a_refused_configuration_exits_78_and_says_where_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("renewd.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"/nonexistent/state\"\nmax_concurent_renewals = 4\n",
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let out = std::process::Command::new(renewd_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let where_ = format!("{}:2:1", config.display());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&where_), "stderr names {where_}: {stderr}");
+    // The datagram was sent before the exit, so it is already queued.
+    let mut seen = Vec::new();
+    until(
+        &sock,
+        &mut seen,
+        &format!("STATUS=bad configuration: {where_}: "),
+        Duration::from_secs(1),
+    );
+    assert!(
+        !seen.iter().any(|m| m.contains("READY=1")),
+        "never ready: {seen:?}"
+    );
+}

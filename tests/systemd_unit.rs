@@ -162,7 +162,12 @@ fn unit_has_the_settings_the_spec_requires() {
         "WatchdogSec={watchdog} turns the watchdog off"
     );
     assert_eq!(one("ExecStart"), "/usr/bin/renewd run");
-    assert_eq!(one("ExecStartPre"), "/usr/bin/renewd check");
+    // RestartPreventExitStatus= sees only the main process: a failing ExecStartPre= restarts
+    // forever, so `run` checks the configuration itself (exit 78).
+    assert!(
+        service("ExecStartPre").is_empty(),
+        "ExecStartPre= defeats RestartPreventExitStatus=78"
+    );
     let reload = one("ExecReload");
     assert!(
         reload.contains("kill") && reload.contains("-HUP") && reload.contains("$MAINPID"),

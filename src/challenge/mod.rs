@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -422,12 +422,22 @@ fn write_webroot(webroot: &Path, token: &str, answer: &str) -> Result<PathBuf, C
         path: path.clone(),
         source,
     };
+    // The web server (another user, e.g. www-data) must read the answer, so the directories
+    // renewd creates are 0755 and the answer 0644 (public by design) whatever the umask: the
+    // shipped unit's UMask=0077 would otherwise make them 0700/0600, and the web server
+    // would answer the CA 404. Directories that already exist keep their modes.
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
-        .create(&dir)
+        .create(webroot)
         .map_err(err)?;
-    // The web server must read the answer, so it is world-readable; it is public by design.
+    for d in [webroot.join(".well-known"), dir] {
+        match fs::DirBuilder::new().mode(0o755).create(&d) {
+            Ok(()) => fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).map_err(err)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -435,6 +445,8 @@ fn write_webroot(webroot: &Path, token: &str, answer: &str) -> Result<PathBuf, C
         .mode(0o644)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&path)
+        .map_err(err)?;
+    f.set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(err)?;
     f.write_all(answer.as_bytes()).map_err(err)?;
     Ok(path)
@@ -591,5 +603,59 @@ mod tests {
         assert_eq!(fs::read_to_string(&file).unwrap(), "tok.thumb");
         drop(p);
         assert!(!file.exists());
+    }
+
+    /// The webroot answer and the directories made for it are readable by the web server's
+    /// user whatever renewd's umask (the shipped unit sets UMask=0077). The umask is
+    /// process-wide, so the check runs in a child process of this test binary, started with
+    /// umask 077 (see `webroot_answer_modes_in_child`).
+    #[test]
+    fn webroot_answer_is_world_readable_under_umask_077() {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "challenge::tests::webroot_answer_modes_in_child",
+            "--nocapture",
+        ])
+        .env("RENEWD_UMASK_CHILD", "1");
+        // SAFETY: umask(2) is async-signal-safe and touches nothing but the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::umask(0o077);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child under umask 077: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The child half of `webroot_answer_is_world_readable_under_umask_077`; does nothing
+    /// unless started by it.
+    #[test]
+    fn webroot_answer_modes_in_child() {
+        if std::env::var_os("RENEWD_UMASK_CHILD").is_none() {
+            return;
+        }
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let webroot = dir.path().join("www");
+        fs::create_dir(&webroot).unwrap();
+        fs::set_permissions(&webroot, fs::Permissions::from_mode(0o750)).unwrap();
+        let path = write_webroot(&webroot, "tok", "tok.thumb").unwrap();
+        assert_eq!(mode(&path), 0o644, "the answer");
+        assert_eq!(mode(&webroot.join(".well-known")), 0o755);
+        assert_eq!(mode(&webroot.join(".well-known/acme-challenge")), 0o755);
+        assert_eq!(
+            mode(&webroot),
+            0o750,
+            "an existing directory keeps its mode"
+        );
     }
 }

@@ -283,7 +283,9 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
         Command::Run { once } => {
             // The rule `check` applies: errors refuse the configuration, warnings are logged
             // and stop only their certificates.
-            let diagnosis = status::diagnose(&cfg);
+            // The control socket's directory too: an unsafe one refuses the daemon with exit 78
+            // (a bad configuration, never restarted), not a failure systemd would retry.
+            let diagnosis = status::diagnose_with(&cfg, control::check_socket(&cfg));
             if let Some(e) = diagnosis.errors() {
                 if !once {
                     daemon::tell_config_refused(&e.to_string());

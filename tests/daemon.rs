@@ -156,9 +156,12 @@ fn status_and_renew_go_through_the_running_daemon() {
     );
     let table = rig.renewd_ok("status", &[]);
     assert!(
-        // Pebble 2.10 offers ARI: once the daemon has asked it, its window decides.
+        // Pebble 2.10 offers ARI: once the daemon has asked it, its window decides, unless
+        // the floor after a renewal (a third of the lifetime) comes later.
         table.contains("a\n")
-            && (table.contains("renew_before threshold") || table.contains("ARI window")),
+            && (table.contains("renew_before threshold")
+                || table.contains("ARI window")
+                || table.contains("minimum interval since the last renewal")),
         "{table}"
     );
 
@@ -319,7 +322,10 @@ fn failures_that_cannot_be_written_are_still_shown() {
         ),
     )
     .unwrap();
-    fs::create_dir_all(rig.state_dir.join("certs/www.json")).unwrap();
+    // A full state directory: a small tmpfs of its own, filled before the daemon starts (it
+    // needs only directories and an empty lock file there), so every record write fails
+    // with ENOSPC.
+    let _full = FullDir::mount(&rig.state_dir);
     let d = rig.spawn_daemon();
     wait_until(Duration::from_secs(60), "the failed renewal", || {
         d.log().contains("cannot record the renewal's outcome")
@@ -343,6 +349,35 @@ fn failures_that_cannot_be_written_are_still_shown() {
                 && w.contains("www.json")))),
         "{row}"
     );
+}
+
+/// A tmpfs mounted at a directory and filled to the last byte; unmounted when dropped.
+struct FullDir(std::path::PathBuf);
+
+impl FullDir {
+    fn mount(dir: &std::path::Path) -> FullDir {
+        fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount (the test needs root)");
+        assert!(ok.success(), "mount -t tmpfs on {}", dir.display());
+        let full = FullDir(dir.to_path_buf());
+        let mut fill = fs::File::create(dir.join("fill")).unwrap();
+        let block = [0u8; 4096];
+        while std::io::Write::write_all(&mut fill, &block).is_ok() {}
+        full
+    }
+}
+
+impl Drop for FullDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// libfaketime's preload library (Debian's `libfaketime`).

@@ -37,6 +37,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
+use rustls::pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
 mod certkey;
@@ -534,7 +535,7 @@ impl CaHttp {
         if let Some(path) = extra_roots {
             let pem = fs::read(path).map_err(|e| e.to_string())?;
             let mut n = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
                 roots
                     .add(cert)

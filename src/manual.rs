@@ -27,9 +27,10 @@ pub(crate) fn write_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> 
         .collect();
 
     let mut written = vec![write_page(dir, "renewd", cmd.clone(), &see_also(&names))?];
+    // After `build`, clap names each subcommand `renewd-NAME` for display (clap_mangen's NAME
+    // section) and `renewd NAME` in its synopsis.
     for (sub, name) in subcommands.into_iter().zip(&names) {
-        let page = sub.name(name.clone()).bin_name(name.replace('-', " "));
-        written.push(write_page(dir, name, page, &see_also(&[]))?);
+        written.push(write_page(dir, name, sub, &see_also(&[]))?);
     }
     Ok(written)
 }

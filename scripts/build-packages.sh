@@ -2,24 +2,26 @@
 # Build renewd's .deb and .rpm: `bash scripts/build-packages.sh`. Works from any
 # directory and from a clean clone.
 #
-#  1. Installs cargo-deb and cargo-generate-rpm from crates.io with
-#     `cargo install --locked` when they are missing (a few minutes of
-#     compiling, once).
-#  2. `cargo build --release`.
-#  3. Generates into target/assets/, by running the built binary, the man page
-#     (renewd.8.gz) and the bash, zsh and fish completions.
+#  1. Installs cargo-deb from crates.io with `cargo install --locked` when it is
+#     missing (a few minutes of compiling, once). rpmbuild comes from Debian's
+#     `rpm` package (scripts/fetch-test-deps.sh installs it).
+#  2. `cargo build --release` (stripped: profile.release strip = true).
+#  3. Generates into target/assets/, by running the built binary, the man pages
+#     (renewd.8 and one renewd-SUBCOMMAND.8 per subcommand, gzipped) and the
+#     bash, zsh and fish completions; adds renewd.toml(5) from packaging/man/
+#     and the third-party licence notices from packaging/THIRD-PARTY-NOTICES.
 #  4. `cargo deb --no-build` into target/debian/, then adds to it what
 #     cargo-deb cannot make: the empty /etc/renewd/conf.d/ and DEBIAN/md5sums
 #     (dpkg-deb rebuilds the archive, as debhelper would have built it).
-#  5. `cargo generate-rpm` into target/generate-rpm/.
+#  5. `rpmbuild -bb packaging/rpm/renewd.spec` into target/rpm/.
 #
-# Package metadata: [package.metadata.deb] and [package.metadata.generate-rpm]
-# in Cargo.toml; maintainer scripts, changelog, copyright and lintian overrides
-# in packaging/debian/; RPM scriptlets in packaging/rpm/.
+# Package metadata: [package.metadata.deb] in Cargo.toml and
+# packaging/rpm/renewd.spec; maintainer scripts, changelog, copyright and
+# lintian overrides in packaging/debian/.
 #
 # The last two lines of standard output are the paths of the .deb and the .rpm.
-# Environment: CARGO_DEB_VERSION, CARGO_GENERATE_RPM_VERSION pin the tools
-# installed when missing (default: the versions this was verified with).
+# Environment: CARGO_DEB_VERSION pins the cargo-deb installed when missing
+# (default: the version this was verified with).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +38,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/c
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain with rustup (see README.md)"
 command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found (it comes with dpkg, on any Debian system)"
+command -v rpmbuild >/dev/null 2>&1 || die "rpmbuild not found: apt-get install rpm (or run scripts/fetch-test-deps.sh)"
 
 # ---------------------------------------------------------------------------
 # 1. The packaging tools, only when missing.
@@ -50,7 +53,6 @@ install_tool() { # subcommand crate version
     say "installed $crate in $((SECONDS - start)) s"
 }
 install_tool deb cargo-deb "${CARGO_DEB_VERSION:-3.8.0}"
-install_tool generate-rpm cargo-generate-rpm "${CARGO_GENERATE_RPM_VERSION:-0.21.1}"
 
 # ---------------------------------------------------------------------------
 # 2. The binary.
@@ -64,20 +66,23 @@ BIN="$TARGET_DIR/release/renewd"
 # ---------------------------------------------------------------------------
 # 3. Man page and completions, from the binary itself. The paths are the
 #    `target/assets/...` sources named in Cargo.toml's package metadata, which
-#    cargo-deb and cargo-generate-rpm resolve against the repository root.
+#    cargo-deb resolves against the repository root.
 ASSETS="$ROOT/target/assets"
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS"
-"$BIN" manpage >"$ASSETS/renewd.8" || die "'renewd manpage' failed"
-[ -s "$ASSETS/renewd.8" ] || die "'renewd manpage' printed nothing"
-gzip -9n "$ASSETS/renewd.8" # -n: no name or timestamp, so the build is reproducible
+mkdir -p "$ASSETS/man"
+"$BIN" manpage "$ASSETS/man" || die "'renewd manpage' failed"
+[ -s "$ASSETS/man/renewd.8" ] || die "'renewd manpage' wrote no renewd.8"
+cp "$ROOT/packaging/man/renewd.toml.5" "$ASSETS/man/"
+gzip -9n "$ASSETS"/man/* # -n: no name or timestamp, so the build is reproducible
+cp "$ROOT/packaging/THIRD-PARTY-NOTICES" "$ASSETS/THIRD-PARTY-NOTICES"
 "$BIN" completions bash >"$ASSETS/renewd.bash" || die "'renewd completions bash' failed"
 "$BIN" completions zsh >"$ASSETS/_renewd" || die "'renewd completions zsh' failed"
 "$BIN" completions fish >"$ASSETS/renewd.fish" || die "'renewd completions fish' failed"
 for f in renewd.bash _renewd renewd.fish; do
     [ -s "$ASSETS/$f" ] || die "'renewd completions' wrote an empty $f"
 done
-say "generated man page and completions in $ASSETS"
+say "generated man pages and completions in $ASSETS"
 
 # ---------------------------------------------------------------------------
 # 4. The .deb.
@@ -106,14 +111,29 @@ SOURCE_DATE_EPOCH="$mtime" dpkg-deb --root-owner-group -Zxz --build "$repack" "$
 rm -rf "$repack"
 
 # ---------------------------------------------------------------------------
-# 5. The .rpm.
-RPM_DIR="$TARGET_DIR/generate-rpm"
-mkdir -p "$RPM_DIR" # --output DIR/ is taken as a file name unless DIR exists
-rm -f "$RPM_DIR"/renewd-*.rpm
-say "cargo generate-rpm"
-cargo generate-rpm --output "$RPM_DIR/" >&2 || die "cargo generate-rpm failed"
-rpm_file="$(find "$RPM_DIR" -maxdepth 1 -name 'renewd-*.rpm' -type f | head -n1)"
-[ -n "$rpm_file" ] || die "cargo generate-rpm produced no renewd-*.rpm in $RPM_DIR"
+# 5. The .rpm, by rpmbuild from the files built and generated above (the spec
+#    has no %build). Everything rpmbuild writes stays under target/rpm/.
+RPM_DIR="$TARGET_DIR/rpm"
+rm -rf "$RPM_DIR"
+mkdir -p "$RPM_DIR/SOURCES/man" "$RPM_DIR/RPMS"
+cp "$BIN" "$ROOT/systemd/renewd.service" "$ROOT/packaging/renewd.toml" \
+    "$ASSETS/renewd.bash" "$ASSETS/_renewd" "$ASSETS/renewd.fish" \
+    "$ROOT/packaging/prometheus/renewd-alerts.yml" "$ROOT/LICENSE" \
+    "$ASSETS/THIRD-PARTY-NOTICES" "$ROOT/README.md" "$RPM_DIR/SOURCES/"
+cp "$ROOT/packaging/debian/changelog" "$RPM_DIR/SOURCES/changelog"
+cp "$ASSETS"/man/* "$RPM_DIR/SOURCES/man/"
+version="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"name":"renewd","version":"\([^"]*\)".*/\1/p')"
+homepage="$(sed -n 's/^homepage = "\(.*\)"/\1/p' "$ROOT/Cargo.toml")"
+[ -n "$version" ] && [ -n "$homepage" ] || die "cannot read the version or homepage from Cargo.toml"
+say "rpmbuild -bb packaging/rpm/renewd.spec (version $version)"
+HOME="$RPM_DIR" rpmbuild -bb --quiet \
+    --define "_topdir $RPM_DIR" \
+    --define "renewd_version $version" \
+    --define "renewd_url $homepage" \
+    --define "_build_id_links none" \
+    "$ROOT/packaging/rpm/renewd.spec" >&2 || die "rpmbuild failed"
+rpm_file="$(find "$RPM_DIR/RPMS" -name 'renewd-*.rpm' -type f | head -n1)"
+[ -n "$rpm_file" ] || die "rpmbuild produced no renewd-*.rpm under $RPM_DIR/RPMS"
 
 say "built:"
 printf '%s\n' "$deb" "$rpm_file"

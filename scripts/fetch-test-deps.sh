@@ -42,8 +42,11 @@ SYSTEM_PACKAGES=(
     openssl # scripts/lib/pebble.sh: Pebble's own HTTPS certificate (demo, probes)
     bc # scripts/idle-probe.sh
     lintian # scripts/test-packages.sh: checks the .deb
-    rpm # scripts/test-packages.sh: rpm -qlp on the .rpm (cargo-generate-rpm builds it without rpmbuild)
+    rpm # scripts/build-packages.sh: rpmbuild builds the .rpm; scripts/test-packages.sh: rpm -qlp on it
     debootstrap # scripts/test-packages.sh: the throwaway Debian root the .deb is installed into
+    cpio # scripts/test-packages.sh: unpacks the .rpm's binary (rpm2cpio | cpio) to check it is stripped
+    file # scripts/test-packages.sh: says whether that binary is stripped
+    prometheus # scripts/test-packages.sh: promtool check/test rules on the packaged alerting rules
     systemd # tests/systemd_unit.rs: systemd-analyze verify and security --offline
     nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
     bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)

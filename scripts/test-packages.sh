@@ -4,10 +4,13 @@
 # (scripts/fetch-test-deps.sh installs them). Works from any directory.
 #
 #  1. Builds the .deb and the .rpm with scripts/build-packages.sh.
-#  2. lintian on the .deb: no error and no warning (each accepted tag is in
-#     packaging/debian/lintian-overrides with its reason).
-#  3. rpm -qlp / -qcp on the .rpm: the binary, the unit, the man page and the
-#     configuration file (marked %config) are in it.
+#  2. lintian --pedantic on the .deb: no error, warning, info or pedantic tag
+#     (each accepted tag is in packaging/debian/lintian-overrides with its reason).
+#  3. rpm -qlp / -qcp / -qLp on the .rpm: the binary (stripped), the unit, the
+#     man pages, the configuration file (marked %config), /etc/renewd owned,
+#     the licence and third-party notices marked %license, URL and description.
+#     The packaged Prometheus rules pass `promtool check rules` and their unit
+#     tests (`promtool test rules`, e.g. one of two hosts down).
 #  4. Installs the .deb into a throwaway Debian 12 root (debootstrap minbase,
 #     cached under target/pkgtest/ and copied afresh for every run) with
 #     `chroot ROOT apt-get install ./renewd.deb` (its Depends come from the mirror): the
@@ -40,9 +43,9 @@ die() {
 }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot, mount /proc); run it as root or with sudo"
-for tool in lintian rpm debootstrap dpkg-deb chroot mount; do
+for tool in lintian rpm rpm2cpio cpio debootstrap dpkg-deb chroot mount promtool file; do
     command -v "$tool" >/dev/null 2>&1 ||
-        die "$tool not found: run 'bash scripts/fetch-test-deps.sh' (it installs lintian, rpm and debootstrap)"
+        die "$tool not found: run 'bash scripts/fetch-test-deps.sh' (it installs lintian, rpm, debootstrap and prometheus' promtool)"
 done
 
 mkdir -p "$WORK"
@@ -103,13 +106,14 @@ case "$rpm_file" in *.rpm) [ -f "$rpm_file" ] ;; *) false ;; esac ||
 say "built $deb and $rpm_file in $t_build s"
 
 # ---------------------------------------------------------------------------
-# 2. lintian. Warnings fail too: each accepted one is overridden with a reason.
+# 2. lintian --pedantic. Every tag fails, down to pedantic: each accepted one is
+#    overridden with a reason.
 start=$SECONDS
-say "lintian $(basename "$deb")"
-if lintian_out="$(lintian --fail-on error,warning --display-info "$deb" 2>&1)"; then
-    pass "lintian: no errors or warnings (overrides: packaging/debian/lintian-overrides)"
+say "lintian --pedantic $(basename "$deb")"
+if lintian_out="$(lintian --pedantic --display-info --fail-on error,warning,info,pedantic "$deb" 2>&1)"; then
+    pass "lintian --pedantic: no tags (overrides: packaging/debian/lintian-overrides)"
 else
-    fail "lintian: errors or warnings (fix them, or override with a reason in packaging/debian/lintian-overrides)"
+    fail "lintian --pedantic: tags (fix them, or override with a reason in packaging/debian/lintian-overrides)"
 fi
 printf '%s\n' "$lintian_out" | grep -v 'running with root privileges is not recommended' | sed 's/^/    /' || true
 t_lintian=$((SECONDS - start))
@@ -119,10 +123,53 @@ t_lintian=$((SECONDS - start))
 rpm_list="$(rpm -qlp "$rpm_file" 2>/dev/null)" || { fail "rpm -qlp $(basename "$rpm_file")"; rpm_list=""; }
 rpm_conf="$(rpm -qcp "$rpm_file" 2>/dev/null)" || rpm_conf=""
 printf '%s\n' "$rpm_list" | sed 's/^/    /'
-for f in /usr/bin/renewd /usr/lib/systemd/system/renewd.service /etc/renewd/renewd.toml /usr/share/man/man8/renewd.8.gz; do
+for f in /usr/bin/renewd /usr/lib/systemd/system/renewd.service /etc/renewd/renewd.toml \
+    /etc/renewd /etc/renewd/conf.d /usr/share/man/man8/renewd.8.gz \
+    /usr/share/man/man8/renewd-check.8.gz /usr/share/man/man5/renewd.toml.5.gz \
+    /usr/share/renewd/prometheus/renewd-alerts.yml; do
     check "rpm lists $f" grep -qxF "$f" <<<"$rpm_list"
 done
 check "rpm marks /etc/renewd/renewd.toml as %config" grep -qxF /etc/renewd/renewd.toml <<<"$rpm_conf"
+rpm_licenses="$(rpm -qLp "$rpm_file" 2>/dev/null)" || rpm_licenses=""
+for f in LICENSE THIRD-PARTY-NOTICES; do
+    check "rpm marks $f as %license" grep -q "/$f\$" <<<"$rpm_licenses"
+done
+rpm_info="$(rpm -qip "$rpm_file" 2>/dev/null)" || rpm_info=""
+check "rpm has a URL" grep -q '^URL *: https://' <<<"$rpm_info"
+check "rpm has a full description" test "$(sed -n '/^Description/,$p' <<<"$rpm_info" | wc -l)" -ge 5
+check "rpm requires ca-certificates" grep -qx 'ca-certificates' <<<"$(rpm -qRp "$rpm_file" 2>/dev/null)"
+rpm_x="$WORK/rpm-extract"
+rm -rf "$rpm_x" && mkdir -p "$rpm_x"
+(cd "$rpm_x" && rpm2cpio "$rpm_file" | cpio -idm --quiet ./usr/bin/renewd) || true
+stripped() { file -b "$rpm_x/usr/bin/renewd" | grep -q ', stripped'; }
+check "rpm's /usr/bin/renewd is stripped ($(du -h "$rpm_x/usr/bin/renewd" 2>/dev/null | cut -f1))" stripped
+# Every page renewd(8) names is shipped.
+named_pages_shipped() {
+    local page missing=0
+    for page in $(zcat "$ROOT/target/assets/man/renewd.8.gz" | grep -o 'renewd\\-[a-z-]*(8)' | sed 's/\\//; s/(8)//' | sort -u); do
+        grep -qxF "/usr/share/man/man8/$page.8.gz" <<<"$rpm_list" || { say "renewd(8) names $page(8), not shipped"; missing=1; }
+    done
+    [ "$missing" -eq 0 ]
+}
+check "every page renewd(8) names is shipped" named_pages_shipped
+
+# Every crate linked into the binary has its licence in the notices both packages ship.
+notices_cover_the_tree() {
+    local crate missing=0
+    while read -r crate; do
+        grep -qxF "  $crate" "$ROOT/packaging/THIRD-PARTY-NOTICES" || { say "THIRD-PARTY-NOTICES lacks $crate"; missing=1; }
+    done < <(cargo tree --locked -e normal --prefix none --target x86_64-unknown-linux-gnu -f '{p}' 2>/dev/null |
+        sed 's/ (.*//; s/ v\([0-9]\)/ \1/' | grep -v '^renewd ' | sort -u)
+    [ "$missing" -eq 0 ] || say "regenerate it: bash scripts/notices.sh"
+    [ "$missing" -eq 0 ]
+}
+check "THIRD-PARTY-NOTICES covers every crate in the binary" notices_cover_the_tree
+
+# ---------------------------------------------------------------------------
+# 3b. The packaged Prometheus rules.
+check "promtool check rules renewd-alerts.yml" promtool check rules "$ROOT/packaging/prometheus/renewd-alerts.yml"
+check "promtool test rules renewd-alerts.test.yml (e.g. one of two hosts down)" \
+    promtool test rules "$ROOT/packaging/prometheus/renewd-alerts.test.yml"
 rpm_scripts="$(rpm -qp --scripts "$rpm_file" 2>/dev/null)" || rpm_scripts=""
 for s in postinstall preuninstall postuninstall; do
     check "rpm has a $s scriptlet" grep -q "^$s scriptlet" <<<"$rpm_scripts"

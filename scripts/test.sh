@@ -11,7 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-MIN_RUST=1.85
+# The crate's rust-version (Cargo.toml), the one place the minimum is written.
+MIN_RUST="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml")"
 # rustup installs into ~/.cargo/bin, which a non-login shell may lack.
 if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -37,6 +38,19 @@ if ! printf '%s\n%s\n' "$MIN_RUST" "$rust_version" | sort -V -C; then
 $install_hint"
 fi
 echo "test.sh: using $(rustc --version) and $(cargo --version)"
+
+# rust-version must be a Rust that builds the lock file: no locked dependency may need a newer
+# one (cargo would refuse it on the stated minimum).
+highest="$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+best = max(((tuple(int(x) for x in p["rust_version"].split(".")), p["name"] + " " + p["version"])
+            for p in m["packages"] if p.get("rust_version") and p.get("source")), default=((0,), "none"))
+print(".".join(map(str, best[0])), best[1])')" || die "cargo metadata --locked failed: is Cargo.lock up to date?"
+if ! printf '%s\n%s\n' "${highest%% *}" "$MIN_RUST" | sort -V -C; then
+    die "Cargo.toml says rust-version = $MIN_RUST, but the lock file needs ${highest%% *} (${highest#* }): raise rust-version"
+fi
+echo "test.sh: rust-version $MIN_RUST covers the lock file (highest need: $highest)"
 
 bash "$ROOT/scripts/fetch-test-deps.sh"
 

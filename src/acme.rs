@@ -34,6 +34,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
+use rustls::pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
 mod certkey;
@@ -562,7 +563,7 @@ impl CaHttp {
             )
             .map_err(|e| bad(e.reason()))?;
             let mut n = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
                 roots
                     .add(cert)

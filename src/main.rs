@@ -12,6 +12,7 @@ use renewd::control::{self, Request, Response};
 use renewd::{daemon, logging, status};
 
 mod completions;
+mod manual;
 
 const LONG_ABOUT: &str = "\
 renewd keeps every configured certificate valid through ACME (RFC 8555): it renews each one \
@@ -138,9 +139,9 @@ enum Command {
         #[arg(value_name = "COMMAND")]
         command: Vec<String>,
     },
-    /// Print the man page (roff); used to build the packages.
+    /// Write the section-8 man pages (roff) into DIR; used to build the packages.
     #[command(hide = true)]
-    Manpage,
+    Manpage { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -150,12 +151,9 @@ fn main() -> ExitCode {
             print!("{}", completions::script(*shell, Cli::command()));
             return ExitCode::SUCCESS;
         }
-        Command::Manpage => {
-            return match clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout())
-            {
-                Ok(()) => ExitCode::SUCCESS,
+        Command::Manpage { dir } => {
+            return match manual::write_pages(Cli::command(), dir) {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             };
         }
@@ -259,7 +257,7 @@ fn known_names(cfg: &Config, names: &[String]) -> Result<(), ExitCode> {
 
 async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
     let (path, cfg) = match cmd {
-        Command::Completions { .. } | Command::Manpage | Command::Help { .. } => {
+        Command::Completions { .. } | Command::Manpage { .. } | Command::Help { .. } => {
             return ExitCode::SUCCESS
         }
         Command::Check { strict } => return check(config, strict).await,
@@ -277,7 +275,7 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
     };
     match cmd {
         Command::Completions { .. }
-        | Command::Manpage
+        | Command::Manpage { .. }
         | Command::Help { .. }
         | Command::Check { .. } => ExitCode::SUCCESS,
         Command::Run { once } => {

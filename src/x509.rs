@@ -14,8 +14,8 @@ use rcgen::{
     CertificateParams, DistinguishedName, KeyPair, PublicKeyData, RsaKeySize,
     PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls_pemfile::Item;
+use rustls::pki_types::pem::{self, PemObject, SectionKind};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -205,32 +205,25 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
 
 /// The PEM blocks renewd knows (certificates, keys, ...), in order; text between blocks and
 /// blocks of other types are skipped, as OpenSSL does, so comments in a bundle are harmless.
-fn pem_items(pem: &[u8]) -> Result<Vec<Item>, X509Error> {
-    let mut items = Vec::new();
-    let mut rest = pem;
-    loop {
-        match rustls_pemfile::read_one_from_slice(rest) {
-            Ok(Some((item, remainder))) => {
-                items.push(item);
-                rest = remainder;
-            }
-            Ok(None) => return Ok(items),
-            Err(e) => return Err(X509Error::Pem(describe_pem_error(e))),
-        }
-    }
+fn pem_items(pem: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, X509Error> {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| X509Error::Pem(describe_pem_error(e)))
 }
 
-fn describe_pem_error(e: rustls_pemfile::Error) -> String {
+fn describe_pem_error(e: pem::Error) -> String {
     match e {
-        rustls_pemfile::Error::MissingSectionEnd { end_marker } => format!(
+        pem::Error::MissingSectionEnd { end_marker } => format!(
             "a block has no END line (expected \"-----END{}-----\")",
             String::from_utf8_lossy(&end_marker)
         ),
-        rustls_pemfile::Error::IllegalSectionStart { line } => format!(
+        pem::Error::IllegalSectionStart { line } => format!(
             "bad BEGIN line {:?}",
             String::from_utf8_lossy(&line).trim_end()
         ),
-        rustls_pemfile::Error::Base64Decode(msg) => format!("invalid base64 in a block: {msg}"),
+        pem::Error::Base64Decode(msg) => format!("invalid base64 in a block: {msg}"),
+        pem::Error::SectionTooLarge => "a block is larger than 256 MB".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -238,11 +231,11 @@ fn describe_pem_error(e: rustls_pemfile::Error) -> String {
 /// Each block must hold a parseable certificate, so a half-written file is caught here.
 pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {
     let mut certs = Vec::new();
-    for item in pem_items(pem)? {
-        if let Item::X509Certificate(der) = item {
+    for (kind, der) in pem_items(pem)? {
+        if kind == SectionKind::Certificate {
             let n = certs.len() + 1;
-            match X509Certificate::from_der(der.as_ref()) {
-                Ok(([], _)) => certs.push(der.as_ref().to_vec()),
+            match X509Certificate::from_der(&der) {
+                Ok(([], _)) => certs.push(der),
                 Ok((rest, _)) => {
                     return Err(X509Error::Der(format!(
                         "CERTIFICATE block {n}: {} unexpected bytes after the certificate",
@@ -291,11 +284,11 @@ pub fn verify_issued_by(cert: &[u8], issuer: &[u8]) -> Result<(), X509Error> {
 /// with two keys is not one renewd wrote, and picking one could deploy the wrong key.
 pub fn pem_private_key(pem: &[u8]) -> Result<PrivateKey, X509Error> {
     let mut keys: Vec<PrivateKeyDer<'static>> = Vec::new();
-    for item in pem_items(pem)? {
-        match item {
-            Item::Pkcs8Key(k) => keys.push(k.into()),
-            Item::Sec1Key(k) => keys.push(k.into()),
-            Item::Pkcs1Key(k) => keys.push(k.into()),
+    for (kind, der) in pem_items(pem)? {
+        match kind {
+            SectionKind::PrivateKey => keys.push(PrivatePkcs8KeyDer::from(der).into()),
+            SectionKind::EcPrivateKey => keys.push(PrivateSec1KeyDer::from(der).into()),
+            SectionKind::RsaPrivateKey => keys.push(PrivatePkcs1KeyDer::from(der).into()),
             _ => {}
         }
     }

@@ -14,17 +14,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_client::client::{Client, ClientHandle};
-use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
-use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{MessageFinalizer, ResponseCode};
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::NetError;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::TXT;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::runtime::TokioRuntimeProvider;
-use hickory_proto::udp::UdpClientStream;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 /// Deadline for one DNS exchange.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -273,14 +272,10 @@ impl Update {
 
     async fn send(&self, add: bool) -> Result<(), Rfc2136Error> {
         let server = self.server;
-        let signer = self
-            .signer
-            .clone()
-            .map(|s| Arc::new(s) as Arc<dyn MessageFinalizer>);
-        let mut client = connect(server, signer).await?;
+        let mut client = connect(server, self.signer.clone()).await?;
         let rdata = RData::TXT(TXT::new(vec![self.value.clone()]));
         let mut rec = Record::from_rdata(self.record.clone(), RECORD_TTL, rdata);
-        rec.set_dns_class(DNSClass::IN);
+        rec.dns_class = DNSClass::IN;
         let action = if add { "add" } else { "delete" };
         let rsp = if add {
             client.append(rec, self.zone.clone(), false).await
@@ -288,31 +283,24 @@ impl Update {
             client.delete_by_rdata(rec, self.zone.clone()).await
         }
         .map_err(|e| {
-            let inner = match e.kind() {
-                hickory_client::ClientErrorKind::Proto(p) => Some(p),
-                _ => None,
-            };
-            let why = if inner
-                .is_some_and(|p| matches!(p.kind(), hickory_proto::ProtoErrorKind::Timeout))
-            {
+            let why = if matches!(e, NetError::Timeout) {
                 format!("no answer within {DNS_TIMEOUT:?}")
             } else if self.signer.is_some() {
                 // hickory reports an answer failing TSIG verification (BADSIG, BADKEY: the
                 // server rejected the key) only as a protocol error.
                 format!(
                     "its answer failed TSIG verification: the server most likely rejected \
-                     the key; check its name, algorithm and secret ({})",
-                    inner.map_or_else(|| e.to_string(), |p| p.to_string())
+                     the key; check its name, algorithm and secret ({e})"
                 )
             } else {
-                inner.map_or_else(|| e.to_string(), |p| p.to_string())
+                e.to_string()
             };
             Rfc2136Error::Server {
                 server,
                 message: format!("{action} of a TXT value at {} failed: {why}", self.record),
             }
         })?;
-        let rcode = rsp.response_code();
+        let rcode = rsp.metadata.response_code;
         if rcode != ResponseCode::NoError {
             let hint = match rcode {
                 ResponseCode::Refused => {
@@ -333,20 +321,15 @@ impl Update {
     }
 }
 
-async fn connect(
-    server: SocketAddr,
-    signer: Option<Arc<dyn MessageFinalizer>>,
-) -> Result<Client, Rfc2136Error> {
+/// A DNS client over UDP, one exchange at a time, answers awaited at most [`DNS_TIMEOUT`].
+type DnsClient = Client<TokioRuntimeProvider>;
+
+async fn connect(server: SocketAddr, signer: Option<TSigner>) -> Result<DnsClient, Rfc2136Error> {
     let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
         .with_timeout(Some(DNS_TIMEOUT))
         .with_signer(signer)
         .build();
-    let (client, background) = Client::connect(stream)
-        .await
-        .map_err(|e| Rfc2136Error::Server {
-            server,
-            message: format!("cannot connect: {e}"),
-        })?;
+    let (client, background) = DnsClient::from_sender(stream);
     tokio::spawn(background);
     Ok(client)
 }
@@ -354,7 +337,7 @@ async fn connect(
 /// The zone holding `name`: the owner of the SOA the server returns for it, walking up one
 /// label at a time if a server returns none.
 async fn find_zone(
-    client: &mut Client,
+    client: &mut DnsClient,
     server: SocketAddr,
     name: &Name,
 ) -> Result<Name, Rfc2136Error> {
@@ -368,16 +351,16 @@ async fn find_zone(
                 message: format!("SOA lookup for {candidate} failed: {e}"),
             })?;
         if let Some(soa) = rsp
-            .answers()
+            .answers
             .iter()
-            .chain(rsp.name_servers())
+            .chain(&rsp.authorities)
             .find(|r| r.record_type() == RecordType::SOA)
         {
-            if soa.name().zone_of(name) {
-                return Ok(soa.name().clone());
+            if soa.name.zone_of(name) {
+                return Ok(soa.name.clone());
             }
         }
-        if rsp.response_code() == ResponseCode::Refused {
+        if rsp.metadata.response_code == ResponseCode::Refused {
             return Err(Rfc2136Error::Server {
                 server,
                 message: format!("refused the SOA lookup for {candidate}: is it authoritative?"),

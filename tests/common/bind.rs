@@ -172,10 +172,10 @@ zone "{zone}" {{
 
     /// The TXT values at `name` (FQDN without the trailing dot), asked of named itself.
     pub fn txt(&self, name: &str) -> Vec<String> {
-        use hickory_client::client::{Client, ClientHandle};
+        use hickory_net::client::{Client, ClientHandle};
+        use hickory_net::runtime::TokioRuntimeProvider;
+        use hickory_net::udp::UdpClientStream;
         use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-        use hickory_proto::runtime::TokioRuntimeProvider;
-        use hickory_proto::udp::UdpClientStream;
         let addr = self.addr;
         let name = Name::from_ascii(format!("{name}.")).expect("name");
         std::thread::spawn(move || {
@@ -186,15 +186,15 @@ zone "{zone}" {{
             rt.block_on(async move {
                 let stream =
                     UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
-                let (mut client, bg) = Client::connect(stream).await.expect("connect to named");
+                let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
                 tokio::spawn(bg);
                 let rsp = client
                     .query(name, DNSClass::IN, RecordType::TXT)
                     .await
                     .expect("TXT query to named");
-                rsp.answers()
+                rsp.answers
                     .iter()
-                    .filter_map(|r| match r.data() {
+                    .filter_map(|r| match &r.data {
                         RData::TXT(txt) => Some(txt.to_string()),
                         _ => None,
                     })

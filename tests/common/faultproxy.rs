@@ -1063,12 +1063,12 @@ fn tls_identity() -> (String, String, String) {
 }
 
 fn tls_acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .expect("cert PEM");
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .expect("key PEM")
-        .expect("a key");
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -1087,7 +1087,11 @@ fn upstream_client(
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(root).expect("read root");
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
         roots.add(cert.expect("root PEM")).expect("add root");
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

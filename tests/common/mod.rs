@@ -331,7 +331,11 @@ async fn http_request_async(
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = trust_root {
         let pem = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in
+            <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+                &pem,
+            )
+        {
             let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
             roots
                 .add(cert)

@@ -119,8 +119,8 @@ fn flood(mode: &str, target: &str, idle: usize, slow: usize, budget: usize, repo
             let is_slow = i >= idle;
             if let Some((fd, sent)) = slot {
                 // Slow ones send a byte every 5th round (~500 ms).
-                let byte =
-                    (is_slow && round % 5 == 0).then(|| head.get(*sent).copied().unwrap_or(b'a'));
+                let byte = (is_slow && round.is_multiple_of(5))
+                    .then(|| head.get(*sent).copied().unwrap_or(b'a'));
                 if still_open(fd, byte) {
                     if byte.is_some() {
                         *sent += 1;

@@ -54,6 +54,7 @@ SYSTEM_PACKAGES=(
     iproute2 # tests/common/netns.rs: `ip link set lo up` in the interop tests' private network namespaces
     python3-venv # tests/common/a2c.rs: the venv acme2certifier is installed into
     prometheus # tests/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
+    acl # tests/deploy_safety.rs: setfacl/getfacl on a deployed key (a renewal drops the ACL: warned)
     libfaketime # tests/daemon.rs: renewd run with its clock 20 minutes behind (LD_PRELOAD)
     systemd-container # scripts/test-systemd-boot.sh: systemd-nspawn boots the packaged renewd
     python3 # scripts/test-systemd-boot.sh: the HTTPS proxy the daemon is sent through

@@ -1408,6 +1408,7 @@ fn normalize_identifier(written: &str) -> Result<String, String> {
                 "`{written}` has a label that starts or ends with `-`"
             ));
         }
+        check_a_label(written, label)?;
         last = label;
     }
     if last.bytes().all(|b| b.is_ascii_digit()) {
@@ -1416,6 +1417,24 @@ fn normalize_identifier(written: &str) -> Result<String, String> {
         ));
     }
     Ok(name.to_string())
+}
+
+/// An `xn--` label (an IDNA A-label, RFC 5890 §2.3.2.1) must decode to a valid U-label: the
+/// Punycode must decode and the result pass UTS #46 validation (what a CA checks before it
+/// issues; a wrong one is refused at order time, after an account and a key were made).
+fn check_a_label(written: &str, label: &str) -> Result<(), String> {
+    if !label.starts_with("xn--") {
+        return Ok(());
+    }
+    let (unicode, checked) = idna::domain_to_unicode(label);
+    match checked {
+        Ok(()) if !unicode.starts_with("xn--") => Ok(()),
+        _ => Err(format!(
+            "`{written}` has the label `{label}`, which is not valid punycode (an xn-- label \
+             must encode a valid internationalised name, RFC 5891); write the name as the CA \
+             and DNS know it, e.g. from `idn2 --lookup NAME`"
+        )),
+    }
 }
 
 /// `url` as a proxy renewd can use: `http://[user[:password]@]host[:port][/]` (an HTTP
@@ -3389,6 +3408,32 @@ fn build_discovery(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xn_labels_must_be_valid_punycode() {
+        // Valid A-labels (bücher.example, 例え.jp) pass, as written.
+        for ok in [
+            "xn--bcher-kva.example",
+            "www.xn--r8jz45g.jp",
+            "*.xn--bcher-kva.example",
+        ] {
+            assert_eq!(normalize_identifier(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        // Punycode that does not decode, one that decodes to plain ASCII (never an A-label),
+        // and a bare prefix.
+        for (bad, label) in [
+            ("www.xn--99999999999.example", "xn--99999999999"),
+            ("xn--abc-.example", "xn--abc-"),
+            ("xn--abc-9.example", "xn--abc-9"),
+        ] {
+            let e = normalize_identifier(bad).expect_err(bad);
+            assert!(
+                e.contains(&format!("`{label}`")) && e.contains("not valid punycode")
+                    || e.contains("starts or ends with `-`"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     const MAIN: &str = "/etc/renewd/renewd.toml";
     const DROPIN: &str = "/etc/renewd/conf.d/10-api.toml";

@@ -661,6 +661,28 @@ pub fn check_directories(config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Why the deployed file at `path` carries access a renewal will drop: a POSIX access ACL
+/// (`system.posix_acl_access`, as `setfacl -m` sets it), since the new file gets only the
+/// configured owner, group and mode. `kind` chooses the advice. `None` when there is no file
+/// or no ACL (or the file system keeps none).
+pub fn acl_dropped(kind: FileKind, path: &Path) -> Option<String> {
+    let acl = xattr::get_deref(path, "system.posix_acl_access").ok()??;
+    if acl.is_empty() {
+        return None;
+    }
+    let advice = match kind {
+        FileKind::Key | FileKind::Combined => {
+            "give readers access through `group` and `key_mode` (at most 0640) instead"
+        }
+        _ => "give readers access through `group` (the file is written 0644) instead",
+    };
+    Some(format!(
+        "{} has a POSIX ACL (getfacl shows it); the next renewal replaces the file with a new \
+         one without it; {advice}",
+        path.display()
+    ))
+}
+
 /// One thing passed through on the way to a target directory.
 struct Visited {
     path: PathBuf,

@@ -466,7 +466,7 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
     }
     // A `renew_before` longer than 2/3 of the lifetime the CA gives (known from the deployed
     // certificate) is clamped by the schedule: a warning, though the certificate is renewed.
-    let mut clamped = 0;
+    let mut advisories = 0; // warnings that do not stop the certificate
     for cert in &cfg.certificates {
         if let Ok(info) = renewd::deploy::inspect(&cert.files) {
             if let Some(w) =
@@ -477,11 +477,24 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
                     cert.key_location("renew_before"),
                     cert.name
                 );
-                clamped += 1;
+                advisories += 1;
             }
         }
     }
-    let warnings = diagnosis.warnings().count() + clamped;
+    // Access a renewal would drop: a POSIX ACL on a deployed file (renewed, though).
+    for cert in &cfg.certificates {
+        for (kind, path) in cert.files.iter() {
+            if let Some(why) = renewd::deploy::acl_dropped(kind, path) {
+                println!(
+                    "{}: warning: certificate {}: {why}",
+                    cert.key_location(&format!("files.{kind}")),
+                    cert.name
+                );
+                advisories += 1;
+            }
+        }
+    }
+    let warnings = diagnosis.warnings().count() + advisories;
     if diagnosis.has_errors() || (strict && warnings > 0) {
         return ExitCode::from(EX_CONFIG);
     }

@@ -453,7 +453,16 @@ fn planted_symlinks_and_hard_links_are_replaced_never_written_through() {
         }
     }
 
-    rig.renewd_ok("run", &["--once"]);
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success(), "run --once: {}", out.status);
+    // Replacing a link an administrator may have put there is said, with where it led.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let said = format!(
+        "www: {} is a symbolic link to {}; it is replaced by a regular file",
+        rig.key("www").display(),
+        victim_key.display()
+    );
+    assert!(log.contains(&said), "no `{said}` in:\n{log}");
 
     assert_eq!(
         snapshot(&[victim_key.clone(), victim_pem.clone()]),
@@ -482,6 +491,54 @@ fn planted_symlinks_and_hard_links_are_replaced_never_written_through() {
         );
     }
     assert_eq!(temporaries(&tls), Vec::<String>::new(), "nothing left");
+}
+
+/// A POSIX ACL granting a service user read access to the deployed key is dropped when a
+/// renewal replaces the file (the new key gets `user`, `group` and `key_mode` only): `check`
+/// warns at the `files.key` entry, pointing at `group`/`key_mode`, and so does the deploy log.
+#[test]
+fn an_acl_a_renewal_drops_is_warned_by_check_and_the_deploy_log() {
+    require_root("setfacl on a root-owned key");
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    rig.renewd_ok("run", &["--once"]);
+    let key = rig.key("www");
+    let out = std::process::Command::new("setfacl")
+        .args(["-m", "u:nobody:r"])
+        .arg(&key)
+        .output()
+        .expect("setfacl (Debian package acl; scripts/fetch-test-deps.sh installs it)");
+    assert!(out.status.success(), "setfacl: {out:?}");
+
+    let out = rig.renewd("check", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "a warning only: {stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("POSIX ACL"))
+        .unwrap_or_else(|| panic!("no ACL warning in:\n{stdout}"));
+    assert!(line.contains(": warning: certificate www: "), "{line}");
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(line.contains("`group` and `key_mode`"), "{line}");
+    assert_eq!(rig.renewd("check", &["--strict"]).status.code(), Some(78));
+
+    let out = rig.renewd("renew", &["--force", "www"]);
+    assert!(out.status.success(), "renew --force: {}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("www: {} has a POSIX ACL", key.display())),
+        "no ACL warning in the deploy log:\n{log}"
+    );
+    // The new key carries no ACL: what the warning said would happen.
+    let acl = std::process::Command::new("getfacl")
+        .args(["--omit-header", "--absolute-names"])
+        .arg(&key)
+        .output()
+        .expect("getfacl");
+    assert!(
+        !String::from_utf8_lossy(&acl.stdout).contains("user:nobody"),
+        "{acl:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -126,9 +126,24 @@ impl Swap {
         // Backups made so far, removed again if a later one fails: until the journal is
         // written nothing refers to them.
         let mut cleanup = Backups(Vec::new());
-        for (_, target, temp) in staged.files() {
+        for (kind, target, temp) in staged.files() {
             let backup = match fs::symlink_metadata(target) {
-                Ok(_) => {
+                Ok(meta) => {
+                    if let Some(why) = crate::deploy::acl_dropped(kind, target) {
+                        tracing::warn!(cert = %cert, target = %target.display(), "{cert}: {why}");
+                    }
+                    if meta.file_type().is_symlink() {
+                        // rename(2) replaces the link itself: say so, since an administrator
+                        // put it there (certbot's live/ layout, a shared path).
+                        let to = fs::read_link(target)
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_else(|e| format!("? ({e})"));
+                        tracing::warn!(cert = %cert, target = %target.display(), link = %to,
+                            "{cert}: {} is a symbolic link to {to}; it is replaced by a regular \
+                             file and the file it points to is left as it was (point `files` at \
+                             that file to have it updated instead)",
+                            target.display());
+                    }
                     let backup = backup_name(target);
                     // linkat(2) without AT_SYMLINK_FOLLOW: a symlink at the target is kept
                     // as a symlink, never followed.

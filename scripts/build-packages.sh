@@ -70,6 +70,9 @@ BIN="$TARGET_DIR/release/renewd"
 ASSETS="$ROOT/target/assets"
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS"
+# The binary as packaged: stripped by cargo (profile.release strip = true), and without the
+# .comment section (compiler versions), which lintian flags in a package.
+objcopy --remove-section=.comment "$BIN" "$ASSETS/renewd" || die "objcopy $BIN failed"
 mkdir -p "$ASSETS/man"
 "$BIN" manpage "$ASSETS/man" || die "'renewd manpage' failed"
 [ -s "$ASSETS/man/renewd.8" ] || die "'renewd manpage' wrote no renewd.8"
@@ -116,7 +119,7 @@ rm -rf "$repack"
 RPM_DIR="$TARGET_DIR/rpm"
 rm -rf "$RPM_DIR"
 mkdir -p "$RPM_DIR/SOURCES/man" "$RPM_DIR/RPMS"
-cp "$BIN" "$ROOT/systemd/renewd.service" "$ROOT/packaging/renewd.toml" \
+cp "$ASSETS/renewd" "$ROOT/systemd/renewd.service" "$ROOT/packaging/renewd.toml" \
     "$ASSETS/renewd.bash" "$ASSETS/_renewd" "$ASSETS/renewd.fish" \
     "$ROOT/packaging/prometheus/renewd-alerts.yml" "$ROOT/LICENSE" \
     "$ASSETS/THIRD-PARTY-NOTICES" "$ROOT/README.md" "$RPM_DIR/SOURCES/"

@@ -1015,7 +1015,9 @@ impl Config {
             }
             if let Some(user) = &cert.user {
                 match nix::unistd::User::from_name(user) {
+                    // A number names a uid as it is (deploy::Ownership::resolve does the same).
                     Ok(Some(_)) => {}
+                    Ok(None) if user.parse::<u32>().is_ok() => {}
                     Ok(None) => p.push(Problem::new(
                         cert.key_location("user").clone(),
                         format!("user `{user}` does not exist on this machine"),
@@ -1029,6 +1031,7 @@ impl Config {
             if let Some(group) = &cert.group {
                 match nix::unistd::Group::from_name(group) {
                     Ok(Some(_)) => {}
+                    Ok(None) if group.parse::<u32>().is_ok() => {}
                     Ok(None) => p.push(Problem::new(
                         cert.key_location("group").clone(),
                         format!("group `{group}` does not exist on this machine"),

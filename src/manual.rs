@@ -14,7 +14,11 @@ use clap::Command;
 ///
 /// Errors: the first file that cannot be created or written, with its path.
 pub(crate) fn write_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    // `help` (clap's, or renewd's own) needs no page, and renewd(8) names none for it.
     let mut cmd = cmd.disable_help_subcommand(true);
+    if cmd.find_subcommand("help").is_some() {
+        cmd = cmd.mut_subcommand("help", |h| h.hide(true));
+    }
     cmd.build();
     let subcommands: Vec<Command> = cmd
         .get_subcommands()
@@ -87,6 +91,7 @@ mod tests {
     #[test]
     fn every_page_the_main_page_names_is_written() {
         let cmd = Command::new("renewd")
+            .subcommand(Command::new("help").about("renewd's own help"))
             .subcommand(Command::new("check").about("validates"))
             .subcommand(Command::new("manpage").hide(true))
             .subcommand(Command::new("status").about("shows"));
@@ -105,6 +110,10 @@ mod tests {
         assert!(
             !main.contains("renewd\\-manpage"),
             "a hidden subcommand got a page"
+        );
+        assert!(
+            !main.contains("renewd\\-help"),
+            "renewd.8 names a help page"
         );
         assert!(main.contains(".SH \"SEE ALSO\""));
         assert!(main.contains(".BR renewd.toml (5)"));

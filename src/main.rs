@@ -366,6 +366,7 @@ async fn check(arg: &ConfigArg) -> ExitCode {
     };
     let mut problems = cfg.check_environment();
     problems.extend(deploy::check_directories(&cfg));
+    problems.extend(renewd::challenge::check_webroots(&cfg));
     problems.extend(check_profiles(&cfg).await);
     for p in &problems {
         println!("{p}");

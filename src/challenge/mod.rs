@@ -13,14 +13,13 @@
 mod dns;
 pub mod rfc2136;
 mod tls_alpn;
+mod webroot;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -47,6 +46,8 @@ pub enum ChallengeError {
     BadToken(String),
     #[error("cannot write the http-01 answer {path}: {source}")]
     Webroot { path: PathBuf, source: io::Error },
+    #[error("refusing the http-01 webroot {webroot}: {reason}")]
+    UnsafeWebroot { webroot: PathBuf, reason: String },
     #[error("cannot listen on {addr} for {kind}: {source}")]
     Listen {
         kind: &'static str,
@@ -175,7 +176,7 @@ pub struct Provisioned {
 enum ProvisionedKind {
     /// Already withdrawn.
     Done,
-    File(PathBuf),
+    File(webroot::WebrootAnswer),
     Token {
         responders: Responders,
         addr: SocketAddr,
@@ -209,14 +210,8 @@ impl Drop for Provisioned {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.kind, ProvisionedKind::Done) {
             ProvisionedKind::Done => {}
-            ProvisionedKind::File(path) => {
-                if let Err(e) = fs::remove_file(&path) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(path = %path.display(), error = %e,
-                            "cannot remove http-01 answer");
-                    }
-                }
-            }
+            // Removed relative to the directory it was written in.
+            ProvisionedKind::File(answer) => drop(answer),
             ProvisionedKind::Token {
                 responders,
                 addr,
@@ -239,8 +234,12 @@ impl Responders {
     ) -> Result<Provisioned, ChallengeError> {
         check_token(answer.token)?;
         let kind = match cfg {
-            ChallengeConfig::Http01Webroot { webroot } => ProvisionedKind::File(write_webroot(
+            ChallengeConfig::Http01Webroot {
                 webroot,
+                trust_owner,
+            } => ProvisionedKind::File(webroot::write(
+                webroot,
+                *trust_owner,
                 answer.token,
                 answer.key_authorization,
             )?),
@@ -401,34 +400,38 @@ async fn answer(
     Ok(rsp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
-fn write_webroot(webroot: &Path, token: &str, answer: &str) -> Result<PathBuf, ChallengeError> {
-    let dir = webroot.join(".well-known/acme-challenge");
-    let path = dir.join(token);
-    let err = |source| ChallengeError::Webroot {
-        path: path.clone(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(err)?;
-    // The web server must read the answer, so it is world-readable; it is public by design.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(answer.as_bytes()).map_err(err)?;
-    Ok(path)
+/// `renewd check`'s look at every http-01 webroot: the walk and ownership rules answers are
+/// written under (see `webroot`). A webroot that does not exist is left to
+/// [`crate::config::Config::check_environment`], which reports it already.
+pub fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+    let mut problems = Vec::new();
+    for cert in &config.certificates {
+        for rule in &cert.challenge.rules {
+            if let ChallengeConfig::Http01Webroot {
+                webroot,
+                trust_owner,
+            } = &rule.config
+            {
+                match webroot::check(webroot, *trust_owner) {
+                    Ok(()) => {}
+                    Err(ChallengeError::Webroot { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound
+                            || source.raw_os_error() == Some(nix::libc::ENOTDIR) => {}
+                    Err(e) => problems.push(crate::config::Problem::new(
+                        cert.key_location(&format!("{}.webroot", rule.key)).clone(),
+                        e.to_string(),
+                    )),
+                }
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn answer<'a>(token: &'a str, key_authorization: &'a str) -> Answer<'a> {
@@ -567,6 +570,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ChallengeConfig::Http01Webroot {
             webroot: dir.path().to_path_buf(),
+            trust_owner: false,
         };
         let r = Responders::default();
         let p = r

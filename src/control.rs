@@ -112,10 +112,41 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, S
     })
 }
 
-/// Binds the control socket: removes a stale socket left by a crashed daemon, creates it
-/// 0600 with its directory 0700 if renewd had to create that directory.
+/// Refuses a `control_socket` path where something other than a socket exists: binding
+/// removes what is there first (a stale socket of an earlier daemon), and a regular file,
+/// directory or symlink at that name is not renewd's to remove. A missing path is fine.
+pub fn check_socket_path(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(()),
+        Ok(meta) => {
+            let kind = if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.is_dir() {
+                "a directory"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "a special file"
+            };
+            Err(format!(
+                "control_socket {} is {kind}, not a socket; renewd would replace it with its \
+                 socket: remove it yourself if it is not needed, or point `control_socket` at \
+                 a path of its own",
+                socket.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("control_socket {}: {e}", socket.display())),
+    }
+}
+
+/// Binds the control socket: removes a stale socket left by a crashed daemon (anything else
+/// at the path is refused, [`check_socket_path`]), creates it 0600 with its directory 0700
+/// if renewd had to create that directory.
 pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
     let where_ = socket.display();
+    check_socket_path(socket)?;
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
             crate::fsutil::ensure_dir(dir, 0o700)

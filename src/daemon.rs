@@ -36,6 +36,14 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     let mut fine = renewer.recover(&config.certificates).await.all_ok();
+    // A journal still there after recovery is a swap that could not be recovered (`recover`
+    // logged why): that certificate's files are in doubt, so the pass has failed.
+    let left = leftover_journals(&state.journal_dir());
+    if !left.is_empty() {
+        tracing::error!(journals = ?left,
+            "interrupted swaps could not be recovered; their files are in doubt");
+        fine = false;
+    }
     // Each certificate's files are read once, for ARI and for the decision.
     let certs = config.certificates.clone();
     let inspected = tokio::task::spawn_blocking(move || {
@@ -94,6 +102,27 @@ pub async fn run_once(config: &Config) -> Result<bool, String> {
     }
     let report = renewer.run_batch(due, &config.cas, false).await;
     Ok(fine && report.all_ok())
+}
+
+/// The swap journals in `dir` (`NAME.json`; renewd's own temporaries start with a dot).
+/// A directory that cannot be read counts as one left over: nothing says it is clean.
+fn leftover_journals(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the swap journals");
+            vec![dir.to_path_buf()]
+        }
+    }
 }
 
 /// `renewd renew` when no daemon runs: the same selection as the daemon's, done in this
@@ -986,6 +1015,12 @@ impl Daemon {
         match config::load(&self.config_path) {
             Err(e) => {
                 for p in &e.problems {
+                    tracing::error!("{p}");
+                }
+                tracing::error!("configuration not reloaded; keeping the previous one");
+            }
+            Ok(new) if !crate::deploy::clashing_targets(&new).is_empty() => {
+                for p in crate::deploy::clashing_targets(&new) {
                     tracing::error!("{p}");
                 }
                 tracing::error!("configuration not reloaded; keeping the previous one");

@@ -198,6 +198,13 @@ async fn dispatch(cmd: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let refusals = machine_refusals(&cfg, !once);
+            if !refusals.is_empty() {
+                for p in &refusals {
+                    eprintln!("{p}");
+                }
+                return ExitCode::from(EX_CONFIG);
+            }
             if once {
                 match daemon::run_once(&cfg).await {
                     Ok(true) => ExitCode::SUCCESS,
@@ -359,6 +366,27 @@ async fn dispatch(cmd: Command) -> ExitCode {
     }
 }
 
+/// What `run` refuses to start with, because it would damage the machine: a `state_dir`
+/// that exists but is not renewd's private directory (it would be chmodded), something other
+/// than a socket at `control_socket` (it would be replaced; only for the daemon, `serve`),
+/// and two certificates writing one file through different paths. `check` reports the same.
+fn machine_refusals(cfg: &Config, serve: bool) -> Vec<config::Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = renewd::state::check_existing(&cfg.state_dir) {
+        problems.push(config::Problem::new(
+            cfg.key_location("state_dir"),
+            e.to_string(),
+        ));
+    }
+    if serve {
+        if let Err(e) = control::check_socket_path(&cfg.control_socket) {
+            problems.push(config::Problem::new(cfg.key_location("control_socket"), e));
+        }
+    }
+    problems.extend(deploy::clashing_targets(cfg));
+    problems
+}
+
 async fn check(arg: &ConfigArg) -> ExitCode {
     let (path, cfg) = match load(arg) {
         Ok(c) => c,
@@ -366,6 +394,7 @@ async fn check(arg: &ConfigArg) -> ExitCode {
     };
     let mut problems = cfg.check_environment();
     problems.extend(deploy::check_directories(&cfg));
+    problems.extend(machine_refusals(&cfg, true));
     problems.extend(renewd::challenge::check_webroots(&cfg));
     problems.extend(check_profiles(&cfg).await);
     for p in &problems {

@@ -34,6 +34,13 @@ pub enum StateError {
          renew); try again when it has finished"
     )]
     Locked(PathBuf),
+    #[error(
+        "state directory {path} already exists with {found}; renewd keeps account keys there \
+         and never changes the mode of a directory it did not create (it may be shared, like \
+         /var/lib): if it is renewd's alone, `chmod 0700 {path}`, else point `state_dir` at \
+         a directory of its own"
+    )]
+    NotPrivate { path: PathBuf, found: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -41,6 +48,46 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Refuses an existing `state_dir` that is not a directory of mode 0700: opening it would
+/// chmod it, and a directory shared with others (`/var/lib`, `/tmp`, a home) must not be
+/// (`renewd check` and every command that opens the state directory use this). A missing
+/// one is fine: renewd creates it 0700.
+pub fn check_existing(root: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match fs::symlink_metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(root)(e)),
+    };
+    let found = if meta.file_type().is_symlink() {
+        // Followed like the kernel does; the directory it names is judged.
+        match fs::metadata(root) {
+            Ok(target) if target.is_dir() => target,
+            _ => {
+                return Err(StateError::NotPrivate {
+                    path: root.to_path_buf(),
+                    found: "a symlink to something that is not a directory".into(),
+                })
+            }
+        }
+    } else if meta.is_dir() {
+        meta
+    } else {
+        return Err(StateError::NotPrivate {
+            path: root.to_path_buf(),
+            found: "something that is not a directory".into(),
+        });
+    };
+    let mode = found.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        return Err(StateError::NotPrivate {
+            path: root.to_path_buf(),
+            found: format!("mode {mode:04o}"),
+        });
+    }
+    Ok(())
 }
 
 /// An opened state directory.
@@ -60,8 +107,10 @@ pub struct StateLock {
 }
 
 impl StateDir {
-    /// Opens (and creates, mode 0700) the state directory and its subdirectories.
+    /// Opens (and creates, mode 0700) the state directory and its subdirectories. An
+    /// existing `root` must already be a directory of mode 0700 ([`check_existing`]).
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        check_existing(root)?;
         for d in [
             root.to_path_buf(),
             root.join("accounts"),

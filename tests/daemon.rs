@@ -302,3 +302,38 @@ fn the_control_socket_refuses_other_users_even_when_its_mode_would_let_them_in()
         .contains("\"name\": \"a\""));
     assert!(d.stop().success());
 }
+
+/// A reload hook that prints 18 MB (200,000 lines on stdout, and some on stderr): renewd's
+/// log keeps at most 64 KiB of it and says how much it dropped, and the hook is not held
+/// up (it runs to completion, the renewal succeeds).
+#[test]
+fn a_hook_flooding_its_output_is_logged_up_to_a_cap() {
+    let rig = Rig::new(PebbleOptions::default());
+    let hook = rig.path("noisy.sh");
+    write_exec(
+        &hook,
+        "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' \
+         | head -n 200000\nyes oops | head -n 1000 >&2\necho done >&2\n",
+    );
+    rig.write_config(&rig.cert(
+        "www",
+        &["www.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    ));
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success(), "{}", out.status);
+    let log_bytes = out.stdout.len() + out.stderr.len();
+    let all =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log_bytes < 512 * 1024,
+        "{log_bytes} bytes of log for 18 MB of hook output"
+    );
+    let dropped = all
+        .lines()
+        .find(|l| l.contains("bytes not logged"))
+        .unwrap_or_else(|| panic!("no line says what was dropped"));
+    // 200,000 lines of 92 bytes and 1,000 of 5 and one of 5, less at most 64 KiB logged.
+    let total = 200_000 * 92 + 1_000 * 5 + 5;
+    assert!(dropped.contains(&format!("of {total} bytes")), "{dropped}");
+}

@@ -17,5 +17,6 @@ pub mod renew;
 pub mod schedule;
 pub mod state;
 pub mod status;
+pub mod text;
 pub mod verify;
 pub mod x509;

@@ -9,6 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use renewd::config::{self, Config};
 use renewd::control::{self, Request, Response};
+use renewd::text::escape;
 use renewd::{daemon, deploy, logging, status};
 
 const LONG_ABOUT: &str = "\
@@ -313,7 +314,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
             };
             let mut failed = false;
             for r in &results {
-                println!("{}: {}: {}", r.name, r.outcome, r.message);
+                println!("{}: {}: {}", escape(&r.name), r.outcome, escape(&r.message));
                 failed |= r.failed();
             }
             if failed {
@@ -354,7 +355,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
             };
             let mut failed = false;
             for r in &results {
-                println!("{}: {}: {}", r.name, r.outcome, r.message);
+                println!("{}: {}: {}", escape(&r.name), r.outcome, escape(&r.message));
                 failed |= r.failed();
             }
             if failed {
@@ -398,7 +399,8 @@ async fn check(arg: &ConfigArg) -> ExitCode {
     problems.extend(renewd::challenge::check_webroots(&cfg));
     problems.extend(check_profiles(&cfg).await);
     for p in &problems {
-        println!("{p}");
+        // Paths in the messages may come from the file system (symlink targets).
+        println!("{}", escape(&p.to_string()));
     }
     if problems.is_empty() {
         println!(

@@ -251,9 +251,18 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| format!("@{}", unix(t)))
 }
 
+/// The time `s` seconds after the Unix epoch (the inverse of [`unix`]).
+///
+/// Times come from files anyone with access to the state directory (or a torn write) may
+/// have left, so they are clamped to the end of year 9999, a moment far enough from the
+/// platform's limit that adding a backoff or a lifetime to it cannot overflow (found by
+/// `tests/fuzz.rs`: `u64::MAX` panicked).
 pub fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
 }
+
+/// 9999-12-31T23:59:59Z, the latest time renewd represents.
+const MAX_UNIX: u64 = 253_402_300_799;
 
 /// What renewd remembers about one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -370,6 +379,23 @@ impl CertRecord {
 mod tests {
     use super::*;
 
+    /// Found by `tests/fuzz.rs`: a record holding `u64::MAX` as a time panicked in
+    /// `from_unix`; now it is the end of year 9999, and a century more still fits.
+    #[test]
+    fn out_of_range_times_in_a_record_are_clamped() {
+        let t = from_unix(u64::MAX);
+        assert_eq!(rfc3339(t), "9999-12-31T23:59:59Z");
+        let _ = t + Duration::from_secs(100 * 366 * 86_400);
+        let rec = CertRecord {
+            last_failure: Some(u64::MAX),
+            retry_after: Some(u64::MAX),
+            consecutive_failures: u32::MAX,
+            ..CertRecord::default()
+        };
+        let f = rec.failures();
+        assert_eq!(f.retry_after, Some(t));
+    }
+
     #[test]
     fn records_round_trip_and_history_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
@@ -391,16 +417,17 @@ mod tests {
     #[test]
     fn corrupt_record_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let st = StateDir::open(dir.path()).unwrap();
-        fs::write(dir.path().join("certs/www.json"), b"{not json").unwrap();
+        let root = dir.path().join("state");
+        let st = StateDir::open(&root).unwrap();
+        fs::write(root.join("certs/www.json"), b"{not json").unwrap();
         assert_eq!(st.load_cert("www"), CertRecord::default());
-        assert!(dir.path().join("certs/www.json.corrupt").exists());
+        assert!(root.join("certs/www.json.corrupt").exists());
     }
 
     #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let st = StateDir::open(dir.path()).unwrap();
+        let st = StateDir::open(&dir.path().join("state")).unwrap();
         let l = st.try_lock().unwrap();
         assert!(st.is_locked());
         assert!(matches!(st.try_lock(), Err(StateError::Locked(_))));

@@ -308,7 +308,8 @@ mod tests {
         };
         let out = render(&[row], SystemTime::UNIX_EPOCH);
         assert!(
-            !out.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            !out.chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
             "{out:?}"
         );
         assert_eq!(out.lines().count(), 8, "{out}");

@@ -396,8 +396,11 @@ pub fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The time `s` seconds after the Unix epoch, clamped (like `state::from_unix`) to the end
+/// of year 9999: values come from `alerts.json` and the JSON of other commands, and an
+/// out-of-range one must not panic.
 pub fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    UNIX_EPOCH + Duration::from_secs(s.min(253_402_300_799))
 }
 
 fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {

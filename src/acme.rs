@@ -683,8 +683,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    s
+    crate::text::bounded(s, MAX_CA_MESSAGE)
 }
+
+/// The longest message renewd keeps from a CA's error (a problem's detail, a parser's
+/// complaint quoting the body): a hostile answer of a megabyte otherwise went whole into
+/// the log, the state record and `status` (found by `tests/fuzz.rs`).
+const MAX_CA_MESSAGE: usize = 2048;
 
 /// The account file: the credentials, and the directory they belong to, so that pointing a
 /// CA name at another directory registers a new account instead of using a stranger's key.
@@ -1201,7 +1206,7 @@ fn problem_message(p: &instant_acme::Problem) -> String {
     for sub in &p.subproblems {
         s.push_str(&format!("; {sub}"));
     }
-    s
+    crate::text::bounded(s, MAX_CA_MESSAGE)
 }
 
 fn acme_message(e: &instant_acme::Error) -> String {

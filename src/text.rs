@@ -32,6 +32,23 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` cut to at most `max` bytes (at a character boundary), saying how much was cut:
+/// for messages that quote what came from outside (a CA's answer can be a megabyte, and an
+/// error message quoting it goes to the log, the state record and `status`).
+pub fn bounded(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = s.len() - end;
+    s.truncate(end);
+    s.push_str(&format!("… ({cut} more bytes not shown)"));
+    s
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
@@ -42,6 +59,12 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_cuts_at_a_character_boundary_and_says_how_much() {
+        assert_eq!(bounded("short".into(), 10), "short");
+        assert_eq!(bounded("ééé".into(), 3), "é… (4 more bytes not shown)");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

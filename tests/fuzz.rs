@@ -456,7 +456,7 @@ fn fuzz_swap_journals() {
         "relative/x".into(),
         "".into(),
     ];
-    let value = prop_oneof![(0usize..10).prop_map(|i| Some(i)), Just(None::<usize>),];
+    let value = prop_oneof![(0usize..10).prop_map(Some), Just(None::<usize>),];
     let entry = (0usize..10, 0usize..10, value);
     let strategy = (
         prop::collection::vec(entry, 0..4),
@@ -665,31 +665,35 @@ fn hostile_value() -> impl Strategy<Value = serde_json::Value> {
     ]
 }
 
-/// ACME answers edited by the fault proxy in front of a real Pebble: every `run --once`
-/// ends by itself (exit 0 or 1, never a panic or a signal) well within its deadline and
-/// says what went wrong.
-#[test]
-fn fuzz_acme_answers_from_a_hostile_ca() {
-    use common::faultproxy::{Action, FaultProxy, Rule};
-    use common::{Pebble, PebbleOptions};
-    let pebble = Pebble::start(PebbleOptions {
-        authz_reuse_percent: Some(0),
-        ..Default::default()
-    });
-    let proxy = FaultProxy::start(&pebble);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path();
-    fs::create_dir_all(root.join("tls")).expect("mkdir");
-    for d in [root.to_path_buf(), root.join("tls")] {
-        let mut perm = fs::metadata(&d).expect("stat").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        fs::set_permissions(&d, perm).expect("chmod");
-    }
-    let config = root.join("renewd.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{d}/state"
+/// A Pebble behind the fault proxy, and a configuration of one certificate `www` renewd
+/// gets from it.
+struct HostileCa {
+    _pebble: common::Pebble,
+    proxy: common::faultproxy::FaultProxy,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl HostileCa {
+    fn start() -> HostileCa {
+        let pebble = common::Pebble::start(common::PebbleOptions {
+            authz_reuse_percent: Some(0),
+            ..Default::default()
+        });
+        let proxy = common::faultproxy::FaultProxy::start(&pebble);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("tls")).expect("mkdir");
+        for d in [root.to_path_buf(), root.join("tls")] {
+            let mut perm = fs::metadata(&d).expect("stat").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            fs::set_permissions(&d, perm).expect("chmod");
+        }
+        let config = root.join("renewd.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"state_dir = "{d}/state"
 control_socket = "{d}/ctl.sock"
 
 [ca.hostile]
@@ -706,26 +710,34 @@ owner = "ops@example.org"
 challenge = {{ type = "http-01", listen = "127.0.0.1:{port}" }}
 files = {{ fullchain = "{d}/tls/www.pem", key = "{d}/tls/www.key" }}
 "#,
-            d = root.display(),
-            dir = proxy.directory_url,
-            roots = proxy.ca_pem_path.display(),
-            port = pebble.http_port,
-        ),
-    )
-    .expect("config");
-    let (budget, max) = match std::env::var("RENEWD_FUZZ_SECS") {
-        Ok(_) => (budget(), u64::MAX),
-        Err(_) if long_mode() => (budget(), u64::MAX),
-        // A few seconds in the normal test command: each case is a whole run against
-        // Pebble (about 0.5 s on an idle machine).
-        Err(_) => (Duration::from_secs(5), u64::MAX),
-    };
-    let strategy = (0usize..ACME_FIELDS.len(), hostile_value());
-    let mut tally: BTreeMap<i32, u64> = BTreeMap::new();
-    fuzz("acme", budget, max, strategy, |(field, value)| {
-        let (path, pointer) = ACME_FIELDS[*field];
-        proxy.clear_rules();
-        proxy.add_rule(Rule::new(
+                d = root.display(),
+                dir = proxy.directory_url,
+                roots = proxy.ca_pem_path.display(),
+                port = pebble.http_port,
+            ),
+        )
+        .expect("config");
+        HostileCa {
+            _pebble: pebble,
+            proxy,
+            dir,
+            config,
+        }
+    }
+
+    /// A fresh `run --once` (no state, nothing deployed) while the CA's answers on `path`
+    /// have `value` at `pointer`. Its exit code (0 or 1), or why it is a failure: a panic,
+    /// a signal, another code, or not ending within 90 s.
+    fn run_case(
+        &self,
+        path: &str,
+        pointer: &str,
+        value: &serde_json::Value,
+    ) -> Result<(i32, String), String> {
+        use common::faultproxy::{Action, Rule};
+        let root = self.dir.path();
+        self.proxy.clear_rules();
+        self.proxy.add_rule(Rule::new(
             if path == "/dir" || path == "/renewalInfo/" {
                 "GET"
             } else {
@@ -740,36 +752,95 @@ files = {{ fullchain = "{d}/tls/www.pem", key = "{d}/tls/www.key" }}
         let _ = fs::remove_dir_all(root.join("state"));
         let _ = fs::remove_file(root.join("tls/www.pem"));
         let _ = fs::remove_file(root.join("tls/www.key"));
+        // The log goes to a file: a pipe nobody reads would hold renewd up.
+        let log_path = root.join("renewd.log");
+        let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let mut child = std::process::Command::new(common::renewd_bin())
             .args(["run", "--once", "--config"])
-            .arg(&config)
+            .arg(&self.config)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
             .spawn()
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(90);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                break status;
+                break Some(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("renewd did not finish within 90 s".into());
+                break None;
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("panicked") {
-            return Err(format!("renewd panicked:\n{stderr}"));
+        let text = fs::read(&log_path).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let tail: String = text
+            .chars()
+            .rev()
+            .take(4000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let Some(status) = status else {
+            return Err(format!(
+                "renewd did not finish within 90 s; its log ends:\n{tail}"
+            ));
+        };
+        if text.contains("panicked") {
+            return Err(format!("renewd panicked:\n{tail}"));
         }
         match status.code() {
-            Some(code @ (0 | 1)) => *tally.entry(code).or_default() += 1,
-            other => return Err(format!("renewd ended with {other:?}:\n{stderr}")),
+            Some(code @ (0 | 1)) => Ok((code, text)),
+            other => Err(format!("renewd ended with {other:?}:\n{tail}")),
         }
+    }
+}
+
+/// ACME answers edited by the fault proxy in front of a real Pebble: every `run --once`
+/// ends by itself (exit 0 or 1, never a panic or a signal) well within its deadline.
+#[test]
+fn fuzz_acme_answers_from_a_hostile_ca() {
+    let ca = HostileCa::start();
+    let (budget, max) = match std::env::var("RENEWD_FUZZ_SECS") {
+        Ok(_) => (budget(), u64::MAX),
+        Err(_) if long_mode() => (budget(), u64::MAX),
+        // A few seconds in the normal test command: each case is a whole run against
+        // Pebble (about 0.5 s on an idle machine).
+        Err(_) => (Duration::from_secs(5), u64::MAX),
+    };
+    let strategy = (0usize..ACME_FIELDS.len(), hostile_value());
+    let mut tally: BTreeMap<i32, u64> = BTreeMap::new();
+    fuzz("acme", budget, max, strategy, |(field, value)| {
+        let (path, pointer) = ACME_FIELDS[*field];
+        let (code, _) = ca.run_case(path, pointer, value)?;
+        *tally.entry(code).or_default() += 1;
         Ok(())
     });
     eprintln!("fuzz acme: exit codes {tally:?}");
+}
+
+/// Found by the fuzz target above: the whole directory replaced by a 900 KB JSON string.
+#[test]
+fn a_directory_that_is_a_huge_string_fails_the_run_in_time() {
+    let ca = HostileCa::start();
+    let huge = serde_json::json!("x".repeat(900 * 1024));
+    let (code, log) = ca
+        .run_case("/dir", "", &huge)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 1);
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    let sample: Vec<String> = log
+        .lines()
+        .filter(|l| l.len() > 2000)
+        .map(|l| format!("{}…{}", &l[..300], &l[l.len() - 200..]))
+        .collect();
+    assert!(
+        log.len() < 256 * 1024,
+        "{} bytes of log, longest line {longest}: {sample:#?}",
+        log.len()
+    );
 }

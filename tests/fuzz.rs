@@ -844,3 +844,26 @@ fn a_directory_that_is_a_huge_string_fails_the_run_in_time() {
         log.len()
     );
 }
+
+/// Found by the fuzz target above: a directory whose `newNonce` (or an order whose
+/// `authorizations`) is not a URL made the ACME library panic in renewd's renewal task.
+/// Now the answer is refused, the run fails (exit 1) and says which member was wrong.
+#[test]
+fn urls_that_are_not_urls_fail_the_run_without_a_panic() {
+    let ca = HostileCa::start();
+    let bad = serde_json::json!("../../../../etc/passwd");
+    for (path, pointer) in [
+        ("/dir", "/newNonce"),
+        ("/order-plz", "/authorizations/0"),
+        ("/authZ/", "/challenges/0/url"),
+    ] {
+        let (code, log) = ca
+            .run_case(path, pointer, &bad)
+            .unwrap_or_else(|e| panic!("{path} {pointer}: {e}"));
+        assert_eq!(code, 1, "{path} {pointer}");
+        assert!(
+            log.contains("which is not an absolute URL"),
+            "{path} {pointer}: {log}"
+        );
+    }
+}

@@ -202,7 +202,7 @@ async fn dispatch(cmd: Command) -> ExitCode {
             let refusals = machine_refusals(&cfg, !once);
             if !refusals.is_empty() {
                 for p in &refusals {
-                    eprintln!("{p}");
+                    eprintln!("{}", escape(&p.to_string()));
                 }
                 return ExitCode::from(EX_CONFIG);
             }

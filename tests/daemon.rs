@@ -217,6 +217,34 @@ fn sighup_rereads_the_configuration_and_keeps_the_old_one_when_the_new_is_bad() 
     assert!(d.stop().success());
 }
 
+/// On SIGHUP, a configuration whose new certificate writes the files of an existing one
+/// through a symlinked directory is refused like a broken one: the old configuration stays,
+/// and the first certificate's files still hold its own certificate.
+#[test]
+fn sighup_refuses_a_configuration_whose_certificates_share_a_file() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("a", &["a.test"], ""));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "a issued", || {
+        rig.fullchain("a").exists()
+    });
+    std::os::unix::fs::symlink(rig.path("tls"), rig.path("tls-link")).unwrap();
+    let b = rig
+        .cert("b", &["b.test"], "")
+        .replace("tls/b.pem", "tls-link/a.pem")
+        .replace("tls/b.key", "tls-link/a.key");
+    rig.write_config(&format!("{}{b}", rig.cert("a", &["a.test"], "")));
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "refusal logged", || {
+        d.log().contains("configuration not reloaded")
+    });
+    assert!(d.log().contains("is the same file as"), "{}", d.log());
+    let rows = rig.renewd_ok("status", &["--json"]);
+    assert!(!rows.contains("b.test"), "b was not taken in: {rows}");
+    assert_eq!(read_cert_pem(rig.fullchain("a")).names, vec!["a.test"]);
+    assert!(d.stop().success());
+}
+
 #[test]
 fn sigterm_during_a_renewal_lets_it_finish_then_exits_cleanly() {
     let rig = Rig::new(PebbleOptions::default());

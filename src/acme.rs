@@ -770,6 +770,11 @@ impl HttpClient for CaHttp {
                 let Some((rparts, rbody)) = answer else {
                     return Err(fail(format!("{uri}: no answer")));
                 };
+                if rparts.status.is_success() {
+                    if let Some(why) = unusable_urls(&rparts.headers, &rbody) {
+                        return Err(fail(format!("{uri}: {why}")));
+                    }
+                }
                 return Ok(BytesResponse::from(http::Response::from_parts(
                     rparts,
                     Full::new(rbody),
@@ -778,6 +783,96 @@ impl HttpClient for CaHttp {
         })
     }
 }
+
+/// Members of ACME objects (RFC 8555 §7.1) whose string values renewd's ACME library turns
+/// into requests.
+const URL_MEMBERS: &[&str] = &[
+    "newNonce",
+    "newAccount",
+    "newOrder",
+    "newAuthz",
+    "revokeCert",
+    "keyChange",
+    "renewalInfo",
+    "orders",
+    "authorizations",
+    "finalize",
+    "certificate",
+    "url",
+];
+
+/// Why a CA's answer cannot be used as it is: a URL the ACME library would request (a
+/// member of [`URL_MEMBERS`], at any depth, or `Location`) that is not an absolute URL.
+/// instant-acme treats building such a request as infallible and panics (found by
+/// `tests/fuzz.rs`: a directory whose `newNonce` was `../../etc/passwd`), so renewd
+/// refuses the answer before the library sees it.
+fn unusable_urls(headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+    fn absolute(s: &str) -> bool {
+        s.parse::<http::Uri>()
+            .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some())
+    }
+    fn walk(v: &serde_json::Value, depth: usize) -> Option<String> {
+        let serde_json::Value::Object(map) = v else {
+            if let serde_json::Value::Array(items) = v {
+                return items.iter().find_map(|i| walk(i, depth + 1));
+            }
+            return None;
+        };
+        if depth > 4 {
+            return None;
+        }
+        for (key, value) in map {
+            if URL_MEMBERS.contains(&key.as_str()) {
+                let bad = match value {
+                    serde_json::Value::String(s) => (!absolute(s)).then_some(s.as_str()),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_str())
+                        .find(|s| !absolute(s)),
+                    _ => None,
+                };
+                if let Some(bad) = bad {
+                    let shown: String = bad.chars().take(80).collect();
+                    return Some(format!(
+                        "the CA's answer gives `{key}` as {shown:?}, which is not an absolute URL"
+                    ));
+                }
+            }
+            if let Some(why) = walk(value, depth + 1) {
+                return Some(why);
+            }
+        }
+        None
+    }
+    if let Some(location) = headers.get(http::header::LOCATION) {
+        if !location.to_str().is_ok_and(absolute) {
+            return Some("the CA's answer has a Location that is not an absolute URL".into());
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    walk(&doc, 0)
+}
+
+/// The error and its causes on one line: hyper's top-level errors ("client error
+/// (Connect)") say little without them.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    crate::text::bounded(s, MAX_CA_MESSAGE)
+}
+
+/// The longest message renewd keeps from a CA's error (a problem's detail, a parser's
+/// complaint quoting the body): a hostile answer of a megabyte otherwise went whole into
+/// the log, the state record and `status` (found by `tests/fuzz.rs`).
+const MAX_CA_MESSAGE: usize = 2048;
 
 /// The account file: the credentials, and the directory they belong to, so that pointing a
 /// CA name at another directory registers a new account instead of using a stranger's key.
@@ -1476,7 +1571,7 @@ fn problem_message(p: &instant_acme::Problem) -> String {
     for sub in &p.subproblems {
         s.push_str(&format!("; {sub}"));
     }
-    s
+    crate::text::bounded(s, MAX_CA_MESSAGE)
 }
 
 fn acme_message(e: &instant_acme::Error) -> String {

@@ -106,6 +106,7 @@ const CERT_KEYS: &[&str] = &[
 const CHALLENGE_KEYS: &[&str] = &[
     "type",
     "webroot",
+    "trust_owner",
     "listen",
     "hook",
     "rfc2136",
@@ -484,7 +485,12 @@ pub enum RenewBefore {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChallengeConfig {
     /// Write the token under `webroot/.well-known/acme-challenge/`.
-    Http01Webroot { webroot: PathBuf },
+    Http01Webroot {
+        webroot: PathBuf,
+        /// `trust_owner`: the webroot may belong to (or be writable by) users other than
+        /// root and renewd's; symlinks below it are refused all the same.
+        trust_owner: bool,
+    },
     /// Answer on a built-in HTTP server.
     Http01Listen { listen: SocketAddr },
     /// Run `hook set|clear RECORD VALUE`.
@@ -1053,7 +1059,7 @@ impl Config {
             for rule in &cert.challenge.rules {
                 let at = |key: &str| cert.key_location(&format!("{}.{key}", rule.key)).clone();
                 match &rule.config {
-                    ChallengeConfig::Http01Webroot { webroot } => {
+                    ChallengeConfig::Http01Webroot { webroot, .. } => {
                         if let Some(why) = not_a_directory(webroot) {
                             p.push(Problem::new(
                                 at("webroot"),
@@ -2742,7 +2748,7 @@ fn parse_one_challenge(
     };
     let kind = as_str("type", &type_entry.node, p)?.to_ascii_lowercase();
     let allowed: &[&str] = match kind.as_str() {
-        "http-01" => &["type", "webroot", "listen"],
+        "http-01" => &["type", "webroot", "trust_owner", "listen"],
         "dns-01" => &["type", "hook", "rfc2136", "propagation_wait"],
         "tls-alpn-01" => &["type", "listen"],
         _ => {
@@ -2773,8 +2779,16 @@ fn parse_one_challenge(
     let listen = find(entries, "listen");
     let challenge = match kind.as_str() {
         "http-01" => match (webroot, listen) {
-            (Some(w), None) => as_abs_path("webroot", &w.node, p)
-                .map(|webroot| ChallengeConfig::Http01Webroot { webroot }),
+            (Some(w), None) => {
+                let trust_owner = match find(entries, "trust_owner") {
+                    Some(t) => as_bool("trust_owner", &t.node, p)?,
+                    None => false,
+                };
+                as_abs_path("webroot", &w.node, p).map(|webroot| ChallengeConfig::Http01Webroot {
+                    webroot,
+                    trust_owner,
+                })
+            }
             (None, Some(l)) => as_socket_addr("listen", &l.node, None, p)
                 .map(|listen| ChallengeConfig::Http01Listen { listen }),
             (Some(w), Some(l)) => {
@@ -3606,7 +3620,8 @@ files = { fullchain = "/etc/tls/www.pem", key = "/etc/tls/www.key" }
         assert_eq!(
             www.challenge.rules[0].config,
             ChallengeConfig::Http01Webroot {
-                webroot: "/var/www/html".into()
+                webroot: "/var/www/html".into(),
+                trust_owner: false,
             }
         );
         assert_eq!(

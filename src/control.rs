@@ -217,11 +217,42 @@ pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Proble
     }
 }
 
+/// Refuses a `control_socket` path where something other than a socket exists: binding
+/// removes what is there first (a stale socket of an earlier daemon), and a regular file,
+/// directory or symlink at that name is not renewd's to remove. A missing path is fine.
+pub fn check_socket_path(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(()),
+        Ok(meta) => {
+            let kind = if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.is_dir() {
+                "a directory"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "a special file"
+            };
+            Err(format!(
+                "control_socket {} is {kind}, not a socket; renewd would replace it with its \
+                 socket: remove it yourself if it is not needed, or point `control_socket` at \
+                 a path of its own",
+                socket.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("control_socket {}: {e}", socket.display())),
+    }
+}
+
 /// Binds the control socket: creates its directory 0700 if it is missing, refuses a
-/// directory others control ([`check_socket_dir`]), removes a stale socket left by a crashed
-/// daemon, and creates the socket 0600.
+/// directory others control ([`check_socket_dir`]) and anything but a socket at the path
+/// ([`check_socket_path`]), removes a stale socket left by a crashed daemon, and creates the
+/// socket 0600.
 pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
     let where_ = socket.display();
+    check_socket_path(socket)?;
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
             crate::fsutil::ensure_dir(dir, 0o700)

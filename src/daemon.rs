@@ -42,6 +42,14 @@ pub async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, St
     let _lock = state.try_lock().map_err(|e| e.to_string())?;
     let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
     let mut fine = renewer.recover(&config.certificates).await.all_ok();
+    // A journal still there after recovery is a swap that could not be recovered (`recover`
+    // logged why): that certificate's files are in doubt, so the pass has failed.
+    let left = leftover_journals(&state.journal_dir());
+    if !left.is_empty() {
+        tracing::error!(journals = ?left,
+            "interrupted swaps could not be recovered; their files are in doubt");
+        fine = false;
+    }
     // Each certificate's files are read once, for ARI and for the decision.
     let certs = config.certificates.clone();
     let inspected = tokio::task::spawn_blocking(move || {
@@ -115,6 +123,27 @@ pub async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, St
     }
     let report = renewer.run_batch(due, &config.cas, false).await;
     Ok(fine && report.all_ok())
+}
+
+/// The swap journals in `dir` (`NAME.json`; renewd's own temporaries start with a dot).
+/// A directory that cannot be read counts as one left over: nothing says it is clean.
+fn leftover_journals(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the swap journals");
+            vec![dir.to_path_buf()]
+        }
+    }
 }
 
 /// `renewd renew` when no daemon runs: the same selection as the daemon's, done in this
@@ -1483,6 +1512,12 @@ impl Daemon {
             // at the machine: blocking too).
             let job = move || {
                 config::load(&path).and_then(|c| {
+                    // Two certificates writing one file refuse the whole configuration, as
+                    // `run` does at start.
+                    let clashing = crate::deploy::clashing_targets(&c);
+                    if !clashing.is_empty() {
+                        return Err(config::ConfigError { problems: clashing });
+                    }
                     let diagnosis = status::diagnose(&c);
                     match diagnosis.errors() {
                         Some(e) => Err(e),

@@ -683,6 +683,44 @@ pub fn acl_dropped(kind: FileKind, path: &Path) -> Option<String> {
     ))
 }
 
+/// Files two configured targets would share although their paths differ: each target is
+/// identified by its resolved directory (device and inode, symlinks followed) and its name,
+/// so `/etc/tls/a.pem` and `/etc/tls-link/a.pem` through a symlinked directory, or two
+/// spellings with `..`, are the same file. The loader already refuses identical paths;
+/// this needs the file system, so `renewd check`, `renewd run` (at start, and on reload)
+/// ask it. A directory that cannot be resolved is skipped (reported elsewhere).
+pub fn clashing_targets(config: &Config) -> Vec<Problem> {
+    use std::collections::hash_map::Entry;
+    let mut problems = Vec::new();
+    let mut seen: HashMap<(u64, u64, OsString), (String, FileKind, &Path)> = HashMap::new();
+    for cert in &config.certificates {
+        for (kind, path) in cert.files.iter() {
+            let (Some(name), Ok(dir)) = (path.file_name(), fs::metadata(parent_dir(path))) else {
+                continue;
+            };
+            match seen.entry((dir.dev(), dir.ino(), name.to_os_string())) {
+                Entry::Vacant(v) => {
+                    v.insert((cert.name.clone(), kind, path));
+                }
+                Entry::Occupied(o) => {
+                    let (other, other_kind, other_path) = o.get();
+                    problems.push(Problem::new(
+                        cert.key_location(&format!("files.{kind}")).clone(),
+                        format!(
+                            "`files.{kind}` {} is the same file as {} (`files.{other_kind}` of \
+                             certificate `{other}`) through a symlinked directory or another \
+                             spelling; each file must be written by one certificate only",
+                            path.display(),
+                            other_path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// One thing passed through on the way to a target directory.
 struct Visited {
     path: PathBuf,

@@ -4,11 +4,14 @@
 //! A hook is an argv, never a shell line, run with no stdin (alert commands: the alert on
 //! stdin, `run_with_input`) in a process group of its own:
 //! a hook that hangs is killed as a whole (its children too) when its time is up, and its
-//! output ends up in the log line by line, without renewd holding more than a few KiB of it.
+//! output ends up in the log line by line, without renewd holding more than a few KiB of it,
+//! and at most [`MAX_LOGGED_PER_RUN`] of it per run: the rest is read (the hook never
+//! blocks on a full pipe) and counted, and the log says how much was not logged.
 
 use std::collections::HashSet;
 use std::io;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +27,11 @@ const TAIL_BYTES: usize = 4096;
 
 /// Longer output lines are cut in the log, so one runaway line cannot flood the journal.
 const MAX_LOG_LINE: usize = 1024;
+
+/// At most this much of one run's output (both streams together, whole lines) reaches the
+/// log; every child renewd runs goes through here (reload and dns-01 hooks, alert commands),
+/// so a hook printing a gigabyte costs the journal 64 KiB and one line saying what was cut.
+pub const MAX_LOGGED_PER_RUN: usize = 64 * 1024;
 
 /// Between SIGTERM and SIGKILL for a hook that overran its timeout.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -142,15 +150,16 @@ async fn run_inner(hook: &Hook, input: Option<Vec<u8>>) -> Result<HookOutcome, H
     }
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
+    let budget = Arc::new(LogBudget::default());
     let readers = [
         child
             .stdout
             .take()
-            .map(|s| spawn_reader(s, argv0.clone(), "stdout", stdout.clone())),
+            .map(|s| spawn_reader(s, argv0.clone(), "stdout", stdout.clone(), budget.clone())),
         child
             .stderr
             .take()
-            .map(|s| spawn_reader(s, argv0.clone(), "stderr", stderr.clone())),
+            .map(|s| spawn_reader(s, argv0.clone(), "stderr", stderr.clone(), budget.clone())),
     ];
 
     let status = match tokio::time::timeout_at(start + hook.timeout, child.wait()).await {
@@ -160,6 +169,7 @@ async fn run_inner(hook: &Hook, input: Option<Vec<u8>>) -> Result<HookOutcome, H
             tracing::warn!(hook = %argv0, timeout = ?hook.timeout, "hook timed out, killing it");
             group.terminate(&mut child).await;
             finish_readers(readers).await;
+            budget.report(&argv0);
             return Err(HookError::TimedOut {
                 argv0,
                 after: hook.timeout,
@@ -170,6 +180,7 @@ async fn run_inner(hook: &Hook, input: Option<Vec<u8>>) -> Result<HookOutcome, H
     // started, say) is not ours to kill.
     group.disarm();
     finish_readers(readers).await;
+    budget.report(&argv0);
 
     let outcome = HookOutcome {
         status: status.code(),
@@ -266,20 +277,63 @@ fn take_tail(tail: &Mutex<Tail>) -> String {
     String::from_utf8_lossy(&tail.0).into_owned()
 }
 
+/// How much of one run's output was read and how much of it logged, shared by the readers
+/// of its two streams.
+#[derive(Default)]
+struct LogBudget {
+    read: AtomicU64,
+    logged: AtomicU64,
+}
+
+impl LogBudget {
+    /// Takes room for a line of `len` bytes (plus its newline); false once the run's
+    /// [`MAX_LOGGED_PER_RUN`] is spent.
+    fn take(&self, len: usize) -> bool {
+        let len = len as u64 + 1;
+        self.logged
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |logged| {
+                (logged + len <= MAX_LOGGED_PER_RUN as u64).then_some(logged + len)
+            })
+            .is_ok()
+    }
+
+    /// Bytes read but not logged (over the cap, or cut from overlong lines).
+    fn dropped(&self) -> u64 {
+        let read = self.read.load(Ordering::Relaxed);
+        read.saturating_sub(self.logged.load(Ordering::Relaxed))
+    }
+
+    /// Says in the log how much output was not logged, when the cap was reached.
+    fn report(&self, argv0: &str) {
+        let read = self.read.load(Ordering::Relaxed);
+        if read > MAX_LOGGED_PER_RUN as u64 {
+            tracing::warn!(hook = %argv0, output_bytes = read, dropped_bytes = self.dropped(),
+                "hook output: {} of {read} bytes not logged (at most {} KiB per run are)",
+                self.dropped(), MAX_LOGGED_PER_RUN / 1024);
+        }
+    }
+}
+
 fn spawn_reader(
     mut stream: impl AsyncRead + Unpin + Send + 'static,
     argv0: String,
     name: &'static str,
     tail: Arc<Mutex<Tail>>,
+    budget: Arc<LogBudget>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = LineSplitter::default();
         let mut buf = vec![0u8; 8192];
-        let log = |line: &str| tracing::info!(hook = %argv0, stream = name, "{line}");
+        let log = |line: &str| {
+            if budget.take(line.len()) {
+                tracing::info!(hook = %argv0, stream = name, "{line}");
+            }
+        };
         loop {
             match stream.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => {
+                    budget.read.fetch_add(n as u64, Ordering::Relaxed);
                     tail.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(&buf[..n]);

@@ -19,5 +19,6 @@ pub mod schedule;
 pub mod serve;
 pub mod state;
 pub mod status;
+pub mod text;
 pub mod verify;
 pub mod x509;

@@ -9,7 +9,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use renewd::config::{self, Config};
 use renewd::control::{self, Request, Response};
-use renewd::{daemon, logging, status};
+use renewd::text::escape;
+use renewd::{daemon, deploy, logging, status};
 
 mod completions;
 mod manual;
@@ -283,6 +284,16 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
             // and stop only their certificates.
             // The control socket's directory too: an unsafe one refuses the daemon with exit 78
             // (a bad configuration, never restarted), not a failure systemd would retry.
+            // What would damage the machine refuses the whole configuration.
+            let refusals = machine_refusals(&cfg, !once);
+            if !refusals.is_empty() {
+                let text: String = refusals.iter().map(|p| format!("{p}\n")).collect();
+                eprint!("{}", escape(&text));
+                if !once {
+                    daemon::tell_config_refused(&text);
+                }
+                return ExitCode::from(EX_CONFIG);
+            }
             let diagnosis = status::diagnose_with(&cfg, control::check_socket(&cfg));
             if let Some(e) = diagnosis.errors() {
                 if !once {
@@ -439,7 +450,7 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> ExitCode {
 fn report(results: &[control::RenewResult]) -> ExitCode {
     let mut failed = false;
     for r in results {
-        println!("{}: {}: {}", r.name, r.outcome, r.message);
+        println!("{}: {}: {}", escape(&r.name), r.outcome, escape(&r.message));
         failed |= r.failed();
     }
     if failed {
@@ -447,6 +458,27 @@ fn report(results: &[control::RenewResult]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// What `run` refuses to start with, because it would damage the machine: a `state_dir`
+/// that exists but is not renewd's private directory (it would be chmodded), something other
+/// than a socket at `control_socket` (it would be replaced; only for the daemon, `serve`),
+/// and two certificates writing one file through different paths. `check` reports the same.
+fn machine_refusals(cfg: &Config, serve: bool) -> Vec<config::Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = renewd::state::check_existing(&cfg.state_dir) {
+        problems.push(config::Problem::new(
+            cfg.key_location("state_dir"),
+            e.to_string(),
+        ));
+    }
+    if serve {
+        if let Err(e) = control::check_socket_path(&cfg.control_socket) {
+            problems.push(config::Problem::new(cfg.key_location("control_socket"), e));
+        }
+    }
+    problems.extend(deploy::clashing_targets(cfg));
+    problems
 }
 
 /// `renewd check [--strict]`: every problem, errors and warnings, as `FILE:LINE:COL:
@@ -457,12 +489,15 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
         Err(code) => return code,
     };
     // The control socket's directory is judged here (and by the daemon when it binds):
-    // an unsafe one is an error of the whole configuration.
+    // an unsafe one is an error of the whole configuration. So is what would damage the
+    // machine (refused by `run` as a whole, not certificate by certificate).
+    let refusals = machine_refusals(&cfg, true);
     let mut extra = control::check_socket(&cfg);
     extra.extend(check_profiles(&cfg).await);
     let diagnosis = status::diagnose_with(&cfg, extra);
-    for p in &diagnosis.problems {
-        println!("{p}");
+    for p in refusals.iter().chain(&diagnosis.problems) {
+        // Paths in the messages may come from the file system (symlink targets).
+        println!("{}", escape(&p.to_string()));
     }
     // A `renew_before` longer than 2/3 of the lifetime the CA gives (known from the deployed
     // certificate) is clamped by the schedule: a warning, though the certificate is renewed.
@@ -495,7 +530,7 @@ async fn check(arg: Option<&Path>, strict: bool) -> ExitCode {
         }
     }
     let warnings = diagnosis.warnings().count() + advisories;
-    if diagnosis.has_errors() || (strict && warnings > 0) {
+    if diagnosis.has_errors() || !refusals.is_empty() || (strict && warnings > 0) {
         return ExitCode::from(EX_CONFIG);
     }
     let mut summary = format!(

@@ -34,6 +34,13 @@ pub enum StateError {
          renew); try again when it has finished"
     )]
     Locked(PathBuf),
+    #[error(
+        "state directory {path} already exists with {found}; renewd keeps account keys there \
+         and never changes the mode of a directory it did not create (it may be shared, like \
+         /var/lib): if it is renewd's alone, `chmod 0700 {path}`, else point `state_dir` at \
+         a directory of its own"
+    )]
+    NotPrivate { path: PathBuf, found: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -41,6 +48,46 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Refuses an existing `state_dir` that is not a directory of mode 0700: opening it would
+/// chmod it, and a directory shared with others (`/var/lib`, `/tmp`, a home) must not be
+/// (`renewd check` and every command that opens the state directory use this). A missing
+/// one is fine: renewd creates it 0700.
+pub fn check_existing(root: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match fs::symlink_metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(root)(e)),
+    };
+    let found = if meta.file_type().is_symlink() {
+        // Followed like the kernel does; the directory it names is judged.
+        match fs::metadata(root) {
+            Ok(target) if target.is_dir() => target,
+            _ => {
+                return Err(StateError::NotPrivate {
+                    path: root.to_path_buf(),
+                    found: "a symlink to something that is not a directory".into(),
+                })
+            }
+        }
+    } else if meta.is_dir() {
+        meta
+    } else {
+        return Err(StateError::NotPrivate {
+            path: root.to_path_buf(),
+            found: "something that is not a directory".into(),
+        });
+    };
+    let mode = found.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        return Err(StateError::NotPrivate {
+            path: root.to_path_buf(),
+            found: format!("mode {mode:04o}"),
+        });
+    }
+    Ok(())
 }
 
 /// An opened state directory.
@@ -60,8 +107,10 @@ pub struct StateLock {
 }
 
 impl StateDir {
-    /// Opens (and creates, mode 0700) the state directory and its subdirectories.
+    /// Opens (and creates, mode 0700) the state directory and its subdirectories. An
+    /// existing `root` must already be a directory of mode 0700 ([`check_existing`]).
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        check_existing(root)?;
         for d in [
             root.to_path_buf(),
             root.join("accounts"),
@@ -234,6 +283,9 @@ pub fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
 }
 
+/// 9999-12-31T23:59:59Z, the latest time renewd represents.
+const MAX_UNIX: u64 = 253_402_300_799;
+
 /// What renewd remembers about one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -380,6 +432,23 @@ impl CertRecord {
 mod tests {
     use super::*;
 
+    /// Found by `tests/fuzz.rs`: a record holding `u64::MAX` as a time panicked in
+    /// `from_unix`; now it is the end of year 9999, and a century more still fits.
+    #[test]
+    fn out_of_range_times_in_a_record_are_clamped() {
+        let t = from_unix(u64::MAX);
+        assert_eq!(rfc3339(t), "9999-12-31T23:59:59Z");
+        let _ = t + Duration::from_secs(100 * 366 * 86_400);
+        let rec = CertRecord {
+            last_failure: Some(u64::MAX),
+            retry_after: Some(u64::MAX),
+            consecutive_failures: u32::MAX,
+            ..CertRecord::default()
+        };
+        let f = rec.failures();
+        assert_eq!(f.retry_after, Some(t));
+    }
+
     #[test]
     fn records_round_trip_and_history_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
@@ -401,10 +470,11 @@ mod tests {
     #[test]
     fn corrupt_record_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let st = StateDir::open(dir.path()).unwrap();
-        fs::write(dir.path().join("certs/www.json"), b"{not json").unwrap();
+        let root = dir.path().join("state");
+        let st = StateDir::open(&root).unwrap();
+        fs::write(root.join("certs/www.json"), b"{not json").unwrap();
         assert_eq!(st.load_cert("www"), CertRecord::default());
-        assert!(dir.path().join("certs/www.json.corrupt").exists());
+        assert!(root.join("certs/www.json.corrupt").exists());
     }
 
     /// A time beyond year 9999 (here u64::MAX, which `UNIX_EPOCH + secs` cannot hold) is
@@ -463,7 +533,7 @@ mod tests {
     #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let st = StateDir::open(dir.path()).unwrap();
+        let st = StateDir::open(&dir.path().join("state")).unwrap();
         let l = st.try_lock().unwrap();
         assert!(st.is_locked());
         assert!(matches!(st.try_lock(), Err(StateError::Locked(_))));

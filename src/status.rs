@@ -59,6 +59,8 @@ pub fn diagnose_with(config: &Config, extra: Vec<crate::config::Problem>) -> Dia
     // configuration, for check, run and SIGHUP alike.
     found.extend(crate::outbound::trust_root_problems(config));
     found.extend(deploy::check_directories(config));
+    // A webroot others control stops its certificate (the answer would be refused).
+    found.extend(crate::challenge::check_webroots(config));
     found.extend(extra);
     config.diagnose(found)
 }
@@ -375,10 +377,13 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             ),
             _ => "never attempted".into(),
         };
+        // Problems, CA messages and names come from outside: no value may carry a control
+        // character (or a line of its own) to the terminal.
+        let e = |s: &str| crate::text::escape(s).into_owned();
         let ari = r
             .ari
             .as_deref()
-            .map(|a| format!("  ari:        {a}\n"))
+            .map(|a| format!("  ari:        {}\n", e(a)))
             .unwrap_or_default();
         let warnings: String = r
             .warnings
@@ -388,20 +393,20 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
         let issuer = r
             .issued_by
             .as_deref()
-            .map(|ca| format!("  issued by:  CA {ca}\n"))
+            .map(|ca| format!("  issued by:  CA {}\n", e(ca)))
             .unwrap_or_default();
         out.push_str(&format!(
             "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}  next:       {}\n{ari}  last:       {}\n{warnings}",
-            r.name,
-            r.domains.join(", "),
-            r.owner.as_deref().unwrap_or("(none)"),
+            e(&r.name),
+            e(&r.domains.join(", ")),
+            e(r.owner.as_deref().unwrap_or("(none)")),
             r.service
                 .as_deref()
-                .map(|s| format!("  service: {s}"))
+                .map(|s| format!("  service: {}", e(s)))
                 .unwrap_or_default(),
-            expiry,
-            next,
-            last
+            e(&expiry),
+            e(&next),
+            e(&last)
         ));
     }
     if rows.is_empty() {
@@ -413,6 +418,39 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA's problem detail and a file name with terminal escapes and newlines (a failed
+    /// renewal's message, an unusable file's problem) are shown escaped, one line each.
+    #[test]
+    fn the_table_escapes_control_characters() {
+        let row = StatusRow {
+            name: "www".into(),
+            domains: vec!["www.test".into()],
+            owner: None,
+            service: None,
+            not_after: None,
+            serial: None,
+            problem: Some("/etc/tls/\x1b[2Jwww.pem does not exist".into()),
+            next_renewal: 0,
+            next_renewal_reason: "missing".into(),
+            renewing: false,
+            issued_by: Some("ca\x07".into()),
+            consecutive_failures: 1,
+            last_attempt: Some(0),
+            last_result: Some("the CA said: bad\nwww\n  last:       ok".into()),
+            last_ok: Some(false),
+            ari: Some("\u{202e}window".into()),
+        };
+        let out = render(&[row], SystemTime::UNIX_EPOCH);
+        assert!(
+            !out.chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{out:?}"
+        );
+        assert_eq!(out.lines().count(), 8, "{out}");
+        assert!(out.contains("\\x1b[2Jwww.pem"), "{out}");
+        assert!(out.contains("bad\\nwww\\n  last:"), "{out}");
+    }
 
     #[test]
     fn jitter_is_stable_and_in_range() {

@@ -427,3 +427,95 @@ fn rfc2136_through_a_real_bind_with_tsig_leaves_no_record_behind() {
         Vec::<String>::new()
     );
 }
+
+/// Runs `argv` as `nobody` (setpriv): the hostile owner of a webroot.
+fn as_nobody(argv: &[&str]) {
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .status()
+        .expect("run setpriv");
+    assert!(status.success(), "as nobody: {argv:?}: {status}");
+}
+
+/// A webroot belonging to `nobody`, who plants a symlink at `.well-known` (then, with a
+/// real `.well-known`, at `acme-challenge`) pointing to a stand-in for `/etc/sudoers.d`.
+/// renewd, as root, must neither create the answer nor a directory there: without
+/// `trust_owner` the webroot is refused for its owner (by `check` too), with it the
+/// symlink is refused; the renewal fails and says why.
+#[test]
+fn a_symlink_planted_in_a_webroot_by_its_owner_is_never_written_through() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "needs root (to run renewd as root and the attacker as nobody)"
+    );
+    let rig = Rig::new(fresh_authz());
+    let victim = rig.path("sudoers.d");
+    std::fs::create_dir(&victim).unwrap();
+    let webroot = rig.path("www");
+    std::fs::create_dir(&webroot).unwrap();
+    std::os::unix::fs::chown(&webroot, Some(65534), Some(65534)).unwrap();
+    let _server = StaticServer::start(&webroot, rig.pebble.http_port);
+    let web = webroot.display().to_string();
+    let link = format!("{web}/.well-known");
+    as_nobody(&["ln", "-s", &victim.display().to_string(), &link]);
+    let config = |trust: &str| {
+        let cert = rig.cert("site", &["site.test"], "").replace(
+            &format!("listen = \"127.0.0.1:{}\"", rig.pebble.http_port),
+            &format!("webroot = \"{web}\"{trust}"),
+        );
+        rig.write_config(&cert);
+    };
+    let victim_entries = || std::fs::read_dir(&victim).unwrap().count();
+    // Each attempt starts afresh, not held back by the previous failure's backoff.
+    let run_once = || {
+        let _ = std::fs::remove_dir_all(&rig.state_dir);
+        rig.renewd("run", &["--once"])
+    };
+
+    config("");
+    let out = rig.renewd("check", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "check: {stdout}");
+    assert!(stdout.contains("trust_owner"), "check says why: {stdout}");
+    let out = rig.renewd("run", &["--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("refusing the http-01 webroot"), "{stderr}");
+    assert_eq!(victim_entries(), 0, "nothing created through the link");
+
+    config(", trust_owner = true");
+    for (attempt, link) in [
+        (".well-known", link.clone()),
+        (
+            "acme-challenge",
+            format!("{web}/.well-known/acme-challenge"),
+        ),
+    ] {
+        let out = run_once();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{attempt}");
+        assert!(stderr.contains("is a symlink"), "{attempt}: {stderr}");
+        assert_eq!(
+            victim_entries(),
+            0,
+            "{attempt}: nothing created through the link"
+        );
+        if attempt == ".well-known" {
+            as_nobody(&["rm", &link]);
+            as_nobody(&["mkdir", "-m", "0755", &link]);
+            as_nobody(&[
+                "ln",
+                "-s",
+                &victim.display().to_string(),
+                &format!("{link}/acme-challenge"),
+            ]);
+        }
+    }
+
+    // The link gone, the trusted webroot works, and the web server (not root) can read it.
+    as_nobody(&["rm", &format!("{web}/.well-known/acme-challenge")]);
+    assert!(run_once().status.success());
+    assert!(rig.fullchain("site").exists());
+    assert_eq!(victim_entries(), 0);
+}

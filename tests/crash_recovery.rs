@@ -7,7 +7,8 @@
 //! daemon after a random delay drawn from the time a whole renewal takes, so kills land before,
 //! during and after the ACME exchange, the staging, the swap and the reload. What the kill
 //! interrupted is read from the state directory before the next start and tallied, so the test
-//! shows how many kills hit a swap.
+//! shows how many kills hit a swap. 200 rounds by default; `RENEWD_LONG_TESTS=1` runs
+//! 1,000 (see `kills`).
 
 mod common;
 mod rig;
@@ -25,11 +26,30 @@ use rig::Rig;
 
 const CERTS: usize = 3;
 
+/// 200 kills; `RENEWD_LONG_TESTS=1` (the longer mode of the fuzz targets too) makes it
+/// 1,000; `RENEWD_CRASH_KILLS=N` sets any number.
 fn kills() -> usize {
+    let long = std::env::var("RENEWD_LONG_TESTS").is_ok_and(|v| v == "1");
     std::env::var("RENEWD_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(if long { 1000 } else { 200 })
+}
+
+/// The kill instants' generator, seeded from `RENEWD_CRASH_SEED` or the clock; the seed
+/// is printed so a run can be replayed (as far as timing allows).
+fn seeded_rng() -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("RENEWD_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill instants: seed {seed} (RENEWD_CRASH_SEED={seed})");
+    rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 fn file(rig: &Rig, cert: usize, kind: &str) -> PathBuf {
@@ -231,7 +251,7 @@ fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
         "one forced renewal of {CERTS} certificates took {whole:?}, its deployment {deployment:?}"
     );
 
-    let mut rng = rand::rng();
+    let mut rng = seeded_rng();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     let mut changed = 0;
     let mut serials: Vec<String> = (0..CERTS).map(|i| check_set(&rig, i, 0)).collect();

@@ -220,6 +220,34 @@ fn sighup_rereads_the_configuration_and_keeps_the_old_one_when_the_new_is_bad() 
     assert!(d.stop().success());
 }
 
+/// On SIGHUP, a configuration whose new certificate writes the files of an existing one
+/// through a symlinked directory is refused like a broken one: the old configuration stays,
+/// and the first certificate's files still hold its own certificate.
+#[test]
+fn sighup_refuses_a_configuration_whose_certificates_share_a_file() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("a", &["a.test"], ""));
+    let mut d = rig.spawn_daemon();
+    wait_until(Duration::from_secs(30), "a issued", || {
+        rig.fullchain("a").exists()
+    });
+    std::os::unix::fs::symlink(rig.path("tls"), rig.path("tls-link")).unwrap();
+    let b = rig
+        .cert("b", &["b.test"], "")
+        .replace("tls/b.pem", "tls-link/a.pem")
+        .replace("tls/b.key", "tls-link/a.key");
+    rig.write_config(&format!("{}{b}", rig.cert("a", &["a.test"], "")));
+    d.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "refusal logged", || {
+        d.log().contains("configuration not reloaded")
+    });
+    assert!(d.log().contains("is the same file as"), "{}", d.log());
+    let rows = rig.renewd_ok("status", &["--json"]);
+    assert!(!rows.contains("b.test"), "b was not taken in: {rows}");
+    assert_eq!(read_cert_pem(rig.fullchain("a")).names, vec!["a.test"]);
+    assert!(d.stop().success());
+}
+
 #[test]
 fn sigterm_during_a_renewal_lets_it_finish_then_exits_cleanly() {
     let rig = Rig::new(PebbleOptions::default());
@@ -423,4 +451,39 @@ fn a_wrong_local_clock_is_named_and_nothing_is_ordered() {
     let out = rig.renewd_ok("renew", &["--force", "www"]);
     assert!(out.contains("www: renewed"), "{out}");
     assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), 1);
+}
+
+/// A reload hook that prints 18 MB (200,000 lines on stdout, and some on stderr): renewd's
+/// log keeps at most 64 KiB of it and says how much it dropped, and the hook is not held
+/// up (it runs to completion, the renewal succeeds).
+#[test]
+fn a_hook_flooding_its_output_is_logged_up_to_a_cap() {
+    let rig = Rig::new(PebbleOptions::default());
+    let hook = rig.path("noisy.sh");
+    write_exec(
+        &hook,
+        "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' \
+         | head -n 200000\nyes oops | head -n 1000 >&2\necho done >&2\n",
+    );
+    rig.write_config(&rig.cert(
+        "www",
+        &["www.test"],
+        &format!("reload = [[\"{}\"]]", hook.display()),
+    ));
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success(), "{}", out.status);
+    let log_bytes = out.stdout.len() + out.stderr.len();
+    let all =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log_bytes < 512 * 1024,
+        "{log_bytes} bytes of log for 18 MB of hook output"
+    );
+    let dropped = all
+        .lines()
+        .find(|l| l.contains("bytes not logged"))
+        .unwrap_or_else(|| panic!("no line says what was dropped"));
+    // 200,000 lines of 92 bytes and 1,000 of 5 and one of 5, less at most 64 KiB logged.
+    let total = 200_000 * 92 + 1_000 * 5 + 5;
+    assert!(dropped.contains(&format!("of {total} bytes")), "{dropped}");
 }

@@ -623,6 +623,149 @@ fn directories_others_can_write_are_refused_by_run_and_check() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Settings that would do damage: refused by `check` and by `run`
+
+/// Runs `renewd run` (the daemon) and waits at most `limit` for it to exit; a daemon that
+/// starts instead is killed, and `None` says so.
+fn run_daemon_expecting_exit(rig: &Rig, limit: std::time::Duration) -> Option<Output> {
+    let mut child = Command::new(renewd_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&rig.config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn renewd run");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            eprintln!("--- renewd run: {}\n{}", out.status, text(&out));
+            return Some(out);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A regular file at `control_socket` and an existing directory shared with other things
+/// (mode 0755, a file of someone else's in it) as `state_dir`: `check` reports both, and
+/// neither `run` nor `run --once` starts (exit 78); the file keeps its bytes, the
+/// directory its mode.
+#[test]
+fn a_file_at_control_socket_and_a_shared_state_dir_are_refused() {
+    let rig = Rig::new(PebbleOptions::default());
+    let socket_file = rig.path("notes.txt");
+    fs::write(&socket_file, "precious").unwrap();
+    let shared = rig.path("shared");
+    mkdir(&shared);
+    fs::write(shared.join("other-program.db"), "theirs").unwrap();
+    let base = rig.base_config();
+    let config = |state: &Path, socket: &Path| {
+        let text = base
+            .replace(
+                &format!("state_dir = \"{}\"", rig.state_dir.display()),
+                &format!("state_dir = \"{}\"", state.display()),
+            )
+            .replace(
+                &format!("control_socket = \"{}\"", rig.socket.display()),
+                &format!("control_socket = \"{}\"", socket.display()),
+            );
+        fs::write(&rig.config_path, text + &rig.cert("www", &["www.test"], "")).unwrap();
+    };
+    let limit = std::time::Duration::from_secs(30);
+
+    config(&rig.state_dir, &socket_file);
+    let out = rig.renewd("check", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(
+        stdout.contains("is a regular file, not a socket"),
+        "{stdout}"
+    );
+    let out = run_daemon_expecting_exit(&rig, limit).expect("the daemon started anyway");
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(text(&out).contains("not a socket"), "{}", text(&out));
+    assert_eq!(fs::read_to_string(&socket_file).unwrap(), "precious");
+
+    config(&shared, &rig.socket);
+    let out = rig.renewd("check", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("already exists with mode 0755"), "{stdout}");
+    for once in [true, false] {
+        let out = if once {
+            rig.renewd("run", &["--once"])
+        } else {
+            run_daemon_expecting_exit(&rig, limit).expect("the daemon started anyway")
+        };
+        assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+        assert_eq!(mode(&shared), 0o755, "the shared directory keeps its mode");
+        assert!(!shared.join("accounts").exists(), "nothing created in it");
+    }
+    // Other commands that open the state directory refuse it too.
+    let out = rig.renewd("renew", &["--force", "www"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mode(&shared), 0o755);
+
+    // The daemon's own directory (created by it, or 0700) is fine.
+    config(&rig.state_dir, &rig.socket);
+    rig.renewd_ok("check", &[]);
+}
+
+/// Two certificates whose files are the same through a symlinked directory
+/// (`tls/a.pem` and `tls-link/a.pem`): `check` reports it, `run --once` refuses to start,
+/// and no certificate's files end up holding another's.
+#[test]
+fn two_certificates_writing_one_file_through_a_symlinked_directory_are_refused() {
+    let rig = Rig::new(PebbleOptions::default());
+    std::os::unix::fs::symlink(rig.path("tls"), rig.path("tls-link")).unwrap();
+    let one = rig.cert("one", &["one.test"], "");
+    let two = rig
+        .cert("two", &["two.test"], "")
+        .replace("tls/two.pem", "tls-link/one.pem")
+        .replace("tls/two.key", "tls-link/one.key");
+    rig.write_config(&format!("{one}{two}"));
+    let out = rig.renewd("check", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    let clash = format!("is the same file as {}", rig.fullchain("one").display());
+    assert!(stdout.contains(&clash), "{stdout}");
+    assert!(stdout.contains("certificate `one`"), "{stdout}");
+    let out = rig.renewd("run", &["--once"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert_eq!(
+        fs::read_dir(rig.path("tls")).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// A swap journal that cannot be read is left in place and reported by recovery; `run
+/// --once` must then exit 1, not 0: that certificate's files are in doubt.
+#[test]
+fn run_once_fails_when_an_interrupted_swap_cannot_be_recovered() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("www", &["www.test"], ""));
+    rig.renewd_ok("run", &["--once"]);
+    let journal = rig.state_dir.join("journal/www.json");
+    fs::write(&journal, "{ not a journal").unwrap();
+    let out = rig.renewd("run", &["--once"]);
+    let all = text(&out);
+    assert!(all.contains("cannot recover an interrupted swap"), "{all}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        journal.exists(),
+        "the unreadable journal is left for a person"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Modes, even transiently: strace, and a watcher
 
 /// The system calls traced: how files are created, linked, renamed, chmodded, chowned and

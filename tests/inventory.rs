@@ -720,3 +720,43 @@ fn an_unmanaged_short_lived_certificate_alerts_with_days_to_act() {
         "{alerts:?}"
     );
 }
+
+/// A file planted under a discovery path with terminal escapes and a newline in its name
+/// (and, in its certificate, a name with an escape): `renewd inventory`'s table shows them
+/// escaped (`\x1b`, `\n`), so they can neither drive the terminal nor forge a row; the
+/// JSON keeps the exact names.
+#[test]
+fn inventory_table_escapes_control_characters_in_names() {
+    let s = Setup::new();
+    s.config("2099-01-01", "");
+    s.files();
+    let t = now();
+    let evil_name = "evil\x1b[2J\nmanaged  www  FAKE\u{202e}.pem";
+    let (pem, _, _) = cert(&["bell\x07.test"], t - DAY, t + 30 * DAY);
+    fs::write(s.path("scan").join(evil_name), pem).expect("write");
+
+    let out = s.renewd(&["inventory"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !table
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "a control character reached the table:\n{table:?}"
+    );
+    assert!(
+        table.contains("evil\\x1b[2J\\nmanaged  www  FAKE\\u{202e}.pem"),
+        "{table}"
+    );
+    assert!(table.contains("bell\\x07.test"), "{table}");
+    assert!(
+        !table.lines().any(|l| l.starts_with("managed  www  FAKE")),
+        "a forged row:\n{table}"
+    );
+
+    let inv = s.inventory();
+    let planted = by_kind(&inv, "unmanaged")
+        .into_iter()
+        .find(|u| paths(u).iter().any(|p| p.ends_with(evil_name)));
+    assert!(planted.is_some(), "the JSON keeps the exact name: {inv:#}");
+}

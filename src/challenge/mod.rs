@@ -13,14 +13,13 @@
 mod dns;
 pub mod rfc2136;
 mod tls_alpn;
+mod webroot;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -47,6 +46,8 @@ pub enum ChallengeError {
     BadToken(String),
     #[error("cannot write the http-01 answer {path}: {source}")]
     Webroot { path: PathBuf, source: io::Error },
+    #[error("refusing the http-01 webroot {webroot}: {reason}")]
+    UnsafeWebroot { webroot: PathBuf, reason: String },
     #[error("cannot listen on {addr} for {kind}: {source}")]
     Listen {
         kind: &'static str,
@@ -175,7 +176,7 @@ pub struct Provisioned {
 enum ProvisionedKind {
     /// Already withdrawn.
     Done,
-    File(PathBuf),
+    File(webroot::WebrootAnswer),
     Token {
         responders: Responders,
         addr: SocketAddr,
@@ -209,14 +210,8 @@ impl Drop for Provisioned {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.kind, ProvisionedKind::Done) {
             ProvisionedKind::Done => {}
-            ProvisionedKind::File(path) => {
-                if let Err(e) = fs::remove_file(&path) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(path = %path.display(), error = %e,
-                            "cannot remove http-01 answer");
-                    }
-                }
-            }
+            // Removed relative to the directory it was written in.
+            ProvisionedKind::File(answer) => drop(answer),
             ProvisionedKind::Token {
                 responders,
                 addr,
@@ -239,8 +234,12 @@ impl Responders {
     ) -> Result<Provisioned, ChallengeError> {
         check_token(answer.token)?;
         let kind = match cfg {
-            ChallengeConfig::Http01Webroot { webroot } => ProvisionedKind::File(write_webroot(
+            ChallengeConfig::Http01Webroot {
                 webroot,
+                trust_owner,
+            } => ProvisionedKind::File(webroot::write(
+                webroot,
+                *trust_owner,
                 answer.token,
                 answer.key_authorization,
             )?),
@@ -415,46 +414,38 @@ async fn answer(
     Ok(rsp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
-fn write_webroot(webroot: &Path, token: &str, answer: &str) -> Result<PathBuf, ChallengeError> {
-    let dir = webroot.join(".well-known/acme-challenge");
-    let path = dir.join(token);
-    let err = |source| ChallengeError::Webroot {
-        path: path.clone(),
-        source,
-    };
-    // The web server (another user, e.g. www-data) must read the answer, so the directories
-    // renewd creates are 0755 and the answer 0644 (public by design) whatever the umask: the
-    // shipped unit's UMask=0077 would otherwise make them 0700/0600, and the web server
-    // would answer the CA 404. Directories that already exist keep their modes.
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(webroot)
-        .map_err(err)?;
-    for d in [webroot.join(".well-known"), dir] {
-        match fs::DirBuilder::new().mode(0o755).create(&d) {
-            Ok(()) => fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).map_err(err)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err(e)),
+/// `renewd check`'s look at every http-01 webroot: the walk and ownership rules answers are
+/// written under (see `webroot`). A webroot that does not exist is left to
+/// [`crate::config::Config::check_environment`], which reports it already.
+pub fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+    let mut problems = Vec::new();
+    for cert in &config.certificates {
+        for rule in &cert.challenge.rules {
+            if let ChallengeConfig::Http01Webroot {
+                webroot,
+                trust_owner,
+            } = &rule.config
+            {
+                match webroot::check(webroot, *trust_owner) {
+                    Ok(()) => {}
+                    Err(ChallengeError::Webroot { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound
+                            || source.raw_os_error() == Some(nix::libc::ENOTDIR) => {}
+                    Err(e) => problems.push(crate::config::Problem::new(
+                        cert.key_location(&format!("{}.webroot", rule.key)).clone(),
+                        e.to_string(),
+                    )),
+                }
+            }
         }
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&path)
-        .map_err(err)?;
-    f.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(err)?;
-    f.write_all(answer.as_bytes()).map_err(err)?;
-    Ok(path)
+    problems
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn answer<'a>(token: &'a str, key_authorization: &'a str) -> Answer<'a> {
@@ -593,6 +584,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ChallengeConfig::Http01Webroot {
             webroot: dir.path().to_path_buf(),
+            trust_owner: false,
         };
         let r = Responders::default();
         let p = r
@@ -603,59 +595,5 @@ mod tests {
         assert_eq!(fs::read_to_string(&file).unwrap(), "tok.thumb");
         drop(p);
         assert!(!file.exists());
-    }
-
-    /// The webroot answer and the directories made for it are readable by the web server's
-    /// user whatever renewd's umask (the shipped unit sets UMask=0077). The umask is
-    /// process-wide, so the check runs in a child process of this test binary, started with
-    /// umask 077 (see `webroot_answer_modes_in_child`).
-    #[test]
-    fn webroot_answer_is_world_readable_under_umask_077() {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "challenge::tests::webroot_answer_modes_in_child",
-            "--nocapture",
-        ])
-        .env("RENEWD_UMASK_CHILD", "1");
-        // SAFETY: umask(2) is async-signal-safe and touches nothing but the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::libc::umask(0o077);
-                Ok(())
-            });
-        }
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child under umask 077: {}\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The child half of `webroot_answer_is_world_readable_under_umask_077`; does nothing
-    /// unless started by it.
-    #[test]
-    fn webroot_answer_modes_in_child() {
-        if std::env::var_os("RENEWD_UMASK_CHILD").is_none() {
-            return;
-        }
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        let dir = tempfile::tempdir().unwrap();
-        let webroot = dir.path().join("www");
-        fs::create_dir(&webroot).unwrap();
-        fs::set_permissions(&webroot, fs::Permissions::from_mode(0o750)).unwrap();
-        let path = write_webroot(&webroot, "tok", "tok.thumb").unwrap();
-        assert_eq!(mode(&path), 0o644, "the answer");
-        assert_eq!(mode(&webroot.join(".well-known")), 0o755);
-        assert_eq!(mode(&webroot.join(".well-known/acme-challenge")), 0o755);
-        assert_eq!(
-            mode(&webroot),
-            0o750,
-            "an existing directory keeps its mode"
-        );
     }
 }

@@ -382,14 +382,17 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
         if !i.alerts.is_empty() {
             note = format!("ALERT {}; {note}", i.alerts.join(", "));
         }
+        // File names, certificate names and problems come from outside: no cell may carry
+        // a control character to the terminal.
+        let cell = |s: &str| crate::text::escape(s).into_owned();
         rows.push([
             i.kind.as_str().to_string(),
-            what,
+            cell(&what),
             not_after,
             days,
-            i.owner.clone().unwrap_or_else(|| "-".into()),
-            i.service.clone().unwrap_or_else(|| "-".into()),
-            note,
+            cell(i.owner.as_deref().unwrap_or("-")),
+            cell(i.service.as_deref().unwrap_or("-")),
+            cell(&note),
         ]);
     }
     let mut widths = header.map(str::len);
@@ -423,7 +426,7 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
             inv.discovery
                 .paths
                 .iter()
-                .map(|p| p.display().to_string())
+                .map(|p| crate::text::escape(&p.display().to_string()).into_owned())
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

@@ -84,6 +84,14 @@ pub enum Action {
     /// Forward, then remove this top-level member from the answer's JSON object (e.g.
     /// `replaces` from a new order: a CA that ignores a field RFC 9773 says to echo).
     StripField(String),
+    /// Forward, then parse the answer's JSON body and set the value at `pointer` (RFC 6901;
+    /// `""` is the whole document; a missing member of an object is added) to `value`
+    /// before answering: a hostile CA's huge, wrongly typed or out-of-range fields
+    /// (`tests/fuzz.rs`). A body that is not JSON passes through.
+    EditJson {
+        pointer: String,
+        value: serde_json::Value,
+    },
     /// For `/finalize-order/`: take the public key of the CSR the client sent, sign a
     /// certificate for it with the proxy's forging CA as [`Forge`] says, forward the real
     /// finalize (so the order completes), and answer the next certificate download
@@ -168,6 +176,7 @@ impl Action {
             Action::Truncate => "truncate".into(),
             Action::ReplaceBody(_) => "replace body".into(),
             Action::StripField(f) => format!("strip {f:?}"),
+            Action::EditJson { pointer, .. } => format!("edit json {pointer}"),
             Action::Forge(_) => "forge".into(),
         }
     }
@@ -798,6 +807,20 @@ async fn handle(
             }
             None => return (Plan::Close, label),
         },
+        Some(Action::EditJson { pointer, value }) => match forward(shared, req).await {
+            Some(a) if !(200..300).contains(&a.status) => {
+                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+                a
+            }
+            Some(mut a) => {
+                if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&a.body) {
+                    set_pointer(&mut doc, &pointer, value);
+                    a.body = serde_json::to_vec(&doc).unwrap_or_default();
+                }
+                a
+            }
+            None => return (Plan::Close, label),
+        },
         Some(Action::Forge(forge)) => {
             match forge_from_finalize(shared, &req.body, &forge) {
                 Ok(chain) => shared.forged.lock().unwrap().push_back(chain),
@@ -1115,4 +1138,28 @@ pub fn proxy_addr(p: &FaultProxy) -> SocketAddr {
         .trim_start_matches("https://")
         .parse()
         .expect("proxy address")
+}
+
+/// Sets `doc[pointer]` to `value`, adding a missing last member of an object; a pointer
+/// through something that is not there changes nothing.
+fn set_pointer(doc: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
+    if pointer.is_empty() {
+        *doc = value;
+        return;
+    }
+    let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    let Some(target) = doc.pointer_mut(parent) else {
+        return;
+    };
+    match target {
+        serde_json::Value::Object(map) => {
+            map.insert(last.replace("~1", "/").replace("~0", "~"), value);
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *slot = value;
+            }
+        }
+        _ => {}
+    }
 }

@@ -853,22 +853,6 @@ fn unusable_urls(headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
     walk(&doc, 0)
 }
 
-/// The error and its causes on one line: hyper's top-level errors ("client error
-/// (Connect)") say little without them.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    crate::text::bounded(s, MAX_CA_MESSAGE)
-}
-
 /// The longest message renewd keeps from a CA's error (a problem's detail, a parser's
 /// complaint quoting the body): a hostile answer of a megabyte otherwise went whole into
 /// the log, the state record and `status` (found by `tests/fuzz.rs`).

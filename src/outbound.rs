@@ -259,5 +259,7 @@ pub fn error_chain(e: &dyn StdError) -> String {
         }
         cur = c.source();
     }
-    s
+    // A hostile answer quoted whole in an error would flood the log and the state record
+    // (found by tests/fuzz.rs): 2 KiB is more than any useful message.
+    crate::text::bounded(s, 2048)
 }

@@ -283,9 +283,6 @@ pub fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
 }
 
-/// 9999-12-31T23:59:59Z, the latest time renewd represents.
-const MAX_UNIX: u64 = 253_402_300_799;
-
 /// What renewd remembers about one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

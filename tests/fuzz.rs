@@ -411,7 +411,7 @@ fn fuzz_state_records() {
             fs::write(&record_path, bytes).map_err(|e| e.to_string())?;
             let rec = state.load_cert("www");
             let now = SystemTime::now();
-            let ev = renewd::status::evaluate(&cert, &rec, now);
+            let ev = renewd::status::evaluate(&cert, &rec, &std::collections::BTreeMap::new(), now);
             let row = renewd::status::row(&cert, &rec, &ev, false);
             let _ = renewd::status::render(&[row], now);
             Ok(())
@@ -510,7 +510,16 @@ fn fuzz_swap_journals() {
                 bytes.truncate(*cut as usize % (bytes.len() + 1));
             }
             fs::write(journal.join("www.json"), &bytes).map_err(|e| e.to_string())?;
-            let _ = renewd::deploy::journal::recover(&journal);
+            // The certificate `www` owns the two real targets; whatever else a journal names
+            // is not renewd's to touch.
+            let configured: renewd::deploy::journal::Configured = [(
+                "www".to_string(),
+                [tls.join("cert.pem"), tls.join("key.pem")]
+                    .into_iter()
+                    .collect(),
+            )]
+            .into();
+            let _ = renewd::deploy::journal::recover(&journal, &configured);
             // A target may be restored or (when it had no backup) removed: that is what a
             // journal is for. Anything else must be as it was.
             let targets: Vec<&String> = files_named.iter().map(|(t, _, _)| &names[*t]).collect();

@@ -480,7 +480,8 @@ mod tests {
     #[test]
     fn out_of_range_times_and_non_files_are_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let st = StateDir::open(dir.path()).unwrap();
+        let root = dir.path().join("state");
+        let st = StateDir::open(&root).unwrap();
         for (field, json) in [
             ("retry_after", format!(r#"{{"retry_after": {}}}"#, u64::MAX)),
             (
@@ -502,13 +503,13 @@ mod tests {
                 ),
             ),
         ] {
-            let path = dir.path().join("certs/www.json");
+            let path = root.join("certs/www.json");
             fs::write(&path, &json).unwrap();
             let rec = st.load_cert("www");
             assert_eq!(rec, CertRecord::default(), "{field}");
             assert!(!path.exists(), "{field}");
             assert_eq!(
-                fs::read_to_string(dir.path().join("certs/www.json.corrupt")).unwrap(),
+                fs::read_to_string(root.join("certs/www.json.corrupt")).unwrap(),
                 json
             );
             // What the schedule does with a record's times cannot panic either.
@@ -516,15 +517,15 @@ mod tests {
         }
         assert_eq!(from_unix(u64::MAX), from_unix(MAX_UNIX));
 
-        let fifo = dir.path().join("certs/fifo.json");
+        let fifo = root.join("certs/fifo.json");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", dir.path().join("certs/zero.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("certs/zero.json")).unwrap();
         let started = std::time::Instant::now();
         assert_eq!(st.load_cert("fifo"), CertRecord::default());
         assert_eq!(st.load_cert("zero"), CertRecord::default());
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(dir.path().join("certs/fifo.json.corrupt").exists());
-        assert!(fs::symlink_metadata(dir.path().join("certs/zero.json.corrupt")).is_ok());
+        assert!(root.join("certs/fifo.json.corrupt").exists());
+        assert!(fs::symlink_metadata(root.join("certs/zero.json.corrupt")).is_ok());
     }
 
     #[test]

@@ -297,6 +297,7 @@ fn check_refuses_fifos_and_devices_at_configured_files() {
 fn daemon_answers_with_fifos_and_devices_at_an_exception_and_a_record() {
     let s = Setup::new();
     fs::create_dir_all(s.path("state/certs")).expect("mkdir");
+    private_state_dir(&s.path("state"));
     mkfifo(&s.path("legacy/appliance.pem"));
     mkfifo(&s.path("state/certs/www.json"));
     dev_zero(&s.path("state/certs/dns.json"));
@@ -384,6 +385,7 @@ fn discovery_fifo_swap_race_never_freezes_the_daemon() {
 fn a_journal_naming_a_foreign_file_deletes_nothing() {
     let s = Setup::new();
     fs::create_dir_all(s.path("state/journal")).expect("mkdir");
+    private_state_dir(&s.path("state"));
     let victim = s.path("legacy/precious");
     fs::write(&victim, "precious").expect("write");
     let foreign_temp = s.path("legacy/.precious.renewd-0000000000000000");
@@ -425,6 +427,7 @@ fn out_of_range_times_in_a_record_and_a_pause_file() {
     let s = Setup::new();
     fs::create_dir_all(s.path("state/certs")).expect("mkdir");
     fs::create_dir_all(s.path("state/accounts")).expect("mkdir");
+    private_state_dir(&s.path("state"));
     let record = format!(
         r#"{{"consecutive_failures": 3, "last_failure": {max}, "retry_after": {max}}}"#,
         max = u64::MAX
@@ -467,4 +470,11 @@ fn a_directory_symlink_to_a_big_tree_adds_no_watches() {
     // tls/ and legacy/ (deployed files), scan, scan/a, scan/a/b; a few to spare.
     assert!(watches <= 8, "{watches} inotify watches");
     assert!(watches >= 3, "{watches} inotify watches");
+}
+
+/// A state directory made by a test is renewd's alone: 0700, as renewd makes it (renewd
+/// refuses one that others could read rather than chmod it).
+fn private_state_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod state");
 }

@@ -54,23 +54,8 @@ flock -n 9 || die "another test-packages.sh is running (lock $WORK/lock)"
 
 # ---------------------------------------------------------------------------
 # Results.
-results=()
-failures=0
-pass() {
-    results+=("PASS  $*")
-    say "PASS: $*"
-}
-fail() {
-    results+=("FAIL  $*")
-    failures=$((failures + 1))
-    say "FAIL: $*" >&2
-}
-# check DESCRIPTION COMMAND...: runs COMMAND, records PASS or FAIL.
-check() {
-    local what="$1"
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# shellcheck source=scripts/lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 summary() {
     printf '\ntest-packages: summary\n'
     printf '  %s\n' "${results[@]}"

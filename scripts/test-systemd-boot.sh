@@ -68,22 +68,8 @@ flock -n 9 || die "another test-systemd-boot.sh is running (lock $WORK/boot.lock
 
 # ---------------------------------------------------------------------------
 # Results.
-results=()
-failures=0
-pass() {
-    results+=("PASS  $*")
-    say "PASS: $*"
-}
-fail() {
-    results+=("FAIL  $*")
-    failures=$((failures + 1))
-    say "FAIL: $*" >&2
-}
-check() {
-    local what="$1"
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# shellcheck source=scripts/lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 
 # ---------------------------------------------------------------------------
 # Everything started is stopped on exit.

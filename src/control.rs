@@ -132,7 +132,7 @@ fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), String> {
             socket.display()
         )
     })?;
-    if trusted_uid(peer.uid()) {
+    if crate::fsutil::trusted_uid(peer.uid()) {
         return Ok(());
     }
     Err(format!(
@@ -145,11 +145,6 @@ fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), String> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "unknown".into()),
     ))
-}
-
-/// Root, or the effective user of this process.
-fn trusted_uid(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 fn user_name(uid: u32) -> String {
@@ -175,7 +170,7 @@ pub fn check_socket_dir(dir: &Path) -> Result<(), String> {
             "the control socket's directory {shown} is not a directory"
         ));
     }
-    if !trusted_uid(meta.uid()) {
+    if !crate::fsutil::trusted_uid(meta.uid()) {
         return Err(format!(
             "the control socket's directory {shown} is owned by {}, who could put a socket of \
              their own there and answer `renewd status`; use a directory owned by root and \

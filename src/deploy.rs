@@ -21,12 +21,13 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::config::{Config, FileKind, FileSet, Problem};
+use crate::fsutil::{steps, trusted_uid, Step};
 use crate::x509::{self, CertInfo};
 
 pub mod journal;
@@ -805,24 +806,6 @@ fn walk_to_dir(dir: &Path) -> Result<(Vec<Visited>, usize), DeployError> {
     }
     let last = stack.last().copied().unwrap_or(0);
     Ok((visited, last))
-}
-
-enum Step {
-    Up,
-    Name(OsString),
-}
-
-fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
-    path.components().filter_map(|c| match c {
-        Component::Normal(name) => Some(Step::Name(name.to_os_string())),
-        Component::ParentDir => Some(Step::Up),
-        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-    })
-}
-
-/// Root and renewd's own user: whoever else owns a directory controls it.
-fn trusted_uid(uid: u32) -> bool {
-    uid == 0 || uid == Uid::effective().as_raw()
 }
 
 /// Root's group and renewd's own: group write for these gives no one else a say.

@@ -7,10 +7,11 @@
 //! writers here are for renewd's own bookkeeping, which only ever lives in the state
 //! directory.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Whether [`read_regular`] follows a symbolic link at the path's last component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +279,28 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One step of a path walked name by name (by `deploy`'s directory check and the webroot
+/// walk): up to the parent, or into the named entry.
+pub(crate) enum Step {
+    Up,
+    Name(OsString),
+}
+
+/// The steps of `path` from its root: `.` and the root itself are no steps.
+pub(crate) fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(Step::Name(name.to_os_string())),
+        Component::ParentDir => Some(Step::Up),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    })
+}
+
+/// Root and renewd's own (effective) user: whoever else owns a directory, a socket's
+/// directory or a server's process controls it.
+pub(crate) fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::Uid::effective().as_raw()
 }
 
 #[cfg(test)]

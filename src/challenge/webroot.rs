@@ -13,11 +13,11 @@
 //! whatever the umask (the unit's `UMask=0077` would otherwise hide them from the web server).
 
 use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
@@ -25,6 +25,7 @@ use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, Gid, Uid, UnlinkatFlags};
 
 use super::ChallengeError;
+use crate::fsutil::{steps, trusted_uid, Step};
 
 /// Symlinks followed while resolving a webroot, as the kernel's own limit.
 const MAX_SYMLINKS: usize = 40;
@@ -376,24 +377,6 @@ fn sub_dir(
 fn is_symlink_at(parent: &File, name: &str) -> bool {
     fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
-}
-
-enum Step {
-    Up,
-    Name(OsString),
-}
-
-fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
-    path.components().filter_map(|c| match c {
-        Component::Normal(name) => Some(Step::Name(name.to_os_string())),
-        Component::ParentDir => Some(Step::Up),
-        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-    })
-}
-
-/// Root and renewd's own user: whoever else owns a directory controls it.
-fn trusted_uid(uid: u32) -> bool {
-    uid == 0 || uid == Uid::effective().as_raw()
 }
 
 /// Who besides a directory's owner (and root) may create, rename or remove entries in it.

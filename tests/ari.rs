@@ -23,19 +23,6 @@ fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
     row
 }
 
-/// Moves the record's attempts of `name` `secs` into the past, as if renewd had deployed the
-/// certificate that long ago.
-fn backdate_last_success(rig: &Rig, name: &str, secs: u64) {
-    let path = rig.state_dir.join(format!("certs/{name}.json"));
-    let mut rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("record JSON");
-    for a in rec["history"].as_array_mut().expect("history") {
-        let at = a["at"].as_u64().expect("at");
-        a["at"] = serde_json::json!(at - secs);
-    }
-    std::fs::write(&path, serde_json::to_vec(&rec).expect("JSON")).expect("write record");
-}
-
 /// A certificate far from its `renew_before` threshold is renewed on the next pass once the
 /// CA's window has passed, with `replaces` accepted by Pebble, and not renewed again after.
 #[test]
@@ -63,7 +50,7 @@ fn a_passed_window_renews_once_with_replaces() {
     // The CA now says the window has passed, and renewd deployed the certificate two hours
     // ago (its record says so): past the floor that keeps a certificate just deployed from
     // being renewed again at once, whatever the CA says.
-    backdate_last_success(&rig, "www", 2 * 3600);
+    rig.backdate_last_success("www", 2 * 3600);
     let pem = std::fs::read_to_string(rig.fullchain("www")).expect("read fullchain");
     let now = SystemTime::now();
     rig.pebble

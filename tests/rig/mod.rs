@@ -99,6 +99,20 @@ files = {{ fullchain = "{fc}", key = "{key}" }}
             .expect("write config");
     }
 
+    /// Moves the record's attempts of `name` `secs` into the past, as if renewd had deployed
+    /// the certificate that long ago: past the floor that keeps a certificate just deployed
+    /// from being renewed again by schedule (an hour, or a third of its lifetime).
+    pub fn backdate_last_success(&self, name: &str, secs: u64) {
+        let path = self.state_dir.join(format!("certs/{name}.json"));
+        let mut rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("record JSON");
+        for a in rec["history"].as_array_mut().expect("history") {
+            let at = a["at"].as_u64().expect("at");
+            a["at"] = serde_json::json!(at - secs);
+        }
+        std::fs::write(&path, serde_json::to_vec(&rec).expect("JSON")).expect("write record");
+    }
+
     /// Runs `renewd SUBCOMMAND --config <rig's> ARGS...` to completion.
     pub fn renewd(&self, sub: &str, args: &[&str]) -> Output {
         let out = Command::new(renewd_bin())

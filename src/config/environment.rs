@@ -1,0 +1,253 @@
+//! The look at the machine behind `renewd check`: directories, users and groups, hook
+//! executables, trust roots and secret files. It changes nothing.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::problem::{finish, Location, Problem};
+use super::types::{AlertConfig, ChallengeConfig, Config};
+
+impl Config {
+    /// `renewd check`'s look at the machine, changing nothing: every target file's
+    /// directory exists, users and groups exist, hooks are executable, the webroot is a
+    /// directory, CA trust roots and secret files are readable, and `state_dir` can be
+    /// created. Each problem points at the value that names the missing thing.
+    ///
+    /// It also holds every certificate to account: one without an `owner` (its own or from
+    /// `[defaults]`) is reported at its `[[certificate]]` header, as a warning that does not
+    /// stop its renewal (the daemon keeps renewing while the owners are being filled in).
+    ///
+    /// Severities as written here are refined by [`Config::diagnose`], which `check`, `run`
+    /// and SIGHUP all go through: problems of the CAs and the alert command are warnings,
+    /// a `state_dir` that cannot be created is an error.
+    pub fn check_environment(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        for cert in &self.certificates {
+            if cert.owner.is_none() {
+                p.push(Problem::warning(
+                    cert.location.clone(),
+                    format!(
+                        "certificate `{}` has no `owner`: say who answers for it, here or in \
+                         [defaults] (e.g. owner = \"platform@example.org\")",
+                        cert.name
+                    ),
+                ));
+            }
+        }
+        if let Some(parent) = self.state_dir.parent() {
+            if let Some(why) = not_a_directory(parent) {
+                p.push(Problem::new(
+                    self.key_location("state_dir"),
+                    format!("the parent `{}` of `state_dir` {why}", parent.display()),
+                ));
+            }
+        }
+        for ca in self.cas.values() {
+            if let Some(path) = &ca.trust_roots {
+                let read = crate::fsutil::read_regular(
+                    path,
+                    crate::fsutil::caps::TRUST_ROOTS,
+                    crate::fsutil::Follow::Yes,
+                );
+                match read {
+                    Err(e) => p.push(Problem::warning(
+                        ca.key_location("trust_roots").clone(),
+                        format!(
+                            "cannot read `trust_roots` `{}`: {}",
+                            path.display(),
+                            e.reason()
+                        ),
+                    )),
+                    Ok(bytes) => {
+                        if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
+                            p.push(Problem::warning(
+                                ca.key_location("trust_roots").clone(),
+                                format!(
+                                    "`trust_roots` `{}` holds no PEM certificate \
+                                     (no \"-----BEGIN CERTIFICATE-----\" line)",
+                                    path.display()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(path) = &ca.eab_key_path() {
+                let mut found = Vec::new();
+                check_secret_file(
+                    "eab_hmac_key_file",
+                    path,
+                    ca.key_location("eab_hmac_key_file"),
+                    &mut found,
+                );
+                // The CA cannot be used; its certificates' renewals fail saying so.
+                p.extend(
+                    found
+                        .into_iter()
+                        .map(|f| Problem::warning(f.location, f.message)),
+                );
+            }
+        }
+        for cert in &self.certificates {
+            for (kind, path) in cert.files.iter() {
+                let key = format!("files.{kind}");
+                let parent = path.parent().unwrap_or(Path::new("/"));
+                if let Some(why) = not_a_directory(parent) {
+                    p.push(Problem::new(
+                        cert.key_location(&key).clone(),
+                        format!("the directory `{}` for `{key}` {why}", parent.display()),
+                    ));
+                }
+            }
+            if let Some(user) = &cert.user {
+                match nix::unistd::User::from_name(user) {
+                    // A number names a uid as it is (deploy::Ownership::resolve does the same).
+                    Ok(Some(_)) => {}
+                    Ok(None) if user.parse::<u32>().is_ok() => {}
+                    Ok(None) => p.push(Problem::new(
+                        cert.key_location("user").clone(),
+                        format!("user `{user}` does not exist on this machine"),
+                    )),
+                    Err(e) => p.push(Problem::new(
+                        cert.key_location("user").clone(),
+                        format!("cannot look up user `{user}`: {e}"),
+                    )),
+                }
+            }
+            if let Some(group) = &cert.group {
+                match nix::unistd::Group::from_name(group) {
+                    Ok(Some(_)) => {}
+                    Ok(None) if group.parse::<u32>().is_ok() => {}
+                    Ok(None) => p.push(Problem::new(
+                        cert.key_location("group").clone(),
+                        format!("group `{group}` does not exist on this machine"),
+                    )),
+                    Err(e) => p.push(Problem::new(
+                        cert.key_location("group").clone(),
+                        format!("cannot look up group `{group}`: {e}"),
+                    )),
+                }
+            }
+            for (i, argv) in cert.reload.iter().enumerate() {
+                if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
+                    p.push(Problem::new(
+                        cert.key_location(&format!("reload.{i}")).clone(),
+                        format!("reload command: {why}"),
+                    ));
+                }
+            }
+            for rule in &cert.challenge.rules {
+                let at = |key: &str| cert.key_location(&format!("{}.{key}", rule.key)).clone();
+                match &rule.config {
+                    ChallengeConfig::Http01Webroot { webroot, .. } => {
+                        if let Some(why) = not_a_directory(webroot) {
+                            p.push(Problem::new(
+                                at("webroot"),
+                                format!("webroot `{}` {why}", webroot.display()),
+                            ));
+                        }
+                    }
+                    ChallengeConfig::Dns01Hook { hook, .. } => {
+                        if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
+                            p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
+                        }
+                    }
+                    ChallengeConfig::Dns01Rfc2136 {
+                        tsig_key_file: Some(path),
+                        ..
+                    } => check_secret_file(
+                        "tsig_key_file",
+                        path,
+                        &at("rfc2136.tsig_key_file"),
+                        &mut p,
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(AlertConfig {
+            command: Some(argv),
+            ..
+        }) = &self.alert
+        {
+            if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
+                p.push(Problem::warning(
+                    self.key_location("alert.command"),
+                    format!("alert command: {why}"),
+                ));
+            }
+        }
+        finish(p, &self.sources)
+    }
+}
+
+/// Used to find bare hook names when `$PATH` is unset (systemd's default).
+pub(super) const FALLBACK_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub(super) fn not_a_directory(path: &Path) -> Option<String> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some("is not a directory".to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some("does not exist".to_string()),
+        Err(e) => Some(format!("cannot be inspected: {e}")),
+    }
+}
+
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub(super) fn check_secret_file(key: &str, path: &Path, location: &Location, p: &mut Vec<Problem>) {
+    match crate::fsutil::read_regular(
+        path,
+        crate::fsutil::caps::SECRET,
+        crate::fsutil::Follow::Yes,
+    ) {
+        Err(e) => p.push(Problem::new(
+            location.clone(),
+            format!("cannot read `{key}` `{}`: {}", path.display(), e.reason()),
+        )),
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => p.push(Problem::new(
+            location.clone(),
+            format!("`{key}` `{}` is empty", path.display()),
+        )),
+        Ok(_) => {}
+    }
+}
+
+/// `cmd` is an absolute path to an executable regular file, or a bare name that `$PATH`
+/// resolves to one.
+pub(super) fn check_executable(cmd: &str) -> Result<(), String> {
+    if cmd.contains('/') {
+        let path = Path::new(cmd);
+        if !path.is_absolute() {
+            return Err(format!(
+                "`{cmd}` must be an absolute path or a bare command name found in $PATH"
+            ));
+        }
+        return executable_file(path);
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| FALLBACK_PATH.into());
+    let found = std::env::split_paths(&search)
+        .filter(|dir| dir.is_absolute())
+        .any(|dir| executable_file(&dir.join(cmd)).is_ok());
+    if found {
+        Ok(())
+    } else {
+        Err(format!("`{cmd}` is not an executable found in $PATH"))
+    }
+}
+
+pub(super) fn executable_file(path: &Path) -> Result<(), String> {
+    let meta = fs::metadata(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("`{}` is not a regular file", path.display()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("`{}` is not executable", path.display()));
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The schema: every configuration key declared once, and the typed readers of values.
+//!
+//! A table of [`KeySpec`]s per kind of table (`[[certificate]]`, `[ca.NAME]`, the top
+//! level) names each key, says where it may be written, and gives the function that parses
+//! and stores its value. The known-key lists for unknown-key errors, the closest-key
+//! suggestions, the per-key parsing and `[defaults]` inheritance all come from them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::build::TOP_SCALAR_KEYS;
+use super::certificate::CERT_KEYS;
+use super::problem::{Location, Problem};
+use super::source::{Entry, Node, Val};
+use super::value::{format_duration, parse_duration, parse_socket_addr};
+
+/// Keys a user might reach for to write a secret inline, and the key to use instead.
+pub(super) const SECRET_KEYS: &[(&str, &str)] = &[
+    ("eab_hmac_key", "eab_hmac_key_file"),
+    ("tsig_key", "tsig_key_file"),
+];
+
+pub(super) fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let key_len = key.chars().count();
+    known
+        .iter()
+        .copied()
+        .map(|k| (k, strsim::jaro_winkler(key, k), strsim::levenshtein(key, k)))
+        .filter(|(_, jw, lev)| *jw >= 0.8 || (*lev <= 2 && *lev < key_len))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.2.cmp(&a.2)))
+        .map(|(k, _, _)| k)
+}
+
+/// Reports every key of `entries` that is not in `known`, suggesting the closest.
+pub(super) fn check_keys(entries: &[Entry], known: &[&str], context: &str, p: &mut Vec<Problem>) {
+    for entry in entries {
+        let key = entry.key.as_str();
+        if known.contains(&key) {
+            continue;
+        }
+        let mut message = format!("unknown key `{key}` {context}");
+        if let Some((_, file_key)) = SECRET_KEYS.iter().find(|(secret, _)| *secret == key) {
+            message.push_str(&format!(
+                "; secrets are never written in the configuration: put it in a file \
+                 (e.g. under /run/credentials/renewd.service/) and use `{file_key}`"
+            ));
+        } else if let Some(close) = suggest(key, known) {
+            message.push_str(&format!("; did you mean `{close}`?"));
+        } else if context != "at the top level" && TOP_SCALAR_KEYS.contains(&key) {
+            message.push_str("; top-level keys must come before the first [table] header");
+        } else if CERT_KEYS.contains(&key)
+            && !matches!(context, "in [[certificate]]" | "in [defaults]")
+        {
+            message.push_str("; certificate keys belong in [[certificate]] or [defaults]");
+        }
+        p.push(Problem::new(entry.key_loc.clone(), message));
+    }
+}
+
+pub(super) fn wrong_type(key: &str, node: &Node, expected: &str, p: &mut Vec<Problem>) {
+    p.push(Problem::new(
+        node.loc.clone(),
+        format!("`{key}` must be {expected}, found {}", node.val.kind()),
+    ));
+}
+
+pub(super) fn as_str<'n>(key: &str, node: &'n Node, p: &mut Vec<Problem>) -> Option<&'n str> {
+    match &node.val {
+        Val::Str(s) => Some(s),
+        _ => {
+            wrong_type(key, node, "a string", p);
+            None
+        }
+    }
+}
+
+pub(super) fn as_nonempty_str(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<String> {
+    let s = as_str(key, node, p)?;
+    if s.trim().is_empty() {
+        p.push(Problem::new(
+            node.loc.clone(),
+            format!("`{key}` must not be empty"),
+        ));
+        return None;
+    }
+    Some(s.to_string())
+}
+
+pub(super) fn as_bool(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<bool> {
+    match node.val {
+        Val::Bool(b) => Some(b),
+        _ => {
+            wrong_type(key, node, "a boolean (true or false)", p);
+            None
+        }
+    }
+}
+
+pub(super) fn as_int(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<i64> {
+    match node.val {
+        Val::Int(Some(n), _) => Some(n),
+        Val::Int(None, _) => {
+            p.push(Problem::new(
+                node.loc.clone(),
+                format!("`{key}` is too large"),
+            ));
+            None
+        }
+        _ => {
+            wrong_type(key, node, "an integer", p);
+            None
+        }
+    }
+}
+
+pub(super) fn as_abs_path(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<PathBuf> {
+    let s = as_str(key, node, p)?;
+    let problem = if s.is_empty() {
+        Some(format!("`{key}` must not be empty"))
+    } else if s.contains('\0') {
+        Some(format!("`{key}` must not contain a NUL character"))
+    } else if !Path::new(s).is_absolute() {
+        Some(format!("`{key}` must be an absolute path, found `{s}`"))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            p.push(Problem::new(node.loc.clone(), message));
+            None
+        }
+        None => Some(PathBuf::from(s)),
+    }
+}
+
+/// An absolute path that names a file (not `/`, not ending in `/` or `..`).
+pub(super) fn as_file_path(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<PathBuf> {
+    let path = as_abs_path(key, node, p)?;
+    let text = path.to_string_lossy();
+    if path.file_name().is_none() || text.ends_with('/') || text.ends_with("/.") {
+        p.push(Problem::new(
+            node.loc.clone(),
+            format!("`{key}` must name a file, found `{text}`"),
+        ));
+        return None;
+    }
+    Some(path)
+}
+
+/// An array of strings, each with its location.
+pub(super) fn as_str_list<'n>(
+    key: &str,
+    node: &'n Node,
+    p: &mut Vec<Problem>,
+) -> Option<Vec<(&'n str, &'n Location)>> {
+    let Val::Array(items) = &node.val else {
+        wrong_type(key, node, "an array of strings", p);
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        match &item.val {
+            Val::Str(s) => out.push((s.as_str(), &item.loc)),
+            other => {
+                p.push(Problem::new(
+                    item.loc.clone(),
+                    format!(
+                        "each entry of `{key}` must be a string, found {}",
+                        other.kind()
+                    ),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A command: a non-empty array of strings whose first is not empty. No shell.
+pub(super) fn as_argv(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<Vec<String>> {
+    let list = as_str_list(key, node, p)?;
+    let Some((first, first_loc)) = list.first() else {
+        p.push(Problem::new(
+            node.loc.clone(),
+            format!("`{key}` must not be empty: give the command and its arguments"),
+        ));
+        return None;
+    };
+    if first.trim().is_empty() {
+        p.push(Problem::new(
+            (*first_loc).clone(),
+            format!("the command in `{key}` must not be empty"),
+        ));
+        return None;
+    }
+    Some(list.into_iter().map(|(s, _)| s.to_string()).collect())
+}
+
+pub(super) fn as_duration(
+    key: &str,
+    node: &Node,
+    min: Duration,
+    max: Duration,
+    p: &mut Vec<Problem>,
+) -> Option<Duration> {
+    let Val::Str(s) = &node.val else {
+        wrong_type(key, node, "a duration string like \"90s\"", p);
+        return None;
+    };
+    let message = match parse_duration(s) {
+        Err(e) => format!("`{key}`: {e}"),
+        Ok(d) if d < min => format!("`{key}` must be at least {}", format_duration(min)),
+        Ok(d) if d > max => format!("`{key}` must be at most {}", format_duration(max)),
+        Ok(d) => return Some(d),
+    };
+    p.push(Problem::new(node.loc.clone(), message));
+    None
+}
+
+pub(super) fn as_socket_addr(
+    key: &str,
+    node: &Node,
+    default_port: Option<u16>,
+    p: &mut Vec<Problem>,
+) -> Option<SocketAddr> {
+    let s = as_str(key, node, p)?;
+    let addr = parse_socket_addr(s, default_port);
+    if addr.is_none() {
+        p.push(Problem::new(
+            node.loc.clone(),
+            format!(
+                "`{key}` must be an IP address and port, like `127.0.0.1:9443` or `[::]:80`, \
+                 found `{s}`"
+            ),
+        ));
+    }
+    addr
+}
+
+pub(super) fn as_table<'n>(
+    key: &str,
+    node: &'n Node,
+    example: &str,
+    p: &mut Vec<Problem>,
+) -> Option<&'n [Entry]> {
+    match &node.val {
+        Val::Table(entries) => Some(entries),
+        _ => {
+            wrong_type(key, node, &format!("a table like {example}"), p);
+            None
+        }
+    }
+}
+
+/// A user or group name as `getpwnam`/`getgrnam` take it.
+pub(super) fn as_account_name(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<String> {
+    let s = as_nonempty_str(key, node, p)?;
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == ':' || c.is_control())
+    {
+        p.push(Problem::new(
+            node.loc.clone(),
+            format!("`{key}` `{s}` is not a valid name"),
+        ));
+        return None;
+    }
+    Some(s)
+}
+
+pub(super) fn find<'e>(entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
+    entries.iter().find(|e| e.key == key)
+}

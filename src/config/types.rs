@@ -1,0 +1,467 @@
+//! The data model: the typed configuration every other module reads, with `conf.d` merged
+//! and `[defaults]` applied. Nothing here knows TOML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::problem::Location;
+
+pub(super) const DEFAULT_STATE_DIR: &str = "/var/lib/renewd";
+
+pub(super) const DEFAULT_CONTROL_SOCKET: &str = "/run/renewd/control.sock";
+
+pub(super) const DEFAULT_MAX_CONCURRENT: usize = 4;
+
+/// The validated configuration, with `conf.d` merged and `[defaults]` applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub max_concurrent_renewals: usize,
+    /// One of [`LOG_LEVELS`]; `None` means the default, `info`.
+    pub log_level: Option<String>,
+    pub cas: BTreeMap<String, CaConfig>,
+    /// In file order: the main file first, then `conf.d` in name order.
+    pub certificates: Vec<CertConfig>,
+    pub metrics: Option<MetricsConfig>,
+    pub alert: Option<AlertConfig>,
+    pub exceptions: Vec<ExceptionConfig>,
+    pub discovery: Option<DiscoveryConfig>,
+    /// The files read, in order.
+    pub sources: Vec<PathBuf>,
+    /// Where each top-level value was written: `state_dir`, `control_socket`,
+    /// `max_concurrent_renewals`, the `metrics`, `alert` and `discovery` table headers,
+    /// and `alert.command`, `alert.webhook`, `metrics.listen`, `discovery.paths`.
+    pub key_locations: BTreeMap<String, Location>,
+}
+
+impl Default for Config {
+    /// What an empty configuration file means: no CA, no certificate, default paths.
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            max_concurrent_renewals: DEFAULT_MAX_CONCURRENT,
+            log_level: None,
+            cas: BTreeMap::new(),
+            certificates: Vec::new(),
+            metrics: None,
+            alert: None,
+            exceptions: Vec::new(),
+            discovery: None,
+            sources: Vec::new(),
+            key_locations: BTreeMap::new(),
+        }
+    }
+}
+
+/// One `[ca.NAME]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaConfig {
+    pub name: String,
+    /// The ACME directory URL: `https://`, or `http://` for a loopback host only.
+    pub directory: String,
+    /// Each a `mailto:` URL.
+    pub contact: Vec<String>,
+    /// Always true once loaded: a CA whose terms are not accepted is a configuration error.
+    pub accept_terms: bool,
+    pub trust_roots: Option<PathBuf>,
+    pub eab_kid: Option<String>,
+    pub eab_hmac_key_file: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// Deadline of one HTTP exchange with this CA, headers and body.
+    pub timeout: Duration,
+    /// Whether the CA's renewal information (ARI) is asked for; `ari = false` treats the CA
+    /// as one whose directory offers none, so `renew_before` alone decides.
+    pub ari: bool,
+    /// `proxy`: `None` follows `HTTPS_PROXY`/`NO_PROXY`; `Some("")` connects directly;
+    /// else an `http://[user:pass@]host[:port]` proxy for every request to this CA
+    /// (checked by [`check_proxy_url`]).
+    pub proxy: Option<String>,
+    /// The `[ca.NAME]` header.
+    pub location: Location,
+    /// Where each key's value was written.
+    pub key_locations: BTreeMap<String, Location>,
+}
+
+impl CaConfig {
+    /// Where the EAB HMAC key is read from: the file of the same name in systemd's
+    /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
+    /// `eab_hmac_key_file` itself.
+    pub fn eab_key_path(&self) -> Option<PathBuf> {
+        let configured = self.eab_hmac_key_file.as_ref()?;
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .zip(configured.file_name())
+            .map(|(dir, name)| Path::new(&dir).join(name))
+            .filter(|p| p.is_file());
+        Some(credential.unwrap_or_else(|| configured.clone()))
+    }
+
+    /// Where `key` was written, else the `[ca.NAME]` header.
+    pub fn key_location(&self, key: &str) -> &Location {
+        self.key_locations.get(key).unwrap_or(&self.location)
+    }
+}
+
+/// One `[[certificate]]`, with `[defaults]` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertConfig {
+    pub name: String,
+    /// Lowercased DNS names without a trailing dot, `*.` wildcards, and IP addresses in
+    /// `IpAddr::to_string()` form; never empty, no duplicates.
+    pub domains: Vec<String>,
+    pub owner: Option<String>,
+    pub service: Option<String>,
+    /// In order of preference; every entry names a key of [`Config::cas`].
+    pub ca: Vec<String>,
+    pub key_type: KeyType,
+    pub renew_before: RenewBefore,
+    pub challenge: Challenges,
+    pub files: FileSet,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Never wider than 0o640.
+    pub key_mode: u32,
+    pub reload: Vec<Vec<String>>,
+    pub reload_timeout: Duration,
+    pub verify: Option<VerifyConfig>,
+    pub profile: Option<String>,
+    /// Lead time of the `expiring` alert; `None`: a third of the lifetime, at most 30 days.
+    pub alert_before: Option<RenewBefore>,
+    /// The `[[certificate]]` header.
+    pub location: Location,
+    /// Where each key's value was written for this certificate, or in `[defaults]` when
+    /// inherited. Besides the keys themselves: `domains.N`, `reload.N` (N from 0),
+    /// `files.KIND`, `challenge.type`, `challenge.webroot`, `challenge.listen`,
+    /// `challenge.hook`, `challenge.rfc2136.server`, `challenge.rfc2136.tsig_key_file`,
+    /// `verify.connect`, `verify.server_name`, `verify.timeout`; for a per-name `challenge`
+    /// table the same under each entry's [`ChallengeRule::key`] (`challenge."NAME".type` ...).
+    /// Shared between clones (the daemon keeps several views of each certificate).
+    pub key_locations: Arc<BTreeMap<String, Location>>,
+}
+
+impl CertConfig {
+    /// Where `key` was written; for a dotted key not recorded, where its parent was
+    /// written; else the `[[certificate]]` header.
+    pub fn key_location(&self, key: &str) -> &Location {
+        let mut key = key;
+        loop {
+            if let Some(location) = self.key_locations.get(key) {
+                return location;
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent,
+                None => return &self.location,
+            }
+        }
+    }
+}
+
+/// The kind of private key to generate for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 5] = [
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+        KeyType::Rsa4096,
+    ];
+
+    /// The name used in the configuration, e.g. `ecdsa-p256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// The key type named `s` in the configuration's spelling.
+    pub fn from_name(s: &str) -> Option<KeyType> {
+        KeyType::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl RenewBefore {
+    /// The margin this means for a certificate that lives `lifetime`.
+    pub fn margin(&self, lifetime: Duration) -> Duration {
+        match self {
+            RenewBefore::Fraction(f) => lifetime.mul_f64(f.clamp(0.0, 1.0)),
+            RenewBefore::Duration(d) => *d,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When to renew if the CA offers no ARI window (`renew_before`); also the lead time of
+/// the `expiring` alert (`alert_before`): a fraction of the lifetime, or a duration, before
+/// `notAfter`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RenewBefore {
+    /// Renew when this fraction of the certificate's lifetime is left; `0 < f < 1`.
+    Fraction(f64),
+    /// Renew when this much time is left; never zero.
+    Duration(Duration),
+}
+
+/// How the CA is to be convinced that we control the names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChallengeConfig {
+    /// Write the token under `webroot/.well-known/acme-challenge/`.
+    Http01Webroot {
+        webroot: PathBuf,
+        /// `trust_owner`: the webroot may belong to (or be writable by) users other than
+        /// root and renewd's; symlinks below it are refused all the same.
+        trust_owner: bool,
+    },
+    /// Answer on a built-in HTTP server.
+    Http01Listen { listen: SocketAddr },
+    /// Run `hook set|clear RECORD VALUE`.
+    Dns01Hook {
+        hook: Vec<String>,
+        propagation_wait: Duration,
+    },
+    /// Send RFC 2136 dynamic updates to `server`.
+    Dns01Rfc2136 {
+        server: SocketAddr,
+        tsig_key_file: Option<PathBuf>,
+        propagation_wait: Duration,
+    },
+    /// Answer on a built-in TLS server.
+    TlsAlpn01 { listen: SocketAddr },
+}
+
+impl ChallengeConfig {
+    /// The ACME challenge type: `http-01`, `dns-01` or `tls-alpn-01`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChallengeConfig::Http01Webroot { .. } | ChallengeConfig::Http01Listen { .. } => {
+                "http-01"
+            }
+            ChallengeConfig::Dns01Hook { .. } | ChallengeConfig::Dns01Rfc2136 { .. } => "dns-01",
+            ChallengeConfig::TlsAlpn01 { .. } => "tls-alpn-01",
+        }
+    }
+
+    pub fn is_dns01(&self) -> bool {
+        self.kind() == "dns-01"
+    }
+}
+
+/// How each name of a certificate is validated: `challenge = { type = ... }` (one rule for
+/// every name), or a table keyed by name pattern, `challenge = { "*.example.org" = { ... },
+/// "example.org" = { ... } }`. Once loaded, every configured name has exactly one most
+/// specific rule, and every rule serves at least one name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Challenges {
+    /// The certificate's name (`RENEWD_NAME` for dns-01 hooks).
+    pub certificate: String,
+    /// The certificate's names (`RENEWD_DOMAINS` for dns-01 hooks).
+    pub domains: Vec<String>,
+    pub rules: Vec<ChallengeRule>,
+}
+
+/// One challenge and the names it validates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChallengeRule {
+    /// `None` for a single `challenge = { type = ... }`; else an exact name or IP address, a
+    /// `*.example.org` pattern (that wildcard itself, and every name one label below
+    /// `example.org`), or `*` (every name no other rule covers).
+    pub pattern: Option<String>,
+    pub config: ChallengeConfig,
+    /// The prefix of this rule's keys in [`CertConfig::key_locations`]: `challenge`, or
+    /// `challenge."PATTERN"`.
+    pub key: String,
+}
+
+impl Challenges {
+    /// The challenge that validates `name` (a configured name: `example.org`,
+    /// `*.example.org`, an IP address), by the most specific rule covering it.
+    pub fn for_name(&self, name: &str) -> Option<&ChallengeRule> {
+        self.rules
+            .iter()
+            .filter_map(|r| pattern_rank(r.pattern.as_deref(), name).map(|rank| (rank, r)))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, r)| r)
+    }
+}
+
+/// How specifically `pattern` covers `name`, or `None` when it does not: an exact name
+/// beats a `*.` pattern, which beats `*`, which beats the single rule for everything.
+pub(super) fn pattern_rank(pattern: Option<&str>, name: &str) -> Option<u8> {
+    match pattern {
+        None => Some(0),
+        Some("*") => Some(1),
+        Some(p) if p == name => Some(3),
+        Some(p) => {
+            let base = p.strip_prefix("*.")?;
+            if name.parse::<IpAddr>().is_ok() {
+                return None;
+            }
+            let (label, rest) = name.split_once('.')?;
+            (label != "*" && rest == base).then_some(2)
+        }
+    }
+}
+
+/// The files a certificate is deployed to. Once loaded: all absolute, no two equal, at
+/// least one holds the certificate and at least one holds the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSet {
+    pub cert: Option<PathBuf>,
+    pub chain: Option<PathBuf>,
+    pub fullchain: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub combined: Option<PathBuf>,
+}
+
+impl FileSet {
+    /// The configured files, in the order of [`FileKind`].
+    pub fn iter(&self) -> impl Iterator<Item = (FileKind, &Path)> {
+        [
+            (FileKind::Cert, &self.cert),
+            (FileKind::Chain, &self.chain),
+            (FileKind::Fullchain, &self.fullchain),
+            (FileKind::Key, &self.key),
+            (FileKind::Combined, &self.combined),
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
+    }
+
+    pub fn get(&self, kind: FileKind) -> Option<&Path> {
+        match kind {
+            FileKind::Cert => self.cert.as_deref(),
+            FileKind::Chain => self.chain.as_deref(),
+            FileKind::Fullchain => self.fullchain.as_deref(),
+            FileKind::Key => self.key.as_deref(),
+            FileKind::Combined => self.combined.as_deref(),
+        }
+    }
+
+    pub(super) fn slot(&mut self, kind: FileKind) -> &mut Option<PathBuf> {
+        match kind {
+            FileKind::Cert => &mut self.cert,
+            FileKind::Chain => &mut self.chain,
+            FileKind::Fullchain => &mut self.fullchain,
+            FileKind::Key => &mut self.key,
+            FileKind::Combined => &mut self.combined,
+        }
+    }
+}
+
+/// What one deployed file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// The leaf certificate.
+    Cert,
+    /// The intermediates.
+    Chain,
+    /// Leaf and intermediates.
+    Fullchain,
+    /// The private key.
+    Key,
+    /// Private key, leaf and intermediates (HAProxy).
+    Combined,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 5] = [
+        FileKind::Cert,
+        FileKind::Chain,
+        FileKind::Fullchain,
+        FileKind::Key,
+        FileKind::Combined,
+    ];
+
+    /// Whether the file contains the private key (and so gets `key_mode`).
+    pub fn holds_key(self) -> bool {
+        matches!(self, FileKind::Key | FileKind::Combined)
+    }
+
+    /// The key in the `files` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Cert => "cert",
+            FileKind::Chain => "chain",
+            FileKind::Fullchain => "fullchain",
+            FileKind::Key => "key",
+            FileKind::Combined => "combined",
+        }
+    }
+
+    pub(super) fn from_name(s: &str) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// After a reload, connect here and check that the new certificate is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// `host:port`.
+    pub connect: String,
+    /// The SNI name to send; an IP address means no SNI.
+    pub server_name: String,
+    /// How long the proof may retry until the new certificate is served (default 30s).
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+/// At least one of the two is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertConfig {
+    pub command: Option<Vec<String>>,
+    pub webhook: Option<String>,
+}
+
+/// A certificate renewd cannot renew, tracked on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExceptionConfig {
+    pub path: PathBuf,
+    pub owner: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`, a real calendar date.
+    pub review_by: String,
+    /// Lead time of the `expiring` alert (its own, else `[defaults]`'s); `None`: 30 days.
+    pub alert_before: Option<RenewBefore>,
+    /// The `[[exception]]` header.
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    pub paths: Vec<PathBuf>,
+    /// Lead time of the `expiring` alert for unmanaged certificates (its own, else
+    /// `[defaults]`'s); `None`: 30 days.
+    pub alert_before: Option<RenewBefore>,
+}

@@ -30,124 +30,195 @@ pub(super) const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
 
-pub(super) const CERT_KEYS: &[&str] = &[
-    "name",
-    "domains",
-    "owner",
-    "service",
-    "ca",
-    "key_type",
-    "renew_before",
-    "challenge",
-    "files",
-    "user",
-    "group",
-    "key_mode",
-    "reload",
-    "reload_timeout",
-    "verify",
-    "profile",
-    "alert_before",
-];
-
 pub(super) const FILES_KEYS: &[&str] = &["cert", "chain", "fullchain", "key", "combined"];
 
 pub(super) const VERIFY_KEYS: &[&str] = &["connect", "server_name", "timeout"];
 
 pub(super) const VERIFY_REQUIRED_KEYS: &[&str] = &["connect", "server_name"];
 
-/// What one certificate's keys say, before the cross-key checks.
-#[derive(Default)]
-pub(super) struct CertFields {
-    name: Option<String>,
-    domains: Option<Vec<String>>,
-    owner: Option<String>,
-    service: Option<String>,
-    ca: Option<Vec<String>>,
-    key_type: Option<KeyType>,
-    renew_before: Option<RenewBefore>,
-    challenge: Option<Vec<ChallengeRule>>,
-    files: Option<FileSet>,
-    user: Option<String>,
-    group: Option<String>,
-    key_mode: Option<u32>,
-    reload: Option<Vec<Vec<String>>>,
-    reload_timeout: Option<Duration>,
-    verify: Option<VerifyConfig>,
-    profile: Option<String>,
-    alert_before: Option<RenewBefore>,
-    locs: BTreeMap<String, Location>,
+/// Every key of a `[[certificate]]`, in the order suggestions prefer on a tie. Each parser
+/// leaves its field as [`CertConfig::unset`] made it when the value is wrong, and says why.
+pub(super) static CERT_KEYS: &[KeySpec<CertConfig, BTreeSet<String>>] = &[
+    KeySpec {
+        name: "name",
+        scope: Scope::Own,
+        parse: parse_name,
+    },
+    KeySpec {
+        name: "domains",
+        scope: Scope::Own,
+        parse: |c, e, _, p| {
+            c.domains = parse_domains(&e.node, c.key_locations(), p).unwrap_or_default()
+        },
+    },
+    KeySpec {
+        name: "owner",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.owner = as_nonempty_str(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "service",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.service = as_nonempty_str(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "ca",
+        scope: Scope::Inheritable,
+        parse: |c, e, cas, p| c.ca = parse_ca_refs(&e.node, cas, p).unwrap_or_default(),
+    },
+    KeySpec {
+        name: "key_type",
+        scope: Scope::Inheritable,
+        parse: parse_key_type,
+    },
+    KeySpec {
+        name: "renew_before",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            if let Some(margin) = or_report(&e.node, margin_value(&e.key, &e.node), p) {
+                c.renew_before = margin;
+            }
+        },
+    },
+    KeySpec {
+        name: "challenge",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            c.challenge.rules = parse_challenge(&e.node, c.key_locations(), p).unwrap_or_default()
+        },
+    },
+    KeySpec {
+        name: "files",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            c.files = parse_files(&e.node, c.key_locations(), p).unwrap_or_default()
+        },
+    },
+    KeySpec {
+        name: "user",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.user = as_account_name(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "group",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.group = as_account_name(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "key_mode",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            if let Some(mode) = or_report(&e.node, parse_key_mode(&e.node), p) {
+                c.key_mode = mode;
+            }
+        },
+    },
+    KeySpec {
+        name: "reload",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            c.reload = parse_reload(&e.node, c.key_locations(), p).unwrap_or_default()
+        },
+    },
+    KeySpec {
+        name: "reload_timeout",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| {
+            let (min, max) = (MIN_RELOAD_TIMEOUT, MAX_RELOAD_TIMEOUT);
+            if let Some(timeout) = as_duration(&e.key, &e.node, min, max, p) {
+                c.reload_timeout = timeout;
+            }
+        },
+    },
+    KeySpec {
+        name: "verify",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.verify = parse_verify(&e.node, c.key_locations(), p),
+    },
+    KeySpec {
+        name: "profile",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.profile = as_nonempty_str(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "alert_before",
+        scope: Scope::Inheritable,
+        parse: |c, e, _, p| c.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p),
+    },
+];
+
+/// Whether `key` is a certificate key that `[defaults]` cannot set (`name`, `domains`).
+fn own_only(key: &str) -> bool {
+    spec(CERT_KEYS, key).is_some_and(|k| k.scope == Scope::Own)
 }
 
-pub(super) fn parse_cert_fields<'e>(
-    entries: impl IntoIterator<Item = &'e Entry>,
-    cas: &BTreeSet<String>,
-    p: &mut Vec<Problem>,
-) -> CertFields {
-    let mut f = CertFields::default();
-    for e in entries {
-        let (key, node) = (e.key.as_str(), &e.node);
-        if !CERT_KEYS.contains(&key) {
-            continue;
-        }
-        f.locs.insert(key.to_string(), node.loc.clone());
-        match key {
-            "name" => {
-                if let Some(name) = as_str(key, node, p) {
-                    match check_ident(name) {
-                        Ok(()) => f.name = Some(name.to_string()),
-                        Err(why) => p.push(Problem::new(
-                            node.loc.clone(),
-                            format!("certificate name `{name}` {why}"),
-                        )),
-                    }
-                }
-            }
-            "domains" => f.domains = parse_domains(node, &mut f.locs, p),
-            "owner" => f.owner = as_nonempty_str(key, node, p),
-            "service" => f.service = as_nonempty_str(key, node, p),
-            "ca" => f.ca = parse_ca_refs(node, cas, p),
-            "key_type" => {
-                if let Some(s) = as_str(key, node, p) {
-                    f.key_type = KeyType::from_name(s);
-                    if f.key_type.is_none() {
-                        let valid: Vec<&str> = KeyType::ALL.iter().map(|k| k.as_str()).collect();
-                        p.push(Problem::new(
-                            node.loc.clone(),
-                            format!(
-                                "unknown `key_type` `{s}`; valid types are {}",
-                                valid.join(", ")
-                            ),
-                        ));
-                    }
-                }
-            }
-            "renew_before" => match margin_value(key, node) {
-                Ok(r) => f.renew_before = Some(r),
-                Err(why) => p.push(Problem::new(node.loc.clone(), why)),
+impl Draft for CertConfig {
+    fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {
+        Arc::make_mut(&mut self.key_locations)
+    }
+}
+
+impl CertConfig {
+    /// A certificate before its keys are read: the default of every key that has one,
+    /// empty values for the others.
+    fn unset(location: Location) -> Self {
+        CertConfig {
+            name: String::new(),
+            domains: Vec::new(),
+            owner: None,
+            service: None,
+            ca: Vec::new(),
+            key_type: KeyType::EcdsaP256,
+            renew_before: RenewBefore::Fraction(1.0 / 3.0),
+            challenge: Challenges {
+                certificate: String::new(),
+                domains: Vec::new(),
+                rules: Vec::new(),
             },
-            "alert_before" => match margin_value(key, node) {
-                Ok(r) => f.alert_before = Some(r),
-                Err(why) => p.push(Problem::new(node.loc.clone(), why)),
-            },
-            "challenge" => f.challenge = parse_challenge(node, &mut f.locs, p),
-            "files" => f.files = parse_files(node, &mut f.locs, p),
-            "user" => f.user = as_account_name(key, node, p),
-            "group" => f.group = as_account_name(key, node, p),
-            "key_mode" => match parse_key_mode(node) {
-                Ok(mode) => f.key_mode = Some(mode),
-                Err(why) => p.push(Problem::new(node.loc.clone(), why)),
-            },
-            "reload" => f.reload = parse_reload(node, &mut f.locs, p),
-            "reload_timeout" => {
-                f.reload_timeout = as_duration(key, node, MIN_RELOAD_TIMEOUT, MAX_RELOAD_TIMEOUT, p)
-            }
-            "verify" => f.verify = parse_verify(node, &mut f.locs, p),
-            "profile" => f.profile = as_nonempty_str(key, node, p),
-            _ => {}
+            files: FileSet::default(),
+            user: None,
+            group: None,
+            key_mode: DEFAULT_KEY_MODE,
+            reload: Vec::new(),
+            reload_timeout: DEFAULT_RELOAD_TIMEOUT,
+            verify: None,
+            profile: None,
+            alert_before: None,
+            location,
+            key_locations: Arc::default(),
         }
     }
-    f
+}
+
+fn parse_name(c: &mut CertConfig, e: &Entry, _: &BTreeSet<String>, p: &mut Vec<Problem>) {
+    if let Some(name) = as_str(&e.key, &e.node, p) {
+        match check_ident(name) {
+            Ok(()) => c.name = name.to_string(),
+            Err(why) => p.push(Problem::new(
+                e.node.loc.clone(),
+                format!("certificate name `{name}` {why}"),
+            )),
+        }
+    }
+}
+
+fn parse_key_type(c: &mut CertConfig, e: &Entry, _: &BTreeSet<String>, p: &mut Vec<Problem>) {
+    let Some(s) = as_str(&e.key, &e.node, p) else {
+        return;
+    };
+    match KeyType::from_name(s) {
+        Some(key_type) => c.key_type = key_type,
+        None => {
+            let valid: Vec<&str> = KeyType::ALL.iter().map(|k| k.as_str()).collect();
+            p.push(Problem::new(
+                e.node.loc.clone(),
+                format!(
+                    "unknown `key_type` `{s}`; valid types are {}",
+                    valid.join(", ")
+                ),
+            ));
+        }
+    }
 }
 
 pub(super) fn parse_domains(
@@ -400,31 +471,35 @@ pub(super) fn parse_verify(
 /// Validates `[defaults]` on its own, so its mistakes are reported even when no
 /// certificate inherits them.
 pub(super) fn check_defaults(defaults: &[Entry], cas: &BTreeSet<String>, p: &mut Vec<Problem>) {
-    for e in defaults {
-        if e.key == "name" || e.key == "domains" {
-            p.push(Problem::new(
-                e.key_loc.clone(),
-                format!(
-                    "`{}` cannot be set in [defaults]: every [[certificate]] has its own",
-                    e.key
-                ),
-            ));
-        }
+    let Some(first) = defaults.first() else {
+        return;
+    };
+    for e in defaults.iter().filter(|e| own_only(&e.key)) {
+        p.push(Problem::new(
+            e.key_loc.clone(),
+            format!(
+                "`{}` cannot be set in [defaults]: every [[certificate]] has its own",
+                e.key
+            ),
+        ));
     }
     let allowed: Vec<&str> = CERT_KEYS
         .iter()
-        .copied()
-        .filter(|k| *k != "name" && *k != "domains")
+        .filter(|k| k.scope == Scope::Inheritable)
+        .map(|k| k.name)
         .collect();
     let others: Vec<Entry> = defaults
         .iter()
-        .filter(|e| e.key != "name" && e.key != "domains")
+        .filter(|e| !own_only(&e.key))
         .cloned()
         .collect();
     check_keys(&others, &allowed, "in [defaults]", p);
-    parse_cert_fields(others.iter(), cas, p);
+    let mut scratch = CertConfig::unset(first.key_loc.clone());
+    parse_keys(CERT_KEYS, &others, &mut scratch, cas, p);
 }
 
+/// One `[[certificate]]`: its own keys, then those of `[defaults]` it does not set; `None`
+/// when anything about it is wrong (and `p` says what).
 pub(super) fn build_certificate(
     node: &Node,
     defaults: &[Entry],
@@ -435,138 +510,136 @@ pub(super) fn build_certificate(
         return None;
     };
     let start = p.len();
-    check_keys(own, CERT_KEYS, "in [[certificate]]", p);
+    check_keys(own, &key_names(CERT_KEYS), "in [[certificate]]", p);
     let inherited = defaults
         .iter()
-        .filter(|d| d.key != "name" && d.key != "domains" && find(own, &d.key).is_none());
-    let mut f = parse_cert_fields(own.iter().chain(inherited), cas, p);
-    let written = |key: &str| f.locs.contains_key(key);
-    let label = match &f.name {
-        Some(name) => format!("certificate `{name}`"),
-        None => "this certificate".to_string(),
+        .filter(|d| !own_only(&d.key) && find(own, &d.key).is_none());
+    let mut cert = CertConfig::unset(node.loc.clone());
+    parse_keys(CERT_KEYS, own.iter().chain(inherited), &mut cert, cas, p);
+    check_required(&mut cert, cas, p);
+    check_challenges_cover_domains(&cert, p);
+    if p.len() > start {
+        return None;
+    }
+    cert.challenge.certificate = cert.name.clone();
+    cert.challenge.domains = cert.domains.clone();
+    Some(cert)
+}
+
+/// Reports each key a certificate cannot do without, at its header; without `ca`, the only
+/// CA there is is chosen.
+fn check_required(cert: &mut CertConfig, cas: &BTreeSet<String>, p: &mut Vec<Problem>) {
+    let header = cert.location.clone();
+    let written = |key: &str| cert.key_locations.contains_key(key);
+    let label = match cert.name.as_str() {
+        "" => "this certificate".to_string(),
+        name => format!("certificate `{name}`"),
     };
     if !written("name") {
         p.push(Problem::new(
-            node.loc.clone(),
+            header.clone(),
             "this [[certificate]] has no `name`",
         ));
     }
     if !written("domains") {
         p.push(Problem::new(
-            node.loc.clone(),
+            header.clone(),
             format!("{label} has no `domains`"),
         ));
     }
     for key in ["challenge", "files"] {
         if !written(key) {
             p.push(Problem::new(
-                node.loc.clone(),
+                header.clone(),
                 format!("{label} has no `{key}`; set it here or in [defaults]"),
             ));
         }
     }
-    if !written("ca") {
-        match cas.len() {
-            1 => f.ca = Some(cas.iter().cloned().collect()),
-            0 => p.push(Problem::new(
-                node.loc.clone(),
-                format!("{label} has no CA: define one in a [ca.NAME] table"),
-            )),
-            _ => {
-                let names: Vec<&str> = cas.iter().map(String::as_str).collect();
-                p.push(Problem::new(
-                    node.loc.clone(),
-                    format!(
-                        "{label} must choose its CA with `ca = [...]` (here or in [defaults]): \
-                         several are defined ({})",
-                        names.join(", ")
-                    ),
-                ));
-            }
+    if written("ca") {
+        return;
+    }
+    match cas.len() {
+        1 => cert.ca = cas.iter().cloned().collect(),
+        0 => p.push(Problem::new(
+            header,
+            format!("{label} has no CA: define one in a [ca.NAME] table"),
+        )),
+        _ => {
+            let names: Vec<&str> = cas.iter().map(String::as_str).collect();
+            p.push(Problem::new(
+                header,
+                format!(
+                    "{label} must choose its CA with `ca = [...]` (here or in [defaults]): \
+                     several are defined ({})",
+                    names.join(", ")
+                ),
+            ));
         }
     }
-    if let (Some(domains), Some(rules), Some(name)) = (&f.domains, &f.challenge, &f.name) {
-        let challenges = Challenges {
-            certificate: name.clone(),
-            domains: domains.clone(),
-            rules: rules.clone(),
+}
+
+/// Every name has a challenge entry that can validate it, and every per-name entry is used.
+/// Skipped while `name`, `domains` or `challenge` is missing or wrong (already reported).
+fn check_challenges_cover_domains(cert: &CertConfig, p: &mut Vec<Problem>) {
+    let rules = &cert.challenge.rules;
+    if cert.name.is_empty() || cert.domains.is_empty() || rules.is_empty() {
+        return;
+    }
+    let mut used = vec![false; rules.len()];
+    for (i, domain) in cert.domains.iter().enumerate() {
+        let Some(loc) = cert.key_locations.get(&format!("domains.{i}")) else {
+            continue;
         };
-        let mut used = vec![false; rules.len()];
-        for (i, domain) in domains.iter().enumerate() {
-            let Some(loc) = f.locs.get(&format!("domains.{i}")) else {
-                continue;
-            };
-            let Some(rule) = challenges.for_name(domain) else {
+        let Some(rule) = cert.challenge.for_name(domain) else {
+            p.push(Problem::new(
+                loc.clone(),
+                format!(
+                    "no entry of `challenge` covers `{domain}`: add one for it, or a \
+                     `\"*\"` entry for every name not listed"
+                ),
+            ));
+            continue;
+        };
+        if let Some(n) = rules.iter().position(|r| r == rule) {
+            used[n] = true;
+        }
+        check_challenge_fits(domain, &rule.config, loc, p);
+    }
+    for (rule, used) in rules.iter().zip(used) {
+        if let (Some(pattern), false) = (&rule.pattern, used) {
+            if let Some(loc) = cert.key_locations.get(&rule.key) {
                 p.push(Problem::new(
                     loc.clone(),
-                    format!(
-                        "no entry of `challenge` covers `{domain}`: add one for it, or a \
-                         `\"*\"` entry for every name not listed"
-                    ),
-                ));
-                continue;
-            };
-            if let Some(n) = rules.iter().position(|r| r == rule) {
-                used[n] = true;
-            }
-            let challenge = &rule.config;
-            if domain.starts_with("*.") && !challenge.is_dns01() {
-                p.push(Problem::new(
-                    loc.clone(),
-                    format!(
-                        "wildcard `{domain}` needs a dns-01 challenge, not {}",
-                        challenge.kind()
-                    ),
-                ));
-            }
-            if domain.parse::<IpAddr>().is_ok() && challenge.is_dns01() {
-                p.push(Problem::new(
-                    loc.clone(),
-                    format!(
-                        "IP address `{domain}` cannot be validated with dns-01; \
-                         use http-01 or tls-alpn-01"
-                    ),
+                    format!("the `challenge` entry `{pattern}` covers none of `domains`"),
                 ));
             }
         }
-        for (rule, used) in rules.iter().zip(used) {
-            if let (Some(pattern), false) = (&rule.pattern, used) {
-                if let Some(loc) = f.locs.get(&rule.key) {
-                    p.push(Problem::new(
-                        loc.clone(),
-                        format!("the `challenge` entry `{pattern}` covers none of `domains`"),
-                    ));
-                }
-            }
-        }
     }
-    if p.len() > start {
-        return None;
+}
+
+/// A wildcard needs dns-01; an IP address cannot use it.
+fn check_challenge_fits(
+    domain: &str,
+    challenge: &ChallengeConfig,
+    loc: &Location,
+    p: &mut Vec<Problem>,
+) {
+    if domain.starts_with("*.") && !challenge.is_dns01() {
+        p.push(Problem::new(
+            loc.clone(),
+            format!(
+                "wildcard `{domain}` needs a dns-01 challenge, not {}",
+                challenge.kind()
+            ),
+        ));
     }
-    let challenge = Challenges {
-        certificate: f.name.clone()?,
-        domains: f.domains.clone()?,
-        rules: f.challenge?,
-    };
-    Some(CertConfig {
-        name: f.name?,
-        domains: f.domains?,
-        owner: f.owner,
-        service: f.service,
-        ca: f.ca?,
-        key_type: f.key_type.unwrap_or(KeyType::EcdsaP256),
-        renew_before: f.renew_before.unwrap_or(RenewBefore::Fraction(1.0 / 3.0)),
-        challenge,
-        files: f.files?,
-        user: f.user,
-        group: f.group,
-        key_mode: f.key_mode.unwrap_or(DEFAULT_KEY_MODE),
-        reload: f.reload.unwrap_or_default(),
-        reload_timeout: f.reload_timeout.unwrap_or(DEFAULT_RELOAD_TIMEOUT),
-        verify: f.verify,
-        profile: f.profile,
-        alert_before: f.alert_before,
-        location: node.loc.clone(),
-        key_locations: Arc::new(f.locs),
-    })
+    if domain.parse::<IpAddr>().is_ok() && challenge.is_dns01() {
+        p.push(Problem::new(
+            loc.clone(),
+            format!(
+                "IP address `{domain}` cannot be validated with dns-01; \
+                 use http-01 or tls-alpn-01"
+            ),
+        ));
+    }
 }

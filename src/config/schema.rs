@@ -5,6 +5,7 @@
 //! and stores its value. The known-key lists for unknown-key errors, the closest-key
 //! suggestions, the per-key parsing and `[defaults]` inheritance all come from them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,7 +50,7 @@ pub(super) fn check_keys(entries: &[Entry], known: &[&str], context: &str, p: &m
             message.push_str(&format!("; did you mean `{close}`?"));
         } else if context != "at the top level" && TOP_SCALAR_KEYS.contains(&key) {
             message.push_str("; top-level keys must come before the first [table] header");
-        } else if CERT_KEYS.contains(&key)
+        } else if spec(CERT_KEYS, key).is_some()
             && !matches!(context, "in [[certificate]]" | "in [defaults]")
         {
             message.push_str("; certificate keys belong in [[certificate]] or [defaults]");
@@ -271,4 +272,73 @@ pub(super) fn as_account_name(key: &str, node: &Node, p: &mut Vec<Problem>) -> O
 
 pub(super) fn find<'e>(entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
     entries.iter().find(|e| e.key == key)
+}
+
+/// Where a key may be written besides the table it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Only in its own table (a certificate's `name`, every key of a `[ca.NAME]`).
+    Own,
+    /// Also in `[defaults]`, from where every `[[certificate]]` that does not set it
+    /// inherits it.
+    Inheritable,
+}
+
+/// One configuration key: its name, where it may be written, and how its value is parsed
+/// into `D` (the value being built for the table, e.g. a [`super::CertConfig`]) with the
+/// help of `C` (what the parse needs to know besides the value, e.g. the defined CAs).
+pub(super) struct KeySpec<D, C = ()> {
+    pub(super) name: &'static str,
+    pub(super) scope: Scope,
+    /// Stores the value of the entry in the draft, or reports why it cannot.
+    pub(super) parse: fn(&mut D, &Entry, &C, &mut Vec<Problem>),
+}
+
+/// A value being built from a table, which records where each of its keys was written.
+pub(super) trait Draft {
+    fn key_locations(&mut self) -> &mut BTreeMap<String, Location>;
+}
+
+/// The names `table` declares, in its order (the order suggestions prefer on a tie).
+pub(super) fn key_names<D, C>(table: &[KeySpec<D, C>]) -> Vec<&'static str> {
+    table.iter().map(|k| k.name).collect()
+}
+
+/// The declaration of `key` in `table`.
+pub(super) fn spec<'t, D, C>(table: &'t [KeySpec<D, C>], key: &str) -> Option<&'t KeySpec<D, C>> {
+    table.iter().find(|k| k.name == key)
+}
+
+/// Parses every entry that `table` declares into `draft`, recording where it was written;
+/// other entries are left to [`check_keys`].
+pub(super) fn parse_keys<'e, D: Draft, C>(
+    table: &[KeySpec<D, C>],
+    entries: impl IntoIterator<Item = &'e Entry>,
+    draft: &mut D,
+    context: &C,
+    p: &mut Vec<Problem>,
+) {
+    for entry in entries {
+        if let Some(spec) = spec(table, &entry.key) {
+            draft
+                .key_locations()
+                .insert(entry.key.clone(), entry.node.loc.clone());
+            (spec.parse)(draft, entry, context, p);
+        }
+    }
+}
+
+/// The value of `result`, or `None` with its error reported at `node`.
+pub(super) fn or_report<T, E: Into<String>>(
+    node: &Node,
+    result: Result<T, E>,
+    p: &mut Vec<Problem>,
+) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(why) => {
+            p.push(Problem::new(node.loc.clone(), why));
+            None
+        }
+    }
 }

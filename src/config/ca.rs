@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::problem::Problem;
+use super::problem::{Location, Problem};
 use super::schema::{
     as_bool, as_duration, as_file_path, as_nonempty_str, as_str, as_str_list, check_keys, find,
+    key_names, or_report, parse_keys, Draft, KeySpec, Scope,
 };
 use super::source::{Entry, Val};
 use super::types::CaConfig;
@@ -18,19 +19,143 @@ pub(super) const MIN_CA_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) const MAX_CA_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub(super) const CA_KEYS: &[&str] = &[
-    "directory",
-    "contact",
-    "accept_terms",
-    "trust_roots",
-    "eab_kid",
-    "eab_hmac_key_file",
-    "profile",
-    "timeout",
-    "ari",
-    "proxy",
+/// Every key of a `[ca.NAME]` table, in the order suggestions prefer on a tie.
+pub(super) static CA_KEYS: &[KeySpec<CaConfig>] = &[
+    KeySpec {
+        name: "directory",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| {
+            if let Some(url) = as_str(&e.key, &e.node, p) {
+                let checked = check_url(url, false).map_err(|why| format!("`directory` {why}"));
+                if or_report(&e.node, checked, p).is_some() {
+                    ca.directory = url.to_string();
+                }
+            }
+        },
+    },
+    KeySpec {
+        name: "contact",
+        scope: Scope::Own,
+        parse: parse_contact,
+    },
+    KeySpec {
+        name: "accept_terms",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| match as_bool(&e.key, &e.node, p) {
+            Some(true) => ca.accept_terms = true,
+            Some(false) => p.push(Problem::new(
+                e.node.loc.clone(),
+                "`accept_terms` must be true: renewd cannot register an account with \
+                 this CA unless you accept the CA's terms of service",
+            )),
+            None => {}
+        },
+    },
+    KeySpec {
+        name: "trust_roots",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| ca.trust_roots = as_file_path(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "eab_kid",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| ca.eab_kid = as_nonempty_str(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "eab_hmac_key_file",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| ca.eab_hmac_key_file = as_file_path(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "profile",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| ca.profile = as_nonempty_str(&e.key, &e.node, p),
+    },
+    KeySpec {
+        name: "timeout",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| {
+            if let Some(d) = as_duration(&e.key, &e.node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
+                ca.timeout = d;
+            }
+        },
+    },
+    KeySpec {
+        name: "ari",
+        scope: Scope::Own,
+        parse: |ca, e, _, p| {
+            if let Some(b) = as_bool(&e.key, &e.node, p) {
+                ca.ari = b;
+            }
+        },
+    },
+    KeySpec {
+        name: "proxy",
+        scope: Scope::Own,
+        parse: parse_proxy,
+    },
 ];
 
+impl Draft for CaConfig {
+    fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {
+        &mut self.key_locations
+    }
+}
+
+impl CaConfig {
+    /// A CA called `name` before its keys are read: the default of every key that has one.
+    fn unset(name: &str, location: Location) -> Self {
+        CaConfig {
+            name: name.to_string(),
+            directory: String::new(),
+            contact: Vec::new(),
+            accept_terms: false,
+            trust_roots: None,
+            eab_kid: None,
+            eab_hmac_key_file: None,
+            profile: None,
+            timeout: DEFAULT_CA_TIMEOUT,
+            ari: true,
+            proxy: None,
+            location,
+            key_locations: BTreeMap::new(),
+        }
+    }
+}
+
+fn parse_contact(ca: &mut CaConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
+    for (contact, loc) in as_str_list(&e.key, &e.node, p).unwrap_or_default() {
+        match contact.strip_prefix("mailto:") {
+            Some(address) if address.contains('@') && !address.contains(char::is_whitespace) => {
+                ca.contact.push(contact.to_string())
+            }
+            _ => p.push(Problem::new(
+                loc.clone(),
+                format!(
+                    "each `contact` must be a mailto: URL like \
+                     \"mailto:ops@example.org\", found `{contact}`"
+                ),
+            )),
+        }
+    }
+}
+
+fn parse_proxy(ca: &mut CaConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
+    let Some(url) = as_str(&e.key, &e.node, p) else {
+        return;
+    };
+    if url.is_empty() {
+        ca.proxy = Some(String::new());
+        return;
+    }
+    let checked =
+        check_proxy_url(url).map_err(|why| format!("`proxy` {why} (or \"\" to connect directly)"));
+    if or_report(&e.node, checked, p).is_some() {
+        ca.proxy = Some(url.to_string());
+    }
+}
+
+/// One `[ca.NAME]`; `None` when anything about it is wrong (and `p` says what).
 pub(super) fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> {
     let start = p.len();
     let name = entry.key.as_str();
@@ -44,94 +169,9 @@ pub(super) fn build_ca(entry: &Entry, p: &mut Vec<Problem>) -> Option<CaConfig> 
     let Val::Table(entries) = &entry.node.val else {
         return None;
     };
-    check_keys(entries, CA_KEYS, &format!("in [ca.{name}]"), p);
-    let mut ca = CaConfig {
-        name: name.to_string(),
-        directory: String::new(),
-        contact: Vec::new(),
-        accept_terms: false,
-        trust_roots: None,
-        eab_kid: None,
-        eab_hmac_key_file: None,
-        profile: None,
-        timeout: DEFAULT_CA_TIMEOUT,
-        ari: true,
-        proxy: None,
-        location: header.clone(),
-        key_locations: BTreeMap::new(),
-    };
-    for e in entries {
-        let (key, node) = (e.key.as_str(), &e.node);
-        match key {
-            "directory" => {
-                if let Some(url) = as_str(key, node, p) {
-                    match check_url(url, false) {
-                        Ok(()) => ca.directory = url.to_string(),
-                        Err(why) => {
-                            p.push(Problem::new(node.loc.clone(), format!("`directory` {why}")))
-                        }
-                    }
-                }
-            }
-            "contact" => {
-                for (contact, loc) in as_str_list(key, node, p).unwrap_or_default() {
-                    match contact.strip_prefix("mailto:") {
-                        Some(address)
-                            if address.contains('@') && !address.contains(char::is_whitespace) =>
-                        {
-                            ca.contact.push(contact.to_string())
-                        }
-                        _ => p.push(Problem::new(
-                            loc.clone(),
-                            format!(
-                                "each `contact` must be a mailto: URL like \
-                                 \"mailto:ops@example.org\", found `{contact}`"
-                            ),
-                        )),
-                    }
-                }
-            }
-            "accept_terms" => match as_bool(key, node, p) {
-                Some(true) => ca.accept_terms = true,
-                Some(false) => p.push(Problem::new(
-                    node.loc.clone(),
-                    "`accept_terms` must be true: renewd cannot register an account with \
-                     this CA unless you accept the CA's terms of service",
-                )),
-                None => {}
-            },
-            "trust_roots" => ca.trust_roots = as_file_path(key, node, p),
-            "eab_kid" => ca.eab_kid = as_nonempty_str(key, node, p),
-            "eab_hmac_key_file" => ca.eab_hmac_key_file = as_file_path(key, node, p),
-            "profile" => ca.profile = as_nonempty_str(key, node, p),
-            "timeout" => {
-                if let Some(d) = as_duration(key, node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
-                    ca.timeout = d;
-                }
-            }
-            "ari" => {
-                if let Some(b) = as_bool(key, node, p) {
-                    ca.ari = b;
-                }
-            }
-            "proxy" => {
-                if let Some(url) = as_str(key, node, p) {
-                    match url {
-                        "" => ca.proxy = Some(String::new()),
-                        _ => match check_proxy_url(url) {
-                            Ok(_) => ca.proxy = Some(url.to_string()),
-                            Err(why) => p.push(Problem::new(
-                                node.loc.clone(),
-                                format!("`proxy` {why} (or \"\" to connect directly)"),
-                            )),
-                        },
-                    }
-                }
-            }
-            _ => continue,
-        }
-        ca.key_locations.insert(key.to_string(), node.loc.clone());
-    }
+    check_keys(entries, &key_names(CA_KEYS), &format!("in [ca.{name}]"), p);
+    let mut ca = CaConfig::unset(name, header.clone());
+    parse_keys(CA_KEYS, entries, &mut ca, &(), p);
     if find(entries, "directory").is_none() {
         p.push(Problem::new(
             header.clone(),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::build::TOP_SCALAR_KEYS;
+use super::build::TOP_KEYS;
 use super::certificate::CERT_KEYS;
 use super::problem::{Location, Problem};
 use super::source::{Entry, Node, Val};
@@ -48,7 +48,7 @@ pub(super) fn check_keys(entries: &[Entry], known: &[&str], context: &str, p: &m
             ));
         } else if let Some(close) = suggest(key, known) {
             message.push_str(&format!("; did you mean `{close}`?"));
-        } else if context != "at the top level" && TOP_SCALAR_KEYS.contains(&key) {
+        } else if context != "at the top level" && spec(TOP_KEYS, key).is_some() {
             message.push_str("; top-level keys must come before the first [table] header");
         } else if spec(CERT_KEYS, key).is_some()
             && !matches!(context, "in [[certificate]]" | "in [defaults]")

@@ -12,23 +12,33 @@ use super::schema::{
     as_abs_path, as_argv, as_bool, as_duration, as_file_path, as_socket_addr, as_str, as_table,
     check_keys, find, suggest,
 };
-use super::source::{Node, Val};
+use super::source::{Entry, Node, Val};
 use super::types::{ChallengeConfig, ChallengeRule};
 use super::value::normalize_identifier;
 
 pub(super) const MAX_PROPAGATION_WAIT: Duration = Duration::from_secs(3600);
 
-pub(super) const CHALLENGE_KEYS: &[&str] = &[
-    "type",
-    "webroot",
-    "trust_owner",
-    "listen",
-    "hook",
-    "rfc2136",
-    "propagation_wait",
+/// Each challenge type and the keys it takes, in the order suggestions prefer on a tie.
+const CHALLENGE_TYPES: &[(&str, &[&str])] = &[
+    ("http-01", &["type", "webroot", "trust_owner", "listen"]),
+    ("dns-01", &["type", "hook", "rfc2136", "propagation_wait"]),
+    ("tls-alpn-01", &["type", "listen"]),
 ];
 
-pub(super) const CHALLENGE_TYPES: &[&str] = &["http-01", "dns-01", "tls-alpn-01"];
+/// Every key a challenge table may have: those of all types, each once.
+fn challenge_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = Vec::new();
+    for key in CHALLENGE_TYPES.iter().flat_map(|(_, keys)| keys.iter()) {
+        if !keys.contains(key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+fn type_names() -> Vec<&'static str> {
+    CHALLENGE_TYPES.iter().map(|(name, _)| *name).collect()
+}
 
 pub(super) const RFC2136_KEYS: &[&str] = &["server", "tsig_key_file"];
 
@@ -115,9 +125,10 @@ pub(super) fn parse_one_challenge(
         p,
     )?;
     let start = p.len();
-    check_keys(entries, CHALLENGE_KEYS, &format!("in `{prefix}`"), p);
+    let known = challenge_keys();
+    check_keys(entries, &known, &format!("in `{prefix}`"), p);
     for e in entries {
-        if CHALLENGE_KEYS.contains(&e.key.as_str()) {
+        if known.contains(&e.key.as_str()) {
             locs.insert(format!("{prefix}.{}", e.key), e.node.loc.clone());
         }
     }
@@ -126,30 +137,15 @@ pub(super) fn parse_one_challenge(
             node.loc.clone(),
             format!(
                 "`{prefix}` needs a `type`: one of {}",
-                CHALLENGE_TYPES.join(", ")
+                type_names().join(", ")
             ),
         ));
         return None;
     };
     let kind = as_str("type", &type_entry.node, p)?.to_ascii_lowercase();
-    let allowed: &[&str] = match kind.as_str() {
-        "http-01" => &["type", "webroot", "trust_owner", "listen"],
-        "dns-01" => &["type", "hook", "rfc2136", "propagation_wait"],
-        "tls-alpn-01" => &["type", "listen"],
-        _ => {
-            let mut message = format!(
-                "unknown challenge type `{kind}`; valid types are {}",
-                CHALLENGE_TYPES.join(", ")
-            );
-            if let Some(close) = suggest(&kind, CHALLENGE_TYPES) {
-                message.push_str(&format!("; did you mean `{close}`?"));
-            }
-            p.push(Problem::new(type_entry.node.loc.clone(), message));
-            return None;
-        }
-    };
+    let allowed = keys_of_type(&kind, &type_entry.node, p)?;
     for e in entries {
-        if CHALLENGE_KEYS.contains(&e.key.as_str()) && !allowed.contains(&e.key.as_str()) {
+        if known.contains(&e.key.as_str()) && !allowed.contains(&e.key.as_str()) {
             p.push(Problem::new(
                 e.key_loc.clone(),
                 format!(
@@ -160,104 +156,141 @@ pub(super) fn parse_one_challenge(
             ));
         }
     }
-    let webroot = find(entries, "webroot");
-    let listen = find(entries, "listen");
     let challenge = match kind.as_str() {
-        "http-01" => match (webroot, listen) {
-            (Some(w), None) => {
-                let trust_owner = match find(entries, "trust_owner") {
-                    Some(t) => as_bool("trust_owner", &t.node, p)?,
-                    None => false,
-                };
-                as_abs_path("webroot", &w.node, p).map(|webroot| ChallengeConfig::Http01Webroot {
-                    webroot,
-                    trust_owner,
-                })
-            }
-            (None, Some(l)) => as_socket_addr("listen", &l.node, None, p)
-                .map(|listen| ChallengeConfig::Http01Listen { listen }),
-            (Some(w), Some(l)) => {
-                let second = if (w.key_loc.line, w.key_loc.col) > (l.key_loc.line, l.key_loc.col) {
-                    w
-                } else {
-                    l
-                };
-                p.push(Problem::new(
-                    second.key_loc.clone(),
-                    "an http-01 challenge takes `webroot` or `listen`, not both",
-                ));
-                None
-            }
-            (None, None) => {
-                p.push(Problem::new(
-                    node.loc.clone(),
-                    "an http-01 challenge needs `webroot` (a directory the web server serves) \
-                     or `listen` (an address for renewd's own server)",
-                ));
-                None
-            }
-        },
-        "tls-alpn-01" => match listen {
-            Some(l) => as_socket_addr("listen", &l.node, None, p)
-                .map(|listen| ChallengeConfig::TlsAlpn01 { listen }),
-            None => {
-                p.push(Problem::new(
-                    node.loc.clone(),
-                    "a tls-alpn-01 challenge needs `listen`, like `[::]:443`",
-                ));
-                None
-            }
-        },
-        _ => {
-            let wait = match find(entries, "propagation_wait") {
-                Some(e) => as_duration(
-                    "propagation_wait",
-                    &e.node,
-                    Duration::ZERO,
-                    MAX_PROPAGATION_WAIT,
-                    p,
-                ),
-                None => Some(Duration::ZERO),
-            };
-            match (find(entries, "hook"), find(entries, "rfc2136")) {
-                (Some(h), None) => as_argv("hook", &h.node, p).and_then(|hook| {
-                    wait.map(|propagation_wait| ChallengeConfig::Dns01Hook {
-                        hook,
-                        propagation_wait,
-                    })
-                }),
-                (None, Some(r)) => {
-                    parse_rfc2136(&r.node, prefix, locs, p).and_then(|(server, key)| {
-                        wait.map(|propagation_wait| ChallengeConfig::Dns01Rfc2136 {
-                            server,
-                            tsig_key_file: key,
-                            propagation_wait,
-                        })
-                    })
-                }
-                (Some(_), Some(r)) => {
-                    p.push(Problem::new(
-                        r.key_loc.clone(),
-                        "a dns-01 challenge takes `hook` or `rfc2136`, not both",
-                    ));
-                    None
-                }
-                (None, None) => {
-                    p.push(Problem::new(
-                        node.loc.clone(),
-                        "a dns-01 challenge needs `hook` (a command that sets the TXT record) \
-                         or `rfc2136` (a DNS server that accepts dynamic updates)",
-                    ));
-                    None
-                }
-            }
-        }
+        "http-01" => parse_http01(node, entries, p),
+        "tls-alpn-01" => parse_tls_alpn01(node, entries, p),
+        _ => parse_dns01(node, entries, prefix, locs, p),
     };
     if p.len() > start {
         return None;
     }
     locs.insert(format!("{prefix}.type"), type_entry.node.loc.clone());
     challenge
+}
+
+/// The keys the challenge type `kind` takes, or `None` with the unknown type reported at
+/// `node`.
+fn keys_of_type(kind: &str, node: &Node, p: &mut Vec<Problem>) -> Option<&'static [&'static str]> {
+    if let Some((_, keys)) = CHALLENGE_TYPES.iter().find(|(name, _)| *name == kind) {
+        return Some(keys);
+    }
+    let types = type_names();
+    let mut message = format!(
+        "unknown challenge type `{kind}`; valid types are {}",
+        types.join(", ")
+    );
+    if let Some(close) = suggest(kind, &types) {
+        message.push_str(&format!("; did you mean `{close}`?"));
+    }
+    p.push(Problem::new(node.loc.clone(), message));
+    None
+}
+
+/// http-01: a `webroot` (with `trust_owner`) or a `listen` address, not both.
+fn parse_http01(node: &Node, entries: &[Entry], p: &mut Vec<Problem>) -> Option<ChallengeConfig> {
+    match (find(entries, "webroot"), find(entries, "listen")) {
+        (Some(w), None) => {
+            let trust_owner = match find(entries, "trust_owner") {
+                Some(t) => as_bool("trust_owner", &t.node, p)?,
+                None => false,
+            };
+            as_abs_path("webroot", &w.node, p).map(|webroot| ChallengeConfig::Http01Webroot {
+                webroot,
+                trust_owner,
+            })
+        }
+        (None, Some(l)) => as_socket_addr("listen", &l.node, None, p)
+            .map(|listen| ChallengeConfig::Http01Listen { listen }),
+        (Some(w), Some(l)) => {
+            let second = if (w.key_loc.line, w.key_loc.col) > (l.key_loc.line, l.key_loc.col) {
+                w
+            } else {
+                l
+            };
+            p.push(Problem::new(
+                second.key_loc.clone(),
+                "an http-01 challenge takes `webroot` or `listen`, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(Problem::new(
+                node.loc.clone(),
+                "an http-01 challenge needs `webroot` (a directory the web server serves) \
+                 or `listen` (an address for renewd's own server)",
+            ));
+            None
+        }
+    }
+}
+
+/// tls-alpn-01: the `listen` address of renewd's own TLS server.
+fn parse_tls_alpn01(
+    node: &Node,
+    entries: &[Entry],
+    p: &mut Vec<Problem>,
+) -> Option<ChallengeConfig> {
+    match find(entries, "listen") {
+        Some(l) => as_socket_addr("listen", &l.node, None, p)
+            .map(|listen| ChallengeConfig::TlsAlpn01 { listen }),
+        None => {
+            p.push(Problem::new(
+                node.loc.clone(),
+                "a tls-alpn-01 challenge needs `listen`, like `[::]:443`",
+            ));
+            None
+        }
+    }
+}
+
+/// dns-01: a `hook` or an `rfc2136` server, not both, and a `propagation_wait`.
+fn parse_dns01(
+    node: &Node,
+    entries: &[Entry],
+    prefix: &str,
+    locs: &mut BTreeMap<String, Location>,
+    p: &mut Vec<Problem>,
+) -> Option<ChallengeConfig> {
+    let wait = match find(entries, "propagation_wait") {
+        Some(e) => as_duration(
+            "propagation_wait",
+            &e.node,
+            Duration::ZERO,
+            MAX_PROPAGATION_WAIT,
+            p,
+        ),
+        None => Some(Duration::ZERO),
+    };
+    match (find(entries, "hook"), find(entries, "rfc2136")) {
+        (Some(h), None) => as_argv("hook", &h.node, p).and_then(|hook| {
+            wait.map(|propagation_wait| ChallengeConfig::Dns01Hook {
+                hook,
+                propagation_wait,
+            })
+        }),
+        (None, Some(r)) => parse_rfc2136(&r.node, prefix, locs, p).and_then(|(server, key)| {
+            wait.map(|propagation_wait| ChallengeConfig::Dns01Rfc2136 {
+                server,
+                tsig_key_file: key,
+                propagation_wait,
+            })
+        }),
+        (Some(_), Some(r)) => {
+            p.push(Problem::new(
+                r.key_loc.clone(),
+                "a dns-01 challenge takes `hook` or `rfc2136`, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            p.push(Problem::new(
+                node.loc.clone(),
+                "a dns-01 challenge needs `hook` (a command that sets the TXT record) \
+                 or `rfc2136` (a DNS server that accepts dynamic updates)",
+            ));
+            None
+        }
+    }
 }
 
 pub(super) fn parse_rfc2136(

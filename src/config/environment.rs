@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::problem::{finish, Location, Problem};
-use super::types::{AlertConfig, ChallengeConfig, Config};
+use super::types::{AlertConfig, CaConfig, CertConfig, ChallengeConfig, ChallengeRule, Config};
 
 impl Config {
     /// `renewd check`'s look at the machine, changing nothing: every target file's
@@ -45,127 +45,10 @@ impl Config {
             }
         }
         for ca in self.cas.values() {
-            if let Some(path) = &ca.trust_roots {
-                let read = crate::fsutil::read_regular(
-                    path,
-                    crate::fsutil::caps::TRUST_ROOTS,
-                    crate::fsutil::Follow::Yes,
-                );
-                match read {
-                    Err(e) => p.push(Problem::warning(
-                        ca.key_location("trust_roots").clone(),
-                        format!(
-                            "cannot read `trust_roots` `{}`: {}",
-                            path.display(),
-                            e.reason()
-                        ),
-                    )),
-                    Ok(bytes) => {
-                        if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
-                            p.push(Problem::warning(
-                                ca.key_location("trust_roots").clone(),
-                                format!(
-                                    "`trust_roots` `{}` holds no PEM certificate \
-                                     (no \"-----BEGIN CERTIFICATE-----\" line)",
-                                    path.display()
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            if let Some(path) = &ca.eab_key_path() {
-                let mut found = Vec::new();
-                check_secret_file(
-                    "eab_hmac_key_file",
-                    path,
-                    ca.key_location("eab_hmac_key_file"),
-                    &mut found,
-                );
-                // The CA cannot be used; its certificates' renewals fail saying so.
-                p.extend(
-                    found
-                        .into_iter()
-                        .map(|f| Problem::warning(f.location, f.message)),
-                );
-            }
+            check_ca(ca, &mut p);
         }
         for cert in &self.certificates {
-            for (kind, path) in cert.files.iter() {
-                let key = format!("files.{kind}");
-                let parent = path.parent().unwrap_or(Path::new("/"));
-                if let Some(why) = not_a_directory(parent) {
-                    p.push(Problem::new(
-                        cert.key_location(&key).clone(),
-                        format!("the directory `{}` for `{key}` {why}", parent.display()),
-                    ));
-                }
-            }
-            if let Some(user) = &cert.user {
-                match nix::unistd::User::from_name(user) {
-                    // A number names a uid as it is (deploy::Ownership::resolve does the same).
-                    Ok(Some(_)) => {}
-                    Ok(None) if user.parse::<u32>().is_ok() => {}
-                    Ok(None) => p.push(Problem::new(
-                        cert.key_location("user").clone(),
-                        format!("user `{user}` does not exist on this machine"),
-                    )),
-                    Err(e) => p.push(Problem::new(
-                        cert.key_location("user").clone(),
-                        format!("cannot look up user `{user}`: {e}"),
-                    )),
-                }
-            }
-            if let Some(group) = &cert.group {
-                match nix::unistd::Group::from_name(group) {
-                    Ok(Some(_)) => {}
-                    Ok(None) if group.parse::<u32>().is_ok() => {}
-                    Ok(None) => p.push(Problem::new(
-                        cert.key_location("group").clone(),
-                        format!("group `{group}` does not exist on this machine"),
-                    )),
-                    Err(e) => p.push(Problem::new(
-                        cert.key_location("group").clone(),
-                        format!("cannot look up group `{group}`: {e}"),
-                    )),
-                }
-            }
-            for (i, argv) in cert.reload.iter().enumerate() {
-                if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
-                    p.push(Problem::new(
-                        cert.key_location(&format!("reload.{i}")).clone(),
-                        format!("reload command: {why}"),
-                    ));
-                }
-            }
-            for rule in &cert.challenge.rules {
-                let at = |key: &str| cert.key_location(&format!("{}.{key}", rule.key)).clone();
-                match &rule.config {
-                    ChallengeConfig::Http01Webroot { webroot, .. } => {
-                        if let Some(why) = not_a_directory(webroot) {
-                            p.push(Problem::new(
-                                at("webroot"),
-                                format!("webroot `{}` {why}", webroot.display()),
-                            ));
-                        }
-                    }
-                    ChallengeConfig::Dns01Hook { hook, .. } => {
-                        if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
-                            p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
-                        }
-                    }
-                    ChallengeConfig::Dns01Rfc2136 {
-                        tsig_key_file: Some(path),
-                        ..
-                    } => check_secret_file(
-                        "tsig_key_file",
-                        path,
-                        &at("rfc2136.tsig_key_file"),
-                        &mut p,
-                    ),
-                    _ => {}
-                }
-            }
+            check_certificate(cert, &mut p);
         }
         if let Some(AlertConfig {
             command: Some(argv),
@@ -180,6 +63,126 @@ impl Config {
             }
         }
         finish(p, &self.sources)
+    }
+}
+
+/// A CA's trust roots hold a PEM certificate and its EAB key file can be read; warnings
+/// all, as the CA's certificates' renewals fail saying so.
+fn check_ca(ca: &CaConfig, p: &mut Vec<Problem>) {
+    if let Some(path) = &ca.trust_roots {
+        let read = crate::fsutil::read_regular(
+            path,
+            crate::fsutil::caps::TRUST_ROOTS,
+            crate::fsutil::Follow::Yes,
+        );
+        match read {
+            Err(e) => p.push(Problem::warning(
+                ca.key_location("trust_roots").clone(),
+                format!(
+                    "cannot read `trust_roots` `{}`: {}",
+                    path.display(),
+                    e.reason()
+                ),
+            )),
+            Ok(bytes) => {
+                if !contains(&bytes, b"-----BEGIN CERTIFICATE-----") {
+                    p.push(Problem::warning(
+                        ca.key_location("trust_roots").clone(),
+                        format!(
+                            "`trust_roots` `{}` holds no PEM certificate \
+                             (no \"-----BEGIN CERTIFICATE-----\" line)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(path) = &ca.eab_key_path() {
+        let mut found = Vec::new();
+        check_secret_file(
+            "eab_hmac_key_file",
+            path,
+            ca.key_location("eab_hmac_key_file"),
+            &mut found,
+        );
+        // The CA cannot be used; its certificates' renewals fail saying so.
+        p.extend(
+            found
+                .into_iter()
+                .map(|f| Problem::warning(f.location, f.message)),
+        );
+    }
+}
+
+/// A certificate's target directories, user, group, reload commands and challenges.
+fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
+    for (kind, path) in cert.files.iter() {
+        let key = format!("files.{kind}");
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if let Some(why) = not_a_directory(parent) {
+            p.push(Problem::new(
+                cert.key_location(&key).clone(),
+                format!("the directory `{}` for `{key}` {why}", parent.display()),
+            ));
+        }
+    }
+    check_account(cert, "user", cert.user.as_deref(), p);
+    check_account(cert, "group", cert.group.as_deref(), p);
+    for (i, argv) in cert.reload.iter().enumerate() {
+        if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
+            p.push(Problem::new(
+                cert.key_location(&format!("reload.{i}")).clone(),
+                format!("reload command: {why}"),
+            ));
+        }
+    }
+    for rule in &cert.challenge.rules {
+        check_challenge(cert, rule, p);
+    }
+}
+
+/// The `user` or `group` (`key`) `name` exists on this machine; a number names an id as it
+/// is (deploy::Ownership::resolve does the same).
+fn check_account(cert: &CertConfig, key: &str, name: Option<&str>, p: &mut Vec<Problem>) {
+    let Some(name) = name else {
+        return;
+    };
+    let found = match key {
+        "user" => nix::unistd::User::from_name(name).map(|u| u.is_some()),
+        _ => nix::unistd::Group::from_name(name).map(|g| g.is_some()),
+    };
+    let message = match found {
+        Ok(true) => return,
+        Ok(false) if name.parse::<u32>().is_ok() => return,
+        Ok(false) => format!("{key} `{name}` does not exist on this machine"),
+        Err(e) => format!("cannot look up {key} `{name}`: {e}"),
+    };
+    p.push(Problem::new(cert.key_location(key).clone(), message));
+}
+
+/// What a challenge needs from the machine: its webroot, hook or TSIG key file.
+fn check_challenge(cert: &CertConfig, rule: &ChallengeRule, p: &mut Vec<Problem>) {
+    let at = |key: &str| cert.key_location(&format!("{}.{key}", rule.key)).clone();
+    match &rule.config {
+        ChallengeConfig::Http01Webroot { webroot, .. } => {
+            if let Some(why) = not_a_directory(webroot) {
+                p.push(Problem::new(
+                    at("webroot"),
+                    format!("webroot `{}` {why}", webroot.display()),
+                ));
+            }
+        }
+        ChallengeConfig::Dns01Hook { hook, .. } => {
+            if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
+                p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
+            }
+        }
+        ChallengeConfig::Dns01Rfc2136 {
+            tsig_key_file: Some(path),
+            ..
+        } => check_secret_file("tsig_key_file", path, &at("rfc2136.tsig_key_file"), p),
+        _ => {}
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::problem::{finish, Location, Problem};
 use super::types::{AlertConfig, CaConfig, CertConfig, ChallengeConfig, ChallengeRule, Config};
@@ -221,15 +221,28 @@ pub(super) fn check_secret_file(key: &str, path: &Path, location: &Location, p: 
     }
 }
 
+/// Why a hook or reload command cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotExecutable {
+    #[error("`{0}` must be an absolute path or a bare command name found in $PATH")]
+    RelativePath(String),
+    #[error("`{0}` is not an executable found in $PATH")]
+    NotInPath(String),
+    #[error("`{}`: {source}", path.display())]
+    Inspect { path: PathBuf, source: io::Error },
+    #[error("`{}` is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("`{}` is not executable", .0.display())]
+    NoExecuteBit(PathBuf),
+}
+
 /// `cmd` is an absolute path to an executable regular file, or a bare name that `$PATH`
 /// resolves to one.
-pub(super) fn check_executable(cmd: &str) -> Result<(), String> {
+pub(super) fn check_executable(cmd: &str) -> Result<(), NotExecutable> {
     if cmd.contains('/') {
         let path = Path::new(cmd);
         if !path.is_absolute() {
-            return Err(format!(
-                "`{cmd}` must be an absolute path or a bare command name found in $PATH"
-            ));
+            return Err(NotExecutable::RelativePath(cmd.to_string()));
         }
         return executable_file(path);
     }
@@ -240,17 +253,20 @@ pub(super) fn check_executable(cmd: &str) -> Result<(), String> {
     if found {
         Ok(())
     } else {
-        Err(format!("`{cmd}` is not an executable found in $PATH"))
+        Err(NotExecutable::NotInPath(cmd.to_string()))
     }
 }
 
-pub(super) fn executable_file(path: &Path) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+fn executable_file(path: &Path) -> Result<(), NotExecutable> {
+    let meta = fs::metadata(path).map_err(|source| NotExecutable::Inspect {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !meta.is_file() {
-        return Err(format!("`{}` is not a regular file", path.display()));
+        return Err(NotExecutable::NotAFile(path.to_path_buf()));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("`{}` is not executable", path.display()));
+        return Err(NotExecutable::NoExecuteBit(path.to_path_buf()));
     }
     Ok(())
 }

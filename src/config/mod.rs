@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
+use crate::fsutil::ReadError;
+
 pub use build::LOG_LEVELS;
 pub use ca::DEFAULT_CA_TIMEOUT;
 pub use problem::{ConfigError, Diagnosis, Location, Problem, Severity};
@@ -76,7 +78,7 @@ pub fn load(main: &Path) -> Result<Config, ConfigError> {
             return Err(ConfigError {
                 problems: vec![Problem::new(
                     Location::start_of(main),
-                    format!("cannot read configuration: {e}"),
+                    format!("cannot read configuration: {}", e.reason()),
                 )],
             })
         }
@@ -89,7 +91,7 @@ pub fn load(main: &Path) -> Result<Config, ConfigError> {
             Ok(text) => files.push((path, text)),
             Err(e) => problems.push(Problem::new(
                 Location::start_of(&path),
-                format!("cannot read configuration: {e}"),
+                format!("cannot read configuration: {}", e.reason()),
             )),
         }
     }
@@ -105,14 +107,13 @@ pub fn load(main: &Path) -> Result<Config, ConfigError> {
 
 /// A configuration file's text: a regular file (a symlink to one is followed) of at most
 /// `fsutil::caps::CONFIG` bytes, UTF-8; a FIFO or a device is refused without blocking.
-/// The error is the reason alone (the caller's `FILE:LINE:COL` names the file).
-fn read_config_file(path: &Path) -> Result<String, String> {
+/// The caller's `FILE:LINE:COL` names the file; [`ReadError::reason`] says the rest.
+fn read_config_file(path: &Path) -> Result<String, ReadError> {
     crate::fsutil::read_regular_string(
         path,
         crate::fsutil::caps::CONFIG,
         crate::fsutil::Follow::Yes,
     )
-    .map_err(|e| e.reason())
 }
 
 /// The drop-in directory that belongs to the main file `main`.
@@ -182,33 +183,20 @@ impl Config {
     /// `Err` naming every one of `names` that is no configured certificate, each with the
     /// closest configured name when one is close (`no certificate named `wwww` (did you
     /// mean `www`?)`). The command line turns it into exit 2.
-    pub fn check_names(&self, names: &[String]) -> Result<(), String> {
+    pub fn check_names(&self, names: &[String]) -> Result<(), UnknownCertificates> {
         let known: Vec<&str> = self.certificates.iter().map(|c| c.name.as_str()).collect();
-        let unknown: Vec<String> = names
+        let unknown: Vec<(String, Option<String>)> = names
             .iter()
             .filter(|n| self.certificate(n).is_none())
-            .map(|n| match suggest(n, &known) {
-                Some(close) => format!("`{n}` (did you mean `{close}`?)"),
-                None => format!("`{n}`"),
-            })
+            .map(|n| (n.clone(), suggest(n, &known).map(str::to_string)))
             .collect();
         if unknown.is_empty() {
             return Ok(());
         }
-        let listed = if known.is_empty() {
-            "no certificate is configured".to_string()
-        } else if known.len() <= 10 {
-            format!("configured: {}", known.join(", "))
-        } else {
-            format!(
-                "{} certificates are configured (renewd status --names)",
-                known.len()
-            )
-        };
-        Err(format!(
-            "no certificate named {} in the configuration; {listed}",
-            unknown.join(", ")
-        ))
+        Err(UnknownCertificates {
+            unknown,
+            configured: known.into_iter().map(str::to_string).collect(),
+        })
     }
 
     /// Where a top-level `key` was written, else the start of the main file.
@@ -227,5 +215,43 @@ impl Config {
     /// empty: it is where a key parsed ahead of its feature belongs.
     pub fn unsupported(&self) -> Vec<Problem> {
         Vec::new()
+    }
+}
+
+/// Names given on the command line that are no configured certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no certificate named {} in the configuration; {}", self.names(), self.listed())]
+pub struct UnknownCertificates {
+    /// Each unknown name, with the closest configured name when one is close.
+    pub unknown: Vec<(String, Option<String>)>,
+    /// Every configured certificate's name.
+    pub configured: Vec<String>,
+}
+
+impl UnknownCertificates {
+    fn names(&self) -> String {
+        let names: Vec<String> = self
+            .unknown
+            .iter()
+            .map(|(name, close)| match close {
+                Some(close) => format!("`{name}` (did you mean `{close}`?)"),
+                None => format!("`{name}`"),
+            })
+            .collect();
+        names.join(", ")
+    }
+
+    fn listed(&self) -> String {
+        let known = &self.configured;
+        if known.is_empty() {
+            "no certificate is configured".to_string()
+        } else if known.len() <= 10 {
+            format!("configured: {}", known.join(", "))
+        } else {
+            format!(
+                "{} certificates are configured (renewd status --names)",
+                known.len()
+            )
+        }
     }
 }

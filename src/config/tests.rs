@@ -23,7 +23,7 @@ fn xn_labels_must_be_valid_punycode() {
         ("xn--abc-.example", "xn--abc-"),
         ("xn--abc-9.example", "xn--abc-9"),
     ] {
-        let e = normalize_identifier(bad).expect_err(bad);
+        let e = normalize_identifier(bad).expect_err(bad).to_string();
         assert!(
             e.contains(&format!("`{label}`")) && e.contains("not valid punycode")
                 || e.contains("starts or ends with `-`"),
@@ -1466,7 +1466,7 @@ fn parse_duration_accepts_units_and_combinations() {
 
 #[test]
 fn parse_duration_rejects_clearly() {
-    let err = |s: &str| parse_duration(s).expect_err(s);
+    let err = |s: &str| parse_duration(s).expect_err(s).to_string();
     assert!(err("").contains("empty duration"));
     assert!(err("-5m").contains("cannot be negative"));
     assert!(err("90").contains("has no unit"));
@@ -1559,7 +1559,7 @@ fn proxy_urls_are_http_host_port_and_shown_without_credentials() {
         "http://u:s3cret@proxy.example:3128/x",
         "http://u:s3cret@",
     ] {
-        let why = check_proxy_url(bad).expect_err(bad);
+        let why = check_proxy_url(bad).expect_err(bad).to_string();
         assert!(!why.contains("s3cret"), "{bad}: {why}");
         assert!(why.contains("***@"), "{bad}: {why}");
     }
@@ -1793,7 +1793,8 @@ fn unknown_certificate_names_get_the_closest_configured_one() {
     assert!(cfg.check_names(&["a".into(), "c".into()]).is_ok());
     let e = cfg
         .check_names(&["a".into(), "zzzzzz".into()])
-        .expect_err("unknown");
+        .expect_err("unknown")
+        .to_string();
     assert_eq!(
         e,
         "no certificate named `zzzzzz` in the configuration; configured: a, b, c"

@@ -88,7 +88,7 @@ const TOP_TABLES: &[&str] = &[
 ];
 
 /// What `log_level` may say; `RUST_LOG`, when set, takes precedence with its full syntax.
-pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+pub(super) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 impl Draft for Config {
     fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {

@@ -13,7 +13,7 @@ use super::types::CaConfig;
 use super::value::{check_ident, check_proxy_url, check_url};
 
 /// Deadline of one HTTP exchange with a CA (`[ca.NAME] timeout`).
-pub const DEFAULT_CA_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_CA_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) const MIN_CA_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -22,7 +22,7 @@ impl Config {
     /// Severities as written here are refined by [`Config::diagnose`], which `check`, `run`
     /// and SIGHUP all go through: problems of the CAs and the alert command are warnings,
     /// a `state_dir` that cannot be created is an error.
-    pub fn check_environment(&self) -> Vec<Problem> {
+    pub(crate) fn check_environment(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         for cert in &self.certificates {
             if cert.owner.is_none() {

@@ -26,7 +26,7 @@ mod sections;
 mod source;
 #[cfg(test)]
 mod tests;
-pub mod types;
+mod types;
 mod value;
 
 use std::path::{Path, PathBuf};
@@ -35,25 +35,23 @@ use toml::de::DeTable;
 
 use crate::fsutil::ReadError;
 
-pub use build::LOG_LEVELS;
-pub use ca::DEFAULT_CA_TIMEOUT;
 pub use problem::{ConfigError, Diagnosis, Location, Problem, Severity};
 pub use types::{
     AlertConfig, CaConfig, CertConfig, ChallengeConfig, ChallengeRule, Challenges, Config,
     DiscoveryConfig, ExceptionConfig, FileKind, FileSet, KeyType, MetricsConfig, RenewBefore,
     VerifyConfig,
 };
-pub use value::{check_proxy_url, format_duration, parse_duration, redact_url};
+pub(crate) use value::check_proxy_url;
 
 use problem::finish;
 use schema::suggest;
 use source::{conf_d_files, convert_table, Raw, SourceMap};
 
 /// Where the configuration lives when neither `--config` nor `$RENEWD_CONFIG` says otherwise.
-pub const DEFAULT_CONFIG: &str = "/etc/renewd/renewd.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/renewd/renewd.toml";
 
 /// The environment variable that overrides [`DEFAULT_CONFIG`].
-pub const CONFIG_ENV: &str = "RENEWD_CONFIG";
+const CONFIG_ENV: &str = "RENEWD_CONFIG";
 
 /// The `--config` value if given, else `$RENEWD_CONFIG` if set and not empty, else
 /// [`DEFAULT_CONFIG`].
@@ -117,7 +115,7 @@ fn read_config_file(path: &Path) -> Result<String, ReadError> {
 }
 
 /// The drop-in directory that belongs to the main file `main`.
-pub fn conf_d_dir(main: &Path) -> PathBuf {
+fn conf_d_dir(main: &Path) -> PathBuf {
     match main.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join("conf.d"),
         _ => PathBuf::from("conf.d"),

@@ -28,7 +28,7 @@ impl Location {
     }
 
     /// The start of `file`: where problems about a file as a whole are reported.
-    pub fn start_of(file: impl AsRef<Path>) -> Self {
+    pub(crate) fn start_of(file: impl AsRef<Path>) -> Self {
         Location::new(file, 1, 1)
     }
 }
@@ -79,7 +79,7 @@ impl Problem {
     }
 
     /// Whether this is a [`Severity::Warning`].
-    pub fn is_warning(&self) -> bool {
+    pub(crate) fn is_warning(&self) -> bool {
         self.severity == Severity::Warning
     }
 }

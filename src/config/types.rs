@@ -92,7 +92,7 @@ impl CaConfig {
     /// Where the EAB HMAC key is read from: the file of the same name in systemd's
     /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
     /// `eab_hmac_key_file` itself.
-    pub fn eab_key_path(&self) -> Option<PathBuf> {
+    pub(crate) fn eab_key_path(&self) -> Option<PathBuf> {
         let configured = self.eab_hmac_key_file.as_ref()?;
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .zip(configured.file_name())
@@ -172,7 +172,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 5] = [
+    pub(crate) const ALL: [KeyType; 5] = [
         KeyType::EcdsaP256,
         KeyType::EcdsaP384,
         KeyType::Rsa2048,
@@ -192,14 +192,14 @@ impl KeyType {
     }
 
     /// The key type named `s` in the configuration's spelling.
-    pub fn from_name(s: &str) -> Option<KeyType> {
+    pub(crate) fn from_name(s: &str) -> Option<KeyType> {
         KeyType::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
 impl RenewBefore {
     /// The margin this means for a certificate that lives `lifetime`.
-    pub fn margin(&self, lifetime: Duration) -> Duration {
+    pub(crate) fn margin(&self, lifetime: Duration) -> Duration {
         match self {
             RenewBefore::Fraction(f) => lifetime.mul_f64(f.clamp(0.0, 1.0)),
             RenewBefore::Duration(d) => *d,
@@ -263,7 +263,7 @@ impl ChallengeConfig {
         }
     }
 
-    pub fn is_dns01(&self) -> bool {
+    pub(crate) fn is_dns01(&self) -> bool {
         self.kind() == "dns-01"
     }
 }
@@ -297,7 +297,7 @@ pub struct ChallengeRule {
 impl Challenges {
     /// The challenge that validates `name` (a configured name: `example.org`,
     /// `*.example.org`, an IP address), by the most specific rule covering it.
-    pub fn for_name(&self, name: &str) -> Option<&ChallengeRule> {
+    pub(crate) fn for_name(&self, name: &str) -> Option<&ChallengeRule> {
         self.rules
             .iter()
             .filter_map(|r| pattern_rank(r.pattern.as_deref(), name).map(|rank| (rank, r)))
@@ -386,7 +386,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 5] = [
+    pub(crate) const ALL: [FileKind; 5] = [
         FileKind::Cert,
         FileKind::Chain,
         FileKind::Fullchain,

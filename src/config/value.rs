@@ -13,7 +13,7 @@ use super::types::RenewBefore;
 /// caller knows the place).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidValue(String);
+pub(crate) struct InvalidValue(String);
 
 impl From<InvalidValue> for String {
     fn from(e: InvalidValue) -> String {
@@ -30,7 +30,7 @@ pub(super) const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
 
 /// Parses `90s`, `15m`, `36h`, `30d` and combinations such as `1h30m` (largest unit
 /// first, each unit once). `0s` parses; each key decides whether zero is allowed.
-pub fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
     const HINT: &str = "write e.g. `90s`, `15m`, `36h`, `30d` or `1h30m`";
     if s.is_empty() {
         return Err(InvalidValue(format!("empty duration; {HINT}")));
@@ -103,7 +103,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
 }
 
 /// Formats a whole-second duration the way the configuration writes it, e.g. `1h30m`.
-pub fn format_duration(d: Duration) -> String {
+pub(super) fn format_duration(d: Duration) -> String {
     let mut secs = d.as_secs();
     if secs == 0 {
         return "0s".to_string();
@@ -326,7 +326,7 @@ pub(super) fn check_a_label(written: &str, label: &str) -> Result<(), InvalidVal
 /// proxy reached in clear, which tunnels TLS with CONNECT). Returns it as it may be shown —
 /// `http://host:port`, credentials dropped — or why not (the URL in the reason is shown the
 /// same way: a password never reaches a log).
-pub fn check_proxy_url(url: &str) -> Result<String, InvalidValue> {
+pub(crate) fn check_proxy_url(url: &str) -> Result<String, InvalidValue> {
     let shown = redact_url(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(InvalidValue(format!(
@@ -363,7 +363,7 @@ pub fn check_proxy_url(url: &str) -> Result<String, InvalidValue> {
 }
 
 /// `url` with any `user:password@` replaced by `***@`.
-pub fn redact_url(url: &str) -> String {
+pub(super) fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (format!("{s}://"), r),
         None => (String::new(), url),

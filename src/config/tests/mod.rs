@@ -7,8 +7,9 @@ mod merge;
 mod sections;
 mod value;
 
+use super::ca::DEFAULT_CA_TIMEOUT;
 use super::types::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR};
-use super::value::normalize_identifier;
+use super::value::{format_duration, normalize_identifier, parse_duration, redact_url};
 use super::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

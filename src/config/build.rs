@@ -10,7 +10,6 @@ use super::certificate::{build_certificate, check_defaults};
 use super::problem::{Location, Problem};
 use super::schema::{
     as_abs_path, as_file_path, as_int, as_str, check_keys, key_names, parse_keys, Draft, KeySpec,
-    Scope,
 };
 use super::sections::{build_alert, build_discovery, build_exception, build_metrics};
 use super::source::{Entry, Raw};
@@ -19,61 +18,45 @@ use super::types::{CertConfig, Config};
 /// The top-level keys that hold a value rather than a table, in the order suggestions
 /// prefer on a tie.
 pub(super) static TOP_KEYS: &[KeySpec<Config>] = &[
-    KeySpec {
-        name: "state_dir",
-        scope: Scope::Own,
-        parse: |config, e, _, p| {
-            if let Some(path) = as_abs_path(&e.key, &e.node, p) {
-                config.state_dir = path;
-            }
-        },
-    },
-    KeySpec {
-        name: "control_socket",
-        scope: Scope::Own,
-        parse: |config, e, _, p| {
-            if let Some(path) = as_file_path(&e.key, &e.node, p) {
-                config.control_socket = path;
-            }
-        },
-    },
-    KeySpec {
-        name: "max_concurrent_renewals",
-        scope: Scope::Own,
-        parse: |config, e, _, p| {
-            let Some(n) = as_int(&e.key, &e.node, p) else {
-                return;
-            };
-            match usize::try_from(n) {
-                Ok(n) if (1..=1024).contains(&n) => config.max_concurrent_renewals = n,
-                _ => p.push(Problem::new(
-                    e.node.loc.clone(),
-                    format!("`{}` must be between 1 and 1024, found {n}", e.key),
-                )),
-            }
-        },
-    },
-    KeySpec {
-        name: "log_level",
-        scope: Scope::Own,
-        parse: |config, e, _, p| {
-            let Some(level) = as_str(&e.key, &e.node, p) else {
-                return;
-            };
-            if LOG_LEVELS.contains(&level) {
-                config.log_level = Some(level.to_string());
-            } else {
-                p.push(Problem::new(
-                    e.node.loc.clone(),
-                    format!(
-                        "`log_level` must be one of {}, found {level:?} (RUST_LOG takes full \
+    KeySpec::own("state_dir", |config, e, _, p| {
+        if let Some(path) = as_abs_path(&e.key, &e.node, p) {
+            config.state_dir = path;
+        }
+    }),
+    KeySpec::own("control_socket", |config, e, _, p| {
+        if let Some(path) = as_file_path(&e.key, &e.node, p) {
+            config.control_socket = path;
+        }
+    }),
+    KeySpec::own("max_concurrent_renewals", |config, e, _, p| {
+        let Some(n) = as_int(&e.key, &e.node, p) else {
+            return;
+        };
+        match usize::try_from(n) {
+            Ok(n) if (1..=1024).contains(&n) => config.max_concurrent_renewals = n,
+            _ => p.push(Problem::new(
+                e.node.loc.clone(),
+                format!("`{}` must be between 1 and 1024, found {n}", e.key),
+            )),
+        }
+    }),
+    KeySpec::own("log_level", |config, e, _, p| {
+        let Some(level) = as_str(&e.key, &e.node, p) else {
+            return;
+        };
+        if LOG_LEVELS.contains(&level) {
+            config.log_level = Some(level.to_string());
+        } else {
+            p.push(Problem::new(
+                e.node.loc.clone(),
+                format!(
+                    "`log_level` must be one of {}, found {level:?} (RUST_LOG takes full \
                          filter directives)",
-                        LOG_LEVELS.join(", ")
-                    ),
-                ));
-            }
-        },
-    },
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+    }),
 ];
 
 /// The top-level keys that hold tables, after [`TOP_KEYS`] in suggestions.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::problem::{Location, Problem};
 use super::schema::{
     as_bool, as_duration, as_file_path, as_nonempty_str, as_str, as_str_list, check_keys, find,
-    key_names, or_report, parse_keys, Draft, KeySpec, Scope,
+    key_names, or_report, parse_keys, Draft, KeySpec,
 };
 use super::source::{Entry, Val};
 use super::types::CaConfig;
@@ -21,27 +21,17 @@ pub(super) const MAX_CA_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Every key of a `[ca.NAME]` table, in the order suggestions prefer on a tie.
 pub(super) static CA_KEYS: &[KeySpec<CaConfig>] = &[
-    KeySpec {
-        name: "directory",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| {
-            if let Some(url) = as_str(&e.key, &e.node, p) {
-                let checked = check_url(url, false).map_err(|why| format!("`directory` {why}"));
-                if or_report(&e.node, checked, p).is_some() {
-                    ca.directory = url.to_string();
-                }
+    KeySpec::own("directory", |ca, e, _, p| {
+        if let Some(url) = as_str(&e.key, &e.node, p) {
+            let checked = check_url(url, false).map_err(|why| format!("`directory` {why}"));
+            if or_report(&e.node, checked, p).is_some() {
+                ca.directory = url.to_string();
             }
-        },
-    },
-    KeySpec {
-        name: "contact",
-        scope: Scope::Own,
-        parse: parse_contact,
-    },
-    KeySpec {
-        name: "accept_terms",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| match as_bool(&e.key, &e.node, p) {
+        }
+    }),
+    KeySpec::own("contact", parse_contact),
+    KeySpec::own("accept_terms", |ca, e, _, p| {
+        match as_bool(&e.key, &e.node, p) {
             Some(true) => ca.accept_terms = true,
             Some(false) => p.push(Problem::new(
                 e.node.loc.clone(),
@@ -49,51 +39,31 @@ pub(super) static CA_KEYS: &[KeySpec<CaConfig>] = &[
                  this CA unless you accept the CA's terms of service",
             )),
             None => {}
-        },
-    },
-    KeySpec {
-        name: "trust_roots",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| ca.trust_roots = as_file_path(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "eab_kid",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| ca.eab_kid = as_nonempty_str(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "eab_hmac_key_file",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| ca.eab_hmac_key_file = as_file_path(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "profile",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| ca.profile = as_nonempty_str(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "timeout",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| {
-            if let Some(d) = as_duration(&e.key, &e.node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
-                ca.timeout = d;
-            }
-        },
-    },
-    KeySpec {
-        name: "ari",
-        scope: Scope::Own,
-        parse: |ca, e, _, p| {
-            if let Some(b) = as_bool(&e.key, &e.node, p) {
-                ca.ari = b;
-            }
-        },
-    },
-    KeySpec {
-        name: "proxy",
-        scope: Scope::Own,
-        parse: parse_proxy,
-    },
+        }
+    }),
+    KeySpec::own("trust_roots", |ca, e, _, p| {
+        ca.trust_roots = as_file_path(&e.key, &e.node, p)
+    }),
+    KeySpec::own("eab_kid", |ca, e, _, p| {
+        ca.eab_kid = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    KeySpec::own("eab_hmac_key_file", |ca, e, _, p| {
+        ca.eab_hmac_key_file = as_file_path(&e.key, &e.node, p)
+    }),
+    KeySpec::own("profile", |ca, e, _, p| {
+        ca.profile = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    KeySpec::own("timeout", |ca, e, _, p| {
+        if let Some(d) = as_duration(&e.key, &e.node, MIN_CA_TIMEOUT, MAX_CA_TIMEOUT, p) {
+            ca.timeout = d;
+        }
+    }),
+    KeySpec::own("ari", |ca, e, _, p| {
+        if let Some(b) = as_bool(&e.key, &e.node, p) {
+            ca.ari = b;
+        }
+    }),
+    KeySpec::own("proxy", parse_proxy),
 ];
 
 impl Draft for CaConfig {

@@ -36,115 +36,69 @@ pub(super) const VERIFY_KEYS: &[&str] = &["connect", "server_name", "timeout"];
 
 pub(super) const VERIFY_REQUIRED_KEYS: &[&str] = &["connect", "server_name"];
 
+/// A key of a `[[certificate]]`; parsing it needs the names of the defined CAs.
+type CertKey = KeySpec<CertConfig, BTreeSet<String>>;
+
 /// Every key of a `[[certificate]]`, in the order suggestions prefer on a tie. Each parser
 /// leaves its field as [`CertConfig::unset`] made it when the value is wrong, and says why.
-pub(super) static CERT_KEYS: &[KeySpec<CertConfig, BTreeSet<String>>] = &[
-    KeySpec {
-        name: "name",
-        scope: Scope::Own,
-        parse: parse_name,
-    },
-    KeySpec {
-        name: "domains",
-        scope: Scope::Own,
-        parse: |c, e, _, p| {
-            c.domains = parse_domains(&e.node, c.key_locations(), p).unwrap_or_default()
-        },
-    },
-    KeySpec {
-        name: "owner",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.owner = as_nonempty_str(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "service",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.service = as_nonempty_str(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "ca",
-        scope: Scope::Inheritable,
-        parse: |c, e, cas, p| c.ca = parse_ca_refs(&e.node, cas, p).unwrap_or_default(),
-    },
-    KeySpec {
-        name: "key_type",
-        scope: Scope::Inheritable,
-        parse: parse_key_type,
-    },
-    KeySpec {
-        name: "renew_before",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            if let Some(margin) = or_report(&e.node, margin_value(&e.key, &e.node), p) {
-                c.renew_before = margin;
-            }
-        },
-    },
-    KeySpec {
-        name: "challenge",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            c.challenge.rules = parse_challenge(&e.node, c.key_locations(), p).unwrap_or_default()
-        },
-    },
-    KeySpec {
-        name: "files",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            c.files = parse_files(&e.node, c.key_locations(), p).unwrap_or_default()
-        },
-    },
-    KeySpec {
-        name: "user",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.user = as_account_name(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "group",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.group = as_account_name(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "key_mode",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            if let Some(mode) = or_report(&e.node, parse_key_mode(&e.node), p) {
-                c.key_mode = mode;
-            }
-        },
-    },
-    KeySpec {
-        name: "reload",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            c.reload = parse_reload(&e.node, c.key_locations(), p).unwrap_or_default()
-        },
-    },
-    KeySpec {
-        name: "reload_timeout",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| {
-            let (min, max) = (MIN_RELOAD_TIMEOUT, MAX_RELOAD_TIMEOUT);
-            if let Some(timeout) = as_duration(&e.key, &e.node, min, max, p) {
-                c.reload_timeout = timeout;
-            }
-        },
-    },
-    KeySpec {
-        name: "verify",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.verify = parse_verify(&e.node, c.key_locations(), p),
-    },
-    KeySpec {
-        name: "profile",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.profile = as_nonempty_str(&e.key, &e.node, p),
-    },
-    KeySpec {
-        name: "alert_before",
-        scope: Scope::Inheritable,
-        parse: |c, e, _, p| c.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p),
-    },
+pub(super) static CERT_KEYS: &[CertKey] = &[
+    CertKey::own("name", parse_name).required(),
+    CertKey::own("domains", |c, e, _, p| {
+        c.domains = parse_domains(&e.node, c.key_locations(), p).unwrap_or_default()
+    })
+    .required(),
+    CertKey::inheritable("owner", |c, e, _, p| {
+        c.owner = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("service", |c, e, _, p| {
+        c.service = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("ca", |c, e, cas, p| {
+        c.ca = parse_ca_refs(&e.node, cas, p).unwrap_or_default()
+    }),
+    CertKey::inheritable("key_type", parse_key_type),
+    CertKey::inheritable("renew_before", |c, e, _, p| {
+        if let Some(margin) = or_report(&e.node, margin_value(&e.key, &e.node), p) {
+            c.renew_before = margin;
+        }
+    }),
+    CertKey::inheritable("challenge", |c, e, _, p| {
+        c.challenge.rules = parse_challenge(&e.node, c.key_locations(), p).unwrap_or_default()
+    })
+    .required(),
+    CertKey::inheritable("files", |c, e, _, p| {
+        c.files = parse_files(&e.node, c.key_locations(), p).unwrap_or_default()
+    })
+    .required(),
+    CertKey::inheritable("user", |c, e, _, p| {
+        c.user = as_account_name(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("group", |c, e, _, p| {
+        c.group = as_account_name(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("key_mode", |c, e, _, p| {
+        if let Some(mode) = or_report(&e.node, parse_key_mode(&e.node), p) {
+            c.key_mode = mode;
+        }
+    }),
+    CertKey::inheritable("reload", |c, e, _, p| {
+        c.reload = parse_reload(&e.node, c.key_locations(), p).unwrap_or_default()
+    }),
+    CertKey::inheritable("reload_timeout", |c, e, _, p| {
+        let (min, max) = (MIN_RELOAD_TIMEOUT, MAX_RELOAD_TIMEOUT);
+        if let Some(timeout) = as_duration(&e.key, &e.node, min, max, p) {
+            c.reload_timeout = timeout;
+        }
+    }),
+    CertKey::inheritable("verify", |c, e, _, p| {
+        c.verify = parse_verify(&e.node, c.key_locations(), p)
+    }),
+    CertKey::inheritable("profile", |c, e, _, p| {
+        c.profile = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("alert_before", |c, e, _, p| {
+        c.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p)
+    }),
 ];
 
 /// Whether `key` is a certificate key that `[defaults]` cannot set (`name`, `domains`).
@@ -526,7 +480,7 @@ pub(super) fn build_certificate(
     Some(cert)
 }
 
-/// Reports each key a certificate cannot do without, at its header; without `ca`, the only
+/// Reports each required key a certificate lacks, at its header; without `ca`, the only
 /// CA there is is chosen.
 fn check_required(cert: &mut CertConfig, cas: &BTreeSet<String>, p: &mut Vec<Problem>) {
     let header = cert.location.clone();
@@ -535,25 +489,15 @@ fn check_required(cert: &mut CertConfig, cas: &BTreeSet<String>, p: &mut Vec<Pro
         "" => "this certificate".to_string(),
         name => format!("certificate `{name}`"),
     };
-    if !written("name") {
-        p.push(Problem::new(
-            header.clone(),
-            "this [[certificate]] has no `name`",
-        ));
-    }
-    if !written("domains") {
-        p.push(Problem::new(
-            header.clone(),
-            format!("{label} has no `domains`"),
-        ));
-    }
-    for key in ["challenge", "files"] {
-        if !written(key) {
-            p.push(Problem::new(
-                header.clone(),
-                format!("{label} has no `{key}`; set it here or in [defaults]"),
-            ));
-        }
+    for key in CERT_KEYS.iter().filter(|k| k.required && !written(k.name)) {
+        let message = match (key.name, key.scope) {
+            ("name", _) => "this [[certificate]] has no `name`".to_string(),
+            (name, Scope::Own) => format!("{label} has no `{name}`"),
+            (name, Scope::Inheritable) => {
+                format!("{label} has no `{name}`; set it here or in [defaults]")
+            }
+        };
+        p.push(Problem::new(header.clone(), message));
     }
     if written("ca") {
         return;

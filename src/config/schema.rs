@@ -290,9 +290,42 @@ pub(super) enum Scope {
 pub(super) struct KeySpec<D, C = ()> {
     pub(super) name: &'static str,
     pub(super) scope: Scope,
+    /// Whether the table is incomplete without it (from `[defaults]` or its own).
+    pub(super) required: bool,
     /// Stores the value of the entry in the draft, or reports why it cannot.
-    pub(super) parse: fn(&mut D, &Entry, &C, &mut Vec<Problem>),
+    pub(super) parse: Parser<D, C>,
 }
+
+impl<D, C> KeySpec<D, C> {
+    /// A key only its own table may set.
+    pub(super) const fn own(name: &'static str, parse: Parser<D, C>) -> Self {
+        KeySpec {
+            name,
+            scope: Scope::Own,
+            required: false,
+            parse,
+        }
+    }
+
+    /// A certificate key `[defaults]` may set too.
+    pub(super) const fn inheritable(name: &'static str, parse: Parser<D, C>) -> Self {
+        KeySpec {
+            scope: Scope::Inheritable,
+            ..KeySpec::own(name, parse)
+        }
+    }
+
+    /// The same key, required.
+    pub(super) const fn required(self) -> Self {
+        KeySpec {
+            required: true,
+            ..self
+        }
+    }
+}
+
+/// How a key's value is parsed and stored in the draft `D`, with the help of `C`.
+pub(super) type Parser<D, C> = fn(&mut D, &Entry, &C, &mut Vec<Problem>);
 
 /// A value being built from a table, which records where each of its keys was written.
 pub(super) trait Draft {

@@ -74,8 +74,8 @@ const TOP_TABLES: &[&str] = &[
 pub(super) const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 impl Draft for Config {
-    fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {
-        &mut self.key_locations
+    fn written_at(&mut self, key: &str, at: &Location) {
+        self.key_locations.insert(key.to_string(), at.clone());
     }
 }
 

@@ -67,8 +67,8 @@ pub(super) static CA_KEYS: &[KeySpec<CaConfig>] = &[
 ];
 
 impl Draft for CaConfig {
-    fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {
-        &mut self.key_locations
+    fn written_at(&mut self, key: &str, at: &Location) {
+        self.key_locations.insert(key.to_string(), at.clone());
     }
 }
 

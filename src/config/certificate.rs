@@ -30,12 +30,6 @@ pub(super) const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
 
-pub(super) const FILES_KEYS: &[&str] = &["cert", "chain", "fullchain", "key", "combined"];
-
-pub(super) const VERIFY_KEYS: &[&str] = &["connect", "server_name", "timeout"];
-
-pub(super) const VERIFY_REQUIRED_KEYS: &[&str] = &["connect", "server_name"];
-
 /// A key of a `[[certificate]]`; parsing it needs the names of the defined CAs.
 type CertKey = KeySpec<CertConfig, BTreeSet<String>>;
 
@@ -44,7 +38,7 @@ type CertKey = KeySpec<CertConfig, BTreeSet<String>>;
 pub(super) static CERT_KEYS: &[CertKey] = &[
     CertKey::own("name", parse_name).required(),
     CertKey::own("domains", |c, e, _, p| {
-        c.domains = parse_domains(&e.node, c.key_locations(), p).unwrap_or_default()
+        c.domains = parse_domains(&e.node, c.locations(), p).unwrap_or_default()
     })
     .required(),
     CertKey::inheritable("owner", |c, e, _, p| {
@@ -63,11 +57,11 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
         }
     }),
     CertKey::inheritable("challenge", |c, e, _, p| {
-        c.challenge.rules = parse_challenge(&e.node, c.key_locations(), p).unwrap_or_default()
+        c.challenge.rules = parse_challenge(&e.node, c.locations(), p).unwrap_or_default()
     })
     .required(),
     CertKey::inheritable("files", |c, e, _, p| {
-        c.files = parse_files(&e.node, c.key_locations(), p).unwrap_or_default()
+        c.files = parse_files(&e.node, c.locations(), p).unwrap_or_default()
     })
     .required(),
     CertKey::inheritable("user", |c, e, _, p| {
@@ -82,7 +76,7 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
         }
     }),
     CertKey::inheritable("reload", |c, e, _, p| {
-        c.reload = parse_reload(&e.node, c.key_locations(), p).unwrap_or_default()
+        c.reload = parse_reload(&e.node, c.locations(), p).unwrap_or_default()
     }),
     CertKey::inheritable("reload_timeout", |c, e, _, p| {
         let (min, max) = (MIN_RELOAD_TIMEOUT, MAX_RELOAD_TIMEOUT);
@@ -91,7 +85,7 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
         }
     }),
     CertKey::inheritable("verify", |c, e, _, p| {
-        c.verify = parse_verify(&e.node, c.key_locations(), p)
+        c.verify = parse_verify(&e.node, c.locations(), p)
     }),
     CertKey::inheritable("profile", |c, e, _, p| {
         c.profile = as_nonempty_str(&e.key, &e.node, p)
@@ -107,12 +101,17 @@ fn own_only(key: &str) -> bool {
 }
 
 impl Draft for CertConfig {
-    fn key_locations(&mut self) -> &mut BTreeMap<String, Location> {
-        Arc::make_mut(&mut self.key_locations)
+    fn written_at(&mut self, key: &str, at: &Location) {
+        self.locations().insert(key.to_string(), at.clone());
     }
 }
 
 impl CertConfig {
+    /// Where each key was written, to add to while the certificate is built.
+    fn locations(&mut self) -> &mut BTreeMap<String, Location> {
+        Arc::make_mut(&mut self.key_locations)
+    }
+
     /// A certificate before its keys are read: the default of every key that has one,
     /// empty values for the others.
     fn unset(location: Location) -> Self {
@@ -272,7 +271,12 @@ pub(super) fn parse_files(
         p,
     )?;
     let start = p.len();
-    check_keys(entries, FILES_KEYS, "in `files`", p);
+    check_keys(
+        entries,
+        &FileKind::ALL.map(FileKind::as_str),
+        "in `files`",
+        p,
+    );
     let mut files = FileSet::default();
     let mut seen: Vec<(PathBuf, FileKind)> = Vec::new();
     for e in entries {
@@ -348,6 +352,48 @@ pub(super) fn parse_reload(
     ok.then_some(out)
 }
 
+/// A key of the `verify` table.
+type VerifyKey = KeySpec<VerifyConfig>;
+
+/// Every key of `verify`, in the order suggestions prefer on a tie.
+static VERIFY_KEYS: &[VerifyKey] = &[
+    VerifyKey::own("connect", |v, e, _, p| {
+        if let Some(s) = as_str(&e.key, &e.node, p) {
+            if or_report(&e.node, check_host_port(s), p).is_some() {
+                v.connect = s.to_string();
+            }
+        }
+    })
+    .required(),
+    VerifyKey::own("server_name", parse_server_name).required(),
+    VerifyKey::own("timeout", |v, e, _, p| {
+        let (min, max) = (MIN_VERIFY_TIMEOUT, MAX_VERIFY_TIMEOUT);
+        if let Some(timeout) = as_duration(&e.key, &e.node, min, max, p) {
+            v.timeout = timeout;
+        }
+    }),
+];
+
+impl Draft for VerifyConfig {}
+
+fn parse_server_name(v: &mut VerifyConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
+    let Some(s) = as_str(&e.key, &e.node, p) else {
+        return;
+    };
+    match normalize_identifier(s) {
+        Ok(name) if !name.starts_with("*.") => v.server_name = name,
+        Ok(_) => p.push(Problem::new(
+            e.node.loc.clone(),
+            "`server_name` must be a name the service answers to, not a wildcard",
+        )),
+        Err(why) => p.push(Problem::new(
+            e.node.loc.clone(),
+            format!("`server_name`: {why}"),
+        )),
+    }
+}
+
+/// `verify`: where to prove, after a reload, that the new certificate is served.
 pub(super) fn parse_verify(
     node: &Node,
     locs: &mut BTreeMap<String, Location>,
@@ -360,66 +406,27 @@ pub(super) fn parse_verify(
         p,
     )?;
     let start = p.len();
-    check_keys(entries, VERIFY_KEYS, "in `verify`", p);
-    let mut connect = None;
-    let mut server_name = None;
-    let mut timeout = DEFAULT_VERIFY_TIMEOUT;
-    for e in entries {
-        match e.key.as_str() {
-            "connect" => {
-                if let Some(s) = as_str("connect", &e.node, p) {
-                    match check_host_port(s) {
-                        Ok(()) => connect = Some(s.to_string()),
-                        Err(why) => p.push(Problem::new(e.node.loc.clone(), why)),
-                    }
-                }
-            }
-            "server_name" => {
-                if let Some(s) = as_str("server_name", &e.node, p) {
-                    match normalize_identifier(s) {
-                        Ok(name) if !name.starts_with("*.") => server_name = Some(name),
-                        Ok(_) => p.push(Problem::new(
-                            e.node.loc.clone(),
-                            "`server_name` must be a name the service answers to, not a wildcard",
-                        )),
-                        Err(why) => p.push(Problem::new(
-                            e.node.loc.clone(),
-                            format!("`server_name`: {why}"),
-                        )),
-                    }
-                }
-            }
-            "timeout" => {
-                if let Some(d) = as_duration(
-                    "timeout",
-                    &e.node,
-                    MIN_VERIFY_TIMEOUT,
-                    MAX_VERIFY_TIMEOUT,
-                    p,
-                ) {
-                    timeout = d;
-                }
-            }
-            _ => continue,
-        }
+    check_keys(entries, &key_names(VERIFY_KEYS), "in `verify`", p);
+    let mut verify = VerifyConfig {
+        connect: String::new(),
+        server_name: String::new(),
+        timeout: DEFAULT_VERIFY_TIMEOUT,
+    };
+    parse_keys(VERIFY_KEYS, entries, &mut verify, &(), p);
+    for e in entries
+        .iter()
+        .filter(|e| spec(VERIFY_KEYS, &e.key).is_some())
+    {
         locs.insert(format!("verify.{}", e.key), e.node.loc.clone());
     }
-    for key in VERIFY_REQUIRED_KEYS {
-        if find(entries, key).is_none() {
-            p.push(Problem::new(
-                node.loc.clone(),
-                format!("`verify` needs `{key}`"),
-            ));
-        }
-    }
-    if p.len() > start {
-        return None;
-    }
-    Some(VerifyConfig {
-        connect: connect?,
-        server_name: server_name?,
-        timeout,
-    })
+    report_missing(
+        VERIFY_KEYS,
+        entries,
+        &node.loc,
+        |key| format!("`verify` needs `{key}`"),
+        p,
+    );
+    (p.len() == start).then_some(verify)
 }
 
 /// Validates `[defaults]` on its own, so its mistakes are reported even when no

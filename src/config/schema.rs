@@ -5,7 +5,6 @@
 //! and stores its value. The known-key lists for unknown-key errors, the closest-key
 //! suggestions, the per-key parsing and `[defaults]` inheritance all come from them.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -327,9 +326,10 @@ impl<D, C> KeySpec<D, C> {
 /// How a key's value is parsed and stored in the draft `D`, with the help of `C`.
 pub(super) type Parser<D, C> = fn(&mut D, &Entry, &C, &mut Vec<Problem>);
 
-/// A value being built from a table, which records where each of its keys was written.
+/// A value being built from a table; one that keeps where its keys were written (a
+/// certificate, a CA, the top level) records each.
 pub(super) trait Draft {
-    fn key_locations(&mut self) -> &mut BTreeMap<String, Location>;
+    fn written_at(&mut self, _key: &str, _at: &Location) {}
 }
 
 /// The names `table` declares, in its order (the order suggestions prefer on a tie).
@@ -353,9 +353,7 @@ pub(super) fn parse_keys<'e, D: Draft, C>(
 ) {
     for entry in entries {
         if let Some(spec) = spec(table, &entry.key) {
-            draft
-                .key_locations()
-                .insert(entry.key.clone(), entry.node.loc.clone());
+            draft.written_at(&entry.key, &entry.node.loc);
             (spec.parse)(draft, entry, context, p);
         }
     }
@@ -372,6 +370,21 @@ pub(super) fn or_report<T, E: Into<String>>(
         Err(why) => {
             p.push(Problem::new(node.loc.clone(), why));
             None
+        }
+    }
+}
+
+/// Reports at `at` each required key of `table` that `entries` lacks, in table order.
+pub(super) fn report_missing<D, C>(
+    table: &[KeySpec<D, C>],
+    entries: &[Entry],
+    at: &Location,
+    message: impl Fn(&str) -> String,
+    p: &mut Vec<Problem>,
+) {
+    for key in table.iter().filter(|k| k.required) {
+        if find(entries, key.name).is_none() {
+            p.push(Problem::new(at.clone(), message(key.name)));
         }
     }
 }

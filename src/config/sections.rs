@@ -14,14 +14,55 @@ pub(super) const METRICS_KEYS: &[&str] = &["listen"];
 
 pub(super) const ALERT_KEYS: &[&str] = &["command", "webhook"];
 
-/// The keys every `[[exception]]` needs; [`EXCEPTION_ALL_KEYS`] adds the optional ones.
-pub(super) const EXCEPTION_KEYS: &[&str] = &["path", "owner", "reason", "review_by"];
-
-pub(super) const EXCEPTION_ALL_KEYS: &[&str] =
-    &["path", "owner", "reason", "review_by", "alert_before"];
-
 pub(super) const DISCOVERY_KEYS: &[&str] = &["paths", "alert_before"];
 
+/// A key of an `[[exception]]`.
+type ExceptionKey = KeySpec<ExceptionConfig>;
+
+/// Every key of an `[[exception]]`, in the order suggestions prefer on a tie.
+static EXCEPTION_KEYS: &[ExceptionKey] = &[
+    ExceptionKey::own("path", |x, e, _, p| {
+        if let Some(path) = as_file_path(&e.key, &e.node, p) {
+            x.path = path;
+        }
+    })
+    .required(),
+    ExceptionKey::own("owner", |x, e, _, p| {
+        x.owner = as_nonempty_str(&e.key, &e.node, p).unwrap_or_default()
+    })
+    .required(),
+    ExceptionKey::own("reason", |x, e, _, p| {
+        x.reason = as_nonempty_str(&e.key, &e.node, p).unwrap_or_default()
+    })
+    .required(),
+    ExceptionKey::own("review_by", parse_review_by).required(),
+    ExceptionKey::own("alert_before", |x, e, _, p| {
+        x.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p)
+    }),
+];
+
+impl Draft for ExceptionConfig {}
+
+/// `review_by`: a `YYYY-MM-DD` string or a TOML local date.
+fn parse_review_by(x: &mut ExceptionConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
+    let date = match &e.node.val {
+        Val::Str(s) => Some(s.clone()),
+        Val::Datetime(d) if d.time.is_none() && d.offset.is_none() => d
+            .date
+            .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)),
+        _ => None,
+    };
+    match date {
+        Some(date) => {
+            if or_report(&e.node, check_date(&date), p).is_some() {
+                x.review_by = date;
+            }
+        }
+        None => wrong_type(&e.key, &e.node, "a date like \"2027-03-01\"", p),
+    }
+}
+
+/// One `[[exception]]`; `None` when anything about it is wrong (and `p` says what).
 pub(super) fn build_exception(
     node: &Node,
     defaults: &[Entry],
@@ -31,74 +72,38 @@ pub(super) fn build_exception(
         return None;
     };
     let start = p.len();
-    check_keys(entries, EXCEPTION_ALL_KEYS, "in [[exception]]", p);
-    let alert_before = alert_before_of(entries, defaults, p);
-    let mut path = None;
-    let mut owner = None;
-    let mut reason = None;
-    let mut review_by = None;
-    for e in entries {
-        let (key, n) = (e.key.as_str(), &e.node);
-        match key {
-            "path" => path = as_file_path(key, n, p),
-            "owner" => owner = as_nonempty_str(key, n, p),
-            "reason" => reason = as_nonempty_str(key, n, p),
-            "review_by" => {
-                let date = match &n.val {
-                    Val::Str(s) => Some(s.clone()),
-                    Val::Datetime(d) if d.time.is_none() && d.offset.is_none() => d
-                        .date
-                        .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)),
-                    _ => None,
-                };
-                match date {
-                    Some(date) => match check_date(&date) {
-                        Ok(()) => review_by = Some(date),
-                        Err(why) => p.push(Problem::new(n.loc.clone(), why)),
-                    },
-                    None => wrong_type(key, n, "a date like \"2027-03-01\"", p),
-                }
-            }
-            _ => {}
-        }
-    }
-    for key in EXCEPTION_KEYS {
-        if find(entries, key).is_none() {
-            p.push(Problem::new(
-                node.loc.clone(),
-                format!("[[exception]] needs `{key}`"),
-            ));
-        }
-    }
-    if p.len() > start {
-        return None;
-    }
-    Some(ExceptionConfig {
-        path: path?,
-        owner: owner?,
-        reason: reason?,
-        review_by: review_by?,
-        alert_before,
+    check_keys(entries, &key_names(EXCEPTION_KEYS), "in [[exception]]", p);
+    let mut exception = ExceptionConfig {
+        path: PathBuf::new(),
+        owner: String::new(),
+        reason: String::new(),
+        review_by: String::new(),
+        alert_before: None,
         location: node.loc.clone(),
-    })
+    };
+    parse_keys(EXCEPTION_KEYS, entries, &mut exception, &(), p);
+    if find(entries, "alert_before").is_none() {
+        exception.alert_before = inherited_alert_before(defaults);
+    }
+    let needs = |key: &str| format!("[[exception]] needs `{key}`");
+    report_missing(EXCEPTION_KEYS, entries, &node.loc, needs, p);
+    (p.len() == start).then_some(exception)
 }
 
-/// `alert_before` of an `[[exception]]` or `[discovery]` table, else of `[defaults]` (whose
-/// mistakes are reported by its own check).
-pub(super) fn alert_before_of(
+/// `alert_before` of a `[discovery]` table, else of `[defaults]`.
+fn alert_before_of(
     entries: &[Entry],
     defaults: &[Entry],
     p: &mut Vec<Problem>,
 ) -> Option<RenewBefore> {
-    if let Some(e) = find(entries, "alert_before") {
-        return match margin_value("alert_before", &e.node) {
-            Ok(r) => Some(r),
-            Err(why) => {
-                p.push(Problem::new(e.node.loc.clone(), why));
-                None
-            }
-        };
+    match find(entries, "alert_before") {
+        Some(e) => or_report(&e.node, margin_value(&e.key, &e.node), p),
+        None => inherited_alert_before(defaults),
     }
+}
+
+/// `alert_before` of `[defaults]`, whose mistakes are reported by its own check.
+fn inherited_alert_before(defaults: &[Entry]) -> Option<RenewBefore> {
     find(defaults, "alert_before").and_then(|e| margin_value("alert_before", &e.node).ok())
 }
 

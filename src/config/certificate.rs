@@ -413,12 +413,7 @@ pub(super) fn parse_verify(
         timeout: DEFAULT_VERIFY_TIMEOUT,
     };
     parse_keys(VERIFY_KEYS, entries, &mut verify, &(), p);
-    for e in entries
-        .iter()
-        .filter(|e| spec(VERIFY_KEYS, &e.key).is_some())
-    {
-        locs.insert(format!("verify.{}", e.key), e.node.loc.clone());
-    }
+    record_locations(VERIFY_KEYS, entries, "verify", locs);
     report_missing(
         VERIFY_KEYS,
         entries,

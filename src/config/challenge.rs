@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::problem::{Location, Problem};
 use super::schema::{
     as_abs_path, as_argv, as_bool, as_duration, as_file_path, as_socket_addr, as_str, as_table,
-    check_keys, find, suggest,
+    check_keys, find, key_names, parse_keys, record_locations, report_missing, suggest, Draft,
+    KeySpec,
 };
 use super::source::{Entry, Node, Val};
 use super::types::{ChallengeConfig, ChallengeRule};
@@ -39,8 +40,6 @@ fn challenge_keys() -> Vec<&'static str> {
 fn type_names() -> Vec<&'static str> {
     CHALLENGE_TYPES.iter().map(|(name, _)| *name).collect()
 }
-
-pub(super) const RFC2136_KEYS: &[&str] = &["server", "tsig_key_file"];
 
 /// `challenge`: one challenge for every name (a table with a `type`), or a table of them
 /// keyed by name pattern (every value a table, no `type` key).
@@ -293,6 +292,30 @@ fn parse_dns01(
     }
 }
 
+/// What an `rfc2136` table says.
+#[derive(Default)]
+struct Rfc2136 {
+    server: Option<SocketAddr>,
+    tsig_key_file: Option<PathBuf>,
+}
+
+impl Draft for Rfc2136 {}
+
+/// A key of `rfc2136`.
+type Rfc2136Key = KeySpec<Rfc2136>;
+
+/// Every key of `rfc2136`.
+static RFC2136_KEYS: &[Rfc2136Key] = &[
+    Rfc2136Key::own("server", |r, e, _, p| {
+        r.server = as_socket_addr(&e.key, &e.node, Some(53), p)
+    })
+    .required(),
+    Rfc2136Key::own("tsig_key_file", |r, e, _, p| {
+        r.tsig_key_file = as_file_path(&e.key, &e.node, p)
+    }),
+];
+
+/// `rfc2136`: the DNS server to update (port 53 if not given) and its TSIG key file.
 pub(super) fn parse_rfc2136(
     node: &Node,
     prefix: &str,
@@ -306,25 +329,16 @@ pub(super) fn parse_rfc2136(
         p,
     )?;
     let start = p.len();
-    check_keys(entries, RFC2136_KEYS, "in `rfc2136`", p);
-    let mut server = None;
-    let mut key_file = None;
-    for e in entries {
-        match e.key.as_str() {
-            "server" => server = as_socket_addr("server", &e.node, Some(53), p),
-            "tsig_key_file" => key_file = as_file_path("tsig_key_file", &e.node, p),
-            _ => continue,
-        }
-        locs.insert(format!("{prefix}.rfc2136.{}", e.key), e.node.loc.clone());
-    }
-    if find(entries, "server").is_none() {
-        p.push(Problem::new(
-            node.loc.clone(),
-            "`rfc2136` needs `server`, the DNS server to update, like `10.0.0.53:53`",
-        ));
-    }
+    check_keys(entries, &key_names(RFC2136_KEYS), "in `rfc2136`", p);
+    let mut rfc2136 = Rfc2136::default();
+    parse_keys(RFC2136_KEYS, entries, &mut rfc2136, &(), p);
+    record_locations(RFC2136_KEYS, entries, &format!("{prefix}.rfc2136"), locs);
+    let needs = |_: &str| {
+        "`rfc2136` needs `server`, the DNS server to update, like `10.0.0.53:53`".to_string()
+    };
+    report_missing(RFC2136_KEYS, entries, &node.loc, needs, p);
     if p.len() > start {
         return None;
     }
-    server.map(|server| (server, key_file))
+    rfc2136.server.map(|server| (server, rfc2136.tsig_key_file))
 }

@@ -8,7 +8,7 @@
 //! `[defaults]` values, while `renewd check` must list every problem with its place.
 //! Everything other modules need is in the typed [`Config`]; nothing downstream sees TOML.
 //!
-//! The code map: [`types`] is the data model; `source` reads files into a positioned tree
+//! The code map: `types` is the data model; `source` reads files into a positioned tree
 //! and merges `conf.d`; `schema` declares every key once (name, where it may be written,
 //! how its value is parsed) and holds the typed readers of values; `build`, `ca`,
 //! `certificate`, `challenge` and `sections` turn the merged tree into the data model;

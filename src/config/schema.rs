@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use super::build::TOP_KEYS;
 use super::certificate::CERT_KEYS;
+use std::collections::BTreeMap;
+
 use super::problem::{Location, Problem};
 use super::source::{Entry, Node, Val};
 use super::value::{format_duration, parse_duration, parse_socket_addr};
@@ -386,5 +388,17 @@ pub(super) fn report_missing<D, C>(
         if find(entries, key.name).is_none() {
             p.push(Problem::new(at.clone(), message(key.name)));
         }
+    }
+}
+
+/// Records in `locs`, as `PREFIX.KEY`, where each key that `table` declares was written.
+pub(super) fn record_locations<D, C>(
+    table: &[KeySpec<D, C>],
+    entries: &[Entry],
+    prefix: &str,
+    locs: &mut BTreeMap<String, Location>,
+) {
+    for e in entries.iter().filter(|e| spec(table, &e.key).is_some()) {
+        locs.insert(format!("{prefix}.{}", e.key), e.node.loc.clone());
     }
 }

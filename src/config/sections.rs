@@ -12,8 +12,6 @@ use super::value::{check_date, check_url, margin_value};
 
 pub(super) const METRICS_KEYS: &[&str] = &["listen"];
 
-pub(super) const ALERT_KEYS: &[&str] = &["command", "webhook"];
-
 pub(super) const DISCOVERY_KEYS: &[&str] = &["paths", "alert_before"];
 
 /// A key of an `[[exception]]`.
@@ -125,35 +123,41 @@ pub(super) fn build_metrics(
     Some(MetricsConfig { listen })
 }
 
+/// Every key of `[alert]`.
+static ALERT_KEYS: &[KeySpec<AlertConfig>] = &[
+    KeySpec::own("command", |alert, e, _, p| {
+        alert.command = as_argv(&e.key, &e.node, p)
+    }),
+    KeySpec::own("webhook", |alert, e, _, p| {
+        if let Some(url) = as_str(&e.key, &e.node, p) {
+            let checked = check_url(url, true).map_err(|why| format!("`webhook` {why}"));
+            if or_report(&e.node, checked, p).is_some() {
+                alert.webhook = Some(url.to_string());
+            }
+        }
+    }),
+];
+
+impl Draft for AlertConfig {}
+
+/// `[alert]`: a command, a webhook, or both.
 pub(super) fn build_alert(
     section: &Section,
     locs: &mut BTreeMap<String, Location>,
     p: &mut Vec<Problem>,
 ) -> Option<AlertConfig> {
     let start = p.len();
-    check_keys(&section.entries, ALERT_KEYS, "in [alert]", p);
+    check_keys(&section.entries, &key_names(ALERT_KEYS), "in [alert]", p);
     let mut alert = AlertConfig {
         command: None,
         webhook: None,
     };
-    for e in &section.entries {
-        match e.key.as_str() {
-            "command" => alert.command = as_argv("command", &e.node, p),
-            "webhook" => {
-                if let Some(url) = as_str("webhook", &e.node, p) {
-                    match check_url(url, true) {
-                        Ok(()) => alert.webhook = Some(url.to_string()),
-                        Err(why) => {
-                            p.push(Problem::new(e.node.loc.clone(), format!("`webhook` {why}")))
-                        }
-                    }
-                }
-            }
-            _ => continue,
-        }
-        locs.insert(format!("alert.{}", e.key), e.node.loc.clone());
-    }
-    if find(&section.entries, "command").is_none() && find(&section.entries, "webhook").is_none() {
+    parse_keys(ALERT_KEYS, &section.entries, &mut alert, &(), p);
+    record_locations(ALERT_KEYS, &section.entries, "alert", locs);
+    if ALERT_KEYS
+        .iter()
+        .all(|k| find(&section.entries, k.name).is_none())
+    {
         p.push(Problem::new(
             section.loc.clone(),
             "[alert] needs `command`, `webhook` or both",

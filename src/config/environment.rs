@@ -127,8 +127,10 @@ fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
             ));
         }
     }
-    check_account(cert, "user", cert.user.as_deref(), p);
-    check_account(cert, "group", cert.group.as_deref(), p);
+    let user = |name: &str| nix::unistd::User::from_name(name).map(|u| u.is_some());
+    let group = |name: &str| nix::unistd::Group::from_name(name).map(|g| g.is_some());
+    check_account(cert, "user", cert.user.as_deref(), user, p);
+    check_account(cert, "group", cert.group.as_deref(), group, p);
     for (i, argv) in cert.reload.iter().enumerate() {
         if let Some(Err(why)) = argv.first().map(|cmd| check_executable(cmd)) {
             p.push(Problem::new(
@@ -144,14 +146,17 @@ fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
 
 /// The `user` or `group` (`key`) `name` exists on this machine; a number names an id as it
 /// is (deploy::Ownership::resolve does the same).
-fn check_account(cert: &CertConfig, key: &str, name: Option<&str>, p: &mut Vec<Problem>) {
+fn check_account(
+    cert: &CertConfig,
+    key: &str,
+    name: Option<&str>,
+    exists: impl Fn(&str) -> nix::Result<bool>,
+    p: &mut Vec<Problem>,
+) {
     let Some(name) = name else {
         return;
     };
-    let found = match key {
-        "user" => nix::unistd::User::from_name(name).map(|u| u.is_some()),
-        _ => nix::unistd::Group::from_name(name).map(|g| g.is_some()),
-    };
+    let found = exists(name);
     let message = match found {
         Ok(true) => return,
         Ok(false) if name.parse::<u32>().is_ok() => return,

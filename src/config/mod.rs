@@ -221,9 +221,9 @@ impl Config {
 #[error("no certificate named {} in the configuration; {}", self.names(), self.listed())]
 pub struct UnknownCertificates {
     /// Each unknown name, with the closest configured name when one is close.
-    pub unknown: Vec<(String, Option<String>)>,
+    pub(crate) unknown: Vec<(String, Option<String>)>,
     /// Every configured certificate's name.
-    pub configured: Vec<String>,
+    pub(crate) configured: Vec<String>,
 }
 
 impl UnknownCertificates {

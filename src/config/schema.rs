@@ -23,6 +23,92 @@ pub(super) const SECRET_KEYS: &[(&str, &str)] = &[
     ("tsig_key", "tsig_key_file"),
 ];
 
+/// Where a key may be written besides the table it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Only in its own table (a certificate's `name`, every key of a `[ca.NAME]`).
+    Own,
+    /// Also in `[defaults]`, from where every `[[certificate]]` that does not set it
+    /// inherits it.
+    Inheritable,
+}
+
+/// One configuration key: its name, where it may be written, and how its value is parsed
+/// into `D` (the value being built for the table, e.g. a [`super::CertConfig`]) with the
+/// help of `C` (what the parse needs to know besides the value, e.g. the defined CAs).
+pub(super) struct KeySpec<D, C = ()> {
+    pub(super) name: &'static str,
+    pub(super) scope: Scope,
+    /// Whether the table is incomplete without it (from `[defaults]` or its own).
+    pub(super) required: bool,
+    /// Stores the value of the entry in the draft, or reports why it cannot.
+    pub(super) parse: Parser<D, C>,
+}
+
+impl<D, C> KeySpec<D, C> {
+    /// A key only its own table may set.
+    pub(super) const fn own(name: &'static str, parse: Parser<D, C>) -> Self {
+        KeySpec {
+            name,
+            scope: Scope::Own,
+            required: false,
+            parse,
+        }
+    }
+
+    /// A certificate key `[defaults]` may set too.
+    pub(super) const fn inheritable(name: &'static str, parse: Parser<D, C>) -> Self {
+        KeySpec {
+            scope: Scope::Inheritable,
+            ..KeySpec::own(name, parse)
+        }
+    }
+
+    /// The same key, required.
+    pub(super) const fn required(self) -> Self {
+        KeySpec {
+            required: true,
+            ..self
+        }
+    }
+}
+
+/// How a key's value is parsed and stored in the draft `D`, with the help of `C`.
+pub(super) type Parser<D, C> = fn(&mut D, &Entry, &C, &mut Vec<Problem>);
+
+/// A value being built from a table; one that keeps where its keys were written (a
+/// certificate, a CA, the top level) records each.
+pub(super) trait Draft {
+    fn written_at(&mut self, _key: &str, _at: &Location) {}
+}
+
+/// The names `table` declares, in its order (the order suggestions prefer on a tie).
+pub(super) fn key_names<D, C>(table: &[KeySpec<D, C>]) -> Vec<&'static str> {
+    table.iter().map(|k| k.name).collect()
+}
+
+/// The declaration of `key` in `table`.
+pub(super) fn spec<'t, D, C>(table: &'t [KeySpec<D, C>], key: &str) -> Option<&'t KeySpec<D, C>> {
+    table.iter().find(|k| k.name == key)
+}
+
+/// Parses every entry that `table` declares into `draft`, recording where it was written;
+/// other entries are left to [`check_keys`].
+pub(super) fn parse_keys<'e, D: Draft, C>(
+    table: &[KeySpec<D, C>],
+    entries: impl IntoIterator<Item = &'e Entry>,
+    draft: &mut D,
+    context: &C,
+    p: &mut Vec<Problem>,
+) {
+    for entry in entries {
+        if let Some(spec) = spec(table, &entry.key) {
+            draft.written_at(&entry.key, &entry.node.loc);
+            (spec.parse)(draft, entry, context, p);
+        }
+    }
+}
+
 pub(super) fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     let key_len = key.chars().count();
     known
@@ -273,92 +359,6 @@ pub(super) fn as_account_name(key: &str, node: &Node, p: &mut Vec<Problem>) -> O
 
 pub(super) fn find<'e>(entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
     entries.iter().find(|e| e.key == key)
-}
-
-/// Where a key may be written besides the table it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Scope {
-    /// Only in its own table (a certificate's `name`, every key of a `[ca.NAME]`).
-    Own,
-    /// Also in `[defaults]`, from where every `[[certificate]]` that does not set it
-    /// inherits it.
-    Inheritable,
-}
-
-/// One configuration key: its name, where it may be written, and how its value is parsed
-/// into `D` (the value being built for the table, e.g. a [`super::CertConfig`]) with the
-/// help of `C` (what the parse needs to know besides the value, e.g. the defined CAs).
-pub(super) struct KeySpec<D, C = ()> {
-    pub(super) name: &'static str,
-    pub(super) scope: Scope,
-    /// Whether the table is incomplete without it (from `[defaults]` or its own).
-    pub(super) required: bool,
-    /// Stores the value of the entry in the draft, or reports why it cannot.
-    pub(super) parse: Parser<D, C>,
-}
-
-impl<D, C> KeySpec<D, C> {
-    /// A key only its own table may set.
-    pub(super) const fn own(name: &'static str, parse: Parser<D, C>) -> Self {
-        KeySpec {
-            name,
-            scope: Scope::Own,
-            required: false,
-            parse,
-        }
-    }
-
-    /// A certificate key `[defaults]` may set too.
-    pub(super) const fn inheritable(name: &'static str, parse: Parser<D, C>) -> Self {
-        KeySpec {
-            scope: Scope::Inheritable,
-            ..KeySpec::own(name, parse)
-        }
-    }
-
-    /// The same key, required.
-    pub(super) const fn required(self) -> Self {
-        KeySpec {
-            required: true,
-            ..self
-        }
-    }
-}
-
-/// How a key's value is parsed and stored in the draft `D`, with the help of `C`.
-pub(super) type Parser<D, C> = fn(&mut D, &Entry, &C, &mut Vec<Problem>);
-
-/// A value being built from a table; one that keeps where its keys were written (a
-/// certificate, a CA, the top level) records each.
-pub(super) trait Draft {
-    fn written_at(&mut self, _key: &str, _at: &Location) {}
-}
-
-/// The names `table` declares, in its order (the order suggestions prefer on a tie).
-pub(super) fn key_names<D, C>(table: &[KeySpec<D, C>]) -> Vec<&'static str> {
-    table.iter().map(|k| k.name).collect()
-}
-
-/// The declaration of `key` in `table`.
-pub(super) fn spec<'t, D, C>(table: &'t [KeySpec<D, C>], key: &str) -> Option<&'t KeySpec<D, C>> {
-    table.iter().find(|k| k.name == key)
-}
-
-/// Parses every entry that `table` declares into `draft`, recording where it was written;
-/// other entries are left to [`check_keys`].
-pub(super) fn parse_keys<'e, D: Draft, C>(
-    table: &[KeySpec<D, C>],
-    entries: impl IntoIterator<Item = &'e Entry>,
-    draft: &mut D,
-    context: &C,
-    p: &mut Vec<Problem>,
-) {
-    for entry in entries {
-        if let Some(spec) = spec(table, &entry.key) {
-            draft.written_at(&entry.key, &entry.node.loc);
-            (spec.parse)(draft, entry, context, p);
-        }
-    }
 }
 
 /// The value of `result`, or `None` with its error reported at `node`.

@@ -251,10 +251,11 @@ pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> i
     };
     let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
     // The CA's advice about the deployed certificate, when ARI applies to it.
-    let ari = rec
-        .ari
-        .as_ref()
-        .filter(|a| ev.ari_enabled && Some(&a.serial) == ev.serial.as_ref());
+    let ari = ev
+        .serial
+        .as_deref()
+        .and_then(|s| schedule::ari::about(rec.ari.as_ref(), s))
+        .filter(|_| ev.ari_enabled);
     inventory::Managed {
         name: cert.name.clone(),
         paths: cert.files.iter().map(|(_, p)| p.to_path_buf()).collect(),
@@ -312,10 +313,7 @@ pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
 
 /// One line about the CA's last ARI answer for the deployed certificate `serial`.
 fn ari_summary(rec: &CertRecord, serial: Option<&str>) -> Option<String> {
-    let ari = rec
-        .ari
-        .as_ref()
-        .filter(|a| Some(a.serial.as_str()) == serial)?;
+    let ari = schedule::ari::about(rec.ari.as_ref(), serial?)?;
     let next = rfc3339(state::from_unix(ari.next_poll));
     let mut s = match (ari.window, &ari.error) {
         (Some((start, end)), _) => format!(

@@ -14,6 +14,7 @@ use crate::deploy::journal::Swap;
 use crate::deploy::{self, Material, Ownership};
 use crate::logging;
 use crate::schedule;
+use crate::state::CertRecord;
 use crate::x509::{self, CertInfo, PrivateKey};
 
 use super::IssuedError;
@@ -63,7 +64,8 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
         dry_run: bool,
     ) -> Result<Issued, RenewError> {
-        let ca_config = self.order_ca(cert, cas)?;
+        let rec = self.record(&cert.name);
+        let ca_config = order_ca(cert, &rec, cas)?;
         let ownership = Ownership::resolve(cert.user.as_deref(), cert.group.as_deref())
             .map_err(RenewError::Ownership)?;
         // A dry run never finalizes, so it needs neither key nor CSR.
@@ -73,7 +75,7 @@ impl Renewer {
         };
         let ca = self.ca(ca_config).await?;
         self.check_clock(ca_config).await?;
-        let replaced = self.replaced(cert, ca_config).await;
+        let replaced = replaced(cert, &rec, ca_config).await;
         let options = crate::acme::OrderOptions {
             // A dry run's order is never finalized: it must not claim the deployed
             // certificate's replacement (a CA may hold that claim against the real one).
@@ -120,23 +122,6 @@ impl Renewer {
         })
     }
 
-    /// The CA the next order of `cert` uses: the first, or a fallback after repeated
-    /// failures (`ca = ["first", "second"]`, [`schedule::order_ca`]).
-    fn order_ca<'a>(
-        &self,
-        cert: &CertConfig,
-        cas: &'a BTreeMap<String, CaConfig>,
-    ) -> Result<&'a CaConfig, RenewError> {
-        let failures = self.record(&cert.name).consecutive_failures;
-        let ca_name = schedule::order_ca(&cert.ca, failures).ok_or(RenewError::NoCa)?;
-        if Some(ca_name) != cert.ca.first().map(String::as_str) {
-            tracing::warn!(ca = %ca_name, failures,
-                "{}: falling back to CA {ca_name} after {failures} failures in a row", cert.name);
-        }
-        cas.get(ca_name)
-            .ok_or_else(|| RenewError::CaNotConfigured(ca_name.to_string()))
-    }
-
     /// This host's clock against the CA's, from a fresh answer (the directory): a wrong
     /// host clock is not the CA's fault, and ordering would waste a certificate.
     async fn check_clock(&self, ca_config: &CaConfig) -> Result<(), RenewError> {
@@ -149,21 +134,6 @@ impl Renewer {
             Some(why) => Err(RenewError::ClockSkew(why)),
             None => Ok(()),
         }
-    }
-
-    /// The deployed certificate, for `replaces`, when CA `ca_config` issued it and gave
-    /// ARI advice about it (`ari = false`: never, whatever advice was recorded before).
-    async fn replaced(&self, cert: &CertConfig, ca_config: &CaConfig) -> Option<CertInfo> {
-        if !ca_config.ari {
-            return None;
-        }
-        let rec = self.record(&cert.name);
-        if rec.issued_by.as_deref() != Some(ca_config.name.as_str()) {
-            return None;
-        }
-        let leaf = inspect(&cert.files).await.ok()?.ok()?;
-        schedule::ari::advice(rec.ari.as_ref(), &leaf.serial_hex)?;
-        Some(leaf)
     }
 
     /// Writes the new files beside the old ones and begins the swap (its journal first).
@@ -187,6 +157,34 @@ impl Renewer {
         .await
         .map_err(RenewError::DeployAborted)?
     }
+}
+
+/// The CA the next order of `cert` uses: the first, or a fallback after repeated
+/// failures (`ca = ["first", "second"]`, [`schedule::order_ca`]).
+fn order_ca<'a>(
+    cert: &CertConfig,
+    rec: &CertRecord,
+    cas: &'a BTreeMap<String, CaConfig>,
+) -> Result<&'a CaConfig, RenewError> {
+    let failures = rec.consecutive_failures;
+    let ca_name = schedule::order_ca(&cert.ca, failures).ok_or(RenewError::NoCa)?;
+    if Some(ca_name) != cert.ca.first().map(String::as_str) {
+        tracing::warn!(ca = %ca_name, failures,
+            "{}: falling back to CA {ca_name} after {failures} failures in a row", cert.name);
+    }
+    cas.get(ca_name)
+        .ok_or_else(|| RenewError::CaNotConfigured(ca_name.to_string()))
+}
+
+/// The deployed certificate, for `replaces`, when CA `ca_config` issued it and gave ARI
+/// advice about it (`ari = false`: never, whatever advice was recorded before).
+async fn replaced(cert: &CertConfig, rec: &CertRecord, ca_config: &CaConfig) -> Option<CertInfo> {
+    if !ca_config.ari || rec.issued_by.as_deref() != Some(ca_config.name.as_str()) {
+        return None;
+    }
+    let leaf = inspect(&cert.files).await.ok()?.ok()?;
+    schedule::ari::advice(rec.ari.as_ref(), &leaf.serial_hex)?;
+    Some(leaf)
 }
 
 /// A fresh key and its CSR for `cert`'s names. Key generation (RSA-4096 takes a while)

@@ -98,7 +98,7 @@ pub(crate) fn choose_in_window(start: SystemTime, end: SystemTime, r: f64) -> Op
 
 /// The part of `rec` about the deployed certificate `serial`: an answer about another
 /// certificate (the one replaced) says nothing about this one.
-fn about<'a>(rec: Option<&'a AriRecord>, serial: &str) -> Option<&'a AriRecord> {
+pub(crate) fn about<'a>(rec: Option<&'a AriRecord>, serial: &str) -> Option<&'a AriRecord> {
     rec.filter(|a| a.serial == serial)
 }
 

@@ -34,14 +34,17 @@ pub(crate) use crate::schedule::{from_unix, unix, MAX_UNIX};
 /// How many past attempts each certificate keeps.
 const HISTORY_LEN: usize = 20;
 
+/// Why the state directory cannot be opened, locked or written; each names the path.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// An operating-system error on `path`.
     #[error("state directory {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "state directory {0} is locked by another renewd process (a running daemon, or a one-shot \
          renew); try again when it has finished"
     )]
+    /// Another process holds the lock (see [`StateDir::try_lock`]).
     Locked(PathBuf),
     #[error(
         "state directory {path} already exists with {found}; renewd keeps account keys there \
@@ -49,6 +52,7 @@ pub enum StateError {
          /var/lib): if it is renewd's alone, `chmod 0700 {path}`, else point `state_dir` at \
          a directory of its own"
     )]
+    /// An existing `state_dir` is not a directory of mode 0700 ([`check_existing`]).
     NotPrivate { path: PathBuf, found: String },
 }
 

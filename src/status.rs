@@ -195,6 +195,8 @@ pub struct StatusRow {
     pub warnings: Vec<String>,
 }
 
+/// `cert`'s row of `renewd status`, from its record `rec` and its evaluation `ev`;
+/// `renewing` while a renewal of it is under way (daemon only).
 pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
     let (not_after, problem) = match &ev.deployed {
         Deployed::Valid { not_after, .. } => (Some(state::unix(*not_after)), None),

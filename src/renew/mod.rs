@@ -101,6 +101,7 @@ impl Renewer {
         unsaved.error.clone()
     }
 
+    /// The state directory this renewer records into.
     pub(crate) fn state(&self) -> &StateDir {
         &self.state
     }

@@ -38,7 +38,9 @@ pub enum Deployed {
 /// deployed a certificate for this name (the start of the [`min_interval`] floor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Failures {
+    /// Failures in a row since the last success.
     pub consecutive: u32,
+    /// When the last of them happened.
     pub last_failure: Option<SystemTime>,
     /// The CA asked us not to come back before this moment (Retry-After, rate limits).
     pub retry_after: Option<SystemTime>,
@@ -88,11 +90,14 @@ impl fmt::Display for Reason {
 /// The next moment a certificate must be acted on, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// When (in the past when due now).
     pub at: SystemTime,
+    /// Why.
     pub reason: Reason,
 }
 
 impl Decision {
+    /// Whether the moment has come at `now`.
     pub fn is_due(&self, now: SystemTime) -> bool {
         self.at <= now
     }

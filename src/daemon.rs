@@ -197,7 +197,10 @@ pub async fn revoke_in_process(
             "{name}: not revoked: no replacement could be deployed as configured: {why}"
         ));
     }
-    let serial = renewer.revoke(&cert, &config.cas, reason).await?;
+    let serial = renewer
+        .revoke(&cert, &config.cas, reason)
+        .await
+        .map_err(|e| e.to_string())?;
     let report = renewer.run_batch(vec![cert], &config.cas, false).await;
     Ok(revoked_results(&serial, &report))
 }

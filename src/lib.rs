@@ -14,7 +14,7 @@ pub mod hooks;
 pub mod inventory;
 pub mod logging;
 pub mod outbound;
-pub mod renew;
+pub(crate) mod renew;
 pub mod schedule;
 pub mod serve;
 pub mod state;

@@ -580,7 +580,7 @@ async fn check_profiles(cfg: &Config) -> Vec<config::Problem> {
         let Some(ca) = cfg.cas.get(name) else {
             continue;
         };
-        let pause = cfg.state_dir.join("accounts").join(format!("{name}.pause"));
+        let pause = renewd::state::pause_path(&cfg.state_dir, name);
         match renewd::acme::advertised_profiles(ca, pause).await {
             Ok(offered) => {
                 for (p, loc, of_ca) in profiles {

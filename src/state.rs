@@ -4,9 +4,16 @@
 //! - `lock`: held with `flock` by whichever process renews (the daemon for its whole life, or
 //!   a one-shot `renew`/`run --once`), so two processes never renew the same certificate.
 //! - `accounts/<ca>.json`: the ACME account credentials for each configured CA.
-//! - `certs/<name>.json`: per-certificate history: last result, failures, issuer.
+//! - `accounts/<ca>.pause`: a pause the CA asked for (rate limit, long Retry-After), kept
+//!   across restarts (see `acme`).
+//! - `certs/<name>.json`: per-certificate history: last result, failures, issuer, the CA's
+//!   last ARI answer.
 //! - `journal/<name>.json`: the swap journal of a file set being replaced (see
 //!   `deploy::journal`); present only while a swap is under way or was interrupted.
+//! - `alerts.json`: the alerts sent and still firing (see `inventory::alerts`).
+//!
+//! Only this module spells these names: everyone else asks [`StateDir`] (or, holding only
+//! the configured `state_dir`, [`pause_path`] and [`alerts_path`]).
 //!
 //! Every file is replaced atomically, so a crash leaves the old or the new version.
 
@@ -14,25 +21,30 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+pub(crate) use crate::schedule::ari::AriRecord;
 use crate::schedule::Failures;
+pub(crate) use crate::schedule::{from_unix, unix, MAX_UNIX};
 
 /// How many past attempts each certificate keeps.
 const HISTORY_LEN: usize = 20;
 
+/// Why the state directory cannot be opened, locked or written; each names the path.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// An operating-system error on `path`.
     #[error("state directory {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "state directory {0} is locked by another renewd process (a running daemon, or a one-shot \
          renew); try again when it has finished"
     )]
+    /// Another process holds the lock (see [`StateDir::try_lock`]).
     Locked(PathBuf),
     #[error(
         "state directory {path} already exists with {found}; renewd keeps account keys there \
@@ -40,7 +52,16 @@ pub enum StateError {
          /var/lib): if it is renewd's alone, `chmod 0700 {path}`, else point `state_dir` at \
          a directory of its own"
     )]
+    /// An existing `state_dir` is not a directory of mode 0700 ([`check_existing`]).
     NotPrivate { path: PathBuf, found: String },
+}
+
+/// A time in a record beyond [`MAX_UNIX`]: the record is corrupt.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}` = {value} is beyond year 9999 ({MAX_UNIX} Unix seconds)")]
+struct TimeOutOfRange {
+    field: &'static str,
+    value: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -48,6 +69,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+const ACCOUNTS: &str = "accounts";
+const CERTS: &str = "certs";
+const JOURNAL: &str = "journal";
+
+/// `state_dir/accounts/CA.pause`: the pause CA `ca` asked for (rate limit, long
+/// Retry-After), beside its account, so a later process does not contact it either.
+pub fn pause_path(state_dir: &Path, ca: &str) -> PathBuf {
+    state_dir.join(ACCOUNTS).join(format!("{ca}.pause"))
+}
+
+/// `state_dir/alerts.json`: the alerts sent and still firing (`inventory::alerts`).
+pub(crate) fn alerts_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("alerts.json")
 }
 
 /// Refuses an existing `state_dir` that is not a directory of mode 0700: opening it would
@@ -102,7 +138,7 @@ pub struct StateDir {
 
 /// Holds the state directory's lock until dropped.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _lock: Flock<File>,
 }
 
@@ -113,9 +149,9 @@ impl StateDir {
         check_existing(root)?;
         for d in [
             root.to_path_buf(),
-            root.join("accounts"),
-            root.join("certs"),
-            root.join("journal"),
+            root.join(ACCOUNTS),
+            root.join(CERTS),
+            root.join(JOURNAL),
         ] {
             fsutil::ensure_dir(&d, 0o700).map_err(io_err(&d))?;
         }
@@ -127,20 +163,16 @@ impl StateDir {
 
     /// Opens the state directory for reading only: nothing is created. Used by `status` when no
     /// daemon runs, so that a mistyped `state_dir` does not leave directories behind.
-    pub fn open_existing(root: &Path) -> StateDir {
+    pub(crate) fn open_existing(root: &Path) -> StateDir {
         StateDir {
             root: root.to_path_buf(),
             records: Default::default(),
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Takes the exclusive lock without waiting.
-    pub fn try_lock(&self) -> Result<StateLock, StateError> {
-        let path = self.root.join("lock");
+    pub(crate) fn try_lock(&self) -> Result<StateLock, StateError> {
+        let path = self.lock_path();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -171,8 +203,9 @@ impl StateDir {
     }
 
     /// True when some process holds the lock now.
-    pub fn is_locked(&self) -> bool {
-        let path = self.root.join("lock");
+    #[cfg(test)]
+    fn is_locked(&self) -> bool {
+        let path = self.lock_path();
         let Ok((file, _)) = fsutil::open_regular(&path, u64::MAX, fsutil::Follow::No) else {
             return false;
         };
@@ -182,17 +215,28 @@ impl StateDir {
         )
     }
 
-    /// Where the swap journals live (see `deploy::journal`).
-    pub fn journal_dir(&self) -> PathBuf {
-        self.root.join("journal")
+    /// `lock`, held by whichever process renews.
+    fn lock_path(&self) -> PathBuf {
+        self.root.join("lock")
     }
 
-    pub fn account_path(&self, ca: &str) -> PathBuf {
-        self.root.join("accounts").join(format!("{ca}.json"))
+    /// Where the swap journals live (see `deploy::journal`).
+    pub(crate) fn journal_dir(&self) -> PathBuf {
+        self.root.join(JOURNAL)
+    }
+
+    /// `accounts/CA.json`: the ACME account of CA `ca`.
+    pub(crate) fn account_path(&self, ca: &str) -> PathBuf {
+        self.root.join(ACCOUNTS).join(format!("{ca}.json"))
+    }
+
+    /// `accounts/CA.pause`: see [`pause_path`].
+    pub(crate) fn pause_path(&self, ca: &str) -> PathBuf {
+        pause_path(&self.root, ca)
     }
 
     fn cert_path(&self, name: &str) -> PathBuf {
-        self.root.join("certs").join(format!("{name}.json"))
+        self.root.join(CERTS).join(format!("{name}.json"))
     }
 
     /// The certificate's record; a missing record is an empty one. A corrupt record (not
@@ -232,7 +276,7 @@ impl StateDir {
     /// Reads the record of `name`, applies `change`, and writes it back, with no other
     /// update of a record by this process in between (a change computed from a record read
     /// earlier, e.g. before a network request, would undo what was recorded meanwhile).
-    pub fn update_cert(
+    pub(crate) fn update_cert(
         &self,
         name: &str,
         change: impl FnOnce(&mut CertRecord),
@@ -243,7 +287,7 @@ impl StateDir {
         self.save_cert(name, &rec)
     }
 
-    pub fn save_cert(&self, name: &str, rec: &CertRecord) -> Result<(), StateError> {
+    pub(crate) fn save_cert(&self, name: &str, rec: &CertRecord) -> Result<(), StateError> {
         let path = self.cert_path(name);
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Io {
             path: path.clone(),
@@ -253,16 +297,9 @@ impl StateDir {
     }
 }
 
-/// Seconds since the Unix epoch, the form times take in state files and JSON output.
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// RFC 3339 UTC with seconds precision (`2026-11-23T12:00:00Z`), for logs, messages and
 /// `status`.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .replace_nanosecond(0)
         .ok()
@@ -273,86 +310,34 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| format!("@{}", unix(t)))
 }
 
-/// The latest time renewd reads from a file: 9999-12-31T23:59:59Z, in Unix seconds. Times
-/// beyond it in a record are corruption (a record holding one is moved aside), and
-/// [`from_unix`] clamps to it, so arithmetic on a time read from disk cannot overflow.
-pub const MAX_UNIX: u64 = 253_402_300_799;
-
-/// The instant `s` Unix seconds, clamped to [`MAX_UNIX`] (never panics).
-pub fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
-}
-
 /// What renewd remembers about one certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct CertRecord {
     /// Failures since the last success.
-    pub consecutive_failures: u32,
-    pub last_failure: Option<u64>,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_failure: Option<u64>,
     /// Not before this time (the CA's Retry-After).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// The CA that issued the deployed certificate.
-    pub issued_by: Option<String>,
-    pub serial: Option<String>,
-    pub history: Vec<Attempt>,
+    pub(crate) issued_by: Option<String>,
+    pub(crate) serial: Option<String>,
+    pub(crate) history: Vec<Attempt>,
     /// The CA's last ARI answer about the deployed certificate, if it was asked.
-    pub ari: Option<AriRecord>,
-}
-
-/// What the CA's renewal information (RFC 9773) said about one certificate, and the moment
-/// chosen in its window: kept so the moment is stable across restarts until the window
-/// changes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct AriRecord {
-    /// The certificate asked about (serial, lowercase hex).
-    pub serial: String,
-    /// The suggested window, Unix seconds; `None` when the answer was unusable or the request
-    /// failed (then `error` says why and `renew_before` applies).
-    pub window: Option<(u64, u64)>,
-    /// The moment chosen inside the window.
-    pub chosen: Option<u64>,
-    /// The start of the first window the CA gave for this certificate: a window that
-    /// later starts earlier is a signal (an incident at the CA), not business as usual.
-    pub first_start: Option<u64>,
-    /// When to ask again (the CA's Retry-After, clamped).
-    pub next_poll: u64,
-    pub explanation_url: Option<String>,
-    pub error: Option<String>,
-}
-
-impl CertRecord {
-    /// The ARI advice for the deployed certificate `serial`, if the CA gave a usable one.
-    pub fn ari_advice(&self, serial: &str) -> Option<crate::schedule::AriAdvice> {
-        let ari = self.ari.as_ref().filter(|a| a.serial == serial)?;
-        ari.window?;
-        Some(crate::schedule::AriAdvice {
-            chosen: from_unix(ari.chosen?),
-        })
-    }
-
-    /// When the CA's ARI must next be asked about the deployed certificate `serial`: now when
-    /// it never was (a new certificate), else when its last answer said.
-    pub fn ari_poll_at(&self, serial: &str, now: SystemTime) -> SystemTime {
-        match self.ari.as_ref().filter(|a| a.serial == serial) {
-            Some(a) => from_unix(a.next_poll),
-            None => now,
-        }
-    }
+    pub(crate) ari: Option<AriRecord>,
 }
 
 /// One renewal attempt, as shown by `status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Attempt {
-    pub at: u64,
-    pub ok: bool,
-    pub message: String,
+pub(crate) struct Attempt {
+    pub(crate) at: u64,
+    pub(crate) ok: bool,
+    pub(crate) message: String,
 }
 
 impl CertRecord {
     /// Every time in the record is at most [`MAX_UNIX`]; the error names the field.
-    pub fn check_times(&self) -> Result<(), String> {
+    fn check_times(&self) -> Result<(), TimeOutOfRange> {
         let mut times: Vec<(&str, u64)> = Vec::new();
         times.extend(self.last_failure.map(|t| ("last_failure", t)));
         times.extend(self.retry_after.map(|t| ("retry_after", t)));
@@ -366,14 +351,12 @@ impl CertRecord {
             }
         }
         match times.into_iter().find(|(_, t)| *t > MAX_UNIX) {
-            Some((field, t)) => Err(format!(
-                "`{field}` = {t} is beyond year 9999 ({MAX_UNIX} Unix seconds)"
-            )),
+            Some((field, value)) => Err(TimeOutOfRange { field, value }),
             None => Ok(()),
         }
     }
 
-    pub fn failures(&self) -> Failures {
+    pub(crate) fn failures(&self) -> Failures {
         Failures {
             consecutive: self.consecutive_failures,
             last_failure: self.last_failure.map(from_unix),
@@ -387,11 +370,17 @@ impl CertRecord {
         }
     }
 
-    pub fn last(&self) -> Option<&Attempt> {
+    pub(crate) fn last(&self) -> Option<&Attempt> {
         self.history.last()
     }
 
-    pub fn record_success(&mut self, now: SystemTime, ca: &str, serial: &str, message: String) {
+    pub(crate) fn record_success(
+        &mut self,
+        now: SystemTime,
+        ca: &str,
+        serial: &str,
+        message: String,
+    ) {
         self.consecutive_failures = 0;
         self.last_failure = None;
         self.retry_after = None;
@@ -400,7 +389,7 @@ impl CertRecord {
         self.push(now, true, message);
     }
 
-    pub fn record_failure(
+    pub(crate) fn record_failure(
         &mut self,
         now: SystemTime,
         retry_after: Option<SystemTime>,
@@ -428,6 +417,7 @@ impl CertRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Found by `tests/fuzz.rs`: a record holding `u64::MAX` as a time panicked in
     /// `from_unix`; now it is the end of year 9999, and a century more still fits.

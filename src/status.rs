@@ -10,36 +10,35 @@ use serde::{Deserialize, Serialize};
 use crate::config::{CaConfig, CertConfig, Config, Diagnosis, FileKind};
 use crate::deploy;
 use crate::inventory::{self, Inventory};
-use crate::renew::httpdate;
 use crate::schedule::{self, Decision, Deployed};
-use crate::state::{self, CertRecord, StateDir};
+use crate::state::{self, rfc3339, CertRecord, StateDir};
 use crate::x509::CertInfo;
 
 /// A managed certificate's deployed state and next action.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
-    pub deployed: Deployed,
-    pub serial: Option<String>,
-    pub decision: Decision,
+    pub(crate) deployed: Deployed,
+    pub(crate) serial: Option<String>,
+    pub(crate) decision: Decision,
     /// When the CA's ARI is next to be asked about the deployed certificate (none when
     /// nothing usable is deployed).
-    pub ari_poll: Option<SystemTime>,
+    pub(crate) ari_poll: Option<SystemTime>,
     /// The deployed certificate's not-after had passed when it was read.
-    pub expired: bool,
+    pub(crate) expired: bool,
     /// Why the certificate cannot be renewed as configured (from [`diagnose`]): no renewal
     /// of it starts, whatever `decision` says, until the configuration is read again.
-    pub not_renewable: Option<String>,
-    /// Whether the CA's ARI applies to the certificate (see [`ari_applies`]); when it does
+    pub(crate) not_renewable: Option<String>,
+    /// Whether the CA's ARI applies to the certificate (see [`schedule::ari::applies`]); when it does
     /// not, recorded advice is ignored.
-    pub ari_enabled: bool,
+    pub(crate) ari_enabled: bool,
     /// Why the configured `renew_before` is not used as written for the deployed certificate
     /// (see [`schedule::clamp_warning`]), for the log, `status` and alerts.
-    pub clamp_warning: Option<String>,
+    pub(crate) clamp_warning: Option<String>,
 }
 
 impl Evaluation {
     /// Whether a renewal should start now: due, and renewable as configured.
-    pub fn should_renew(&self, now: SystemTime) -> bool {
+    pub(crate) fn should_renew(&self, now: SystemTime) -> bool {
         self.not_renewable.is_none() && self.decision.is_due(now)
     }
 }
@@ -48,7 +47,7 @@ impl Evaluation {
 /// checks ([`Config::check_environment`]) and the target directories'
 /// ([`deploy::check_directories`]), sorted into errors and warnings by
 /// [`Config::diagnose`]. Changes nothing.
-pub fn diagnose(config: &Config) -> Diagnosis {
+pub(crate) fn diagnose(config: &Config) -> Diagnosis {
     diagnose_with(config, Vec::new())
 }
 
@@ -68,7 +67,7 @@ pub fn diagnose_with(config: &Config, extra: Vec<crate::config::Problem>) -> Dia
 /// Logs what [`diagnose`] found (the daemon at start and on SIGHUP, `run --once`): each
 /// warning as `FILE:LINE:COL: warning: message`, then one line per certificate that cannot
 /// be renewed, with `CERT=` and `ERROR=`.
-pub fn log_diagnosis(diagnosis: &Diagnosis) {
+pub(crate) fn log_diagnosis(diagnosis: &Diagnosis) {
     for p in diagnosis.warnings() {
         tracing::warn!("{p}");
     }
@@ -76,18 +75,6 @@ pub fn log_diagnosis(diagnosis: &Diagnosis) {
         tracing::warn!(cert = %name, error = %why,
             "{name}: not renewable as configured, other certificates are renewed: {why}");
     }
-}
-
-/// Whether the CA's ARI is asked about `cert`: the CA that issued the deployed certificate
-/// (when still one of `cert.ca`), else the first configured, must not say `ari = false`.
-/// The same choice as [`crate::renew::Renewer::refresh_ari`].
-pub fn ari_applies(cert: &CertConfig, rec: &CertRecord, cas: &BTreeMap<String, CaConfig>) -> bool {
-    rec.issued_by
-        .as_ref()
-        .filter(|n| cert.ca.contains(n))
-        .or_else(|| cert.ca.first())
-        .and_then(|n| cas.get(n))
-        .is_some_and(|ca| ca.ari)
 }
 
 /// Reads `cert`'s files and decides when it is next due; `cas` says whether ARI advice in
@@ -102,7 +89,7 @@ pub fn evaluate(
 }
 
 /// [`evaluate`] with `cert`'s files already read by [`deploy::inspect`].
-pub fn evaluate_inspected(
+pub(crate) fn evaluate_inspected(
     cert: &CertConfig,
     rec: &CertRecord,
     cas: &BTreeMap<String, CaConfig>,
@@ -121,12 +108,12 @@ pub fn evaluate_inspected(
         Err(problem) => (Deployed::Unusable(problem.to_string()), None),
     };
     let expired = matches!(deployed, Deployed::Valid { not_after, .. } if not_after <= now);
-    let ari_enabled = ari_applies(cert, rec, cas);
+    let ari_enabled = schedule::ari::applies(&cert.ca, rec.issued_by.as_deref(), cas);
     // Advice recorded before `ari = false` was set no longer counts.
     let ari = serial
         .as_deref()
         .filter(|_| ari_enabled)
-        .and_then(|s| rec.ari_advice(s));
+        .and_then(|s| schedule::ari::advice(rec.ari.as_ref(), s));
     let clamp_warning = match &deployed {
         Deployed::Valid {
             not_before,
@@ -135,7 +122,9 @@ pub fn evaluate_inspected(
         } => schedule::clamp_warning(*not_before, *not_after, &cert.renew_before),
         Deployed::Unusable(_) => None,
     };
-    let ari_poll = serial.as_deref().map(|s| rec.ari_poll_at(s, now));
+    let ari_poll = serial
+        .as_deref()
+        .map(|s| schedule::ari::poll_at(rec.ari.as_ref(), s, now));
     let decision = schedule::decide_with_ari(
         &deployed,
         &cert.renew_before,
@@ -206,6 +195,8 @@ pub struct StatusRow {
     pub warnings: Vec<String>,
 }
 
+/// `cert`'s row of `renewd status`, from its record `rec` and its evaluation `ev`;
+/// `renewing` while a renewal of it is under way (daemon only).
 pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool) -> StatusRow {
     let (not_after, problem) = match &ev.deployed {
         Deployed::Valid { not_after, .. } => (Some(state::unix(*not_after)), None),
@@ -239,7 +230,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
 }
 
 /// What the inventory needs to know about a managed certificate.
-pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventory::Managed {
+pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventory::Managed {
     let (renew_at, problem) = match &ev.deployed {
         Deployed::Valid {
             not_before,
@@ -262,10 +253,11 @@ pub fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventor
     };
     let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
     // The CA's advice about the deployed certificate, when ARI applies to it.
-    let ari = rec
-        .ari
-        .as_ref()
-        .filter(|a| ev.ari_enabled && Some(&a.serial) == ev.serial.as_ref());
+    let ari = ev
+        .serial
+        .as_deref()
+        .and_then(|s| schedule::ari::about(rec.ari.as_ref(), s))
+        .filter(|_| ev.ari_enabled);
     inventory::Managed {
         name: cert.name.clone(),
         paths: cert.files.iter().map(|(_, p)| p.to_path_buf()).collect(),
@@ -323,16 +315,13 @@ pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
 
 /// One line about the CA's last ARI answer for the deployed certificate `serial`.
 fn ari_summary(rec: &CertRecord, serial: Option<&str>) -> Option<String> {
-    let ari = rec
-        .ari
-        .as_ref()
-        .filter(|a| Some(a.serial.as_str()) == serial)?;
-    let next = httpdate(state::from_unix(ari.next_poll));
+    let ari = schedule::ari::about(rec.ari.as_ref(), serial?)?;
+    let next = rfc3339(state::from_unix(ari.next_poll));
     let mut s = match (ari.window, &ari.error) {
         (Some((start, end)), _) => format!(
             "window {} .. {}, next check {next}",
-            httpdate(state::from_unix(start)),
-            httpdate(state::from_unix(end))
+            rfc3339(state::from_unix(start)),
+            rfc3339(state::from_unix(end))
         ),
         (None, Some(e)) => format!("not used ({e}), next check {next}"),
         (None, None) => format!("not used, next check {next}"),
@@ -349,9 +338,9 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
     for r in rows {
         let expiry = match (r.not_after, &r.problem) {
             (Some(na), _) if r.expired || state::from_unix(na) <= now => {
-                format!("{} (EXPIRED)", httpdate(state::from_unix(na)))
+                format!("{} (EXPIRED)", rfc3339(state::from_unix(na)))
             }
-            (Some(na), _) => httpdate(state::from_unix(na)),
+            (Some(na), _) => rfc3339(state::from_unix(na)),
             (None, Some(p)) => format!("NOT DEPLOYED ({p})"),
             (None, None) => "-".into(),
         };
@@ -364,7 +353,7 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
         } else {
             format!(
                 "{} ({})",
-                httpdate(state::from_unix(r.next_renewal)),
+                rfc3339(state::from_unix(r.next_renewal)),
                 r.next_renewal_reason
             )
         };
@@ -372,7 +361,7 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             (Some(ok), Some(msg), Some(at)) => format!(
                 "{} at {}: {}",
                 if *ok { "ok" } else { "FAILED" },
-                httpdate(state::from_unix(at)),
+                rfc3339(state::from_unix(at)),
                 msg
             ),
             _ => "never attempted".into(),

@@ -73,7 +73,7 @@ pub struct Sent {
 
 impl AlertState {
     pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("alerts.json")
+        crate::state::alerts_path(state_dir)
     }
 
     /// A missing or unreadable file is an empty state (logged by the caller's next save);

@@ -2,14 +2,22 @@
 //! state, the renewal policy, the failure history and the current time.
 //!
 //! Nothing here reads a clock or a file. The daemon, `--once` and `status` all call
-//! [`decide`] with `now` as an argument, so every rule below is tested without sleeping.
+//! [`decide_with_ari`] with `now` as an argument, so every rule below is tested without
+//! sleeping. The CA's renewal information (ARI) is decided in [`ari`]; which CA of a
+//! certificate's `ca` list an order uses, or the deployed certificate is asked about, here
+//! ([`order_ca`], [`deployed_ca`]).
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::RenewBefore;
+
+pub(crate) mod ari;
+
+pub use ari::AriAdvice;
+pub(crate) use ari::ARI_POLL_DEFAULT;
 
 /// What the deployed files say, reduced to what the decision needs.
 #[derive(Debug, Clone)]
@@ -30,7 +38,9 @@ pub enum Deployed {
 /// deployed a certificate for this name (the start of the [`min_interval`] floor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Failures {
+    /// Failures in a row since the last success.
     pub consecutive: u32,
+    /// When the last of them happened.
     pub last_failure: Option<SystemTime>,
     /// The CA asked us not to come back before this moment (Retry-After, rate limits).
     pub retry_after: Option<SystemTime>,
@@ -48,7 +58,7 @@ pub enum Reason {
     NamesChanged(Vec<String>),
     /// The `renew_before` threshold.
     Threshold,
-    /// The `renew_before` threshold, clamped to [`MAX_MARGIN_FRACTION`] of the lifetime the
+    /// The `renew_before` threshold, clamped to 2/3 of the lifetime the
     /// CA gave: the configured one would make a fresh certificate due at once.
     ThresholdClamped,
     /// The moment chosen inside the CA's ARI suggested window (RFC 9773), earlier than the
@@ -80,46 +90,28 @@ impl fmt::Display for Reason {
 /// The next moment a certificate must be acted on, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// When (in the past when due now).
     pub at: SystemTime,
+    /// Why.
     pub reason: Reason,
 }
 
 impl Decision {
+    /// Whether the moment has come at `now`.
     pub fn is_due(&self, now: SystemTime) -> bool {
         self.at <= now
     }
 }
 
 /// Longest pause between retries of a failing certificate, however many failures.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 
-/// Decides when `deployed` must next be renewed under `policy`.
-///
-/// `jitter` is a number in `[0, 1)` chosen by the caller (random in production, fixed in
-/// tests); it spreads retries of many failing certificates so they do not hit the CA together.
-pub fn decide(
-    deployed: &Deployed,
-    policy: &RenewBefore,
-    failures: &Failures,
-    now: SystemTime,
-    jitter: f64,
-) -> Decision {
-    decide_with_ari(deployed, policy, None, failures, now, jitter)
-}
-
-/// What the CA's ARI answer for the deployed certificate says, as the schedule needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AriAdvice {
-    /// The moment chosen (once, uniformly at random) inside the suggested window.
-    pub chosen: SystemTime,
-}
-
-/// [`decide`], with the CA's ARI advice for the deployed certificate when the CA gave a
-/// usable one (a missing or malformed answer, or a CA with `ari = false`, is `None`).
+/// Decides when `deployed` must next be renewed under `policy`, with the CA's ARI advice
+/// for the deployed certificate when the CA gave a usable one (a missing or malformed answer, or a CA with `ari = false`, is `None`).
 ///
 /// A valid certificate is due at the earlier of the moment chosen in the CA's window and
 /// the `renew_before` point ([`threshold`], clamped so that it never claims more than
-/// [`MAX_MARGIN_FRACTION`] of the lifetime): ARI may bring a renewal forward, never leave
+/// 2/3 of the lifetime): ARI may bring a renewal forward, never leave
 /// less margin than the user asked for. Either way it is never due before [`min_interval`]
 /// has passed since renewd last deployed it, so a certificate
 /// just deployed is never due again at once, whatever the configuration or the CA say.
@@ -199,26 +191,20 @@ fn policy_point(
     }
 }
 
-/// The most of a certificate's lifetime the `renew_before` margin may claim. A longer one
-/// (`"30d"` for a 6-day certificate, `"120d"` for a 90-day one) would make every certificate
-/// due the moment it is deployed: a renewal storm. It is clamped to this, and warned about.
-/// (Computed exactly as `lifetime * 2 / 3`.)
-pub const MAX_MARGIN_FRACTION: f64 = 2.0 / 3.0;
-
 /// The least time between two renewals of one certificate by schedule: an hour, or a third
 /// of the certificate's lifetime when that is shorter (a 30-second test certificate).
-pub const MIN_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The floor between two scheduled renewals of a certificate that lives `lifetime`:
 /// [`MIN_INTERVAL`], or a third of the lifetime when that is shorter.
-pub fn min_interval(lifetime: Duration) -> Duration {
+pub(crate) fn min_interval(lifetime: Duration) -> Duration {
     MIN_INTERVAL.min(lifetime / 3)
 }
 
-/// When `policy` asks for more margin than [`MAX_MARGIN_FRACTION`] of the lifetime of a
+/// When `policy` asks for more margin than 2/3 of the lifetime of a
 /// certificate valid from `not_before` to `not_after`: the margin used instead. `None` when
 /// the policy fits.
-pub fn clamped_margin(
+pub(crate) fn clamped_margin(
     not_before: SystemTime,
     not_after: SystemTime,
     policy: &RenewBefore,
@@ -258,7 +244,7 @@ fn describe_policy(policy: &RenewBefore) -> String {
 /// A duration as `6d`, `36h`, `15m` or `20s`, rounded to the nearest whole unit (days from
 /// two days up, hours from two hours, minutes from two minutes), for messages: a CA's
 /// "90-day" certificate is often a second short of it.
-pub fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000);
     let round = |unit: u64| (s + unit / 2) / unit;
     if s >= 2 * 86_400 {
@@ -272,7 +258,7 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// [`MAX_MARGIN_FRACTION`] of `life`, exactly (no float rounding: `"20s"` for a 30-second
+/// 2/3 of `life`, exactly (no float rounding: `"20s"` for a 30-second
 /// certificate fits).
 fn max_margin(life: Duration) -> Duration {
     life * 2 / 3
@@ -286,39 +272,53 @@ fn policy_margin(life: Duration, policy: &RenewBefore) -> Duration {
 }
 
 /// Consecutive failures after which the next CA of a certificate's `ca` list is tried.
-pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+pub(crate) const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
 /// Which of `n` configured CAs (in order) the next attempt uses after `consecutive`
 /// failures: the first, then each next one after [`FAILURES_BEFORE_FALLBACK`] more failures,
 /// staying on the last. A success resets the count, so the first is tried again at the next
 /// renewal.
-pub fn pick_ca(n: usize, consecutive: u32) -> usize {
+fn pick_ca(n: usize, consecutive: u32) -> usize {
     let step = (consecutive / FAILURES_BEFORE_FALLBACK) as usize;
     step.min(n.saturating_sub(1))
 }
 
-/// The shortest and longest wait before asking the CA's ARI again, whatever its
-/// Retry-After says, and the wait when it says nothing usable (or the request failed).
-pub const ARI_POLL_MIN: Duration = Duration::from_secs(3600);
-pub const ARI_POLL_MAX: Duration = Duration::from_secs(24 * 3600);
-pub const ARI_POLL_DEFAULT: Duration = Duration::from_secs(6 * 3600);
-
-/// How long to wait before the next ARI request, given the CA's Retry-After.
-pub fn ari_poll_delay(retry_after: Option<Duration>) -> Duration {
-    retry_after.map_or(ARI_POLL_DEFAULT, |d| d.clamp(ARI_POLL_MIN, ARI_POLL_MAX))
+/// The CA of `ca` (a certificate's list, in order) the next order uses after `consecutive`
+/// failures in a row ([`pick_ca`]); `None` when the list is empty.
+pub(crate) fn order_ca(ca: &[String], consecutive: u32) -> Option<&str> {
+    ca.get(pick_ca(ca.len(), consecutive)).map(String::as_str)
 }
 
-/// A moment uniformly distributed in `[start, end]`, `r` in `[0, 1)`; `None` for a window
-/// that ends before it starts (a malformed answer).
-pub fn choose_in_window(start: SystemTime, end: SystemTime, r: f64) -> Option<SystemTime> {
-    let width = end.duration_since(start).ok()?;
-    Some(start + width.mul_f64(r.clamp(0.0, 1.0)))
+/// The CA a deployed certificate is asked about (ARI) and revoked at: the one that issued
+/// it (`issued_by`) while it is still one of `ca`, else the first configured.
+pub(crate) fn deployed_ca<'a>(ca: &'a [String], issued_by: Option<&str>) -> Option<&'a str> {
+    ca.iter()
+        .find(|n| Some(n.as_str()) == issued_by)
+        .or_else(|| ca.first())
+        .map(String::as_str)
+}
+
+/// Seconds since the Unix epoch, the form times take in state files and JSON output.
+pub(crate) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The latest time renewd reads from a file: 9999-12-31T23:59:59Z, in Unix seconds. Times
+/// beyond it in a record are corruption (a record holding one is moved aside), and
+/// [`from_unix`] clamps to it, so arithmetic on a time read from disk cannot overflow.
+pub(crate) const MAX_UNIX: u64 = 253_402_300_799;
+
+/// The instant `s` Unix seconds, clamped to [`MAX_UNIX`] (never panics).
+pub(crate) fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s.min(MAX_UNIX))
 }
 
 /// When the `renew_before` policy says a certificate valid from `not_before` to `not_after`
 /// is due: `not_after` minus the policy's margin, the margin clamped to
-/// [`MAX_MARGIN_FRACTION`] of the lifetime (see [`clamped_margin`]).
-pub fn threshold(
+/// 2/3 of the lifetime (see [`clamped_margin`]).
+pub(crate) fn threshold(
     not_before: SystemTime,
     not_after: SystemTime,
     policy: &RenewBefore,
@@ -339,7 +339,7 @@ fn lifetime(not_before: SystemTime, not_after: SystemTime) -> Duration {
 /// Exponential backoff after `n` consecutive failures: a base of one minute (less for
 /// certificates that live less than two hours, so a 30-second certificate is retried within
 /// its lifetime), doubled each time, capped at [`MAX_BACKOFF`], then spread by ±25% jitter.
-pub fn backoff(n: u32, lifetime: Option<Duration>, jitter: f64) -> Duration {
+pub(crate) fn backoff(n: u32, lifetime: Option<Duration>, jitter: f64) -> Duration {
     let base = match lifetime {
         Some(l) if l < Duration::from_secs(7200) => (l / 120).max(Duration::from_secs(1)),
         _ => Duration::from_secs(60),
@@ -353,6 +353,20 @@ pub fn backoff(n: u32, lifetime: Option<Duration>, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decides when `deployed` must next be renewed under `policy`.
+    ///
+    /// `jitter` is a number in `[0, 1)` chosen by the caller (random in production, fixed in
+    /// tests); it spreads retries of many failing certificates so they do not hit the CA together.
+    fn decide(
+        deployed: &Deployed,
+        policy: &RenewBefore,
+        failures: &Failures,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Decision {
+        decide_with_ari(deployed, policy, None, failures, now, jitter)
+    }
 
     #[test]
     fn the_earlier_of_ari_and_the_threshold_decides_and_says_so() {
@@ -408,23 +422,19 @@ mod tests {
         assert_eq!(pick_ca(2, 30), 1);
         assert_eq!(pick_ca(3, 6), 2);
         assert_eq!(pick_ca(0, 6), 0);
+        let ca = ["a".to_string(), "b".to_string()];
+        assert_eq!(order_ca(&ca, 2), Some("a"));
+        assert_eq!(order_ca(&ca, 3), Some("b"));
+        assert_eq!(order_ca(&[], 3), None);
     }
 
     #[test]
-    fn ari_window_choice_and_poll_clamps() {
-        assert_eq!(choose_in_window(t(100), t(200), 0.0), Some(t(100)));
-        assert_eq!(choose_in_window(t(100), t(200), 0.5), Some(t(150)));
-        assert_eq!(choose_in_window(t(200), t(100), 0.5), None);
-        assert_eq!(ari_poll_delay(None), ARI_POLL_DEFAULT);
-        assert_eq!(ari_poll_delay(Some(Duration::from_secs(5))), ARI_POLL_MIN);
-        assert_eq!(
-            ari_poll_delay(Some(Duration::from_secs(9 * 86400))),
-            ARI_POLL_MAX
-        );
-        assert_eq!(
-            ari_poll_delay(Some(Duration::from_secs(21600))),
-            Duration::from_secs(21600)
-        );
+    fn the_deployed_certificate_is_asked_about_at_its_issuer_while_configured() {
+        let ca = ["a".to_string(), "b".to_string()];
+        assert_eq!(deployed_ca(&ca, Some("b")), Some("b"));
+        assert_eq!(deployed_ca(&ca, Some("gone")), Some("a"));
+        assert_eq!(deployed_ca(&ca, None), Some("a"));
+        assert_eq!(deployed_ca(&[], Some("b")), None);
     }
 
     const DAY: Duration = Duration::from_secs(86400);

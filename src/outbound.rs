@@ -26,14 +26,14 @@ use crate::config;
 
 /// The system's trust roots as rustls-native-certs finds them (`SSL_CERT_FILE`,
 /// `SSL_CERT_DIR`, else the distribution's bundle), read once per process.
-pub struct SystemRoots {
-    pub certs: Vec<CertificateDer<'static>>,
+pub(crate) struct SystemRoots {
+    pub(crate) certs: Vec<CertificateDer<'static>>,
     /// Why some could not be read, one line each (a missing bundle, an unreadable file).
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// The system's trust roots, loaded on first use.
-pub fn system_roots() -> &'static SystemRoots {
+pub(crate) fn system_roots() -> &'static SystemRoots {
     static ROOTS: OnceLock<SystemRoots> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
@@ -47,7 +47,7 @@ pub fn system_roots() -> &'static SystemRoots {
 /// What the system's trust store lacks for a CA whose `https://` directory has no
 /// `trust_roots`: `None` when at least one system root loads (or the CA needs none), else
 /// a message naming the CA and what to install.
-pub fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
+pub(crate) fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
     let https = ca
         .directory
         .get(..8)
@@ -81,7 +81,7 @@ pub fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
 
 /// [`missing_system_roots`] for every CA of `cfg`, each at its `[ca.NAME]` header: what
 /// `check` reports, and what keeps `run` from starting and SIGHUP from taking `cfg`.
-pub fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
+pub(crate) fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
     cfg.cas
         .values()
         .filter_map(|ca| {
@@ -92,7 +92,7 @@ pub fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
 
 /// Where a client's `https://` requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxySetting<'a> {
+pub(crate) enum ProxySetting<'a> {
     /// `HTTPS_PROXY`/`https_proxy`, with `NO_PROXY`/`no_proxy`.
     Environment,
     /// This proxy for every `https://` request (a CA's `proxy = "http://…"`).
@@ -103,7 +103,7 @@ pub enum ProxySetting<'a> {
 
 impl<'a> ProxySetting<'a> {
     /// A CA's `proxy` key: absent → the environment, `""` → direct, else that URL.
-    pub fn of(configured: Option<&'a str>) -> ProxySetting<'a> {
+    pub(crate) fn of(configured: Option<&'a str>) -> ProxySetting<'a> {
         match configured {
             None => ProxySetting::Environment,
             Some("") => ProxySetting::Direct,
@@ -133,7 +133,7 @@ struct Proxied<B> {
 
 /// An HTTP client (hyper, rustls) that sends each request directly or through the proxy its
 /// [`ProxySetting`] selects for the request's URL.
-pub struct Outbound<B> {
+pub(crate) struct Outbound<B> {
     direct: Client<hyper_rustls::HttpsConnector<HttpConnector>, B>,
     proxied: Option<Proxied<B>>,
 }
@@ -147,7 +147,7 @@ where
     /// A client using `tls`, connecting (TCP) within `connect_timeout`, with `http2` offered
     /// by ALPN when asked. Errors: a proxy URL (configured or from the environment) that is
     /// not `http://[user:pass@]host[:port]`, named by where it was set, credentials hidden.
-    pub fn new(
+    pub(crate) fn new(
         tls: rustls::ClientConfig,
         connect_timeout: Duration,
         http2: bool,
@@ -218,7 +218,7 @@ where
 
     /// The proxy a request to `uri` goes through, as `http://host:port (WHERE SET)`, or
     /// `None` for a direct connection.
-    pub fn via(&self, uri: &http::Uri) -> Option<&str> {
+    pub(crate) fn via(&self, uri: &http::Uri) -> Option<&str> {
         self.proxied
             .as_ref()
             .filter(|p| p.matcher.intercept(uri).is_some())
@@ -227,7 +227,10 @@ where
 
     /// Sends `req` directly or through its proxy. The error is hyper's with its causes on
     /// one line, followed by `(through proxy http://host:port (WHERE SET))` when proxied.
-    pub async fn request(&self, req: http::Request<B>) -> Result<http::Response<Incoming>, String> {
+    pub(crate) async fn request(
+        &self,
+        req: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, String> {
         let proxied = self
             .proxied
             .as_ref()
@@ -248,7 +251,7 @@ where
 
 /// The error and its causes on one line: hyper's top-level errors ("client error
 /// (Connect)") say little without them.
-pub fn error_chain(e: &dyn StdError) -> String {
+pub(crate) fn error_chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -231,7 +231,7 @@ impl Renewer {
         let answer = match ca_config.ari {
             false => Ok(None),
             true => match self.ca(ca_config).await {
-                Ok(ca) => ca.renewal_info(leaf).await,
+                Ok(ca) => ca.renewal_info(leaf).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
         };
@@ -618,8 +618,7 @@ impl Renewer {
         let ca = self.ca(ca_config).await?;
         // This host's clock against the CA's, from a fresh answer (the directory): a wrong
         // host clock is not the CA's fault, and ordering would waste a certificate.
-        let pause = self.state.account_path(ca_name).with_extension("pause");
-        if let Err(e) = crate::acme::advertised_profiles(ca_config, pause).await {
+        if let Err(e) = ca.advertised_profiles().await {
             tracing::debug!(ca = %ca_name, error = %e, "cannot read the directory to compare clocks");
         }
         if let Some(why) = clock_problem(ca_name, crate::acme::clock_offset(ca_name)) {

@@ -11,7 +11,7 @@
 //! only while a validation is under way.
 
 mod dns;
-pub mod rfc2136;
+mod rfc2136;
 mod tls_alpn;
 mod webroot;
 
@@ -34,14 +34,11 @@ use tokio::sync::watch;
 use crate::config::ChallengeConfig;
 use crate::hooks::HookError;
 
-pub use dns::record_name;
-pub use tls_alpn::sni_name;
-
 /// Where http-01 answers live under the webroot or the listener.
 const WELL_KNOWN: &str = "/.well-known/acme-challenge/";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChallengeError {
+pub(crate) enum ChallengeError {
     #[error("the CA sent a challenge token with characters outside base64url: {0:?}")]
     BadToken(String),
     #[error("cannot write the http-01 answer {path}: {source}")]
@@ -78,25 +75,25 @@ fn check_token(token: &str) -> Result<(), ChallengeError> {
 }
 
 /// What the CA asked for one identifier, and for which certificate.
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     /// The certificate being ordered (`RENEWD_NAME` for dns-01 hooks).
-    pub certificate: &'a str,
+    pub(crate) certificate: &'a str,
     /// All its names (`RENEWD_DOMAINS`, comma-separated).
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// The identifier as configured: `example.org`, `*.example.org` or an IP address.
-    pub identifier: &'a str,
-    pub token: &'a str,
+    pub(crate) identifier: &'a str,
+    pub(crate) token: &'a str,
     /// `token.thumbprint`: the http-01 answer.
-    pub key_authorization: &'a str,
+    pub(crate) key_authorization: &'a str,
     /// SHA-256 of the key authorization: the tls-alpn-01 acmeIdentifier.
-    pub digest: &'a [u8],
+    pub(crate) digest: &'a [u8],
     /// base64url of `digest`: the dns-01 TXT value.
-    pub dns_value: &'a str,
+    pub(crate) dns_value: &'a str,
 }
 
 /// The challenge answering machinery shared by every renewal of one process.
 #[derive(Default, Clone)]
-pub struct Responders {
+pub(crate) struct Responders {
     http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
     http01_closing: Closing,
     tls_alpn01: tls_alpn::Listeners,
@@ -169,7 +166,7 @@ impl Closing {
 }
 
 /// A provisioned answer; [`Provisioned::withdraw`] (or dropping it) withdraws the answer.
-pub struct Provisioned {
+pub(crate) struct Provisioned {
     kind: ProvisionedKind,
 }
 
@@ -189,7 +186,7 @@ enum ProvisionedKind {
 impl Provisioned {
     /// Withdraws the answer and waits until it is gone (a dns-01 record cleared). Failures
     /// are logged: a stale answer is harmless to the next validation, which uses a new token.
-    pub async fn withdraw(mut self) {
+    pub(crate) async fn withdraw(mut self) {
         if matches!(self.kind, ProvisionedKind::Dns(_)) {
             if let ProvisionedKind::Dns(cleanup) =
                 std::mem::replace(&mut self.kind, ProvisionedKind::Done)
@@ -198,11 +195,6 @@ impl Provisioned {
             }
         }
         // Every other kind is withdrawn synchronously, by Drop.
-    }
-
-    /// Whether this answer needs the DNS to propagate before the CA looks.
-    pub fn is_dns(&self) -> bool {
-        matches!(self.kind, ProvisionedKind::Dns(_))
     }
 }
 
@@ -227,7 +219,7 @@ impl Drop for Provisioned {
 
 impl Responders {
     /// Publishes the answer to `answer` the way `cfg` says.
-    pub async fn provision(
+    pub(crate) async fn provision(
         &self,
         cfg: &ChallengeConfig,
         answer: &Answer<'_>,
@@ -324,7 +316,8 @@ impl Responders {
     }
 
     /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests and status).
-    pub fn open_listeners(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_listeners(&self) -> usize {
         lock(&self.http01).len() + self.tls_alpn01.open()
     }
 }
@@ -417,7 +410,7 @@ async fn answer(
 /// `renewd check`'s look at every http-01 webroot: the walk and ownership rules answers are
 /// written under (see `webroot`). A webroot that does not exist is left to
 /// [`crate::config::Config::check_environment`], which reports it already.
-pub fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+pub(crate) fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
     let mut problems = Vec::new();
     for cert in &config.certificates {
         for rule in &cert.challenge.rules {

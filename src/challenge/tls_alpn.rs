@@ -29,7 +29,7 @@ const HANDSHAKE_TIMEOUT: Duration = super::LISTENER_REQUEST_TIMEOUT;
 
 /// The SNI a CA sends to validate `identifier`: the name itself, or for an IP address its
 /// reverse-DNS name (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`; RFC 8738 §6).
-pub fn sni_name(identifier: &str) -> String {
+pub(crate) fn sni_name(identifier: &str) -> String {
     match identifier.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => {
             let o = v4.octets();
@@ -151,6 +151,7 @@ impl Listeners {
         &self.closing
     }
 
+    #[cfg(test)]
     pub(super) fn open(&self) -> usize {
         lock(&self.inner).len()
     }

@@ -90,6 +90,28 @@ pub(crate) fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> 
         .collect()
 }
 
+/// Why an [`Outbound`] client could not be built, or a request through it failed. The
+/// proxy is shown as `http://host:port (WHERE SET)`, never with its credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum OutboundError {
+    /// The proxy URL (set by `set_by`: the `proxy` key or an environment variable) is not
+    /// `http://[user:pass@]host[:port]`.
+    #[error("{set_by}: the proxy {why}")]
+    ProxyUrl { set_by: &'static str, why: String },
+    #[error("{set_by}: the proxy {shown} is not usable")]
+    ProxyUnusable { set_by: &'static str, shown: String },
+    /// The request failed: hyper's error with its causes, and the proxy it went through.
+    #[error("{chain}{}", via.as_ref().map(|v| format!(" (through proxy {v})")).unwrap_or_default())]
+    Request { chain: String, via: Option<String> },
+}
+
+/// For callers whose own errors are still text (the alert webhook).
+impl From<OutboundError> for String {
+    fn from(e: OutboundError) -> String {
+        e.to_string()
+    }
+}
+
 /// Where a client's `https://` requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxySetting<'a> {
@@ -153,7 +175,7 @@ where
         http2: bool,
         setting: ProxySetting<'_>,
         pool_idle: Duration,
-    ) -> Result<Outbound<B>, String> {
+    ) -> Result<Outbound<B>, OutboundError> {
         fn connector<C>(
             tls: &rustls::ClientConfig,
             http2: bool,
@@ -193,15 +215,21 @@ where
         let proxied = match chosen {
             None => None,
             Some((source, url, no)) => {
-                let shown = config::check_proxy_url(&url)
-                    .map_err(|why| format!("{source}: the proxy {why}"))?;
+                let shown =
+                    config::check_proxy_url(&url).map_err(|why| OutboundError::ProxyUrl {
+                        set_by: source,
+                        why,
+                    })?;
                 // Matched alone (no NO_PROXY), a valid URL intercepts every https:// URL:
                 // that gives the proxy's address and credentials.
                 let intercept = Matcher::builder()
                     .https(url.as_str())
                     .build()
                     .intercept(&http::Uri::from_static("https://renewd.invalid/"))
-                    .ok_or_else(|| format!("{source}: the proxy {shown} is not usable"))?;
+                    .ok_or_else(|| OutboundError::ProxyUnusable {
+                        set_by: source,
+                        shown: shown.clone(),
+                    })?;
                 let mut tunnel = Tunnel::new(intercept.uri().clone(), http.clone());
                 if let Some(auth) = intercept.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
@@ -230,7 +258,7 @@ where
     pub(crate) async fn request(
         &self,
         req: http::Request<B>,
-    ) -> Result<http::Response<Incoming>, String> {
+    ) -> Result<http::Response<Incoming>, OutboundError> {
         let proxied = self
             .proxied
             .as_ref()
@@ -239,12 +267,9 @@ where
             Some(p) => p.client.request(req).await,
             None => self.direct.request(req).await,
         };
-        result.map_err(|e| {
-            let chain = error_chain(&e);
-            match proxied {
-                Some(p) => format!("{chain} (through proxy {})", p.shown),
-                None => chain,
-            }
+        result.map_err(|e| OutboundError::Request {
+            chain: error_chain(&e),
+            via: proxied.map(|p| p.shown.clone()),
         })
     }
 }

@@ -72,7 +72,7 @@ impl CaHttp {
             ProxySetting::of(config.proxy.as_deref()),
             Duration::from_secs(30),
         )
-        .map_err(ca_err)?;
+        .map_err(|e| ca_err(e.to_string()))?;
         if let Ok(uri) = config.directory.parse::<http::Uri>() {
             match client.via(&uri) {
                 Some(via) => {
@@ -119,7 +119,11 @@ impl CaHttp {
             if let Some((rparts, rbody)) = self.judge(outcome, &parts.uri, tries, now)? {
                 if rparts.status.is_success() {
                     if let Some(why) = unusable_urls(&rparts.headers, &rbody) {
-                        return Err(fail(format!("{}: {why}", parts.uri)));
+                        return Err(GaveUp::Unusable {
+                            uri: parts.uri,
+                            why,
+                        }
+                        .into());
                     }
                 }
                 return Ok(BytesResponse::from(http::Response::from_parts(
@@ -135,7 +139,7 @@ impl CaHttp {
         &self,
         parts: &http::request::Parts,
         body: &Bytes,
-    ) -> Result<(http::response::Parts, Bytes), String> {
+    ) -> Result<(http::response::Parts, Bytes), ExchangeError> {
         let mut req = http::Request::new(BodyWrapper::from(body.to_vec()));
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = parts.uri.clone();
@@ -147,14 +151,13 @@ impl CaHttp {
             let body = Limited::new(body, MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| format!("reading the response: {e}"))?
+                .map_err(|e| ExchangeError::Body(e.to_string()))?
                 .to_bytes();
-            Ok::<_, String>((parts, body))
+            Ok((parts, body))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => Err(format!("no complete answer within {:?}", self.timeout)),
-            Ok(r) => r,
-        }
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(ExchangeError::Deadline(self.timeout)))
     }
 
     /// What to do with the `tries`th answer to a request for `uri`, received at `now`:
@@ -162,7 +165,7 @@ impl CaHttp {
     /// says when), `Err` gives up.
     fn judge(
         &self,
-        outcome: Result<(http::response::Parts, Bytes), String>,
+        outcome: Result<(http::response::Parts, Bytes), ExchangeError>,
         uri: &http::Uri,
         tries: u32,
         now: SystemTime,
@@ -174,7 +177,7 @@ impl CaHttp {
                 let verdict = classify(rparts.status, &rparts.headers, &rbody, now);
                 (verdict, Some((rparts, rbody)))
             }
-            Err(e) => (Verdict::Transient(e), None),
+            Err(e) => (Verdict::Transient(e.to_string()), None),
         };
         let last = tries >= MAX_TRIES;
         match verdict {
@@ -205,12 +208,18 @@ impl CaHttp {
                         wait = ?wait, "transient failure; retrying");
                     return Ok(None);
                 }
-                return Err(fail(format!("{uri}: {why} (gave up after {streak} tries)")));
+                return Err(GaveUp::Transient {
+                    uri: uri.clone(),
+                    why,
+                    streak,
+                }
+                .into());
             }
         }
-        answer
-            .map(Some)
-            .ok_or_else(|| fail(format!("{uri}: no answer")))
+        match answer {
+            Some(answer) => Ok(Some(answer)),
+            None => Err(GaveUp::NoAnswer { uri: uri.clone() }.into()),
+        }
     }
 }
 
@@ -224,8 +233,37 @@ impl HttpClient for CaHttp {
     }
 }
 
-fn fail(what: String) -> instant_acme::Error {
-    instant_acme::Error::Other(what.into())
+/// Why one exchange with the CA got no complete answer (a transient failure).
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error(transparent)]
+    Send(#[from] crate::outbound::OutboundError),
+    #[error("reading the response: {0}")]
+    Body(String),
+    #[error("no complete answer within {0:?}")]
+    Deadline(Duration),
+}
+
+/// Why a request was given up, as instant-acme carries it (`Error::Other`).
+#[derive(Debug, thiserror::Error)]
+enum GaveUp {
+    #[error("{uri}: {why} (gave up after {streak} tries)")]
+    Transient {
+        uri: http::Uri,
+        why: String,
+        streak: u32,
+    },
+    #[error("{uri}: no answer")]
+    NoAnswer { uri: http::Uri },
+    /// The answer names a URL instant-acme could not request ([`unusable_urls`]).
+    #[error("{uri}: {why}")]
+    Unusable { uri: http::Uri, why: String },
+}
+
+impl From<GaveUp> for instant_acme::Error {
+    fn from(e: GaveUp) -> Self {
+        instant_acme::Error::Other(Box::new(e))
+    }
 }
 
 /// Waits for `gate` to open; refuses at once when it stays closed for longer than

@@ -315,7 +315,7 @@ impl Responders {
         }
     }
 
-    /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests and status).
+    /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests).
     #[cfg(test)]
     pub(crate) fn open_listeners(&self) -> usize {
         lock(&self.http01).len() + self.tls_alpn01.open()

@@ -12,6 +12,7 @@
 
 mod dns;
 mod rfc2136;
+mod shared;
 mod tls_alpn;
 mod webroot;
 
@@ -92,19 +93,20 @@ pub(crate) struct Answer<'a> {
 }
 
 /// The challenge answering machinery shared by every renewal of one process.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub(crate) struct Responders {
-    http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
-    http01_closing: Closing,
+    /// The http-01 listeners: token → key authorization.
+    http01: shared::SharedListeners<String>,
     tls_alpn01: tls_alpn::Listeners,
 }
 
-struct Http01Listener {
-    tokens: Arc<Mutex<HashMap<String, String>>>,
-    /// Dropping it stops the server task and cuts its connections.
-    _serving: crate::serve::Serving,
-    /// Closed once the server task has closed the listening socket.
-    closed: watch::Receiver<()>,
+impl Default for Responders {
+    fn default() -> Self {
+        Responders {
+            http01: shared::SharedListeners::new("http-01", serve),
+            tls_alpn01: tls_alpn::Listeners::default(),
+        }
+    }
 }
 
 /// Listeners stopped (their last answer withdrawn) whose server task may still hold the
@@ -236,9 +238,12 @@ impl Responders {
                 answer.key_authorization,
             )?),
             ChallengeConfig::Http01Listen { listen } => {
-                self.http01_closing
-                    .publish(*listen, || {
-                        self.publish(*listen, answer.token, answer.key_authorization)
+                self.http01
+                    .publish(*listen, |tokens| {
+                        tokens.insert(
+                            answer.token.to_string(),
+                            answer.key_authorization.to_string(),
+                        );
                     })
                     .await?;
                 ProvisionedKind::Token {
@@ -256,69 +261,22 @@ impl Responders {
                 ..
             } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
             ChallengeConfig::TlsAlpn01 { listen } => {
-                let listeners = &self.tls_alpn01;
-                ProvisionedKind::TlsAlpn(
-                    listeners
-                        .closing()
-                        .publish(*listen, || listeners.publish(*listen, answer))
-                        .await?,
-                )
+                ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer).await?)
             }
         };
         Ok(Provisioned { kind })
     }
 
-    fn publish(&self, addr: SocketAddr, token: &str, answer: &str) -> Result<(), ChallengeError> {
-        // Binding happens under the registry lock (bind and listen do not block), so two
-        // renewals validating at once can never both try to bind the same address.
-        let mut map = lock(&self.http01);
-        if let Some(l) = map.get(&addr) {
-            lock(&l.tokens).insert(token.to_string(), answer.to_string());
-            return Ok(());
-        }
-        let listener = bind(addr).map_err(|source| ChallengeError::Listen {
-            kind: "http-01",
-            addr,
-            source,
-        })?;
-        let tokens = Arc::new(Mutex::new(HashMap::new()));
-        lock(&tokens).insert(token.to_string(), answer.to_string());
-        let (closed_tx, closed) = Closing::channel();
-        let serving = serve(addr, listener, tokens.clone(), closed_tx);
-        tracing::debug!(%addr, "http-01 listener started");
-        map.insert(
-            addr,
-            Http01Listener {
-                tokens,
-                _serving: serving,
-                closed,
-            },
-        );
-        Ok(())
-    }
-
     fn withdraw(&self, addr: SocketAddr, token: &str) {
-        let mut map = lock(&self.http01);
-        let empty = match map.get(&addr) {
-            Some(l) => {
-                let mut tokens = lock(&l.tokens);
-                tokens.remove(token);
-                tokens.is_empty()
-            }
-            None => false,
-        };
-        if empty {
-            if let Some(l) = map.remove(&addr) {
-                self.http01_closing.insert(addr, l.closed.clone());
-            }
-            tracing::debug!(%addr, "http-01 listener stopped");
-        }
+        self.http01.withdraw(addr, |tokens| {
+            tokens.remove(token);
+        });
     }
 
     /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests).
     #[cfg(test)]
     pub(crate) fn open_listeners(&self) -> usize {
-        lock(&self.http01).len() + self.tls_alpn01.open()
+        self.http01.open() + self.tls_alpn01.open()
     }
 }
 

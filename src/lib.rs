@@ -4,7 +4,7 @@
 //! codes. See `ARCHITECTURE.md` for the bird's-eye view and the invariants.
 
 pub mod acme;
-pub mod challenge;
+pub(crate) mod challenge;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -13,7 +13,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod inventory;
 pub mod logging;
-pub mod outbound;
+pub(crate) mod outbound;
 pub(crate) mod renew;
 pub mod schedule;
 pub mod serve;

@@ -26,14 +26,14 @@ use crate::config;
 
 /// The system's trust roots as rustls-native-certs finds them (`SSL_CERT_FILE`,
 /// `SSL_CERT_DIR`, else the distribution's bundle), read once per process.
-pub struct SystemRoots {
-    pub certs: Vec<CertificateDer<'static>>,
+pub(crate) struct SystemRoots {
+    pub(crate) certs: Vec<CertificateDer<'static>>,
     /// Why some could not be read, one line each (a missing bundle, an unreadable file).
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// The system's trust roots, loaded on first use.
-pub fn system_roots() -> &'static SystemRoots {
+pub(crate) fn system_roots() -> &'static SystemRoots {
     static ROOTS: OnceLock<SystemRoots> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
@@ -47,7 +47,7 @@ pub fn system_roots() -> &'static SystemRoots {
 /// What the system's trust store lacks for a CA whose `https://` directory has no
 /// `trust_roots`: `None` when at least one system root loads (or the CA needs none), else
 /// a message naming the CA and what to install.
-pub fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
+pub(crate) fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
     let https = ca
         .directory
         .get(..8)
@@ -81,7 +81,7 @@ pub fn missing_system_roots(ca: &config::CaConfig) -> Option<String> {
 
 /// [`missing_system_roots`] for every CA of `cfg`, each at its `[ca.NAME]` header: what
 /// `check` reports, and what keeps `run` from starting and SIGHUP from taking `cfg`.
-pub fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
+pub(crate) fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
     cfg.cas
         .values()
         .filter_map(|ca| {
@@ -90,9 +90,31 @@ pub fn trust_root_problems(cfg: &config::Config) -> Vec<config::Problem> {
         .collect()
 }
 
+/// Why an [`Outbound`] client could not be built, or a request through it failed. The
+/// proxy is shown as `http://host:port (WHERE SET)`, never with its credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum OutboundError {
+    /// The proxy URL (set by `set_by`: the `proxy` key or an environment variable) is not
+    /// `http://[user:pass@]host[:port]`.
+    #[error("{set_by}: the proxy {why}")]
+    ProxyUrl { set_by: &'static str, why: config::InvalidValue },
+    #[error("{set_by}: the proxy {shown} is not usable")]
+    ProxyUnusable { set_by: &'static str, shown: String },
+    /// The request failed: hyper's error with its causes, and the proxy it went through.
+    #[error("{chain}{}", via.as_ref().map(|v| format!(" (through proxy {v})")).unwrap_or_default())]
+    Request { chain: String, via: Option<String> },
+}
+
+/// For callers whose own errors are still text (the alert webhook).
+impl From<OutboundError> for String {
+    fn from(e: OutboundError) -> String {
+        e.to_string()
+    }
+}
+
 /// Where a client's `https://` requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxySetting<'a> {
+pub(crate) enum ProxySetting<'a> {
     /// `HTTPS_PROXY`/`https_proxy`, with `NO_PROXY`/`no_proxy`.
     Environment,
     /// This proxy for every `https://` request (a CA's `proxy = "http://…"`).
@@ -103,7 +125,7 @@ pub enum ProxySetting<'a> {
 
 impl<'a> ProxySetting<'a> {
     /// A CA's `proxy` key: absent → the environment, `""` → direct, else that URL.
-    pub fn of(configured: Option<&'a str>) -> ProxySetting<'a> {
+    pub(crate) fn of(configured: Option<&'a str>) -> ProxySetting<'a> {
         match configured {
             None => ProxySetting::Environment,
             Some("") => ProxySetting::Direct,
@@ -133,7 +155,7 @@ struct Proxied<B> {
 
 /// An HTTP client (hyper, rustls) that sends each request directly or through the proxy its
 /// [`ProxySetting`] selects for the request's URL.
-pub struct Outbound<B> {
+pub(crate) struct Outbound<B> {
     direct: Client<hyper_rustls::HttpsConnector<HttpConnector>, B>,
     proxied: Option<Proxied<B>>,
 }
@@ -147,13 +169,13 @@ where
     /// A client using `tls`, connecting (TCP) within `connect_timeout`, with `http2` offered
     /// by ALPN when asked. Errors: a proxy URL (configured or from the environment) that is
     /// not `http://[user:pass@]host[:port]`, named by where it was set, credentials hidden.
-    pub fn new(
+    pub(crate) fn new(
         tls: rustls::ClientConfig,
         connect_timeout: Duration,
         http2: bool,
         setting: ProxySetting<'_>,
         pool_idle: Duration,
-    ) -> Result<Outbound<B>, String> {
+    ) -> Result<Outbound<B>, OutboundError> {
         fn connector<C>(
             tls: &rustls::ClientConfig,
             http2: bool,
@@ -193,15 +215,21 @@ where
         let proxied = match chosen {
             None => None,
             Some((source, url, no)) => {
-                let shown = config::check_proxy_url(&url)
-                    .map_err(|why| format!("{source}: the proxy {why}"))?;
+                let shown =
+                    config::check_proxy_url(&url).map_err(|why| OutboundError::ProxyUrl {
+                        set_by: source,
+                        why,
+                    })?;
                 // Matched alone (no NO_PROXY), a valid URL intercepts every https:// URL:
                 // that gives the proxy's address and credentials.
                 let intercept = Matcher::builder()
                     .https(url.as_str())
                     .build()
                     .intercept(&http::Uri::from_static("https://renewd.invalid/"))
-                    .ok_or_else(|| format!("{source}: the proxy {shown} is not usable"))?;
+                    .ok_or_else(|| OutboundError::ProxyUnusable {
+                        set_by: source,
+                        shown: shown.clone(),
+                    })?;
                 let mut tunnel = Tunnel::new(intercept.uri().clone(), http.clone());
                 if let Some(auth) = intercept.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
@@ -218,7 +246,7 @@ where
 
     /// The proxy a request to `uri` goes through, as `http://host:port (WHERE SET)`, or
     /// `None` for a direct connection.
-    pub fn via(&self, uri: &http::Uri) -> Option<&str> {
+    pub(crate) fn via(&self, uri: &http::Uri) -> Option<&str> {
         self.proxied
             .as_ref()
             .filter(|p| p.matcher.intercept(uri).is_some())
@@ -227,7 +255,10 @@ where
 
     /// Sends `req` directly or through its proxy. The error is hyper's with its causes on
     /// one line, followed by `(through proxy http://host:port (WHERE SET))` when proxied.
-    pub async fn request(&self, req: http::Request<B>) -> Result<http::Response<Incoming>, String> {
+    pub(crate) async fn request(
+        &self,
+        req: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, OutboundError> {
         let proxied = self
             .proxied
             .as_ref()
@@ -236,19 +267,16 @@ where
             Some(p) => p.client.request(req).await,
             None => self.direct.request(req).await,
         };
-        result.map_err(|e| {
-            let chain = error_chain(&e);
-            match proxied {
-                Some(p) => format!("{chain} (through proxy {})", p.shown),
-                None => chain,
-            }
+        result.map_err(|e| OutboundError::Request {
+            chain: error_chain(&e),
+            via: proxied.map(|p| p.shown.clone()),
         })
     }
 }
 
 /// The error and its causes on one line: hyper's top-level errors ("client error
 /// (Connect)") say little without them.
-pub fn error_chain(e: &dyn StdError) -> String {
+pub(crate) fn error_chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -10,8 +10,26 @@ use data_encoding::BASE64URL_NOPAD;
 use instant_acme::{BodyWrapper, HttpClient};
 use rcgen::{KeyPair, PublicKeyData, SigningKey};
 
+use super::problem::{acme_message, urn};
+
 /// Why a revocation signed with the certificate's key failed: what to tell the user.
-pub(crate) type Failure = String;
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// The certificate's key cannot sign an ACME request.
+    #[error("{0}")]
+    Key(String),
+    /// The CA's directory, nonce or answer could not be used.
+    #[error("{0}")]
+    Exchange(String),
+    /// The CA refused the revocation with this problem document.
+    #[error("{}", super::problem::problem_message(.0))]
+    Refused(Box<instant_acme::Problem>),
+    /// The CA refused the revocation without a problem document.
+    #[error("HTTP {0}")]
+    Status(http::StatusCode),
+    #[error("the CA kept rejecting the nonce (badNonce)")]
+    BadNonces,
+}
 
 /// A key that signs JWS for RFC 8555 requests: its `alg`, its public JWK, and how its
 /// signatures are laid out.
@@ -26,13 +44,16 @@ struct JwsKey {
 impl JwsKey {
     /// `pem`: one PKCS#8 private key (renewd's own format, see `x509::PrivateKey::to_pem`).
     fn from_pem(pem: &str) -> Result<JwsKey, Failure> {
-        let pair = KeyPair::from_pem(pem).map_err(|e| format!("cannot use the key: {e}"))?;
+        let pair =
+            KeyPair::from_pem(pem).map_err(|e| Failure::Key(format!("cannot use the key: {e}")))?;
         let raw = pair.der_bytes().to_vec();
         let alg = pair.algorithm();
         let ec = |crv: &str, width: usize| -> Result<(serde_json::Value, usize), Failure> {
             // An uncompressed point: 0x04 || x || y.
             if raw.len() != 1 + 2 * width || raw[0] != 0x04 {
-                return Err(format!("unexpected {crv} public key encoding"));
+                return Err(Failure::Key(format!(
+                    "unexpected {crv} public key encoding"
+                )));
             }
             let jwk = serde_json::json!({
                 "crv": crv,
@@ -50,9 +71,10 @@ impl JwsKey {
             ("ES384", jwk, Some(w))
         } else if alg == &rcgen::PKCS_RSA_SHA256 {
             // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-            let ints = der_integers(&raw).ok_or("unexpected RSA public key encoding")?;
+            let unexpected = || Failure::Key("unexpected RSA public key encoding".into());
+            let ints = der_integers(&raw).ok_or_else(unexpected)?;
             let [n, e] = ints.as_slice() else {
-                return Err("unexpected RSA public key encoding".into());
+                return Err(unexpected());
             };
             let jwk = serde_json::json!({
                 "e": BASE64URL_NOPAD.encode(e),
@@ -61,9 +83,9 @@ impl JwsKey {
             });
             ("RS256", jwk, None)
         } else {
-            return Err(
+            return Err(Failure::Key(
                 "the key type cannot sign an ACME request (ECDSA P-256/P-384 or RSA)".into(),
-            );
+            ));
         };
         Ok(JwsKey {
             pair,
@@ -86,10 +108,11 @@ impl JwsKey {
         let der = self
             .pair
             .sign(format!("{protected}.{payload}").as_bytes())
-            .map_err(|e| format!("cannot sign with the certificate's key: {e}"))?;
+            .map_err(|e| Failure::Key(format!("cannot sign with the certificate's key: {e}")))?;
         let signature = match self.ec_width {
             None => der,
-            Some(w) => ecdsa_raw(&der, w).ok_or("unexpected ECDSA signature encoding")?,
+            Some(w) => ecdsa_raw(&der, w)
+                .ok_or_else(|| Failure::Key("unexpected ECDSA signature encoding".into()))?,
         };
         Ok(serde_json::json!({
             "protected": protected,
@@ -163,19 +186,21 @@ pub(crate) async fn revoke(
     request: &instant_acme::RevocationRequest<'_>,
 ) -> Result<(), Failure> {
     let key = JwsKey::from_pem(key_pem)?;
-    let dir: serde_json::Value =
-        serde_json::from_slice(&send(http, http::Method::GET, directory, None).await?.1)
-            .map_err(|e| format!("the directory {directory} is not JSON: {e}"))?;
+    let dir: serde_json::Value = serde_json::from_slice(
+        &send(http, http::Method::GET, directory, None).await?.1,
+    )
+    .map_err(|e| Failure::Exchange(format!("the directory {directory} is not JSON: {e}")))?;
     let url_of = |name: &str| {
         dir[name]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| format!("the directory {directory} has no {name}"))
+            .ok_or_else(|| Failure::Exchange(format!("the directory {directory} has no {name}")))
     };
     let (revoke_url, nonce_url) = (url_of("revokeCert")?, url_of("newNonce")?);
-    let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let payload = serde_json::to_vec(request).map_err(|e| Failure::Exchange(e.to_string()))?;
     let (head, _) = send(http, http::Method::HEAD, &nonce_url, None).await?;
-    let mut nonce = replay_nonce(&head).ok_or("the CA sent no Replay-Nonce")?;
+    let mut nonce = replay_nonce(&head)
+        .ok_or_else(|| Failure::Exchange("the CA sent no Replay-Nonce".into()))?;
     for _ in 0..3 {
         let jws = key.sign(&revoke_url, &nonce, &payload)?;
         let (parts, body) = send(http, http::Method::POST, &revoke_url, Some(jws)).await?;
@@ -185,18 +210,18 @@ pub(crate) async fn revoke(
         let problem: Option<instant_acme::Problem> = serde_json::from_slice(&body).ok();
         let is_bad_nonce = problem
             .as_ref()
-            .is_some_and(|p| p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"));
+            .is_some_and(|p| p.r#type.as_deref() == Some(urn::BAD_NONCE));
         match (is_bad_nonce, replay_nonce(&parts)) {
             (true, Some(fresh)) => nonce = fresh,
             _ => {
                 return Err(match problem {
-                    Some(p) => super::problem_message(&p),
-                    None => format!("HTTP {}", parts.status),
+                    Some(p) => Failure::Refused(Box::new(p)),
+                    None => Failure::Status(parts.status),
                 })
             }
         }
     }
-    Err("the CA kept rejecting the nonce (badNonce)".into())
+    Err(Failure::BadNonces)
 }
 
 fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
@@ -219,17 +244,17 @@ async fn send(
     }
     let req = req
         .body(body.map(BodyWrapper::from).unwrap_or_default())
-        .map_err(|e| format!("bad URL {url}: {e}"))?;
+        .map_err(|e| Failure::Exchange(format!("bad URL {url}: {e}")))?;
     let mut rsp = http
         .request(req)
         .await
-        .map_err(|e| super::acme_message(&e))?;
+        .map_err(|e| Failure::Exchange(acme_message(&e)))?;
     let parts = rsp.parts;
     let body = rsp
         .body
         .into_bytes()
         .await
-        .map_err(|e| format!("reading the answer of {url}: {e}"))?;
+        .map_err(|e| Failure::Exchange(format!("reading the answer of {url}: {e}")))?;
     Ok((parts, body))
 }
 

@@ -19,7 +19,7 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The TXT record that answers dns-01 for `identifier`, without a trailing dot. A wildcard
 /// is validated at its base name (RFC 8555 §8.4): `*.example.org` →
 /// `_acme-challenge.example.org`.
-pub fn record_name(identifier: &str) -> String {
+pub(crate) fn record_name(identifier: &str) -> String {
     let base = identifier.strip_prefix("*.").unwrap_or(identifier);
     format!("_acme-challenge.{base}")
 }

@@ -11,7 +11,8 @@
 //! only while a validation is under way.
 
 mod dns;
-pub mod rfc2136;
+mod rfc2136;
+mod shared;
 mod tls_alpn;
 mod webroot;
 
@@ -34,14 +35,11 @@ use tokio::sync::watch;
 use crate::config::ChallengeConfig;
 use crate::hooks::HookError;
 
-pub use dns::record_name;
-pub use tls_alpn::sni_name;
-
 /// Where http-01 answers live under the webroot or the listener.
 const WELL_KNOWN: &str = "/.well-known/acme-challenge/";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChallengeError {
+pub(crate) enum ChallengeError {
     #[error("the CA sent a challenge token with characters outside base64url: {0:?}")]
     BadToken(String),
     #[error("cannot write the http-01 answer {path}: {source}")]
@@ -78,36 +76,37 @@ fn check_token(token: &str) -> Result<(), ChallengeError> {
 }
 
 /// What the CA asked for one identifier, and for which certificate.
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     /// The certificate being ordered (`RENEWD_NAME` for dns-01 hooks).
-    pub certificate: &'a str,
+    pub(crate) certificate: &'a str,
     /// All its names (`RENEWD_DOMAINS`, comma-separated).
-    pub domains: &'a [String],
+    pub(crate) domains: &'a [String],
     /// The identifier as configured: `example.org`, `*.example.org` or an IP address.
-    pub identifier: &'a str,
-    pub token: &'a str,
+    pub(crate) identifier: &'a str,
+    pub(crate) token: &'a str,
     /// `token.thumbprint`: the http-01 answer.
-    pub key_authorization: &'a str,
+    pub(crate) key_authorization: &'a str,
     /// SHA-256 of the key authorization: the tls-alpn-01 acmeIdentifier.
-    pub digest: &'a [u8],
+    pub(crate) digest: &'a [u8],
     /// base64url of `digest`: the dns-01 TXT value.
-    pub dns_value: &'a str,
+    pub(crate) dns_value: &'a str,
 }
 
 /// The challenge answering machinery shared by every renewal of one process.
-#[derive(Default, Clone)]
-pub struct Responders {
-    http01: Arc<Mutex<HashMap<SocketAddr, Http01Listener>>>,
-    http01_closing: Closing,
+#[derive(Clone)]
+pub(crate) struct Responders {
+    /// The http-01 listeners: token → key authorization.
+    http01: shared::SharedListeners<String>,
     tls_alpn01: tls_alpn::Listeners,
 }
 
-struct Http01Listener {
-    tokens: Arc<Mutex<HashMap<String, String>>>,
-    /// Dropping it stops the server task and cuts its connections.
-    _serving: crate::serve::Serving,
-    /// Closed once the server task has closed the listening socket.
-    closed: watch::Receiver<()>,
+impl Default for Responders {
+    fn default() -> Self {
+        Responders {
+            http01: shared::SharedListeners::new("http-01", serve),
+            tls_alpn01: tls_alpn::Listeners::default(),
+        }
+    }
 }
 
 /// Listeners stopped (their last answer withdrawn) whose server task may still hold the
@@ -169,7 +168,7 @@ impl Closing {
 }
 
 /// A provisioned answer; [`Provisioned::withdraw`] (or dropping it) withdraws the answer.
-pub struct Provisioned {
+pub(crate) struct Provisioned {
     kind: ProvisionedKind,
 }
 
@@ -189,7 +188,7 @@ enum ProvisionedKind {
 impl Provisioned {
     /// Withdraws the answer and waits until it is gone (a dns-01 record cleared). Failures
     /// are logged: a stale answer is harmless to the next validation, which uses a new token.
-    pub async fn withdraw(mut self) {
+    pub(crate) async fn withdraw(mut self) {
         if matches!(self.kind, ProvisionedKind::Dns(_)) {
             if let ProvisionedKind::Dns(cleanup) =
                 std::mem::replace(&mut self.kind, ProvisionedKind::Done)
@@ -198,11 +197,6 @@ impl Provisioned {
             }
         }
         // Every other kind is withdrawn synchronously, by Drop.
-    }
-
-    /// Whether this answer needs the DNS to propagate before the CA looks.
-    pub fn is_dns(&self) -> bool {
-        matches!(self.kind, ProvisionedKind::Dns(_))
     }
 }
 
@@ -227,7 +221,7 @@ impl Drop for Provisioned {
 
 impl Responders {
     /// Publishes the answer to `answer` the way `cfg` says.
-    pub async fn provision(
+    pub(crate) async fn provision(
         &self,
         cfg: &ChallengeConfig,
         answer: &Answer<'_>,
@@ -244,9 +238,12 @@ impl Responders {
                 answer.key_authorization,
             )?),
             ChallengeConfig::Http01Listen { listen } => {
-                self.http01_closing
-                    .publish(*listen, || {
-                        self.publish(*listen, answer.token, answer.key_authorization)
+                self.http01
+                    .publish(*listen, |tokens| {
+                        tokens.insert(
+                            answer.token.to_string(),
+                            answer.key_authorization.to_string(),
+                        );
                     })
                     .await?;
                 ProvisionedKind::Token {
@@ -264,68 +261,22 @@ impl Responders {
                 ..
             } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
             ChallengeConfig::TlsAlpn01 { listen } => {
-                let listeners = &self.tls_alpn01;
-                ProvisionedKind::TlsAlpn(
-                    listeners
-                        .closing()
-                        .publish(*listen, || listeners.publish(*listen, answer))
-                        .await?,
-                )
+                ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer).await?)
             }
         };
         Ok(Provisioned { kind })
     }
 
-    fn publish(&self, addr: SocketAddr, token: &str, answer: &str) -> Result<(), ChallengeError> {
-        // Binding happens under the registry lock (bind and listen do not block), so two
-        // renewals validating at once can never both try to bind the same address.
-        let mut map = lock(&self.http01);
-        if let Some(l) = map.get(&addr) {
-            lock(&l.tokens).insert(token.to_string(), answer.to_string());
-            return Ok(());
-        }
-        let listener = bind(addr).map_err(|source| ChallengeError::Listen {
-            kind: "http-01",
-            addr,
-            source,
-        })?;
-        let tokens = Arc::new(Mutex::new(HashMap::new()));
-        lock(&tokens).insert(token.to_string(), answer.to_string());
-        let (closed_tx, closed) = Closing::channel();
-        let serving = serve(addr, listener, tokens.clone(), closed_tx);
-        tracing::debug!(%addr, "http-01 listener started");
-        map.insert(
-            addr,
-            Http01Listener {
-                tokens,
-                _serving: serving,
-                closed,
-            },
-        );
-        Ok(())
-    }
-
     fn withdraw(&self, addr: SocketAddr, token: &str) {
-        let mut map = lock(&self.http01);
-        let empty = match map.get(&addr) {
-            Some(l) => {
-                let mut tokens = lock(&l.tokens);
-                tokens.remove(token);
-                tokens.is_empty()
-            }
-            None => false,
-        };
-        if empty {
-            if let Some(l) = map.remove(&addr) {
-                self.http01_closing.insert(addr, l.closed.clone());
-            }
-            tracing::debug!(%addr, "http-01 listener stopped");
-        }
+        self.http01.withdraw(addr, |tokens| {
+            tokens.remove(token);
+        });
     }
 
-    /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests and status).
-    pub fn open_listeners(&self) -> usize {
-        lock(&self.http01).len() + self.tls_alpn01.open()
+    /// Number of built-in listeners (http-01 and tls-alpn-01) open now (for tests).
+    #[cfg(test)]
+    pub(crate) fn open_listeners(&self) -> usize {
+        self.http01.open() + self.tls_alpn01.open()
     }
 }
 
@@ -417,7 +368,7 @@ async fn answer(
 /// `renewd check`'s look at every http-01 webroot: the walk and ownership rules answers are
 /// written under (see `webroot`). A webroot that does not exist is left to
 /// [`crate::config::Config::check_environment`], which reports it already.
-pub fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+pub(crate) fn check_webroots(config: &crate::config::Config) -> Vec<crate::config::Problem> {
     let mut problems = Vec::new();
     for cert in &config.certificates {
         for rule in &cert.challenge.rules {

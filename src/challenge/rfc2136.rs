@@ -32,12 +32,12 @@ const RECORD_TTL: u32 = 60;
 /// Clock difference allowed between renewd and the DNS server (RFC 8945 recommends 300 s).
 const TSIG_FUDGE: u16 = 300;
 /// The credential name read from `$CREDENTIALS_DIRECTORY` when `tsig_key_file` is not set.
-pub const CREDENTIAL_NAME: &str = "tsig.key";
+pub(crate) const CREDENTIAL_NAME: &str = "tsig.key";
 
 #[derive(Debug, thiserror::Error)]
-pub enum Rfc2136Error {
-    #[error("TSIG key {path}: {message}")]
-    Key { path: PathBuf, message: String },
+pub(crate) enum Rfc2136Error {
+    #[error("TSIG key {path}: {reason}")]
+    Key { path: PathBuf, reason: KeyError },
     #[error("DNS server {server}: {message}")]
     Server { server: SocketAddr, message: String },
     #[error("DNS server {server} refused to {action} {record}: {rcode}{hint}")]
@@ -50,9 +50,40 @@ pub enum Rfc2136Error {
     },
 }
 
+/// What is wrong with a TSIG key file. The secret is never part of a message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    /// The file cannot be read (missing, not a regular file, too open, too big).
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("no `key` statement; {}", EXPECTED)]
+    NoKeyStatement,
+    #[error("the key has no name; {}", EXPECTED)]
+    NoName,
+    #[error("no `{{` after the key name; {}", EXPECTED)]
+    NoBrace,
+    #[error("key `{name}` has no `algorithm`")]
+    NoAlgorithm { name: String },
+    #[error(
+        "key `{name}`: algorithm `{algorithm}` is not supported; use hmac-sha256, \
+         hmac-sha384 or hmac-sha512"
+    )]
+    Algorithm { name: String, algorithm: String },
+    #[error("key `{name}` has no `secret`")]
+    NoSecret { name: String },
+    #[error("key `{name}`: the secret is not valid base64")]
+    NotBase64 { name: String },
+    #[error("key `{name}`: the secret is empty")]
+    EmptySecret { name: String },
+}
+
+/// The key file's format, for the messages about it.
+const EXPECTED: &str =
+    "expected `key \"NAME\" { algorithm hmac-sha256; secret \"BASE64\"; };` (as tsig-keygen writes it)";
+
 /// A TSIG key: its name, algorithm and secret.
-pub struct TsigKey {
-    pub name: String,
+pub(crate) struct TsigKey {
+    pub(crate) name: String,
     algorithm: TsigAlgorithm,
     secret: Vec<u8>,
 }
@@ -68,7 +99,7 @@ impl fmt::Debug for TsigKey {
 }
 
 /// The key file to use: the configured one, else systemd's credential if there is one.
-pub fn key_path(configured: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn key_path(configured: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = configured {
         return Some(p.to_path_buf());
     }
@@ -78,17 +109,17 @@ pub fn key_path(configured: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Reads a key file in BIND's `key "name" { algorithm ...; secret "..."; };` format.
-pub fn read_key(path: &Path) -> Result<TsigKey, Rfc2136Error> {
-    let fail = |message: String| Rfc2136Error::Key {
+pub(crate) fn read_key(path: &Path) -> Result<TsigKey, Rfc2136Error> {
+    let fail = |reason: KeyError| Rfc2136Error::Key {
         path: path.to_path_buf(),
-        message,
+        reason,
     };
     let text = crate::fsutil::read_regular_string(
         path,
         crate::fsutil::caps::SECRET,
         crate::fsutil::Follow::Yes,
     )
-    .map_err(|e| fail(e.reason()))?;
+    .map_err(|e| fail(KeyError::Unreadable(e.reason())))?;
     parse_key(&text).map_err(fail)
 }
 
@@ -150,21 +181,19 @@ fn tokens(text: &str) -> Vec<String> {
     out
 }
 
-fn parse_key(text: &str) -> Result<TsigKey, String> {
-    const EXPECTED: &str =
-        "expected `key \"NAME\" { algorithm hmac-sha256; secret \"BASE64\"; };` (as tsig-keygen writes it)";
+fn parse_key(text: &str) -> Result<TsigKey, KeyError> {
     let t = tokens(text);
     let start = t
         .iter()
         .position(|w| w == "key")
-        .ok_or_else(|| format!("no `key` statement; {EXPECTED}"))?;
+        .ok_or(KeyError::NoKeyStatement)?;
     let name = t
         .get(start + 1)
         .filter(|n| !matches!(n.as_str(), "{" | "}" | ";"))
-        .ok_or_else(|| format!("the key has no name; {EXPECTED}"))?
+        .ok_or(KeyError::NoName)?
         .clone();
     if t.get(start + 2).map(String::as_str) != Some("{") {
-        return Err(format!("no `{{` after the key name; {EXPECTED}"));
+        return Err(KeyError::NoBrace);
     }
     let mut algorithm = None;
     let mut secret = None;
@@ -184,24 +213,28 @@ fn parse_key(text: &str) -> Result<TsigKey, String> {
             i += 1;
         }
     }
-    let algorithm = algorithm.ok_or_else(|| format!("key `{name}` has no `algorithm`"))?;
+    let Some(algorithm) = algorithm else {
+        return Err(KeyError::NoAlgorithm { name });
+    };
     let algorithm = match algorithm.to_ascii_lowercase().as_str() {
         "hmac-sha256" => TsigAlgorithm::HmacSha256,
         "hmac-sha384" => TsigAlgorithm::HmacSha384,
         "hmac-sha512" => TsigAlgorithm::HmacSha512,
         other => {
-            return Err(format!(
-                "key `{name}`: algorithm `{other}` is not supported; use hmac-sha256, \
-                 hmac-sha384 or hmac-sha512"
-            ))
+            return Err(KeyError::Algorithm {
+                name,
+                algorithm: other.to_string(),
+            })
         }
     };
-    let secret = secret.ok_or_else(|| format!("key `{name}` has no `secret`"))?;
-    let secret = data_encoding::BASE64
-        .decode(secret.as_bytes())
-        .map_err(|_| format!("key `{name}`: the secret is not valid base64"))?;
+    let Some(secret) = secret else {
+        return Err(KeyError::NoSecret { name });
+    };
+    let Ok(secret) = data_encoding::BASE64.decode(secret.as_bytes()) else {
+        return Err(KeyError::NotBase64 { name });
+    };
     if secret.is_empty() {
-        return Err(format!("key `{name}`: the secret is empty"));
+        return Err(KeyError::EmptySecret { name });
     }
     Ok(TsigKey {
         name,
@@ -212,7 +245,7 @@ fn parse_key(text: &str) -> Result<TsigKey, String> {
 
 /// One TXT value added to (and later deleted from) `record` in `zone` on `server`.
 #[derive(Clone)]
-pub struct Update {
+pub(crate) struct Update {
     server: SocketAddr,
     signer: Option<TSigner>,
     zone: Name,
@@ -222,7 +255,7 @@ pub struct Update {
 
 impl Update {
     /// Finds the zone of `record` (SOA lookup) for adding `value` to its TXT set.
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         server: SocketAddr,
         key: Option<&TsigKey>,
         record: &str,
@@ -253,7 +286,7 @@ impl Update {
     }
 
     /// Adds the value to the record's TXT set.
-    pub async fn add(&self) -> Result<(), Rfc2136Error> {
+    pub(crate) async fn add(&self) -> Result<(), Rfc2136Error> {
         self.send(true).await?;
         tracing::info!(server = %self.server, record = %self.record, zone = %self.zone,
             "dns-01 record added by RFC 2136 update");
@@ -262,11 +295,11 @@ impl Update {
 
     /// Deletes the value added by [`Update::set`] (only that value: another order's answer on
     /// the same name stays).
-    pub async fn clear(&self) -> Result<(), Rfc2136Error> {
+    pub(crate) async fn clear(&self) -> Result<(), Rfc2136Error> {
         self.send(false).await
     }
 
-    pub fn record(&self) -> String {
+    pub(crate) fn record(&self) -> String {
         self.record.to_string()
     }
 
@@ -377,8 +410,8 @@ async fn find_zone(
 }
 
 impl FromStr for TsigKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
         parse_key(s)
     }
 }
@@ -426,7 +459,7 @@ key "renewd-key" {
                 "not valid base64",
             ),
         ] {
-            let err = text.parse::<TsigKey>().err().unwrap();
+            let err = text.parse::<TsigKey>().err().unwrap().to_string();
             assert!(err.contains(needle), "{text}: {err}");
             assert!(!err.contains("SUPERSECRET"), "{err}");
         }

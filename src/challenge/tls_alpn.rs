@@ -7,11 +7,10 @@
 //! withdrawn. IP identifiers (RFC 8738 §6) are looked up by their reverse-DNS name, which is
 //! what the CA sends as SNI.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -19,7 +18,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-use super::{bind, lock, Answer, ChallengeError, Closing};
+use super::shared::{Answers as SharedAnswers, SharedListeners};
+use super::{lock, Answer, ChallengeError};
 
 /// The ALPN protocol the CA offers, and the only one this listener speaks.
 const ACME_TLS_1: &[u8] = b"acme-tls/1";
@@ -29,7 +29,7 @@ const HANDSHAKE_TIMEOUT: Duration = super::LISTENER_REQUEST_TIMEOUT;
 
 /// The SNI a CA sends to validate `identifier`: the name itself, or for an IP address its
 /// reverse-DNS name (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`; RFC 8738 §6).
-pub fn sni_name(identifier: &str) -> String {
+pub(crate) fn sni_name(identifier: &str) -> String {
     match identifier.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => {
             let o = v4.octets();
@@ -49,22 +49,22 @@ pub fn sni_name(identifier: &str) -> String {
 
 /// The answers of one listener: SNI name → (registration id, certificate). Several renewals
 /// may validate the same name at once; the latest answer is served.
-type Answers = Arc<Mutex<HashMap<String, Vec<(u64, Arc<CertifiedKey>)>>>>;
+type Answers = SharedAnswers<Vec<(u64, Arc<CertifiedKey>)>>;
 
 /// Every tls-alpn-01 listener of the process.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub(super) struct Listeners {
-    inner: Arc<Mutex<HashMap<SocketAddr, Listener>>>,
+    shared: SharedListeners<Vec<(u64, Arc<CertifiedKey>)>>,
     next_id: Arc<AtomicU64>,
-    closing: Closing,
 }
 
-struct Listener {
-    answers: Answers,
-    /// Dropping it stops the server task and cuts its connections.
-    _serving: crate::serve::Serving,
-    /// Closed once the server task has closed the listening socket.
-    closed: watch::Receiver<()>,
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            shared: SharedListeners::new("tls-alpn-01", serve),
+            next_id: Arc::default(),
+        }
+    }
 }
 
 /// One published answer; dropping it withdraws the answer (and closes an idle listener).
@@ -77,31 +77,20 @@ pub(super) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut map = lock(&self.listeners.inner);
-        let empty = match map.get(&self.addr) {
-            Some(l) => {
-                let mut answers = lock(&l.answers);
-                if let Some(list) = answers.get_mut(&self.sni) {
-                    list.retain(|(id, _)| *id != self.id);
-                    if list.is_empty() {
-                        answers.remove(&self.sni);
-                    }
+        self.listeners.shared.withdraw(self.addr, |answers| {
+            if let Some(list) = answers.get_mut(&self.sni) {
+                list.retain(|(id, _)| *id != self.id);
+                if list.is_empty() {
+                    answers.remove(&self.sni);
                 }
-                answers.is_empty()
             }
-            None => false,
-        };
-        if empty {
-            if let Some(l) = map.remove(&self.addr) {
-                self.listeners.closing.insert(self.addr, l.closed.clone());
-            }
-            tracing::debug!(addr = %self.addr, "tls-alpn-01 listener stopped");
-        }
+        });
     }
 }
 
 impl Listeners {
-    pub(super) fn publish(
+    /// Publishes the certificate answering `answer` on the listener at `addr`.
+    pub(super) async fn publish(
         &self,
         addr: SocketAddr,
         answer: &Answer<'_>,
@@ -109,35 +98,14 @@ impl Listeners {
         let certified = Arc::new(challenge_certificate(answer.identifier, answer.digest)?);
         let sni = sni_name(answer.identifier);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Bound under the registry lock, like the http-01 listener: never two binds racing.
-        let mut map = lock(&self.inner);
-        let answers = match map.get(&addr) {
-            Some(l) => l.answers.clone(),
-            None => {
-                let listener = bind(addr).map_err(|source| ChallengeError::Listen {
-                    kind: "tls-alpn-01",
-                    addr,
-                    source,
-                })?;
-                let answers: Answers = Arc::default();
-                let (closed_tx, closed) = Closing::channel();
-                let serving = serve(addr, listener, answers.clone(), closed_tx);
-                tracing::debug!(%addr, "tls-alpn-01 listener started");
-                map.insert(
-                    addr,
-                    Listener {
-                        answers: answers.clone(),
-                        _serving: serving,
-                        closed,
-                    },
-                );
+        self.shared
+            .publish(addr, |answers| {
                 answers
-            }
-        };
-        lock(&answers)
-            .entry(sni.clone())
-            .or_default()
-            .push((id, certified));
+                    .entry(sni.clone())
+                    .or_default()
+                    .push((id, certified.clone()))
+            })
+            .await?;
         Ok(Registration {
             listeners: self.clone(),
             addr,
@@ -146,13 +114,9 @@ impl Listeners {
         })
     }
 
-    /// The stopped listeners whose sockets may still be open.
-    pub(super) fn closing(&self) -> &Closing {
-        &self.closing
-    }
-
+    #[cfg(test)]
     pub(super) fn open(&self) -> usize {
-        lock(&self.inner).len()
+        self.shared.open()
     }
 }
 

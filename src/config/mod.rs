@@ -41,7 +41,7 @@ pub use types::{
     DiscoveryConfig, ExceptionConfig, FileKind, FileSet, KeyType, MetricsConfig, RenewBefore,
     VerifyConfig,
 };
-pub(crate) use value::check_proxy_url;
+pub(crate) use value::{check_proxy_url, InvalidValue};
 
 use problem::finish;
 use schema::suggest;

@@ -119,7 +119,7 @@ impl Renewer {
             };
         }
         let answer = match self.ca(ca).await {
-            Ok(acme) => acme.renewal_info(leaf).await,
+            Ok(acme) => acme.renewal_info(leaf).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match answer {

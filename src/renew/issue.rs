@@ -74,7 +74,7 @@ impl Renewer {
             false => Some(key_and_csr(cert).await?),
         };
         let ca = self.ca(ca_config).await?;
-        self.check_clock(ca_config).await?;
+        check_clock(&ca).await?;
         let replaced = replaced(cert, &rec, ca_config).await;
         let options = crate::acme::OrderOptions {
             // A dry run's order is never finalized: it must not claim the deployed
@@ -122,20 +122,6 @@ impl Renewer {
         })
     }
 
-    /// This host's clock against the CA's, from a fresh answer (the directory): a wrong
-    /// host clock is not the CA's fault, and ordering would waste a certificate.
-    async fn check_clock(&self, ca_config: &CaConfig) -> Result<(), RenewError> {
-        let name = &ca_config.name;
-        let pause = self.state.pause_path(name);
-        if let Err(e) = crate::acme::advertised_profiles(ca_config, pause).await {
-            tracing::debug!(ca = %name, error = %e, "cannot read the directory to compare clocks");
-        }
-        match clock_problem(name, crate::acme::clock_offset(name)) {
-            Some(why) => Err(RenewError::ClockSkew(why)),
-            None => Ok(()),
-        }
-    }
-
     /// Writes the new files beside the old ones and begins the swap (its journal first).
     async fn stage(
         &self,
@@ -156,6 +142,19 @@ impl Renewer {
         })
         .await
         .map_err(RenewError::DeployAborted)?
+    }
+}
+
+/// This host's clock against the CA's, from a fresh answer (the directory): a wrong host clock
+/// is not the CA's fault, and ordering would waste a certificate.
+async fn check_clock(ca: &crate::acme::Ca) -> Result<(), RenewError> {
+    let name = ca.name();
+    if let Err(e) = ca.advertised_profiles().await {
+        tracing::debug!(ca = %name, error = %e, "cannot read the directory to compare clocks");
+    }
+    match clock_problem(name, crate::acme::clock_offset(name)) {
+        Some(why) => Err(RenewError::ClockSkew(why)),
+        None => Ok(()),
     }
 }
 

@@ -614,9 +614,15 @@ fn a_rate_limit_pauses_the_ca_for_every_certificate_and_survives_a_restart() {
         3,
         "two first issuances, then one 429\n{log}"
     );
-    // Nothing more reaches the CA while the daemon runs.
+    // Nothing more reaches the CA while the daemon runs: it goes idle with its next timer
+    // no sooner than the pause ends, and the CA saw nothing meanwhile.
     let count = f.proxy.log().len();
-    std::thread::sleep(Duration::from_secs(3));
+    let until = unix_secs(f.rig.idle_until(&d).expect("a next timer"));
+    assert!(
+        until >= t0 + 3599,
+        "idle until {until}, paused at {t0}\n{}",
+        d.log()
+    );
     assert_eq!(f.proxy.log().len(), count, "{}", f.proxy.log_text());
     assert!(count > requests_before);
 
@@ -674,8 +680,10 @@ fn the_daemon_does_not_hammer_a_failing_ca() {
     });
     let tries = f.proxy.requests("POST", "/order-plz").len();
     assert_eq!(tries, 4, "{}", f.proxy.log_text());
+    // The daemon backs off between attempts: it goes idle until the retry, and the CA saw
+    // nothing meanwhile.
     let total = f.proxy.log().len();
-    std::thread::sleep(Duration::from_secs(5));
+    let until = unix_secs(f.rig.idle_until(&d).expect("a next timer"));
     assert_eq!(
         f.proxy.log().len(),
         total,
@@ -687,6 +695,7 @@ fn the_daemon_does_not_hammer_a_failing_ca() {
     let next = rows[0]["next_renewal"].as_u64().unwrap();
     let last = rows[0]["last_attempt"].as_u64().unwrap();
     assert!(next >= last + 45, "retry at {next}, failed at {last}");
+    assert!(until >= last + 45, "idle until {until}, failed at {last}");
     assert!(!f.rig.fullchain("www").exists());
     assert!(!f.rig.key("www").exists());
 }

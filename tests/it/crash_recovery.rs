@@ -36,22 +36,6 @@ fn kills() -> usize {
         .unwrap_or(if long { 1000 } else { 200 })
 }
 
-/// The kill instants' generator, seeded from `RENEWD_CRASH_SEED` or the clock; the seed
-/// is printed so a run can be replayed (as far as timing allows).
-fn seeded_rng() -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    let seed = std::env::var("RENEWD_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("kill instants: seed {seed} (RENEWD_CRASH_SEED={seed})");
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
 fn file(rig: &Rig, cert: usize, kind: &str) -> PathBuf {
     rig.path(&format!("tls/c{cert}/{kind}.pem"))
 }
@@ -204,6 +188,8 @@ fn wait_for_staging(rig: &Rig, timeout: Duration) -> Option<Instant> {
 
 #[test]
 fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let rig = Rig::new(PebbleOptions {
         validity_secs: 900,
         order_retry_after: 0,
@@ -251,7 +237,7 @@ fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
         "one forced renewal of {CERTS} certificates took {whole:?}, its deployment {deployment:?}"
     );
 
-    let mut rng = seeded_rng();
+    let mut rng = common::seed::seeded_rng("RENEWD_CRASH_SEED", "kill instants");
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     let mut changed = 0;
     let mut serials: Vec<String> = (0..CERTS).map(|i| check_set(&rig, i, 0)).collect();

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use rand::Rng;
 use rig::*;
 
 const NOBODY: u32 = 65534;
@@ -437,12 +438,10 @@ fn planted_symlinks_and_hard_links_are_replaced_never_written_through() {
     let landing = rig.path("landing");
     mkdir(&landing);
     let mut planted = Vec::new();
+    let mut rng = common::seed::seeded_rng("RENEWD_TEST_SEED", "planted temporaries' names");
     for i in 0..200 {
         for name in ["www.key", "www.pem"] {
-            let link = tls.join(format!(
-                ".{name}{TEMP_MARKER}{:016x}",
-                rand::random::<u64>()
-            ));
+            let link = tls.join(format!(".{name}{TEMP_MARKER}{:016x}", rng.random::<u64>()));
             if i % 2 == 0 {
                 std::os::unix::fs::symlink(&victim_key, &link).expect("symlink");
             } else {
@@ -901,8 +900,8 @@ fn the_mode_checks_catch_a_wide_creation() {
         "{:?}",
         report.violations
     );
-    // The watcher stats after the fact: give the event a moment to arrive.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The watcher stats after the fact: wait for its first stat of the file.
+    watcher.wait_seen(&temp);
     let seen = watcher.stop();
     let violations = rules.judge_observations(&seen);
     assert!(
@@ -1349,6 +1348,21 @@ impl Watcher {
             pollers,
             done,
         }
+    }
+
+    /// Waits (10 s at most) until `path` has been stat'ed with a mode.
+    fn wait_seen(&self, path: &Path) {
+        wait_until(
+            std::time::Duration::from_secs(10),
+            "the watcher to stat the file",
+            || {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|o| o.path == path && o.mode.is_some())
+            },
+        );
     }
 
     fn stop(self) -> Vec<Observation> {

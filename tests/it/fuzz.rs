@@ -46,14 +46,7 @@ fn budget() -> Duration {
 }
 
 fn seed() -> u64 {
-    std::env::var("RENEWD_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
+    common::seed::seed("RENEWD_FUZZ_SEED")
 }
 
 /// Draws inputs from `strategy` and checks `property` on each until `budget` (or `max`
@@ -264,6 +257,8 @@ paths = ["/etc/ssl"]
 /// into the file (line and column within it), one line each; never a panic.
 #[test]
 fn fuzz_configuration_loader() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     if let Err(e) =
         config::load_from_sources(&[(PathBuf::from("/etc/renewd/renewd.toml"), CONFIG.into())])
     {
@@ -310,6 +305,8 @@ fn sample_chain() -> (String, Vec<u8>, String) {
 /// panic; whatever parses can be asked its names, dates and key match.
 #[test]
 fn fuzz_pem_and_der_readers() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let (pem, der, key_pem) = sample_chain();
     let strategy = (0u8..3, edits());
     fuzz("pem-der", budget(), u64::MAX, strategy, |(which, e)| {
@@ -373,6 +370,8 @@ const RECORD: &str = r#"{"consecutive_failures":3,"last_failure":1700000000,"ret
 /// due, and showing its status row never panic.
 #[test]
 fn fuzz_state_records() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = state_config(dir.path());
     let state = renewd::state::StateDir::open(&cfg.state_dir).expect("state dir");
@@ -428,6 +427,8 @@ fn fuzz_state_records() {
 /// renewd's marker (the victims below).
 #[test]
 fn fuzz_swap_journals() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let tls = root.join("tls");
@@ -550,6 +551,8 @@ fn fuzz_swap_journals() {
 /// JSON answer line (an error for anything malformed), and the server keeps answering.
 #[test]
 fn fuzz_control_protocol() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("ctl.sock");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -813,6 +816,8 @@ files = {{ fullchain = "{d}/tls/www.pem", key = "{d}/tls/www.key" }}
 /// ends by itself (exit 0 or 1, never a panic or a signal) well within its deadline.
 #[test]
 fn fuzz_acme_answers_from_a_hostile_ca() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let ca = HostileCa::start();
     let (budget, max) = match std::env::var("RENEWD_FUZZ_SECS") {
         Ok(_) => (budget(), u64::MAX),

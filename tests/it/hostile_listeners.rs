@@ -415,6 +415,8 @@ fn metrics_config(rig: &Rig, metrics_port: u16) -> String {
 
 #[test]
 fn a_flood_at_the_metrics_port_starves_neither_renewals_nor_status() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let rig = Rig::new(PebbleOptions::default());
     let port = free_port();
     rig.write_config(&metrics_config(&rig, port));
@@ -454,6 +456,8 @@ fn a_flood_at_the_metrics_port_starves_neither_renewals_nor_status() {
 
 /// A flood at the built-in listener of `challenge` (on `port`) while it validates a renewal.
 fn flood_at_a_challenge_listener(kind: &str, port_of: impl Fn(&Pebble) -> u16) {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let rig = Rig::new(PebbleOptions {
         // Every order validates afresh, so the listener is up during the renewal.
         authz_reuse_percent: Some(0),
@@ -503,6 +507,8 @@ fn a_flood_at_the_tls_alpn01_listener_during_validation_does_not_stop_the_renewa
 
 #[test]
 fn a_flood_at_the_control_socket_does_not_stop_status_or_renewals() {
+    // Loads the machine: no other heavy or timing-sensitive test meanwhile.
+    let _heavy = common::serial::heavy();
     let rig = Rig::new(PebbleOptions::default());
     rig.write_config(&rig.cert("www", &["www.test"], ""));
     let d = spawn_limited_daemon(&rig, DAEMON_NOFILE);

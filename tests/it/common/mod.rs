@@ -19,6 +19,8 @@ pub mod faultproxy;
 pub mod netns;
 pub mod nginx;
 pub mod rig;
+pub mod seed;
+pub mod serial;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

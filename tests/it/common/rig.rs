@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::common::{renewd_bin, wait_until, Pebble, PebbleOptions};
 
@@ -143,6 +143,16 @@ files = {{ fullchain = "{fc}", key = "{key}" }}
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// When `d`'s next timer fires once it is idle (`None`: never): a `status` request wakes
+    /// its loop, and the `idle` line that follows is its state from then on
+    /// ([`DaemonProc::wait_idle_after`]).
+    pub fn idle_until(&self, d: &DaemonProc) -> Option<SystemTime> {
+        let mark = d.log_mark();
+        // Its exit status says how the certificates are; only the request matters here.
+        let _ = self.renewd("status", &[]);
+        d.wait_idle_after(mark)
+    }
+
     /// Starts `renewd run` in the background, its log in `daemon.log`; waits until its control
     /// socket answers.
     pub fn spawn_daemon(&self) -> DaemonProc {
@@ -197,6 +207,31 @@ impl DaemonProc {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// How much the daemon has logged so far: a position for [`DaemonProc::wait_idle_after`].
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits (60 s at most) for the first `idle` line the daemon logs after `mark` and returns
+    /// its `until`: when the daemon's next timer fires, `None` for `never`. The daemon logs
+    /// that line each time its loop has nothing in flight (no batch, evaluation, ARI poll or
+    /// debounce) and starts waiting, so "idle until T, and the CA saw nothing meanwhile"
+    /// proves nothing more happens before T unless something from outside wakes it. A
+    /// control request (`status`) after the mark makes the loop log its state afresh.
+    pub fn wait_idle_after(&self, mark: usize) -> Option<SystemTime> {
+        let mut found = None;
+        wait_until(Duration::from_secs(60), "the daemon to log `idle`", || {
+            let log = self.log();
+            found = log.get(mark..).and_then(|tail| {
+                tail.split_inclusive('\n')
+                    .filter(|line| line.ends_with('\n'))
+                    .find_map(idle_until)
+            });
+            found.is_some()
+        });
+        found.expect("found")
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("kill");
     }
@@ -231,6 +266,30 @@ impl Drop for DaemonProc {
             eprintln!("--- daemon log:\n{}", self.log());
         }
     }
+}
+
+/// The `until` of the daemon's `idle` debug line (tracing's text format: `... DEBUG
+/// renewd::daemon: idle until=2026-01-01T00:00:00Z`): `Some(None)` for `until=never`; `None`
+/// if `line` is not that line.
+fn idle_until(line: &str) -> Option<Option<SystemTime>> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "idle")?;
+    let value = words
+        .find_map(|w| w.strip_prefix("until="))?
+        .trim_matches('"');
+    if value == "never" {
+        return Some(None);
+    }
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("idle line with an unreadable until ({e}): {line}"));
+    Some(Some(t.into()))
+}
+
+/// Seconds since the Unix epoch of `t`, as the state records and `status --json` give times.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
 }
 
 /// Lines of a file, empty if it does not exist.

@@ -79,6 +79,17 @@ impl Faulty {
         out
     }
 
+    /// The deployed leaf of `www`, checked to match the deployed key.
+    fn deployed_www(&self) -> CertView {
+        let leaf = read_cert_pem(self.rig.fullchain("www"));
+        assert_eq!(
+            key_spki(self.rig.key("www")),
+            leaf.spki,
+            "key and certificate match"
+        );
+        leaf
+    }
+
     fn status(&self) -> serde_json::Value {
         let json = self.rig.renewd_ok("status", &["--json"]);
         serde_json::from_str(&json).unwrap()
@@ -192,9 +203,8 @@ fn server_errors_are_retried_with_backoff_and_the_renewal_succeeds() {
     assert_eq!(finals.len(), 3, "{log}");
     assert_eq!(finals[1].status, Some(503));
     assert_at_least(&gaps(&finals[1..]), &[0.5], &log);
-    let second = read_cert_pem(f.rig.fullchain("www"));
+    let second = f.deployed_www();
     assert_ne!(second.serial_hex, first.serial_hex);
-    assert_eq!(key_spki(f.rig.key("www")), second.spki);
 }
 
 #[test]
@@ -225,8 +235,7 @@ fn resets_are_retried_and_a_finalize_whose_answer_was_lost_completes() {
         issued + 1,
         "one certificate for the attempt"
     );
-    let leaf = read_cert_pem(f.rig.fullchain("www"));
-    assert_eq!(key_spki(f.rig.key("www")), leaf.spki);
+    f.deployed_www();
 }
 
 #[test]
@@ -254,8 +263,7 @@ fn garbled_and_truncated_answers_are_retried() {
             "{path} retried without backoff\n{log}"
         );
     }
-    let leaf = read_cert_pem(f.rig.fullchain("www"));
-    assert_eq!(key_spki(f.rig.key("www")), leaf.spki);
+    let leaf = f.deployed_www();
     assert_eq!(leaf.names, vec!["www.test"]);
 }
 
@@ -377,10 +385,7 @@ fn a_short_retry_after_is_waited_for_before_anything_else_is_sent() {
             "the same request is resent\n{log}"
         );
     }
-    assert_eq!(
-        key_spki(f.rig.key("www")),
-        read_cert_pem(f.rig.fullchain("www")).spki
-    );
+    f.deployed_www();
 }
 
 #[test]

@@ -627,7 +627,7 @@ fn directories_others_can_write_are_refused_by_run_and_check() {
 /// Runs `renewd run` (the daemon) and waits at most `limit` for it to exit; a daemon that
 /// starts instead is killed, and `None` says so.
 fn run_daemon_expecting_exit(rig: &Rig, limit: std::time::Duration) -> Option<Output> {
-    let mut child = Command::new(renewd_bin())
+    let child = Command::new(renewd_bin())
         .arg("run")
         .arg("--config")
         .arg(&rig.config_path)
@@ -636,20 +636,9 @@ fn run_daemon_expecting_exit(rig: &Rig, limit: std::time::Duration) -> Option<Ou
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn renewd run");
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            eprintln!("--- renewd run: {}\n{}", out.status, text(&out));
-            return Some(out);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let out = wait_bounded(child, limit)?;
+    eprintln!("--- renewd run: {}\n{}", out.status, text(&out));
+    Some(out)
 }
 
 /// A regular file at `control_socket` and an existing directory shared with other things

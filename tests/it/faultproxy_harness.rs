@@ -19,27 +19,13 @@ fn quiet() -> PebbleOptions {
 /// Pebble's, and every request went through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_a_full_issuance_unchanged() {
-    use instant_acme::{
-        Account, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
-    };
+    use instant_acme::{Identifier, NewOrder, OrderStatus, RetryPolicy};
     let pebble = Pebble::start(quiet());
     let proxy = FaultProxy::start(&pebble);
     let webroot = tempfile::tempdir().unwrap();
     let _server = StaticServer::start(webroot.path(), pebble.http_port);
 
-    let (account, _) = Account::builder_with_root(&proxy.ca_pem_path)
-        .unwrap()
-        .create(
-            &NewAccount {
-                contact: &[],
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            proxy.directory_url.clone(),
-            None,
-        )
-        .await
-        .unwrap();
+    let account = acme_client::new_account(&proxy.ca_pem_path, &proxy.directory_url).await;
     let ids = [Identifier::Dns("proxied.example.test".into())];
     let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
     assert!(
@@ -47,19 +33,7 @@ async fn forwards_a_full_issuance_unchanged() {
         "order URL {} is the proxy's",
         order.url()
     );
-    let mut authzs = order.authorizations();
-    while let Some(authz) = authzs.next().await {
-        let mut authz = authz.unwrap();
-        let mut ch = authz.challenge(ChallengeType::Http01).unwrap();
-        write_file(
-            webroot
-                .path()
-                .join(".well-known/acme-challenge")
-                .join(&ch.token),
-            ch.key_authorization().as_str(),
-        );
-        ch.set_ready().await.unwrap();
-    }
+    acme_client::answer_http01(&mut order, webroot.path()).await;
     let retry = RetryPolicy::new().timeout(Duration::from_secs(20));
     assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
     order.finalize().await.unwrap();

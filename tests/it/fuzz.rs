@@ -767,7 +767,7 @@ files = {{ fullchain = "{d}/tls/www.pem", key = "{d}/tls/www.key" }}
         // The log goes to a file: a pipe nobody reads would hold renewd up.
         let log_path = root.join("renewd.log");
         let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let mut child = std::process::Command::new(common::renewd_bin())
+        let child = std::process::Command::new(common::renewd_bin())
             .args(["run", "--once", "--config"])
             .arg(&self.config)
             .stdin(std::process::Stdio::null())
@@ -775,18 +775,7 @@ files = {{ fullchain = "{d}/tls/www.pem", key = "{d}/tls/www.key" }}
             .stderr(log)
             .spawn()
             .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::wait_bounded(child, Duration::from_secs(90)).map(|out| out.status);
         let text = fs::read(&log_path).map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&text).into_owned();
         let tail: String = text

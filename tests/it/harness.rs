@@ -200,10 +200,7 @@ fn wait_until_panics_with_what_on_timeout() {
 /// and that /set-renewal-info/ changes what ARI answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuance_over_http01_with_the_harness() {
-    use instant_acme::{
-        Account, CertificateIdentifier, ChallengeType, Identifier, NewAccount, NewOrder,
-        OrderStatus, RetryPolicy,
-    };
+    use instant_acme::{CertificateIdentifier, Identifier, NewOrder, OrderStatus, RetryPolicy};
 
     let pebble = Pebble::start(PebbleOptions {
         validity_secs: 120,
@@ -212,38 +209,14 @@ async fn issuance_over_http01_with_the_harness() {
     let webroot = tempfile::tempdir().unwrap();
     let _server = StaticServer::start(webroot.path(), pebble.http_port);
 
-    let (account, _) = Account::builder_with_root(&pebble.tls_root_path)
-        .unwrap()
-        .create(
-            &NewAccount {
-                contact: &[],
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            pebble.directory_url.clone(),
-            None,
-        )
-        .await
-        .unwrap();
+    let account = acme_client::new_account(&pebble.tls_root_path, &pebble.directory_url).await;
     assert_eq!(pebble.count_log(Pebble::NEW_ORDER_LOG), 0);
     let ids = [Identifier::Dns("harness.example.test".into())];
     let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
     assert_eq!(pebble.count_log(Pebble::NEW_ORDER_LOG), 1);
     assert_eq!(pebble.count_log(Pebble::NEW_ACCOUNT_LOG), 1);
 
-    let mut authzs = order.authorizations();
-    while let Some(authz) = authzs.next().await {
-        let mut authz = authz.unwrap();
-        let mut ch = authz.challenge(ChallengeType::Http01).unwrap();
-        write_file(
-            webroot
-                .path()
-                .join(".well-known/acme-challenge")
-                .join(&ch.token),
-            ch.key_authorization().as_str(),
-        );
-        ch.set_ready().await.unwrap();
-    }
+    acme_client::answer_http01(&mut order, webroot.path()).await;
     let retry = RetryPolicy::new().timeout(Duration::from_secs(20));
     let status = order.poll_ready(&retry).await.unwrap();
     assert_eq!(status, OrderStatus::Ready, "pebble log:\n{}", pebble.log());

@@ -11,14 +11,13 @@
 use crate::common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{renewd_bin, wait_until};
+use common::{renewd_bin, wait_bounded, wait_until};
 
 const DAY: u64 = 86_400;
 /// What any one command may take here; a hang is a failure, not a wait.
@@ -61,12 +60,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["", "tls", "scan", "legacy", "etc"] {
-            let p = dir.path().join(d);
-            fs::create_dir_all(&p).expect("mkdir");
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        let dir = common::tempdir_with(&["", "tls", "scan", "legacy", "etc"]);
         let s = Setup { dir };
         let (pem, key) = cert(&["www.test"]);
         fs::write(s.path("tls/www.pem"), pem).expect("write");
@@ -192,22 +186,6 @@ paths = ["{d}/scan"]
             text.contains("\"www\"") && text.contains("\"dns\""),
             "{text}"
         );
-    }
-}
-
-/// Waits for `child` at most `deadline`; kills it and returns `None` past it.
-fn wait_bounded(mut child: Child, deadline: Duration) -> Option<Output> {
-    let end = Instant::now() + deadline;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return Some(child.wait_with_output().expect("output"));
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

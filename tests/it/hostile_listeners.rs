@@ -310,7 +310,7 @@ fn open_fds(pid: i32) -> usize {
 /// `renewd status` must answer within `deadline` (the answer is waited for, never longer):
 /// returns its stdout.
 fn status_within(rig: &Rig, deadline: Duration) -> String {
-    let mut child = Command::new(renewd_bin())
+    let child = Command::new(renewd_bin())
         .args(["status", "--config"])
         .arg(&rig.config_path)
         .stdin(Stdio::null())
@@ -318,24 +318,14 @@ fn status_within(rig: &Rig, deadline: Duration) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("renewd status");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            let out = child.wait_with_output().expect("output");
-            assert!(
-                status.success(),
-                "renewd status failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("renewd status did not answer within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let out = wait_bounded(child, deadline)
+        .unwrap_or_else(|| panic!("renewd status did not answer within {deadline:?}"));
+    assert!(
+        out.status.success(),
+        "renewd status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Floods `target` (as `nobody`, or root for the control socket) while a forced renewal of

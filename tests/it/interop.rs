@@ -170,6 +170,17 @@ impl Other {
         read_cert_pem(self.rig.fullchain(name)).serial_hex
     }
 
+    /// `renew --force NAME` deploys a new serial (not `before`), then `revoke NAME` deploys
+    /// a replacement for the revoked one.
+    fn renew_then_revoke(&self, name: &str, before: &str) {
+        let out = self.rig.renewd_ok("renew", &["--force", name]);
+        assert!(out.contains(&format!("{name}: renewed")), "{out}");
+        let renewed = self.serial(name);
+        assert_ne!(renewed, before);
+        self.rig.renewd_ok("revoke", &[name]);
+        assert_ne!(self.serial(name), renewed, "revoke deployed a replacement");
+    }
+
     fn status(&self, name: &str) -> serde_json::Value {
         let json = self.rig.renewd_ok("status", &["--json", name]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("status JSON");
@@ -239,13 +250,7 @@ fn acme2certifier_issues_renews_by_ari_forced_and_revokes() {
 
     a2c.restart(A2cOptions::default());
     o.rig.renewd_ok("run", &["--once"]);
-    let out = o.rig.renewd_ok("renew", &["--force", "www"]);
-    assert!(out.contains("www: renewed"), "{out}");
-    let third = o.serial("www");
-    assert_ne!(third, second);
-
-    o.rig.renewd_ok("revoke", &["www"]);
-    assert_ne!(o.serial("www"), third, "revoke deployed a replacement");
+    o.renew_then_revoke("www", &second);
 }
 
 /// acme2certifier validates tls-alpn-01 (renewd's listener on port 443) and dns-01 (the
@@ -350,13 +355,7 @@ fn caddy_issues_renews_revokes_with_every_challenge() {
         "{stdout}"
     );
 
-    let first = o.serial("http");
-    let out = o.rig.renewd_ok("renew", &["--force", "http"]);
-    assert!(out.contains("http: renewed"), "{out}");
-    let second = o.serial("http");
-    assert_ne!(second, first);
-    o.rig.renewd_ok("revoke", &["http"]);
-    assert_ne!(o.serial("http"), second, "revoke deployed a replacement");
+    o.renew_then_revoke("http", &o.serial("http"));
 }
 
 /// The daemon renews a short-lived certificate from Caddy on its own: 5-minute certificates

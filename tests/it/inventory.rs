@@ -47,12 +47,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["", "tls", "scan", "scan/sub", "legacy"] {
-            let p = dir.path().join(d);
-            fs::create_dir_all(&p).expect("mkdir");
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
+        let dir = common::tempdir_with(&["", "tls", "scan", "scan/sub", "legacy"]);
         Setup { dir }
     }
 

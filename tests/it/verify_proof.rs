@@ -42,6 +42,66 @@ fn verify_cfg(connect: &str, server_name: &str) -> VerifyConfig {
     }
 }
 
+/// A TCP relay on loopback to `target`, counting the connections it accepts; stops on drop.
+struct CountingRelay {
+    /// `127.0.0.1:PORT`, to connect to instead of the target.
+    connect: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CountingRelay {
+    fn start(target: &str) -> CountingRelay {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let connect = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (target, count, done) = (target.to_string(), accepted.clone(), stop.clone());
+        thread::spawn(move || {
+            while !done.load(SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                count.fetch_add(1, SeqCst);
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("dup"),
+                        server.try_clone().expect("dup"),
+                    ),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        CountingRelay {
+            connect,
+            accepted,
+            stop,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A certificate for `names` with a fresh P-256 key, self-signed: the proof does not care
 /// who issued it. Written as `DIR/STEM.pem` and `DIR/STEM.key`.
 struct TestCert {
@@ -230,10 +290,20 @@ fn proof_retries_until_the_reloaded_nginx_serves_the_new_certificate() {
     assert_eq!(nginx.served_serial(), old.view.serial_hex);
 
     let rt = runtime();
-    let cfg = verify_cfg(&nginx.connect(), "www.test");
+    // Through a relay that counts connections: a second one means the first attempt met
+    // the old certificate and is over.
+    let relay = CountingRelay::start(&nginx.connect());
+    let cfg = verify_cfg(&relay.connect, "www.test");
     let (der, serial) = (new.view.der.clone(), new.view.serial_hex.clone());
+    let started = Instant::now();
     let proof = rt.spawn(async move { prove(&cfg, &der, &serial, Duration::from_secs(20)).await });
-    thread::sleep(Duration::from_secs(1));
+    // The first attempt met the old certificate (a second one began), and the proof has
+    // kept trying for the second the assertions below expect of it.
+    wait_until(
+        Duration::from_secs(10),
+        "the proof's second attempt",
+        || relay.connections() >= 2 && started.elapsed() >= Duration::from_secs(1),
+    );
     assert!(
         !proof.is_finished(),
         "the old certificate cannot prove the new one"

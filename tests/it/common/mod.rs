@@ -13,6 +13,7 @@
 //! Use it from an integration test file with `mod common;`.
 
 pub mod a2c;
+pub mod acme_client;
 pub mod bind;
 pub mod caddy;
 pub mod faultproxy;
@@ -108,6 +109,35 @@ pub fn write_file(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) {
         fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
     }
     fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Waits for `child` at most `limit`; kills it and returns `None` past it. Its output is
+/// whatever it piped (empty for streams not piped).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Option<std::process::Output> {
+    let end = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary directory holding `subdirs` (relative paths, "" for itself), each mode 0755
+/// whatever the umask: renewd refuses directories others can write.
+pub fn tempdir_with(subdirs: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in subdirs {
+        let p = dir.path().join(d);
+        fs::create_dir_all(&p).expect("mkdir");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
 }
 
 /// Write an executable (0755) shell script. `#!/bin/sh` is prepended unless

@@ -862,8 +862,18 @@ fn the_mode_checks_catch_a_wide_creation() {
         key_mode: 0o600,
         chown_expected: false,
     };
-    let watcher = Watcher::start(&tls);
-    let trace = dir.path().join("strace.log");
+    a_real_wide_creation_is_caught(&rules, dir.path(), &tls);
+    // Synthetic traces, one rule at a time.
+    well_formed_and_split_traces_are_read(&rules, &tls);
+    each_rule_fires(&rules, &tls);
+    a_key_widened_before_its_chown_is_caught(rules, &tls);
+}
+
+/// `sh -c 'echo x > TEMP'` under strace with umask 0, in `tls`: the trace analysis and the
+/// watcher both catch it.
+fn a_real_wide_creation_is_caught(rules: &Rules, dir: &Path, tls: &Path) {
+    let watcher = Watcher::start(tls);
+    let trace = dir.join("strace.log");
     let temp = tls.join(".www.key.renewd-0123456789abcdef");
     let status = Command::new("sh")
         .arg("-c")
@@ -875,7 +885,7 @@ fn the_mode_checks_catch_a_wide_creation() {
         .status()
         .expect("strace sh");
     assert!(status.success());
-    let report = analyze(&fs::read_to_string(&trace).expect("trace"), &rules);
+    let report = analyze(&fs::read_to_string(&trace).expect("trace"), rules);
     assert!(
         report
             .violations
@@ -897,8 +907,10 @@ fn the_mode_checks_catch_a_wide_creation() {
         violations.iter().any(|v| v.contains("mode 0666")),
         "{violations:?} from {seen:?}"
     );
+}
 
-    // Synthetic traces, one rule at a time.
+/// A trace of a safe write has no violation; a call split by another thread's is joined.
+fn well_formed_and_split_traces_are_read(rules: &Rules, tls: &Path) {
     let d = tls.display();
     let good = format!(
         "10 openat(AT_FDCWD, \"{d}/.www.key.renewd-1\", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600) = 3\n\
@@ -907,7 +919,7 @@ fn the_mode_checks_catch_a_wide_creation() {
          10 fsync(3) = 0 (DELAYED)\n\
          10 rename(\"{d}/.www.key.renewd-1\", \"{d}/www.key\") = 0\n"
     );
-    let report = analyze(&good, &rules);
+    let report = analyze(&good, rules);
     assert_eq!(report.violations, Vec::<String>::new());
     assert_eq!(report.created.len(), 1);
     assert_eq!(report.renamed.len(), 1);
@@ -917,12 +929,17 @@ fn the_mode_checks_catch_a_wide_creation() {
          11 write(2, \"\"..., 10) = 10\n\
          10 <... openat resumed>, 0640) = 4\n"
     );
-    let report = analyze(&split, &rules);
+    let report = analyze(&split, rules);
     assert!(
         report.violations.iter().any(|v| v.contains("mode 0640")),
         "{:?}",
         report.violations
     );
+}
+
+/// One synthetic trace per rule, each caught.
+fn each_rule_fires(rules: &Rules, tls: &Path) {
+    let d = tls.display();
     let cases = [
         (
             format!("1 openat(AT_FDCWD, \"{d}/.www.key.renewd-3\", O_WRONLY|O_CREAT|O_EXCL, 0600) = 3\n"),
@@ -968,13 +985,18 @@ fn the_mode_checks_catch_a_wide_creation() {
         ),
     ];
     for (trace, want) in cases {
-        let report = analyze(&trace, &rules);
+        let report = analyze(&trace, rules);
         assert!(
             report.violations.iter().any(|v| v.contains(want)),
             "{want:?} not in {:?} for\n{trace}",
             report.violations
         );
     }
+}
+
+/// A key made group-readable before it is given its group is caught.
+fn a_key_widened_before_its_chown_is_caught(rules: Rules, tls: &Path) {
+    let d = tls.display();
     let widened_before_chown = format!(
         "1 openat(AT_FDCWD, \"{d}/.www.key.renewd-6\", O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, 0600) = 7\n\
          1 fchmod(7, 0640) = 0\n\

@@ -12,11 +12,12 @@ use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::rig::{spawn_daemon, DaemonProc};
 use common::{renewd_bin, wait_bounded, wait_until};
 
 const DAY: u64 = 86_400;
@@ -154,26 +155,13 @@ paths = ["{d}/scan"]
         out
     }
 
-    fn spawn(&self) -> Daemon {
-        let log = fs::File::create(self.path("daemon.log")).expect("log");
-        let child = Command::new(renewd_bin())
-            .args(["run", "--config"])
-            .arg(self.path("renewd.toml"))
-            .env("RUST_LOG", "renewd=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let d = Daemon {
-            child,
-            log: self.path("daemon.log"),
-        };
-        let socket = self.path("control.sock");
-        wait_until(Duration::from_secs(15), "control socket", || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
-        d
+    fn spawn(&self) -> DaemonProc {
+        spawn_daemon(
+            &self.path("renewd.toml"),
+            &self.path("control.sock"),
+            self.path("daemon.log"),
+            &[],
+        )
     }
 
     /// `renewd status --json` through the daemon answers, in bounded time, with both
@@ -186,44 +174,6 @@ paths = ["{d}/scan"]
             text.contains("\"www\"") && text.contains("\"dns\""),
             "{text}"
         );
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_none()
-    }
-
-    /// inotify watches the daemon holds, from /proc/PID/fdinfo.
-    fn inotify_watches(&self) -> usize {
-        let dir = format!("/proc/{}/fdinfo", self.pid());
-        fs::read_dir(&dir)
-            .expect("fdinfo")
-            .flatten()
-            .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
-            .map(|t| t.lines().filter(|l| l.starts_with("inotify wd:")).count())
-            .sum()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("--- daemon log:\n{}", self.log());
     }
 }
 
@@ -292,7 +242,7 @@ fn daemon_answers_with_fifos_and_devices_at_an_exception_and_a_record() {
     // The same through a symlink to /dev/zero, picked up on SIGHUP.
     dev_zero(&s.path("legacy/appliance.pem"));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::unistd::Pid::from_raw(d.pid()),
         nix::sys::signal::Signal::SIGHUP,
     )
     .expect("hup");
@@ -444,7 +394,7 @@ fn a_directory_symlink_to_a_big_tree_adds_no_watches() {
     std::os::unix::fs::symlink("/usr", s.path("scan/usr")).expect("symlink");
     let d = s.spawn();
     s.status_answers();
-    let watches = d.inotify_watches();
+    let watches = inotify_watches(d.pid());
     // tls/ and legacy/ (deployed files), scan, scan/a, scan/a/b; a few to spare.
     assert!(watches <= 8, "{watches} inotify watches");
     assert!(watches >= 3, "{watches} inotify watches");
@@ -455,4 +405,15 @@ fn a_directory_symlink_to_a_big_tree_adds_no_watches() {
 fn private_state_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod state");
+}
+
+/// inotify watches the process `pid` holds, from /proc/PID/fdinfo.
+fn inotify_watches(pid: i32) -> usize {
+    let dir = format!("/proc/{pid}/fdinfo");
+    fs::read_dir(&dir)
+        .expect("fdinfo")
+        .flatten()
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .map(|t| t.lines().filter(|l| l.starts_with("inotify wd:")).count())
+        .sum()
 }

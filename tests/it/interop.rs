@@ -273,12 +273,7 @@ fn acme2certifier_validates_tls_alpn_01_and_dns_01() {
         out.status.success(),
         "{}\n--- acme2certifier ---\n{}",
         String::from_utf8_lossy(&out.stderr),
-        a2c.log()
-            .lines()
-            .rev()
-            .take(80)
-            .collect::<Vec<_>>()
-            .join("\n")
+        a2c.log_tail(80)
     );
     assert_eq!(
         read_cert_pem(o.rig.fullchain("alpn")).names,
@@ -312,13 +307,7 @@ fn caddy_issues_renews_revokes_with_every_challenge() {
         out.status.success(),
         "{}\n--- caddy ---\n{}",
         String::from_utf8_lossy(&out.stderr),
-        caddy
-            .log()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+        last_lines(&caddy.log(), 40)
     );
     assert_eq!(
         read_cert_pem(o.rig.fullchain("http")).names,
@@ -580,12 +569,7 @@ fn acme2certifier_requires_eab_and_offers_profiles() {
         out.status.success(),
         "{}\n--- acme2certifier ---\n{}",
         String::from_utf8_lossy(&out.stderr),
-        a2c.log()
-            .lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .join("\n")
+        a2c.log_tail(60)
     );
     assert_eq!(
         read_cert_pem(o.rig.fullchain("www")).names,

@@ -12,10 +12,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::rig::{spawn_daemon, DaemonProc};
 use common::{free_port, http_request, renewd_bin, wait_until, write_exec};
 use serde_json::Value;
 
@@ -144,58 +145,13 @@ paths = ["{d}/scan", "{d}/tls"]
         serde_json::from_slice(&out.stdout).expect("inventory JSON")
     }
 
-    fn spawn(&self) -> Daemon {
-        let log = fs::File::create(self.path("daemon.log")).expect("log");
-        let child = Command::new(renewd_bin())
-            .args(["run", "--config"])
-            .arg(self.path("renewd.toml"))
-            .env("RUST_LOG", "renewd=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let socket = self.path("control.sock");
-        let d = Daemon {
-            child,
-            log: self.path("daemon.log"),
-        };
-        wait_until(Duration::from_secs(15), "control socket", || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
-        d
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
-            .expect("kill");
-    }
-
-    fn stop(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let mut done = false;
-        wait_until(Duration::from_secs(40), "daemon exit", || {
-            done = self.child.try_wait().expect("wait").is_some();
-            done
-        });
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!(
-            "--- daemon log:\n{}",
-            fs::read_to_string(&self.log).unwrap_or_default()
-        );
+    fn spawn(&self) -> DaemonProc {
+        spawn_daemon(
+            &self.path("renewd.toml"),
+            &self.path("control.sock"),
+            self.path("daemon.log"),
+            &[],
+        )
     }
 }
 
@@ -493,6 +449,31 @@ fn metrics_are_served_with_the_spec_names() {
         ),
     );
     s.files();
+    let renewed_at = metrics_fixture(&s);
+    let mut daemon = s.spawn();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut body = String::new();
+    wait_until(Duration::from_secs(30), "a failed renewal counted", || {
+        body = http_request("GET", &url, None, None)
+            .map(|r| r.body)
+            .unwrap_or_default();
+        body.contains("renewd_renewals_total{name=\"api\",result=\"failure\"} 1")
+    });
+    eprintln!("{body}");
+    metric_names_and_labels_are_the_spec_ones(&s, &body, renewed_at);
+    scrape_formats_follow_accept(&url);
+    // The failing certificate with nothing deployed alerts.
+    wait_until(Duration::from_secs(20), "renewal_failing alert", || {
+        command_log(&log)
+            .iter()
+            .any(|a| a["condition"] == "renewal_failing" && a["name"] == "api")
+    });
+    daemon.stop();
+}
+
+/// A second certificate `api` with nothing deployed: due now, and its renewal fails (the
+/// CA's port is closed); a second CA, paused; `www` renewed a day ago. Returns when.
+fn metrics_fixture(s: &Setup) -> u64 {
     // A second certificate with nothing deployed: due now, and its renewal fails (the CA's
     // port is closed), which counts in renewd_renewals_total and alerts at once.
     let d = s.path("");
@@ -526,16 +507,11 @@ fn metrics_are_served_with_the_spec_names() {
         format!(r#"{{"until":{},"why":"HTTP 429"}}"#, now() + 3 * 3600),
     )
     .expect("pause file");
-    let mut daemon = s.spawn();
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let mut body = String::new();
-    wait_until(Duration::from_secs(30), "a failed renewal counted", || {
-        body = http_request("GET", &url, None, None)
-            .map(|r| r.body)
-            .unwrap_or_default();
-        body.contains("renewd_renewals_total{name=\"api\",result=\"failure\"} 1")
-    });
-    eprintln!("{body}");
+    renewed_at
+}
+
+/// The families, names and labels of the spec, in the scrape `body`.
+fn metric_names_and_labels_are_the_spec_ones(s: &Setup, body: &str, renewed_at: u64) {
     for needle in [
         "renewd_certificate_not_after_seconds{name=\"www\",owner=\"platform@example.org\",service=\"nginx\"} ",
         "renewd_certificate_next_renewal_seconds{name=\"www\",reason=\"renew_before threshold\"} ",
@@ -570,9 +546,13 @@ fn metrics_are_served_with_the_spec_names() {
         assert!(body.contains(&needle), "{needle} in\n{body}");
     }
     assert!(!body.contains("failure(s)"), "no count in a label:\n{body}");
+}
 
+/// No Accept or text: the classic text format (promtool accepts it); Prometheus' own
+/// Accept: OpenMetrics.
+fn scrape_formats_follow_accept(url: &str) {
     // No Accept (curl, promtool): the classic text format, which promtool accepts.
-    let plain = http_get_with_accept(&url, None);
+    let plain = http_get_with_accept(url, None);
     assert!(
         plain.0.starts_with("text/plain; version=0.0.4"),
         "{}",
@@ -587,7 +567,7 @@ fn metrics_are_served_with_the_spec_names() {
     promtool_check_metrics(&plain.1);
     // Prometheus' own Accept: OpenMetrics.
     let om = http_get_with_accept(
-        &url,
+        url,
         Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
     );
     assert!(
@@ -602,19 +582,12 @@ fn metrics_are_served_with_the_spec_names() {
         om.1
     );
     // Asked for text explicitly, text.
-    let text = http_get_with_accept(&url, Some("text/plain;version=0.0.4"));
+    let text = http_get_with_accept(url, Some("text/plain;version=0.0.4"));
     assert!(
         text.0.starts_with("text/plain; version=0.0.4"),
         "{}",
         text.0
     );
-    // The failing certificate with nothing deployed alerts.
-    wait_until(Duration::from_secs(20), "renewal_failing alert", || {
-        command_log(&log)
-            .iter()
-            .any(|a| a["condition"] == "renewal_failing" && a["name"] == "api")
-    });
-    daemon.stop();
 }
 
 /// `GET url` over plain HTTP/1.1 with `Accept: accept` (or none): (content type, body).

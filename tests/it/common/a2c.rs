@@ -220,6 +220,11 @@ renewal_force: {force}
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// The last `n` lines of its log, newest first: for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        super::last_lines(&self.log(), n)
+    }
 }
 
 impl Drop for Acme2certifier {

@@ -128,6 +128,11 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Option<std::process::O
     }
 }
 
+/// The last `n` lines of `text`, newest first (for failure messages quoting a server's log).
+pub fn last_lines(text: &str, n: usize) -> String {
+    text.lines().rev().take(n).collect::<Vec<_>>().join("\n")
+}
+
 /// A temporary directory holding `subdirs` (relative paths, "" for itself), each mode 0755
 /// whatever the umask: renewd refuses directories others can write.
 pub fn tempdir_with(subdirs: &[&str]) -> tempfile::TempDir {

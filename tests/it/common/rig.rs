@@ -161,35 +161,49 @@ files = {{ fullchain = "{fc}", key = "{key}" }}
 
     /// [`Rig::spawn_daemon`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
     pub fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> DaemonProc {
-        let log_path = self.path("daemon.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("daemon log");
-        let child = Command::new(renewd_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("RUST_LOG", "renewd=debug,info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn renewd run");
-        let d = DaemonProc {
-            child: Some(child),
-            log_path,
-        };
-        let socket = self.socket.clone();
-        wait_until(
-            Duration::from_secs(15),
-            "the daemon's control socket",
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
-        );
-        d
+        spawn_daemon(
+            &self.config_path,
+            &self.socket,
+            self.path("daemon.log"),
+            env,
+        )
     }
+}
+
+/// Starts `renewd run --config CONFIG` in the background (`RUST_LOG=renewd=debug,info`, `env`
+/// added), its output appended to `log_path`; waits until its control `socket` answers.
+pub fn spawn_daemon(
+    config: &Path,
+    socket: &Path,
+    log_path: PathBuf,
+    env: &[(&str, &str)],
+) -> DaemonProc {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("daemon log");
+    let child = Command::new(renewd_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "renewd=debug,info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn renewd run");
+    let d = DaemonProc {
+        child: Some(child),
+        log_path,
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the daemon's control socket",
+        || std::os::unix::net::UnixStream::connect(socket).is_ok(),
+    );
+    d
 }
 
 /// A `renewd run` process, killed on drop.
@@ -205,6 +219,13 @@ impl DaemonProc {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// It has not exited.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
     /// How much the daemon has logged so far: a position for [`DaemonProc::wait_idle_after`].

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{renewd_bin, PebbleOptions};
@@ -275,10 +275,13 @@ fn completions_hide_manpage_and_complete_certificate_names() {
     );
 }
 
+/// A journal entry: its fields in order, as (name, value).
+type Entry = Vec<(String, String)>;
+
 /// One journal entry as sent over the native protocol
 /// (<https://systemd.io/JOURNAL_NATIVE_PROTOCOL/>): `KEY=value` lines, or `KEY`, a 64-bit
 /// little-endian length and the value.
-fn parse_entry(mut buf: &[u8]) -> Vec<(String, String)> {
+fn parse_entry(mut buf: &[u8]) -> Entry {
     let mut fields = Vec::new();
     while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
         let line = &buf[..nl];
@@ -323,56 +326,7 @@ fn journal_entries_carry_cert_ca_order_error_and_name_the_certificate_in_message
     );
     rig.write_config(&body);
 
-    let sock_path = rig.path("journal.sock");
-    let journal = UnixDatagram::bind(&sock_path).expect("bind the journal socket");
-    journal
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let stderr_path = rig.path("stderr.log");
-    let stderr = fs::File::create(&stderr_path).expect("stderr file");
-    let meta = fs::metadata(&stderr_path).expect("stat");
-    let mut child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
-             touch /run/systemd/journal/socket && \
-             mount --bind \"$0\" /run/systemd/journal/socket && exec \"$@\"",
-        )
-        .arg(&sock_path)
-        .arg(renewd_bin())
-        .args(["run", "--once", "--config"])
-        .arg(&rig.config_path)
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("unshare renewd");
-
-    let mut entries = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut buf = vec![0u8; 1 << 20];
-    let status = loop {
-        match journal.recv(&mut buf) {
-            Ok(n) if n > 0 => entries.push(parse_entry(&buf[..n])),
-            _ => {}
-        }
-        if let Some(status) = child.try_wait().expect("wait") {
-            while let Ok(n) = journal.recv(&mut buf) {
-                entries.push(parse_entry(&buf[..n]));
-            }
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "renewd run --once did not finish"
-        );
-    };
-    let mut stderr_text = String::new();
-    fs::File::open(&stderr_path)
-        .and_then(|mut f| f.read_to_string(&mut stderr_text))
-        .expect("stderr");
+    let (status, entries, stderr_text) = run_once_into_a_private_journal(&rig);
     let dump = entries
         .iter()
         .map(|e| format!("{e:?}"))
@@ -434,4 +388,61 @@ fn journal_entries_carry_cert_ca_order_error_and_name_the_certificate_in_message
         .find(|e| field(e, "MESSAGE").is_some_and(|m| m.contains(": warning: ")))
         .unwrap_or_else(|| panic!("the check's warning is logged:\n{dump}"));
     assert_eq!(field(warning, "PRIORITY"), Some("4"));
+}
+
+/// `renewd run --once` in a mount namespace of its own where journald's socket is a datagram
+/// socket of this test, stderr a file that `JOURNAL_STREAM` names (so renewd logs to the
+/// journal): its exit status, the journal entries it sent, and its stderr.
+fn run_once_into_a_private_journal(rig: &Rig) -> (ExitStatus, Vec<Entry>, String) {
+    let sock_path = rig.path("journal.sock");
+    let journal = UnixDatagram::bind(&sock_path).expect("bind the journal socket");
+    journal
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let stderr_path = rig.path("stderr.log");
+    let stderr = fs::File::create(&stderr_path).expect("stderr file");
+    let meta = fs::metadata(&stderr_path).expect("stat");
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+             touch /run/systemd/journal/socket && \
+             mount --bind \"$0\" /run/systemd/journal/socket && exec \"$@\"",
+        )
+        .arg(&sock_path)
+        .arg(renewd_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&rig.config_path)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("unshare renewd");
+
+    let mut entries = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut buf = vec![0u8; 1 << 20];
+    let status = loop {
+        match journal.recv(&mut buf) {
+            Ok(n) if n > 0 => entries.push(parse_entry(&buf[..n])),
+            _ => {}
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            while let Ok(n) = journal.recv(&mut buf) {
+                entries.push(parse_entry(&buf[..n]));
+            }
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "renewd run --once did not finish"
+        );
+    };
+    let mut stderr_text = String::new();
+    fs::File::open(&stderr_path)
+        .and_then(|mut f| f.read_to_string(&mut stderr_text))
+        .expect("stderr");
+    (status, entries, stderr_text)
 }

@@ -1158,17 +1158,29 @@ fn octal(s: &str) -> Option<u32> {
     u32::from_str_radix(s.trim(), 8).ok()
 }
 
+/// A temporary renewd created in the directory, by its descriptor.
+#[derive(Default)]
+struct Temp {
+    path: PathBuf,
+    chowned: bool,
+    chmodded: bool,
+    written: bool,
+}
+
+/// An analysis under way: the report so far and the temporaries open by descriptor.
+struct Analysis<'r> {
+    rules: &'r Rules,
+    report: Report,
+    fds: HashMap<String, Temp>,
+}
+
 /// Checks an strace log of renewd against `rules`.
 fn analyze(log: &str, rules: &Rules) -> Report {
-    #[derive(Default)]
-    struct Temp {
-        path: PathBuf,
-        chowned: bool,
-        chmodded: bool,
-        written: bool,
-    }
-    let mut report = Report::default();
-    let mut fds: HashMap<String, Temp> = HashMap::new();
+    let mut a = Analysis {
+        rules,
+        report: Report::default(),
+        fds: HashMap::new(),
+    };
     for line in calls(log) {
         let Some(call) = parse_call(&line) else {
             continue;
@@ -1176,137 +1188,165 @@ fn analyze(log: &str, rules: &Rules) -> Report {
         if call.result.starts_with("-1") {
             continue;
         }
-        let mut flag = |v: String| report.violations.push(format!("{v}: {line}"));
-        match call.name {
-            "open" | "openat" | "creat" => {
-                let Some(path) = quoted(call.args).first().map(PathBuf::from) else {
-                    continue;
-                };
-                if !rules.in_dir(&path) {
-                    // The descriptor now names something else.
-                    fds.remove(call.result);
-                    continue;
-                }
-                let rest = after_quoted(call.args);
-                let (flags, mode) = if call.name == "creat" {
-                    ("O_CREAT|O_WRONLY|O_TRUNC", rest.first().copied())
-                } else {
-                    (rest.first().copied().unwrap_or(""), rest.get(1).copied())
-                };
-                let has = |f: &str| flags.split('|').any(|x| x == f);
-                if !has("O_CREAT") {
-                    if has("O_WRONLY") || has("O_RDWR") || has("O_TRUNC") || has("O_APPEND") {
-                        flag(format!(
-                            "opens an existing file for writing: {}",
-                            path.display()
-                        ));
-                    }
-                    continue;
-                }
-                if !has("O_EXCL") {
-                    flag(format!("creates {} without O_EXCL", path.display()));
-                }
-                if !has("O_NOFOLLOW") {
-                    flag(format!("creates {} without O_NOFOLLOW", path.display()));
-                }
-                if !path.to_string_lossy().contains(TEMP_MARKER) {
-                    flag(format!("creates {}, not a temporary", path.display()));
-                }
-                let mode = mode.and_then(octal).unwrap_or(0o7777);
-                if mode & !rules.widest(&path) != 0 {
-                    flag(format!(
-                        "creates {} with mode {mode:04o}, wider than {:04o}",
-                        path.display(),
-                        rules.widest(&path)
-                    ));
-                }
-                report.created.push((path.clone(), mode));
-                fds.insert(
-                    call.result.to_string(),
-                    Temp {
-                        path,
-                        ..Temp::default()
-                    },
-                );
-            }
-            "chmod" | "fchmodat" | "fchmod" => {
-                let (path, mode) = if call.name == "fchmod" {
-                    let mut a = call.args.split(',');
-                    let fd = a.next().unwrap_or("").trim();
-                    let Some(temp) = fds.get_mut(fd) else {
-                        continue;
-                    };
-                    let mode = a.next().and_then(octal).unwrap_or(0o7777);
-                    if rules.chown_expected && !temp.chowned && mode & !0o600 != 0 {
-                        flag(format!(
-                            "widens {} to {mode:04o} before its owner is set",
-                            temp.path.display()
-                        ));
-                    }
-                    temp.chmodded = true;
-                    (temp.path.clone(), mode)
-                } else {
-                    let Some(path) = quoted(call.args).first().map(PathBuf::from) else {
-                        continue;
-                    };
-                    let mode = after_quoted(call.args)
-                        .first()
-                        .and_then(|m| octal(m))
-                        .unwrap_or(0o7777);
-                    (path, mode)
-                };
-                if rules.in_dir(&path) && mode & !rules.widest(&path) != 0 {
-                    flag(format!(
-                        "chmod of {} to {mode:04o}, wider than {:04o}",
-                        path.display(),
-                        rules.widest(&path)
-                    ));
-                }
-            }
-            "fchown" => {
-                let fd = call.args.split(',').next().unwrap_or("").trim();
-                if let Some(temp) = fds.get_mut(fd) {
-                    temp.chowned = true;
-                }
-            }
-            "write" => {
-                let fd = call.args.split(',').next().unwrap_or("").trim();
-                if let Some(temp) = fds.get_mut(fd) {
-                    if !temp.written && !temp.chmodded {
-                        let path = temp.path.display().to_string();
-                        temp.written = true;
-                        flag(format!("writes {path} before its final mode is set"));
-                    }
-                    temp.written = true;
-                }
-            }
-            "rename" | "renameat" | "renameat2" | "link" | "linkat" => {
-                let paths = quoted(call.args);
-                let (Some(from), Some(to)) = (paths.first(), paths.get(1)) else {
-                    continue;
-                };
-                let (from, to) = (PathBuf::from(from), PathBuf::from(to));
-                if !rules.in_dir(&to) {
-                    continue;
-                }
-                if call.name.starts_with("rename") {
-                    if !(rules.in_dir(&from) && from.to_string_lossy().contains(TEMP_MARKER)) {
-                        flag(format!(
-                            "renames {} (not a temporary beside it) onto {}",
-                            from.display(),
-                            to.display()
-                        ));
-                    }
-                    report.renamed.push((from, to));
-                } else if !to.to_string_lossy().contains(TEMP_MARKER) {
-                    // A swap journal's backups are hard links named like temporaries.
-                    flag(format!("links {} to {}", from.display(), to.display()));
-                }
-            }
-            _ => {}
-        }
+        let found = match call.name {
+            "open" | "openat" | "creat" => a.open(&call),
+            "chmod" | "fchmodat" | "fchmod" => a.chmod(&call),
+            "fchown" => a.fchown(&call),
+            "write" => a.write(&call),
+            "rename" | "renameat" | "renameat2" | "link" | "linkat" => a.rename_or_link(&call),
+            _ => Vec::new(),
+        };
+        let said = found.into_iter().map(|v| format!("{v}: {line}"));
+        a.report.violations.extend(said);
     }
-    report
+    a.report
+}
+
+/// Each call's checks: the violations found, without the call.
+impl Analysis<'_> {
+    /// A file opened or created in the directory.
+    fn open(&mut self, call: &Call) -> Vec<String> {
+        let mut v = Vec::new();
+        let Some(path) = quoted(call.args).first().map(PathBuf::from) else {
+            return v;
+        };
+        if !self.rules.in_dir(&path) {
+            // The descriptor now names something else.
+            self.fds.remove(call.result);
+            return v;
+        }
+        let rest = after_quoted(call.args);
+        let (flags, mode) = if call.name == "creat" {
+            ("O_CREAT|O_WRONLY|O_TRUNC", rest.first().copied())
+        } else {
+            (rest.first().copied().unwrap_or(""), rest.get(1).copied())
+        };
+        let has = |f: &str| flags.split('|').any(|x| x == f);
+        if !has("O_CREAT") {
+            if has("O_WRONLY") || has("O_RDWR") || has("O_TRUNC") || has("O_APPEND") {
+                v.push(format!(
+                    "opens an existing file for writing: {}",
+                    path.display()
+                ));
+            }
+            return v;
+        }
+        if !has("O_EXCL") {
+            v.push(format!("creates {} without O_EXCL", path.display()));
+        }
+        if !has("O_NOFOLLOW") {
+            v.push(format!("creates {} without O_NOFOLLOW", path.display()));
+        }
+        if !path.to_string_lossy().contains(TEMP_MARKER) {
+            v.push(format!("creates {}, not a temporary", path.display()));
+        }
+        let mode = mode.and_then(octal).unwrap_or(0o7777);
+        if mode & !self.rules.widest(&path) != 0 {
+            v.push(format!(
+                "creates {} with mode {mode:04o}, wider than {:04o}",
+                path.display(),
+                self.rules.widest(&path)
+            ));
+        }
+        self.report.created.push((path.clone(), mode));
+        self.fds.insert(
+            call.result.to_string(),
+            Temp {
+                path,
+                ..Temp::default()
+            },
+        );
+        v
+    }
+
+    /// A mode set, on a path or on a temporary's descriptor.
+    fn chmod(&mut self, call: &Call) -> Vec<String> {
+        let mut v = Vec::new();
+        let (path, mode) = if call.name == "fchmod" {
+            let mut a = call.args.split(',');
+            let fd = a.next().unwrap_or("").trim();
+            let Some(temp) = self.fds.get_mut(fd) else {
+                return v;
+            };
+            let mode = a.next().and_then(octal).unwrap_or(0o7777);
+            if self.rules.chown_expected && !temp.chowned && mode & !0o600 != 0 {
+                v.push(format!(
+                    "widens {} to {mode:04o} before its owner is set",
+                    temp.path.display()
+                ));
+            }
+            temp.chmodded = true;
+            (temp.path.clone(), mode)
+        } else {
+            let Some(path) = quoted(call.args).first().map(PathBuf::from) else {
+                return v;
+            };
+            let mode = after_quoted(call.args)
+                .first()
+                .and_then(|m| octal(m))
+                .unwrap_or(0o7777);
+            (path, mode)
+        };
+        if self.rules.in_dir(&path) && mode & !self.rules.widest(&path) != 0 {
+            v.push(format!(
+                "chmod of {} to {mode:04o}, wider than {:04o}",
+                path.display(),
+                self.rules.widest(&path)
+            ));
+        }
+        v
+    }
+
+    /// A temporary's owner set.
+    fn fchown(&mut self, call: &Call) -> Vec<String> {
+        let fd = call.args.split(',').next().unwrap_or("").trim();
+        if let Some(temp) = self.fds.get_mut(fd) {
+            temp.chowned = true;
+        }
+        Vec::new()
+    }
+
+    /// A temporary written: only once its final mode is set.
+    fn write(&mut self, call: &Call) -> Vec<String> {
+        let mut v = Vec::new();
+        let fd = call.args.split(',').next().unwrap_or("").trim();
+        if let Some(temp) = self.fds.get_mut(fd) {
+            if !temp.written && !temp.chmodded {
+                let path = temp.path.display().to_string();
+                temp.written = true;
+                v.push(format!("writes {path} before its final mode is set"));
+            }
+            temp.written = true;
+        }
+        v
+    }
+
+    /// A rename or hard link into the directory.
+    fn rename_or_link(&mut self, call: &Call) -> Vec<String> {
+        let mut v = Vec::new();
+        let paths = quoted(call.args);
+        let (Some(from), Some(to)) = (paths.first(), paths.get(1)) else {
+            return v;
+        };
+        let (from, to) = (PathBuf::from(from), PathBuf::from(to));
+        if !self.rules.in_dir(&to) {
+            return v;
+        }
+        if call.name.starts_with("rename") {
+            if !(self.rules.in_dir(&from) && from.to_string_lossy().contains(TEMP_MARKER)) {
+                v.push(format!(
+                    "renames {} (not a temporary beside it) onto {}",
+                    from.display(),
+                    to.display()
+                ));
+            }
+            self.report.renamed.push((from, to));
+        } else if !to.to_string_lossy().contains(TEMP_MARKER) {
+            // A swap journal's backups are hard links named like temporaries.
+            v.push(format!("links {} to {}", from.display(), to.display()));
+        }
+        v
+    }
 }
 
 /// A mode a file in the watched directory was seen with (`None`: gone before its first

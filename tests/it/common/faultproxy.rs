@@ -754,72 +754,13 @@ async fn handle(
                 None => return (Plan::Close, label),
             }
         }
-        Some(Action::Garble) => match forward(shared, req).await {
-            Some(a) if !(200..300).contains(&a.status) => {
-                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
-                a
-            }
-            Some(mut a) => {
-                let garbage = b"\xff\x00<garbage/>{{{";
-                a.body = (0..a.body.len())
-                    .map(|i| garbage[i % garbage.len()])
-                    .collect();
-                a
-            }
-            None => return (Plan::Close, label),
-        },
-        Some(Action::Truncate) => match forward(shared, req).await {
-            Some(a) if !(200..300).contains(&a.status) => {
-                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
-                a
-            }
-            Some(a) => return (Plan::Truncated(a), label),
-            None => return (Plan::Close, label),
-        },
-        Some(Action::ReplaceBody(body)) => match forward(shared, req).await {
-            Some(a) if !(200..300).contains(&a.status) => {
-                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
-                a
-            }
-            Some(mut a) => {
-                a.body = body.into_bytes();
-                a
-            }
-            None => return (Plan::Close, label),
-        },
-        Some(Action::StripField(field)) => match forward(shared, req).await {
-            Some(a) if !(200..300).contains(&a.status) => {
-                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
-                a
-            }
-            Some(mut a) => {
-                match serde_json::from_slice::<serde_json::Value>(&a.body) {
-                    Ok(serde_json::Value::Object(mut obj)) => {
-                        if obj.remove(&field).is_none() {
-                            label = label.map(|l| format!("{l} (absent)"));
-                        }
-                        a.body = serde_json::to_vec_pretty(&obj).expect("json");
-                    }
-                    _ => label = label.map(|l| format!("{l} (not a JSON object)")),
-                }
-                a
-            }
-            None => return (Plan::Close, label),
-        },
-        Some(Action::EditJson { pointer, value }) => match forward(shared, req).await {
-            Some(a) if !(200..300).contains(&a.status) => {
-                label = label.map(|l| format!("{l} (passed a {} through)", a.status));
-                a
-            }
-            Some(mut a) => {
-                if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&a.body) {
-                    set_pointer(&mut doc, &pointer, value);
-                    a.body = serde_json::to_vec(&doc).unwrap_or_default();
-                }
-                a
-            }
-            None => return (Plan::Close, label),
-        },
+        Some(
+            edit @ (Action::Garble
+            | Action::Truncate
+            | Action::ReplaceBody(_)
+            | Action::StripField(_)
+            | Action::EditJson { .. }),
+        ) => return edit_forwarded(shared, req, edit, label).await,
         Some(Action::Forge(forge)) => {
             match forge_from_finalize(shared, &req.body, &forge) {
                 Ok(chain) => shared.forged.lock().unwrap().push_back(chain),
@@ -845,6 +786,51 @@ async fn handle(
         }
     };
     (Plan::Answer(answer), label)
+}
+
+/// Forwards `req` and applies `edit` (an action that changes a successful answer) to
+/// Pebble's answer if it is a 2xx; any other status passes through, said in the label.
+async fn edit_forwarded(
+    shared: &Shared,
+    req: &Request,
+    edit: Action,
+    mut label: Option<String>,
+) -> (Plan, Option<String>) {
+    let mut a = match forward(shared, req).await {
+        None => return (Plan::Close, label),
+        Some(a) if !(200..300).contains(&a.status) => {
+            label = label.map(|l| format!("{l} (passed a {} through)", a.status));
+            return (Plan::Answer(a), label);
+        }
+        Some(a) => a,
+    };
+    match edit {
+        Action::Garble => {
+            let garbage = b"\xff\x00<garbage/>{{{";
+            a.body = (0..a.body.len())
+                .map(|i| garbage[i % garbage.len()])
+                .collect();
+        }
+        Action::Truncate => return (Plan::Truncated(a), label),
+        Action::ReplaceBody(body) => a.body = body.into_bytes(),
+        Action::StripField(field) => match serde_json::from_slice::<serde_json::Value>(&a.body) {
+            Ok(serde_json::Value::Object(mut obj)) => {
+                if obj.remove(&field).is_none() {
+                    label = label.map(|l| format!("{l} (absent)"));
+                }
+                a.body = serde_json::to_vec_pretty(&obj).expect("json");
+            }
+            _ => label = label.map(|l| format!("{l} (not a JSON object)")),
+        },
+        Action::EditJson { pointer, value } => {
+            if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&a.body) {
+                set_pointer(&mut doc, &pointer, value);
+                a.body = serde_json::to_vec(&doc).unwrap_or_default();
+            }
+        }
+        _ => unreachable!("not an edit of a forwarded answer"),
+    }
+    (Plan::Answer(a), label)
 }
 
 fn problem(code: u16, kind: &str, detail: &str, retry_after: Option<&str>) -> Answer {

@@ -23,10 +23,9 @@ fn status_of(rig: &Rig, name: &str) -> serde_json::Value {
     row
 }
 
-/// A certificate far from its `renew_before` threshold is renewed on the next pass once the
-/// CA's window has passed, with `replaces` accepted by Pebble, and not renewed again after.
-#[test]
-fn a_passed_window_renews_once_with_replaces() {
+/// A rig with a 90-day certificate `www` (`renew_before = "1d"`: only ARI renews it early),
+/// issued; its leaf.
+fn ninety_day_www() -> (Rig, CertView) {
     let rig = Rig::new(PebbleOptions {
         validity_secs: 90 * 86400,
         ..PebbleOptions::default()
@@ -34,6 +33,14 @@ fn a_passed_window_renews_once_with_replaces() {
     rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "1d""#));
     rig.renewd_ok("run", &["--once"]);
     let first = read_cert_pem(rig.fullchain("www"));
+    (rig, first)
+}
+
+/// A certificate far from its `renew_before` threshold is renewed on the next pass once the
+/// CA's window has passed, with `replaces` accepted by Pebble, and not renewed again after.
+#[test]
+fn a_passed_window_renews_once_with_replaces() {
+    let (rig, first) = ninety_day_www();
     let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
     assert_eq!(orders, 1);
 
@@ -79,13 +86,7 @@ fn a_passed_window_renews_once_with_replaces() {
 /// an answer that cannot be used makes `renew_before` decide again.
 #[test]
 fn a_future_window_is_respected_and_garbage_falls_back_to_the_threshold() {
-    let rig = Rig::new(PebbleOptions {
-        validity_secs: 90 * 86400,
-        ..PebbleOptions::default()
-    });
-    rig.write_config(&rig.cert("www", &["www.test"], r#"renew_before = "1d""#));
-    rig.renewd_ok("run", &["--once"]);
-    let first = read_cert_pem(rig.fullchain("www"));
+    let (rig, first) = ninety_day_www();
     let pem = std::fs::read_to_string(rig.fullchain("www")).expect("read fullchain");
     let orders = rig.pebble.count_log(Pebble::ORDER_CREATED_LOG);
 
@@ -264,13 +265,7 @@ fn ari_false_drops_recorded_advice_and_sends_no_replaces() {
     });
     let proxy = FaultProxy::start(&rig.pebble);
     let config = |ca_extra: &str| {
-        let base = rig
-            .base_config()
-            .replace(&rig.pebble.directory_url, &proxy.directory_url)
-            .replace(
-                &rig.pebble.tls_root_path.display().to_string(),
-                &proxy.ca_pem_path.display().to_string(),
-            );
+        let base = rig.base_config_via(&proxy);
         std::fs::write(
             &rig.config_path,
             format!(

@@ -41,14 +41,7 @@ impl Faulty {
 
     /// [`Faulty::write_config`] with top-level keys `top` first.
     fn write_config_with(&self, top: &str, ca_extra: &str, body: &str) {
-        let base = self
-            .rig
-            .base_config()
-            .replace(&self.rig.pebble.directory_url, &self.proxy.directory_url)
-            .replace(
-                &self.rig.pebble.tls_root_path.display().to_string(),
-                &self.proxy.ca_pem_path.display().to_string(),
-            );
+        let base = self.rig.base_config_via(&self.proxy);
         fs::write(
             &self.rig.config_path,
             format!("{top}{base}{ca_extra}\n{body}"),

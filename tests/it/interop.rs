@@ -44,14 +44,7 @@ impl Proxied {
 
     /// The rig's configuration pointed at the proxy, then `body`.
     fn write_config(&self, body: &str) {
-        let base = self
-            .rig
-            .base_config()
-            .replace(&self.rig.pebble.directory_url, &self.proxy.directory_url)
-            .replace(
-                &self.rig.pebble.tls_root_path.display().to_string(),
-                &self.proxy.ca_pem_path.display().to_string(),
-            );
+        let base = self.rig.base_config_via(&self.proxy);
         fs::write(&self.rig.config_path, format!("{base}\n{body}")).expect("write config");
     }
 

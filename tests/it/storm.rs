@@ -36,13 +36,7 @@ fn max_concurrent_renewals_holds_under_a_storm_and_the_shared_reload_runs_once()
             &format!("reload = [[\"{}\"]]", hook.display()),
         ));
     }
-    let base = rig
-        .base_config()
-        .replace(&rig.pebble.directory_url, &proxy.directory_url)
-        .replace(
-            &rig.pebble.tls_root_path.display().to_string(),
-            &proxy.ca_pem_path.display().to_string(),
-        );
+    let base = rig.base_config_via(&proxy);
     fs::write(
         &rig.config_path,
         format!("max_concurrent_renewals = {LIMIT}\n{base}{body}"),

@@ -822,18 +822,24 @@ impl Pebble {
     /// by setting/clearing the TXT record in this Pebble's challtestsrv with curl.
     /// Written to `path` (0755). Needs `curl` (tests that use it should say so).
     pub fn write_dns_hook(&self, path: impl AsRef<Path>) {
-        let script = format!(
-            r#"set -eu
+        write_challtestsrv_hook(path, &self.challtestsrv_mgmt);
+    }
+}
+
+/// A dns-01 hook script (`HOOK set|clear RECORD VALUE`) that sets or clears the TXT record
+/// through the challtestsrv management API at `mgmt` (`http://HOST:PORT`) with curl, written
+/// to `path` (0755).
+pub fn write_challtestsrv_hook(path: impl AsRef<Path>, mgmt: &str) {
+    let script = format!(
+        r#"set -eu
 case "$1" in
   set)   curl -fsS -X POST -d "{{\"host\":\"$2.\",\"value\":\"$3\"}}" {mgmt}/set-txt ;;
   clear) curl -fsS -X POST -d "{{\"host\":\"$2.\"}}" {mgmt}/clear-txt ;;
   *) echo "usage: $0 set|clear RECORD VALUE" >&2; exit 2 ;;
 esac
-"#,
-            mgmt = self.challtestsrv_mgmt
-        );
-        write_exec(path, &script);
-    }
+"#
+    );
+    write_exec(path, &script);
 }
 
 impl Drop for Pebble {

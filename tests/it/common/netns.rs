@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{pebble_bin_dir, wait_until, write_exec};
+use super::{pebble_bin_dir, wait_until, write_challtestsrv_hook};
 
 /// challtestsrv's management API inside the namespace.
 pub const DNS_MGMT_PORT: u16 = 8055;
@@ -79,17 +79,7 @@ impl PrivateNet {
     /// A dns-01 hook script (`HOOK set|clear RECORD VALUE`) that sets or clears the TXT
     /// record in this namespace's challtestsrv with curl, written to `path` (0755).
     pub fn write_dns_hook(&self, path: impl AsRef<Path>) {
-        let script = format!(
-            r#"set -eu
-case "$1" in
-  set)   curl -fsS -X POST -d "{{\"host\":\"$2.\",\"value\":\"$3\"}}" {mgmt}/set-txt ;;
-  clear) curl -fsS -X POST -d "{{\"host\":\"$2.\"}}" {mgmt}/clear-txt ;;
-  *) echo "usage: $0 set|clear RECORD VALUE" >&2; exit 2 ;;
-esac
-"#,
-            mgmt = self.dns_mgmt
-        );
-        write_exec(path, &script);
+        write_challtestsrv_hook(path, &self.dns_mgmt);
     }
 }
 

@@ -44,6 +44,17 @@ impl Rig {
         self.dir.path().join(rel)
     }
 
+    /// [`Rig::base_config`] with `[ca.pebble]` pointed at `proxy`: its directory URL and its
+    /// TLS root as `trust_roots`.
+    pub fn base_config_via(&self, proxy: &crate::common::faultproxy::FaultProxy) -> String {
+        self.base_config()
+            .replace(&self.pebble.directory_url, &proxy.directory_url)
+            .replace(
+                &self.pebble.tls_root_path.display().to_string(),
+                &proxy.ca_pem_path.display().to_string(),
+            )
+    }
+
     /// The top of a configuration: state directory, socket, and `[ca.pebble]`.
     pub fn base_config(&self) -> String {
         format!(

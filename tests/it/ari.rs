@@ -100,7 +100,7 @@ fn a_future_window_is_respected_and_garbage_falls_back_to_the_threshold() {
     let row = status_of(&rig, "www");
     assert_eq!(row["next_renewal_reason"], "ARI window", "{row}");
     let at = row["next_renewal"].as_u64().expect("next_renewal");
-    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let unix = unix_secs;
     assert!(
         at + 1 >= unix(start) && at <= unix(end) + 1,
         "{at} inside [{}, {}]",

@@ -393,7 +393,7 @@ fn a_long_retry_after_fails_the_attempt_and_becomes_the_retry_time() {
             retry_after: Some("7200".into()),
         },
     ));
-    let t0 = state_now();
+    let t0 = now_secs();
     f.renew_fails();
     let msg = assert_failed_cleanly(&f, &before, 1, "renewd sends this CA nothing before");
     assert!(
@@ -592,7 +592,7 @@ fn a_rate_limit_pauses_the_ca_for_every_certificate_and_survives_a_restart() {
         },
     ));
     let mut d = f.rig.spawn_daemon();
-    let t0 = state_now();
+    let t0 = now_secs();
     let out = f.rig.renewd("renew", &["--force", "--all"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -696,11 +696,4 @@ fn the_daemon_does_not_hammer_a_failing_ca() {
     assert!(until >= last + 45, "idle until {until}, failed at {last}");
     assert!(!f.rig.fullchain("www").exists());
     assert!(!f.rig.key("www").exists());
-}
-
-fn state_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

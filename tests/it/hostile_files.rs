@@ -15,28 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::rig::{spawn_daemon, DaemonProc};
-use common::{renewd_bin, wait_bounded, wait_until};
+use common::{now_secs, renewd_bin, wait_bounded, wait_until};
 
 const DAY: u64 = 86_400;
 /// What any one command may take here; a hang is a failure, not a wait.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// A self-signed certificate for `names`, valid 90 days, and its key, as PEM.
 fn cert(names: &[&str]) -> (String, String) {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .expect("params");
-    let t = now();
+    let t = now_secs();
     params.not_before = time::OffsetDateTime::from_unix_timestamp((t - DAY) as i64).expect("nb");
     params.not_after =
         time::OffsetDateTime::from_unix_timestamp((t + 89 * DAY) as i64).expect("na");

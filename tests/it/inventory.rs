@@ -14,10 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::rig::{spawn_daemon, DaemonProc};
-use common::{free_port, http_request, renewd_bin, wait_until, write_exec};
+use common::{free_port, http_request, now_secs, renewd_bin, wait_until, write_exec};
 use serde_json::Value;
 
 const DAY: u64 = 86_400;
@@ -33,13 +33,6 @@ fn cert(names: &[&str], from: u64, until: u64) -> (String, String, Vec<u8>) {
     let key = rcgen::KeyPair::generate().expect("key");
     let c = params.self_signed(&key).expect("self-signed");
     (c.pem(), key.serialize_pem(), c.der().to_vec())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
 }
 
 struct Setup {
@@ -95,7 +88,7 @@ paths = ["{d}/scan", "{d}/tls"]
     /// unmanaged certificate expiring in 5 days (PEM, plus a symlink to it and a DER copy
     /// of another), a private key, and unrelated files.
     fn files(&self) {
-        let t = now();
+        let t = now_secs();
         let (pem, key, _) = cert(&["www.test"], t - DAY, t + 89 * DAY);
         fs::write(self.path("tls/www.pem"), pem).expect("write");
         fs::write(self.path("tls/www.key"), key).expect("write");
@@ -190,7 +183,7 @@ fn inventory_classifies_managed_exception_and_unmanaged_certificates() {
     assert_eq!(www["names"], serde_json::json!(["www.test"]));
     assert_eq!(www["days_left"], 88);
     assert_eq!(www["next_renewal_reason"], "renew_before threshold");
-    assert!(www["next_renewal"].as_u64().expect("next") > now());
+    assert!(www["next_renewal"].as_u64().expect("next") > now_secs());
 
     let exceptions = by_kind(&inv, "exception");
     assert_eq!(exceptions.len(), 1);
@@ -406,7 +399,7 @@ fn daemon_alerts_once_through_command_and_webhook_and_resolves() {
     // expiring certificate, replaced by a fresh one (a discovery file event).
     d.stop();
     let mut d = s.spawn();
-    let t = now();
+    let t = now_secs();
     let (pem, _, _) = cert(&["old.test"], t - DAY, t + 89 * DAY);
     fs::write(s.path("scan/old.pem.tmp"), pem).expect("write");
     fs::rename(s.path("scan/old.pem.tmp"), s.path("scan/old.pem")).expect("rename");
@@ -496,7 +489,7 @@ fn metrics_fixture(s: &Setup) -> u64 {
         fs::create_dir_all(s.path(dir)).expect("mkdir");
         fs::set_permissions(s.path(dir), fs::Permissions::from_mode(0o700)).expect("chmod");
     }
-    let renewed_at = now() - DAY;
+    let renewed_at = now_secs() - DAY;
     fs::write(
         s.path("state/certs/www.json"),
         format!(r#"{{"history":[{{"at":{renewed_at},"ok":true,"message":"renewed"}}]}}"#),
@@ -504,7 +497,7 @@ fn metrics_fixture(s: &Setup) -> u64 {
     .expect("record");
     fs::write(
         s.path("state/accounts/paused.pause"),
-        format!(r#"{{"until":{},"why":"HTTP 429"}}"#, now() + 3 * 3600),
+        format!(r#"{{"until":{},"why":"HTTP 429"}}"#, now_secs() + 3 * 3600),
     )
     .expect("pause file");
     renewed_at
@@ -661,7 +654,7 @@ fn an_unmanaged_short_lived_certificate_alerts_with_days_to_act() {
         &format!("\n[alert]\ncommand = [\"{}\"]\n", hook.display()),
     );
     s.files();
-    let t = now();
+    let t = now_secs();
     let (pem, _, _) = cert(&["short.test"], t - 60, t + 5 * DAY - 60);
     fs::write(s.path("scan/short.pem"), pem).expect("write");
     let short_key = format!("expiring:unmanaged:{}", s.path("scan/short.pem").display());
@@ -698,7 +691,7 @@ fn inventory_table_escapes_control_characters_in_names() {
     let s = Setup::new();
     s.config("2099-01-01", "");
     s.files();
-    let t = now();
+    let t = now_secs();
     let evil_name = "evil\x1b[2J\nmanaged  www  FAKE\u{202e}.pem";
     let (pem, _, _) = cert(&["bell\x07.test"], t - DAY, t + 30 * DAY);
     fs::write(s.path("scan").join(evil_name), pem).expect("write");

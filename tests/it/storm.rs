@@ -152,8 +152,7 @@ fn a_renew_before_longer_than_the_lifetime_issues_once_and_warns() {
         "{row}"
     );
     let leaf = read_cert_pem(rig.fullchain("www"));
-    let unix =
-        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let unix = unix_secs;
     assert_eq!(
         row["next_renewal"].as_u64(),
         Some(unix(leaf.not_after) - 60 * 86400),

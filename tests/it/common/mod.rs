@@ -128,6 +128,16 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Option<std::process::O
     }
 }
 
+/// Seconds since the Unix epoch of `t`, as the state records and `status --json` give times.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+/// Now, in seconds since the Unix epoch ([`unix_secs`]).
+pub fn now_secs() -> u64 {
+    unix_secs(SystemTime::now())
+}
+
 /// The last `n` lines of `text`, newest first (for failure messages quoting a server's log).
 pub fn last_lines(text: &str, n: usize) -> String {
     text.lines().rev().take(n).collect::<Vec<_>>().join("\n")

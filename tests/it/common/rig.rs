@@ -317,13 +317,6 @@ fn idle_until(line: &str) -> Option<Option<SystemTime>> {
     Some(Some(t.into()))
 }
 
-/// Seconds since the Unix epoch of `t`, as the state records and `status --json` give times.
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-}
-
 /// Lines of a file, empty if it does not exist.
 pub fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)

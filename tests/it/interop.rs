@@ -344,6 +344,8 @@ fn caddy_issues_renews_revokes_with_every_challenge() {
 /// (Caddy's minimum), due 290 s before they end, so 10 s after issuance.
 #[test]
 fn caddy_short_lived_certificate_is_renewed_by_the_daemon() {
+    // Timing-sensitive (5-minute certificates renewed within a bound): no heavy test meanwhile.
+    let _timing = common::serial::timing();
     let _net = PrivateNet::enter();
     let caddy = common::caddy::Caddy::start(Duration::from_secs(300));
     let o = Other::new("caddy", &caddy.directory_url, Some(&caddy.root_pem_path));
@@ -495,6 +497,8 @@ fn revoking_another_accounts_certificate_signs_with_its_key() {
 /// due 280 s before the end, so about 20 s after issuance.
 #[test]
 fn acme2certifier_short_lived_certificate_is_renewed_by_the_daemon() {
+    // Timing-sensitive (5-minute certificates renewed within a bound): no heavy test meanwhile.
+    let _timing = common::serial::timing();
     let _net = PrivateNet::enter();
     let a2c = Acme2certifier::start(A2cOptions {
         ca_lifetime: Some(Duration::from_secs(300)),

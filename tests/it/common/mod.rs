@@ -10,7 +10,8 @@
 //! unpacked under `target/test-deps/pebble`); `scripts/test.sh` runs it and
 //! points `RENEWD_PEBBLE_DIR` at them.
 //!
-//! Use it from an integration test file with `mod common;`.
+//! A module of the one integration-test crate (`tests/it/main.rs`): its test modules use
+//! `crate::common`. Tests that must not overlap with others take [`serial`]'s guards.
 
 pub mod a2c;
 pub mod acme_client;

@@ -2,7 +2,7 @@
 //! configuration, state directory and control socket pointed at one test's own Pebble, and
 //! helpers to run the `renewd` binary (one-shot or as a daemon) against it.
 //!
-//! Use with `mod common; mod rig;` in an integration test file.
+//! Test modules use it as `crate::common::rig`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

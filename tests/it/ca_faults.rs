@@ -159,28 +159,10 @@ fn assert_failed_cleanly(
 fn server_errors_are_retried_with_backoff_and_the_renewal_succeeds() {
     let f = Faulty::with_www("");
     let first = read_cert_pem(f.rig.fullchain("www"));
-    f.proxy.add_rule(
-        Rule::new(
-            "POST",
-            "/order-plz",
-            Action::Status {
-                code: 500,
-                retry_after: None,
-            },
-        )
-        .times(2),
-    );
-    f.proxy.add_rule(
-        Rule::new(
-            "POST",
-            "/finalize-order/",
-            Action::Status {
-                code: 503,
-                retry_after: None,
-            },
-        )
-        .times(1),
-    );
+    f.proxy
+        .add_rule(Rule::new("POST", "/order-plz", Action::status(500)).times(2));
+    f.proxy
+        .add_rule(Rule::new("POST", "/finalize-order/", Action::status(503)).times(1));
     f.renew_ok();
     let log = f.proxy.log_text();
     let orders = f.proxy.requests("POST", "/order-plz");
@@ -422,14 +404,8 @@ fn a_long_retry_after_fails_the_attempt_and_becomes_the_retry_time() {
 fn a_ca_that_keeps_failing_gets_four_tries_and_the_files_stay() {
     let f = Faulty::with_www("");
     let before = snapshot(&f.rig.path("tls"));
-    f.proxy.add_rule(Rule::new(
-        "POST",
-        "/order-plz",
-        Action::Status {
-            code: 500,
-            retry_after: None,
-        },
-    ));
+    f.proxy
+        .add_rule(Rule::new("POST", "/order-plz", Action::status(500)));
     f.renew_fails();
     let msg = assert_failed_cleanly(&f, &before, 1, "gave up after 4 tries");
     assert!(msg.contains("HTTP 500"), "{msg}");
@@ -664,14 +640,8 @@ fn a_rate_limit_pauses_the_ca_for_every_certificate_and_survives_a_restart() {
 fn the_daemon_does_not_hammer_a_failing_ca() {
     let f = Faulty::new();
     f.write_config("", &f.rig.cert("www", &["www.test"], ""));
-    f.proxy.add_rule(Rule::new(
-        "POST",
-        "/order-plz",
-        Action::Status {
-            code: 500,
-            retry_after: None,
-        },
-    ));
+    f.proxy
+        .add_rule(Rule::new("POST", "/order-plz", Action::status(500)));
     let d = f.rig.spawn_daemon();
     wait_until(Duration::from_secs(60), "the first attempt to fail", || {
         d.log().contains("renewal failed")

@@ -40,6 +40,19 @@ fn file(rig: &Rig, cert: usize, kind: &str) -> PathBuf {
     rig.path(&format!("tls/c{cert}/{kind}.pem"))
 }
 
+/// Writes the configuration ([`config`]) with a reload command that appends `line` (shell
+/// words, e.g. `$RENEWD_NAME`) to a log; returns the log's path.
+fn configure_with_reload_log(rig: &Rig, line: &str) -> PathBuf {
+    let reloads = rig.path("reloads.log");
+    let reload = rig.path("reload.sh");
+    write_exec(
+        &reload,
+        &format!("#!/bin/sh\necho \"{line}\" >> {}\n", reloads.display()),
+    );
+    rig.write_config(&config(rig, &reload));
+    reloads
+}
+
 fn config(rig: &Rig, reload: &Path) -> String {
     let mut body = String::new();
     for i in 0..CERTS {
@@ -196,16 +209,7 @@ fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
         authz_retry_after: 0,
         ..PebbleOptions::default()
     });
-    let reloads = rig.path("reloads.log");
-    let reload = rig.path("reload.sh");
-    write_exec(
-        &reload,
-        &format!(
-            "#!/bin/sh\necho \"$RENEWD_NAME\" >> {}\n",
-            reloads.display()
-        ),
-    );
-    rig.write_config(&config(&rig, &reload));
+    let reloads = configure_with_reload_log(&rig, "$RENEWD_NAME");
 
     rig.renewd_ok("run", &["--once"]);
     for i in 0..CERTS {
@@ -303,16 +307,7 @@ fn interrupted_swap_of_a_completed_set_is_reloaded_at_start() {
     // A swap that completed just before the crash: the next start keeps the new set and
     // runs the reload the crash prevented.
     let rig = Rig::new(PebbleOptions::default());
-    let reloads = rig.path("reloads.log");
-    let reload = rig.path("reload.sh");
-    write_exec(
-        &reload,
-        &format!(
-            "#!/bin/sh\necho \"$RENEWD_NAME $RENEWD_SERIAL\" >> {}\n",
-            reloads.display()
-        ),
-    );
-    rig.write_config(&config(&rig, &reload));
+    let reloads = configure_with_reload_log(&rig, "$RENEWD_NAME $RENEWD_SERIAL");
     rig.renewd_ok("run", &["--once"]);
     let before = rig::lines(&reloads).len();
     let serial = check_set(&rig, 0, 0);

@@ -371,14 +371,8 @@ fn caddy_short_lived_certificate_is_renewed_by_the_daemon() {
 #[test]
 fn a_final_server_error_is_not_resent() {
     let p = Proxied::with_www();
-    p.proxy.add_rule(Rule::new(
-        "POST",
-        "/order-plz",
-        Action::Status {
-            code: 501,
-            retry_after: None,
-        },
-    ));
+    p.proxy
+        .add_rule(Rule::new("POST", "/order-plz", Action::status(501)));
     let out = p.rig.renewd("renew", &["--force", "www"]);
     assert_eq!(out.status.code(), Some(1), "the renewal must fail");
     let refused: Vec<_> = p
@@ -405,14 +399,8 @@ fn a_refused_challenge_names_its_identifier() {
         p.rig.cert("www", &["www.test"], r#"renew_before = "1d""#),
         p.rig.cert("api", &["api.test"], "")
     ));
-    p.proxy.add_rule(Rule::new(
-        "POST",
-        "/chalZ/",
-        Action::Status {
-            code: 403,
-            retry_after: None,
-        },
-    ));
+    p.proxy
+        .add_rule(Rule::new("POST", "/chalZ/", Action::status(403)));
     let out = p.rig.renewd("renew", &["--force", "api"]);
     assert_eq!(out.status.code(), Some(1), "the renewal must fail");
     let stdout = String::from_utf8_lossy(&out.stdout);

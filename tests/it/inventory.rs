@@ -49,6 +49,18 @@ impl Setup {
         self.dir.path().join(rel)
     }
 
+    /// An alert command that appends each alert document (its stdin) and a newline to a
+    /// log: (the command, the log).
+    fn alert_hook(&self) -> (PathBuf, PathBuf) {
+        let log = self.path("alerts.log");
+        let hook = self.path("page.sh");
+        write_exec(
+            &hook,
+            &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
+        );
+        (hook, log)
+    }
+
     /// State, socket, an unreachable CA, the managed certificate `www` (deployed, valid
     /// 90 days, not due), an exception, discovery of `scan/`, plus `extra`.
     fn config(&self, review_by: &str, extra: &str) {
@@ -335,12 +347,7 @@ fn keyed(alerts: &[Value]) -> Vec<(String, String)> {
 fn daemon_alerts_once_through_command_and_webhook_and_resolves() {
     let s = Setup::new();
     let (port, bodies) = webhook();
-    let log = s.path("alerts.log");
-    let hook = s.path("page.sh");
-    write_exec(
-        &hook,
-        &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
-    );
+    let (hook, log) = s.alert_hook();
     let alert = format!(
         "\n[alert]\ncommand = [\"{}\"]\nwebhook = \"http://127.0.0.1:{port}/hook\"\n",
         hook.display()
@@ -428,12 +435,7 @@ fn daemon_alerts_once_through_command_and_webhook_and_resolves() {
 fn metrics_are_served_with_the_spec_names() {
     let s = Setup::new();
     let port = free_port();
-    let log = s.path("alerts.log");
-    let hook = s.path("page.sh");
-    write_exec(
-        &hook,
-        &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
-    );
+    let (hook, log) = s.alert_hook();
     s.config(
         "2020-01-01",
         &format!(
@@ -643,12 +645,7 @@ fn promtool_check_metrics(exposition: &str) {
 #[test]
 fn an_unmanaged_short_lived_certificate_alerts_with_days_to_act() {
     let s = Setup::new();
-    let log = s.path("alerts.log");
-    let hook = s.path("page.sh");
-    write_exec(
-        &hook,
-        &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
-    );
+    let (hook, log) = s.alert_hook();
     s.config(
         "2099-01-01",
         &format!("\n[alert]\ncommand = [\"{}\"]\n", hook.display()),

@@ -157,6 +157,14 @@ impl Forge {
 }
 
 impl Action {
+    /// A problem document with HTTP status `code` and no Retry-After.
+    pub fn status(code: u16) -> Action {
+        Action::Status {
+            code,
+            retry_after: None,
+        }
+    }
+
     fn label(&self) -> String {
         match self {
             Action::Status { code, retry_after } => match retry_after {

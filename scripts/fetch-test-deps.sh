@@ -10,7 +10,7 @@
 #    are untouched. The binaries are static and need nothing else.
 #  * The Debian packages the tests start as real programs (SYSTEM_PACKAGES
 #    below), installed with the system's apt-get only when missing.
-#  * The ACME servers of the interop tests (tests/interop.rs): Debian
+#  * The ACME servers of the interop tests (tests/it/interop.rs): Debian
 #    unstable's `caddy` (its `acme_server`), unpacked like Pebble under
 #    target/test-deps/caddy, and acme2certifier from PyPI in a venv under
 #    target/test-deps/acme2certifier (ACME2CERTIFIER_VERSION below). Nothing is
@@ -29,7 +29,7 @@ DEPS="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PEBBLE_MIN_VERSION=2.10 # ARI, profiles, /set-renewal-info/
-ACME2CERTIFIER_VERSION=0.46.3 # tests/interop.rs; pinned so a release cannot change the matrix unseen
+ACME2CERTIFIER_VERSION=0.46.3 # tests/it/interop.rs; pinned so a release cannot change the matrix unseen
 
 # Debian packages the tests run, one per line: add a package here when a test
 # starts a new real program (e.g. bind9, lintian, rpm).
@@ -38,7 +38,7 @@ SYSTEM_PACKAGES=(
     debian-archive-keyring # verifies the unstable Release file fetched below
     strace
     procps
-    curl # the dns-01 hook script tests/common writes (Pebble::write_dns_hook)
+    curl # the dns-01 hook script tests/it/common writes (Pebble::write_dns_hook)
     openssl # scripts/lib/pebble.sh: Pebble's own HTTPS certificate (demo, probes)
     bc # scripts/idle-probe.sh
     lintian # scripts/test-packages.sh: checks the .deb
@@ -47,15 +47,15 @@ SYSTEM_PACKAGES=(
     cpio # scripts/test-packages.sh: unpacks the .rpm's binary (rpm2cpio | cpio) to check it is stripped
     file # scripts/test-packages.sh: says whether that binary is stripped
     prometheus # scripts/test-packages.sh: promtool check/test rules on the packaged alerting rules
-    systemd # tests/systemd_unit.rs: systemd-analyze verify and security --offline
-    nginx # tests/verify_proof.rs (tests/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
-    bind9 # tests/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
-    bind9-utils # tests/common/bind.rs: tsig-keygen for the TSIG key
-    iproute2 # tests/common/netns.rs: `ip link set lo up` in the interop tests' private network namespaces
-    python3-venv # tests/common/a2c.rs: the venv acme2certifier is installed into
-    prometheus # tests/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
-    acl # tests/deploy_safety.rs: setfacl/getfacl on a deployed key (a renewal drops the ACL: warned)
-    libfaketime # tests/daemon.rs: renewd run with its clock 20 minutes behind (LD_PRELOAD)
+    systemd # tests/it/systemd_unit.rs: systemd-analyze verify and security --offline
+    nginx # tests/it/verify_proof.rs (tests/it/common/nginx.rs): a real TLS service for the post-reload proof; its own service is kept off, see below
+    bind9 # tests/it/common/bind.rs: a real named for RFC 2136 dns-01 (started by the tests on a free port)
+    bind9-utils # tests/it/common/bind.rs: tsig-keygen for the TSIG key
+    iproute2 # tests/it/common/netns.rs: `ip link set lo up` in the interop tests' private network namespaces
+    python3-venv # tests/it/common/a2c.rs: the venv acme2certifier is installed into
+    prometheus # tests/it/inventory.rs (metrics_are_served_with_the_spec_names): promtool check metrics on a real scrape (its server is kept off, see below)
+    acl # tests/it/deploy_safety.rs: setfacl/getfacl on a deployed key (a renewal drops the ACL: warned)
+    libfaketime # tests/it/daemon.rs: renewd run with its clock 20 minutes behind (LD_PRELOAD)
     systemd-container # scripts/test-systemd-boot.sh: systemd-nspawn boots the packaged renewd
     python3 # scripts/test-systemd-boot.sh: the HTTPS proxy the daemon is sent through
 )
@@ -228,7 +228,7 @@ $("$PEBBLE_BIN/pebble" -version 2>&1 || true)"
 fi
 
 # ---------------------------------------------------------------------------
-# 3. Caddy from Debian unstable (tests/interop.rs: its `acme_server`), unpacked like Pebble.
+# 3. Caddy from Debian unstable (tests/it/interop.rs: its `acme_server`), unpacked like Pebble.
 CADDY_BIN="$DEPS/caddy/usr/bin"
 if [ -x "$CADDY_BIN/caddy" ] && "$CADDY_BIN/caddy" version >/dev/null 2>&1; then
     say "caddy $(cat "$DEPS/caddy/.deb-version" 2>/dev/null || echo '?') already unpacked in $CADDY_BIN (nothing to fetch)"
@@ -251,7 +251,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------
-# 4. acme2certifier from PyPI in a venv (tests/interop.rs), kept between runs.
+# 4. acme2certifier from PyPI in a venv (tests/it/interop.rs), kept between runs.
 A2C="$DEPS/acme2certifier"
 a2c_installed() {
     [ -x "$A2C/bin/python" ] &&

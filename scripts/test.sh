@@ -58,7 +58,7 @@ if [ -z "${RENEWD_PEBBLE_DIR:-}" ]; then
     export RENEWD_PEBBLE_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/pebble/usr/bin"
 fi
 echo "test.sh: RENEWD_PEBBLE_DIR=$RENEWD_PEBBLE_DIR"
-# The interop tests' servers (tests/common/caddy.rs, tests/common/a2c.rs), from the same place.
+# The interop tests' servers (tests/it/common/caddy.rs, tests/it/common/a2c.rs), from the same place.
 if [ -z "${RENEWD_CADDY_DIR:-}" ]; then
     export RENEWD_CADDY_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/caddy/usr/bin"
 fi

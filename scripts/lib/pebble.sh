@@ -1,5 +1,5 @@
 # Sourced by the demo and probe scripts: start a private Pebble and its DNS on free loopback
-# ports, with certificates of a chosen lifetime. Not used by the Rust tests (tests/common
+# ports, with certificates of a chosen lifetime. Not used by the Rust tests (tests/it/common
 # does the same in Rust, per test).
 #
 #   start_pebble DIR VALIDITY_SECONDS

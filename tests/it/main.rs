@@ -1,0 +1,30 @@
+//! renewd's integration tests: one test crate, so the shared harness ([`common`], with the
+//! renewd rig in [`common::rig`]) compiles once. One module per area; a test's full name
+//! is `MODULE::TEST` (`cargo test --test it interop::`). Tests that must not overlap with
+//! others take [`common::serial`]'s guards.
+
+mod common;
+
+mod accounts;
+mod ari;
+mod ca_faults;
+mod challenges;
+mod cli;
+mod config_errors;
+mod crash_recovery;
+mod daemon;
+mod deploy_safety;
+mod faultproxy_harness;
+mod fuzz;
+mod harness;
+mod hostile_files;
+mod hostile_listeners;
+mod interop;
+mod inventory;
+mod issuance;
+mod proxy;
+mod rollback;
+mod storm;
+mod systemd_notify;
+mod systemd_unit;
+mod verify_proof;

@@ -770,10 +770,6 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
     loop {
         d.wakeups += 1;
         let deadline = d.next_deadline();
-        if d.idle() && deadline.is_none_or(|t| t > SystemTime::now()) {
-            let until = deadline.map_or_else(|| "never".to_string(), crate::state::rfc3339);
-            tracing::debug!(until = %until, "idle");
-        }
         let timer = async {
             match deadline {
                 Some(t) => {
@@ -1157,14 +1153,6 @@ impl Daemon {
     }
 
     /// The earliest renewal deadline or ARI re-poll time.
-    /// Nothing in flight: no batch, no evaluation, no ARI poll, no debounce pending.
-    fn idle(&self) -> bool {
-        self.batches_in_flight == 0
-            && self.debounce.is_none()
-            && self.dirty.is_empty()
-            && self.entries.values().all(|e| !e.busy())
-    }
-
     fn next_deadline(&self) -> Option<SystemTime> {
         self.entries
             .values()

@@ -58,7 +58,8 @@ pub(crate) enum OrderOutcome {
 /// Why one order failed, before it is reported as an [`AcmeError`].
 enum OrderError {
     Acme(instant_acme::Error),
-    Profile(String),
+    /// The CA's order or offer rules the order out (its message).
+    Ca(String),
     Validation { identifier: String, message: String },
     Challenge(crate::challenge::ChallengeError),
 }
@@ -145,7 +146,7 @@ impl Ca {
                 message,
             },
             OrderError::Challenge(e) => AcmeError::Challenge(e),
-            OrderError::Profile(message) => AcmeError::Ca {
+            OrderError::Ca(message) => AcmeError::Ca {
                 ca: self.name.clone(),
                 message,
             },
@@ -248,6 +249,15 @@ impl Ca {
         responders: &Responders,
         published: &mut Vec<Published>,
     ) -> Result<(), OrderError> {
+        let state = order.state();
+        // RFC 8555 §7.1.3: a pending order lists the authorizations to complete. With none,
+        // nothing can make it ready: polling it would only wait for the order timeout.
+        if state.status == OrderStatus::Pending && state.authorizations.is_empty() {
+            return Err(OrderError::Ca(format!(
+                "the order {} is pending but lists no authorizations (RFC 8555 §7.1.3)",
+                order.url()
+            )));
+        }
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let authz = authz?;
@@ -438,7 +448,7 @@ fn check_profile(account: &Account, profile: &str) -> Result<(), OrderError> {
     if offered.contains(&profile) {
         return Ok(());
     }
-    Err(OrderError::Profile(if offered.is_empty() {
+    Err(OrderError::Ca(if offered.is_empty() {
         format!(
             "profile {profile:?} is not offered: the CA advertises no profiles (remove `profile`)"
         )

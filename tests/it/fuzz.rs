@@ -848,6 +848,21 @@ fn a_directory_that_is_a_huge_string_fails_the_run_in_time() {
     );
 }
 
+/// Found by the fuzz target above (seed 1796065738818830548): a new order whose
+/// `authorizations` is `[]` stays `pending` forever, and the run polled it for the whole order
+/// timeout. Now such an order is refused at once (RFC 8555 §7.1.3: a pending order lists the
+/// authorizations to complete), and the run fails quickly, saying why.
+#[test]
+fn a_pending_order_without_authorizations_fails_the_run_at_once() {
+    let ca = HostileCa::start();
+    // `run_case` fails when the run takes over 90 s; the order timeout is 120 s.
+    let (code, log) = ca
+        .run_case("/order-plz", "/authorizations", &serde_json::json!([]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("lists no authorizations"), "{log}");
+}
+
 /// Found by the fuzz target above: a directory whose `newNonce` (or an order whose
 /// `authorizations`) is not a URL made the ACME library panic in renewd's renewal task.
 /// Now the answer is refused, the run fails (exit 1) and says which member was wrong.

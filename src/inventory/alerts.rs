@@ -182,162 +182,212 @@ pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<Sy
     let now_s = unix(now);
     let mut out = Vec::new();
     let mut next: Option<u64> = None;
-    let mut later = |t: u64| {
-        if t > now_s {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-    };
     for item in items {
-        let id = item.id();
+        let mut checks = Checks::new(item, now_s);
+        checks.expiring();
+        checks.renewal_failing();
+        checks.failed_for_a_person();
+        checks.ari_early_replacement();
+        if let (Kind::Managed, Some(w)) = (item.kind, &item.renew_before_warning) {
+            checks.add(
+                "renew_before_too_long",
+                "warning",
+                format!("{}: {w}", checks.label),
+            );
+        }
+        checks.review_overdue();
+        out.extend(checks.found);
+        next = match (next, checks.next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    (out, next.map(from_unix))
+}
+
+/// The checks of one item at one instant: the conditions found to hold, in the order of
+/// the checks, and the earliest later instant (Unix seconds) at which one may start.
+struct Checks<'a> {
+    item: &'a Item,
+    /// "certificate NAME", or "KIND certificate ID" for one renewd does not manage.
+    label: String,
+    /// Unix seconds.
+    now: u64,
+    found: Vec<Condition>,
+    next: Option<u64>,
+}
+
+impl<'a> Checks<'a> {
+    fn new(item: &'a Item, now: u64) -> Checks<'a> {
         let label = match &item.name {
             Some(n) => format!("certificate {n}"),
-            None => format!("{} certificate {id}", item.kind.as_str()),
+            None => format!("{} certificate {}", item.kind.as_str(), item.id()),
         };
-        let mut add = |condition: &'static str, severity: &'static str, message: String| {
-            out.push(Condition {
-                key: format!("{condition}:{}:{id}", item.kind.as_str()),
-                condition,
-                severity,
-                message,
-                item: item.clone(),
-            })
+        Checks {
+            item,
+            label,
+            now,
+            found: Vec::new(),
+            next: None,
+        }
+    }
+
+    fn add(&mut self, condition: &'static str, severity: &'static str, message: String) {
+        self.found.push(Condition {
+            key: format!("{condition}:{}:{}", self.item.kind.as_str(), self.item.id()),
+            condition,
+            severity,
+            message,
+            item: self.item.clone(),
+        })
+    }
+
+    /// Notes `t` (Unix seconds) as an instant a condition may start, if it is still ahead.
+    fn later(&mut self, t: u64) {
+        if t > self.now {
+            self.next = Some(self.next.map_or(t, |n| n.min(t)));
+        }
+    }
+
+    /// Expired, or within the lead time of its notAfter (critical for a certificate renewd
+    /// does not renew, a warning for one it does).
+    fn expiring(&mut self) {
+        let (item, label) = (self.item, &self.label);
+        let Some(na) = item.not_after else {
+            return;
         };
-        if let Some(na) = item.not_after {
-            let start = na.saturating_sub(lead_time(item).as_secs());
-            if now_s >= na {
-                add(
-                    "expiring",
-                    "critical",
-                    format!("{label} expired at {}", rfc3339(na)),
-                );
-            } else if now_s >= start {
-                add(
-                    "expiring",
-                    if item.kind == Kind::Managed {
-                        "warning"
-                    } else {
-                        "critical"
-                    },
-                    format!(
-                        "{label} expires at {} ({} day(s) left)",
-                        rfc3339(na),
-                        item.days_left.unwrap_or(0)
-                    ),
-                );
-                later(na);
+        let start = na.saturating_sub(lead_time(item).as_secs());
+        if self.now >= na {
+            let message = format!("{label} expired at {}", rfc3339(na));
+            self.add("expiring", "critical", message);
+        } else if self.now >= start {
+            let severity = if item.kind == Kind::Managed {
+                "warning"
             } else {
-                later(start);
-            }
+                "critical"
+            };
+            let message = format!(
+                "{label} expires at {} ({} day(s) left)",
+                rfc3339(na),
+                item.days_left.unwrap_or(0)
+            );
+            self.add("expiring", severity, message);
+            self.later(na);
+        } else {
+            self.later(start);
         }
-        if item.kind == Kind::Managed && item.consecutive_failures.unwrap_or(0) > 0 {
-            let why = item.last_failure.clone().unwrap_or_default();
-            match (item.not_after, item.renew_at, &item.problem) {
-                (Some(na), Some(from), None) if na > from => {
-                    let third = na - (na - from) / 3;
-                    if now_s >= third {
-                        add(
-                            "renewal_failing",
-                            "critical",
-                            format!(
-                                "{label}: renewal has failed {} time(s) and less than a third \
-                                 of its margin is left: {why}",
-                                item.consecutive_failures.unwrap_or(0)
-                            ),
-                        );
-                    } else {
-                        later(third);
-                    }
-                }
-                // Nothing usable deployed, or no margin at all: no margin is left.
-                _ => add(
-                    "renewal_failing",
-                    "critical",
-                    format!(
-                        "{label}: renewal has failed {} time(s) and no margin is left: {why}",
-                        item.consecutive_failures.unwrap_or(0)
-                    ),
-                ),
-            }
+    }
+
+    /// Renewals keep failing and less than a third of the margin before notAfter is left
+    /// (or nothing usable is deployed, or there is no margin at all).
+    fn renewal_failing(&mut self) {
+        let (item, label) = (self.item, &self.label);
+        let failures = item.consecutive_failures.unwrap_or(0);
+        if item.kind != Kind::Managed || failures == 0 {
+            return;
         }
-        if item.kind == Kind::Managed {
-            // The renewal refused to order because this host's clock disagrees with the
-            // CA's (see `renew::clock_problem`): a person must fix NTP.
-            if let Some(why) = &item.last_failure {
-                if why.starts_with("the local clock is off by") {
-                    add(
-                        "clock_skew",
-                        "critical",
-                        format!("{label}: not renewed: {why}"),
+        let why = item.last_failure.clone().unwrap_or_default();
+        match (item.not_after, item.renew_at, &item.problem) {
+            (Some(na), Some(from), None) if na > from => {
+                let third = na - (na - from) / 3;
+                if self.now >= third {
+                    let message = format!(
+                        "{label}: renewal has failed {failures} time(s) and less than a third \
+                         of its margin is left: {why}"
                     );
-                }
-            }
-        }
-        if item.kind == Kind::Managed {
-            if let Some(why) = &item.last_failure {
-                if why.contains("rolled back") {
-                    add(
-                        "rolled_back",
-                        "critical",
-                        format!("{label}: a new certificate was rolled back: {why}"),
-                    );
-                }
-            }
-        }
-        // The CA's ARI advice, only when a person must act on it: the window moved earlier
-        // than the CA first advised, or ends before the `renew_before` point (the CA wants
-        // it replaced sooner than the user's policy would), or the CA explains itself. A
-        // normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
-        if let (Kind::Managed, Some(start), Some(end)) =
-            (item.kind, item.ari_window_start, item.ari_window_end)
-        {
-            let mut why = Vec::new();
-            if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
-                why.push(format!(
-                    "the window moved earlier than the CA first advised (from {} to {})",
-                    rfc3339(first),
-                    rfc3339(start)
-                ));
-            }
-            if let Some(from) = item.renew_at.filter(|f| end < *f) {
-                why.push(format!(
-                    "the window ends at {}, before renew_before would renew it ({})",
-                    rfc3339(end),
-                    rfc3339(from)
-                ));
-            }
-            if let Some(url) = &item.ari_explanation {
-                why.push(format!("the CA explains: {url}"));
-            }
-            if !why.is_empty() {
-                add(
-                    "ari_early_replacement",
-                    "warning",
-                    format!(
-                        "{label}: the CA asks for replacement from {} (ARI): {}",
-                        rfc3339(start),
-                        why.join("; ")
-                    ),
-                );
-            }
-        }
-        if let (Kind::Managed, Some(w)) = (item.kind, &item.renew_before_warning) {
-            add("renew_before_too_long", "warning", format!("{label}: {w}"));
-        }
-        if let Some(review_by) = &item.review_by {
-            if let Some(deadline) = review_deadline(review_by) {
-                if now_s >= deadline {
-                    add(
-                        "review_overdue",
-                        "warning",
-                        format!("{label}: exception review was due by {review_by}"),
-                    );
+                    self.add("renewal_failing", "critical", message);
                 } else {
-                    later(deadline);
+                    self.later(third);
                 }
+            }
+            // Nothing usable deployed, or no margin at all: no margin is left.
+            _ => {
+                let message = format!(
+                    "{label}: renewal has failed {failures} time(s) and no margin is left: {why}"
+                );
+                self.add("renewal_failing", "critical", message);
             }
         }
     }
-    (out, next.map(from_unix))
+
+    /// Last failures only a person can fix: the renewal refused to order because this
+    /// host's clock disagrees with the CA's (see `renew::clock_problem`: fix NTP), or a new
+    /// certificate was rolled back.
+    fn failed_for_a_person(&mut self) {
+        let (item, label) = (self.item, self.label.clone());
+        let Some(why) = item
+            .last_failure
+            .as_ref()
+            .filter(|_| item.kind == Kind::Managed)
+        else {
+            return;
+        };
+        if why.starts_with("the local clock is off by") {
+            let message = format!("{label}: not renewed: {why}");
+            self.add("clock_skew", "critical", message);
+        }
+        if why.contains("rolled back") {
+            let message = format!("{label}: a new certificate was rolled back: {why}");
+            self.add("rolled_back", "critical", message);
+        }
+    }
+
+    /// The CA's ARI advice (RFC 9773), only when a person must act on it: the window moved
+    /// earlier than the CA first advised, or ends before the `renew_before` point (the CA
+    /// wants it replaced sooner than the user's policy would), or the CA explains itself. A
+    /// normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
+    fn ari_early_replacement(&mut self) {
+        let item = self.item;
+        let (Kind::Managed, Some(start), Some(end)) =
+            (item.kind, item.ari_window_start, item.ari_window_end)
+        else {
+            return;
+        };
+        let mut why = Vec::new();
+        if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
+            why.push(format!(
+                "the window moved earlier than the CA first advised (from {} to {})",
+                rfc3339(first),
+                rfc3339(start)
+            ));
+        }
+        if let Some(from) = item.renew_at.filter(|f| end < *f) {
+            why.push(format!(
+                "the window ends at {}, before renew_before would renew it ({})",
+                rfc3339(end),
+                rfc3339(from)
+            ));
+        }
+        if let Some(url) = &item.ari_explanation {
+            why.push(format!("the CA explains: {url}"));
+        }
+        if !why.is_empty() {
+            let message = format!(
+                "{}: the CA asks for replacement from {} (ARI): {}",
+                self.label,
+                rfc3339(start),
+                why.join("; ")
+            );
+            self.add("ari_early_replacement", "warning", message);
+        }
+    }
+
+    /// The exception's `review_by` date has passed.
+    fn review_overdue(&mut self) {
+        let item = self.item;
+        let Some(review_by) = &item.review_by else {
+            return;
+        };
+        let Some(deadline) = review_deadline(review_by) else {
+            return;
+        };
+        if self.now >= deadline {
+            let message = format!("{}: exception review was due by {review_by}", self.label);
+            self.add("review_overdue", "warning", message);
+        } else {
+            self.later(deadline);
+        }
+    }
 }
 
 /// What to send now and the state to keep afterwards.
@@ -420,13 +470,38 @@ pub struct Notifier {
     /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured; or
     /// why there is none (an unusable `HTTPS_PROXY`), said at each webhook delivery while the
     /// command still gets its alerts.
-    client: Arc<Result<Outbound<Full<Bytes>>, String>>,
+    client: Arc<Result<Outbound<Full<Bytes>>, WebhookError>>,
+}
+
+/// Why the alert webhook could not be used, or did not take an alert (logged, never fatal:
+/// the command still gets its alerts).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WebhookError {
+    /// rustls refused its default protocol versions.
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// The HTTPS client could not be built (an unusable `HTTPS_PROXY`, credentials never
+    /// shown); said at each delivery.
+    #[error("cannot send to the alert webhook: {0}")]
+    Client(String),
+    /// The request could not be built from the configured URL.
+    #[error("{0}")]
+    Request(String),
+    /// Connecting, the proxy, TLS or HTTP failed.
+    #[error("{0}")]
+    Exchange(String),
+    /// The webhook answered with a status other than 2xx (RFC 9110 §15.3).
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+    /// No answer within the per-attempt timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Notifier {
     /// Errors: TLS set-up. An `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
     /// fails each webhook delivery instead, saying so (credentials never shown).
-    pub fn new(config: AlertConfig) -> Result<Notifier, String> {
+    pub fn new(config: AlertConfig) -> Result<Notifier, WebhookError> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in &crate::outbound::system_roots().certs {
             let _ = roots.add(cert.clone());
@@ -434,8 +509,7 @@ impl Notifier {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let client = Outbound::new(
@@ -445,7 +519,7 @@ impl Notifier {
             ProxySetting::Environment,
             Duration::from_secs(90),
         )
-        .map_err(|e| format!("cannot send to the alert webhook: {e}"));
+        .map_err(|e| WebhookError::Client(e.to_string()));
         if let Err(e) = &client {
             tracing::error!(error = %e, "alert webhook unusable");
         }
@@ -486,9 +560,9 @@ impl Notifier {
         }
     }
 
-    async fn post(&self, url: &str, json: &[u8]) -> Result<(), String> {
+    async fn post(&self, url: &str, json: &[u8]) -> Result<(), WebhookError> {
         let client = self.client.as_ref().as_ref().map_err(Clone::clone)?;
-        let mut last = String::new();
+        let mut last = WebhookError::Timeout(WEBHOOK_TIMEOUT);
         for attempt in 0..WEBHOOK_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
@@ -500,21 +574,24 @@ impl Notifier {
                     concat!("renewd/", env!("CARGO_PKG_VERSION")),
                 )
                 .body(Full::new(Bytes::copy_from_slice(json)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| WebhookError::Request(e.to_string()))?;
             let exchange = async {
-                let rsp = client.request(req).await?;
+                let rsp = client
+                    .request(req)
+                    .await
+                    .map_err(|e| WebhookError::Exchange(e.to_string()))?;
                 let status = rsp.status();
                 let _ = rsp.into_body().collect().await;
                 if status.is_success() {
                     Ok(())
                 } else {
-                    Err(format!("answered {status}"))
+                    Err(WebhookError::Status(status))
                 }
             };
             match tokio::time::timeout(WEBHOOK_TIMEOUT, exchange).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => last = e,
-                Err(_) => last = format!("no answer within {WEBHOOK_TIMEOUT:?}"),
+                Err(_) => last = WebhookError::Timeout(WEBHOOK_TIMEOUT),
             }
         }
         Err(last)
@@ -535,35 +612,11 @@ mod tests {
 
     fn unmanaged(path: &str, not_before: u64, not_after: u64, now: u64) -> Item {
         Item {
-            kind: Kind::Unmanaged,
-            name: None,
             paths: vec![PathBuf::from(path)],
-            subject: None,
-            names: vec![],
-            issuer: None,
-            serial: None,
             not_before: Some(not_before),
             not_after: Some(not_after),
             days_left: Some((not_after as i64 - now as i64) / DAY as i64),
-            owner: None,
-            service: None,
-            next_renewal: None,
-            next_renewal_reason: None,
-            consecutive_failures: None,
-            last_failure: None,
-            reason: None,
-            review_by: None,
-            problem: None,
-            alerts: vec![],
-            renew_at: None,
-            ari_window_start: None,
-            ari_window_end: None,
-            ari_first_start: None,
-            ari_explanation: None,
-            renew_before_warning: None,
-            alert_before: None,
-            cert_path: None,
-            last_success: None,
+            ..Item::blank(Kind::Unmanaged)
         }
     }
 

@@ -303,11 +303,8 @@ pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&
 
 /// The first certificate of the file at `path` and how many it holds; `Ok(None)` when the
 /// file does not look like a certificate at all (a key, a config file, a binary) or is
-/// larger than [`MAX_FILE`]. A symlink at `path` is followed; only a regular file is read.
-pub fn read_certificates(path: &Path) -> Result<Option<(CertInfo, usize)>, String> {
-    read_certificates_at(path, Follow::Yes).map_err(|e| e.reason())
-}
-
+/// larger than [`MAX_FILE`]. `follow` says whether a symlink at `path` is followed; only a
+/// regular file is read.
 fn read_certificates_at(
     path: &Path,
     follow: Follow,
@@ -356,16 +353,27 @@ fn read_certificates_at(
     Ok(Some((leaf, n)))
 }
 
-/// [`read_certificates`] for a file that must hold a certificate (managed, exception).
-pub fn read_certificate(path: &Path) -> Result<CertInfo, String> {
-    match read_certificates(path) {
+/// Why a file that must hold a certificate (managed, exception) does not give one.
+#[derive(Debug, thiserror::Error)]
+pub enum CertFileError {
+    /// Not a certificate in PEM or DER (RFC 7468, RFC 5280), or larger than [`MAX_FILE`].
+    #[error("{}: holds no certificate (or is larger than {} KiB)", .0.display(), MAX_FILE / 1024)]
+    NoCertificate(PathBuf),
+    /// Missing, not a regular file, unreadable, or a certificate that does not parse.
+    #[error("{}: {}", .path.display(), .error.reason())]
+    Unreadable { path: PathBuf, error: ReadError },
+}
+
+/// The leaf of the file at `path`, which must hold a certificate (managed, exception). A
+/// symlink at `path` is followed; only a regular file is read.
+pub fn read_certificate(path: &Path) -> Result<CertInfo, CertFileError> {
+    match read_certificates_at(path, Follow::Yes) {
         Ok(Some((leaf, _))) => Ok(leaf),
-        Ok(None) => Err(format!(
-            "{}: holds no certificate (or is larger than {} KiB)",
-            path.display(),
-            MAX_FILE / 1024
-        )),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(None) => Err(CertFileError::NoCertificate(path.to_path_buf())),
+        Err(error) => Err(CertFileError::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 

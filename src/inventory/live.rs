@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::alerts::{self, AlertState, Notifier};
 use super::discovery::Scan;
-use super::metrics::{Metrics, MetricsServer};
+use super::metrics::{ListenError, Metrics, MetricsServer};
 use super::{collect, Inventory, Managed};
 use crate::config::Config;
 
@@ -27,10 +27,10 @@ pub struct Live {
 }
 
 impl Live {
-    /// Loads the alert state and starts the metrics listener. The first discovery scan is
+    /// Loads the alert state and starts the metrics listener. Errors: the listener's bind. The first discovery scan is
     /// the caller's ([`Live::set_scan`]), once it watches the discovery paths: a file changed
     /// between a scan and the watch would otherwise go unnoticed.
-    pub async fn start(config: &Config) -> Result<Live, String> {
+    pub async fn start(config: &Config) -> Result<Live, ListenError> {
         let metrics = Metrics::new();
         let server = match &config.metrics {
             Some(m) => Some(MetricsServer::start(m.listen, metrics.clone()).await?),

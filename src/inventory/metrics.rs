@@ -16,11 +16,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
 
 use super::{Inventory, Kind};
 
@@ -134,57 +135,63 @@ impl Metrics {
             ca_paused: Family::default(),
             build_info: Family::default(),
         };
+        // Name, HELP and metric of each family, in the order of the exposition.
         // prometheus-client appends `_total` to counters.
-        r.register(
-            "renewd_certificate_not_after_seconds",
-            "Expiry of each managed certificate, Unix seconds",
-            m.not_after.clone(),
-        );
-        r.register(
-            "renewd_certificate_next_renewal_seconds",
-            "When each managed certificate is next renewed, Unix seconds, and why",
-            m.next_renewal.clone(),
-        );
-        r.register(
-            "renewd_renewals",
-            "Renewals attempted, by certificate and result (success, failure)",
-            m.renewals.clone(),
-        );
-        r.register(
-            "renewd_renewal_consecutive_failures",
-            "Consecutive failed renewals of each managed certificate",
-            m.failures.clone(),
-        );
-        r.register(
-            "renewd_reloads",
-            "Reload commands run, by result (success, failure)",
-            m.reloads.clone(),
-        );
-        r.register(
-            "renewd_inventory_not_after_seconds",
-            "Expiry of every known certificate file, by kind (managed, exception, unmanaged)",
-            m.inventory.clone(),
-        );
-        r.register(
-            "renewd_exception_review_by_seconds",
-            "When each exception must be reviewed, Unix seconds",
-            m.review_by.clone(),
-        );
-        r.register(
-            "renewd_certificate_last_success_seconds",
-            "When each managed certificate was last renewed successfully, Unix seconds",
-            m.last_success.clone(),
-        );
-        r.register(
-            "renewd_ca_paused",
-            "1 while renewd sends a CA nothing (rate limit or long Retry-After), else 0",
-            m.ca_paused.clone(),
-        );
-        r.register(
-            "renewd_build_info",
-            "Always 1; the running renewd's version in the label",
-            m.build_info.clone(),
-        );
+        let families: [(&str, &str, Box<dyn Metric>); 10] = [
+            (
+                "renewd_certificate_not_after_seconds",
+                "Expiry of each managed certificate, Unix seconds",
+                Box::new(m.not_after.clone()),
+            ),
+            (
+                "renewd_certificate_next_renewal_seconds",
+                "When each managed certificate is next renewed, Unix seconds, and why",
+                Box::new(m.next_renewal.clone()),
+            ),
+            (
+                "renewd_renewals",
+                "Renewals attempted, by certificate and result (success, failure)",
+                Box::new(m.renewals.clone()),
+            ),
+            (
+                "renewd_renewal_consecutive_failures",
+                "Consecutive failed renewals of each managed certificate",
+                Box::new(m.failures.clone()),
+            ),
+            (
+                "renewd_reloads",
+                "Reload commands run, by result (success, failure)",
+                Box::new(m.reloads.clone()),
+            ),
+            (
+                "renewd_inventory_not_after_seconds",
+                "Expiry of every known certificate file, by kind (managed, exception, unmanaged)",
+                Box::new(m.inventory.clone()),
+            ),
+            (
+                "renewd_exception_review_by_seconds",
+                "When each exception must be reviewed, Unix seconds",
+                Box::new(m.review_by.clone()),
+            ),
+            (
+                "renewd_certificate_last_success_seconds",
+                "When each managed certificate was last renewed successfully, Unix seconds",
+                Box::new(m.last_success.clone()),
+            ),
+            (
+                "renewd_ca_paused",
+                "1 while renewd sends a CA nothing (rate limit or long Retry-After), else 0",
+                Box::new(m.ca_paused.clone()),
+            ),
+            (
+                "renewd_build_info",
+                "Always 1; the running renewd's version in the label",
+                Box::new(m.build_info.clone()),
+            ),
+        ];
+        for (name, help, metric) in families {
+            r.register(name, help, Registered(metric));
+        }
         m.build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -319,6 +326,24 @@ impl Metrics {
     }
 }
 
+/// A family of the table in [`Metrics::new`], whatever its type.
+#[derive(Debug)]
+struct Registered(Box<dyn Metric>);
+
+impl EncodeMetric for Registered {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Whether an `Accept` header value ranks `application/openmetrics-text` above the classic
 /// `text/plain` (q-values of RFC 9110 §12.5.1; `*/*` and `text/*` count for text/plain).
 fn wants_openmetrics(accept: Option<&str>) -> bool {
@@ -402,6 +427,22 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection may live, from accept to close.
 const LIFETIME: Duration = Duration::from_secs(30);
 
+/// Why the `/metrics` listener could not start: bind(2) on `[metrics] listen` failed
+/// (address in use, not this host's, a privileged port).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {listen}: {source}")]
+pub struct ListenError {
+    pub listen: SocketAddr,
+    source: std::io::Error,
+}
+
+/// For callers whose own errors are still text (the daemon's start).
+impl From<ListenError> for String {
+    fn from(e: ListenError) -> String {
+        e.to_string()
+    }
+}
+
 /// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped. One
 /// request per connection, within the bounds of [`crate::serve`]: at most
 /// [`MAX_CONNECTIONS`] at once, 10 s for the request head, 30 s in all.
@@ -412,10 +453,10 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `listen` and serves `metrics` on it. Errors name the address.
-    pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<MetricsServer, String> {
+    pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<MetricsServer, ListenError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("cannot listen for metrics on {listen}: {e}"))?;
+            .map_err(|source| ListenError { listen, source })?;
         let addr = listener.local_addr().unwrap_or(listen);
         let limits = crate::serve::Limits {
             max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),

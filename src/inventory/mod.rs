@@ -161,7 +161,8 @@ impl Item {
         }
     }
 
-    fn blank(kind: Kind) -> Item {
+    /// An item of `kind` that knows nothing yet.
+    pub(crate) fn blank(kind: Kind) -> Item {
         Item {
             kind,
             name: None,
@@ -282,7 +283,7 @@ pub fn collect(
             if let Some(path) = &m.cert_path {
                 match discovery::read_certificate(path) {
                     Ok(info) => item.describe(&info, now),
-                    Err(e) => item.problem = Some(e),
+                    Err(e) => item.problem = Some(e.to_string()),
                 }
             }
         }
@@ -297,7 +298,7 @@ pub fn collect(
         item.alert_before = e.alert_before;
         match discovery::read_certificate(&e.path) {
             Ok(info) => item.describe(&info, now),
-            Err(err) => item.problem = Some(err),
+            Err(err) => item.problem = Some(err.to_string()),
         }
         items.push(item);
     }
@@ -334,7 +335,8 @@ pub fn collect(
     }
 }
 
-/// The human table of `renewd inventory`.
+/// The human table of `renewd inventory`: one row a certificate (columns padded to the
+/// widest cell, the last one not), then what discovery scanned and could not read.
 pub fn render(inv: &Inventory, now: SystemTime) -> String {
     let header = [
         "KIND",
@@ -345,76 +347,16 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
         "SERVICE",
         "NEXT / NOTE",
     ];
-    let mut rows: Vec<[String; 7]> = Vec::new();
-    for i in &inv.certificates {
-        let what = match &i.name {
-            Some(n) => n.clone(),
-            None => i
-                .paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let not_after = i
-            .not_after
-            .map(|t| date_time(from_unix(t)))
-            .unwrap_or_else(|| "-".into());
-        let days = i.days_left.map(|d| d.to_string()).unwrap_or("-".into());
-        let note = if let Some(p) = &i.problem {
-            format!("PROBLEM: {p}")
-        } else {
-            match i.kind {
-                Kind::Managed => match (i.next_renewal, &i.next_renewal_reason) {
-                    (Some(t), Some(r)) if from_unix(t) <= now => format!("due now ({r})"),
-                    (Some(t), Some(r)) => format!("{} ({r})", date_time(from_unix(t))),
-                    _ => "-".into(),
-                },
-                Kind::Exception => format!(
-                    "review by {}: {}",
-                    i.review_by.as_deref().unwrap_or("-"),
-                    i.reason.as_deref().unwrap_or("")
-                ),
-                Kind::Unmanaged => i.names.join(", "),
-            }
-        };
-        let mut note = note;
-        if !i.alerts.is_empty() {
-            note = format!("ALERT {}; {note}", i.alerts.join(", "));
-        }
-        // File names, certificate names and problems come from outside: no cell may carry
-        // a control character to the terminal.
-        let cell = |s: &str| crate::text::escape(s).into_owned();
-        rows.push([
-            i.kind.as_str().to_string(),
-            cell(&what),
-            not_after,
-            days,
-            cell(i.owner.as_deref().unwrap_or("-")),
-            cell(i.service.as_deref().unwrap_or("-")),
-            cell(&note),
-        ]);
-    }
+    let rows: Vec<[String; 7]> = inv.certificates.iter().map(|i| row(i, now)).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if n + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
+    let mut out = table_line(&header, &widths);
     for r in &rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push_str(&table_line(r, &widths));
     }
     if rows.is_empty() {
         out.push_str("no certificates known\n");
@@ -435,6 +377,76 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
         out.push_str(&format!("discovery: cannot read {e}\n"));
     }
     out
+}
+
+/// One certificate's cells in [`render`]'s table.
+fn row(i: &Item, now: SystemTime) -> [String; 7] {
+    let what = match &i.name {
+        Some(n) => n.clone(),
+        None => i
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let not_after = i
+        .not_after
+        .map(|t| date_time(from_unix(t)))
+        .unwrap_or_else(|| "-".into());
+    let days = i.days_left.map(|d| d.to_string()).unwrap_or("-".into());
+    // File names, certificate names and problems come from outside: no cell may carry
+    // a control character to the terminal.
+    let cell = |s: &str| crate::text::escape(s).into_owned();
+    [
+        i.kind.as_str().to_string(),
+        cell(&what),
+        not_after,
+        days,
+        cell(i.owner.as_deref().unwrap_or("-")),
+        cell(i.service.as_deref().unwrap_or("-")),
+        cell(&note(i, now)),
+    ]
+}
+
+/// The NEXT / NOTE cell: the problem, else the next renewal (managed), the review date and
+/// reason (exception) or the names (unmanaged); firing alerts first.
+fn note(i: &Item, now: SystemTime) -> String {
+    let note = if let Some(p) = &i.problem {
+        format!("PROBLEM: {p}")
+    } else {
+        match i.kind {
+            Kind::Managed => match (i.next_renewal, &i.next_renewal_reason) {
+                (Some(t), Some(r)) if from_unix(t) <= now => format!("due now ({r})"),
+                (Some(t), Some(r)) => format!("{} ({r})", date_time(from_unix(t))),
+                _ => "-".into(),
+            },
+            Kind::Exception => format!(
+                "review by {}: {}",
+                i.review_by.as_deref().unwrap_or("-"),
+                i.reason.as_deref().unwrap_or("")
+            ),
+            Kind::Unmanaged => i.names.join(", "),
+        }
+    };
+    if i.alerts.is_empty() {
+        note
+    } else {
+        format!("ALERT {}; {note}", i.alerts.join(", "))
+    }
+}
+
+/// One line of the table: each cell but the last padded to its column's width.
+fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+        if n + 1 == cells.len() {
+            s.push_str(c.as_ref());
+        } else {
+            s.push_str(&format!("{:<w$}  ", c.as_ref()));
+        }
+    }
+    s.trim_end().to_string() + "\n"
 }
 
 pub fn unix(t: SystemTime) -> u64 {

@@ -360,7 +360,7 @@ fn wrap_pkcs8(algorithm: &[&[u8]], inner: &[u8]) -> Vec<u8> {
 }
 
 impl PrivateKey {
-    pub fn generate(kt: KeyType) -> Result<PrivateKey, X509Error> {
+    pub(crate) fn generate(kt: KeyType) -> Result<PrivateKey, X509Error> {
         let (kind, result) = match kt {
             KeyType::EcdsaP256 => ("ecdsa-p256", KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)),
             KeyType::EcdsaP384 => ("ecdsa-p384", KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)),
@@ -421,13 +421,13 @@ impl PrivateKey {
     }
 
     /// PKCS#8 PEM, the form every TLS server renewd feeds can read.
-    pub fn to_pem(&self) -> String {
+    pub(crate) fn to_pem(&self) -> String {
         self.pair.serialize_pem()
     }
 
     /// SubjectPublicKeyInfo DER. rcgen's raw public key for RSA is a bare RSAPublicKey, so
     /// this goes through the trait method that adds the AlgorithmIdentifier.
-    pub fn spki_der(&self) -> Vec<u8> {
+    pub(crate) fn spki_der(&self) -> Vec<u8> {
         self.pair.subject_public_key_info()
     }
 
@@ -452,7 +452,8 @@ impl PrivateKey {
     /// The configured key type this key corresponds to, so a change of `key_type` in the
     /// configuration can be noticed; `None` for keys renewd would not generate (P-521, odd
     /// RSA sizes).
-    pub fn key_type(&self) -> Option<KeyType> {
+    #[cfg(test)]
+    pub(crate) fn key_type(&self) -> Option<KeyType> {
         let alg = self.pair.algorithm();
         if alg == &PKCS_ECDSA_P256_SHA256 {
             return Some(KeyType::EcdsaP256);
@@ -495,7 +496,7 @@ impl PrivateKey {
 
     /// CSR (DER) with every name as a SAN (DNS or IP) and an empty subject: ACME CAs take the
     /// names from the SANs only, and a CN would just be one more place for them to disagree.
-    pub fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, X509Error> {
+    pub(crate) fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, X509Error> {
         if names.is_empty() {
             return Err(X509Error::Csr("no names given".into()));
         }

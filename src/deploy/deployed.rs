@@ -7,7 +7,7 @@ use crate::x509::{self, CertInfo};
 
 /// Deployed files larger than this are not certificates; refusing them keeps [`inspect`]
 /// from reading a multi-gigabyte file someone put at a certificate's path.
-pub(super) const MAX_DEPLOYED_FILE: u64 = 1 << 20;
+pub(super) const MAX_DEPLOYED_FILE: u64 = crate::fsutil::caps::CERTIFICATE;
 
 /// Why what is deployed now cannot be used as is (and so needs a renewal).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -44,7 +44,7 @@ const VERSION: u32 = 1;
 /// Where a swap stands, as written in its journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Temporaries and backups exist; targets may or may not have been replaced yet.
     Staged,
     /// Every target holds its new file; backups hold the old ones.
@@ -72,7 +72,7 @@ struct Record {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub(crate) enum JournalError {
     #[error("cannot keep the current {target} as a backup at {backup}: {source}")]
     Backup {
         target: PathBuf,
@@ -105,7 +105,7 @@ pub enum JournalError {
 
 /// Why a journal on disk is not acted on by [`recover`]: it is left in place and reported.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The journal directory itself cannot be listed.
     #[error("{0}")]
     Directory(io::Error),
@@ -134,7 +134,7 @@ pub enum Refused {
 /// dealt with by [`recover`] at the next start; call [`Swap::finish`] or
 /// [`Swap::roll_back`] to end it.
 #[derive(Debug)]
-pub struct Swap {
+pub(crate) struct Swap {
     path: PathBuf,
     record: Record,
 }
@@ -143,7 +143,7 @@ impl Swap {
     /// Backs up the targets of `staged`, writes the journal, renames the staged files into
     /// place and marks the journal `swapped`. If anything fails after the journal exists,
     /// the old set is put back before returning.
-    pub fn begin(
+    pub(crate) fn begin(
         journal_dir: &Path,
         cert: &str,
         serial: &str,
@@ -233,22 +233,23 @@ impl Swap {
         Ok(swap)
     }
 
-    pub fn cert(&self) -> &str {
+    pub(crate) fn cert(&self) -> &str {
         &self.record.cert
     }
 
-    pub fn serial(&self) -> &str {
+    pub(crate) fn serial(&self) -> &str {
         &self.record.serial
     }
 
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         self.record.phase
     }
 
     /// Keeps the new set: removes the journal (from then on the new set is final), then the
     /// backups. A backup that cannot be removed is only logged; the sweep at the next start
     /// removes it.
-    pub fn finish(self) -> Result<(), JournalError> {
+    pub(crate) fn finish(self) -> Result<(), JournalError> {
         self.remove_journal()?;
         let mut dirs = BTreeSet::new();
         for e in &self.record.files {
@@ -271,7 +272,7 @@ impl Swap {
 
     /// Puts the old set back. Safe to repeat after a crash in the middle: every step is
     /// idempotent and the journal says `rolling-back` until the last one is done.
-    pub fn roll_back(mut self) -> Result<(), JournalError> {
+    pub(crate) fn roll_back(mut self) -> Result<(), JournalError> {
         if self.record.phase == Phase::Swapped {
             self.record.phase = Phase::RollingBack;
             self.write()?;
@@ -353,18 +354,18 @@ impl Swap {
 #[derive(Debug, Default)]
 pub struct Recovery {
     /// Certificates whose interrupted swap was rolled back: their old set is in place.
-    pub rolled_back: Vec<String>,
+    pub(crate) rolled_back: Vec<String>,
     /// Swaps that had completed: the new set is in place and still has to be reloaded and
     /// proven, then finished or rolled back.
-    pub pending: Vec<Swap>,
+    pub(crate) pending: Vec<Swap>,
     /// Journals that could not be dealt with; each is left in place.
-    pub errors: Vec<JournalError>,
+    pub(crate) errors: Vec<JournalError>,
 }
 
 impl Recovery {
     /// Whether `cert` still has a journal on disk, so its temporaries and backups must not
     /// be swept.
-    pub fn holds(&self, cert: &str) -> bool {
+    pub(crate) fn holds(&self, cert: &str) -> bool {
         self.pending.iter().any(|s| s.cert() == cert)
             || self.errors.iter().any(|e| match e {
                 JournalError::Read { path, .. } | JournalError::Restore { journal: path, .. } => {
@@ -499,7 +500,7 @@ fn read_record(path: &Path, configured: &Configured) -> Result<Record, Refused> 
 }
 
 /// The journal of `cert` in `journal_dir`.
-pub fn journal_path(journal_dir: &Path, cert: &str) -> PathBuf {
+pub(crate) fn journal_path(journal_dir: &Path, cert: &str) -> PathBuf {
     journal_dir.join(format!("{cert}.json"))
 }
 

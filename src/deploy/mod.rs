@@ -22,8 +22,6 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::config::FileSet;
-
 mod deployed;
 pub mod journal;
 mod render;
@@ -31,16 +29,17 @@ mod stage;
 mod target_dir;
 
 pub use deployed::{inspect, DeployedProblem};
-pub use render::render;
-pub use stage::{stage, sweep_temporaries, sweep_temporaries_of, Staged};
-pub use target_dir::{acl_dropped, check_directories, check_target_dir, clashing_targets};
+pub(crate) use render::render;
+pub(crate) use stage::{stage, sweep_temporaries_of, Staged};
+pub use target_dir::{acl_dropped, clashing_targets};
+pub(crate) use target_dir::{check_directories, check_target_dir};
 
 /// What gets deployed: a private key and the chain the CA returned for it.
 pub struct Material {
     /// PEM of the private key.
-    pub key_pem: String,
+    pub(crate) key_pem: String,
     /// The leaf first, then the intermediates; each one PEM block ending in "\n".
-    pub chain_pem: Vec<String>,
+    pub(crate) chain_pem: Vec<String>,
 }
 
 impl fmt::Debug for Material {
@@ -54,15 +53,18 @@ impl fmt::Debug for Material {
 
 /// Who the deployed files belong to; `None` leaves that id as the daemon's own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ownership {
-    pub uid: Option<Uid>,
-    pub gid: Option<Gid>,
+pub(crate) struct Ownership {
+    pub(crate) uid: Option<Uid>,
+    pub(crate) gid: Option<Gid>,
 }
 
 impl Ownership {
     /// Looks the names up in the user and group databases; a name that is not found but is
     /// a number is taken as a numeric id, as chown(1) does.
-    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Ownership, DeployError> {
+    pub(crate) fn resolve(
+        user: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Ownership, DeployError> {
         let uid = user
             .map(|name| {
                 let found = User::from_name(name).map(|u| u.map(|u| u.uid));
@@ -102,7 +104,7 @@ fn account_id<Id>(
 
 /// Why a file set could not be put in place.
 #[derive(Debug, thiserror::Error)]
-pub enum DeployError {
+pub(crate) enum DeployError {
     #[error("unknown user {0:?}: create it or change `user` in the configuration")]
     UnknownUser(String),
     #[error("unknown group {0:?}: create it or change `group` in the configuration")]
@@ -173,16 +175,6 @@ fn os_hint(e: &io::Error) -> &'static str {
         }
         _ => "",
     }
-}
-
-/// Writes the whole file set: stage every file, then rename them all into place.
-pub fn deploy(
-    files: &FileSet,
-    m: &Material,
-    owner: &Ownership,
-    key_mode: u32,
-) -> Result<(), DeployError> {
-    stage(files, m, owner, key_mode)?.commit()
 }
 
 fn parent_dir(target: &Path) -> &Path {

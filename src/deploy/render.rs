@@ -7,7 +7,7 @@ use crate::config::{FileKind, FileSet};
 
 /// The contents of each configured file: cert = leaf; chain = intermediates; fullchain =
 /// leaf + intermediates; key = key; combined = key + fullchain (the order HAProxy reads).
-pub fn render(files: &FileSet, m: &Material) -> Vec<(FileKind, PathBuf, Vec<u8>)> {
+pub(crate) fn render(files: &FileSet, m: &Material) -> Vec<(FileKind, PathBuf, Vec<u8>)> {
     let blocks: Vec<String> = m.chain_pem.iter().map(|b| with_newline(b)).collect();
     let key = with_newline(&m.key_pem);
     let leaf = blocks.first().cloned().unwrap_or_default();

@@ -30,7 +30,7 @@ pub(super) const TEMP_MARKER: &str = ".renewd-";
 /// Dropping it without [`Staged::commit`] removes the temporaries, so the old files stay
 /// exactly as they were.
 #[derive(Debug)]
-pub struct Staged {
+pub(crate) struct Staged {
     files: Vec<StagedFile>,
 }
 
@@ -46,7 +46,7 @@ struct StagedFile {
 /// mode (`key_mode` for files holding the key, 0644 for the others) and owner. Every
 /// target directory must pass [`check_target_dir`] first. On any error the temporaries
 /// written so far are removed and the targets are untouched.
-pub fn stage(
+pub(crate) fn stage(
     files: &FileSet,
     m: &Material,
     owner: &Ownership,
@@ -100,7 +100,7 @@ pub fn stage(
 impl Staged {
     /// Each staged file as (kind, target, temporary): what a swap journal records so a
     /// restart can tell which temporaries belong to an interrupted swap.
-    pub fn files(&self) -> impl Iterator<Item = (FileKind, &Path, &Path)> {
+    pub(crate) fn files(&self) -> impl Iterator<Item = (FileKind, &Path, &Path)> {
         self.files
             .iter()
             .filter_map(|f| f.temp.as_deref().map(|t| (f.kind, f.target.as_path(), t)))
@@ -110,7 +110,7 @@ impl Staged {
     /// renames survive a power cut. A rename that fails part-way leaves the earlier targets
     /// replaced (the error says how many): undoing that is the swap journal's job, since
     /// only it kept the old contents.
-    pub fn commit(mut self) -> Result<(), DeployError> {
+    pub(crate) fn commit(mut self) -> Result<(), DeployError> {
         let total = self.files.len();
         for i in 0..total {
             let file = &mut self.files[i];
@@ -226,25 +226,17 @@ pub(super) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// Removes temporaries a crashed run left beside the targets of `files`, returning their
-/// paths. Run it only after the swap journal has been replayed: an interrupted swap may
-/// still need its temporaries.
+/// Removes temporaries a crashed run left beside the targets of the file sets `sets`,
+/// returning their paths. Run it only after the swap journal has been replayed: an
+/// interrupted swap may still need its temporaries.
 ///
 /// Only names are removed (unlink(2) never follows a symlink), only in directories that
 /// pass [`check_target_dir`] (an unsafe one is an error; a missing one has nothing to
 /// sweep), and a directory that merely carries a temporary's name is left alone.
-pub fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    for (_, result) in sweep_temporaries_of([files]) {
-        removed.extend(result?);
-    }
-    Ok(removed)
-}
-
-/// [`sweep_temporaries`] for many file sets at once, each directory checked and read once
-/// however many sets have files there (a host with 1,000 certificates in one directory
+///
+/// Each directory is checked and read once however many sets have files there (a host with 1,000 certificates in one directory
 /// would otherwise read it 1,000 times). One result per directory, in no set order.
-pub fn sweep_temporaries_of<'a>(
+pub(crate) fn sweep_temporaries_of<'a>(
     sets: impl IntoIterator<Item = &'a FileSet>,
 ) -> Vec<(PathBuf, io::Result<Vec<PathBuf>>)> {
     // Directory → the names of the temporaries of its targets (".NAME.renewd-tmp.").

@@ -37,7 +37,7 @@ const MAX_SYMLINKS: usize = 40;
 /// redirected by anyone else between the check and the use. A missing directory is an
 /// error too: renewd creates no directories. POSIX ACLs are not read (an ACL that grants
 /// write shows as group write in the mode, and is judged as such).
-pub fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
+pub(crate) fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
     let (visited, last) = walk_to_dir(dir)?;
     let unsafe_dir = |reason: String| DeployError::UnsafeDirectory {
         dir: dir.to_path_buf(),
@@ -136,7 +136,7 @@ pub fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
 /// `renewd check`'s look at the directories files are deployed to: each must pass
 /// [`check_target_dir`]. Missing directories are left to
 /// [`Config::check_environment`], which reports them already.
-pub fn check_directories(config: &Config) -> Vec<Problem> {
+pub(crate) fn check_directories(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     for cert in &config.certificates {
         let mut seen: Vec<&Path> = Vec::new();

@@ -1,6 +1,7 @@
 use std::fs::{self, Permissions};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::deployed::MAX_DEPLOYED_FILE;
 use super::stage::{create_exclusive, TEMP_MARKER};
@@ -81,6 +82,26 @@ fn issue(names: &[&str]) -> Issued {
         },
         key,
     }
+}
+
+/// Stages the whole file set, then renames it all into place.
+fn deploy(
+    files: &FileSet,
+    m: &Material,
+    owner: &Ownership,
+    key_mode: u32,
+) -> Result<(), DeployError> {
+    stage(files, m, owner, key_mode)?.commit()
+}
+
+/// Removes the temporaries beside the targets of `files` ([`sweep_temporaries_of`] for one
+/// set), returning their paths.
+fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for (_, result) in sweep_temporaries_of([files]) {
+        removed.extend(result?);
+    }
+    Ok(removed)
 }
 
 /// Every kind of file, each under its usual name in `dir`.

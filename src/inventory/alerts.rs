@@ -21,65 +21,65 @@ use crate::hooks::{self, Hook};
 use crate::outbound::{Outbound, ProxySetting};
 
 /// A condition that persists is alerted again after this long.
-pub const REPEAT: Duration = Duration::from_secs(86_400);
+pub(crate) const REPEAT: Duration = Duration::from_secs(86_400);
 /// The alert window is a third of the certificate's lifetime, at most this.
-pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const WEBHOOK_ATTEMPTS: u32 = 3;
 
 /// The alert document: piped to the command's stdin and POSTed to the webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub version: u32,
+pub(crate) struct Alert {
+    pub(crate) version: u32,
     /// `firing` or `resolved`.
-    pub status: String,
+    pub(crate) status: String,
     /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
     /// `ari_early_replacement`, `clock_skew` or `renew_before_too_long`.
-    pub condition: String,
+    pub(crate) condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.
-    pub key: String,
+    pub(crate) key: String,
     /// `warning` or `critical`.
-    pub severity: String,
-    pub kind: Kind,
-    pub name: Option<String>,
-    pub paths: Vec<PathBuf>,
-    pub owner: Option<String>,
-    pub service: Option<String>,
-    pub not_after: Option<u64>,
-    pub days_left: Option<i64>,
-    pub review_by: Option<String>,
-    pub message: String,
+    pub(crate) severity: String,
+    pub(crate) kind: Kind,
+    pub(crate) name: Option<String>,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) owner: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) not_after: Option<u64>,
+    pub(crate) days_left: Option<i64>,
+    pub(crate) review_by: Option<String>,
+    pub(crate) message: String,
     /// Unix seconds: when renewd first saw the condition, and when this document was made.
-    pub since: u64,
-    pub sent_at: u64,
-    pub host: String,
+    pub(crate) since: u64,
+    pub(crate) sent_at: u64,
+    pub(crate) host: String,
 }
 
 /// `state_dir/alerts.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlertState {
+pub(crate) struct AlertState {
     #[serde(default)]
-    pub active: BTreeMap<String, Sent>,
+    pub(crate) active: BTreeMap<String, Sent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sent {
-    pub first_seen: u64,
-    pub last_sent: u64,
-    pub alert: Alert,
+pub(crate) struct Sent {
+    pub(crate) first_seen: u64,
+    pub(crate) last_sent: u64,
+    pub(crate) alert: Alert,
 }
 
 impl AlertState {
-    pub fn path(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("alerts.json")
     }
 
     /// A missing or unreadable file is an empty state (logged by the caller's next save);
     /// so is one that is not a regular file, is larger than `fsutil::caps::STATE`, or holds
     /// a time beyond year 9999 (`state::MAX_UNIX`).
-    pub fn load(state_dir: &Path) -> AlertState {
+    pub(crate) fn load(state_dir: &Path) -> AlertState {
         let path = Self::path(state_dir);
         let read = crate::fsutil::read_regular(
             &path,
@@ -115,13 +115,13 @@ impl AlertState {
         }
     }
 
-    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&Self::path(state_dir), &bytes, 0o600)
     }
 
     /// The conditions firing for an inventory item.
-    pub fn firing_for(&self, item: &Item) -> Vec<String> {
+    pub(crate) fn firing_for(&self, item: &Item) -> Vec<String> {
         let suffix = format!(":{}:{}", item.kind.as_str(), item.id());
         self.active
             .values()
@@ -134,7 +134,7 @@ impl AlertState {
 /// The default alert window of a managed certificate (renewd renews it; the alert is
 /// the safety net): a third of its lifetime, at most 30 days (30 days when the lifetime is
 /// unknown).
-pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
+pub(crate) fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
     match (not_before, not_after) {
         (Some(b), Some(a)) if a > b => Duration::from_secs((a - b) / 3).min(MAX_WINDOW),
         _ => MAX_WINDOW,
@@ -145,7 +145,7 @@ pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
 /// (a fraction of the lifetime, or a duration) when configured; else, for a managed
 /// certificate, [`window`]; for one a person renews (exception, unmanaged), 30 days in
 /// absolute terms, so a short-lived certificate alerts for its whole remaining life.
-pub fn lead_time(item: &Item) -> Duration {
+pub(crate) fn lead_time(item: &Item) -> Duration {
     let lifetime = match (item.not_before, item.not_after) {
         (Some(b), Some(a)) if a > b => Some(Duration::from_secs(a - b)),
         _ => None,
@@ -160,16 +160,16 @@ pub fn lead_time(item: &Item) -> Duration {
 
 /// A condition holding now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
-    pub key: String,
-    pub condition: &'static str,
-    pub severity: &'static str,
-    pub message: String,
-    pub item: Item,
+pub(crate) struct Condition {
+    pub(crate) key: String,
+    pub(crate) condition: &'static str,
+    pub(crate) severity: &'static str,
+    pub(crate) message: String,
+    pub(crate) item: Item,
 }
 
 /// The first instant after `review_by` (a `YYYY-MM-DD` date): midnight UTC of the next day.
-pub fn review_deadline(review_by: &str) -> Option<u64> {
+pub(crate) fn review_deadline(review_by: &str) -> Option<u64> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(review_by, &format).ok()?;
     let next = date.next_day()?;
@@ -178,7 +178,7 @@ pub fn review_deadline(review_by: &str) -> Option<u64> {
 
 /// Every condition holding at `now`, and the earliest later instant at which one may
 /// start (so the daemon sleeps until then, without polling).
-pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<SystemTime>) {
+pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<SystemTime>) {
     let now_s = unix(now);
     let mut out = Vec::new();
     let mut next: Option<u64> = None;
@@ -392,15 +392,15 @@ impl<'a> Checks<'a> {
 
 /// What to send now and the state to keep afterwards.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub send: Vec<Alert>,
-    pub state: AlertState,
+pub(crate) struct Plan {
+    pub(crate) send: Vec<Alert>,
+    pub(crate) state: AlertState,
     /// When the alerts next need evaluating (a condition may start, or one to repeat).
-    pub next: Option<SystemTime>,
+    pub(crate) next: Option<SystemTime>,
 }
 
 /// Decides, from what was sent before, which alerts and resolutions to send for `items`.
-pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
+pub(crate) fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
     let now_s = unix(now);
     let (current, mut next) = conditions(items, now);
     let mut state = AlertState::default();
@@ -465,7 +465,7 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
 
 /// Delivers alert documents to the configured command and webhook.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     config: AlertConfig,
     /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured; or
     /// why there is none (an unusable `HTTPS_PROXY`), said at each webhook delivery while the
@@ -476,7 +476,7 @@ pub struct Notifier {
 /// Why the alert webhook could not be used, or did not take an alert (logged, never fatal:
 /// the command still gets its alerts).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum WebhookError {
+pub(crate) enum WebhookError {
     /// rustls refused its default protocol versions.
     #[error("{0}")]
     Tls(#[from] rustls::Error),
@@ -501,7 +501,7 @@ pub enum WebhookError {
 impl Notifier {
     /// Errors: TLS set-up. An `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
     /// fails each webhook delivery instead, saying so (credentials never shown).
-    pub fn new(config: AlertConfig) -> Result<Notifier, WebhookError> {
+    pub(crate) fn new(config: AlertConfig) -> Result<Notifier, WebhookError> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in &crate::outbound::system_roots().certs {
             let _ = roots.add(cert.clone());
@@ -530,7 +530,7 @@ impl Notifier {
     }
 
     /// Sends one alert to every configured channel; each failure is logged.
-    pub async fn deliver(&self, alert: &Alert) {
+    pub(crate) async fn deliver(&self, alert: &Alert) {
         let json = match serde_json::to_vec(alert) {
             Ok(j) => j,
             Err(e) => {

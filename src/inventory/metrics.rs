@@ -78,7 +78,7 @@ struct ReviewLabels {
 
 /// renewd's metrics. Cloning shares them.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Arc<Registry>,
     not_after: Family<CertLabels, Gauge>,
     next_renewal: Family<NextLabels, Gauge>,
@@ -93,13 +93,14 @@ pub struct Metrics {
 }
 
 /// Content type of the classic Prometheus text format.
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of OpenMetrics 1.0 text.
-pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_FORMAT: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `reason` label of `renewd_certificate_next_renewal_seconds`: one of a fixed set, whatever
 /// the details of the reason (paths, names, failure counts) — `schedule::Reason`'s kinds.
-pub fn reason_label(reason: &str) -> &'static str {
+pub(crate) fn reason_label(reason: &str) -> &'static str {
     const KNOWN: &[(&str, &str)] = &[
         ("deployed set unusable", "deployed set unusable"),
         ("names not covered", "names not covered"),
@@ -120,7 +121,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut r = Registry::default();
         let m = Metrics {
             registry: Arc::new(Registry::default()),
@@ -211,7 +212,7 @@ impl Metrics {
     }
 
     /// Replaces the gauges with what `inv` says.
-    pub fn update(&self, inv: &Inventory) {
+    pub(crate) fn update(&self, inv: &Inventory) {
         self.not_after.clear();
         self.next_renewal.clear();
         self.failures.clear();
@@ -279,7 +280,7 @@ impl Metrics {
         }
     }
 
-    pub fn renewal(&self, name: &str, ok: bool) {
+    pub(crate) fn renewal(&self, name: &str, ok: bool) {
         self.renewals
             .get_or_create(&ResultLabels {
                 name: name.into(),
@@ -288,14 +289,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         self.reloads
             .get_or_create(&ReloadLabels { result: result(ok) })
             .inc();
     }
 
     /// Replaces `renewd_ca_paused` with one series per configured CA: `(name, paused)`.
-    pub fn set_ca_paused<'a>(&self, cas: impl IntoIterator<Item = (&'a str, bool)>) {
+    pub(crate) fn set_ca_paused<'a>(&self, cas: impl IntoIterator<Item = (&'a str, bool)>) {
         self.ca_paused.clear();
         for (ca, paused) in cas {
             self.ca_paused
@@ -305,7 +306,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics 1.0 text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -316,7 +317,7 @@ impl Metrics {
     /// The exposition for a scrape whose `Accept` header is `accept`: `(content type, body)`.
     /// OpenMetrics when the scraper prefers `application/openmetrics-text` (Prometheus
     /// does), else the classic text format 0.0.4 (no `Accept`, `text/plain`, `*/*`).
-    pub fn render(&self, accept: Option<&str>) -> (&'static str, String) {
+    pub(crate) fn render(&self, accept: Option<&str>) -> (&'static str, String) {
         let om = self.encode();
         if wants_openmetrics(accept) {
             (OPENMETRICS_FORMAT, om)
@@ -431,8 +432,8 @@ const LIFETIME: Duration = Duration::from_secs(30);
 /// (address in use, not this host's, a privileged port).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {listen}: {source}")]
-pub struct ListenError {
-    pub listen: SocketAddr,
+pub(crate) struct ListenError {
+    pub(crate) listen: SocketAddr,
     source: std::io::Error,
 }
 
@@ -446,14 +447,16 @@ impl From<ListenError> for String {
 /// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped. One
 /// request per connection, within the bounds of [`crate::serve`]: at most
 /// [`MAX_CONNECTIONS`] at once, 10 s for the request head, 30 s in all.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     serving: crate::serve::Serving,
-    pub addr: SocketAddr,
 }
 
 impl MetricsServer {
     /// Binds `listen` and serves `metrics` on it. Errors name the address.
-    pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<MetricsServer, ListenError> {
+    pub(crate) async fn start(
+        listen: SocketAddr,
+        metrics: Metrics,
+    ) -> Result<MetricsServer, ListenError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ListenError { listen, source })?;
@@ -470,11 +473,11 @@ impl MetricsServer {
             move |(stream, _peer), conn| serve_one(stream, conn, metrics.clone()),
         );
         tracing::info!(%addr, cap = limits.max_connections, "serving metrics on /metrics");
-        Ok(MetricsServer { serving, addr })
+        Ok(MetricsServer { serving })
     }
 
     /// Stops accepting and cuts open connections, without waiting.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.serving.stop();
     }
 }

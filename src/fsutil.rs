@@ -7,6 +7,7 @@
 //! writers here are for renewd's own bookkeeping, which only ever lives in the state
 //! directory.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -303,6 +304,64 @@ pub(crate) fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
         Component::ParentDir => Some(Step::Up),
         Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
     })
+}
+
+/// Symlinks a [`Walk`] follows, at most (the kernel's own limit: ELOOP beyond).
+pub(crate) const MAX_SYMLINKS: usize = 40;
+
+/// A path resolved the way the kernel does, one name at a time from `/`, for walks that
+/// judge every directory and symlink on the way (`deploy`'s directory check; the webroot
+/// walk can use it too). The caller keeps the directories it has entered, `/` first; `..`
+/// goes back up them (never above `/`), and a symlink's target is walked in its place.
+pub(crate) struct Walk {
+    pending: VecDeque<Step>,
+    links: usize,
+}
+
+impl Walk {
+    /// A walk of `path` (relative paths are walked from `/`: make them absolute first).
+    pub(crate) fn new(path: &Path) -> Walk {
+        Walk {
+            pending: steps(path).collect(),
+            links: 0,
+        }
+    }
+
+    /// The next name to look up in the last of `entered`, after going up `entered` for each
+    /// `..` before it; `None` once the path is used up.
+    pub(crate) fn next_name<T>(&mut self, entered: &mut Vec<T>) -> Option<OsString> {
+        while let Some(step) = self.pending.pop_front() {
+            match step {
+                Step::Up => {
+                    if entered.len() > 1 {
+                        entered.pop();
+                    }
+                }
+                Step::Name(name) => return Some(name),
+            }
+        }
+        None
+    }
+
+    /// Counts one more symlink met. Errors: `ELOOP` past [`MAX_SYMLINKS`].
+    pub(crate) fn count_link(&mut self) -> Result<(), nix::errno::Errno> {
+        self.links += 1;
+        if self.links > MAX_SYMLINKS {
+            return Err(nix::errno::Errno::ELOOP);
+        }
+        Ok(())
+    }
+
+    /// Walks a symlink's `target` next, in place of the link: from `/` (`entered` cut back
+    /// to its root) when it is absolute, else from the link's directory.
+    pub(crate) fn splice<T>(&mut self, target: &Path, entered: &mut Vec<T>) {
+        if target.is_absolute() {
+            entered.truncate(1);
+        }
+        for step in steps(target).collect::<Vec<_>>().into_iter().rev() {
+            self.pending.push_front(step);
+        }
+    }
 }
 
 /// Root and renewd's own (effective) user: whoever else owns a directory, a socket's

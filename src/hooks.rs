@@ -62,10 +62,14 @@ pub(crate) struct HookOutcome {
     pub(crate) elapsed: Duration,
 }
 
+/// Why a hook did not succeed. `argv0` is the program as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The program could not be started (not found, not executable, empty command).
     #[error("cannot run {argv0:?}: {source}")]
     Spawn { argv0: String, source: io::Error },
+    /// It ran and exited non-zero or was killed by a signal; the message ends with its
+    /// last line of stderr.
     #[error("{argv0} {}{}", describe_status(*.status), last_line(.stderr_tail))]
     Failed {
         argv0: String,
@@ -73,6 +77,7 @@ pub enum HookError {
         status: Option<i32>,
         stderr_tail: String,
     },
+    /// It outlived its timeout; its whole process group was killed.
     #[error("{argv0} did not finish within {after:?} and was killed with its process group")]
     TimedOut { argv0: String, after: Duration },
 }

@@ -71,6 +71,8 @@ struct Record {
     files: Vec<Entry>,
 }
 
+/// Why a swap could not be begun, ended or recovered. Every variant names the file it is
+/// about; the journal is kept whenever a restart could still finish the job.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum JournalError {
     #[error("cannot keep the current {target} as a backup at {backup}: {source}")]
@@ -233,14 +235,17 @@ impl Swap {
         Ok(swap)
     }
 
+    /// The certificate this swap replaces the files of.
     pub(crate) fn cert(&self) -> &str {
         &self.record.cert
     }
 
+    /// The new certificate's serial (lowercase hex), for logs.
     pub(crate) fn serial(&self) -> &str {
         &self.record.serial
     }
 
+    /// Where the swap stands.
     #[cfg(test)]
     pub(crate) fn phase(&self) -> Phase {
         self.record.phase

@@ -177,6 +177,7 @@ fn os_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// The directory `target` is in; `.` for a bare file name.
 fn parent_dir(target: &Path) -> &Path {
     match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -1,7 +1,7 @@
 //! Whether a directory is safe to write private keys into, and the other looks at the
 //! file system a configuration needs before anything is deployed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
@@ -9,15 +9,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::unistd::{Gid, Group, Uid, User};
 
 use super::{parent_dir, DeployError};
 use crate::config::{Config, FileKind, Problem};
-use crate::fsutil::{steps, trusted_uid, Step};
-
-/// Symlinks followed while checking a target directory, at most (the kernel's own limit).
-const MAX_SYMLINKS: usize = 40;
+use crate::fsutil::{trusted_uid, Walk};
 
 /// Checks that no user but root and renewd's own could put anything into `dir`, or
 /// replace `dir` itself, before renewd writes private keys there:
@@ -252,18 +248,8 @@ fn walk_to_dir(dir: &Path) -> Result<(Vec<Visited>, usize), DeployError> {
     }];
     // The directories from `/` down to where the walk is now.
     let mut stack = vec![0usize];
-    let mut pending: VecDeque<Step> = steps(&absolute).collect();
-    let mut links = 0;
-    while let Some(step) = pending.pop_front() {
-        let name = match step {
-            Step::Up => {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                continue;
-            }
-            Step::Name(name) => name,
-        };
+    let mut walk = Walk::new(&absolute);
+    while let Some(name) = walk.next_name(&mut stack) {
         let parent = stack.last().copied().unwrap_or(0);
         let path = visited[parent].path.join(&name);
         let meta = match fs::symlink_metadata(&path) {
@@ -285,17 +271,10 @@ fn walk_to_dir(dir: &Path) -> Result<(Vec<Visited>, usize), DeployError> {
         if kind.is_dir() {
             stack.push(visited.len() - 1);
         } else if kind.is_symlink() {
-            links += 1;
-            if links > MAX_SYMLINKS {
-                return Err(lookup(&path, io::Error::from(Errno::ELOOP)));
-            }
+            walk.count_link()
+                .map_err(|e| lookup(&path, io::Error::from(e)))?;
             let target = fs::read_link(&path).map_err(|e| lookup(&path, e))?;
-            if target.is_absolute() {
-                stack.truncate(1);
-            }
-            for step in steps(&target).collect::<Vec<_>>().into_iter().rev() {
-                pending.push_front(step);
-            }
+            walk.splice(&target, &mut stack);
         } else {
             return Err(DeployError::NotADirectory {
                 dir: dir.to_path_buf(),

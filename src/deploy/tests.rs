@@ -1,3 +1,5 @@
+//! Tests of `deploy`: staging and committing, sweeping, the directory check, inspection.
+
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;

@@ -64,6 +64,8 @@ pub(crate) struct AlertState {
     pub(crate) active: BTreeMap<String, Sent>,
 }
 
+/// A firing condition as remembered: when it was first seen and last sent (Unix seconds),
+/// and the document last sent for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Sent {
     pub(crate) first_seen: u64,
@@ -72,6 +74,7 @@ pub(crate) struct Sent {
 }
 
 impl AlertState {
+    /// Where the alert state is kept.
     pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("alerts.json")
     }
@@ -115,6 +118,7 @@ impl AlertState {
         }
     }
 
+    /// Writes the state atomically, mode 0600. Errors: the write or rename.
     pub(crate) fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&Self::path(state_dir), &bytes, 0o600)

@@ -290,11 +290,7 @@ fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
 /// Walks `roots` and returns every certificate file not in `skip` (managed files and
 /// exceptions are listed by the caller with what it knows about them). `on_dir` is called
 /// with every real directory before it is read (the daemon watches it).
-pub fn scan(
-    roots: &[PathBuf],
-    skip: &HashSet<PathBuf>,
-    on_dir: &mut dyn FnMut(&Path),
-) -> Scan {
+pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&Path)) -> Scan {
     let mut out = Scan::default();
     let canon_roots = canonical_roots(roots);
     for root in roots {

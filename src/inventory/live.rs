@@ -11,6 +11,7 @@ use super::metrics::{ListenError, Metrics, MetricsServer};
 use super::{collect, Inventory, Managed};
 use crate::config::Config;
 
+/// The governance state the daemon holds while it runs.
 pub(crate) struct Live {
     config: Config,
     /// Shared with collectors running on blocking threads.
@@ -118,6 +119,7 @@ impl Live {
         }
     }
 
+    /// The registry, for the renewal and reload counters.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -171,10 +173,12 @@ impl Live {
     }
 
     /// The next instant an alert condition may start or needs repeating.
+    /// The next instant an alert condition may start or one must be repeated.
     pub(crate) fn next_deadline(&self) -> Option<SystemTime> {
         self.next
     }
 
+    /// Stops the metrics listener (shutdown).
     pub(crate) fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop();

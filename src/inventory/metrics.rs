@@ -121,6 +121,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every family of SPEC registered, `renewd_build_info` set, and both `renewd_reloads`
+    /// results at zero.
     pub(crate) fn new() -> Metrics {
         let mut r = Registry::default();
         let m = Metrics {
@@ -280,6 +282,7 @@ impl Metrics {
         }
     }
 
+    /// Counts one renewal attempt of certificate `name` (`renewd_renewals_total`).
     pub(crate) fn renewal(&self, name: &str, ok: bool) {
         self.renewals
             .get_or_create(&ResultLabels {
@@ -289,6 +292,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one reload command run (`renewd_reloads_total`).
     pub(crate) fn reload(&self, ok: bool) {
         self.reloads
             .get_or_create(&ReloadLabels { result: result(ok) })

@@ -26,6 +26,8 @@ pub(crate) use live::Live;
 /// The version of the `renewd inventory --json` document and of alert documents.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
+/// Whose a certificate is: renewd's (configured), a person's (an exception, with a review
+/// date), or nobody's known (found by discovery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
@@ -35,6 +37,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The name in JSON, metric labels and alert keys: "managed", "exception", "unmanaged".
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Managed => "managed",
@@ -223,9 +226,12 @@ pub struct Inventory {
     pub(crate) discovery: DiscoverySummary,
 }
 
+/// What discovery looked at; the `discovery` member of `renewd inventory --json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DiscoverySummary {
+    /// The configured `[discovery] paths`.
     pub(crate) paths: Vec<PathBuf>,
+    /// Regular files looked at (sniffed), certificates or not.
     pub(crate) files_scanned: usize,
     /// Directories or files that could not be read.
     pub(crate) errors: Vec<String>,
@@ -449,6 +455,7 @@ fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
     s.trim_end().to_string() + "\n"
 }
 
+/// `t` in Unix seconds; 0 for an instant before 1970.
 pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

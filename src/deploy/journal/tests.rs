@@ -1,3 +1,5 @@
+//! Tests of the swap journal: finish, roll back, and recovery from every crash point.
+
 use super::*;
 use crate::config::FileSet;
 use crate::deploy::tests::all_files;
@@ -92,6 +94,13 @@ fn plant(f: &Fixture, record: &Record) -> PathBuf {
     let path = journal_path(&f.journal, &record.cert);
     fs::write(&path, serde_json::to_vec(record).expect("json")).expect("write");
     path
+}
+
+/// A file at `dir/name` holding "precious", which recovery must not touch.
+fn precious(f: &Fixture, name: &str) -> PathBuf {
+    let victim = f.dir.join(name);
+    fs::write(&victim, b"precious").expect("write");
+    victim
 }
 
 /// Plants a journal of `cert` over `entry` and recovers: the journal must be refused,
@@ -237,8 +246,7 @@ fn a_corrupt_journal_is_kept_and_reported() {
 #[test]
 fn a_journal_naming_files_that_are_not_renewd_temporaries_is_refused() {
     let f = fixture();
-    let victim = f.dir.join("victim");
-    fs::write(&victim, b"precious").expect("write");
+    let victim = precious(&f, "victim");
     let entry = Entry {
         target: f.dir.join("cert.pem"),
         temp: f.dir.join(".cert.pem.renewd-0"),
@@ -260,8 +268,7 @@ fn a_journal_naming_files_that_are_not_renewd_temporaries_is_refused() {
 #[test]
 fn a_journal_naming_a_foreign_target_or_certificate_is_refused() {
     let f = fixture();
-    let victim = f.dir.join("victim");
-    fs::write(&victim, b"precious").expect("write");
+    let victim = precious(&f, "victim");
     for (cert, target, why) in [
         ("www", victim.clone(), "not a configured file"),
         ("other", f.dir.join("cert.pem"), "not configured"),
@@ -283,8 +290,7 @@ fn a_journal_naming_a_foreign_target_or_certificate_is_refused() {
 #[test]
 fn a_temporary_of_another_name_is_refused() {
     let f = fixture();
-    let victim = f.dir.join(".other.renewd-x");
-    fs::write(&victim, b"precious").expect("write");
+    let victim = precious(&f, ".other.renewd-x");
     let entry = Entry {
         target: f.dir.join("cert.pem"),
         temp: victim.clone(),

@@ -35,21 +35,30 @@ use crate::fsutil::{trusted_uid, Walk};
 /// write shows as group write in the mode, and is judged as such).
 pub(crate) fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
     let (visited, last) = walk_to_dir(dir)?;
-    let unsafe_dir = |reason: String| DeployError::UnsafeDirectory {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    // The directory itself first: it is the one the configuration names; then everything
+    // on the way to it, from the root down.
+    let reason = unsafe_target(dir, &visited[last].meta)
+        .or_else(|| (0..visited.len()).find_map(|i| unsafe_passage(&visited, i, i == last)));
+    match reason {
+        Some(reason) => Err(DeployError::UnsafeDirectory {
+            dir: dir.to_path_buf(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
 
-    // The directory itself first: it is the one the configuration names.
-    let target = &visited[last].meta;
+/// Why the target directory `dir` itself (its lstat `target`, after symlinks) is unsafe:
+/// another owner, or others who may write in it.
+fn unsafe_target(dir: &Path, target: &fs::Metadata) -> Option<String> {
     if !trusted_uid(target.uid()) {
-        return Err(unsafe_dir(format!(
+        return Some(format!(
             "it is owned by user {} ({}), who can change its permissions and put files or \
              symlinks in it; make root (or renewd's user) its owner: chown root {}",
             user_name(target.uid()),
             describe(target),
             dir.display()
-        )));
+        ));
     }
     match other_writers(target) {
         Some(Writers::Everyone) => {
@@ -58,75 +67,75 @@ pub(crate) fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
             } else {
                 ""
             };
-            return Err(unsafe_dir(format!(
+            Some(format!(
                 "every user can write in it ({}{sticky}), so anyone could plant files or \
                  symlinks beside the private keys; make it writable only by its owner: \
                  chmod go-w {}",
                 describe(target),
                 dir.display()
-            )));
+            ))
         }
-        Some(Writers::Group(gid)) => {
-            return Err(unsafe_dir(format!(
-                "group {} can write in it ({}), and only group root or renewd's own group \
+        Some(Writers::Group(gid)) => Some(format!(
+            "group {} can write in it ({}), and only group root or renewd's own group \
                  may, so its members could plant files or symlinks beside the private keys; \
                  remove the group's write permission (chmod g-w {}) or make its group root",
-                group_name(gid),
-                describe(target),
-                dir.display()
-            )));
-        }
-        None => {}
+            group_name(gid),
+            describe(target),
+            dir.display()
+        )),
+        None => None,
     }
+}
 
-    // Then everything on the way to it, from the root down.
-    for (i, v) in visited.iter().enumerate() {
-        if i != last && v.meta.is_dir() {
+/// Why `visited[i]`, passed through on the way to the target directory (`is_target` for
+/// that directory itself), lets another user swap what renewd reaches.
+fn unsafe_passage(visited: &[Visited], i: usize, is_target: bool) -> Option<String> {
+    let v = &visited[i];
+    if !is_target && v.meta.is_dir() {
+        if !trusted_uid(v.meta.uid()) {
+            return Some(format!(
+                "{} on the way to it is owned by user {} ({}), who could move it away \
+                 and put another directory or a symlink in its place; make root its \
+                 owner (chown root {}) or use a directory elsewhere",
+                v.path.display(),
+                user_name(v.meta.uid()),
+                describe(&v.meta),
+                v.path.display()
+            ));
+        }
+        if let Some(who) = other_writers(&v.meta) {
+            if v.meta.mode() & nix::libc::S_ISVTX == 0 {
+                return Some(format!(
+                    "{who} can write in {} on the way to it ({}), so could move it away \
+                     and put another directory or a symlink in its place; remove that \
+                     write permission (chmod go-w {}) or set the sticky bit \
+                     (chmod +t {})",
+                    v.path.display(),
+                    describe(&v.meta),
+                    v.path.display(),
+                    v.path.display()
+                ));
+            }
+        }
+    }
+    // Inside a sticky directory others can write, only an entry's owner (or the
+    // directory's) can rename or remove it.
+    if let Some(parent) = v.parent.map(|p| &visited[p]) {
+        if let Some(who) = other_writers(&parent.meta) {
             if !trusted_uid(v.meta.uid()) {
-                return Err(unsafe_dir(format!(
-                    "{} on the way to it is owned by user {} ({}), who could move it away \
-                     and put another directory or a symlink in its place; make root its \
-                     owner (chown root {}) or use a directory elsewhere",
+                return Some(format!(
+                    "{} on the way to it belongs to user {} and sits in {}, where {who} \
+                     can write ({}), so that user could replace it; use a path that only \
+                     root or renewd's user controls",
                     v.path.display(),
                     user_name(v.meta.uid()),
-                    describe(&v.meta),
-                    v.path.display()
-                )));
-            }
-            if let Some(who) = other_writers(&v.meta) {
-                if v.meta.mode() & nix::libc::S_ISVTX == 0 {
-                    return Err(unsafe_dir(format!(
-                        "{who} can write in {} on the way to it ({}), so could move it away \
-                         and put another directory or a symlink in its place; remove that \
-                         write permission (chmod go-w {}) or set the sticky bit \
-                         (chmod +t {})",
-                        v.path.display(),
-                        describe(&v.meta),
-                        v.path.display(),
-                        v.path.display()
-                    )));
-                }
-            }
-        }
-        // Inside a sticky directory others can write, only an entry's owner (or the
-        // directory's) can rename or remove it.
-        if let Some(parent) = v.parent.map(|p| &visited[p]) {
-            if let Some(who) = other_writers(&parent.meta) {
-                if !trusted_uid(v.meta.uid()) {
-                    return Err(unsafe_dir(format!(
-                        "{} on the way to it belongs to user {} and sits in {}, where {who} \
-                         can write ({}), so that user could replace it; use a path that only \
-                         root or renewd's user controls",
-                        v.path.display(),
-                        user_name(v.meta.uid()),
-                        parent.path.display(),
-                        describe(&parent.meta)
-                    )));
-                }
+                    parent.path.display(),
+                    describe(&parent.meta)
+                ));
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// `renewd check`'s look at the directories files are deployed to: each must pass

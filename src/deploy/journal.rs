@@ -4,7 +4,7 @@
 //! One swap, for one certificate, goes through these steps; each is durable (fsynced file
 //! and directory) before the next begins:
 //!
-//! 1. *stage* ([`super::stage`]): every new file written in full to a temporary beside its
+//! 1. *stage* ([`super::stage()`]): every new file written in full to a temporary beside its
 //!    target, with its final mode and owner.
 //! 2. *backup*: every target that exists is hard-linked to a backup name beside it (same
 //!    directory, so same filesystem; a link costs no copy and keeps the very inode the

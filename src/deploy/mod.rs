@@ -4,7 +4,7 @@
 //! and owner fixed before the first byte lands, so a private key is never readable by anyone
 //! it should not be, not even for an instant, and a full disk or a read-only mount is found
 //! while the old files are still untouched. Only when every temporary is on disk are they
-//! renamed over their targets. Staging and committing are separate steps ([`stage`] and
+//! renamed over their targets. Staging and committing are separate steps ([`stage()`] and
 //! [`Staged::commit`]) so that a swap journal can be written between the two: that journal,
 //! not this module, is what lets a restart after a crash finish or undo a half-done swap.
 //!

@@ -106,6 +106,20 @@ fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// `base/tls`, mode 0755: a directory only its owner can write.
+fn tls_in(base: &tempfile::TempDir) -> PathBuf {
+    let tls = base.path().join("tls");
+    mkdir(&tls);
+    tls
+}
+
+/// `base/victim`, holding "victim": what a planted link points at, which must stay as is.
+fn victim_in(base: &tempfile::TempDir) -> PathBuf {
+    let victim = base.path().join("victim");
+    fs::write(&victim, "victim").expect("victim");
+    victim
+}
+
 /// Every kind of file, each under its usual name in `dir`.
 pub(crate) fn all_files(dir: &Path) -> FileSet {
     FileSet {
@@ -676,8 +690,7 @@ fn unsafe_reason(dir: &Path) -> String {
 fn directories_others_can_write_are_refused_before_anything_is_written() {
     let _guard = lock();
     let base = tempdir();
-    let tls = base.path().join("tls");
-    mkdir(&tls);
+    let tls = tls_in(&base);
     let files = all_files(&tls);
     let issued = issue(&["example.org"]);
     let refused = |want: &[&str]| {
@@ -831,10 +844,8 @@ fn symlinked_directories_are_judged_by_where_they_lead() {
 fn a_hard_link_at_the_target_is_replaced_not_written_through() {
     let _guard = lock();
     let base = tempdir();
-    let tls = base.path().join("tls");
-    mkdir(&tls);
-    let victim = base.path().join("victim");
-    fs::write(&victim, "victim").expect("victim");
+    let tls = tls_in(&base);
+    let victim = victim_in(&base);
     let files = all_files(&tls);
     fs::hard_link(&victim, path(&files.key)).expect("link");
     let issued = issue(&["example.org"]);
@@ -859,10 +870,8 @@ fn a_hard_link_at_the_target_is_replaced_not_written_through() {
 fn a_directory_full_of_planted_links_is_harmless() {
     let _guard = lock();
     let base = tempdir();
-    let tls = base.path().join("tls");
-    mkdir(&tls);
-    let victim = base.path().join("victim");
-    fs::write(&victim, "victim").expect("victim");
+    let tls = tls_in(&base);
+    let victim = victim_in(&base);
     let elsewhere = base.path().join("elsewhere");
     mkdir(&elsewhere);
     let files = all_files(&tls);
@@ -910,8 +919,7 @@ fn a_directory_full_of_planted_links_is_harmless() {
 fn sweeping_refuses_a_directory_others_can_write() {
     let _guard = lock();
     let base = tempdir();
-    let tls = base.path().join("tls");
-    mkdir(&tls);
+    let tls = tls_in(&base);
     let files = all_files(&tls);
     let leftover = tls.join(format!(".key.pem{TEMP_MARKER}0123456789abcdef"));
     fs::write(&leftover, "x").expect("leftover");

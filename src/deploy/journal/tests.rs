@@ -96,6 +96,9 @@ fn plant(f: &Fixture, record: &Record) -> PathBuf {
     path
 }
 
+/// What a journal naming something that is not renewd's own temporary is refused with.
+const NOT_OURS: &str = "not a renewd temporary";
+
 /// A file at `dir/name` holding "precious", which recovery must not touch.
 fn precious(f: &Fixture, name: &str) -> PathBuf {
     let victim = f.dir.join(name);
@@ -252,14 +255,7 @@ fn a_journal_naming_files_that_are_not_renewd_temporaries_is_refused() {
         temp: f.dir.join(".cert.pem.renewd-0"),
         backup: Some(victim.clone()),
     };
-    assert_refused(
-        &f,
-        "www",
-        Phase::Staged,
-        entry,
-        "not a renewd temporary",
-        &victim,
-    );
+    assert_refused(&f, "www", Phase::Staged, entry, NOT_OURS, &victim);
 }
 
 /// A journal that names a file outside the certificate's configured targets (here
@@ -296,14 +292,7 @@ fn a_temporary_of_another_name_is_refused() {
         temp: victim.clone(),
         backup: None,
     };
-    assert_refused(
-        &f,
-        "www",
-        Phase::Staged,
-        entry,
-        "not a renewd temporary",
-        &victim,
-    );
+    assert_refused(&f, "www", Phase::Staged, entry, NOT_OURS, &victim);
 }
 
 /// Only `.NAME.json.tmp-DIGITS` is renewd's in the journal directory; other dot files

@@ -7,6 +7,7 @@
 //! writers here are for renewd's own bookkeeping, which only ever lives in the state
 //! directory.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -15,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Whether [`read_regular`] follows a symbolic link at the path's last component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Follow {
+pub(crate) enum Follow {
     /// Follow it (files an administrator names: configuration, secrets, trust roots,
     /// deployed certificates, which certbot keeps as symlinks).
     Yes,
@@ -26,7 +27,7 @@ pub enum Follow {
 
 /// Why [`read_regular`] read nothing. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Nothing at the path (`ENOENT`).
     #[error("{0}: does not exist")]
     NotFound(PathBuf),
@@ -47,12 +48,12 @@ pub enum ReadError {
 
 impl ReadError {
     /// True when nothing exists at the path.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ReadError::NotFound(_))
     }
 
     /// The reason alone, without the path, for a caller whose message already names it.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             ReadError::NotFound(_) => "does not exist".into(),
             ReadError::Symlink(_) => "is a symbolic link, which is not followed here".into(),
@@ -64,7 +65,7 @@ impl ReadError {
 
     /// As an `io::Error` carrying [`ReadError::reason`] (kind `NotFound` when nothing is
     /// there), for callers whose error type holds one beside the path.
-    pub fn into_io(self) -> io::Error {
+    pub(crate) fn into_io(self) -> io::Error {
         match self {
             ReadError::Io { source, .. } => source,
             ReadError::NotFound(_) => io::Error::from(io::ErrorKind::NotFound),
@@ -74,17 +75,17 @@ impl ReadError {
 }
 
 /// Size caps of the files renewd reads, in bytes.
-pub mod caps {
+pub(crate) mod caps {
     /// A configuration file (main or `conf.d`).
-    pub const CONFIG: u64 = 4 << 20;
+    pub(crate) const CONFIG: u64 = 4 << 20;
     /// A secret (EAB HMAC key, TSIG key file, PKCS#12 password).
-    pub const SECRET: u64 = 64 << 10;
+    pub(crate) const SECRET: u64 = 64 << 10;
     /// A PEM bundle of trust roots (the system bundle is about 200 KiB).
-    pub const TRUST_ROOTS: u64 = 4 << 20;
+    pub(crate) const TRUST_ROOTS: u64 = 4 << 20;
     /// One of renewd's own state files (record, journal, account, pause, alerts.json).
-    pub const STATE: u64 = 4 << 20;
+    pub(crate) const STATE: u64 = 4 << 20;
     /// A certificate or key file (deployed, exception, discovered).
-    pub const CERTIFICATE: u64 = 1 << 20;
+    pub(crate) const CERTIFICATE: u64 = 1 << 20;
 }
 
 /// What a file type is called in messages.
@@ -111,7 +112,11 @@ fn kind_of(ft: fs::FileType) -> &'static str {
 /// descriptor with `fstat`: only a regular file of at most `max` bytes is accepted. A FIFO
 /// swapped in at the name opens at once (`O_NONBLOCK`) and is refused; so are devices.
 /// Returns the open file and its size.
-pub fn open_regular(path: &Path, max: u64, follow: Follow) -> Result<(File, u64), ReadError> {
+pub(crate) fn open_regular(
+    path: &Path,
+    max: u64,
+    follow: Follow,
+) -> Result<(File, u64), ReadError> {
     // Devices are not even opened when the name already shows one (opening some has side
     // effects); the fstat below is what makes the check race-free.
     let looked = match follow {
@@ -168,7 +173,7 @@ pub fn open_regular(path: &Path, max: u64, follow: Follow) -> Result<(File, u64)
 /// Reads the whole regular file at `path`, at most `max` bytes (see [`open_regular`] for
 /// what is refused). A file that grows past `max` while it is read is refused too: at most
 /// `max + 1` bytes are ever read, so memory stays bounded whatever is at the path.
-pub fn read_regular(path: &Path, max: u64, follow: Follow) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_regular(path: &Path, max: u64, follow: Follow) -> Result<Vec<u8>, ReadError> {
     let (file, len) = open_regular(path, max, follow)?;
     let mut data = Vec::with_capacity(len.min(max) as usize + 1);
     file.take(max.saturating_add(1))
@@ -187,7 +192,11 @@ pub fn read_regular(path: &Path, max: u64, follow: Follow) -> Result<Vec<u8>, Re
 }
 
 /// [`read_regular`] for a text file: the bytes must be UTF-8.
-pub fn read_regular_string(path: &Path, max: u64, follow: Follow) -> Result<String, ReadError> {
+pub(crate) fn read_regular_string(
+    path: &Path,
+    max: u64,
+    follow: Follow,
+) -> Result<String, ReadError> {
     let bytes = read_regular(path, max, follow)?;
     String::from_utf8(bytes).map_err(|e| ReadError::Io {
         path: path.to_path_buf(),
@@ -198,7 +207,7 @@ pub fn read_regular_string(path: &Path, max: u64, follow: Follow) -> Result<Stri
 /// Writes `bytes` to `path` atomically: a temporary file beside it, created with `mode` from
 /// the start (never wider, whatever the umask), fsynced, renamed over `path`, and the
 /// directory fsynced so the rename survives a power loss.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -234,7 +243,7 @@ fn libc_flags() -> i32 {
 /// fsyncs a directory so that renames and creations inside it are durable. The directory
 /// is opened `O_DIRECTORY|O_NONBLOCK`: anything else swapped in at its name (a FIFO) is an
 /// error at once, never waited on.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
@@ -245,7 +254,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Creates `dir` (and missing parents) and sets its mode to exactly `mode`, whatever the
 /// umask: the directory is opened (`O_DIRECTORY|O_NOFOLLOW`, so a symlink at `dir` is
 /// refused) and fchmod'ed. Parents it creates get `mode` too.
-pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(d) = at {
@@ -295,6 +304,64 @@ pub(crate) fn steps(path: &Path) -> impl Iterator<Item = Step> + '_ {
         Component::ParentDir => Some(Step::Up),
         Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
     })
+}
+
+/// Symlinks a [`Walk`] follows, at most (the kernel's own limit: ELOOP beyond).
+pub(crate) const MAX_SYMLINKS: usize = 40;
+
+/// A path resolved the way the kernel does, one name at a time from `/`, for walks that
+/// judge every directory and symlink on the way (`deploy`'s directory check; the webroot
+/// walk can use it too). The caller keeps the directories it has entered, `/` first; `..`
+/// goes back up them (never above `/`), and a symlink's target is walked in its place.
+pub(crate) struct Walk {
+    pending: VecDeque<Step>,
+    links: usize,
+}
+
+impl Walk {
+    /// A walk of `path` (relative paths are walked from `/`: make them absolute first).
+    pub(crate) fn new(path: &Path) -> Walk {
+        Walk {
+            pending: steps(path).collect(),
+            links: 0,
+        }
+    }
+
+    /// The next name to look up in the last of `entered`, after going up `entered` for each
+    /// `..` before it; `None` once the path is used up.
+    pub(crate) fn next_name<T>(&mut self, entered: &mut Vec<T>) -> Option<OsString> {
+        while let Some(step) = self.pending.pop_front() {
+            match step {
+                Step::Up => {
+                    if entered.len() > 1 {
+                        entered.pop();
+                    }
+                }
+                Step::Name(name) => return Some(name),
+            }
+        }
+        None
+    }
+
+    /// Counts one more symlink met. Errors: `ELOOP` past [`MAX_SYMLINKS`].
+    pub(crate) fn count_link(&mut self) -> Result<(), nix::errno::Errno> {
+        self.links += 1;
+        if self.links > MAX_SYMLINKS {
+            return Err(nix::errno::Errno::ELOOP);
+        }
+        Ok(())
+    }
+
+    /// Walks a symlink's `target` next, in place of the link: from `/` (`entered` cut back
+    /// to its root) when it is absolute, else from the link's directory.
+    pub(crate) fn splice<T>(&mut self, target: &Path, entered: &mut Vec<T>) {
+        if target.is_absolute() {
+            entered.truncate(1);
+        }
+        for step in steps(target).collect::<Vec<_>>().into_iter().rev() {
+            self.pending.push_front(step);
+        }
+    }
 }
 
 /// Root and renewd's own (effective) user: whoever else owns a directory, a socket's

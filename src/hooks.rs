@@ -31,7 +31,7 @@ const MAX_LOG_LINE: usize = 1024;
 /// At most this much of one run's output (both streams together, whole lines) reaches the
 /// log; every child renewd runs goes through here (reload and dns-01 hooks, alert commands),
 /// so a hook printing a gigabyte costs the journal 64 KiB and one line saying what was cut.
-pub const MAX_LOGGED_PER_RUN: usize = 64 * 1024;
+pub(crate) const MAX_LOGGED_PER_RUN: usize = 64 * 1024;
 
 /// Between SIGTERM and SIGKILL for a hook that overran its timeout.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -42,28 +42,34 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// One command to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hook {
-    pub argv: Vec<String>,
+pub(crate) struct Hook {
+    pub(crate) argv: Vec<String>,
     /// Added to renewd's own environment.
-    pub env: Vec<(String, String)>,
-    pub timeout: Duration,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
 }
 
 /// What a hook that ran to completion did.
 #[derive(Debug, Clone)]
-pub struct HookOutcome {
+pub(crate) struct HookOutcome {
     /// `None` if the hook was killed by a signal.
-    pub status: Option<i32>,
-    /// The last 4 KiB of each stream, decoded lossily.
-    pub stdout_tail: String,
-    pub stderr_tail: String,
-    pub elapsed: Duration,
+    pub(crate) status: Option<i32>,
+    /// The last 4 KiB of each stream, decoded lossily. (Only the tests read stdout's: the
+    /// lines themselves are logged as they come.)
+    #[cfg_attr(not(test), expect(dead_code))]
+    pub(crate) stdout_tail: String,
+    pub(crate) stderr_tail: String,
+    pub(crate) elapsed: Duration,
 }
 
+/// Why a hook did not succeed. `argv0` is the program as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The program could not be started (not found, not executable, empty command).
     #[error("cannot run {argv0:?}: {source}")]
     Spawn { argv0: String, source: io::Error },
+    /// It ran and exited non-zero or was killed by a signal; the message ends with its
+    /// last line of stderr.
     #[error("{argv0} {}{}", describe_status(*.status), last_line(.stderr_tail))]
     Failed {
         argv0: String,
@@ -71,6 +77,7 @@ pub enum HookError {
         status: Option<i32>,
         stderr_tail: String,
     },
+    /// It outlived its timeout; its whole process group was killed.
     #[error("{argv0} did not finish within {after:?} and was killed with its process group")]
     TimedOut { argv0: String, after: Duration },
 }
@@ -93,13 +100,13 @@ fn last_line(stderr: &str) -> String {
 /// Runs the hook to completion or until its timeout, whichever comes first; a non-zero exit
 /// is an error. If the returned future is dropped early (shutdown), the whole process group
 /// is killed.
-pub async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
+pub(crate) async fn run(hook: &Hook) -> Result<HookOutcome, HookError> {
     run_inner(hook, None).await
 }
 
 /// [`run`], with `input` on the hook's stdin instead of nothing (alert commands get the
 /// alert document this way). A hook that does not read it all is not an error.
-pub async fn run_with_input(hook: &Hook, input: Vec<u8>) -> Result<HookOutcome, HookError> {
+pub(crate) async fn run_with_input(hook: &Hook, input: Vec<u8>) -> Result<HookOutcome, HookError> {
     run_inner(hook, Some(input)).await
 }
 
@@ -401,7 +408,7 @@ impl LineSplitter {
 
 /// One certificate of a deployed batch: its name, its reload argv lists, and the variables
 /// its hooks get.
-pub type BatchEntry = (String, Vec<Vec<String>>, Vec<(String, String)>);
+pub(crate) type BatchEntry = (String, Vec<Vec<String>>, Vec<(String, String)>);
 
 /// One hook per distinct argv (in first-seen order) for the certificates deployed in one
 /// batch, so a service shared by many certificates is reloaded once. Each variable of a
@@ -409,7 +416,7 @@ pub type BatchEntry = (String, Vec<Vec<String>>, Vec<(String, String)>);
 /// in batch order; a certificate without the variable adds nothing to it. A certificate
 /// whose variables lack `RENEWD_NAME` gets its name there, so the hook can always tell
 /// which certificates it was run for.
-pub fn coalesce(batch: &[BatchEntry], timeout: Duration) -> Vec<Hook> {
+pub(crate) fn coalesce(batch: &[BatchEntry], timeout: Duration) -> Vec<Hook> {
     let mut groups: Vec<(&Vec<String>, Vec<usize>)> = Vec::new();
     for (i, (_, argvs, _)) in batch.iter().enumerate() {
         for argv in argvs {

@@ -9,7 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deploy;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod hooks;
 pub mod inventory;
 pub mod logging;

@@ -35,7 +35,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// `s` cut to at most `max` bytes (at a character boundary), saying how much was cut:
 /// for messages that quote what came from outside (a CA's answer can be a megabyte, and an
 /// error message quoting it goes to the log, the state record and `status`).
-pub fn bounded(mut s: String, max: usize) -> String {
+pub(crate) fn bounded(mut s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }

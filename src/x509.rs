@@ -1,6 +1,8 @@
 //! Certificates and keys as renewd needs to see them: what a deployed certificate says
 //! (serial, validity, names, public key), whether a private key belongs to it, and the
-//! fresh keys and CSRs an order needs.
+//! fresh keys and CSRs an order needs. Certificates are X.509 v3 as profiled by RFC 5280,
+//! read from DER or from PEM (RFC 7468); CSRs are PKCS#10 (RFC 2986) as ACME's finalize
+//! wants them (RFC 8555 §7.4).
 //!
 //! Everything read here comes from files an administrator (or an earlier, possibly
 //! interrupted, run) left on disk, so every function returns an error a sysadmin can act on
@@ -55,6 +57,7 @@ pub enum X509Error {
 /// can be kept in state and passed between tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
+    /// The whole certificate, DER (RFC 5280 §4.1).
     pub der: Vec<u8>,
     /// Lowercase hex without separators or DER sign padding: one canonical spelling for
     /// logs, status output and comparing with the serial a service serves.
@@ -62,20 +65,27 @@ pub struct CertInfo {
     /// The INTEGER content exactly as encoded (sign padding included): ARI's certificate
     /// identifier is built from these bytes.
     pub serial_der: Vec<u8>,
+    /// The validity period, both ends inclusive (RFC 5280 §4.1.2.5).
     pub not_before: SystemTime,
     pub not_after: SystemTime,
-    /// SAN dNSName entries, lowercased (DNS names compare case-insensitively).
+    /// SAN dNSName entries, lowercased (DNS names compare case-insensitively;
+    /// RFC 5280 §4.2.1.6).
     pub dns_names: Vec<String>,
+    /// SAN iPAddress entries (RFC 5280 §4.2.1.6).
     pub ip_addrs: Vec<IpAddr>,
+    /// The subject and issuer distinguished names, RFC 4514 string form, for people.
     pub subject: String,
     pub issuer: String,
     /// SubjectPublicKeyInfo DER; compared with [`PrivateKey::spki_der`].
     pub spki_der: Vec<u8>,
-    /// Also part of the ARI certificate identifier.
+    /// The authorityKeyIdentifier's keyIdentifier (RFC 5280 §4.2.1.1); also part of the
+    /// ARI certificate identifier (RFC 9773 §4.1).
     pub authority_key_id: Option<Vec<u8>>,
 }
 
 impl CertInfo {
+    /// Reads one DER certificate (RFC 5280 §4.1). Errors: [`X509Error::Der`] for bytes that
+    /// are not one whole certificate (trailing bytes included).
     pub fn parse_der(der: &[u8]) -> Result<CertInfo, X509Error> {
         if der.is_empty() {
             return Err(X509Error::Der("empty input".into()));
@@ -164,14 +174,15 @@ impl CertInfo {
         }
     }
 
-    /// Zero for a certificate whose notAfter precedes its notBefore.
+    /// notAfter − notBefore; zero for a certificate whose notAfter precedes its notBefore.
     pub fn lifetime(&self) -> Duration {
         self.not_after
             .duration_since(self.not_before)
             .unwrap_or(Duration::ZERO)
     }
 
-    /// Both bounds are inclusive, as in RFC 5280.
+    /// Whether `t` lies within the validity period; both bounds are inclusive, as in
+    /// RFC 5280 §4.1.2.5.
     pub fn is_valid_at(&self, t: SystemTime) -> bool {
         self.not_before <= t && t <= self.not_after
     }
@@ -360,7 +371,8 @@ fn wrap_pkcs8(algorithm: &[&[u8]], inner: &[u8]) -> Vec<u8> {
 }
 
 impl PrivateKey {
-    pub fn generate(kt: KeyType) -> Result<PrivateKey, X509Error> {
+    /// A fresh key of type `kt`. Errors: [`X509Error::KeyGeneration`].
+    pub(crate) fn generate(kt: KeyType) -> Result<PrivateKey, X509Error> {
         let (kind, result) = match kt {
             KeyType::EcdsaP256 => ("ecdsa-p256", KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)),
             KeyType::EcdsaP384 => ("ecdsa-p384", KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)),
@@ -421,13 +433,13 @@ impl PrivateKey {
     }
 
     /// PKCS#8 PEM, the form every TLS server renewd feeds can read.
-    pub fn to_pem(&self) -> String {
+    pub(crate) fn to_pem(&self) -> String {
         self.pair.serialize_pem()
     }
 
     /// SubjectPublicKeyInfo DER. rcgen's raw public key for RSA is a bare RSAPublicKey, so
     /// this goes through the trait method that adds the AlgorithmIdentifier.
-    pub fn spki_der(&self) -> Vec<u8> {
+    pub(crate) fn spki_der(&self) -> Vec<u8> {
         self.pair.subject_public_key_info()
     }
 
@@ -452,7 +464,8 @@ impl PrivateKey {
     /// The configured key type this key corresponds to, so a change of `key_type` in the
     /// configuration can be noticed; `None` for keys renewd would not generate (P-521, odd
     /// RSA sizes).
-    pub fn key_type(&self) -> Option<KeyType> {
+    #[cfg(test)]
+    pub(crate) fn key_type(&self) -> Option<KeyType> {
         let alg = self.pair.algorithm();
         if alg == &PKCS_ECDSA_P256_SHA256 {
             return Some(KeyType::EcdsaP256);
@@ -495,7 +508,7 @@ impl PrivateKey {
 
     /// CSR (DER) with every name as a SAN (DNS or IP) and an empty subject: ACME CAs take the
     /// names from the SANs only, and a CN would just be one more place for them to disagree.
-    pub fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, X509Error> {
+    pub(crate) fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, X509Error> {
         if names.is_empty() {
             return Err(X509Error::Csr("no names given".into()));
         }

@@ -4,7 +4,7 @@
 //! One swap, for one certificate, goes through these steps; each is durable (fsynced file
 //! and directory) before the next begins:
 //!
-//! 1. *stage* ([`super::stage`]): every new file written in full to a temporary beside its
+//! 1. *stage* ([`super::stage()`]): every new file written in full to a temporary beside its
 //!    target, with its final mode and owner.
 //! 2. *backup*: every target that exists is hard-linked to a backup name beside it (same
 //!    directory, so same filesystem; a link costs no copy and keeps the very inode the
@@ -35,7 +35,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{parent_dir, Staged, TEMP_MARKER};
+use super::stage::TEMP_MARKER;
+use super::{parent_dir, Staged};
 use crate::fsutil;
 
 const VERSION: u32 = 1;
@@ -43,7 +44,7 @@ const VERSION: u32 = 1;
 /// Where a swap stands, as written in its journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Temporaries and backups exist; targets may or may not have been replaced yet.
     Staged,
     /// Every target holds its new file; backups hold the old ones.
@@ -70,8 +71,10 @@ struct Record {
     files: Vec<Entry>,
 }
 
+/// Why a swap could not be begun, ended or recovered. Every variant names the file it is
+/// about; the journal is kept whenever a restart could still finish the job.
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub(crate) enum JournalError {
     #[error("cannot keep the current {target} as a backup at {backup}: {source}")]
     Backup {
         target: PathBuf,
@@ -82,8 +85,8 @@ pub enum JournalError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot remove the swap journal {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
-    #[error("cannot read the swap journal {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error("cannot read the swap journal {path}: {reason}")]
+    Read { path: PathBuf, reason: Refused },
     #[error("cannot restore {target} from {backup}: {source}; the swap journal {journal} is kept and the next start tries again")]
     Restore {
         target: PathBuf,
@@ -102,11 +105,38 @@ pub enum JournalError {
     },
 }
 
+/// Why a journal on disk is not acted on by [`recover`]: it is left in place and reported.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The journal directory itself cannot be listed.
+    #[error("{0}")]
+    Directory(io::Error),
+    /// Missing, not a regular file, over `fsutil::caps::STATE` bytes, or unreadable.
+    #[error("{}", .0.reason())]
+    Unreadable(fsutil::ReadError),
+    #[error("not a swap journal ({0}); fix or remove it by hand")]
+    NotAJournal(serde_json::Error),
+    #[error("journal version {0} is not understood by this renewd (version {VERSION})")]
+    Version(u32),
+    #[error("journal names certificate {0:?}, not the one its file name says")]
+    OtherCertificate(String),
+    #[error(
+        "certificate {0:?} is not configured; its journal is left alone (remove it by hand \
+         once its files are as they should be)"
+    )]
+    NotConfigured(String),
+    #[error("{} is not a configured file of certificate {cert:?}", .target.display())]
+    ForeignTarget { target: PathBuf, cert: String },
+    /// A temporary or backup that is not `.TARGETNAME.renewd-…` beside its target.
+    #[error("{} is not a renewd temporary beside {}", .path.display(), .target.display())]
+    ForeignTemporary { path: PathBuf, target: PathBuf },
+}
+
 /// A swap under way, backed by its journal. Dropping it leaves the journal in place, to be
 /// dealt with by [`recover`] at the next start; call [`Swap::finish`] or
 /// [`Swap::roll_back`] to end it.
 #[derive(Debug)]
-pub struct Swap {
+pub(crate) struct Swap {
     path: PathBuf,
     record: Record,
 }
@@ -115,7 +145,7 @@ impl Swap {
     /// Backs up the targets of `staged`, writes the journal, renames the staged files into
     /// place and marks the journal `swapped`. If anything fails after the journal exists,
     /// the old set is put back before returning.
-    pub fn begin(
+    pub(crate) fn begin(
         journal_dir: &Path,
         cert: &str,
         serial: &str,
@@ -205,22 +235,26 @@ impl Swap {
         Ok(swap)
     }
 
-    pub fn cert(&self) -> &str {
+    /// The certificate this swap replaces the files of.
+    pub(crate) fn cert(&self) -> &str {
         &self.record.cert
     }
 
-    pub fn serial(&self) -> &str {
+    /// The new certificate's serial (lowercase hex), for logs.
+    pub(crate) fn serial(&self) -> &str {
         &self.record.serial
     }
 
-    pub fn phase(&self) -> Phase {
+    /// Where the swap stands.
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         self.record.phase
     }
 
     /// Keeps the new set: removes the journal (from then on the new set is final), then the
     /// backups. A backup that cannot be removed is only logged; the sweep at the next start
     /// removes it.
-    pub fn finish(self) -> Result<(), JournalError> {
+    pub(crate) fn finish(self) -> Result<(), JournalError> {
         self.remove_journal()?;
         let mut dirs = BTreeSet::new();
         for e in &self.record.files {
@@ -243,7 +277,7 @@ impl Swap {
 
     /// Puts the old set back. Safe to repeat after a crash in the middle: every step is
     /// idempotent and the journal says `rolling-back` until the last one is done.
-    pub fn roll_back(mut self) -> Result<(), JournalError> {
+    pub(crate) fn roll_back(mut self) -> Result<(), JournalError> {
         if self.record.phase == Phase::Swapped {
             self.record.phase = Phase::RollingBack;
             self.write()?;
@@ -325,18 +359,18 @@ impl Swap {
 #[derive(Debug, Default)]
 pub struct Recovery {
     /// Certificates whose interrupted swap was rolled back: their old set is in place.
-    pub rolled_back: Vec<String>,
+    pub(crate) rolled_back: Vec<String>,
     /// Swaps that had completed: the new set is in place and still has to be reloaded and
     /// proven, then finished or rolled back.
-    pub pending: Vec<Swap>,
+    pub(crate) pending: Vec<Swap>,
     /// Journals that could not be dealt with; each is left in place.
-    pub errors: Vec<JournalError>,
+    pub(crate) errors: Vec<JournalError>,
 }
 
 impl Recovery {
     /// Whether `cert` still has a journal on disk, so its temporaries and backups must not
     /// be swept.
-    pub fn holds(&self, cert: &str) -> bool {
+    pub(crate) fn holds(&self, cert: &str) -> bool {
         self.pending.iter().any(|s| s.cert() == cert)
             || self.errors.iter().any(|e| match e {
                 JournalError::Read { path, .. } | JournalError::Restore { journal: path, .. } => {
@@ -369,7 +403,7 @@ pub fn recover(journal_dir: &Path, configured: &Configured) -> Recovery {
         Err(e) => {
             out.errors.push(JournalError::Read {
                 path: journal_dir.to_path_buf(),
-                message: e.to_string(),
+                reason: Refused::Directory(e),
             });
             return out;
         }
@@ -394,8 +428,8 @@ pub fn recover(journal_dir: &Path, configured: &Configured) -> Recovery {
         }
         let record = match read_record(&path, configured) {
             Ok(r) => r,
-            Err(message) => {
-                out.errors.push(JournalError::Read { path, message });
+            Err(reason) => {
+                out.errors.push(JournalError::Read { path, reason });
                 continue;
             }
         };
@@ -425,40 +459,28 @@ fn is_unfinished_write(name: &str) -> bool {
     !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn read_record(path: &Path, configured: &Configured) -> Result<Record, String> {
+fn read_record(path: &Path, configured: &Configured) -> Result<Record, Refused> {
     let bytes = fsutil::read_regular(path, fsutil::caps::STATE, fsutil::Follow::No)
-        .map_err(|e| e.reason())?;
-    let record: Record = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not a swap journal ({e}); fix or remove it by hand"))?;
+        .map_err(Refused::Unreadable)?;
+    let record: Record = serde_json::from_slice(&bytes).map_err(Refused::NotAJournal)?;
     if record.version != VERSION {
-        return Err(format!(
-            "journal version {} is not understood by this renewd (version {VERSION})",
-            record.version
-        ));
+        return Err(Refused::Version(record.version));
     }
     let expected = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     if expected.as_deref() != Some(record.cert.as_str()) {
-        return Err(format!(
-            "journal names certificate {:?}, not the one its file name says",
-            record.cert
-        ));
+        return Err(Refused::OtherCertificate(record.cert));
     }
     let Some(targets) = configured.get(&record.cert) else {
-        return Err(format!(
-            "certificate {:?} is not configured; its journal is left alone (remove it by hand \
-             once its files are as they should be)",
-            record.cert
-        ));
+        return Err(Refused::NotConfigured(record.cert));
     };
     for e in &record.files {
         // Only ever rename or remove a configured target of this certificate, and renewd's
         // own temporaries and backups beside it.
         if !targets.contains(&e.target) {
-            return Err(format!(
-                "{} is not a configured file of certificate {:?}",
-                e.target.display(),
-                record.cert
-            ));
+            return Err(Refused::ForeignTarget {
+                target: e.target.clone(),
+                cert: record.cert.clone(),
+            });
         }
         let prefix = e
             .target
@@ -472,11 +494,10 @@ fn read_record(path: &Path, configured: &Configured) -> Result<Record, String> {
                     .is_some_and(|pre| n.starts_with(pre) && n.len() > pre.len())
             }) && parent_dir(p) == parent_dir(&e.target);
             if !own {
-                return Err(format!(
-                    "{} is not a renewd temporary beside {}",
-                    p.display(),
-                    e.target.display()
-                ));
+                return Err(Refused::ForeignTemporary {
+                    path: p.clone(),
+                    target: e.target.clone(),
+                });
             }
         }
     }
@@ -484,7 +505,7 @@ fn read_record(path: &Path, configured: &Configured) -> Result<Record, String> {
 }
 
 /// The journal of `cert` in `journal_dir`.
-pub fn journal_path(journal_dir: &Path, cert: &str) -> PathBuf {
+pub(crate) fn journal_path(journal_dir: &Path, cert: &str) -> PathBuf {
     journal_dir.join(format!("{cert}.json"))
 }
 
@@ -531,364 +552,4 @@ impl Drop for Backups {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::FileSet;
-    use crate::deploy::{stage, Material, Ownership};
-
-    struct Fixture {
-        _tmp: tempfile::TempDir,
-        dir: PathBuf,
-        journal: PathBuf,
-        files: FileSet,
-    }
-
-    fn fixture() -> Fixture {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("tls");
-        let journal = tmp.path().join("journal");
-        fs::create_dir(&dir).expect("mkdir");
-        fs::create_dir(&journal).expect("mkdir");
-        let files = FileSet {
-            cert: Some(dir.join("cert.pem")),
-            chain: Some(dir.join("chain.pem")),
-            fullchain: Some(dir.join("fullchain.pem")),
-            key: Some(dir.join("key.pem")),
-            combined: Some(dir.join("combined.pem")),
-        };
-        Fixture {
-            _tmp: tmp,
-            dir,
-            journal,
-            files,
-        }
-    }
-
-    fn configured(f: &Fixture) -> Configured {
-        let targets = f.files.iter().map(|(_, p)| p.to_path_buf()).collect();
-        Configured::from([("www".to_string(), targets)])
-    }
-
-    fn material(tag: &str) -> Material {
-        Material {
-            key_pem: format!("KEY {tag}\n"),
-            chain_pem: vec![format!("LEAF {tag}\n"), format!("INTERMEDIATE {tag}\n")],
-        }
-    }
-
-    /// The contents of every configured file, in order; `None` for a missing one.
-    fn contents(f: &Fixture) -> Vec<Option<String>> {
-        f.files
-            .iter()
-            .map(|(_, p)| fs::read_to_string(p).ok())
-            .collect()
-    }
-
-    fn expected(f: &Fixture, tag: &str) -> Vec<Option<String>> {
-        super::super::render(&f.files, &material(tag))
-            .into_iter()
-            .map(|(_, _, b)| Some(String::from_utf8(b).expect("utf8")))
-            .collect()
-    }
-
-    /// Names in the target directory other than the configured files.
-    fn leftovers(f: &Fixture) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&f.dir)
-            .expect("read_dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.'))
-            .collect();
-        v.extend(
-            fs::read_dir(&f.journal)
-                .expect("read_dir")
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()),
-        );
-        v
-    }
-
-    fn deploy_old(f: &Fixture) {
-        let staged =
-            stage(&f.files, &material("old"), &Ownership::default(), 0o600).expect("stage");
-        Swap::begin(&f.journal, "www", "01", staged)
-            .expect("begin")
-            .finish()
-            .expect("finish");
-        assert_eq!(contents(f), expected(f, "old"));
-    }
-
-    #[test]
-    fn finish_keeps_the_new_set_and_leaves_nothing_behind() {
-        let f = fixture();
-        deploy_old(&f);
-        let staged =
-            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
-        let swap = Swap::begin(&f.journal, "www", "02", staged).expect("begin");
-        assert_eq!(swap.phase(), Phase::Swapped);
-        assert!(journal_path(&f.journal, "www").exists());
-        assert_eq!(contents(&f), expected(&f, "new"));
-        swap.finish().expect("finish");
-        assert_eq!(contents(&f), expected(&f, "new"));
-        assert_eq!(leftovers(&f), Vec::<String>::new());
-    }
-
-    #[test]
-    fn roll_back_restores_the_old_set_byte_for_byte() {
-        let f = fixture();
-        deploy_old(&f);
-        let staged =
-            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
-        Swap::begin(&f.journal, "www", "02", staged)
-            .expect("begin")
-            .roll_back()
-            .expect("roll back");
-        assert_eq!(contents(&f), expected(&f, "old"));
-        assert_eq!(leftovers(&f), Vec::<String>::new());
-    }
-
-    #[test]
-    fn roll_back_of_a_first_deployment_removes_the_new_files() {
-        let f = fixture();
-        let staged =
-            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
-        Swap::begin(&f.journal, "www", "02", staged)
-            .expect("begin")
-            .roll_back()
-            .expect("roll back");
-        assert_eq!(contents(&f), vec![None; 5]);
-        assert_eq!(leftovers(&f), Vec::<String>::new());
-    }
-
-    /// Writes by hand the state a crash leaves: old set deployed, new set staged, backups
-    /// made, journal in `phase`, and the first `renamed` temporaries renamed into place.
-    fn crash_state(f: &Fixture, phase: Phase, renamed: usize) {
-        let staged =
-            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
-        let mut entries = Vec::new();
-        for (_, target, temp) in staged.files() {
-            let backup = backup_name(target);
-            fs::hard_link(target, &backup).expect("link");
-            entries.push(Entry {
-                target: target.to_path_buf(),
-                temp: temp.to_path_buf(),
-                backup: Some(backup),
-            });
-        }
-        std::mem::forget(staged); // a crash runs no destructor
-        for e in entries.iter().take(renamed) {
-            fs::rename(&e.temp, &e.target).expect("rename");
-        }
-        let swap = Swap {
-            path: journal_path(&f.journal, "www"),
-            record: Record {
-                version: VERSION,
-                cert: "www".into(),
-                phase,
-                serial: "02".into(),
-                files: entries,
-            },
-        };
-        swap.write().expect("journal");
-    }
-
-    #[test]
-    fn recovery_rolls_back_a_swap_interrupted_at_every_step() {
-        for renamed in 0..=5 {
-            let f = fixture();
-            deploy_old(&f);
-            crash_state(&f, Phase::Staged, renamed);
-            let r = recover(&f.journal, &configured(&f));
-            assert_eq!(r.rolled_back, vec!["www".to_string()], "renamed {renamed}");
-            assert!(r.pending.is_empty() && r.errors.is_empty());
-            assert_eq!(contents(&f), expected(&f, "old"), "renamed {renamed}");
-            assert_eq!(leftovers(&f), Vec::<String>::new(), "renamed {renamed}");
-        }
-    }
-
-    #[test]
-    fn recovery_finishes_an_interrupted_roll_back() {
-        for restored in 0..=5 {
-            let f = fixture();
-            deploy_old(&f);
-            crash_state(&f, Phase::RollingBack, 5);
-            // The crash came after `restored` backups were put back.
-            let j =
-                read_record(&journal_path(&f.journal, "www"), &configured(&f)).expect("journal");
-            for e in j.files.iter().take(restored) {
-                fs::rename(e.backup.as_ref().expect("backup"), &e.target).expect("restore");
-            }
-            let r = recover(&f.journal, &configured(&f));
-            assert_eq!(r.rolled_back, vec!["www".to_string()]);
-            assert_eq!(contents(&f), expected(&f, "old"), "restored {restored}");
-            assert_eq!(leftovers(&f), Vec::<String>::new());
-        }
-    }
-
-    #[test]
-    fn recovery_hands_back_a_completed_swap() {
-        let f = fixture();
-        deploy_old(&f);
-        crash_state(&f, Phase::Swapped, 5);
-        let mut r = recover(&f.journal, &configured(&f));
-        assert!(r.rolled_back.is_empty() && r.errors.is_empty());
-        assert!(r.holds("www") && !r.holds("other"));
-        let swap = r.pending.pop().expect("pending swap");
-        assert_eq!((swap.cert(), swap.serial()), ("www", "02"));
-        assert_eq!(contents(&f), expected(&f, "new"));
-        swap.roll_back().expect("roll back");
-        assert_eq!(contents(&f), expected(&f, "old"));
-        assert_eq!(leftovers(&f), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_corrupt_journal_is_kept_and_reported() {
-        let f = fixture();
-        let path = journal_path(&f.journal, "www");
-        fs::write(&path, b"{not json").expect("write");
-        let r = recover(&f.journal, &configured(&f));
-        assert_eq!(r.errors.len(), 1);
-        assert!(
-            r.errors[0].to_string().contains("not a swap journal"),
-            "{}",
-            r.errors[0]
-        );
-        assert!(r.holds("www"));
-        assert!(path.exists());
-    }
-
-    #[test]
-    fn a_journal_naming_files_that_are_not_renewd_temporaries_is_refused() {
-        let f = fixture();
-        let victim = f.dir.join("victim");
-        fs::write(&victim, b"precious").expect("write");
-        let record = Record {
-            version: VERSION,
-            cert: "www".into(),
-            phase: Phase::Staged,
-            serial: "02".into(),
-            files: vec![Entry {
-                target: f.dir.join("cert.pem"),
-                temp: f.dir.join(".cert.pem.renewd-0"),
-                backup: Some(victim.clone()),
-            }],
-        };
-        fs::write(
-            journal_path(&f.journal, "www"),
-            serde_json::to_vec(&record).expect("json"),
-        )
-        .expect("write");
-        let r = recover(&f.journal, &configured(&f));
-        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-        assert!(r.errors[0].to_string().contains("not a renewd temporary"));
-        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
-    }
-
-    /// A journal that names a file outside the certificate's configured targets (here
-    /// with no backup, which a roll back would remove) or a certificate that is not
-    /// configured is refused: nothing is deleted.
-    #[test]
-    fn a_journal_naming_a_foreign_target_or_certificate_is_refused() {
-        let f = fixture();
-        let victim = f.dir.join("victim");
-        fs::write(&victim, b"precious").expect("write");
-        for (cert, target, why) in [
-            ("www", victim.clone(), "not a configured file"),
-            ("other", f.dir.join("cert.pem"), "not configured"),
-        ] {
-            let record = Record {
-                version: VERSION,
-                cert: cert.into(),
-                phase: Phase::RollingBack,
-                serial: "02".into(),
-                files: vec![Entry {
-                    temp: f.dir.join(format!(
-                        ".{}.renewd-0",
-                        target.file_name().expect("name").to_string_lossy()
-                    )),
-                    target,
-                    backup: None,
-                }],
-            };
-            let path = journal_path(&f.journal, cert);
-            fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
-            let r = recover(&f.journal, &configured(&f));
-            assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-            assert!(r.errors[0].to_string().contains(why), "{}", r.errors[0]);
-            assert!(r.holds(cert) && r.rolled_back.is_empty());
-            fs::remove_file(&path).expect("remove");
-        }
-        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
-    }
-
-    /// A temporary or backup must carry its own target's name: `.other.renewd-…` beside
-    /// `cert.pem` is not one of cert.pem's.
-    #[test]
-    fn a_temporary_of_another_name_is_refused() {
-        let f = fixture();
-        let victim = f.dir.join(".other.renewd-x");
-        fs::write(&victim, b"precious").expect("write");
-        let record = Record {
-            version: VERSION,
-            cert: "www".into(),
-            phase: Phase::Staged,
-            serial: "02".into(),
-            files: vec![Entry {
-                target: f.dir.join("cert.pem"),
-                temp: victim.clone(),
-                backup: None,
-            }],
-        };
-        fs::write(
-            journal_path(&f.journal, "www"),
-            serde_json::to_vec(&record).expect("json"),
-        )
-        .expect("write");
-        let r = recover(&f.journal, &configured(&f));
-        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
-    }
-
-    /// Only `.NAME.json.tmp-DIGITS` is renewd's in the journal directory; other dot files
-    /// are left alone.
-    #[test]
-    fn foreign_dot_files_in_the_journal_directory_are_kept() {
-        let f = fixture();
-        let foreign = f.journal.join(".keep-me");
-        fs::write(&foreign, b"x").expect("write");
-        let r = recover(&f.journal, &configured(&f));
-        assert!(r.errors.is_empty());
-        assert!(foreign.exists());
-        assert!(is_unfinished_write(".www.json.tmp-1234"));
-        assert!(!is_unfinished_write(".www.json.tmp-"));
-        assert!(!is_unfinished_write(".json.tmp-12"));
-        assert!(!is_unfinished_write(".www.json"));
-    }
-
-    #[test]
-    fn an_unfinished_journal_write_is_discarded() {
-        let f = fixture();
-        fs::write(f.journal.join(".www.json.tmp-1234"), b"{").expect("write");
-        let r = recover(&f.journal, &configured(&f));
-        assert!(r.errors.is_empty() && r.pending.is_empty() && r.rolled_back.is_empty());
-        assert_eq!(leftovers(&f), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_symlink_target_is_backed_up_as_a_symlink() {
-        let f = fixture();
-        let elsewhere = f.dir.join("real-cert.pem");
-        fs::write(&elsewhere, b"ELSEWHERE").expect("write");
-        let cert = f.files.cert.clone().expect("cert");
-        std::os::unix::fs::symlink(&elsewhere, &cert).expect("symlink");
-        let staged =
-            stage(&f.files, &material("new"), &Ownership::default(), 0o600).expect("stage");
-        Swap::begin(&f.journal, "www", "02", staged)
-            .expect("begin")
-            .roll_back()
-            .expect("roll back");
-        assert!(fs::symlink_metadata(&cert)
-            .expect("stat")
-            .file_type()
-            .is_symlink());
-        assert_eq!(fs::read(&elsewhere).expect("read"), b"ELSEWHERE");
-    }
-}
+mod tests;

@@ -21,65 +21,68 @@ use crate::hooks::{self, Hook};
 use crate::outbound::{Outbound, ProxySetting};
 
 /// A condition that persists is alerted again after this long.
-pub const REPEAT: Duration = Duration::from_secs(86_400);
+pub(crate) const REPEAT: Duration = Duration::from_secs(86_400);
 /// The alert window is a third of the certificate's lifetime, at most this.
-pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const WEBHOOK_ATTEMPTS: u32 = 3;
 
 /// The alert document: piped to the command's stdin and POSTed to the webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub version: u32,
+pub(crate) struct Alert {
+    pub(crate) version: u32,
     /// `firing` or `resolved`.
-    pub status: String,
+    pub(crate) status: String,
     /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
     /// `ari_early_replacement`, `clock_skew` or `renew_before_too_long`.
-    pub condition: String,
+    pub(crate) condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.
-    pub key: String,
+    pub(crate) key: String,
     /// `warning` or `critical`.
-    pub severity: String,
-    pub kind: Kind,
-    pub name: Option<String>,
-    pub paths: Vec<PathBuf>,
-    pub owner: Option<String>,
-    pub service: Option<String>,
-    pub not_after: Option<u64>,
-    pub days_left: Option<i64>,
-    pub review_by: Option<String>,
-    pub message: String,
+    pub(crate) severity: String,
+    pub(crate) kind: Kind,
+    pub(crate) name: Option<String>,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) owner: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) not_after: Option<u64>,
+    pub(crate) days_left: Option<i64>,
+    pub(crate) review_by: Option<String>,
+    pub(crate) message: String,
     /// Unix seconds: when renewd first saw the condition, and when this document was made.
-    pub since: u64,
-    pub sent_at: u64,
-    pub host: String,
+    pub(crate) since: u64,
+    pub(crate) sent_at: u64,
+    pub(crate) host: String,
 }
 
 /// `state_dir/alerts.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlertState {
+pub(crate) struct AlertState {
     #[serde(default)]
-    pub active: BTreeMap<String, Sent>,
+    pub(crate) active: BTreeMap<String, Sent>,
 }
 
+/// A firing condition as remembered: when it was first seen and last sent (Unix seconds),
+/// and the document last sent for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sent {
-    pub first_seen: u64,
-    pub last_sent: u64,
-    pub alert: Alert,
+pub(crate) struct Sent {
+    pub(crate) first_seen: u64,
+    pub(crate) last_sent: u64,
+    pub(crate) alert: Alert,
 }
 
 impl AlertState {
-    pub fn path(state_dir: &Path) -> PathBuf {
+    /// Where the alert state is kept.
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         crate::state::alerts_path(state_dir)
     }
 
     /// A missing or unreadable file is an empty state (logged by the caller's next save);
     /// so is one that is not a regular file, is larger than `fsutil::caps::STATE`, or holds
     /// a time beyond year 9999 (`state::MAX_UNIX`).
-    pub fn load(state_dir: &Path) -> AlertState {
+    pub(crate) fn load(state_dir: &Path) -> AlertState {
         let path = Self::path(state_dir);
         let read = crate::fsutil::read_regular(
             &path,
@@ -115,13 +118,14 @@ impl AlertState {
         }
     }
 
-    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+    /// Writes the state atomically, mode 0600. Errors: the write or rename.
+    pub(crate) fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&Self::path(state_dir), &bytes, 0o600)
     }
 
     /// The conditions firing for an inventory item.
-    pub fn firing_for(&self, item: &Item) -> Vec<String> {
+    pub(crate) fn firing_for(&self, item: &Item) -> Vec<String> {
         let suffix = format!(":{}:{}", item.kind.as_str(), item.id());
         self.active
             .values()
@@ -134,7 +138,7 @@ impl AlertState {
 /// The default alert window of a managed certificate (renewd renews it; the alert is
 /// the safety net): a third of its lifetime, at most 30 days (30 days when the lifetime is
 /// unknown).
-pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
+pub(crate) fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
     match (not_before, not_after) {
         (Some(b), Some(a)) if a > b => Duration::from_secs((a - b) / 3).min(MAX_WINDOW),
         _ => MAX_WINDOW,
@@ -145,7 +149,7 @@ pub fn window(not_before: Option<u64>, not_after: Option<u64>) -> Duration {
 /// (a fraction of the lifetime, or a duration) when configured; else, for a managed
 /// certificate, [`window`]; for one a person renews (exception, unmanaged), 30 days in
 /// absolute terms, so a short-lived certificate alerts for its whole remaining life.
-pub fn lead_time(item: &Item) -> Duration {
+pub(crate) fn lead_time(item: &Item) -> Duration {
     let lifetime = match (item.not_before, item.not_after) {
         (Some(b), Some(a)) if a > b => Some(Duration::from_secs(a - b)),
         _ => None,
@@ -160,16 +164,16 @@ pub fn lead_time(item: &Item) -> Duration {
 
 /// A condition holding now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
-    pub key: String,
-    pub condition: &'static str,
-    pub severity: &'static str,
-    pub message: String,
-    pub item: Item,
+pub(crate) struct Condition {
+    pub(crate) key: String,
+    pub(crate) condition: &'static str,
+    pub(crate) severity: &'static str,
+    pub(crate) message: String,
+    pub(crate) item: Item,
 }
 
 /// The first instant after `review_by` (a `YYYY-MM-DD` date): midnight UTC of the next day.
-pub fn review_deadline(review_by: &str) -> Option<u64> {
+pub(crate) fn review_deadline(review_by: &str) -> Option<u64> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(review_by, &format).ok()?;
     let next = date.next_day()?;
@@ -178,179 +182,229 @@ pub fn review_deadline(review_by: &str) -> Option<u64> {
 
 /// Every condition holding at `now`, and the earliest later instant at which one may
 /// start (so the daemon sleeps until then, without polling).
-pub fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<SystemTime>) {
+pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Option<SystemTime>) {
     let now_s = unix(now);
     let mut out = Vec::new();
     let mut next: Option<u64> = None;
-    let mut later = |t: u64| {
-        if t > now_s {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-    };
     for item in items {
-        let id = item.id();
-        let label = match &item.name {
-            Some(n) => format!("certificate {n}"),
-            None => format!("{} certificate {id}", item.kind.as_str()),
-        };
-        let mut add = |condition: &'static str, severity: &'static str, message: String| {
-            out.push(Condition {
-                key: format!("{condition}:{}:{id}", item.kind.as_str()),
-                condition,
-                severity,
-                message,
-                item: item.clone(),
-            })
-        };
-        if let Some(na) = item.not_after {
-            let start = na.saturating_sub(lead_time(item).as_secs());
-            if now_s >= na {
-                add(
-                    "expiring",
-                    "critical",
-                    format!("{label} expired at {}", rfc3339(na)),
-                );
-            } else if now_s >= start {
-                add(
-                    "expiring",
-                    if item.kind == Kind::Managed {
-                        "warning"
-                    } else {
-                        "critical"
-                    },
-                    format!(
-                        "{label} expires at {} ({} day(s) left)",
-                        rfc3339(na),
-                        item.days_left.unwrap_or(0)
-                    ),
-                );
-                later(na);
-            } else {
-                later(start);
-            }
-        }
-        if item.kind == Kind::Managed && item.consecutive_failures.unwrap_or(0) > 0 {
-            let why = item.last_failure.clone().unwrap_or_default();
-            match (item.not_after, item.renew_at, &item.problem) {
-                (Some(na), Some(from), None) if na > from => {
-                    let third = na - (na - from) / 3;
-                    if now_s >= third {
-                        add(
-                            "renewal_failing",
-                            "critical",
-                            format!(
-                                "{label}: renewal has failed {} time(s) and less than a third \
-                                 of its margin is left: {why}",
-                                item.consecutive_failures.unwrap_or(0)
-                            ),
-                        );
-                    } else {
-                        later(third);
-                    }
-                }
-                // Nothing usable deployed, or no margin at all: no margin is left.
-                _ => add(
-                    "renewal_failing",
-                    "critical",
-                    format!(
-                        "{label}: renewal has failed {} time(s) and no margin is left: {why}",
-                        item.consecutive_failures.unwrap_or(0)
-                    ),
-                ),
-            }
-        }
-        if item.kind == Kind::Managed {
-            // The renewal refused to order because this host's clock disagrees with the
-            // CA's (see `renew::clock_problem`): a person must fix NTP.
-            if let Some(why) = &item.last_failure {
-                if why.starts_with("the local clock is off by") {
-                    add(
-                        "clock_skew",
-                        "critical",
-                        format!("{label}: not renewed: {why}"),
-                    );
-                }
-            }
-        }
-        if item.kind == Kind::Managed {
-            if let Some(why) = &item.last_failure {
-                if why.contains("rolled back") {
-                    add(
-                        "rolled_back",
-                        "critical",
-                        format!("{label}: a new certificate was rolled back: {why}"),
-                    );
-                }
-            }
-        }
-        // The CA's ARI advice, only when a person must act on it: the window moved earlier
-        // than the CA first advised, or ends before the `renew_before` point (the CA wants
-        // it replaced sooner than the user's policy would), or the CA explains itself. A
-        // normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
-        if let (Kind::Managed, Some(start), Some(end)) =
-            (item.kind, item.ari_window_start, item.ari_window_end)
-        {
-            let mut why = Vec::new();
-            if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
-                why.push(format!(
-                    "the window moved earlier than the CA first advised (from {} to {})",
-                    rfc3339(first),
-                    rfc3339(start)
-                ));
-            }
-            if let Some(from) = item.renew_at.filter(|f| end < *f) {
-                why.push(format!(
-                    "the window ends at {}, before renew_before would renew it ({})",
-                    rfc3339(end),
-                    rfc3339(from)
-                ));
-            }
-            if let Some(url) = &item.ari_explanation {
-                why.push(format!("the CA explains: {url}"));
-            }
-            if !why.is_empty() {
-                add(
-                    "ari_early_replacement",
-                    "warning",
-                    format!(
-                        "{label}: the CA asks for replacement from {} (ARI): {}",
-                        rfc3339(start),
-                        why.join("; ")
-                    ),
-                );
-            }
-        }
+        let mut checks = Checks::new(item, now_s);
+        checks.expiring();
+        checks.renewal_failing();
+        checks.failed_for_a_person();
+        checks.ari_early_replacement();
         if let (Kind::Managed, Some(w)) = (item.kind, &item.renew_before_warning) {
-            add("renew_before_too_long", "warning", format!("{label}: {w}"));
+            checks.add(
+                "renew_before_too_long",
+                "warning",
+                format!("{}: {w}", checks.label),
+            );
         }
-        if let Some(review_by) = &item.review_by {
-            if let Some(deadline) = review_deadline(review_by) {
-                if now_s >= deadline {
-                    add(
-                        "review_overdue",
-                        "warning",
-                        format!("{label}: exception review was due by {review_by}"),
-                    );
-                } else {
-                    later(deadline);
-                }
-            }
-        }
+        checks.review_overdue();
+        out.extend(checks.found);
+        next = match (next, checks.next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
     (out, next.map(from_unix))
 }
 
+/// The checks of one item at one instant: the conditions found to hold, in the order of
+/// the checks, and the earliest later instant (Unix seconds) at which one may start.
+struct Checks<'a> {
+    item: &'a Item,
+    /// "certificate NAME", or "KIND certificate ID" for one renewd does not manage.
+    label: String,
+    /// Unix seconds.
+    now: u64,
+    found: Vec<Condition>,
+    next: Option<u64>,
+}
+
+impl<'a> Checks<'a> {
+    fn new(item: &'a Item, now: u64) -> Checks<'a> {
+        let label = match &item.name {
+            Some(n) => format!("certificate {n}"),
+            None => format!("{} certificate {}", item.kind.as_str(), item.id()),
+        };
+        Checks {
+            item,
+            label,
+            now,
+            found: Vec::new(),
+            next: None,
+        }
+    }
+
+    fn add(&mut self, condition: &'static str, severity: &'static str, message: String) {
+        self.found.push(Condition {
+            key: format!("{condition}:{}:{}", self.item.kind.as_str(), self.item.id()),
+            condition,
+            severity,
+            message,
+            item: self.item.clone(),
+        })
+    }
+
+    /// Notes `t` (Unix seconds) as an instant a condition may start, if it is still ahead.
+    fn later(&mut self, t: u64) {
+        if t > self.now {
+            self.next = Some(self.next.map_or(t, |n| n.min(t)));
+        }
+    }
+
+    /// Expired, or within the lead time of its notAfter (critical for a certificate renewd
+    /// does not renew, a warning for one it does).
+    fn expiring(&mut self) {
+        let (item, label) = (self.item, &self.label);
+        let Some(na) = item.not_after else {
+            return;
+        };
+        let start = na.saturating_sub(lead_time(item).as_secs());
+        if self.now >= na {
+            let message = format!("{label} expired at {}", rfc3339(na));
+            self.add("expiring", "critical", message);
+        } else if self.now >= start {
+            let severity = if item.kind == Kind::Managed {
+                "warning"
+            } else {
+                "critical"
+            };
+            let message = format!(
+                "{label} expires at {} ({} day(s) left)",
+                rfc3339(na),
+                item.days_left.unwrap_or(0)
+            );
+            self.add("expiring", severity, message);
+            self.later(na);
+        } else {
+            self.later(start);
+        }
+    }
+
+    /// Renewals keep failing and less than a third of the margin before notAfter is left
+    /// (or nothing usable is deployed, or there is no margin at all).
+    fn renewal_failing(&mut self) {
+        let (item, label) = (self.item, &self.label);
+        let failures = item.consecutive_failures.unwrap_or(0);
+        if item.kind != Kind::Managed || failures == 0 {
+            return;
+        }
+        let why = item.last_failure.clone().unwrap_or_default();
+        match (item.not_after, item.renew_at, &item.problem) {
+            (Some(na), Some(from), None) if na > from => {
+                let third = na - (na - from) / 3;
+                if self.now >= third {
+                    let message = format!(
+                        "{label}: renewal has failed {failures} time(s) and less than a third \
+                         of its margin is left: {why}"
+                    );
+                    self.add("renewal_failing", "critical", message);
+                } else {
+                    self.later(third);
+                }
+            }
+            // Nothing usable deployed, or no margin at all: no margin is left.
+            _ => {
+                let message = format!(
+                    "{label}: renewal has failed {failures} time(s) and no margin is left: {why}"
+                );
+                self.add("renewal_failing", "critical", message);
+            }
+        }
+    }
+
+    /// Last failures only a person can fix: the renewal refused to order because this
+    /// host's clock disagrees with the CA's (see `renew::clock_problem`: fix NTP), or a new
+    /// certificate was rolled back.
+    fn failed_for_a_person(&mut self) {
+        let (item, label) = (self.item, self.label.clone());
+        let Some(why) = item
+            .last_failure
+            .as_ref()
+            .filter(|_| item.kind == Kind::Managed)
+        else {
+            return;
+        };
+        if why.starts_with("the local clock is off by") {
+            let message = format!("{label}: not renewed: {why}");
+            self.add("clock_skew", "critical", message);
+        }
+        if why.contains("rolled back") {
+            let message = format!("{label}: a new certificate was rolled back: {why}");
+            self.add("rolled_back", "critical", message);
+        }
+    }
+
+    /// The CA's ARI advice (RFC 9773), only when a person must act on it: the window moved
+    /// earlier than the CA first advised, or ends before the `renew_before` point (the CA
+    /// wants it replaced sooner than the user's policy would), or the CA explains itself. A
+    /// normal window (Pebble's, Let's Encrypt's: around the 1/3 point) is not a signal.
+    fn ari_early_replacement(&mut self) {
+        let item = self.item;
+        let (Kind::Managed, Some(start), Some(end)) =
+            (item.kind, item.ari_window_start, item.ari_window_end)
+        else {
+            return;
+        };
+        let mut why = Vec::new();
+        if let Some(first) = item.ari_first_start.filter(|f| start < *f) {
+            why.push(format!(
+                "the window moved earlier than the CA first advised (from {} to {})",
+                rfc3339(first),
+                rfc3339(start)
+            ));
+        }
+        if let Some(from) = item.renew_at.filter(|f| end < *f) {
+            why.push(format!(
+                "the window ends at {}, before renew_before would renew it ({})",
+                rfc3339(end),
+                rfc3339(from)
+            ));
+        }
+        if let Some(url) = &item.ari_explanation {
+            why.push(format!("the CA explains: {url}"));
+        }
+        if !why.is_empty() {
+            let message = format!(
+                "{}: the CA asks for replacement from {} (ARI): {}",
+                self.label,
+                rfc3339(start),
+                why.join("; ")
+            );
+            self.add("ari_early_replacement", "warning", message);
+        }
+    }
+
+    /// The exception's `review_by` date has passed.
+    fn review_overdue(&mut self) {
+        let item = self.item;
+        let Some(review_by) = &item.review_by else {
+            return;
+        };
+        let Some(deadline) = review_deadline(review_by) else {
+            return;
+        };
+        if self.now >= deadline {
+            let message = format!("{}: exception review was due by {review_by}", self.label);
+            self.add("review_overdue", "warning", message);
+        } else {
+            self.later(deadline);
+        }
+    }
+}
+
 /// What to send now and the state to keep afterwards.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub send: Vec<Alert>,
-    pub state: AlertState,
+pub(crate) struct Plan {
+    pub(crate) send: Vec<Alert>,
+    pub(crate) state: AlertState,
     /// When the alerts next need evaluating (a condition may start, or one to repeat).
-    pub next: Option<SystemTime>,
+    pub(crate) next: Option<SystemTime>,
 }
 
 /// Decides, from what was sent before, which alerts and resolutions to send for `items`.
-pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
+pub(crate) fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
     let now_s = unix(now);
     let (current, mut next) = conditions(items, now);
     let mut state = AlertState::default();
@@ -415,18 +469,43 @@ pub fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> P
 
 /// Delivers alert documents to the configured command and webhook.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     config: AlertConfig,
     /// The webhook's client: the system's trust roots, `HTTPS_PROXY`/`NO_PROXY` honoured; or
     /// why there is none (an unusable `HTTPS_PROXY`), said at each webhook delivery while the
     /// command still gets its alerts.
-    client: Arc<Result<Outbound<Full<Bytes>>, String>>,
+    client: Arc<Result<Outbound<Full<Bytes>>, WebhookError>>,
+}
+
+/// Why the alert webhook could not be used, or did not take an alert (logged, never fatal:
+/// the command still gets its alerts).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum WebhookError {
+    /// rustls refused its default protocol versions.
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// The HTTPS client could not be built (an unusable `HTTPS_PROXY`, credentials never
+    /// shown); said at each delivery.
+    #[error("cannot send to the alert webhook: {0}")]
+    Client(String),
+    /// The request could not be built from the configured URL.
+    #[error("{0}")]
+    Request(String),
+    /// Connecting, the proxy, TLS or HTTP failed.
+    #[error("{0}")]
+    Exchange(String),
+    /// The webhook answered with a status other than 2xx (RFC 9110 §15.3).
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+    /// No answer within the per-attempt timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Notifier {
     /// Errors: TLS set-up. An `HTTPS_PROXY` that is not `http://[user:pass@]host[:port]`
     /// fails each webhook delivery instead, saying so (credentials never shown).
-    pub fn new(config: AlertConfig) -> Result<Notifier, String> {
+    pub(crate) fn new(config: AlertConfig) -> Result<Notifier, WebhookError> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in &crate::outbound::system_roots().certs {
             let _ = roots.add(cert.clone());
@@ -434,8 +513,7 @@ impl Notifier {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let client = Outbound::new(
@@ -445,7 +523,7 @@ impl Notifier {
             ProxySetting::Environment,
             Duration::from_secs(90),
         )
-        .map_err(|e| format!("cannot send to the alert webhook: {e}"));
+        .map_err(|e| WebhookError::Client(e.to_string()));
         if let Err(e) = &client {
             tracing::error!(error = %e, "alert webhook unusable");
         }
@@ -456,7 +534,7 @@ impl Notifier {
     }
 
     /// Sends one alert to every configured channel; each failure is logged.
-    pub async fn deliver(&self, alert: &Alert) {
+    pub(crate) async fn deliver(&self, alert: &Alert) {
         let json = match serde_json::to_vec(alert) {
             Ok(j) => j,
             Err(e) => {
@@ -486,9 +564,9 @@ impl Notifier {
         }
     }
 
-    async fn post(&self, url: &str, json: &[u8]) -> Result<(), String> {
+    async fn post(&self, url: &str, json: &[u8]) -> Result<(), WebhookError> {
         let client = self.client.as_ref().as_ref().map_err(Clone::clone)?;
-        let mut last = String::new();
+        let mut last = WebhookError::Timeout(WEBHOOK_TIMEOUT);
         for attempt in 0..WEBHOOK_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
@@ -500,21 +578,24 @@ impl Notifier {
                     concat!("renewd/", env!("CARGO_PKG_VERSION")),
                 )
                 .body(Full::new(Bytes::copy_from_slice(json)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| WebhookError::Request(e.to_string()))?;
             let exchange = async {
-                let rsp = client.request(req).await?;
+                let rsp = client
+                    .request(req)
+                    .await
+                    .map_err(|e| WebhookError::Exchange(e.to_string()))?;
                 let status = rsp.status();
                 let _ = rsp.into_body().collect().await;
                 if status.is_success() {
                     Ok(())
                 } else {
-                    Err(format!("answered {status}"))
+                    Err(WebhookError::Status(status))
                 }
             };
             match tokio::time::timeout(WEBHOOK_TIMEOUT, exchange).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => last = e,
-                Err(_) => last = format!("no answer within {WEBHOOK_TIMEOUT:?}"),
+                Err(_) => last = WebhookError::Timeout(WEBHOOK_TIMEOUT),
             }
         }
         Err(last)
@@ -535,35 +616,11 @@ mod tests {
 
     fn unmanaged(path: &str, not_before: u64, not_after: u64, now: u64) -> Item {
         Item {
-            kind: Kind::Unmanaged,
-            name: None,
             paths: vec![PathBuf::from(path)],
-            subject: None,
-            names: vec![],
-            issuer: None,
-            serial: None,
             not_before: Some(not_before),
             not_after: Some(not_after),
             days_left: Some((not_after as i64 - now as i64) / DAY as i64),
-            owner: None,
-            service: None,
-            next_renewal: None,
-            next_renewal_reason: None,
-            consecutive_failures: None,
-            last_failure: None,
-            reason: None,
-            review_by: None,
-            problem: None,
-            alerts: vec![],
-            renew_at: None,
-            ari_window_start: None,
-            ari_window_end: None,
-            ari_first_start: None,
-            ari_explanation: None,
-            renew_before_warning: None,
-            alert_before: None,
-            cert_path: None,
-            last_success: None,
+            ..Item::blank(Kind::Unmanaged)
         }
     }
 

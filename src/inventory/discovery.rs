@@ -26,19 +26,17 @@ use crate::fsutil::{self, Follow, ReadError};
 use crate::x509::{self, CertInfo};
 
 /// Larger files are not certificates (a full CA bundle is about 200 KiB).
-pub const MAX_FILE: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE: u64 = 1024 * 1024;
 /// How much of a file is read to decide whether it could hold a certificate.
 const SNIFF: usize = 4096;
 /// Directory depth below a root at which the walk stops.
 const MAX_DEPTH: usize = 32;
 
-/// A certificate file: its first certificate (the leaf of a chain file) and how many
-/// certificates the file holds.
+/// A certificate file and its first certificate (the leaf of a chain file).
 #[derive(Debug, Clone)]
 pub struct Found {
-    pub path: PathBuf,
-    pub leaf: CertInfo,
-    pub certificates: usize,
+    pub(crate) path: PathBuf,
+    pub(crate) leaf: CertInfo,
 }
 
 /// What a scan saw, kept per path so that it can be updated for a few changed paths.
@@ -66,7 +64,7 @@ impl Scan {
     }
 
     /// What could not be read, one `PATH: reason` line each, in path order.
-    pub fn errors(&self) -> Vec<String> {
+    pub(crate) fn errors(&self) -> Vec<String> {
         self.errors
             .iter()
             .map(|(p, e)| format!("{}: {e}", p.display()))
@@ -74,7 +72,8 @@ impl Scan {
     }
 
     /// Every real directory the walk went into, in path order.
-    pub fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+    #[cfg(test)]
+    pub(crate) fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
         self.dirs.iter()
     }
 
@@ -83,7 +82,7 @@ impl Scan {
     /// directory walked). File symlinks whose target lies under a changed path are looked
     /// at again too. Paths outside `roots` are ignored. `on_dir` is called as in [`scan`];
     /// directories no longer there are returned (to be unwatched).
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         roots: &[PathBuf],
         skip: &HashSet<PathBuf>,
@@ -240,11 +239,10 @@ impl Scan {
         } else {
             return;
         };
-        let found = match read_certificates_at(&open_at, Follow::No) {
-            Ok(Some((leaf, certificates))) => Some(Found {
+        let found = match read_leaf_at(&open_at, Follow::No) {
+            Ok(Some(leaf)) => Some(Found {
                 path: path.to_path_buf(),
                 leaf,
-                certificates,
             }),
             Ok(None) => None,
             // Swapped for something else since the listing: report it, read nothing.
@@ -301,17 +299,11 @@ pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&
     out
 }
 
-/// The first certificate of the file at `path` and how many it holds; `Ok(None)` when the
+/// The first certificate of the file at `path`; `Ok(None)` when the
 /// file does not look like a certificate at all (a key, a config file, a binary) or is
-/// larger than [`MAX_FILE`]. A symlink at `path` is followed; only a regular file is read.
-pub fn read_certificates(path: &Path) -> Result<Option<(CertInfo, usize)>, String> {
-    read_certificates_at(path, Follow::Yes).map_err(|e| e.reason())
-}
-
-fn read_certificates_at(
-    path: &Path,
-    follow: Follow,
-) -> Result<Option<(CertInfo, usize)>, ReadError> {
+/// larger than [`MAX_FILE`]. `follow` says whether a symlink at `path` is followed; only a
+/// regular file is read.
+fn read_leaf_at(path: &Path, follow: Follow) -> Result<Option<CertInfo>, ReadError> {
     let invalid = |message: String| ReadError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
@@ -348,24 +340,34 @@ fn read_certificates_at(
         Shape::Der => vec![bytes],
         Shape::Other => return Ok(None),
     };
-    let n = ders.len();
     let leaf = ders
         .first()
         .ok_or_else(|| invalid("no certificate".to_string()))
         .and_then(|d| CertInfo::parse_der(d).map_err(|e| invalid(e.to_string())))?;
-    Ok(Some((leaf, n)))
+    Ok(Some(leaf))
 }
 
-/// [`read_certificates`] for a file that must hold a certificate (managed, exception).
-pub fn read_certificate(path: &Path) -> Result<CertInfo, String> {
-    match read_certificates(path) {
-        Ok(Some((leaf, _))) => Ok(leaf),
-        Ok(None) => Err(format!(
-            "{}: holds no certificate (or is larger than {} KiB)",
-            path.display(),
-            MAX_FILE / 1024
-        )),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+/// Why a file that must hold a certificate (managed, exception) does not give one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CertFileError {
+    /// Not a certificate in PEM or DER (RFC 7468, RFC 5280), or larger than [`MAX_FILE`].
+    #[error("{}: holds no certificate (or is larger than {} KiB)", .0.display(), MAX_FILE / 1024)]
+    NoCertificate(PathBuf),
+    /// Missing, not a regular file, unreadable, or a certificate that does not parse.
+    #[error("{}: {}", .path.display(), .error.reason())]
+    Unreadable { path: PathBuf, error: ReadError },
+}
+
+/// The leaf of the file at `path`, which must hold a certificate (managed, exception). A
+/// symlink at `path` is followed; only a regular file is read.
+pub(crate) fn read_certificate(path: &Path) -> Result<CertInfo, CertFileError> {
+    match read_leaf_at(path, Follow::Yes) {
+        Ok(Some(leaf)) => Ok(leaf),
+        Ok(None) => Err(CertFileError::NoCertificate(path.to_path_buf())),
+        Err(error) => Err(CertFileError::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 

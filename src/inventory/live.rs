@@ -7,11 +7,12 @@ use std::time::SystemTime;
 
 use super::alerts::{self, AlertState, Notifier};
 use super::discovery::Scan;
-use super::metrics::{Metrics, MetricsServer};
+use super::metrics::{ListenError, Metrics, MetricsServer};
 use super::{collect, Inventory, Managed};
 use crate::config::Config;
 
-pub struct Live {
+/// The governance state the daemon holds while it runs.
+pub(crate) struct Live {
     config: Config,
     /// Shared with collectors running on blocking threads.
     scan: std::sync::Arc<Scan>,
@@ -27,10 +28,10 @@ pub struct Live {
 }
 
 impl Live {
-    /// Loads the alert state and starts the metrics listener. The first discovery scan is
+    /// Loads the alert state and starts the metrics listener. Errors: the listener's bind. The first discovery scan is
     /// the caller's ([`Live::set_scan`]), once it watches the discovery paths: a file changed
     /// between a scan and the watch would otherwise go unnoticed.
-    pub async fn start(config: &Config) -> Result<Live, String> {
+    pub(crate) async fn start(config: &Config) -> Result<Live, ListenError> {
         let metrics = Metrics::new();
         let server = match &config.metrics {
             Some(m) => Some(MetricsServer::start(m.listen, metrics.clone()).await?),
@@ -57,7 +58,7 @@ impl Live {
     /// A new configuration (SIGHUP): alerts, exceptions and discovery take effect now;
     /// `[metrics] listen` at the next restart. Rescan ([`Live::set_scan`]) once the new
     /// discovery paths are watched.
-    pub fn configure(&mut self, config: &Config) {
+    pub(crate) fn configure(&mut self, config: &Config) {
         if config.metrics.as_ref().map(|m| m.listen)
             != self.config.metrics.as_ref().map(|m| m.listen)
         {
@@ -79,7 +80,7 @@ impl Live {
     }
 
     /// The directories the daemon watches (recursively) for discovery.
-    pub fn discovery_roots(&self) -> Vec<PathBuf> {
+    pub(crate) fn discovery_roots(&self) -> Vec<PathBuf> {
         self.config
             .discovery
             .as_ref()
@@ -88,25 +89,25 @@ impl Live {
     }
 
     /// Whether a file event at `path` concerns discovery.
-    pub fn is_discovery_path(&self, path: &Path) -> bool {
+    pub(crate) fn is_discovery_path(&self, path: &Path) -> bool {
         self.discovery_roots().iter().any(|r| path.starts_with(r))
             || self.config.exceptions.iter().any(|e| e.path == path)
     }
 
     /// The paths discovery leaves to the inventory's other kinds (managed files and
     /// exceptions), for a scan.
-    pub fn discovery_skip(&self) -> std::collections::HashSet<PathBuf> {
+    pub(crate) fn discovery_skip(&self) -> std::collections::HashSet<PathBuf> {
         super::known_paths(&self.config)
     }
 
     /// A copy of the cached scan, for a scan on another thread to bring up to date (see
     /// [`Live::set_scan`]); the inventory keeps the cached one meanwhile.
-    pub fn scan_snapshot(&self) -> Scan {
+    pub(crate) fn scan_snapshot(&self) -> Scan {
         (*self.scan).clone()
     }
 
     /// The result of a discovery scan, cached until the next one.
-    pub fn set_scan(&mut self, scan: Scan, elapsed: std::time::Duration) {
+    pub(crate) fn set_scan(&mut self, scan: Scan, elapsed: std::time::Duration) {
         self.scan = std::sync::Arc::new(scan);
         if self.config.discovery.is_some() {
             tracing::debug!(
@@ -118,14 +119,17 @@ impl Live {
         }
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    /// The registry, for the renewal and reload counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// What builds the inventory from the managed certificates and the time, reading the
     /// exceptions' and managed certificates' files: for a blocking thread. Pass its result
     /// to [`Live::apply`].
-    pub fn collector(&self) -> impl FnOnce(&[Managed], SystemTime) -> Inventory + Send + 'static {
+    pub(crate) fn collector(
+        &self,
+    ) -> impl FnOnce(&[Managed], SystemTime) -> Inventory + Send + 'static {
         let config = self.config.clone();
         let scan = self.scan.clone();
         move |managed, now| collect(&config, managed, &scan, now)
@@ -133,7 +137,7 @@ impl Live {
 
     /// Updates the metrics from `inv` (collected at `now`), and sends the alerts that are
     /// due. The alert state is saved on a blocking thread, newest last.
-    pub fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
+    pub(crate) fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
         self.metrics.update(&inv);
         let Some(notifier) = self.notifier.clone() else {
             self.next = None;
@@ -169,11 +173,13 @@ impl Live {
     }
 
     /// The next instant an alert condition may start or needs repeating.
-    pub fn next_deadline(&self) -> Option<SystemTime> {
+    /// The next instant an alert condition may start or one must be repeated.
+    pub(crate) fn next_deadline(&self) -> Option<SystemTime> {
         self.next
     }
 
-    pub fn stop(&mut self) {
+    /// Stops the metrics listener (shutdown).
+    pub(crate) fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop();
         }

@@ -16,11 +16,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
 
 use super::{Inventory, Kind};
 
@@ -77,7 +78,7 @@ struct ReviewLabels {
 
 /// renewd's metrics. Cloning shares them.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Arc<Registry>,
     not_after: Family<CertLabels, Gauge>,
     next_renewal: Family<NextLabels, Gauge>,
@@ -92,13 +93,14 @@ pub struct Metrics {
 }
 
 /// Content type of the classic Prometheus text format.
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of OpenMetrics 1.0 text.
-pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_FORMAT: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `reason` label of `renewd_certificate_next_renewal_seconds`: one of a fixed set, whatever
 /// the details of the reason (paths, names, failure counts) — `schedule::Reason`'s kinds.
-pub fn reason_label(reason: &str) -> &'static str {
+pub(crate) fn reason_label(reason: &str) -> &'static str {
     const KNOWN: &[(&str, &str)] = &[
         ("deployed set unusable", "deployed set unusable"),
         ("names not covered", "names not covered"),
@@ -119,7 +121,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Every family of SPEC registered, `renewd_build_info` set, and both `renewd_reloads`
+    /// results at zero.
+    pub(crate) fn new() -> Metrics {
         let mut r = Registry::default();
         let m = Metrics {
             registry: Arc::new(Registry::default()),
@@ -134,57 +138,63 @@ impl Metrics {
             ca_paused: Family::default(),
             build_info: Family::default(),
         };
+        // Name, HELP and metric of each family, in the order of the exposition.
         // prometheus-client appends `_total` to counters.
-        r.register(
-            "renewd_certificate_not_after_seconds",
-            "Expiry of each managed certificate, Unix seconds",
-            m.not_after.clone(),
-        );
-        r.register(
-            "renewd_certificate_next_renewal_seconds",
-            "When each managed certificate is next renewed, Unix seconds, and why",
-            m.next_renewal.clone(),
-        );
-        r.register(
-            "renewd_renewals",
-            "Renewals attempted, by certificate and result (success, failure)",
-            m.renewals.clone(),
-        );
-        r.register(
-            "renewd_renewal_consecutive_failures",
-            "Consecutive failed renewals of each managed certificate",
-            m.failures.clone(),
-        );
-        r.register(
-            "renewd_reloads",
-            "Reload commands run, by result (success, failure)",
-            m.reloads.clone(),
-        );
-        r.register(
-            "renewd_inventory_not_after_seconds",
-            "Expiry of every known certificate file, by kind (managed, exception, unmanaged)",
-            m.inventory.clone(),
-        );
-        r.register(
-            "renewd_exception_review_by_seconds",
-            "When each exception must be reviewed, Unix seconds",
-            m.review_by.clone(),
-        );
-        r.register(
-            "renewd_certificate_last_success_seconds",
-            "When each managed certificate was last renewed successfully, Unix seconds",
-            m.last_success.clone(),
-        );
-        r.register(
-            "renewd_ca_paused",
-            "1 while renewd sends a CA nothing (rate limit or long Retry-After), else 0",
-            m.ca_paused.clone(),
-        );
-        r.register(
-            "renewd_build_info",
-            "Always 1; the running renewd's version in the label",
-            m.build_info.clone(),
-        );
+        let families: [(&str, &str, Box<dyn Metric>); 10] = [
+            (
+                "renewd_certificate_not_after_seconds",
+                "Expiry of each managed certificate, Unix seconds",
+                Box::new(m.not_after.clone()),
+            ),
+            (
+                "renewd_certificate_next_renewal_seconds",
+                "When each managed certificate is next renewed, Unix seconds, and why",
+                Box::new(m.next_renewal.clone()),
+            ),
+            (
+                "renewd_renewals",
+                "Renewals attempted, by certificate and result (success, failure)",
+                Box::new(m.renewals.clone()),
+            ),
+            (
+                "renewd_renewal_consecutive_failures",
+                "Consecutive failed renewals of each managed certificate",
+                Box::new(m.failures.clone()),
+            ),
+            (
+                "renewd_reloads",
+                "Reload commands run, by result (success, failure)",
+                Box::new(m.reloads.clone()),
+            ),
+            (
+                "renewd_inventory_not_after_seconds",
+                "Expiry of every known certificate file, by kind (managed, exception, unmanaged)",
+                Box::new(m.inventory.clone()),
+            ),
+            (
+                "renewd_exception_review_by_seconds",
+                "When each exception must be reviewed, Unix seconds",
+                Box::new(m.review_by.clone()),
+            ),
+            (
+                "renewd_certificate_last_success_seconds",
+                "When each managed certificate was last renewed successfully, Unix seconds",
+                Box::new(m.last_success.clone()),
+            ),
+            (
+                "renewd_ca_paused",
+                "1 while renewd sends a CA nothing (rate limit or long Retry-After), else 0",
+                Box::new(m.ca_paused.clone()),
+            ),
+            (
+                "renewd_build_info",
+                "Always 1; the running renewd's version in the label",
+                Box::new(m.build_info.clone()),
+            ),
+        ];
+        for (name, help, metric) in families {
+            r.register(name, help, Registered(metric));
+        }
         m.build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -204,7 +214,7 @@ impl Metrics {
     }
 
     /// Replaces the gauges with what `inv` says.
-    pub fn update(&self, inv: &Inventory) {
+    pub(crate) fn update(&self, inv: &Inventory) {
         self.not_after.clear();
         self.next_renewal.clear();
         self.failures.clear();
@@ -272,7 +282,8 @@ impl Metrics {
         }
     }
 
-    pub fn renewal(&self, name: &str, ok: bool) {
+    /// Counts one renewal attempt of certificate `name` (`renewd_renewals_total`).
+    pub(crate) fn renewal(&self, name: &str, ok: bool) {
         self.renewals
             .get_or_create(&ResultLabels {
                 name: name.into(),
@@ -281,14 +292,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reload(&self, ok: bool) {
+    /// Counts one reload command run (`renewd_reloads_total`).
+    pub(crate) fn reload(&self, ok: bool) {
         self.reloads
             .get_or_create(&ReloadLabels { result: result(ok) })
             .inc();
     }
 
     /// Replaces `renewd_ca_paused` with one series per configured CA: `(name, paused)`.
-    pub fn set_ca_paused<'a>(&self, cas: impl IntoIterator<Item = (&'a str, bool)>) {
+    pub(crate) fn set_ca_paused<'a>(&self, cas: impl IntoIterator<Item = (&'a str, bool)>) {
         self.ca_paused.clear();
         for (ca, paused) in cas {
             self.ca_paused
@@ -298,7 +310,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics 1.0 text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -309,13 +321,31 @@ impl Metrics {
     /// The exposition for a scrape whose `Accept` header is `accept`: `(content type, body)`.
     /// OpenMetrics when the scraper prefers `application/openmetrics-text` (Prometheus
     /// does), else the classic text format 0.0.4 (no `Accept`, `text/plain`, `*/*`).
-    pub fn render(&self, accept: Option<&str>) -> (&'static str, String) {
+    pub(crate) fn render(&self, accept: Option<&str>) -> (&'static str, String) {
         let om = self.encode();
         if wants_openmetrics(accept) {
             (OPENMETRICS_FORMAT, om)
         } else {
             (TEXT_FORMAT, openmetrics_to_text(&om))
         }
+    }
+}
+
+/// A family of the table in [`Metrics::new`], whatever its type.
+#[derive(Debug)]
+struct Registered(Box<dyn Metric>);
+
+impl EncodeMetric for Registered {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -402,20 +432,38 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection may live, from accept to close.
 const LIFETIME: Duration = Duration::from_secs(30);
 
+/// Why the `/metrics` listener could not start: bind(2) on `[metrics] listen` failed
+/// (address in use, not this host's, a privileged port).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {listen}: {source}")]
+pub(crate) struct ListenError {
+    pub(crate) listen: SocketAddr,
+    source: std::io::Error,
+}
+
+/// For callers whose own errors are still text (the daemon's start).
+impl From<ListenError> for String {
+    fn from(e: ListenError) -> String {
+        e.to_string()
+    }
+}
+
 /// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped. One
 /// request per connection, within the bounds of [`crate::serve`]: at most
 /// [`MAX_CONNECTIONS`] at once, 10 s for the request head, 30 s in all.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     serving: crate::serve::Serving,
-    pub addr: SocketAddr,
 }
 
 impl MetricsServer {
     /// Binds `listen` and serves `metrics` on it. Errors name the address.
-    pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<MetricsServer, String> {
+    pub(crate) async fn start(
+        listen: SocketAddr,
+        metrics: Metrics,
+    ) -> Result<MetricsServer, ListenError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("cannot listen for metrics on {listen}: {e}"))?;
+            .map_err(|source| ListenError { listen, source })?;
         let addr = listener.local_addr().unwrap_or(listen);
         let limits = crate::serve::Limits {
             max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
@@ -429,11 +477,11 @@ impl MetricsServer {
             move |(stream, _peer), conn| serve_one(stream, conn, metrics.clone()),
         );
         tracing::info!(%addr, cap = limits.max_connections, "serving metrics on /metrics");
-        Ok(MetricsServer { serving, addr })
+        Ok(MetricsServer { serving })
     }
 
     /// Stops accepting and cuts open connections, without waiting.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.serving.stop();
     }
 }

@@ -7,10 +7,10 @@
 //! On top of it: [`alerts`] (conditions, de-duplication, delivery) and [`metrics`] (the
 //! Prometheus exposition). This module calls only `x509` (and uses `config`'s types).
 
-pub mod alerts;
+pub(crate) mod alerts;
 pub mod discovery;
-pub mod live;
-pub mod metrics;
+pub(crate) mod live;
+pub(crate) mod metrics;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -21,21 +21,24 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::x509::CertInfo;
 
-pub use live::Live;
+pub(crate) use live::Live;
 
 /// The version of the `renewd inventory --json` document and of alert documents.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
+/// Whose a certificate is: renewd's (configured), a person's (an exception, with a review
+/// date), or nobody's known (found by discovery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Managed,
     Exception,
     Unmanaged,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    /// The name in JSON, metric labels and alert keys: "managed", "exception", "unmanaged".
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Managed => "managed",
             Kind::Exception => "exception",
@@ -47,110 +50,110 @@ impl Kind {
 /// What the renewal side knows about one managed certificate (built by `status`).
 #[derive(Debug, Clone)]
 pub struct Managed {
-    pub name: String,
+    pub(crate) name: String,
     /// Every configured file.
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// The configured file that holds the certificate (cert, fullchain or combined).
-    pub cert_path: Option<PathBuf>,
-    pub owner: Option<String>,
-    pub service: Option<String>,
-    pub next_renewal: SystemTime,
-    pub next_renewal_reason: String,
+    pub(crate) cert_path: Option<PathBuf>,
+    pub(crate) owner: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) next_renewal: SystemTime,
+    pub(crate) next_renewal_reason: String,
     /// When `renew_before` says the deployed certificate is due (the start of its margin).
-    pub renew_at: Option<SystemTime>,
+    pub(crate) renew_at: Option<SystemTime>,
     /// The start of the CA's ARI renewal window for the deployed certificate, if it gave one.
-    pub ari_window_start: Option<SystemTime>,
+    pub(crate) ari_window_start: Option<SystemTime>,
     /// The end of that window.
-    pub ari_window_end: Option<SystemTime>,
+    pub(crate) ari_window_end: Option<SystemTime>,
     /// The start of the first window the CA gave for the deployed certificate.
-    pub ari_first_start: Option<SystemTime>,
+    pub(crate) ari_first_start: Option<SystemTime>,
     /// The `explanationURL` of the CA's answer, if it sent one.
-    pub ari_explanation: Option<String>,
+    pub(crate) ari_explanation: Option<String>,
     /// Why `renew_before` is clamped for the deployed certificate, if it is.
-    pub renew_before_warning: Option<String>,
+    pub(crate) renew_before_warning: Option<String>,
     /// The configured `alert_before`, if any.
-    pub alert_before: Option<crate::config::RenewBefore>,
+    pub(crate) alert_before: Option<crate::config::RenewBefore>,
     /// Why the deployed files cannot be used, if they cannot.
-    pub problem: Option<String>,
-    pub consecutive_failures: u32,
+    pub(crate) problem: Option<String>,
+    pub(crate) consecutive_failures: u32,
     /// The last attempt's message, when it failed.
-    pub last_failure: Option<String>,
+    pub(crate) last_failure: Option<String>,
     /// When the last successful renewal ended, if the record's history still holds one.
-    pub last_success: Option<SystemTime>,
+    pub(crate) last_success: Option<SystemTime>,
 }
 
 /// One certificate of the inventory; the element of `renewd inventory --json`'s
 /// `certificates` (field names are part of the documented schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Item {
-    pub kind: Kind,
+pub(crate) struct Item {
+    pub(crate) kind: Kind,
     /// The `[[certificate]]` name; managed only.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Where the certificate is: a managed certificate's configured files, an exception's
     /// path, or every discovered file holding this same certificate.
-    pub paths: Vec<PathBuf>,
-    pub subject: Option<String>,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) subject: Option<String>,
     /// DNS names and IP addresses of the subjectAltName extension.
-    pub names: Vec<String>,
-    pub issuer: Option<String>,
-    pub serial: Option<String>,
+    pub(crate) names: Vec<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) serial: Option<String>,
     /// Unix seconds.
-    pub not_before: Option<u64>,
-    pub not_after: Option<u64>,
+    pub(crate) not_before: Option<u64>,
+    pub(crate) not_after: Option<u64>,
     /// Whole days until not_after, rounded down; negative once expired.
-    pub days_left: Option<i64>,
-    pub owner: Option<String>,
-    pub service: Option<String>,
+    pub(crate) days_left: Option<i64>,
+    pub(crate) owner: Option<String>,
+    pub(crate) service: Option<String>,
     /// Managed only: Unix seconds of the next renewal, and why.
-    pub next_renewal: Option<u64>,
-    pub next_renewal_reason: Option<String>,
+    pub(crate) next_renewal: Option<u64>,
+    pub(crate) next_renewal_reason: Option<String>,
     /// Managed only.
-    pub consecutive_failures: Option<u32>,
-    pub last_failure: Option<String>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) last_failure: Option<String>,
     /// Exception only: why renewd does not renew it, and the review date (`YYYY-MM-DD`).
-    pub reason: Option<String>,
-    pub review_by: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) review_by: Option<String>,
     /// Why the certificate could not be read, if it could not.
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
     /// Alert conditions currently firing for it (from the daemon's alert state).
     #[serde(default)]
-    pub alerts: Vec<String>,
+    pub(crate) alerts: Vec<String>,
     /// Managed only, not serialized: start of the renewal margin, for alerts.
     #[serde(skip)]
-    pub renew_at: Option<u64>,
+    pub(crate) renew_at: Option<u64>,
     /// Managed only, not serialized: start of the CA's ARI window, for alerts.
     #[serde(skip)]
-    pub ari_window_start: Option<u64>,
+    pub(crate) ari_window_start: Option<u64>,
     /// Managed only, not serialized: end of the CA's ARI window, for alerts.
     #[serde(skip)]
-    pub ari_window_end: Option<u64>,
+    pub(crate) ari_window_end: Option<u64>,
     /// Managed only, not serialized: start of the first ARI window given for the deployed
     /// certificate, for alerts.
     #[serde(skip)]
-    pub ari_first_start: Option<u64>,
+    pub(crate) ari_first_start: Option<u64>,
     /// Managed only, not serialized: the CA's `explanationURL`, for alerts.
     #[serde(skip)]
-    pub ari_explanation: Option<String>,
+    pub(crate) ari_explanation: Option<String>,
     /// Managed only, not serialized: why `renew_before` is clamped, for alerts.
     #[serde(skip)]
-    pub renew_before_warning: Option<String>,
+    pub(crate) renew_before_warning: Option<String>,
     /// Not serialized: the configured `alert_before` (of the certificate, exception or
     /// `[discovery]`), for the `expiring` alert's lead time.
     #[serde(skip)]
-    pub alert_before: Option<crate::config::RenewBefore>,
+    pub(crate) alert_before: Option<crate::config::RenewBefore>,
     /// Managed only, not serialized: the configured file holding the certificate.
     #[serde(skip)]
-    pub cert_path: Option<PathBuf>,
+    pub(crate) cert_path: Option<PathBuf>,
     /// Managed only, not serialized: Unix seconds of the last successful renewal, for
     /// `renewd_certificate_last_success_seconds`.
     #[serde(skip)]
-    pub last_success: Option<u64>,
+    pub(crate) last_success: Option<u64>,
 }
 
 impl Item {
     /// The stable identity used in alert keys and metric labels: the name of a managed
     /// certificate, else its first path.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
             None => self
@@ -161,7 +164,8 @@ impl Item {
         }
     }
 
-    fn blank(kind: Kind) -> Item {
+    /// An item of `kind` that knows nothing yet.
+    pub(crate) fn blank(kind: Kind) -> Item {
         Item {
             kind,
             name: None,
@@ -214,24 +218,27 @@ impl Item {
 /// The whole inventory: `renewd inventory --json` prints this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
-    pub version: u32,
+    pub(crate) version: u32,
     /// Unix seconds.
-    pub generated_at: u64,
+    pub(crate) generated_at: u64,
     /// Managed first (configuration order), then exceptions, then unmanaged by path.
-    pub certificates: Vec<Item>,
-    pub discovery: DiscoverySummary,
+    pub(crate) certificates: Vec<Item>,
+    pub(crate) discovery: DiscoverySummary,
 }
 
+/// What discovery looked at; the `discovery` member of `renewd inventory --json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DiscoverySummary {
-    pub paths: Vec<PathBuf>,
-    pub files_scanned: usize,
+pub(crate) struct DiscoverySummary {
+    /// The configured `[discovery] paths`.
+    pub(crate) paths: Vec<PathBuf>,
+    /// Regular files looked at (sniffed), certificates or not.
+    pub(crate) files_scanned: usize,
     /// Directories or files that could not be read.
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// Every path the inventory accounts for without discovery: managed files and exceptions.
-pub fn known_paths(config: &Config) -> HashSet<PathBuf> {
+pub(crate) fn known_paths(config: &Config) -> HashSet<PathBuf> {
     let mut known: HashSet<PathBuf> = config
         .certificates
         .iter()
@@ -242,7 +249,7 @@ pub fn known_paths(config: &Config) -> HashSet<PathBuf> {
 }
 
 /// Runs the discovery scan of `config` (nothing when there is no `[discovery]`).
-pub fn discover(config: &Config) -> discovery::Scan {
+pub(crate) fn discover(config: &Config) -> discovery::Scan {
     match &config.discovery {
         Some(d) => discovery::scan(&d.paths, &known_paths(config), &mut |_| {}),
         None => discovery::Scan::default(),
@@ -251,7 +258,7 @@ pub fn discover(config: &Config) -> discovery::Scan {
 
 /// Builds the inventory from the managed certificates' state, the exceptions' files and a
 /// discovery scan.
-pub fn collect(
+pub(crate) fn collect(
     config: &Config,
     managed: &[Managed],
     scan: &discovery::Scan,
@@ -282,7 +289,7 @@ pub fn collect(
             if let Some(path) = &m.cert_path {
                 match discovery::read_certificate(path) {
                     Ok(info) => item.describe(&info, now),
-                    Err(e) => item.problem = Some(e),
+                    Err(e) => item.problem = Some(e.to_string()),
                 }
             }
         }
@@ -297,7 +304,7 @@ pub fn collect(
         item.alert_before = e.alert_before;
         match discovery::read_certificate(&e.path) {
             Ok(info) => item.describe(&info, now),
-            Err(err) => item.problem = Some(err),
+            Err(err) => item.problem = Some(err.to_string()),
         }
         items.push(item);
     }
@@ -334,7 +341,8 @@ pub fn collect(
     }
 }
 
-/// The human table of `renewd inventory`.
+/// The human table of `renewd inventory`: one row a certificate (columns padded to the
+/// widest cell, the last one not), then what discovery scanned and could not read.
 pub fn render(inv: &Inventory, now: SystemTime) -> String {
     let header = [
         "KIND",
@@ -345,76 +353,16 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
         "SERVICE",
         "NEXT / NOTE",
     ];
-    let mut rows: Vec<[String; 7]> = Vec::new();
-    for i in &inv.certificates {
-        let what = match &i.name {
-            Some(n) => n.clone(),
-            None => i
-                .paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let not_after = i
-            .not_after
-            .map(|t| date_time(from_unix(t)))
-            .unwrap_or_else(|| "-".into());
-        let days = i.days_left.map(|d| d.to_string()).unwrap_or("-".into());
-        let note = if let Some(p) = &i.problem {
-            format!("PROBLEM: {p}")
-        } else {
-            match i.kind {
-                Kind::Managed => match (i.next_renewal, &i.next_renewal_reason) {
-                    (Some(t), Some(r)) if from_unix(t) <= now => format!("due now ({r})"),
-                    (Some(t), Some(r)) => format!("{} ({r})", date_time(from_unix(t))),
-                    _ => "-".into(),
-                },
-                Kind::Exception => format!(
-                    "review by {}: {}",
-                    i.review_by.as_deref().unwrap_or("-"),
-                    i.reason.as_deref().unwrap_or("")
-                ),
-                Kind::Unmanaged => i.names.join(", "),
-            }
-        };
-        let mut note = note;
-        if !i.alerts.is_empty() {
-            note = format!("ALERT {}; {note}", i.alerts.join(", "));
-        }
-        // File names, certificate names and problems come from outside: no cell may carry
-        // a control character to the terminal.
-        let cell = |s: &str| crate::text::escape(s).into_owned();
-        rows.push([
-            i.kind.as_str().to_string(),
-            cell(&what),
-            not_after,
-            days,
-            cell(i.owner.as_deref().unwrap_or("-")),
-            cell(i.service.as_deref().unwrap_or("-")),
-            cell(&note),
-        ]);
-    }
+    let rows: Vec<[String; 7]> = inv.certificates.iter().map(|i| row(i, now)).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if n + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
+    let mut out = table_line(&header, &widths);
     for r in &rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push_str(&table_line(r, &widths));
     }
     if rows.is_empty() {
         out.push_str("no certificates known\n");
@@ -437,14 +385,85 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
     out
 }
 
-pub fn unix(t: SystemTime) -> u64 {
+/// One certificate's cells in [`render`]'s table.
+fn row(i: &Item, now: SystemTime) -> [String; 7] {
+    let what = match &i.name {
+        Some(n) => n.clone(),
+        None => i
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let not_after = i
+        .not_after
+        .map(|t| date_time(from_unix(t)))
+        .unwrap_or_else(|| "-".into());
+    let days = i.days_left.map(|d| d.to_string()).unwrap_or("-".into());
+    // File names, certificate names and problems come from outside: no cell may carry
+    // a control character to the terminal.
+    let cell = |s: &str| crate::text::escape(s).into_owned();
+    [
+        i.kind.as_str().to_string(),
+        cell(&what),
+        not_after,
+        days,
+        cell(i.owner.as_deref().unwrap_or("-")),
+        cell(i.service.as_deref().unwrap_or("-")),
+        cell(&note(i, now)),
+    ]
+}
+
+/// The NEXT / NOTE cell: the problem, else the next renewal (managed), the review date and
+/// reason (exception) or the names (unmanaged); firing alerts first.
+fn note(i: &Item, now: SystemTime) -> String {
+    let note = if let Some(p) = &i.problem {
+        format!("PROBLEM: {p}")
+    } else {
+        match i.kind {
+            Kind::Managed => match (i.next_renewal, &i.next_renewal_reason) {
+                (Some(t), Some(r)) if from_unix(t) <= now => format!("due now ({r})"),
+                (Some(t), Some(r)) => format!("{} ({r})", date_time(from_unix(t))),
+                _ => "-".into(),
+            },
+            Kind::Exception => format!(
+                "review by {}: {}",
+                i.review_by.as_deref().unwrap_or("-"),
+                i.reason.as_deref().unwrap_or("")
+            ),
+            Kind::Unmanaged => i.names.join(", "),
+        }
+    };
+    if i.alerts.is_empty() {
+        note
+    } else {
+        format!("ALERT {}; {note}", i.alerts.join(", "))
+    }
+}
+
+/// One line of the table: each cell but the last padded to its column's width.
+fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+        if n + 1 == cells.len() {
+            s.push_str(c.as_ref());
+        } else {
+            s.push_str(&format!("{:<w$}  ", c.as_ref()));
+        }
+    }
+    s.trim_end().to_string() + "\n"
+}
+
+/// `t` in Unix seconds; 0 for an instant before 1970.
+pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
 /// The instant `s` Unix seconds, clamped to `state::MAX_UNIX` (never panics).
-pub fn from_unix(s: u64) -> SystemTime {
+pub(crate) fn from_unix(s: u64) -> SystemTime {
     crate::state::from_unix(s)
 }
 

@@ -1,5 +1,4 @@
-//! The daemon's event loop, and the one-shot entry points (`run --once`, `renew` without a
-//! daemon) that share its selection logic.
+//! The daemon's event loop.
 //!
 //! The loop sleeps until the earliest renewal deadline, and wakes earlier only for a file
 //! event on a deployed file, a control request, a finished batch, or a signal. Nothing
@@ -19,9 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::{self, CaConfig, CertConfig, Config, Diagnosis};
 use crate::control::{self, Incoming, RenewResult, Request, Response};
 use crate::renew::{httpdate, BatchReport, Renewer};
+use crate::requests::{refusal, results, revoked_results, select, skip};
 use crate::schedule::Deployed;
-use crate::state::StateDir;
-use crate::status::{self, Evaluation, StatusRow};
+use crate::session::Session;
+use crate::status::{self, Evaluation};
 
 /// File events are gathered for this long before the affected certificates are re-read, so
 /// an editor's or a deployment's burst of events causes one evaluation.
@@ -31,410 +31,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// At most this many directories under the discovery paths are watched (one inotify watch
 /// each); beyond it, a warning, and changes there are seen at the next SIGHUP.
 pub const MAX_DISCOVERY_WATCHES: usize = 8192;
-
-/// `renewd run --once`: issues what is missing, renews what is due, then returns whether
-/// every certificate is fine. `diagnosis` is [`status::diagnose`]'s verdict on `config`
-/// (without errors): its certificates that cannot be renewed are not attempted, and are
-/// not fine when they are due.
-pub async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, String> {
-    status::log_diagnosis(diagnosis);
-    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let _lock = state.try_lock().map_err(|e| e.to_string())?;
-    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
-    let mut fine = renewer.recover(&config.certificates).await.all_ok();
-    // A journal still there after recovery is a swap that could not be recovered (`recover`
-    // logged why): that certificate's files are in doubt, so the pass has failed.
-    let left = leftover_journals(&state.journal_dir());
-    if !left.is_empty() {
-        tracing::error!(journals = ?left,
-            "interrupted swaps could not be recovered; their files are in doubt");
-        fine = false;
-    }
-    // Each certificate's files are read once, for ARI and for the decision.
-    let certs = config.certificates.clone();
-    let inspected = tokio::task::spawn_blocking(move || {
-        certs
-            .iter()
-            .map(|c| crate::deploy::inspect(&c.files))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| format!("reading the deployed certificates failed: {e}"))?;
-    // Every pass asks the CA's ARI afresh about each deployed certificate (the records come
-    // back as the answers left them), unless none of its CAs is to be asked (`ari = false`):
-    // those are not even handed over, which keeps a pass without ARI cheap.
-    let asks_ari = |c: &CertConfig| {
-        c.ca.iter()
-            .any(|n| config.cas.get(n).is_some_and(|ca| ca.ari))
-    };
-    let asked = config
-        .certificates
-        .iter()
-        .zip(&inspected)
-        .filter(|(c, _)| asks_ari(c))
-        .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
-        .collect();
-    let mut records = renewer.refresh_ari_all(asked, &config.cas).await;
-    let now = SystemTime::now();
-    let mut due = Vec::new();
-    for (cert, inspected) in config.certificates.iter().zip(&inspected) {
-        let rec = match records.remove(&cert.name) {
-            Some(rec) => rec,
-            None => {
-                let mut rec = state.load_cert(&cert.name);
-                if !asks_ari(cert) && rec.ari.as_ref().is_some_and(|a| a.window.is_some()) {
-                    // Advice recorded before `ari = false` was set no longer counts: drop it,
-                    // so no later process sends `replaces` or shows it.
-                    rec.ari = None;
-                    if let Err(e) = state.update_cert(&cert.name, |r| r.ari = None) {
-                        tracing::warn!(cert = %cert.name, error = %e,
-                            "cannot drop ARI advice recorded before ari = false");
-                    }
-                }
-                rec
-            }
-        };
-        let mut ev = status::evaluate_inspected(cert, &rec, &config.cas, now, inspected.as_ref());
-        if let Some(w) = &ev.clamp_warning {
-            tracing::warn!(cert = %cert.name, "{}: {w}", cert.name);
-        }
-        ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
-        if let (Some(why), true) = (&ev.not_renewable, ev.decision.is_due(now)) {
-            tracing::error!(cert = %cert.name, reason = %ev.decision.reason, error = %why,
-                "{}: due ({}) but not renewable as configured: {why}", cert.name, ev.decision.reason);
-            fine = false;
-        } else if ev.decision.is_due(now) {
-            crate::logging::renewal_due(&cert.name, &ev.decision.reason);
-            due.push(cert.clone());
-        } else if let Deployed::Unusable(why) = &ev.deployed {
-            tracing::error!(cert = %cert.name, error = %why, retry_at = %httpdate(ev.decision.at),
-                "{}: not usable ({why}), and still backing off after earlier failures until {}",
-                cert.name, httpdate(ev.decision.at));
-            fine = false;
-        } else {
-            tracing::info!(cert = %cert.name, next = %httpdate(ev.decision.at),
-                reason = %ev.decision.reason, "{}: not due until {} ({})",
-                cert.name, httpdate(ev.decision.at), ev.decision.reason);
-        }
-    }
-    if due.is_empty() {
-        tracing::info!("nothing due");
-        return Ok(fine);
-    }
-    let report = renewer.run_batch(due, &config.cas, false).await;
-    Ok(fine && report.all_ok())
-}
-
-/// The swap journals in `dir` (`NAME.json`; renewd's own temporaries start with a dot).
-/// A directory that cannot be read counts as one left over: nothing says it is clean.
-fn leftover_journals(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot read the swap journals");
-            vec![dir.to_path_buf()]
-        }
-    }
-}
-
-/// `renewd renew` when no daemon runs: the same selection as the daemon's, done in this
-/// process under the state directory's lock.
-pub async fn renew_in_process(
-    config: &Config,
-    names: &[String],
-    all: bool,
-    force: bool,
-    dry_run: bool,
-) -> Result<Vec<RenewResult>, String> {
-    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let _lock = state.try_lock().map_err(|e| e.to_string())?;
-    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
-    renewer.recover(&config.certificates).await;
-    let selected = select(config, names, all)?;
-    let diagnosis = status::diagnose(config);
-    let now = SystemTime::now();
-    let mut skipped = Vec::new();
-    let mut run = Vec::new();
-    for cert in selected {
-        let mut ev = status::evaluate(cert, &state.load_cert(&cert.name), &config.cas, now);
-        ev.not_renewable = diagnosis.not_renewable.get(&cert.name).cloned();
-        match refusal(&cert.name, &ev, force, now) {
-            Some(result) => skipped.push(result),
-            None => run.push(cert.clone()),
-        }
-    }
-    let report = renewer.run_batch(run, &config.cas, dry_run).await;
-    Ok(results(skipped, &report, dry_run))
-}
-
-/// `renewd revoke` when no daemon runs: revoke at the CA, then issue and deploy a
-/// replacement through the normal pipeline, in this process under the state lock.
-pub async fn revoke_in_process(
-    config: &Config,
-    name: &str,
-    reason: Option<&str>,
-) -> Result<Vec<RenewResult>, String> {
-    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let _lock = state.try_lock().map_err(|e| e.to_string())?;
-    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
-    renewer.recover(&config.certificates).await;
-    let cert = select(config, &[name.to_string()], false)?
-        .into_iter()
-        .next()
-        .cloned()
-        .ok_or_else(|| format!("no certificate named {name}"))?;
-    if let Some(why) = status::diagnose(config).not_renewable.get(name) {
-        return Err(format!(
-            "{name}: not revoked: no replacement could be deployed as configured: {why}"
-        ));
-    }
-    let serial = renewer.revoke(&cert, &config.cas, reason).await?;
-    let report = renewer.run_batch(vec![cert], &config.cas, false).await;
-    Ok(revoked_results(&serial, &report))
-}
-
-/// `renewd account show|rollover-key|deactivate [--ca NAME]`, under the state lock (so
-/// not while a daemon runs). `--ca` may be left out when one CA is configured.
-pub async fn account(config: &Config, op: &str, ca: Option<&str>) -> Result<String, String> {
-    if op == "show" {
-        return account_show(config, ca);
-    }
-    let ca = match ca {
-        Some(name) => config
-            .cas
-            .get(name)
-            .ok_or_else(|| format!("no CA named {name} in the configuration"))?,
-        None if config.cas.len() == 1 => config.cas.values().next().ok_or("no CA")?,
-        None => {
-            return Err(format!(
-                "several CAs are configured ({}); say which with --ca",
-                config.cas.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        }
-    };
-    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let _lock = state
-        .try_lock()
-        .map_err(|e| format!("{e} (stop the daemon for account maintenance)"))?;
-    let path = state.account_path(&ca.name);
-    use crate::acme::account;
-    let result = match op {
-        "rollover-key" => account::rollover_key(ca, &path).await.map(|id| {
-            format!(
-                "CA {}: account {id}: new key stored in {}",
-                ca.name,
-                path.display()
-            )
-        }),
-        "deactivate" => account::deactivate(ca, &path).await.map(|id| {
-            format!(
-                "CA {}: account {id} deactivated; the next order registers a new one",
-                ca.name
-            )
-        }),
-        other => return Err(format!("unknown account operation {other}")),
-    };
-    result.map_err(|e| e.to_string())
-}
-
-/// `renewd account show [--ca NAME]`: every configured CA's stored account (or that one's),
-/// read from the state directory without asking the CA or taking the lock.
-fn account_show(config: &Config, ca: Option<&str>) -> Result<String, String> {
-    let cas: Vec<&config::CaConfig> = match ca {
-        Some(name) => vec![config
-            .cas
-            .get(name)
-            .ok_or_else(|| format!("no CA named {name} in the configuration"))?],
-        None => config.cas.values().collect(),
-    };
-    if cas.is_empty() {
-        return Err("no CA is configured".into());
-    }
-    let state = StateDir::open_existing(&config.state_dir);
-    let mut out = Vec::new();
-    for ca in cas {
-        let path = state.account_path(&ca.name);
-        out.push(
-            match crate::acme::account::stored_id(ca, &path).map_err(|e| e.to_string())? {
-                Some(id) => format!(
-                    "CA {}: account {id}\n  directory: {}\n  file: {}",
-                    ca.name,
-                    ca.directory,
-                    path.display()
-                ),
-                None => format!(
-                    "CA {}: no account yet ({} does not exist); one is registered at the first order",
-                    ca.name,
-                    path.display()
-                ),
-            },
-        );
-    }
-    Ok(out.join("\n"))
-}
-
-/// The results of a revoke: the batch's, each saying which serial was revoked.
-fn revoked_results(serial: &str, report: &BatchReport) -> Vec<RenewResult> {
-    results(Vec::new(), report, false)
-        .into_iter()
-        .map(|mut r| {
-            r.message = format!("revoked serial {serial}; replacement: {}", r.message);
-            r
-        })
-        .collect()
-}
-
-/// The certificates a renew request names; unknown names are an error listing them.
-fn select<'a>(
-    config: &'a Config,
-    names: &[String],
-    all: bool,
-) -> Result<Vec<&'a CertConfig>, String> {
-    if all {
-        return Ok(config.certificates.iter().collect());
-    }
-    let unknown: Vec<&str> = names
-        .iter()
-        .filter(|n| config.certificate(n).is_none())
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(format!(
-            "no certificate named {} in the configuration",
-            unknown.join(", ")
-        ));
-    }
-    Ok(names.iter().filter_map(|n| config.certificate(n)).collect())
-}
-
-/// Why a renew request leaves a certificate alone, if it does: failed when it cannot be
-/// renewed as configured (even with `--force`), skipped when it is not due and there is no
-/// `--force`.
-fn refusal(name: &str, ev: &Evaluation, force: bool, now: SystemTime) -> Option<RenewResult> {
-    if let Some(why) = &ev.not_renewable {
-        return Some(RenewResult {
-            name: name.to_string(),
-            outcome: "failed".into(),
-            message: format!("not renewable as configured: {why}"),
-        });
-    }
-    if force || ev.decision.is_due(now) {
-        return None;
-    }
-    Some(skip_result(
-        name,
-        ev,
-        format!(
-            "not due until {} ({}); use --force to renew anyway",
-            httpdate(ev.decision.at),
-            ev.decision.reason
-        ),
-    ))
-}
-
-/// A certificate a renew request leaves alone: `skipped`, or `failed` (exit 1) when
-/// nothing usable is deployed for it (backing off after failures), since then the user
-/// has no certificate.
-fn skip_result(name: &str, ev: &Evaluation, why: String) -> RenewResult {
-    match &ev.deployed {
-        Deployed::Unusable(problem) => RenewResult {
-            name: name.to_string(),
-            outcome: "failed".into(),
-            message: format!("nothing usable is deployed ({problem}); {why}"),
-        },
-        Deployed::Valid { .. } => skip(name, why),
-    }
-}
-
-fn skip(name: &str, why: String) -> RenewResult {
-    RenewResult {
-        name: name.to_string(),
-        outcome: "skipped".into(),
-        message: why,
-    }
-}
-
-/// One result per certificate of a renew request: the skipped ones, then the batch's.
-fn results(mut out: Vec<RenewResult>, report: &BatchReport, dry_run: bool) -> Vec<RenewResult> {
-    for c in &report.certificates {
-        let failed_reload = report
-            .reloads
-            .iter()
-            .find(|r| r.result.is_err() && r.certificates.contains(&c.name));
-        out.push(match (&c.result, failed_reload) {
-            (Err(e), _) => RenewResult {
-                name: c.name.clone(),
-                outcome: "failed".into(),
-                message: e.clone(),
-            },
-            (Ok(r), Some(reload)) => RenewResult {
-                name: c.name.clone(),
-                outcome: "failed".into(),
-                message: format!(
-                    "deployed serial {}, but reload {:?} failed: {}",
-                    r.serial,
-                    reload.argv,
-                    reload
-                        .result
-                        .as_ref()
-                        .err()
-                        .map(String::as_str)
-                        .unwrap_or("")
-                ),
-            },
-            (Ok(r), None) if dry_run => RenewResult {
-                name: c.name.clone(),
-                outcome: "dry-run-ok".into(),
-                message: format!(
-                    "order {} at CA {}: every authorization proven, then deactivated; \
-                     not finalized, so no certificate was issued and nothing deployed",
-                    r.order_url, r.ca
-                ),
-            },
-            (Ok(r), None) => RenewResult {
-                name: c.name.clone(),
-                outcome: "renewed".into(),
-                message: format!(
-                    "serial {} from CA {}, valid until {}",
-                    r.serial,
-                    r.ca,
-                    httpdate(r.not_after),
-                ),
-            },
-        });
-    }
-    out
-}
-
-/// Status rows computed from disk, for `renewd status` when no daemon runs.
-pub fn status_offline(config: &Config, names: &[String]) -> Result<Vec<StatusRow>, String> {
-    let state = StateDir::open_existing(&config.state_dir);
-    let now = SystemTime::now();
-    let certs = if names.is_empty() {
-        config.certificates.iter().collect()
-    } else {
-        select(config, names, false)?
-    };
-    let diagnosis = status::diagnose(config);
-    Ok(certs
-        .into_iter()
-        .map(|c| {
-            let rec = state.load_cert(&c.name);
-            let mut ev = status::evaluate(c, &rec, &config.cas, now);
-            ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
-            status::row(c, &rec, &ev, false)
-        })
-        .collect())
-}
 
 enum Event {
     Files(Vec<PathBuf>),
@@ -682,8 +278,8 @@ impl DiscoveryWatch {
 /// certificates that cannot be renewed are shown so and left alone.
 pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Result<(), String> {
     status::log_diagnosis(&diagnosis);
-    let state = StateDir::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let _lock = state.try_lock().map_err(|e| e.to_string())?;
+    // The lock is held until `session` is dropped, at the end.
+    let session = Session::open(&config).map_err(|e| e.to_string())?;
     let listener = control::bind(&config.control_socket).await?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Incoming>(16);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -691,8 +287,8 @@ pub async fn run(config_path: &Path, config: Config, diagnosis: Diagnosis) -> Re
 
     // Before anything else looks at the deployed files: finish or undo what a crash
     // interrupted.
-    let renewer = Arc::new(Renewer::new(state.clone(), config.max_concurrent_renewals));
-    renewer.recover(&config.certificates).await;
+    session.recover(&config).await;
+    let renewer = session.renewer.clone();
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let governance = crate::inventory::Live::start(&config).await?;
@@ -1412,8 +1008,10 @@ impl Daemon {
             } => {
                 let selected = match select(&self.config, &names, all) {
                     Ok(s) => s.into_iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-                    Err(message) => {
-                        let _ = reply.send(Response::Error { message });
+                    Err(e) => {
+                        let _ = reply.send(Response::Error {
+                            message: e.to_string(),
+                        });
                         return;
                     }
                 };

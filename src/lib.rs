@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod challenge;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -15,8 +16,10 @@ pub mod inventory;
 pub mod logging;
 pub mod outbound;
 pub mod renew;
+pub(crate) mod requests;
 pub mod schedule;
 pub mod serve;
+pub(crate) mod session;
 pub mod state;
 pub mod status;
 pub mod text;

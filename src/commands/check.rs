@@ -23,7 +23,10 @@ pub(super) fn machine_refusals(cfg: &Config, serve: bool) -> Vec<config::Problem
     }
     if serve {
         if let Err(e) = control::check_socket_path(&cfg.control_socket) {
-            problems.push(config::Problem::new(cfg.key_location("control_socket"), e));
+            problems.push(config::Problem::new(
+                cfg.key_location("control_socket"),
+                e.to_string(),
+            ));
         }
     }
     problems.extend(deploy::clashing_targets(cfg));

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, CaConfig, CertConfig, Config, Diagnosis};
 use crate::control::{self, Incoming, RenewResult, Response};
-use crate::renew::{BatchReport, Renewer};
+use crate::renew::{httpdate, BatchReport, Renewer};
 use crate::session::Session;
 use crate::status::{self, Evaluation};
 use governance::Governance;
@@ -169,6 +169,9 @@ struct Daemon {
     batches_in_flight: usize,
     governance: Governance,
     reload: reload::Reloading,
+    /// The next timer when the loop last said it was idle (`None`: it has had work in
+    /// flight since); see [`Daemon::log_idle`].
+    idle_until: Option<Option<SystemTime>>,
 }
 
 /// The channels the loop receives on.
@@ -212,6 +215,7 @@ pub async fn run(
 
     loop {
         let deadline = d.next_deadline();
+        d.log_idle(deadline);
         tokio::select! {
             _ = sleep_until(deadline) => {
                 d.start_due();
@@ -299,6 +303,7 @@ impl Daemon {
             batches_in_flight: 0,
             governance,
             reload: reload::Reloading::default(),
+            idle_until: None,
         };
         // Watches first, then the files are read (off the event loop's thread): a change in
         // between is then an event.
@@ -345,6 +350,32 @@ impl Daemon {
                 },
             }
         }
+    }
+
+    /// Whether nothing is in flight: no batch running, no evaluation pending, no ARI poll
+    /// running, no debounce pending, no configuration being read.
+    fn idle(&self) -> bool {
+        self.batches_in_flight == 0
+            && self.debounce.until.is_none()
+            && !self.reload.running()
+            && !self.table.in_flight()
+    }
+
+    /// The event tests wait for to assert that nothing more happened: `idle`, with the next
+    /// timer (`until`, RFC 3339 UTC, or "never"), logged when the loop is about to wait with
+    /// nothing in flight — once when that state is entered (or its timer changes), not at
+    /// every wake-up.
+    fn log_idle(&mut self, deadline: Option<SystemTime>) {
+        if !self.idle() {
+            self.idle_until = None;
+            return;
+        }
+        if self.idle_until == Some(deadline) {
+            return;
+        }
+        self.idle_until = Some(deadline);
+        let until = deadline.map_or_else(|| "never".to_string(), httpdate);
+        tracing::debug!(until = %until, "idle");
     }
 
     /// The earliest renewal deadline, ARI re-poll time or alert deadline.

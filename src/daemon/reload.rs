@@ -17,6 +17,12 @@ pub(super) struct Reloading {
     again: bool,
 }
 
+impl Reloading {
+    pub(super) fn running(&self) -> bool {
+        self.running
+    }
+}
+
 /// A configuration (re)read and every certificate of it evaluated, on a blocking thread.
 pub(super) struct Loaded {
     config: Config,

@@ -202,6 +202,13 @@ impl Table {
         }
     }
 
+    /// Whether an evaluation or an ARI poll is under way for any certificate.
+    pub(super) fn in_flight(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.polling_ari || e.eval_asked != e.eval_done)
+    }
+
     /// The earliest renewal deadline or ARI re-poll time of a certificate nothing is under
     /// way for. A certificate that cannot be renewed waits for SIGHUP, not its deadline.
     pub(super) fn next_deadline(&self) -> Option<SystemTime> {

@@ -137,6 +137,7 @@ fn an_older_evaluation_never_replaces_a_newer_one() {
     );
     let (gen1, gen2) = (first[0].1, second[0].1);
     assert!(gen2 > gen1);
+    assert!(t.in_flight());
     let newer = now + Duration::from_secs(7);
     let older = now + Duration::from_secs(9);
     t.apply_evaluations(
@@ -145,6 +146,7 @@ fn an_older_evaluation_never_replaces_a_newer_one() {
         now,
     );
     assert_eq!(t.get("a").map(|e| e.eval.decision.at), Some(older));
+    assert!(t.in_flight(), "the newest asked for is not applied yet");
     assert!(t.due(older).is_empty());
     t.apply_evaluations(
         vec![("a".into(), gen2, Some(eval(newer, None)))],
@@ -161,6 +163,7 @@ fn an_older_evaluation_never_replaces_a_newer_one() {
         Some(newer),
         "stale result dropped"
     );
+    assert!(!t.in_flight());
     assert_eq!(t.due(newer), names(&["a"]));
 }
 

@@ -352,27 +352,24 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
-    let serving = crate::serve::spawn(
-        "control socket".into(),
-        listener,
-        crate::serve::Limits {
-            max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
-            // A `renew` answer waits for the renewal; the request and the answer are
-            // each bounded by `handle`.
-            lifetime: None,
-        },
-        None,
-        move |stream, conn| {
-            let to_daemon = to_daemon.clone();
-            async move {
-                if let Err(e) = handle(stream, to_daemon, me, conn).await {
-                    tracing::debug!(error = %e, "control connection ended");
-                }
+    let limits = crate::serve::Limits {
+        max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
+        // A `renew` answer waits for the renewal; the request and the answer are each
+        // bounded by `handle`.
+        lifetime: None,
+    };
+    let handler = move |stream, conn| {
+        let to_daemon = to_daemon.clone();
+        async move {
+            if let Err(e) = handle(stream, to_daemon, me, conn).await {
+                tracing::debug!(error = %e, "control connection ended");
             }
-        },
-    );
-    let _ = stop.wait_for(|stopped| *stopped).await;
-    serving.stopped().await;
+        }
+    };
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    crate::serve::serve_until("control socket".into(), listener, limits, handler, stopped).await;
 }
 
 async fn handle(

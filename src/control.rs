@@ -73,7 +73,7 @@ pub struct RenewResult {
 }
 
 impl RenewResult {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.outcome == "failed"
     }
 }
@@ -130,7 +130,10 @@ pub type Incoming = (Request, oneshot::Sender<Response>);
 /// there, so the caller may do the work itself. A socket served by anyone but root or this
 /// process's effective user is an error (someone else put it there), and its answer is not
 /// read.
-pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, ControlError> {
+pub(crate) async fn request(
+    socket: &Path,
+    req: &Request,
+) -> Result<Option<Response>, ControlError> {
     let mut stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e)
@@ -210,7 +213,7 @@ fn user_name(uid: u32) -> String {
 /// Otherwise another user could bind a socket of their own there first — the daemon would not
 /// start, and `renewd status` would get their answer. The error names the directory and the
 /// fix.
-pub fn check_socket_dir(dir: &Path) -> Result<(), ControlError> {
+pub(crate) fn check_socket_dir(dir: &Path) -> Result<(), ControlError> {
     use std::os::unix::fs::MetadataExt;
     let shown = dir.display();
     let meta = std::fs::metadata(dir)
@@ -254,7 +257,7 @@ pub fn check_socket_dir(dir: &Path) -> Result<(), ControlError> {
 
 /// `renewd check`'s look at `control_socket`: its directory, when it exists, must pass
 /// [`check_socket_dir`] (a missing one is created by the daemon, 0700).
-pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+pub(crate) fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Problem> {
     let Some(dir) = config.control_socket.parent() else {
         return Vec::new();
     };
@@ -273,7 +276,7 @@ pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Proble
 /// Refuses a `control_socket` path where something other than a socket exists: binding
 /// removes what is there first (a stale socket of an earlier daemon), and a regular file,
 /// directory or symlink at that name is not renewd's to remove. A missing path is fine.
-pub fn check_socket_path(socket: &Path) -> Result<(), ControlError> {
+pub(crate) fn check_socket_path(socket: &Path) -> Result<(), ControlError> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(socket) {
         Ok(meta) if meta.file_type().is_socket() => Ok(()),

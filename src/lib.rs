@@ -8,7 +8,7 @@ pub mod challenge;
 pub mod commands;
 pub mod config;
 pub mod control;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod deploy;
 pub mod fsutil;
 pub mod hooks;

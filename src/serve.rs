@@ -59,18 +59,18 @@ const SHARE_OF_NOFILE: u64 = 16;
 
 /// Bounds of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most connections served at once. See the module documentation for what happens to
     /// the next one.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Longest a connection may live, from accept to close; `None`: as long as its handler
     /// takes (the control socket, whose `renew` answers wait for the renewal; its request
     /// and its answer are each bounded by the handler).
-    pub lifetime: Option<Duration>,
+    pub(crate) lifetime: Option<Duration>,
 }
 
 /// A listening socket the accept loop can take connections from.
-pub trait Listener: Send + 'static {
+pub(crate) trait Listener: Send + 'static {
     /// One accepted connection (with the peer's address, where there is one).
     type Stream: Send + 'static;
     /// Waits for the next connection.
@@ -125,7 +125,7 @@ impl Waiting {
 
 /// One accepted connection, as its handler sees it. Cloning shares it.
 #[derive(Clone)]
-pub struct Conn(Arc<ConnInner>);
+pub(crate) struct Conn(Arc<ConnInner>);
 
 struct ConnInner {
     id: u64,
@@ -137,7 +137,7 @@ impl Conn {
     /// The connection's request has arrived (a whole HTTP request head, a whole control
     /// request): from now on it is being answered, and is no longer closed to make room for
     /// a new connection.
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         lock(&self.0.waiting.by_age).remove(&self.0.id);
     }
 }
@@ -150,7 +150,7 @@ impl Drop for ConnInner {
 
 /// A running listener. Dropping it, or [`Serving::stop`], stops it: the listening socket is
 /// closed and every connection is cut.
-pub struct Serving {
+pub(crate) struct Serving {
     cancel: CancellationToken,
     /// The accept loop and every connection task it spawned.
     tasks: TaskTracker,
@@ -158,13 +158,13 @@ pub struct Serving {
 
 impl Serving {
     /// Stops accepting and cuts every connection, without waiting.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.cancel.cancel();
     }
 
     /// Stops, and returns once the listening socket is closed and every connection task has
     /// ended.
-    pub async fn stopped(self) {
+    pub(crate) async fn stopped(self) {
         self.cancel.cancel();
         self.tasks.wait().await;
     }
@@ -199,7 +199,7 @@ pub(crate) async fn serve_until<L, H, F>(
 /// task, within `limits`. `what` names the listener in logs (e.g. `metrics 127.0.0.1:9443`).
 /// `closed`, if given, is dropped once the listening socket has been closed (see
 /// `challenge::Closing`).
-pub fn spawn<L, H, F>(
+pub(crate) fn spawn<L, H, F>(
     what: String,
     listener: L,
     limits: Limits,
@@ -440,13 +440,13 @@ fn out_of_resources(e: &io::Error) -> bool {
 }
 
 /// The process's `RLIMIT_NOFILE` (soft, hard).
-pub fn nofile_limit() -> io::Result<(u64, u64)> {
+pub(crate) fn nofile_limit() -> io::Result<(u64, u64)> {
     use nix::sys::resource::{getrlimit, Resource};
     getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
 }
 
 /// The soft `RLIMIT_NOFILE` [`raise_nofile_limit`] aims for when the hard limit allows.
-pub const NOFILE_TARGET: u64 = 65536;
+pub(crate) const NOFILE_TARGET: u64 = 65536;
 
 /// Raises the soft `RLIMIT_NOFILE` towards the hard limit — the usual practice for a daemon
 /// that holds many descriptors (systemd keeps the default soft limit at 1024 for programs
@@ -467,7 +467,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 
 /// The connection cap for a listener that wants at most `wanted`: no more than
 /// 1/[`SHARE_OF_NOFILE`] of the soft `RLIMIT_NOFILE` (read now), and at least 4.
-pub fn connection_cap(wanted: usize) -> usize {
+pub(crate) fn connection_cap(wanted: usize) -> usize {
     let soft = nofile_limit().map(|(soft, _)| soft).unwrap_or(1024);
     let share = usize::try_from(soft / SHARE_OF_NOFILE).unwrap_or(usize::MAX);
     wanted.min(share).max(4)

@@ -47,7 +47,7 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
@@ -183,7 +183,7 @@ struct Inbox {
 /// `renewd run`: the daemon, until SIGTERM or SIGINT. `diagnosis` is
 /// [`status::diagnose`]'s verdict on `config` (without errors); it is logged, and its
 /// certificates that cannot be renewed are shown so and left alone.
-pub async fn run(
+pub(crate) async fn run(
     config_path: &Path,
     config: Config,
     diagnosis: Diagnosis,

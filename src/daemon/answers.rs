@@ -93,11 +93,7 @@ impl Daemon {
                 return;
             }
         };
-        self.batches_in_flight += 1;
-        let renewer = self.renewer.clone();
-        let cas = self.config.cas.clone();
-        let events = self.events.clone();
-        tokio::spawn(async move {
+        self.spawn_batch(move |renewer, cas| async move {
             let (report, results) = match renewer.revoke(&cert, &cas, reason.as_deref()).await {
                 Ok(serial) => {
                     let report = renewer.run_batch(vec![cert], &cas, false).await;
@@ -117,11 +113,11 @@ impl Daemon {
                 }
             };
             let _ = reply.send(Response::Renew { results });
-            let _ = events.send(Event::BatchDone {
+            Event::BatchDone {
                 report,
                 dry_run: false,
                 reply: None,
-            });
+            }
         });
     }
 }

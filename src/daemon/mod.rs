@@ -486,17 +486,28 @@ impl Daemon {
             }
             return;
         }
-        self.batches_in_flight += 1;
-        let renewer = self.renewer.clone();
-        let cas = self.config.cas.clone();
-        let events = self.events.clone();
-        tokio::spawn(async move {
+        self.spawn_batch(move |renewer, cas| async move {
             let report = renewer.run_batch(certs, &cas, dry_run).await;
-            let _ = events.send(Event::BatchDone {
+            Event::BatchDone {
                 report,
                 dry_run,
                 reply,
-            });
+            }
+        });
+    }
+
+    /// Runs `batch` (given the renewer and the CAs) on a spawned task, counted in flight
+    /// until the [`Event::BatchDone`] it ends with is applied.
+    fn spawn_batch<F, Fut>(&mut self, batch: F)
+    where
+        F: FnOnce(Arc<Renewer>, BTreeMap<String, CaConfig>) -> Fut,
+        Fut: std::future::Future<Output = Event> + Send + 'static,
+    {
+        self.batches_in_flight += 1;
+        let done = batch(self.renewer.clone(), self.config.cas.clone());
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let _ = events.send(done.await);
         });
     }
 

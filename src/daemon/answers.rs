@@ -88,8 +88,10 @@ impl Daemon {
     fn revoke(&mut self, name: String, reason: Option<String>, reply: oneshot::Sender<Response>) {
         let cert = match self.table.start_revoke(&name) {
             Ok(cert) => cert,
-            Err(message) => {
-                let _ = reply.send(Response::Error { message });
+            Err(refused) => {
+                let _ = reply.send(Response::Error {
+                    message: refused.to_string(),
+                });
                 return;
             }
         };

@@ -51,6 +51,18 @@ pub(super) enum Count {
     Reload(bool),
 }
 
+/// Why the daemon refuses a revoke request; the client gets the message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum RevokeRefused {
+    #[error("no certificate named {0}")]
+    Unknown(String),
+    #[error("{0}: a renewal is under way; try again when it is done")]
+    Renewing(String),
+    /// No replacement could be deployed, so the certificate in use is not revoked.
+    #[error("{name}: not revoked: no replacement could be deployed as configured: {why}")]
+    NotRenewable { name: String, why: String },
+}
+
 /// Why evaluations were asked for: what applying them logs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Asked {
@@ -353,21 +365,20 @@ impl Table {
         (skipped, run)
     }
 
-    /// A revoke request for `name`: its configuration, marked renewing, or the error message
-    /// to answer.
-    pub(super) fn start_revoke(&mut self, name: &str) -> Result<CertConfig, String> {
+    /// A revoke request for `name`: its configuration, marked renewing, or why it is
+    /// refused.
+    pub(super) fn start_revoke(&mut self, name: &str) -> Result<CertConfig, RevokeRefused> {
         let Some(e) = self.entries.get_mut(name) else {
-            return Err(format!("no certificate named {name}"));
+            return Err(RevokeRefused::Unknown(name.to_string()));
         };
         if e.renewing {
-            return Err(format!(
-                "{name}: a renewal is under way; try again when it is done"
-            ));
+            return Err(RevokeRefused::Renewing(name.to_string()));
         }
         if let Some(why) = &e.eval.not_renewable {
-            return Err(format!(
-                "{name}: not revoked: no replacement could be deployed as configured: {why}"
-            ));
+            return Err(RevokeRefused::NotRenewable {
+                name: name.to_string(),
+                why: why.clone(),
+            });
         }
         e.renewing = true;
         Ok(e.cfg.clone())

@@ -241,3 +241,20 @@ fn the_status_line_is_coarse() {
         "3 certificates, next: c in 3m, 1 not renewable"
     );
 }
+
+#[test]
+fn a_revoke_is_refused_while_renewing_or_not_renewable() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let mut t = table(now, [100, 100, 100], &["c"]);
+    assert_eq!(t.start_revoke("x"), Err(RevokeRefused::Unknown("x".into())));
+    assert_eq!(t.start_revoke("a").map(|c| c.name), Ok("a".to_string()));
+    assert!(t.get("a").is_some_and(|e| e.renewing));
+    assert_eq!(
+        t.start_revoke("a").map_err(|e| e.to_string()),
+        Err("a: a renewal is under way; try again when it is done".to_string())
+    );
+    assert!(matches!(
+        t.start_revoke("c"),
+        Err(RevokeRefused::NotRenewable { .. })
+    ));
+}

@@ -80,3 +80,27 @@ fn unexpected(answer: crate::control::Response) -> CommandError {
         other => CommandError::Failed(format!("unexpected answer from the daemon: {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Response;
+
+    #[test]
+    fn the_daemons_error_is_said_as_it_is() {
+        let e = unexpected(Response::Error {
+            message: "permission denied: only root may control renewd".into(),
+        });
+        assert!(matches!(&e, CommandError::Failed(_)));
+        assert_eq!(
+            e.to_string(),
+            "permission denied: only root may control renewd"
+        );
+        let e = unexpected(Response::Status {
+            certificates: Vec::new(),
+        });
+        assert!(e
+            .to_string()
+            .starts_with("unexpected answer from the daemon: Status"));
+    }
+}

@@ -143,3 +143,25 @@ async fn revoke_in_process(
     let report = renewer.run_batch(vec![cert], &config.cas, false).await;
     Ok(revoked_results(&serial, &report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, outcome: &str) -> RenewResult {
+        RenewResult {
+            name: name.into(),
+            outcome: outcome.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_failed_certificate_fails_the_command() {
+        assert_eq!(report(&[]), Outcome::Success);
+        let fine = [result("a", "renewed"), result("b", "skipped")];
+        assert_eq!(report(&fine), Outcome::Success);
+        let failed = [result("a", "renewed"), result("b", "failed")];
+        assert_eq!(report(&failed), Outcome::CertificateFailed);
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -73,8 +73,53 @@ pub struct RenewResult {
 }
 
 impl RenewResult {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.outcome == "failed"
+    }
+}
+
+/// Why the control socket could not be used, by a client or by the daemon binding it.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket exists but connecting failed for another reason than "nobody listens".
+    #[error("cannot reach the daemon at {}: {source}", .path.display())]
+    Unreachable { path: PathBuf, source: io::Error },
+    /// Sending the request or reading the answer failed.
+    #[error("control socket {}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// The request could not be encoded.
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// The daemon's answer is not a [`Response`].
+    #[error("the daemon's answer is not understood ({source}): {}", .answer.trim())]
+    Answer {
+        source: serde_json::Error,
+        answer: String,
+    },
+    /// The socket is served by someone else than root or this user, or who serves it is
+    /// unknown: its answer is not read.
+    #[error("{message}")]
+    Untrusted { path: PathBuf, message: String },
+    /// The socket's path or directory is unsafe, or cannot be used: the message names it
+    /// and the fix.
+    #[error("{message}")]
+    Unsafe { path: PathBuf, message: String },
+    /// A daemon already listens there.
+    #[error("another renewd daemon is already listening on {}", .0.display())]
+    InUse(PathBuf),
+    /// Creating the directory, removing a stale socket, binding or chmodding failed.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Bind {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn unsafe_at(path: &Path, message: String) -> ControlError {
+    ControlError::Unsafe {
+        path: path.to_path_buf(),
+        message,
     }
 }
 
@@ -85,7 +130,10 @@ pub type Incoming = (Request, oneshot::Sender<Response>);
 /// there, so the caller may do the work itself. A socket served by anyone but root or this
 /// process's effective user is an error (someone else put it there), and its answer is not
 /// read.
-pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, String> {
+pub(crate) async fn request(
+    socket: &Path,
+    req: &Request,
+) -> Result<Option<Response>, ControlError> {
     let mut stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e)
@@ -96,46 +144,51 @@ pub async fn request(socket: &Path, req: &Request) -> Result<Option<Response>, S
         {
             return Ok(None)
         }
-        Err(e) => {
-            return Err(format!(
-                "cannot reach the daemon at {}: {e}",
-                socket.display()
-            ))
+        Err(source) => {
+            return Err(ControlError::Unreachable {
+                path: socket.to_path_buf(),
+                source,
+            })
         }
     };
     check_server(&stream, socket)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(req).map_err(ControlError::Encode)?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    let io_error = |source| ControlError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    stream.write_all(&line).await.map_err(io_error)?;
     let mut reply = String::new();
     BufReader::new(stream)
         .read_line(&mut reply)
         .await
-        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
-    serde_json::from_str(&reply).map(Some).map_err(|e| {
-        format!(
-            "the daemon's answer is not understood ({e}): {}",
-            reply.trim()
-        )
-    })
+        .map_err(io_error)?;
+    serde_json::from_str(&reply)
+        .map(Some)
+        .map_err(|source| ControlError::Answer {
+            source,
+            answer: reply,
+        })
 }
 
 /// The server at the other end of `stream` must run as root or as this process's effective
 /// user (SO_PEERCRED).
-fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), String> {
+fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), ControlError> {
+    let untrusted = |message| ControlError::Untrusted {
+        path: socket.to_path_buf(),
+        message,
+    };
     let peer = stream.peer_cred().map_err(|e| {
-        format!(
+        untrusted(format!(
             "control socket {}: cannot learn who serves it: {e}",
             socket.display()
-        )
+        ))
     })?;
     if crate::fsutil::trusted_uid(peer.uid()) {
         return Ok(());
     }
-    Err(format!(
+    Err(untrusted(format!(
         "the control socket {} is served by {} (pid {}), not by root: refusing to believe its \
          answer; another user may have put it there, so `control_socket` must be in a \
          directory only root can write (such as /run/renewd)",
@@ -144,7 +197,7 @@ fn check_server(stream: &UnixStream, socket: &Path) -> Result<(), String> {
         peer.pid()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "unknown".into()),
-    ))
+    )))
 }
 
 fn user_name(uid: u32) -> String {
@@ -160,22 +213,26 @@ fn user_name(uid: u32) -> String {
 /// Otherwise another user could bind a socket of their own there first — the daemon would not
 /// start, and `renewd status` would get their answer. The error names the directory and the
 /// fix.
-pub fn check_socket_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn check_socket_dir(dir: &Path) -> Result<(), ControlError> {
     use std::os::unix::fs::MetadataExt;
     let shown = dir.display();
     let meta = std::fs::metadata(dir)
-        .map_err(|e| format!("the control socket's directory {shown}: {e}"))?;
+        .map_err(|e| unsafe_at(dir, format!("the control socket's directory {shown}: {e}")))?;
     if !meta.is_dir() {
-        return Err(format!(
-            "the control socket's directory {shown} is not a directory"
+        return Err(unsafe_at(
+            dir,
+            format!("the control socket's directory {shown} is not a directory"),
         ));
     }
     if !crate::fsutil::trusted_uid(meta.uid()) {
-        return Err(format!(
-            "the control socket's directory {shown} is owned by {}, who could put a socket of \
+        return Err(unsafe_at(
+            dir,
+            format!(
+                "the control socket's directory {shown} is owned by {}, who could put a socket of \
              their own there and answer `renewd status`; use a directory owned by root and \
              writable by nobody else, such as /run/renewd",
-            user_name(meta.uid())
+                user_name(meta.uid())
+            ),
         ));
     }
     let mode = meta.mode() & 0o7777;
@@ -185,18 +242,22 @@ pub fn check_socket_dir(dir: &Path) -> Result<(), String> {
             (true, false) => "its group",
             _ => "every user",
         };
-        return Err(format!(
+        return Err(unsafe_at(
+            dir,
+            format!(
             "the control socket's directory {shown} is writable by {who} (mode {mode:04o}), so \
              another user could put a socket of their own there and answer `renewd status`; \
              make it writable only by its owner (chmod go-w {shown}) or use /run/renewd"
+        ),
         ));
     }
-    crate::deploy::check_target_dir(dir).map_err(|e| format!("the control socket's directory: {e}"))
+    crate::deploy::check_target_dir(dir)
+        .map_err(|e| unsafe_at(dir, format!("the control socket's directory: {e}")))
 }
 
 /// `renewd check`'s look at `control_socket`: its directory, when it exists, must pass
 /// [`check_socket_dir`] (a missing one is created by the daemon, 0700).
-pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Problem> {
+pub(crate) fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Problem> {
     let Some(dir) = config.control_socket.parent() else {
         return Vec::new();
     };
@@ -215,7 +276,7 @@ pub fn check_socket(config: &crate::config::Config) -> Vec<crate::config::Proble
 /// Refuses a `control_socket` path where something other than a socket exists: binding
 /// removes what is there first (a stale socket of an earlier daemon), and a regular file,
 /// directory or symlink at that name is not renewd's to remove. A missing path is fine.
-pub fn check_socket_path(socket: &Path) -> Result<(), String> {
+pub(crate) fn check_socket_path(socket: &Path) -> Result<(), ControlError> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(socket) {
         Ok(meta) if meta.file_type().is_socket() => Ok(()),
@@ -229,15 +290,21 @@ pub fn check_socket_path(socket: &Path) -> Result<(), String> {
             } else {
                 "a special file"
             };
-            Err(format!(
-                "control_socket {} is {kind}, not a socket; renewd would replace it with its \
-                 socket: remove it yourself if it is not needed, or point `control_socket` at \
-                 a path of its own",
-                socket.display()
+            Err(unsafe_at(
+                socket,
+                format!(
+                    "control_socket {} is {kind}, not a socket; renewd would replace it with its \
+                     socket: remove it yourself if it is not needed, or point `control_socket` \
+                     at a path of its own",
+                    socket.display()
+                ),
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("control_socket {}: {e}", socket.display())),
+        Err(e) => Err(unsafe_at(
+            socket,
+            format!("control_socket {}: {e}", socket.display()),
+        )),
     }
 }
 
@@ -245,32 +312,36 @@ pub fn check_socket_path(socket: &Path) -> Result<(), String> {
 /// directory others control ([`check_socket_dir`]) and anything but a socket at the path
 /// ([`check_socket_path`]), removes a stale socket left by a crashed daemon, and creates the
 /// socket 0600.
-pub async fn bind(socket: &Path) -> Result<UnixListener, String> {
-    let where_ = socket.display();
+pub async fn bind(socket: &Path) -> Result<UnixListener, ControlError> {
+    let failed = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ControlError::Bind {
+            action,
+            path,
+            source,
+        }
+    };
     check_socket_path(socket)?;
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
-            crate::fsutil::ensure_dir(dir, 0o700)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            crate::fsutil::ensure_dir(dir, 0o700).map_err(failed("create", dir))?;
         }
         check_socket_dir(dir)?;
     }
     if socket.exists() {
         if UnixStream::connect(socket).await.is_ok() {
-            return Err(format!(
-                "another renewd daemon is already listening on {where_}"
-            ));
+            return Err(ControlError::InUse(socket.to_path_buf()));
         }
-        std::fs::remove_file(socket).map_err(|e| format!("cannot remove stale {where_}: {e}"))?;
+        std::fs::remove_file(socket).map_err(failed("remove stale", socket))?;
     }
     // Bind under a restrictive umask so the socket is never connectable by others, even
     // for the instant before chmod.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(socket);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(|e| format!("cannot listen on {where_}: {e}"))?;
+    let listener = bound.map_err(failed("listen on", socket))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot chmod {where_}: {e}"))?;
+        .map_err(failed("chmod", socket))?;
     Ok(listener)
 }
 
@@ -284,27 +355,24 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
-    let serving = crate::serve::spawn(
-        "control socket".into(),
-        listener,
-        crate::serve::Limits {
-            max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
-            // A `renew` answer waits for the renewal; the request and the answer are
-            // each bounded by `handle`.
-            lifetime: None,
-        },
-        None,
-        move |stream, conn| {
-            let to_daemon = to_daemon.clone();
-            async move {
-                if let Err(e) = handle(stream, to_daemon, me, conn).await {
-                    tracing::debug!(error = %e, "control connection ended");
-                }
+    let limits = crate::serve::Limits {
+        max_connections: crate::serve::connection_cap(MAX_CONNECTIONS),
+        // A `renew` answer waits for the renewal; the request and the answer are each
+        // bounded by `handle`.
+        lifetime: None,
+    };
+    let handler = move |stream, conn| {
+        let to_daemon = to_daemon.clone();
+        async move {
+            if let Err(e) = handle(stream, to_daemon, me, conn).await {
+                tracing::debug!(error = %e, "control connection ended");
             }
-        },
-    );
-    let _ = stop.wait_for(|stopped| *stopped).await;
-    serving.stopped().await;
+        }
+    };
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    crate::serve::serve_until("control socket".into(), listener, limits, handler, stopped).await;
 }
 
 async fn handle(
@@ -326,7 +394,9 @@ async fn handle(
         }
     } else {
         match request {
-            Err(message) => Response::Error { message },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
                 if to_daemon.send((req, tx)).await.is_err() {
@@ -348,20 +418,31 @@ async fn handle(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "answer not taken in time"))?
 }
 
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+/// Why a request was not taken; the client gets the message as its answer.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("request not received in time")]
+    Timeout,
+    #[error("cannot read request: {0}")]
+    Read(io::Error),
+    #[error("request too long or not terminated by a newline (limit {MAX_REQUEST} bytes)")]
+    TooLong,
+    #[error("malformed request: {0}")]
+    Malformed(serde_json::Error),
+}
+
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, RequestError> {
     let mut line = String::new();
     let mut limited = BufReader::new(read.take(MAX_REQUEST));
     match tokio::time::timeout(READ_TIMEOUT, limited.read_line(&mut line)).await {
-        Err(_) => return Err("request not received in time".into()),
-        Ok(Err(e)) => return Err(format!("cannot read request: {e}")),
+        Err(_) => return Err(RequestError::Timeout),
+        Ok(Err(e)) => return Err(RequestError::Read(e)),
         Ok(Ok(_)) => {}
     }
     if !line.ends_with('\n') {
-        return Err(format!(
-            "request too long or not terminated by a newline (limit {MAX_REQUEST} bytes)"
-        ));
+        return Err(RequestError::TooLong);
     }
-    serde_json::from_str(&line).map_err(|e| format!("malformed request: {e}"))
+    serde_json::from_str(&line).map_err(RequestError::Malformed)
 }
 
 #[cfg(test)]
@@ -444,6 +525,7 @@ mod tests {
             let Err(e) = bind(&sock).await else {
                 panic!("{} bound", run.display())
             };
+            let e = e.to_string();
             assert!(e.contains(&run.display().to_string()), "{e}");
             assert!(e.contains(says), "{e}");
             assert!(!sock.exists());
@@ -454,7 +536,7 @@ mod tests {
             let Err(e) = bind(&sock).await else {
                 panic!("{} bound", run.display())
             };
-            assert!(e.contains("is owned by"), "{e}");
+            assert!(e.to_string().contains("is owned by"), "{e}");
             std::os::unix::fs::chown(&run, Some(0), None).unwrap();
         }
         bind(&sock)

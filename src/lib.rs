@@ -5,9 +5,10 @@
 
 pub mod acme;
 pub(crate) mod challenge;
+pub mod commands;
 pub mod config;
 pub mod control;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod deploy;
 pub(crate) mod fsutil;
 pub mod hooks;
@@ -15,8 +16,10 @@ pub mod inventory;
 pub mod logging;
 pub(crate) mod outbound;
 pub(crate) mod renew;
+pub(crate) mod requests;
 pub mod schedule;
 pub mod serve;
+pub(crate) mod session;
 pub mod state;
 pub mod status;
 pub mod text;

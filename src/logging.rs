@@ -65,7 +65,7 @@ fn journald(layer: tracing_journald::Layer) -> tracing_journald::Layer {
 }
 
 /// Applies the configuration's `log_level` (unless `RUST_LOG` is set, which wins).
-pub fn set_level(level: Option<&str>) {
+pub(crate) fn set_level(level: Option<&str>) {
     if std::env::var_os("RUST_LOG").is_some() {
         return;
     }
@@ -99,34 +99,34 @@ fn stderr_is_journal() -> bool {
 // apply) and a MESSAGE that alone names the certificate and the reason.
 
 /// A certificate is due: `reason` is the schedule's (e.g. "renew_before reached").
-pub fn renewal_due(cert: &str, reason: &dyn std::fmt::Display) {
+pub(crate) fn renewal_due(cert: &str, reason: &dyn std::fmt::Display) {
     tracing::info!(cert = %cert, reason = %reason, "{cert}: renewal due: {reason}");
 }
 
 /// A renewal (or issuance) failed before anything was swapped.
-pub fn renewal_failed(cert: &str, error: &str) {
+pub(crate) fn renewal_failed(cert: &str, error: &str) {
     tracing::error!(cert = %cert, error = %error, "{cert}: renewal failed: {error}");
 }
 
 /// A new certificate is deployed, reloaded and proven. `not_after` as an HTTP date.
-pub fn renewal_succeeded(cert: &str, ca: &str, serial: &str, not_after: &str) {
+pub(crate) fn renewal_succeeded(cert: &str, ca: &str, serial: &str, not_after: &str) {
     tracing::info!(cert = %cert, ca = %ca, serial = %serial, not_after = %not_after,
         "{cert}: certificate renewed and deployed (serial {serial} from CA {ca}, valid until {not_after})");
 }
 
 /// A swapped certificate was rolled back; `error` says why and what was restored.
-pub fn renewal_rolled_back(cert: &str, error: &str) {
+pub(crate) fn renewal_rolled_back(cert: &str, error: &str) {
     tracing::error!(cert = %cert, error = %error, "{cert}: renewal rolled back: {error}");
 }
 
 /// `--dry-run`: every authorization proven, the order left unfinalized: nothing issued or deployed.
-pub fn dry_run_succeeded(cert: &str, ca: &str, order: &str) {
+pub(crate) fn dry_run_succeeded(cert: &str, ca: &str, order: &str) {
     tracing::info!(cert = %cert, ca = %ca, order = %order,
         "{cert}: dry run: every authorization proven at CA {ca}, order {order} not finalized: no certificate issued, nothing deployed");
 }
 
 /// `--dry-run` failed.
-pub fn dry_run_failed(cert: &str, error: &str) {
+pub(crate) fn dry_run_failed(cert: &str, error: &str) {
     tracing::error!(cert = %cert, error = %error, "{cert}: dry run failed: {error}");
 }
 

@@ -97,7 +97,10 @@ pub(crate) enum OutboundError {
     /// The proxy URL (set by `set_by`: the `proxy` key or an environment variable) is not
     /// `http://[user:pass@]host[:port]`.
     #[error("{set_by}: the proxy {why}")]
-    ProxyUrl { set_by: &'static str, why: config::InvalidValue },
+    ProxyUrl {
+        set_by: &'static str,
+        why: config::InvalidValue,
+    },
     #[error("{set_by}: the proxy {shown} is not usable")]
     ProxyUnusable { set_by: &'static str, shown: String },
     /// The request failed: hyper's error with its causes, and the proxy it went through.

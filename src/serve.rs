@@ -24,8 +24,7 @@
 //!   spinning, and drops nothing it has accepted;
 //! * shutdown that waits for the connection tasks: [`Serving::stopped`] cancels the accept
 //!   loop and every connection, and returns once all of them, and the listening socket, are
-//!   gone (tokio-util's `CancellationToken`; every task holds a clone of one channel sender,
-//!   and the channel closing says the last one has ended).
+//!   gone (tokio-util's `CancellationToken` cancels them, its `TaskTracker` waits for them).
 //!
 //! The caps are sized from `RLIMIT_NOFILE` ([`connection_cap`]), and all listeners together
 //! hold at most a quarter of it (beyond that a new connection is closed at once, whichever
@@ -42,8 +41,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// First pause of the accept loop after a resource-exhaustion error; doubled up to
 /// [`MAX_BACKOFF`] while the errors last.
@@ -59,18 +59,18 @@ const SHARE_OF_NOFILE: u64 = 16;
 
 /// Bounds of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most connections served at once. See the module documentation for what happens to
     /// the next one.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Longest a connection may live, from accept to close; `None`: as long as its handler
     /// takes (the control socket, whose `renew` answers wait for the renewal; its request
     /// and its answer are each bounded by the handler).
-    pub lifetime: Option<Duration>,
+    pub(crate) lifetime: Option<Duration>,
 }
 
 /// A listening socket the accept loop can take connections from.
-pub trait Listener: Send + 'static {
+pub(crate) trait Listener: Send + 'static {
     /// One accepted connection (with the peer's address, where there is one).
     type Stream: Send + 'static;
     /// Waits for the next connection.
@@ -125,7 +125,7 @@ impl Waiting {
 
 /// One accepted connection, as its handler sees it. Cloning shares it.
 #[derive(Clone)]
-pub struct Conn(Arc<ConnInner>);
+pub(crate) struct Conn(Arc<ConnInner>);
 
 struct ConnInner {
     id: u64,
@@ -137,7 +137,7 @@ impl Conn {
     /// The connection's request has arrived (a whole HTTP request head, a whole control
     /// request): from now on it is being answered, and is no longer closed to make room for
     /// a new connection.
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         lock(&self.0.waiting.by_age).remove(&self.0.id);
     }
 }
@@ -150,27 +150,23 @@ impl Drop for ConnInner {
 
 /// A running listener. Dropping it, or [`Serving::stop`], stops it: the listening socket is
 /// closed and every connection is cut.
-pub struct Serving {
+pub(crate) struct Serving {
     cancel: CancellationToken,
-    /// Closed when the accept loop and every connection task have ended (each holds a
-    /// [`Tracked`] sender; nothing is ever sent).
-    ended: mpsc::Receiver<()>,
+    /// The accept loop and every connection task it spawned.
+    tasks: TaskTracker,
 }
-
-/// Held by every task of a listener until it ends.
-type Tracked = mpsc::Sender<()>;
 
 impl Serving {
     /// Stops accepting and cuts every connection, without waiting.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.cancel.cancel();
     }
 
     /// Stops, and returns once the listening socket is closed and every connection task has
     /// ended.
-    pub async fn stopped(mut self) {
+    pub(crate) async fn stopped(self) {
         self.cancel.cancel();
-        while self.ended.recv().await.is_some() {}
+        self.tasks.wait().await;
     }
 }
 
@@ -180,11 +176,30 @@ impl Drop for Serving {
     }
 }
 
+/// Serves `listener` until `stop` resolves, then stops it and returns once every connection
+/// task has ended: [`spawn`] and [`Serving::stopped`] in one, for a caller that owns the
+/// listener for its whole life.
+pub(crate) async fn serve_until<L, H, F>(
+    what: String,
+    listener: L,
+    limits: Limits,
+    handler: H,
+    stop: impl Future<Output = ()>,
+) where
+    L: Listener,
+    H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let serving = spawn(what, listener, limits, None, handler);
+    stop.await;
+    serving.stopped().await;
+}
+
 /// Serves `listener` until stopped: each connection runs `handler(stream, conn)` in its own
 /// task, within `limits`. `what` names the listener in logs (e.g. `metrics 127.0.0.1:9443`).
 /// `closed`, if given, is dropped once the listening socket has been closed (see
 /// `challenge::Closing`).
-pub fn spawn<L, H, F>(
+pub(crate) fn spawn<L, H, F>(
     what: String,
     listener: L,
     limits: Limits,
@@ -227,121 +242,177 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let cancel = CancellationToken::new();
-    let (tracked, ended) = mpsc::channel(1);
-    tokio::spawn(accept_loop(
+    let tasks = TaskTracker::new();
+    let acceptor = Acceptor {
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        waiting: Arc::new(Waiting::default()),
         what,
-        listener,
         limits,
         total,
-        closed,
-        handler,
-        (cancel.clone(), tracked),
-    ));
-    Serving { cancel, ended }
+        cancel: cancel.clone(),
+        tasks: tasks.clone(),
+        backoff: MIN_BACKOFF,
+        evicted: Throttled::default(),
+        refused: Throttled::default(),
+    };
+    tasks.spawn(async move {
+        acceptor.run(listener, handler).await;
+        // The listening socket is closed (`run` consumed it): say so.
+        drop(closed);
+    });
+    // No task is added once the accept loop and its connections have ended.
+    tasks.close();
+    Serving { cancel, tasks }
 }
 
-async fn accept_loop<L, H, F>(
+/// A warning said at most once per [`REPORT_EVERY`], with how many times it happened since.
+#[derive(Default)]
+struct Throttled {
+    count: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Throttled {
+    /// Counts one occurrence; returns the count to report if it is time to say so.
+    fn note(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.last.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            return None;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// One listener's accept loop and its bookkeeping.
+struct Acceptor {
     what: String,
-    listener: L,
     limits: Limits,
+    /// This listener's connection slots ([`Limits::max_connections`]).
+    permits: Arc<Semaphore>,
+    /// Every listener's connections together.
     total: Arc<Semaphore>,
-    closed: Option<watch::Sender<()>>,
-    handler: H,
-    (cancel, tracked): (CancellationToken, Tracked),
-) where
-    L: Listener,
-    H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let waiting = Arc::new(Waiting::default());
-    let mut backoff = MIN_BACKOFF;
-    let mut evicted = 0u64;
-    let mut last_report = None;
-    let mut refused = 0u64;
-    let mut last_refusal = None;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok(stream) => {
-                backoff = MIN_BACKOFF;
-                stream
-            }
-            Err(e) if out_of_resources(&e) => {
-                if backoff == MIN_BACKOFF {
-                    tracing::warn!(listener = %what, error = %e,
-                        "cannot accept a connection: out of resources; pausing the listener");
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+    waiting: Arc<Waiting>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    backoff: Duration,
+    evicted: Throttled,
+    refused: Throttled,
+}
+
+/// Both permits a connection holds while it lives.
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+impl Acceptor {
+    /// Accepts until cancelled; each connection within a slot and the process-wide share
+    /// runs in its own tracked task.
+    async fn run<L, H, F>(mut self, mut listener: L, handler: H)
+    where
+        L: Listener,
+        H: Fn(L::Stream, Conn) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        while let Some(stream) = self.accept(&mut listener).await {
+            let Some(slot) = self.slot().await else {
+                break;
+            };
+            // Every listener together holds its whole share of descriptors (many
+            // listeners, each at its cap): this connection is closed at once.
+            let Some(share) = self.share() else {
+                drop(stream);
                 continue;
+            };
+            let conn = self.waiting.register();
+            let evicted = conn.0.evict.clone();
+            let served = handler(stream, conn);
+            self.spawn_connection(served, evicted, (slot, share));
+        }
+    }
+
+    /// The next connection; `None` once cancelled. When the process or the system is out of
+    /// resources, pauses (doubling up to [`MAX_BACKOFF`]) instead of spinning.
+    async fn accept<L: Listener>(&mut self, listener: &mut L) -> Option<L::Stream> {
+        // `&mut`: a listener need only be `Send`, not `Sync`, to be held across the await.
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return None,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok(stream) => {
+                    self.backoff = MIN_BACKOFF;
+                    return Some(stream);
+                }
+                Err(e) if out_of_resources(&e) => {
+                    if self.backoff == MIN_BACKOFF {
+                        tracing::warn!(listener = %self.what, error = %e,
+                            "cannot accept a connection: out of resources; pausing the listener");
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return None,
+                        _ = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+                // The connection went away before it was accepted (ECONNABORTED and the
+                // like): nothing to do but take the next one.
+                Err(e) => tracing::debug!(listener = %self.what, error = %e, "accept failed"),
             }
-            // The connection went away before it was accepted (ECONNABORTED and the like):
-            // nothing to do but take the next one.
-            Err(e) => {
-                tracing::debug!(listener = %what, error = %e, "accept failed");
-                continue;
-            }
-        };
+        }
+    }
+
+    /// A slot for the connection just accepted: at the cap, the oldest connection still
+    /// waiting for its request is closed to make room, and this one waits for a slot (in
+    /// hand). `None` once cancelled.
+    async fn slot(&mut self) -> Option<OwnedSemaphorePermit> {
         // At the cap, let the connection tasks just spawned run first: a burst of
         // connections is accepted faster than their handlers are polled, and one whose
         // request is already there must get to say so before anyone is chosen to be closed.
-        if permits.available_permits() == 0 {
+        if self.permits.available_permits() == 0 {
             tokio::task::yield_now().await;
         }
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.waiting.evict_oldest() {
+            // One line per minute at most: a flood must not flood the journal too.
+            if let Some(evicted) = self.evicted.note() {
+                tracing::warn!(listener = %self.what, cap = self.limits.max_connections, evicted,
+                    "connection cap reached: closing the oldest idle connections");
+            }
+        }
+        tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            p = self.permits.clone().acquire_owned() => p.ok(),
+        }
+    }
+
+    /// A share of the process-wide budget, or `None` (said once a minute at most).
+    fn share(&mut self) -> Option<OwnedSemaphorePermit> {
+        match self.total.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
             Err(_) => {
-                if waiting.evict_oldest() {
-                    // One line per minute at most: a flood must not flood the journal too.
-                    evicted += 1;
-                    if last_report.is_none_or(|t: tokio::time::Instant| t.elapsed() >= REPORT_EVERY)
-                    {
-                        tracing::warn!(listener = %what, cap = limits.max_connections, evicted,
-                            "connection cap reached: closing the oldest idle connections");
-                        last_report = Some(tokio::time::Instant::now());
-                        evicted = 0;
-                    }
+                if let Some(refused) = self.refused.note() {
+                    tracing::warn!(listener = %self.what, refused,
+                        "all listeners together are at their share of open files: closing new \
+                         connections at once");
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                }
+                None
             }
-        };
-        // Every listener together holds its whole share of descriptors (many listeners, each
-        // at its cap): this connection is closed at once.
-        let Ok(total_permit) = total.clone().try_acquire_owned() else {
-            refused += 1;
-            if last_refusal.is_none_or(|t: tokio::time::Instant| t.elapsed() >= REPORT_EVERY) {
-                tracing::warn!(listener = %what, refused,
-                    "all listeners together are at their share of open files: closing new \
-                     connections at once");
-                last_refusal = Some(tokio::time::Instant::now());
-                refused = 0;
-            }
-            drop(stream);
-            continue;
-        };
-        let conn = waiting.register();
-        let evicted = conn.0.evict.clone();
-        let cancel = cancel.clone();
-        let served = handler(stream, conn);
-        let lifetime = limits.lifetime;
-        let tracked = tracked.clone();
-        tokio::spawn(async move {
-            let _tracked = tracked;
-            let _permits = (permit, total_permit);
+        }
+    }
+
+    /// Runs one connection's handler in a tracked task, until it ends, its lifetime is up,
+    /// it is evicted, or the listener is cancelled.
+    fn spawn_connection<F>(&self, served: F, evicted: CancellationToken, permits: Permits)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        let lifetime = self.limits.lifetime;
+        self.tasks.spawn(async move {
+            let _permits = permits;
             let served = async move {
                 match lifetime {
                     Some(limit) => {
@@ -357,9 +428,6 @@ async fn accept_loop<L, H, F>(
             }
         });
     }
-    drop(listener);
-    drop(closed);
-    drop(tracked);
 }
 
 /// Errors that say the process or the system is out of descriptors or memory: accepting
@@ -372,13 +440,13 @@ fn out_of_resources(e: &io::Error) -> bool {
 }
 
 /// The process's `RLIMIT_NOFILE` (soft, hard).
-pub fn nofile_limit() -> io::Result<(u64, u64)> {
+pub(crate) fn nofile_limit() -> io::Result<(u64, u64)> {
     use nix::sys::resource::{getrlimit, Resource};
     getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)
 }
 
 /// The soft `RLIMIT_NOFILE` [`raise_nofile_limit`] aims for when the hard limit allows.
-pub const NOFILE_TARGET: u64 = 65536;
+pub(crate) const NOFILE_TARGET: u64 = 65536;
 
 /// Raises the soft `RLIMIT_NOFILE` towards the hard limit — the usual practice for a daemon
 /// that holds many descriptors (systemd keeps the default soft limit at 1024 for programs
@@ -399,7 +467,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 
 /// The connection cap for a listener that wants at most `wanted`: no more than
 /// 1/[`SHARE_OF_NOFILE`] of the soft `RLIMIT_NOFILE` (read now), and at least 4.
-pub fn connection_cap(wanted: usize) -> usize {
+pub(crate) fn connection_cap(wanted: usize) -> usize {
     let soft = nofile_limit().map(|(soft, _)| soft).unwrap_or(1024);
     let share = usize::try_from(soft / SHARE_OF_NOFILE).unwrap_or(usize::MAX);
     wanted.min(share).max(4)

@@ -230,11 +230,6 @@ impl StateDir {
         self.root.join(ACCOUNTS).join(format!("{ca}.json"))
     }
 
-    /// `accounts/CA.pause`: see [`pause_path`].
-    pub(crate) fn pause_path(&self, ca: &str) -> PathBuf {
-        pause_path(&self.root, ca)
-    }
-
     fn cert_path(&self, name: &str) -> PathBuf {
         self.root.join(CERTS).join(format!("{name}.json"))
     }
@@ -295,19 +290,6 @@ impl StateDir {
         })?;
         fsutil::write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))
     }
-}
-
-/// RFC 3339 UTC with seconds precision (`2026-11-23T12:00:00Z`), for logs, messages and
-/// `status`.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{}", unix(t)))
 }
 
 /// What renewd remembers about one certificate.
@@ -424,7 +406,7 @@ mod tests {
     #[test]
     fn out_of_range_times_in_a_record_are_clamped() {
         let t = from_unix(u64::MAX);
-        assert_eq!(rfc3339(t), "9999-12-31T23:59:59Z");
+        assert_eq!(crate::text::rfc3339(t), "9999-12-31T23:59:59Z");
         let _ = t + Duration::from_secs(100 * 366 * 86_400);
         let rec = CertRecord {
             last_failure: Some(u64::MAX),

@@ -11,7 +11,8 @@ use crate::config::{CaConfig, CertConfig, Config, Diagnosis, FileKind};
 use crate::deploy;
 use crate::inventory::{self, Inventory};
 use crate::schedule::{self, Decision, Deployed};
-use crate::state::{self, rfc3339, CertRecord, StateDir};
+use crate::state::{self, CertRecord, StateDir};
+use crate::text::rfc3339;
 use crate::x509::CertInfo;
 
 /// A managed certificate's deployed state and next action.

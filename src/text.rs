@@ -3,6 +3,8 @@
 //! cursor, clear the screen, recolour the terminal, forge a line of output or reorder
 //! what is displayed (bidirectional overrides).
 
+use std::time::SystemTime;
+
 use std::borrow::Cow;
 use std::fmt::Write;
 
@@ -54,6 +56,25 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// RFC 3339 UTC with seconds precision (`2026-11-23T12:00:00Z`), for logs, messages and
+/// `status`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "@{}",
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            )
+        })
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ impl Gate {
             long
         };
         if long {
-            tracing::warn!(ca = %self.ca, until = %crate::state::rfc3339(until), reason = %why,
+            tracing::warn!(ca = %self.ca, until = %crate::text::rfc3339(until), reason = %why,
                 "pausing every request to this CA");
             self.persist(until, why);
         }

@@ -60,7 +60,10 @@ enum OrderError {
     Acme(instant_acme::Error),
     /// The CA's order or offer rules the order out (its message).
     Ca(String),
-    Validation { identifier: String, message: String },
+    Validation {
+        identifier: String,
+        message: String,
+    },
     Challenge(crate::challenge::ChallengeError),
 }
 

@@ -40,7 +40,7 @@ pub(crate) enum AcmeError {
     Refused { ca: String, problem: Box<Problem> },
     /// The CA asked renewd to stay away until `until` (rate limit, or a long Retry-After),
     /// or had asked so earlier and was not contacted.
-    #[error("CA {ca}: {why}; renewd sends this CA nothing before {}", crate::state::rfc3339(*until))]
+    #[error("CA {ca}: {why}; renewd sends this CA nothing before {}", crate::text::rfc3339(*until))]
     Paused {
         ca: String,
         until: SystemTime,

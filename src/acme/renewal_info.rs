@@ -25,7 +25,7 @@ pub(crate) enum AriError {
     #[error("the certificate has no authority key identifier")]
     NoAuthorityKeyId,
     #[error("the suggested window ends ({}) before it starts ({})",
-        crate::state::rfc3339(*end), crate::state::rfc3339(*start))]
+        crate::text::rfc3339(*end), crate::text::rfc3339(*start))]
     WindowEndsBeforeStart { start: SystemTime, end: SystemTime },
     /// The request failed (with the CA's Retry-After, if it said).
     #[error(transparent)]

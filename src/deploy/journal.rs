@@ -240,7 +240,8 @@ impl Swap {
         &self.record.cert
     }
 
-    /// The new certificate's serial (lowercase hex), for logs.
+    /// The new certificate's serial (lowercase hex).
+    #[cfg(test)]
     pub(crate) fn serial(&self) -> &str {
         &self.record.serial
     }

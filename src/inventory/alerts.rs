@@ -603,9 +603,7 @@ impl Notifier {
 }
 
 fn rfc3339(t: u64) -> String {
-    time::OffsetDateTime::from(from_unix(t))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    crate::text::rfc3339(from_unix(t))
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use super::{inspect, Renewer};
 use crate::config::{CaConfig, CertConfig};
 use crate::schedule::{self, ari::Answer};
-use crate::state::{self, rfc3339};
+use crate::state;
+use crate::text::rfc3339;
 use crate::x509::CertInfo;
 
 /// ARI requests under way at once when many certificates are asked about together (a

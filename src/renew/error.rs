@@ -10,7 +10,7 @@ use crate::acme::AcmeError;
 use crate::config::KeyType;
 use crate::deploy::journal::JournalError;
 use crate::deploy::{DeployError, DeployedProblem};
-use crate::state::rfc3339;
+use crate::text::rfc3339;
 use crate::x509::X509Error;
 
 /// Why one certificate was not renewed (or revoked).

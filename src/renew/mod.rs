@@ -30,8 +30,6 @@ mod settle;
 
 use error::{IssuedError, RenewError};
 pub(crate) use outcome::{BatchReport, CertOutcome, ReloadOutcome, Renewed};
-/// The old name of [`state::rfc3339`] (it never rendered an HTTP date).
-pub(crate) use state::rfc3339 as httpdate;
 
 /// Clock skew tolerated between the CA and this host: when checking a new certificate's
 /// `notBefore`, and between this host's clock and the CA's `Date` header before ordering.
@@ -178,6 +176,9 @@ mod tests {
 
     #[test]
     fn rfc3339_rendering() {
-        assert_eq!(httpdate(state::from_unix(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            crate::text::rfc3339(state::from_unix(0)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::config::CertConfig;
 use crate::deploy::journal::Swap;
 use crate::hooks;
 use crate::logging;
-use crate::state::rfc3339;
+use crate::text::rfc3339;
 use crate::verify;
 
 impl Renewer {

@@ -1,0 +1,248 @@
+//! The daemon's governance: the inventory (managed certificates, declared exceptions, and
+//! what the discovery scans find), the alerts and the metrics ([`crate::inventory`]). The
+//! inventory is collected and the discovery paths scanned on blocking threads, one at a
+//! time; the loop gets [`Event::Collected`] and [`Event::ScanDone`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::table::Count;
+use super::watch::{DiscoveryWatch, MAX_DISCOVERY_WATCHES};
+use super::{Daemon, Event};
+use crate::config::{CertConfig, Config};
+use crate::inventory::discovery::Scan;
+use crate::inventory::Live;
+use crate::status::{self, Evaluation};
+
+/// Inventory, alerts, metrics, and the discovery scans feeding them.
+pub(super) struct Governance {
+    live: Live,
+    /// The inventory is being collected on a blocking thread; asked again meanwhile.
+    collecting: bool,
+    collect_again: bool,
+    /// Counters waiting for the next collection to start, and for the one under way.
+    counts: Vec<Count>,
+    counting: Vec<Count>,
+    /// Paths under the discovery roots that changed since the last scan began.
+    discovery_changed: BTreeSet<PathBuf>,
+    /// The next scan must walk every root afresh (start, SIGHUP).
+    discovery_full: bool,
+    /// A scan runs on a blocking thread; at most one at a time.
+    scanning: bool,
+    discovery_watch: Arc<Mutex<DiscoveryWatch>>,
+}
+
+type ScanJob = Box<dyn FnOnce() -> (Scan, Duration) + Send + 'static>;
+
+impl Governance {
+    pub(super) fn new(live: Live, watcher: notify::RecommendedWatcher) -> Governance {
+        Governance {
+            live,
+            collecting: false,
+            collect_again: false,
+            counts: Vec::new(),
+            counting: Vec::new(),
+            discovery_changed: BTreeSet::new(),
+            discovery_full: true,
+            scanning: false,
+            discovery_watch: Arc::new(Mutex::new(DiscoveryWatch::new(
+                Some(watcher),
+                MAX_DISCOVERY_WATCHES,
+            ))),
+        }
+    }
+
+    /// The next alert deadline.
+    pub(super) fn next_deadline(&self) -> Option<SystemTime> {
+        self.live.next_deadline()
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.live.stop();
+    }
+
+    /// Counters to count once the next inventory is applied.
+    pub(super) fn count(&mut self, counts: Vec<Count>) {
+        self.counts.extend(counts);
+    }
+
+    /// A new configuration (SIGHUP): the next scan walks every root afresh.
+    pub(super) fn configure(&mut self, config: &Config) {
+        self.live.configure(config);
+        self.discovery_full = true;
+    }
+
+    /// Notes `path` if it is under a discovery path; returns whether it is.
+    pub(super) fn discovery_changed(&mut self, path: PathBuf) -> bool {
+        if self.live.is_discovery_path(&path) {
+            self.discovery_changed.insert(path);
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn discovery_has_changes(&self) -> bool {
+        !self.discovery_changed.is_empty()
+    }
+
+    /// The first scan, awaited (off the event loop's thread) so the first inventory,
+    /// metrics and alerts include what it finds.
+    pub(super) async fn first_scan(&mut self) {
+        if let Some(job) = self.scan_job() {
+            match tokio::task::spawn_blocking(job).await {
+                Ok((scan, elapsed)) => self.live.set_scan(scan, elapsed),
+                Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+            }
+            self.scanning = false;
+        }
+    }
+
+    /// The scan to run next, for a blocking thread: the whole of every discovery path after
+    /// a start or a SIGHUP (with fresh watches), else only the paths that changed. Each
+    /// directory is watched before it is read. `None` when there is nothing to scan.
+    fn scan_job(&mut self) -> Option<ScanJob> {
+        let full = std::mem::take(&mut self.discovery_full);
+        let changed = std::mem::take(&mut self.discovery_changed);
+        if !full && changed.is_empty() {
+            return None;
+        }
+        self.scanning = true;
+        let roots = self.live.discovery_roots();
+        let skip = self.live.discovery_skip();
+        let previous = (!full).then(|| self.live.scan_snapshot());
+        let watch = self.discovery_watch.clone();
+        Some(Box::new(move || {
+            let started = std::time::Instant::now();
+            let lock = || watch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut on_dir = |dir: &Path| lock().add(dir);
+            let scan = match previous {
+                None => {
+                    lock().clear();
+                    crate::inventory::discovery::scan(&roots, &skip, &mut on_dir)
+                }
+                Some(mut scan) => {
+                    let gone = scan.update(&roots, &skip, &changed, &mut on_dir);
+                    let mut w = lock();
+                    for dir in gone {
+                        w.remove(&dir);
+                    }
+                    scan
+                }
+            };
+            tracing::debug!(watches = lock().count(), "discovery directories watched");
+            (scan, started.elapsed())
+        }))
+    }
+}
+
+impl Daemon {
+    /// Hands the managed certificates as evaluated now to the inventory, collected on a
+    /// blocking thread (it reads the exceptions' and certificates' files); then
+    /// [`Daemon::apply_collected`] updates the metrics, sends due alerts and sets the next
+    /// alert deadline. One collection at a time; asked meanwhile, another follows it.
+    pub(super) fn refresh_governance(&mut self) {
+        let g = &mut self.governance;
+        if g.collecting {
+            g.collect_again = true;
+            return;
+        }
+        g.collecting = true;
+        g.counting = std::mem::take(&mut g.counts);
+        let entries: Vec<(CertConfig, Evaluation, u32)> = self
+            .table
+            .entries()
+            .map(|e| (e.cfg.clone(), e.eval.clone(), e.failures_seen))
+            .collect();
+        let renewer = self.renewer.clone();
+        let collect = g.live.collector();
+        let metrics = g.live.metrics().clone();
+        let cas: Vec<String> = self.config.cas.keys().cloned().collect();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = move || {
+                let now = SystemTime::now();
+                let managed: Vec<crate::inventory::Managed> = entries
+                    .iter()
+                    .map(|(cfg, eval, failures_seen)| {
+                        // The renewer's record: one the disk could not take is kept in memory.
+                        let mut rec = renewer.record(&cfg.name);
+                        rec.consecutive_failures = rec.consecutive_failures.max(*failures_seen);
+                        status::managed(cfg, &rec, eval)
+                    })
+                    .collect();
+                // Whether each CA is paused (Retry-After) is in its pause file.
+                metrics.set_ca_paused(cas.iter().map(|ca| {
+                    let pause = crate::acme::pause_of(ca, &renewer.state().account_path(ca));
+                    (ca.as_str(), pause.is_some())
+                }));
+                (collect(&managed, now), now)
+            };
+            let collected = match tokio::task::spawn_blocking(job).await {
+                Ok(done) => Some(done),
+                Err(e) => {
+                    tracing::error!(error = %e, "collecting the inventory failed");
+                    None
+                }
+            };
+            let _ = events.send(Event::Collected(collected.map(Box::new)));
+        });
+    }
+
+    /// An inventory collected on a blocking thread: metrics, alerts, and the next alert
+    /// deadline follow from it.
+    pub(super) fn apply_collected(
+        &mut self,
+        collected: Option<Box<(crate::inventory::Inventory, SystemTime)>>,
+    ) {
+        let g = &mut self.governance;
+        g.collecting = false;
+        if let Some(done) = collected {
+            let (inv, now) = *done;
+            g.live.apply(inv, now);
+        }
+        // Gauges first: a scrape that sees a counter also sees the state after it.
+        for count in std::mem::take(&mut g.counting) {
+            match count {
+                Count::Renewal(name, ok) => g.live.metrics().renewal(&name, ok),
+                Count::Reload(ok) => g.live.metrics().reload(ok),
+            }
+        }
+        if std::mem::take(&mut g.collect_again) {
+            self.refresh_governance();
+        }
+    }
+
+    /// Starts a discovery scan on a blocking thread unless one runs (its end starts the
+    /// next one if more changed meanwhile); it ends in [`Event::ScanDone`].
+    pub(super) fn start_scan(&mut self) {
+        if self.governance.scanning {
+            return;
+        }
+        let Some(job) = self.governance.scan_job() else {
+            return;
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(job).await {
+                Ok((scan, elapsed)) => {
+                    let _ = events.send(Event::ScanDone { scan, elapsed });
+                }
+                Err(e) => tracing::error!(error = %e, "discovery scan failed"),
+            }
+        });
+    }
+
+    /// A discovery scan ended; changes that arrived during it start the next one.
+    pub(super) fn scan_done(&mut self, scan: Scan, elapsed: Duration) {
+        let g = &mut self.governance;
+        g.scanning = false;
+        g.live.set_scan(scan, elapsed);
+        self.refresh_governance();
+        let g = &self.governance;
+        if !g.discovery_changed.is_empty() || g.discovery_full {
+            self.start_scan();
+        }
+    }
+}

@@ -108,13 +108,6 @@ pub(crate) enum OutboundError {
     Request { chain: String, via: Option<String> },
 }
 
-/// For callers whose own errors are still text (the alert webhook).
-impl From<OutboundError> for String {
-    fn from(e: OutboundError) -> String {
-        e.to_string()
-    }
-}
-
 /// Where a client's `https://` requests go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxySetting<'a> {

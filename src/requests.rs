@@ -115,7 +115,7 @@ pub(crate) fn results(
             (Err(e), _) => RenewResult {
                 name: c.name.clone(),
                 outcome: "failed".into(),
-                message: e.clone(),
+                message: e.to_string(),
             },
             (Ok(r), Some(reload)) => RenewResult {
                 name: c.name.clone(),
@@ -128,8 +128,8 @@ pub(crate) fn results(
                         .result
                         .as_ref()
                         .err()
-                        .map(String::as_str)
-                        .unwrap_or("")
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
                 ),
             },
             (Ok(r), None) if dry_run => RenewResult {

@@ -106,7 +106,9 @@ impl Daemon {
                     let report = BatchReport {
                         certificates: vec![crate::renew::CertOutcome {
                             name: cert.name.clone(),
-                            result: Err(format!("revocation failed: {message}")),
+                            result: Err(crate::renew::CertFailure::Revocation(
+                                std::sync::Arc::new(message),
+                            )),
                         }],
                         reloads: Vec::new(),
                     };

@@ -441,13 +441,6 @@ pub(crate) struct ListenError {
     source: std::io::Error,
 }
 
-/// For callers whose own errors are still text (the daemon's start).
-impl From<ListenError> for String {
-    fn from(e: ListenError) -> String {
-        e.to_string()
-    }
-}
-
 /// A running `/metrics` listener; stops when dropped or [`MetricsServer::stop`]ped. One
 /// request per connection, within the bounds of [`crate::serve`]: at most
 /// [`MAX_CONNECTIONS`] at once, 10 s for the request head, 30 s in all.

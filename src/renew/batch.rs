@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 
 use super::issue::Issued;
-use super::{BatchReport, CertOutcome, ReloadOutcome, RenewError, Renewed, Renewer};
+use super::{BatchReport, CertFailure, CertOutcome, ReloadOutcome, RenewError, Renewed, Renewer};
 use crate::config::{CaConfig, CertConfig, FileKind};
 use crate::deploy::journal::Swap;
 use crate::hooks;
@@ -37,7 +37,7 @@ impl Settled {
     pub(super) fn report(self, mut certificates: Vec<CertOutcome>) -> BatchReport {
         for c in &mut certificates {
             if let Some(e) = self.failed.get(&c.name) {
-                c.result = Err(e.clone());
+                c.result = Err(CertFailure::RolledBack(e.clone()));
             }
         }
         BatchReport {
@@ -96,7 +96,7 @@ impl Renewer {
                     renewed,
                     swap: None,
                 }) => Ok(renewed),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(CertFailure::Renewal(Arc::new(e))),
             };
             certificates.push(CertOutcome {
                 name: cert.name.clone(),
@@ -124,7 +124,7 @@ impl Renewer {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::error!(command = ?hook.argv, error = %e, "reload command failed");
-                    Err(e.to_string())
+                    Err(Arc::new(e))
                 }
             };
             results.push(ReloadOutcome {

@@ -29,7 +29,7 @@ mod revoke;
 mod settle;
 
 use error::{IssuedError, RenewError};
-pub(crate) use outcome::{BatchReport, CertOutcome, ReloadOutcome, Renewed};
+pub(crate) use outcome::{BatchReport, CertFailure, CertOutcome, ReloadOutcome, Renewed};
 
 /// Clock skew tolerated between the CA and this host: when checking a new certificate's
 /// `notBefore`, and between this host's clock and the CA's `Date` header before ordering.

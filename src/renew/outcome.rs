@@ -2,14 +2,33 @@
 //! whether it ran. The daemon, `run --once` and the control socket's answers are built from
 //! these.
 
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use super::RenewError;
+use crate::hooks::HookError;
 
 /// The result of renewing one certificate.
 #[derive(Debug, Clone)]
 pub(crate) struct CertOutcome {
     pub(crate) name: String,
-    /// The failure as users read it (the log, `status`, the control socket's answer).
-    pub(crate) result: Result<Renewed, String>,
+    pub(crate) result: Result<Renewed, CertFailure>,
+}
+
+/// Why a certificate of a batch has no new files in place. Its `Display` is the text users
+/// read in the log, `status` (the record's `last_result`) and the control socket's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum CertFailure {
+    /// Nothing was deployed: the order, the checks or the staging failed.
+    #[error(transparent)]
+    Renewal(Arc<RenewError>),
+    /// The new files were deployed, then restored from the swap journal: why (the failed
+    /// reload command or proof, and how the restore went).
+    #[error("{0}")]
+    RolledBack(String),
+    /// `revoke`: the revocation itself failed, so no renewal was started.
+    #[error("revocation failed: {0}")]
+    Revocation(Arc<RenewError>),
 }
 
 /// A certificate that was issued and deployed, or (a dry run) an order whose
@@ -30,8 +49,7 @@ pub(crate) struct Renewed {
 pub(crate) struct ReloadOutcome {
     pub(crate) argv: Vec<String>,
     pub(crate) certificates: Vec<String>,
-    /// Why the command failed, as users read it.
-    pub(crate) result: Result<(), String>,
+    pub(crate) result: Result<(), Arc<HookError>>,
 }
 
 /// Everything one batch did.

@@ -47,20 +47,7 @@ fn logging_dns_hook(
 }
 
 fn cert_block(rig: &Rig, name: &str, domains: &[&str], challenge: &str) -> String {
-    let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
-    format!(
-        r#"
-[[certificate]]
-name = "{name}"
-domains = [{domains}]
-owner = "ops@example.org"
-challenge = {challenge}
-files = {{ fullchain = "{fc}", key = "{key}" }}
-"#,
-        domains = domains.join(", "),
-        fc = rig.fullchain(name).display(),
-        key = rig.key(name).display(),
-    )
+    rig.cert_with(name, domains, challenge, "")
 }
 
 fn sorted_names(rig: &Rig, name: &str) -> Vec<String> {

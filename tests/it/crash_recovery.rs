@@ -219,14 +219,7 @@ fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
     // (first temporary written to reload run) lasts: kills are spread over both.
     let reloaded = rig::lines(&reloads).len();
     let t = Instant::now();
-    let mut calibration = Command::new(renewd_bin())
-        .args(["renew", "--all", "--force", "--config"])
-        .arg(&rig.config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn renewd renew");
+    let mut calibration = spawn_renew_all(&rig);
     let staging = wait_for_staging(&rig, Duration::from_secs(30)).expect("staging seen");
     while rig::lines(&reloads).len() == reloaded {
         std::thread::sleep(Duration::from_micros(200));
@@ -259,14 +252,7 @@ fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
             }
         }
 
-        let mut client = Command::new(renewd_bin())
-            .args(["renew", "--all", "--force", "--config"])
-            .arg(&rig.config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn renewd renew");
+        let mut client = spawn_renew_all(&rig);
         if round % 2 == 0 {
             // Anywhere in the renewal: ACME exchange, staging, swap, reload, or after.
             std::thread::sleep(whole.mul_f64(rng.random_range(0.0..1.3)));
@@ -344,4 +330,16 @@ fn interrupted_swap_of_a_completed_set_is_reloaded_at_start() {
     );
     assert_eq!(check_set(&rig, 0, 1), serial);
     check_clean(&rig, 1);
+}
+
+/// `renewd renew --all --force` in the background, its output discarded.
+fn spawn_renew_all(rig: &Rig) -> std::process::Child {
+    Command::new(renewd_bin())
+        .args(["renew", "--all", "--force", "--config"])
+        .arg(&rig.config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn renewd renew")
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::renew::{CertOutcome, ReloadOutcome, Renewed};
+use crate::renew::{CertFailure, CertOutcome, ReloadOutcome, Renewed};
 use crate::schedule::{Decision, Reason};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -187,7 +187,7 @@ fn a_finished_batch_updates_its_entries() {
             ok("a"),
             CertOutcome {
                 name: "b".into(),
-                result: Err("the CA said no".into()),
+                result: Err(CertFailure::RolledBack("the CA said no".into())),
             },
             ok("c"),
         ],
@@ -195,7 +195,11 @@ fn a_finished_batch_updates_its_entries() {
         reloads: vec![ReloadOutcome {
             argv: vec!["reload".into()],
             certificates: names(&["c"]),
-            result: Err("exit 1".into()),
+            result: Err(std::sync::Arc::new(crate::hooks::HookError::Failed {
+                argv0: "reload".into(),
+                status: Some(1),
+                stderr_tail: String::new(),
+            })),
         }],
     };
     let counts = t.finish_batch(&report, false, now);

@@ -77,6 +77,16 @@ trust_roots = "{roots}"
     /// A `[[certificate]]` validated by the built-in http-01 listener on Pebble's http port,
     /// deployed as `tls/NAME.pem` (fullchain) and `tls/NAME.key`, plus `extra` lines.
     pub fn cert(&self, name: &str, domains: &[&str], extra: &str) -> String {
+        let listen = format!(
+            r#"{{ type = "http-01", listen = "127.0.0.1:{}" }}"#,
+            self.pebble.http_port
+        );
+        self.cert_with(name, domains, &listen, extra)
+    }
+
+    /// A `[[certificate]]` with the inline table `challenge`, deployed as `tls/NAME.pem`
+    /// (fullchain) and `tls/NAME.key`, plus `extra` lines.
+    pub fn cert_with(&self, name: &str, domains: &[&str], challenge: &str, extra: &str) -> String {
         let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
         format!(
             r#"
@@ -84,12 +94,11 @@ trust_roots = "{roots}"
 name = "{name}"
 domains = [{domains}]
 owner = "ops@example.org"
-challenge = {{ type = "http-01", listen = "127.0.0.1:{port}" }}
+challenge = {challenge}
 files = {{ fullchain = "{fc}", key = "{key}" }}
 {extra}
 "#,
             domains = domains.join(", "),
-            port = self.pebble.http_port,
             fc = self.fullchain(name).display(),
             key = self.key(name).display(),
         )

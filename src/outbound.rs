@@ -284,6 +284,6 @@ pub(crate) fn error_chain(e: &dyn StdError) -> String {
         cur = c.source();
     }
     // A hostile answer quoted whole in an error would flood the log and the state record
-    // (found by tests/fuzz.rs): 2 KiB is more than any useful message.
+    // (found by tests/it/fuzz.rs): 2 KiB is more than any useful message.
     crate::text::bounded(s, 2048)
 }

@@ -401,7 +401,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Found by `tests/fuzz.rs`: a record holding `u64::MAX` as a time panicked in
+    /// Found by `tests/it/fuzz.rs`: a record holding `u64::MAX` as a time panicked in
     /// `from_unix`; now it is the end of year 9999, and a century more still fits.
     #[test]
     fn out_of_range_times_in_a_record_are_clamped() {

@@ -471,7 +471,7 @@ fn absolute(s: &str) -> bool {
 /// Why a CA's answer cannot be used as it is: a URL the ACME library would request (a
 /// member of [`URL_MEMBERS`], at any depth, or `Location`) that is not an absolute URL.
 /// instant-acme treats building such a request as infallible and panics (found by
-/// `tests/fuzz.rs`: a directory whose `newNonce` was `../../etc/passwd`), so renewd
+/// `tests/it/fuzz.rs`: a directory whose `newNonce` was `../../etc/passwd`), so renewd
 /// refuses the answer before the library sees it.
 fn unusable_urls(headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
     if let Some(location) = headers.get(http::header::LOCATION) {

@@ -26,7 +26,7 @@ pub(crate) mod urn {
 
 /// The longest message renewd keeps from a CA's error (a problem's detail, a parser's
 /// complaint quoting the body): a hostile answer of a megabyte otherwise went whole into
-/// the log, the state record and `status` (found by `tests/fuzz.rs`).
+/// the log, the state record and `status` (found by `tests/it/fuzz.rs`).
 const MAX_CA_MESSAGE: usize = 2048;
 
 /// Why talking to a CA failed, with what callers act on: the CA's Retry-After

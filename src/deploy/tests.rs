@@ -331,7 +331,7 @@ fn a_symlink_at_the_temporary_name_makes_creation_fail() {
 /// /proc, where creating a file fails (ENOENT) for every user, yet /proc passes the
 /// directory check (root's, not writable). Its target comes last in the set, so three
 /// temporaries have already been written when staging fails. (ENOSPC, EROFS and EACCES
-/// part-way through are exercised with the real binary in tests/deploy_safety.rs.)
+/// part-way through are exercised with the real binary in tests/it/deploy_safety.rs.)
 #[test]
 fn failed_staging_leaves_old_files_and_no_temporaries() {
     let _guard = lock();

@@ -29,6 +29,7 @@ mod tests;
 mod types;
 mod value;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
@@ -250,6 +251,50 @@ impl UnknownCertificates {
                 "{} certificates are configured (renewd status --names)",
                 known.len()
             )
+        }
+    }
+}
+
+impl Config {
+    /// The one rule `check`, `run` and SIGHUP share, applied to `found` (what
+    /// [`Config::check_environment`] and the other machine checks reported).
+    ///
+    /// A problem whose location is one of a certificate's values (its own, or a
+    /// `[defaults]` value it inherits) stops that certificate only: it becomes a warning,
+    /// and the certificate is *not renewable* with that problem as the reason — unless the
+    /// problem was a warning already (advisory, like a missing `owner`), which changes
+    /// nothing about renewing. Every other problem keeps its severity: an error means the
+    /// configuration as a whole cannot be used (a `state_dir` that cannot be created).
+    pub fn diagnose(&self, found: Vec<Problem>) -> Diagnosis {
+        let mut owners: std::collections::HashMap<&Location, Vec<&str>> = Default::default();
+        for cert in &self.certificates {
+            let places: HashSet<&Location> = cert
+                .key_locations
+                .values()
+                .chain([&cert.location])
+                .collect();
+            for place in places {
+                owners.entry(place).or_default().push(&cert.name);
+            }
+        }
+        let mut not_renewable = BTreeMap::new();
+        let mut problems = Vec::with_capacity(found.len());
+        for mut problem in found {
+            if let (Severity::Error, Some(certs)) =
+                (problem.severity, owners.get(&problem.location))
+            {
+                problem.severity = Severity::Warning;
+                for name in certs {
+                    not_renewable
+                        .entry(name.to_string())
+                        .or_insert_with(|| format!("{}: {}", problem.location, problem.message));
+                }
+            }
+            problems.push(problem);
+        }
+        Diagnosis {
+            problems: finish(problems, &self.sources),
+            not_renewable,
         }
     }
 }

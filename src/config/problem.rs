@@ -1,12 +1,10 @@
 //! What is wrong with a configuration and how bad it is: [`Location`], [`Problem`],
-//! [`Severity`], and [`Config::diagnose`], the one rule `check`, `run` and SIGHUP share.
+//! [`Severity`], and [`Diagnosis`] (what `Config::diagnose`, in `mod.rs`, gives).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use super::types::Config;
 
 /// A position in a configuration file, 1-based; the column counts characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -161,48 +159,4 @@ pub(super) fn finish(mut problems: Vec<Problem>, sources: &[PathBuf]) -> Vec<Pro
     let mut seen = HashSet::new();
     problems.retain(|p| seen.insert((p.location.clone(), p.message.clone())));
     problems
-}
-
-impl Config {
-    /// The one rule `check`, `run` and SIGHUP share, applied to `found` (what
-    /// [`Config::check_environment`] and the other machine checks reported).
-    ///
-    /// A problem whose location is one of a certificate's values (its own, or a
-    /// `[defaults]` value it inherits) stops that certificate only: it becomes a warning,
-    /// and the certificate is *not renewable* with that problem as the reason — unless the
-    /// problem was a warning already (advisory, like a missing `owner`), which changes
-    /// nothing about renewing. Every other problem keeps its severity: an error means the
-    /// configuration as a whole cannot be used (a `state_dir` that cannot be created).
-    pub fn diagnose(&self, found: Vec<Problem>) -> Diagnosis {
-        let mut owners: std::collections::HashMap<&Location, Vec<&str>> = Default::default();
-        for cert in &self.certificates {
-            let places: HashSet<&Location> = cert
-                .key_locations
-                .values()
-                .chain([&cert.location])
-                .collect();
-            for place in places {
-                owners.entry(place).or_default().push(&cert.name);
-            }
-        }
-        let mut not_renewable = BTreeMap::new();
-        let mut problems = Vec::with_capacity(found.len());
-        for mut problem in found {
-            if let (Severity::Error, Some(certs)) =
-                (problem.severity, owners.get(&problem.location))
-            {
-                problem.severity = Severity::Warning;
-                for name in certs {
-                    not_renewable
-                        .entry(name.to_string())
-                        .or_insert_with(|| format!("{}: {}", problem.location, problem.message));
-                }
-            }
-            problems.push(problem);
-        }
-        Diagnosis {
-            problems: finish(problems, &self.sources),
-            not_renewable,
-        }
-    }
 }

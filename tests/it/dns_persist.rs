@@ -1,0 +1,324 @@
+//! dns-persist-01 and dns-account-01 against a real Pebble 2.10.
+//!
+//! dns-persist-01: `renewd persist-record` prints the `_validation-persist` records, the test
+//! publishes them at Pebble's challtestsrv (its DNS) through the management API, and `run
+//! --once` issues a plain and a wildcard certificate with no DNS hook at all; before that,
+//! `check` and the renewal itself name what is missing or wrong at `FILE:LINE:COL`.
+//! dns-account-01: the account's `_LABEL._acme-challenge` record, through a hook that sets it
+//! at challtestsrv, and through RFC 2136 updates to a real BIND.
+
+use crate::common;
+use crate::common::rig;
+
+use common::*;
+use rig::*;
+
+/// Pebble 2.10's issuer domain name for dns-persist-01 (it advertises none in its
+/// directory, so renewd is told).
+const PEBBLE_ISSUER: &str = "pebble.letsencrypt.org";
+
+fn fresh_authz() -> PebbleOptions {
+    PebbleOptions {
+        // Every order validates afresh: a reused authorization would skip the challenge.
+        authz_reuse_percent: Some(0),
+        ..Default::default()
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Publishes `_validation-persist.DOMAIN. TXT "VALUE"` lines at challtestsrv.
+fn publish(rig: &Rig, zone_lines: &str) {
+    for line in zone_lines.lines() {
+        let (host, value) = line
+            .split_once(" TXT ")
+            .unwrap_or_else(|| panic!("not a zone-file TXT line: {line}"));
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("unquoted value: {line}"));
+        rig.pebble.challtestsrv_post(
+            "/set-txt",
+            &serde_json::json!({ "host": host, "value": value }),
+        );
+    }
+}
+
+fn sorted_names(rig: &Rig, name: &str) -> Vec<String> {
+    let leaf = read_cert_pem(rig.fullchain(name));
+    assert_eq!(key_spki(rig.key(name)), leaf.spki, "the key matches");
+    let mut names = leaf.names;
+    names.sort();
+    names
+}
+
+/// The done-when of issue 17: persist-record's lines, published, are all a plain and a
+/// wildcard certificate need. Before they are, a wildcard without `policy` is refused as a
+/// configuration error, `check` reports the missing and the mismatched (other CA, other
+/// account) records at the certificate's `challenge`, and `run --once` fails before asking
+/// the CA to validate, naming the record to publish.
+#[test]
+fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_hook() {
+    let rig = Rig::new(fresh_authz());
+    let resolver = format!("127.0.0.1:{}", rig.pebble.dns_port);
+    let persist =
+        |extra: &str| format!("{{ type = \"dns-persist-01\", resolver = \"{resolver}\"{extra} }}");
+    let issuer = format!("issuer_domain_name = \"{PEBBLE_ISSUER}\"\n");
+    // A wildcard without policy = "wildcard": a configuration error at the domain.
+    rig.write_config(&format!(
+        "{issuer}{}",
+        rig.cert_with(
+            "wild",
+            &["wild.persist.test", "*.wild.persist.test"],
+            &persist(""),
+            ""
+        )
+    ));
+    let out = rig.renewd("check", &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let config = rig.config_path.display().to_string();
+    let needle = format!(
+        "{config}:13:33: wildcard `*.wild.persist.test` with dns-persist-01 needs `policy = \"wildcard\"`"
+    );
+    assert!(text(&out).contains(&needle), "{needle}\n{}", text(&out));
+
+    // Soon-expiring persist_until on the wildcard one: check warns.
+    let soon = time::OffsetDateTime::now_utc().date() + time::Duration::days(10);
+    rig.write_config(&format!(
+        "{issuer}{}{}",
+        rig.cert_with("plain", &["persist.test"], &persist(""), ""),
+        rig.cert_with(
+            "wild",
+            &["wild.persist.test", "*.wild.persist.test"],
+            &persist(&format!(
+                ", policy = \"wildcard\", persist_until = \"{soon}\""
+            )),
+            ""
+        )
+    ));
+    // No account yet: persist-record registers one and prints one line per record.
+    let records = rig.renewd_ok("persist-record", &["plain", "*.wild.persist.test"]);
+    let lines: Vec<&str> = records.lines().collect();
+    assert_eq!(lines.len(), 2, "{records}");
+    let account = std::fs::read_dir(rig.state_dir.join("accounts"))
+        .expect("accounts")
+        .count();
+    assert!(account >= 1, "an account was registered");
+    let account_url = lines[0]
+        .split("accounturi=")
+        .nth(1)
+        .and_then(|s| s.split(['"', ';']).next())
+        .expect("accounturi")
+        .to_string();
+    assert_eq!(
+        lines[0],
+        format!(
+            "_validation-persist.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}\""
+        )
+    );
+    let until = soon.midnight().assume_utc().unix_timestamp();
+    assert_eq!(
+        lines[1],
+        format!(
+            "_validation-persist.wild.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}; policy=wildcard; persistUntil={until}\""
+        )
+    );
+
+    // Nothing published: check reports both at their `challenge` (each certificate cannot
+    // be renewed as written: a warning, 78 with --strict); run --once fails fast.
+    let out = rig.renewd("check", &["--strict"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    for (line, name) in [(15, "persist.test"), (23, "wild.persist.test")] {
+        let needle = format!("{config}:{line}:13: warning: certificate ");
+        let found = text(&out).lines().any(|l| {
+            l.starts_with(&needle)
+                && l.contains(&format!("record _validation-persist.{name} is missing"))
+        });
+        assert!(found, "{needle} … {name} missing\n{}", text(&out));
+    }
+    let out = rig.renewd("run", &["--once"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("dns-persist-01 record _validation-persist.persist.test is not usable: there is no TXT record; publish it as `_validation-persist.persist.test. TXT"),
+        "{}",
+        text(&out)
+    );
+
+    // Forget that failure's backoff, so the last `run --once` below tries at once.
+    for name in ["plain", "wild"] {
+        std::fs::remove_file(rig.state_dir.join(format!("certs/{name}.json"))).expect("record");
+    }
+
+    // Mismatched: another CA's record, another account's.
+    rig.pebble.challtestsrv_post(
+        "/set-txt",
+        &serde_json::json!({"host": "_validation-persist.persist.test.",
+            "value": format!("other-ca.example; accounturi={account_url}")}),
+    );
+    rig.pebble.challtestsrv_post(
+        "/set-txt",
+        &serde_json::json!({"host": "_validation-persist.wild.persist.test.",
+            "value": format!("{PEBBLE_ISSUER}; accounturi=https://elsewhere.example/acct/9; policy=wildcard")}),
+    );
+    let out = rig.renewd("check", &["--strict"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("{config}:15:13: warning: certificate plain: dns-persist-01 record _validation-persist.persist.test does not authorize renewd's account at CA pebble: the record names another CA (other-ca.example)")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{config}:23:13: warning: certificate wild: dns-persist-01 record _validation-persist.wild.persist.test does not authorize renewd's account at CA pebble: accounturi is `https://elsewhere.example/acct/9`, another account")),
+        "{t}"
+    );
+
+    // Published as printed: check is happy but for the soon-expiring one; run --once issues.
+    for host in ["persist.test", "wild.persist.test"] {
+        rig.pebble.challtestsrv_post(
+            "/clear-txt",
+            &serde_json::json!({"host": format!("_validation-persist.{host}.")}),
+        );
+    }
+    publish(&rig, &records);
+    let out = rig.renewd("check", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{config}:23:13: warning: certificate wild: dns-persist-01 record _validation-persist.wild.persist.test: persistUntil ")),
+        "{}",
+        text(&out)
+    );
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(sorted_names(&rig, "plain"), ["persist.test"]);
+    assert_eq!(
+        sorted_names(&rig, "wild"),
+        ["*.wild.persist.test", "wild.persist.test"]
+    );
+    assert!(
+        rig.pebble.count_log("set VALID by completed challenge") >= 3,
+        "Pebble validated every name:\n{}",
+        rig.pebble.log()
+    );
+}
+
+/// A NAME that is no certificate or domain, or one validated otherwise, is a usage error.
+#[test]
+fn persist_record_refuses_names_it_cannot_answer_for() {
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&rig.cert("web", &["web.test"], ""));
+    for (name, needle) in [
+        (
+            "nope",
+            "`nope` is neither a configured certificate nor one of their domains",
+        ),
+        ("web", "`web` is not validated with dns-persist-01"),
+        (
+            "web.test",
+            "`web.test` is not validated with dns-persist-01",
+        ),
+    ] {
+        let out = rig.renewd("persist-record", &[name]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(needle), "{}", text(&out));
+    }
+    assert!(
+        !rig.state_dir.join("accounts").exists()
+            || std::fs::read_dir(rig.state_dir.join("accounts"))
+                .expect("accounts")
+                .next()
+                .is_none(),
+        "no account registered for a refused command"
+    );
+}
+
+/// dns-account-01 through a hook: the record is the account's own label under
+/// `_acme-challenge`, given to the hook as its argument and as `RENEWD_RECORD`.
+#[test]
+fn dns_account_01_through_the_hook_uses_the_accounts_label() {
+    let rig = Rig::new(fresh_authz());
+    let inner = rig.path("challtestsrv-hook");
+    rig.pebble.write_dns_hook(&inner);
+    let log = rig.path("hook.log");
+    let hook = rig.path("hook");
+    write_exec(
+        &hook,
+        &format!(
+            "echo \"$1 $2 $RENEWD_CHALLENGE $RENEWD_RECORD\" >> {log}\nexec {inner} \"$@\"\n",
+            log = log.display(),
+            inner = inner.display()
+        ),
+    );
+    rig.write_config(&rig.cert_with(
+        "acct",
+        &["acct.test", "*.acct.test"],
+        &format!(
+            "{{ type = \"dns-account-01\", hook = [\"{}\"] }}",
+            hook.display()
+        ),
+        "",
+    ));
+    rig.renewd_ok("check", &[]);
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(sorted_names(&rig, "acct"), ["*.acct.test", "acct.test"]);
+    let calls = lines(&log);
+    assert_eq!(calls.len(), 4, "two sets, two clears: {calls:#?}");
+    for call in &calls {
+        let f: Vec<&str> = call.split(' ').collect();
+        let label = f[1]
+            .strip_prefix('_')
+            .and_then(|r| r.strip_suffix("._acme-challenge.acct.test"))
+            .unwrap_or_else(|| panic!("not an account label record: {call}"));
+        assert_eq!(label.len(), 16, "{call}");
+        assert!(
+            label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
+            "{call}"
+        );
+        assert_eq!(f[2], "dns-account-01", "{call}");
+        assert_eq!(f[3], f[1], "RENEWD_RECORD is the record: {call}");
+    }
+}
+
+/// dns-account-01 through RFC 2136 with a real BIND: the signed update adds the value at the
+/// account's label, Pebble resolves it there, and it is deleted afterwards.
+#[test]
+fn dns_account_01_through_rfc2136_with_bind() {
+    let bind = common::bind::Bind::start("acct.test");
+    let rig = Rig::new(PebbleOptions {
+        dns_server: Some(bind.addr),
+        ..fresh_authz()
+    });
+    rig.write_config(&rig.cert_with(
+        "acct",
+        &["www.acct.test"],
+        &format!(
+            "{{ type = \"dns-account-01\", rfc2136 = {{ server = \"{}\", tsig_key_file = \"{}\" }} }}",
+            bind.addr,
+            bind.key_file.display()
+        ),
+        "",
+    ));
+    rig.renewd_ok("check", &[]);
+    let out = rig.renewd("run", &["--once"]);
+    let bind_log = bind.log();
+    assert!(out.status.success(), "named's log:\n{bind_log}");
+    assert_eq!(sorted_names(&rig, "acct"), ["www.acct.test"]);
+    let added = bind_log
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("adding an RR at '").nth(1)?;
+            rest.split('\'').next().map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no update added a record:\n{bind_log}"));
+    assert!(
+        added.starts_with('_') && added.ends_with("._acme-challenge.www.acct.test"),
+        "{added}"
+    );
+    assert_eq!(bind.txt(&added), Vec::<String>::new(), "{added} is gone");
+}

@@ -204,6 +204,16 @@ fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_
         "Pebble validated every name:\n{}",
         rig.pebble.log()
     );
+
+    // `account rollover-key` keeps the account URL: the same records, still accepted.
+    rig.renewd_ok("account", &["rollover-key"]);
+    assert_eq!(
+        rig.renewd_ok("persist-record", &["plain", "*.wild.persist.test"]),
+        records
+    );
+    let before = read_cert_pem(rig.fullchain("plain")).serial_hex;
+    rig.renewd_ok("renew", &["--force", "plain"]);
+    assert_ne!(read_cert_pem(rig.fullchain("plain")).serial_hex, before);
 }
 
 /// A NAME that is no certificate or domain, or one validated otherwise, is a usage error.

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 /// The label the draft puts before the validated name (§2, "Validation Domain Name").
@@ -28,7 +29,7 @@ pub(crate) const LABEL: &str = "_validation-persist";
 /// Deadline for one lookup.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Values read from one record set; the rest are ignored.
-pub(crate) const MAX_RECORDS: usize = 32;
+pub(crate) const MAX_RECORDS: usize = 64;
 /// Longest value considered (the longest URL plus parameters); longer ones are reported as
 /// unusable.
 pub(crate) const MAX_VALUE: usize = 2048;
@@ -265,8 +266,9 @@ fn first_nameserver(text: &str) -> Option<SocketAddr> {
         .next()
 }
 
-/// The TXT values at `name` (each record's strings joined, RFC 7208 §3.3 style), asked of
-/// `server` with recursion; an empty list when the name or its TXT set does not exist.
+/// The TXT values at `name` (each record's strings joined), asked of `server` with
+/// recursion, over UDP and again over TCP when the answer is truncated (RFC 7766 §5); an
+/// empty list when the name or its TXT set does not exist.
 pub(crate) async fn lookup(server: SocketAddr, name: &str) -> Result<Vec<String>, LookupError> {
     let fail = |message: String| LookupError::Failed {
         name: name.to_string(),
@@ -274,22 +276,10 @@ pub(crate) async fn lookup(server: SocketAddr, name: &str) -> Result<Vec<String>
         message,
     };
     let qname = Name::from_ascii(format!("{name}.")).map_err(|e| fail(e.to_string()))?;
-    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
-        .with_timeout(Some(LOOKUP_TIMEOUT))
-        .build();
-    let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-    let task = tokio::spawn(background);
-    let answer = tokio::time::timeout(
-        LOOKUP_TIMEOUT,
-        client.query(qname, DNSClass::IN, RecordType::TXT),
-    )
-    .await;
-    task.abort();
-    let rsp = match answer {
-        Ok(Ok(rsp)) => rsp,
-        Ok(Err(e)) => return Err(fail(e.to_string())),
-        Err(_) => return Err(fail(format!("no answer within {LOOKUP_TIMEOUT:?}"))),
-    };
+    let mut rsp = query(server, qname.clone(), false).await.map_err(fail)?;
+    if rsp.metadata.truncation {
+        rsp = query(server, qname, true).await.map_err(fail)?;
+    }
     match rsp.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
         other => return Err(fail(format!("the server answered {other}"))),
@@ -308,6 +298,35 @@ pub(crate) async fn lookup(server: SocketAddr, name: &str) -> Result<Vec<String>
         })
         .take(MAX_RECORDS)
         .collect())
+}
+
+/// One TXT query of `qname` at `server`, over TCP or UDP, within [`LOOKUP_TIMEOUT`].
+async fn query(server: SocketAddr, qname: Name, tcp: bool) -> Result<Message, String> {
+    let provider = TokioRuntimeProvider::default();
+    let exchange = async {
+        let (mut client, task) = if tcp {
+            let (stream, handle) =
+                TcpClientStream::new(server, None, Some(LOOKUP_TIMEOUT), provider);
+            let stream = stream.await.map_err(|e| e.to_string())?;
+            let (client, bg) =
+                Client::<TokioRuntimeProvider>::with_timeout(stream, handle, LOOKUP_TIMEOUT);
+            (client, tokio::spawn(bg))
+        } else {
+            let stream = UdpClientStream::builder(server, provider)
+                .with_timeout(Some(LOOKUP_TIMEOUT))
+                .build();
+            let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+            (client, tokio::spawn(bg))
+        };
+        let answer = client.query(qname, DNSClass::IN, RecordType::TXT).await;
+        task.abort();
+        answer
+            .map(|rsp| rsp.into_message())
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {LOOKUP_TIMEOUT:?}")))
 }
 
 /// The pre-flight look before the CA is told to validate: the record at `identifier`'s name

@@ -185,6 +185,15 @@ fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_
             &serde_json::json!({"host": format!("_validation-persist.{host}.")}),
         );
     }
+    // Other CAs' records beside renewd's are passed over (challtestsrv sends them all in
+    // one UDP answer; truncation and TCP are tested against BIND below).
+    for i in 0..30 {
+        rig.pebble.challtestsrv_post(
+            "/set-txt",
+            &serde_json::json!({"host": "_validation-persist.persist.test.",
+                "value": format!("ca{i}.example; accounturi=https://ca{i}.example/acct/{}", "x".repeat(120))}),
+        );
+    }
     publish(&rig, &records);
     let out = rig.renewd("check", &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -214,6 +223,40 @@ fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_
     let before = read_cert_pem(rig.fullchain("plain")).serial_hex;
     rig.renewd_ok("renew", &["--force", "plain"]);
     assert_ne!(read_cert_pem(rig.fullchain("plain")).serial_hex, before);
+}
+
+/// The record in a real authoritative server (BIND) beside 40 other CAs' records, more than
+/// a UDP answer may carry: the look-up retries over TCP and finds it, and Pebble validates it
+/// there.
+#[test]
+fn a_persist_record_among_many_at_bind_is_found_over_tcp() {
+    let port = free_port();
+    let rig = Rig::new(PebbleOptions {
+        dns_server: Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        ..fresh_authz()
+    });
+    rig.write_config(&format!(
+        "issuer_domain_name = \"{PEBBLE_ISSUER}\"\n{}",
+        rig.cert_with(
+            "auth",
+            &["www.persist.test"],
+            &format!("{{ type = \"dns-persist-01\", resolver = \"127.0.0.1:{port}\" }}"),
+            ""
+        )
+    ));
+    let record = rig.renewd_ok("persist-record", &["auth"]);
+    let mut zone = String::new();
+    for i in 0..40 {
+        zone.push_str(&format!(
+            "_validation-persist.www IN TXT \"ca{i}.example; accounturi=https://ca{i}.example/acct/{}\"\n",
+            "x".repeat(120)
+        ));
+    }
+    zone.push_str(&record.replace(" TXT ", " IN TXT "));
+    let _bind = common::bind::Bind::start_with("persist.test", port, &zone);
+    rig.renewd_ok("check", &["--strict"]);
+    rig.renewd_ok("run", &["--once"]);
+    assert_eq!(sorted_names(&rig, "auth"), ["www.persist.test"]);
 }
 
 /// A NAME that is no certificate or domain, or one validated otherwise, is a usage error.

@@ -130,9 +130,13 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
     },
-    /// Print the `_validation-persist` TXT record(s) dns-persist-01 needs, one per line,
-    /// zone-file style (`_validation-persist.DOMAIN. TXT "VALUE"`), from the stored ACME
-    /// account (registered first when there is none) and the CA's issuer domain name.
+    /// Print the `_validation-persist` TXT records dns-persist-01 needs.
+    ///
+    /// One per line, zone-file style (`_validation-persist.DOMAIN. TXT "VALUE"`), from the
+    /// stored ACME account (registered first when there is none, which needs the state
+    /// directory's lock) and the CA's issuer domain name (`[ca.NAME] issuer_domain_name`,
+    /// else the directory's `meta.issuerDomainNames`). Publish them once; renewals then
+    /// change nothing in DNS.
     PersistRecord {
         /// Configured certificates, or domains of them; every name each validates with
         /// dns-persist-01 is printed.

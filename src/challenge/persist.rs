@@ -176,7 +176,7 @@ pub(crate) fn judge(found: &[String], expected: &Expected<'_>, now: i64) -> Verd
             continue;
         };
         if parsed.issuer != expected.issuer {
-            other_issuers.push(parsed.issuer);
+            other_issuers.push(crate::text::escape(&parsed.issuer).into_owned());
             continue;
         }
         match usable(&parsed, expected, now) {

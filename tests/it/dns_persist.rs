@@ -259,6 +259,73 @@ fn a_persist_record_among_many_at_bind_is_found_over_tcp() {
     assert_eq!(sorted_names(&rig, "auth"), ["www.persist.test"]);
 }
 
+/// The daemon alerts (`persist_record_expiring`, a warning) once the configured
+/// `persist_until` is less than 30 days away, before the CA stops accepting the record.
+#[test]
+fn the_daemon_alerts_before_persist_until_passes() {
+    let rig = Rig::new(PebbleOptions::default());
+    let log = rig.path("alerts.log");
+    let hook = rig.path("page.sh");
+    write_exec(
+        &hook,
+        &format!("cat >> {log}\necho >> {log}\n", log = log.display()),
+    );
+    let soon = time::OffsetDateTime::now_utc().date() + time::Duration::days(5);
+    rig.write_config(&format!(
+        "issuer_domain_name = \"{PEBBLE_ISSUER}\"\n{}\n[alert]\ncommand = [\"{}\"]\n",
+        rig.cert_with(
+            "soon",
+            &["soon.persist.test"],
+            &format!(
+                "{{ type = \"dns-persist-01\", resolver = \"127.0.0.1:{}\", persist_until = \"{soon}\" }}",
+                rig.pebble.dns_port
+            ),
+            ""
+        ),
+        hook.display()
+    ));
+    let alerts = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let daemon = rig.spawn_daemon();
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the persist_record_expiring alert",
+        || {
+            alerts()
+                .iter()
+                .any(|a| a["condition"] == "persist_record_expiring")
+        },
+    );
+    let all = alerts();
+    let alert = all
+        .iter()
+        .find(|a| a["condition"] == "persist_record_expiring")
+        .expect("alert");
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    assert_eq!(alert["name"], "soon", "{alert}");
+    assert_eq!(
+        alert["key"], "persist_record_expiring:managed:soon",
+        "{alert}"
+    );
+    let until = soon.midnight().assume_utc();
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("persistUntil {until} passes"))),
+        "{alert}\n{}",
+        daemon.log()
+    );
+}
+
 /// A NAME that is no certificate or domain, or one validated otherwise, is a usage error.
 #[test]
 fn persist_record_refuses_names_it_cannot_answer_for() {

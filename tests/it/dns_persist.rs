@@ -58,135 +58,54 @@ fn sorted_names(rig: &Rig, name: &str) -> Vec<String> {
     names
 }
 
+/// The `challenge` table of the tests' dns-persist-01 certificates: looked up at
+/// challtestsrv, plus `extra` keys.
+fn persist_challenge(rig: &Rig, extra: &str) -> String {
+    format!(
+        "{{ type = \"dns-persist-01\", resolver = \"127.0.0.1:{}\"{extra} }}",
+        rig.pebble.dns_port
+    )
+}
+
 /// The done-when of issue 17: persist-record's lines, published, are all a plain and a
 /// wildcard certificate need. Before they are, a wildcard without `policy` is refused as a
 /// configuration error, `check` reports the missing and the mismatched (other CA, other
 /// account) records at the certificate's `challenge`, and `run --once` fails before asking
-/// the CA to validate, naming the record to publish.
+/// the CA to validate, naming the record to publish. Afterwards `account rollover-key`
+/// keeps the records valid.
 #[test]
 fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_hook() {
     let rig = Rig::new(fresh_authz());
-    let resolver = format!("127.0.0.1:{}", rig.pebble.dns_port);
-    let persist =
-        |extra: &str| format!("{{ type = \"dns-persist-01\", resolver = \"{resolver}\"{extra} }}");
-    let issuer = format!("issuer_domain_name = \"{PEBBLE_ISSUER}\"\n");
-    // A wildcard without policy = "wildcard": a configuration error at the domain.
-    rig.write_config(&format!(
-        "{issuer}{}",
-        rig.cert_with(
-            "wild",
-            &["wild.persist.test", "*.wild.persist.test"],
-            &persist(""),
-            ""
-        )
-    ));
-    let out = rig.renewd("check", &[]);
-    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     let config = rig.config_path.display().to_string();
-    let needle = format!(
-        "{config}:13:33: wildcard `*.wild.persist.test` with dns-persist-01 needs `policy = \"wildcard\"`"
-    );
-    assert!(text(&out).contains(&needle), "{needle}\n{}", text(&out));
+    let issuer = format!("issuer_domain_name = \"{PEBBLE_ISSUER}\"\n");
+    wildcard_without_policy_is_a_config_error(&rig, &issuer);
 
     // Soon-expiring persist_until on the wildcard one: check warns.
     let soon = time::OffsetDateTime::now_utc().date() + time::Duration::days(10);
     rig.write_config(&format!(
         "{issuer}{}{}",
-        rig.cert_with("plain", &["persist.test"], &persist(""), ""),
+        rig.cert_with("plain", &["persist.test"], &persist_challenge(&rig, ""), ""),
         rig.cert_with(
             "wild",
             &["wild.persist.test", "*.wild.persist.test"],
-            &persist(&format!(
-                ", policy = \"wildcard\", persist_until = \"{soon}\""
-            )),
+            &persist_challenge(
+                &rig,
+                &format!(", policy = \"wildcard\", persist_until = \"{soon}\"")
+            ),
             ""
         )
     ));
-    // No account yet: persist-record registers one and prints one line per record.
-    let records = rig.renewd_ok("persist-record", &["plain", "*.wild.persist.test"]);
-    let lines: Vec<&str> = records.lines().collect();
-    assert_eq!(lines.len(), 2, "{records}");
-    let account = std::fs::read_dir(rig.state_dir.join("accounts"))
-        .expect("accounts")
-        .count();
-    assert!(account >= 1, "an account was registered");
-    let account_url = lines[0]
-        .split("accounturi=")
-        .nth(1)
-        .and_then(|s| s.split(['"', ';']).next())
-        .expect("accounturi")
-        .to_string();
-    assert_eq!(
-        lines[0],
-        format!(
-            "_validation-persist.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}\""
-        )
-    );
-    let until = soon.midnight().assume_utc().unix_timestamp();
-    assert_eq!(
-        lines[1],
-        format!(
-            "_validation-persist.wild.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}; policy=wildcard; persistUntil={until}\""
-        )
-    );
+    let (records, account_url) = persist_record_registers_and_prints(&rig, soon);
+    unpublished_and_mismatched_records_are_reported(&rig, &account_url);
 
-    // Nothing published: check reports both at their `challenge` (each certificate cannot
-    // be renewed as written: a warning, 78 with --strict); run --once fails fast.
-    let out = rig.renewd("check", &["--strict"]);
-    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
-    for (line, name) in [(15, "persist.test"), (23, "wild.persist.test")] {
-        let needle = format!("{config}:{line}:13: warning: certificate ");
-        let found = text(&out).lines().any(|l| {
-            l.starts_with(&needle)
-                && l.contains(&format!("record _validation-persist.{name} is missing"))
-        });
-        assert!(found, "{needle} … {name} missing\n{}", text(&out));
-    }
-    let out = rig.renewd("run", &["--once"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("dns-persist-01 record _validation-persist.persist.test is not usable: there is no TXT record; publish it as `_validation-persist.persist.test. TXT"),
-        "{}",
-        text(&out)
-    );
-
-    // Forget that failure's backoff, so the last `run --once` below tries at once.
-    for name in ["plain", "wild"] {
-        std::fs::remove_file(rig.state_dir.join(format!("certs/{name}.json"))).expect("record");
-    }
-
-    // Mismatched: another CA's record, another account's.
-    rig.pebble.challtestsrv_post(
-        "/set-txt",
-        &serde_json::json!({"host": "_validation-persist.persist.test.",
-            "value": format!("other-ca.example; accounturi={account_url}")}),
-    );
-    rig.pebble.challtestsrv_post(
-        "/set-txt",
-        &serde_json::json!({"host": "_validation-persist.wild.persist.test.",
-            "value": format!("{PEBBLE_ISSUER}; accounturi=https://elsewhere.example/acct/9; policy=wildcard")}),
-    );
-    let out = rig.renewd("check", &["--strict"]);
-    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
-    let t = text(&out);
-    assert!(
-        t.contains(&format!("{config}:15:13: warning: certificate plain: dns-persist-01 record _validation-persist.persist.test does not authorize renewd's account at CA pebble: the record names another CA (other-ca.example)")),
-        "{t}"
-    );
-    assert!(
-        t.contains(&format!("{config}:23:13: warning: certificate wild: dns-persist-01 record _validation-persist.wild.persist.test does not authorize renewd's account at CA pebble: accounturi is `https://elsewhere.example/acct/9`, another account")),
-        "{t}"
-    );
-
-    // Published as printed: check is happy but for the soon-expiring one; run --once issues.
+    // Published as printed (beside other CAs' records, which are passed over): check is
+    // happy but for the soon-expiring one, and run --once issues both.
     for host in ["persist.test", "wild.persist.test"] {
         rig.pebble.challtestsrv_post(
             "/clear-txt",
             &serde_json::json!({"host": format!("_validation-persist.{host}.")}),
         );
     }
-    // Other CAs' records beside renewd's are passed over (challtestsrv sends them all in
-    // one UDP answer; truncation and TCP are tested against BIND below).
     for i in 0..30 {
         rig.pebble.challtestsrv_post(
             "/set-txt",
@@ -223,6 +142,108 @@ fn persist_record_published_at_challtestsrv_issues_plain_and_wildcard_without_a_
     let before = read_cert_pem(rig.fullchain("plain")).serial_hex;
     rig.renewd_ok("renew", &["--force", "plain"]);
     assert_ne!(read_cert_pem(rig.fullchain("plain")).serial_hex, before);
+}
+
+/// A wildcard without `policy = "wildcard"`: a configuration error at the domain.
+fn wildcard_without_policy_is_a_config_error(rig: &Rig, issuer: &str) {
+    rig.write_config(&format!(
+        "{issuer}{}",
+        rig.cert_with(
+            "wild",
+            &["wild.persist.test", "*.wild.persist.test"],
+            &persist_challenge(rig, ""),
+            ""
+        )
+    ));
+    let out = rig.renewd("check", &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let needle = format!(
+        "{}:13:33: wildcard `*.wild.persist.test` with dns-persist-01 needs `policy = \"wildcard\"`",
+        rig.config_path.display()
+    );
+    assert!(text(&out).contains(&needle), "{needle}\n{}", text(&out));
+}
+
+/// With no account yet, `persist-record` registers one and prints one line per record (the
+/// wildcard's with its policy and persistUntil): the lines, and the account URL in them.
+fn persist_record_registers_and_prints(rig: &Rig, soon: time::Date) -> (String, String) {
+    let records = rig.renewd_ok("persist-record", &["plain", "*.wild.persist.test"]);
+    let lines: Vec<&str> = records.lines().collect();
+    assert_eq!(lines.len(), 2, "{records}");
+    let accounts = std::fs::read_dir(rig.state_dir.join("accounts"))
+        .expect("accounts")
+        .count();
+    assert!(accounts >= 1, "an account was registered");
+    let account_url = lines[0]
+        .split("accounturi=")
+        .nth(1)
+        .and_then(|s| s.split(['"', ';']).next())
+        .expect("accounturi")
+        .to_string();
+    assert_eq!(
+        lines[0],
+        format!(
+            "_validation-persist.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}\""
+        )
+    );
+    let until = soon.midnight().assume_utc().unix_timestamp();
+    assert_eq!(
+        lines[1],
+        format!(
+            "_validation-persist.wild.persist.test. TXT \"{PEBBLE_ISSUER}; accounturi={account_url}; policy=wildcard; persistUntil={until}\""
+        )
+    );
+    (records, account_url)
+}
+
+/// Nothing published: check reports both records at their `challenge` (each certificate
+/// cannot be renewed as written: a warning, 78 with --strict) and run --once fails fast.
+/// Then another CA's record and another account's: check says which.
+fn unpublished_and_mismatched_records_are_reported(rig: &Rig, account_url: &str) {
+    let config = rig.config_path.display().to_string();
+    let out = rig.renewd("check", &["--strict"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    for (line, name) in [(15, "persist.test"), (23, "wild.persist.test")] {
+        let needle = format!("{config}:{line}:13: warning: certificate ");
+        let found = text(&out).lines().any(|l| {
+            l.starts_with(&needle)
+                && l.contains(&format!("record _validation-persist.{name} is missing"))
+        });
+        assert!(found, "{needle} … {name} missing\n{}", text(&out));
+    }
+    let out = rig.renewd("run", &["--once"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("dns-persist-01 record _validation-persist.persist.test is not usable: there is no TXT record; publish it as `_validation-persist.persist.test. TXT"),
+        "{}",
+        text(&out)
+    );
+    // Forget that failure's backoff, so the next `run --once` tries at once.
+    for name in ["plain", "wild"] {
+        std::fs::remove_file(rig.state_dir.join(format!("certs/{name}.json"))).expect("record");
+    }
+
+    rig.pebble.challtestsrv_post(
+        "/set-txt",
+        &serde_json::json!({"host": "_validation-persist.persist.test.",
+            "value": format!("other-ca.example; accounturi={account_url}")}),
+    );
+    rig.pebble.challtestsrv_post(
+        "/set-txt",
+        &serde_json::json!({"host": "_validation-persist.wild.persist.test.",
+            "value": format!("{PEBBLE_ISSUER}; accounturi=https://elsewhere.example/acct/9; policy=wildcard")}),
+    );
+    let out = rig.renewd("check", &["--strict"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("{config}:15:13: warning: certificate plain: dns-persist-01 record _validation-persist.persist.test does not authorize renewd's account at CA pebble: the record names another CA (other-ca.example)")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{config}:23:13: warning: certificate wild: dns-persist-01 record _validation-persist.wild.persist.test does not authorize renewd's account at CA pebble: accounturi is `https://elsewhere.example/acct/9`, another account")),
+        "{t}"
+    );
 }
 
 /// The record in a real authoritative server (BIND) beside 40 other CAs' records, more than

@@ -8,6 +8,7 @@ mod check;
 mod renew;
 mod run;
 mod status;
+mod trust_audit;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ pub use check::check;
 pub use renew::{renew, revoke, RenewArgs};
 pub use run::run;
 pub use status::{inventory, status, StatusArgs};
+pub use trust_audit::{trust_audit, TrustAuditArgs};
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

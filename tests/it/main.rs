@@ -27,4 +27,5 @@ mod rollback;
 mod storm;
 mod systemd_notify;
 mod systemd_unit;
+mod trust_audit;
 mod verify_proof;

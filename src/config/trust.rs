@@ -123,15 +123,20 @@ pub(super) fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
         return Err(format!("`fingerprint` `{s}`: {hint}"));
     };
     let digits: String = hex.chars().filter(|c| *c != ':').collect();
+    if !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`fingerprint` `{s}` is not hexadecimal; {hint}"));
+    }
+    let count = format!(
+        "`fingerprint` `{s}` has {} hex digits, a SHA-256 fingerprint has 64; {hint}",
+        digits.len()
+    );
+    if digits.len() != 64 {
+        return Err(count);
+    }
     let bytes = data_encoding::HEXLOWER_PERMISSIVE
         .decode(digits.as_bytes())
-        .map_err(|_| format!("`fingerprint` `{s}` is not hexadecimal; {hint}"))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "`fingerprint` `{s}` has {} hex digits, a SHA-256 fingerprint has 64; {hint}",
-            digits.len()
-        )
-    })
+        .map_err(|_| count.clone())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| count)
 }
 
 /// Whether an `[[exception]]` table names a trust anchor (it has `fingerprint`).

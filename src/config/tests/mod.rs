@@ -5,6 +5,7 @@ mod environment;
 mod files;
 mod merge;
 mod sections;
+mod trust;
 mod value;
 
 use super::ca::DEFAULT_CA_TIMEOUT;

@@ -36,7 +36,12 @@ pub(crate) fn audit(
     now: SystemTime,
 ) -> Report {
     let mut audit = Audit::new(config, explicit);
-    audit.chains = trust::read_chains(chain_paths(config, inv));
+    // A trust store under a discovery path is not a certificate chaining to itself.
+    let audited: Vec<PathBuf> = audit.paths.iter().map(|(p, _)| p.clone()).collect();
+    let chains = chain_paths(config, inv)
+        .into_iter()
+        .filter(|p| !audited.iter().any(|a| p.starts_with(a)));
+    audit.chains = trust::read_chains(chains);
     audit.run(cache, now)
 }
 
@@ -52,7 +57,7 @@ pub(crate) fn daemon_pass(
         return (Vec::new(), None);
     };
     let report = audit(config, inv, &[], cache, now);
-    for e in &report.errors {
+    for e in cache.new_errors(&report.errors) {
         tracing::warn!(error = %e, "trust audit: cannot read");
     }
     let next = trust::next_change(&report, t.expiring_within, super::unix(now) as i64)
@@ -86,4 +91,74 @@ pub(crate) fn items(report: &Report) -> Vec<Item> {
             item
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::{AuditedAnchor, Flag};
+
+    fn anchor(cn: &str, flags: &[Flag], flagged: bool) -> AuditedAnchor {
+        AuditedAnchor {
+            path: PathBuf::from("/etc/nginx/client-ca.pem"),
+            file: PathBuf::from("/etc/nginx/client-ca.pem"),
+            block: 1,
+            subject: format!("CN={cn}"),
+            issuer: format!("CN={cn}"),
+            fingerprint: format!("sha256:{}", cn.repeat(64).get(..64).unwrap_or_default()),
+            not_before: 0,
+            not_after: 1_000,
+            days_left: -1,
+            key: "rsa-2048".into(),
+            signature_algorithm: "sha1WithRSAEncryption".into(),
+            flags: flags.to_vec(),
+            reasons: flags.iter().map(|f| f.as_str().to_string()).collect(),
+            flagged,
+            acknowledged: None,
+            mtls: true,
+        }
+    }
+
+    #[test]
+    fn each_flagged_anchor_alerts_critical_once_expired() {
+        let report = Report {
+            version: 1,
+            generated_at: 0,
+            expiring_within: 0,
+            sources: Vec::new(),
+            anchors: vec![
+                anchor("a", &[Flag::Expired, Flag::Weak], true),
+                anchor("b", &[Flag::Stale], true),
+                anchor("c", &[Flag::Stale], false),
+                anchor("d", &[], false),
+            ],
+            errors: Vec::new(),
+            flagged: 2,
+        };
+        let items = items(&report);
+        assert_eq!(
+            items.len(),
+            2,
+            "acknowledged and clean anchors are not items"
+        );
+        let (found, _) = super::super::alerts::conditions(&items, super::super::from_unix(2_000));
+        let got: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|c| (c.condition, c.severity, c.key.as_str()))
+            .collect();
+        let key = |cn: &str| {
+            format!(
+                "trust_anchor:anchor:/etc/nginx/client-ca.pem@sha256:{}",
+                cn.repeat(64)
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                ("trust_anchor", "critical", key("a").as_str()),
+                ("trust_anchor", "warning", key("b").as_str())
+            ]
+        );
+        assert!(found[0].message.contains("is flagged expired, weak"));
+    }
 }

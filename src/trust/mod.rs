@@ -203,8 +203,18 @@ impl<'a> Audit<'a> {
             .filter_map(|(p, _)| read::FileId::of_path(p).map(|id| id.inode()))
             .collect();
         let mut found: Vec<(usize, Vec<Arc<Anchor>>)> = Vec::new();
+        let mut budget = read::MAX_ANCHORS;
         for (path, mtls) in &self.paths {
-            let (kind, anchors) = read_source(path, &own, cache, &mut report.errors);
+            let (kind, mut anchors) = read_source(path, &own, budget, cache, &mut report.errors);
+            if anchors.len() > budget {
+                report.errors.push(format!(
+                    "{}: more than {} anchors in this audit; the rest was not audited",
+                    path.display(),
+                    read::MAX_ANCHORS
+                ));
+                anchors.truncate(budget);
+            }
+            budget -= anchors.len();
             report.sources.push(SourceReport {
                 path: path.clone(),
                 kind,
@@ -392,10 +402,12 @@ fn issued_by(cert: &Anchor, issuer: &Anchor) -> bool {
     }
 }
 
-/// Reads one audited path: a file, or a directory's files (except those in `own`).
+/// Reads one audited path: a file, or a directory's files (except those in `own`; no more
+/// once over `budget` anchors).
 fn read_source(
     path: &Path,
     own: &HashSet<(u64, u64)>,
+    budget: usize,
     cache: &mut Cache,
     errors: &mut Vec<String>,
 ) -> (&'static str, Vec<Arc<Anchor>>) {
@@ -414,6 +426,9 @@ fn read_source(
             };
             errors.extend(over);
             for file in files {
+                if anchors.len() > budget {
+                    break;
+                }
                 match cache.file(&file) {
                     Ok(f) => {
                         anchors.extend(f.anchors.iter().cloned());
@@ -529,4 +544,87 @@ fn rfc3339(t: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    fn ca_params(cn: &str, days: i64) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(days);
+        p
+    }
+
+    /// A bundle of root R, intermediate I (issued by R), R again, R re-issued (same subject
+    /// and key, another validity) and an unrelated root X; a leaf issued by I is the only
+    /// certificate of the inventory.
+    #[test]
+    fn stale_follows_the_chain_through_the_bundle_and_duplicates_are_flagged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (rk, ik, xk, lk) = (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        );
+        let rp = ca_params("R", 3650);
+        let r = rp.self_signed(&rk).unwrap();
+        let r_again = ca_params("R", 20).self_signed(&rk).unwrap();
+        let i = ca_params("I", 1000)
+            .signed_by(&ik, &Issuer::from_params(&rp, &rk))
+            .unwrap();
+        let x = ca_params("X", 3650).self_signed(&xk).unwrap();
+        let ip = ca_params("I", 1000);
+        let leaf = CertificateParams::new(vec!["a.test".to_string()])
+            .unwrap()
+            .signed_by(&lk, &Issuer::from_params(&ip, &ik))
+            .unwrap();
+        let bundle = dir.path().join("ca.pem");
+        let text = [&r, &i, &r, &r_again, &x].map(|c| c.pem()).concat();
+        std::fs::write(&bundle, text).unwrap();
+        let leaf_path = dir.path().join("leaf.pem");
+        std::fs::write(&leaf_path, leaf.pem()).unwrap();
+        let audit = Audit {
+            paths: vec![(bundle.clone(), true)],
+            expiring_within: Duration::from_secs(30 * 86_400),
+            anchor_exceptions: &[],
+            exceptions: &[],
+            chains: read_chains([leaf_path.as_path()]),
+        };
+        let report = audit.run(&mut Cache::default(), SystemTime::now());
+        let flags: Vec<Vec<&str>> = report
+            .anchors
+            .iter()
+            .map(|a| a.flags.iter().map(|f| f.as_str()).collect())
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                vec![],
+                vec![],
+                vec!["duplicate"],
+                vec!["expiring", "duplicate"],
+                vec!["stale"]
+            ]
+        );
+        assert!(report.anchors[2].reasons[0].contains("block 1"));
+        assert_eq!(report.flagged, 3);
+        // The next change is R-again's expiry (20 days away, already `expiring`).
+        let now = unix(SystemTime::now());
+        let next = next_change(&report, audit.expiring_within, now).expect("next");
+        assert_eq!(next, report.anchors[3].not_after);
+    }
+
+    #[test]
+    fn review_deadline_is_the_next_midnight() {
+        // 2027-03-02T00:00:00Z.
+        assert_eq!(review_deadline("2027-03-01"), Some(1_803_945_600));
+        assert_eq!(review_deadline("2027-02-30"), None);
+    }
 }

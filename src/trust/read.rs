@@ -18,6 +18,11 @@ use crate::fsutil::{self, Follow};
 /// the rest reported (the system directory holds about 300 names).
 pub(crate) const MAX_DIRECTORY_FILES: usize = 10_000;
 
+/// Most anchors one audit reads (the system stores hold about 300); beyond, the rest of the
+/// paths is not read and the audit says so. Bounds the memory of a directory of many large
+/// bundles.
+pub(crate) const MAX_ANCHORS: usize = 10_000;
+
 /// One certificate read from a trust store (or from the inventory's chains, for `stale`).
 #[derive(Debug, Clone)]
 pub(crate) struct Anchor {
@@ -111,6 +116,8 @@ impl FileId {
 pub(crate) struct Cache {
     files: HashMap<PathBuf, (FileId, Arc<FileAnchors>)>,
     used: HashSet<PathBuf>,
+    /// The read errors of the last audit, so the daemon logs each once, not at every pass.
+    reported: HashSet<String>,
 }
 
 impl Cache {
@@ -130,6 +137,17 @@ impl Cache {
             self.files.insert(path.to_path_buf(), (id, parsed.clone()));
         }
         Ok(parsed)
+    }
+
+    /// Those of `errors` not reported by the previous call (which `errors` replaces).
+    pub(crate) fn new_errors(&mut self, errors: &[String]) -> Vec<String> {
+        let fresh = errors
+            .iter()
+            .filter(|e| !self.reported.contains(*e))
+            .cloned()
+            .collect();
+        self.reported = errors.iter().cloned().collect();
+        fresh
     }
 
     /// Forgets every file not asked for since the last call.

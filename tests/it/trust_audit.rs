@@ -115,9 +115,10 @@ fn leaf(dir: &Path, ca: &str, cn: &str, key: &Path) -> String {
     fs::read_to_string(dir.join(out)).expect("leaf PEM")
 }
 
-/// The fixture: five roots, the bundle of all five at `mtls/client-ca.pem`, and the
-/// certificates that chain to four of them (managed `www` to "Good A", an exception to
-/// "Good B", discovered ones to "Expired" and "SHA1").
+/// The fixture: five roots, the bundle of all five at `mtls/client-ca.pem` (under a
+/// discovery path too, as a bundle in /etc/nginx would be), and the certificates that chain
+/// to four of them (managed `www` to "Good A", an exception to "Good B", discovered ones to
+/// "Expired" and "SHA1").
 struct Fixture {
     dir: tempfile::TempDir,
     bundle: PathBuf,
@@ -186,7 +187,7 @@ reason = "vendor appliance"
 review_by = "2099-01-01"
 
 [discovery]
-paths = ["{d}/scan"]
+paths = ["{d}/scan", "{d}/mtls"]
 
 [trust]
 paths = ["{bundle}"]

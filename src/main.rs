@@ -111,14 +111,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Audit the trust stores: every anchor of the system bundle and directory and of
-    /// `[trust] paths` (or of the PATHs given), with subject, SHA-256 fingerprint, notAfter,
-    /// key and signature algorithm, flagged expired, expiring (`[trust] expiring_within`,
-    /// default 90d), weak (RSA under 2048 bits, MD5 or SHA-1 signature), duplicate (same
-    /// certificate, or same subject and key, twice in one path) or, for `[trust] paths`
-    /// only, stale (no certificate of the inventory chains to it). An `[[exception]]` with
-    /// the anchor's `fingerprint` acknowledges it until its `review_by` date. Reads files
-    /// only. Exit 0: nothing flagged; 1: an anchor flagged, or a path or PEM block unreadable
+    /// Audit the trust anchors of the system's stores and of `[trust] paths` (mTLS CA files).
+    ///
+    /// Every anchor of the system bundle and directory and of `[trust] paths` (or of the
+    /// PATHs given), with subject, SHA-256 fingerprint, notAfter, key and signature
+    /// algorithm, flagged expired, expiring (`[trust] expiring_within`, default 90d), weak
+    /// (RSA under 2048 bits, MD5 or SHA-1 signature), duplicate (same certificate, or same
+    /// subject and key, twice in one path) or, for `[trust] paths` only, stale (no
+    /// certificate of the inventory chains to it). An `[[exception]]` with the anchor's
+    /// `fingerprint` acknowledges it until its `review_by` date. Reads files only.
+    ///
+    /// Exit 0: nothing flagged; 1: an anchor flagged, or a path or PEM block unreadable
     /// (each said with its path and block number); 78: bad configuration.
     #[command(name = "trust-audit")]
     TrustAudit {

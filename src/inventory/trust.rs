@@ -41,7 +41,7 @@ pub(crate) fn audit(
     let chains = chain_paths(config, inv)
         .into_iter()
         .filter(|p| !audited.iter().any(|a| p.starts_with(a)));
-    audit.chains = trust::read_chains(chains);
+    audit.chains = trust::read_chains(chains, cache);
     audit.run(cache, now)
 }
 

@@ -460,23 +460,19 @@ fn read_source(
 }
 
 /// Every certificate of the files at `paths` (PEM or DER; unreadable files and keys are
-/// skipped: the inventory reports those).
-pub(crate) fn read_chains<'p>(paths: impl IntoIterator<Item = &'p Path>) -> Vec<Arc<Anchor>> {
+/// skipped: the inventory reports those), through `cache`.
+pub(crate) fn read_chains<'p>(
+    paths: impl IntoIterator<Item = &'p Path>,
+    cache: &mut Cache,
+) -> Vec<Arc<Anchor>> {
     let mut out = Vec::new();
     let mut seen: HashSet<&Path> = HashSet::new();
     for path in paths {
         if !seen.insert(path) {
             continue;
         }
-        let Ok(bytes) = crate::fsutil::read_regular(
-            path,
-            crate::fsutil::caps::CERTIFICATE,
-            crate::fsutil::Follow::Yes,
-        ) else {
-            continue;
-        };
-        if let Ok(f) = read::parse_file(path, &bytes) {
-            out.extend(f.anchors);
+        if let Ok(f) = cache.file_capped(path, crate::fsutil::caps::CERTIFICATE) {
+            out.extend(f.anchors.iter().cloned());
         }
     }
     out
@@ -595,7 +591,7 @@ mod tests {
             expiring_within: Duration::from_secs(30 * 86_400),
             anchor_exceptions: &[],
             exceptions: &[],
-            chains: read_chains([leaf_path.as_path()]),
+            chains: read_chains([leaf_path.as_path()], &mut Cache::default()),
         };
         let report = audit.run(&mut Cache::default(), SystemTime::now());
         let flags: Vec<Vec<&str>> = report

@@ -124,6 +124,15 @@ impl Cache {
     /// The anchors of the file at `path`, from the cache while its identity is unchanged.
     /// Errors: the file cannot be read, or holds no certificate.
     pub(crate) fn file(&mut self, path: &Path) -> Result<Arc<FileAnchors>, ReadAnchorsError> {
+        self.file_capped(path, fsutil::caps::TRUST_ROOTS)
+    }
+
+    /// [`Cache::file`] for a file of at most `cap` bytes.
+    pub(crate) fn file_capped(
+        &mut self,
+        path: &Path,
+        cap: u64,
+    ) -> Result<Arc<FileAnchors>, ReadAnchorsError> {
         self.used.insert(path.to_path_buf());
         let id = FileId::of_path(path);
         if let (Some(id), Some((cached, anchors))) = (id, self.files.get(path)) {
@@ -131,7 +140,7 @@ impl Cache {
                 return Ok(anchors.clone());
             }
         }
-        let bytes = fsutil::read_regular(path, fsutil::caps::TRUST_ROOTS, Follow::Yes)?;
+        let bytes = fsutil::read_regular(path, cap, Follow::Yes)?;
         let parsed = Arc::new(parse_file(path, &bytes)?);
         if let Some(id) = id {
             self.files.insert(path.to_path_buf(), (id, parsed.clone()));

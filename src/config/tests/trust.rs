@@ -100,3 +100,30 @@ fn anchor_exception_mistakes_are_reported_where_written() {
         "with `fingerprint`",
     );
 }
+
+#[test]
+fn check_warns_of_a_trust_path_that_is_not_there() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let there = dir.path().join("ca.pem");
+    fs::write(&there, "")?;
+    let text = format!(
+        "state_dir = \"{d}/state\"\n[trust]\npaths = [\"{}\", \"{d}/gone.pem\"]\n",
+        there.display(),
+        d = dir.path().display()
+    );
+    let found: Vec<String> = load_ok(&text)
+        .check_environment()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_has(
+        &found,
+        MAIN,
+        3,
+        9,
+        "gone.pem` of `[trust] paths`: No such file",
+    );
+    assert!(found[0].contains("warning:"), "{found:#?}");
+    Ok(())
+}

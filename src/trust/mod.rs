@@ -227,42 +227,49 @@ impl<'a> Audit<'a> {
         let used = self.used(&found);
         for (source, anchors) in &found {
             let (path, mtls) = (&self.paths[*source].0, self.paths[*source].1);
-            let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
-            let mut seen_key: HashMap<(&[u8], &[u8]), usize> = HashMap::new();
-            for a in anchors {
-                let mut judged = self.judge(path, a, now_s);
-                judged.mtls = mtls;
-                if let Some(first) = seen.get(&a.fingerprint) {
-                    judged.flag(
-                        Flag::Duplicate,
-                        format!(
-                            "the same certificate as block {first} of {}",
-                            path.display()
-                        ),
-                    );
-                } else if let Some(first) = seen_key.get(&(&a.subject_raw[..], &a.spki[..])) {
-                    judged.flag(
-                        Flag::Duplicate,
-                        format!(
-                            "the same subject and key as block {first} of {}",
-                            path.display()
-                        ),
-                    );
-                }
-                seen.entry(a.fingerprint).or_insert(a.block);
-                seen_key.entry((&a.subject_raw, &a.spki)).or_insert(a.block);
-                if mtls && !used.contains(&a.fingerprint) {
-                    judged.flag(
-                        Flag::Stale,
-                        "no certificate in the inventory chains to it".into(),
-                    );
-                }
-                judged.settle();
+            for judged in self.judge_source(path, mtls, anchors, &used, now_s) {
                 report.flagged += usize::from(judged.flagged);
                 report.anchors.push(judged);
             }
         }
         report
+    }
+
+    /// The anchors of one audited path, judged: their own flags, `duplicate` against the
+    /// anchors before them in the path, and `stale` for an mTLS path.
+    fn judge_source(
+        &self,
+        path: &Path,
+        mtls: bool,
+        anchors: &[Arc<Anchor>],
+        used: &HashSet<[u8; 32]>,
+        now: i64,
+    ) -> Vec<AuditedAnchor> {
+        let mut out = Vec::with_capacity(anchors.len());
+        let mut seen: HashMap<[u8; 32], &Anchor> = HashMap::new();
+        let mut seen_key: HashMap<(&[u8], &[u8]), &Anchor> = HashMap::new();
+        for a in anchors {
+            let mut judged = self.judge(path, a, now);
+            judged.mtls = mtls;
+            let place =
+                |first: &Anchor| format!("block {} of {}", first.block, first.file.display());
+            if let Some(first) = seen.get(&a.fingerprint) {
+                let why = format!("the same certificate as {}", place(first));
+                judged.flag(Flag::Duplicate, why);
+            } else if let Some(first) = seen_key.get(&(&a.subject_raw[..], &a.spki[..])) {
+                let why = format!("the same subject and key as {}", place(first));
+                judged.flag(Flag::Duplicate, why);
+            }
+            seen.entry(a.fingerprint).or_insert(a);
+            seen_key.entry((&a.subject_raw, &a.spki)).or_insert(a);
+            if mtls && !used.contains(&a.fingerprint) {
+                let why = "no certificate in the inventory chains to it".to_string();
+                judged.flag(Flag::Stale, why);
+            }
+            judged.settle();
+            out.push(judged);
+        }
+        out
     }
 
     /// An anchor's own flags (expiry, strength) and its acknowledgement, if any.

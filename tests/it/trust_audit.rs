@@ -2,7 +2,8 @@
 //! an mTLS bundle (`[trust] paths`) with an expired, a SHA-1-signed and a stale anchor
 //! among good ones that a managed, an exception or a discovered certificate chains to;
 //! an anchor acknowledged by an `[[exception]]` (and flagged again once its review date
-//! has passed); a malformed bundle; and the daemon's `/metrics` and alerts.
+//! has passed); a malformed bundle; and the daemon's `/metrics` and alerts, resolved when an
+//! exception acknowledges the anchor on SIGHUP.
 //!
 //! No Pebble: the managed certificate is deployed, not due, and its CA port closed.
 
@@ -499,5 +500,45 @@ fn the_daemon_exports_and_alerts_flagged_anchors() {
     assert_eq!(severity("SHA1"), "warning");
     assert_eq!(severity("Stale"), "warning");
     assert!(sent.iter().all(|a| a["kind"] == "anchor"));
+    // Acknowledged on SIGHUP: the stale anchor's alert resolves and its sample goes.
+    let stale = anchor(&doc, "Stale")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.config(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[alert]\ncommand = [\"{}\"]\n\n\
+         [[exception]]\nfingerprint = \"{stale}\"\nowner = \"pki@example.org\"\n\
+         reason = \"partner CA\"\nreview_by = \"2099-01-01\"\n",
+        hook.display()
+    ));
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let resolved = || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<Value>(l).expect("alert JSON"))
+            .any(|a| {
+                a["status"] == "resolved"
+                    && a["condition"] == "trust_anchor"
+                    && a["message"].as_str().unwrap().contains("CN=Stale")
+            })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the stale anchor's alert resolved",
+        resolved,
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "two flagged anchors in /metrics",
+        || {
+            body = http_request("GET", &url, None, None)
+                .map(|r| r.body)
+                .unwrap_or_default();
+            body.matches("renewd_trust_anchor_flagged{").count() == 2
+        },
+    );
+    assert!(!body.contains(&stale), "{body}");
     daemon.stop();
 }

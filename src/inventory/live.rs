@@ -150,7 +150,8 @@ impl Live {
     pub(crate) fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
         self.metrics.update(&inv);
         let Some(notifier) = self.notifier.clone() else {
-            self.next = None;
+            // Without alerts, only the trust audit's gauges change with time alone.
+            self.next = inv.anchors_next;
             return inv;
         };
         let items: std::borrow::Cow<[super::Item]> = if inv.anchors.is_empty() {

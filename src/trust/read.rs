@@ -349,13 +349,25 @@ pub(crate) fn parse_certificate(
         key_type,
         key_bits,
         curve,
-        weak_signature: WEAK_SIGNATURES.contains(&sig_id.as_str()),
+        weak_signature: WEAK_SIGNATURES.contains(&sig_id.as_str()) || pss_with_sha1(&cert),
         signature_algorithm,
         spki: cert.public_key().raw.to_vec(),
         ski,
         aki,
         der: der.to_vec(),
     })
+}
+
+/// Whether the signature is RSASSA-PSS hashing with SHA-1, which is what PSS parameters
+/// that name no hash mean (RFC 4055 §3.1).
+fn pss_with_sha1(cert: &X509Certificate<'_>) -> bool {
+    use x509_parser::signature_algorithm::SignatureAlgorithm;
+    match SignatureAlgorithm::try_from(&cert.signature_algorithm) {
+        Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
+            params.hash_algorithm_oid().to_id_string() == "1.3.14.3.2.26"
+        }
+        _ => false,
+    }
 }
 
 /// The key's type, size in bits and curve.
@@ -462,6 +474,18 @@ mod tests {
     fn a_file_without_certificates_is_an_error() {
         let e = parse_file(Path::new("/k.pem"), b"hello\n").unwrap_err();
         assert!(e.to_string().contains("holds no certificate"));
+    }
+
+    /// Made by `openssl req -x509 -newkey rsa:1024 -sha1 -sigopt rsa_padding_mode:pss`: PSS
+    /// parameters naming SHA-1 only by default.
+    #[test]
+    fn pss_with_default_parameters_is_sha1_and_rsa_bits_are_counted() {
+        let pem = include_bytes!("testdata/pss-sha1-rsa1024.pem");
+        let f = parse_file(Path::new("/pss.pem"), pem).unwrap();
+        let a = &f.anchors[0];
+        assert!(a.weak_signature, "{}", a.signature_algorithm);
+        assert_eq!((a.key_type.as_str(), a.key_bits), ("rsa", Some(1024)));
+        assert_eq!(a.fingerprint, sha256(&a.der));
     }
 
     #[test]

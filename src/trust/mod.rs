@@ -317,7 +317,7 @@ impl<'a> Audit<'a> {
         }
         if a.weak_signature {
             let note = if a.issuer_raw == a.subject_raw {
-                " (its self-signature: clients do not rely on it, but the root predates SHA-2)"
+                " (a self-signature, which clients do not check)"
             } else {
                 ""
             };

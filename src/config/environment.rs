@@ -62,6 +62,15 @@ impl Config {
                 ));
             }
         }
+        // A trust store that is not there is audited as missing; said here first.
+        for path in self.trust.iter().flat_map(|t| &t.paths) {
+            if let Err(e) = fs::metadata(path) {
+                p.push(Problem::warning(
+                    self.key_location("trust.paths"),
+                    format!("`{}` of `[trust] paths`: {e}", path.display()),
+                ));
+            }
+        }
         finish(p, &self.sources)
     }
 }

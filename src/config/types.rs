@@ -31,6 +31,10 @@ pub struct Config {
     pub alert: Option<AlertConfig>,
     pub exceptions: Vec<ExceptionConfig>,
     pub discovery: Option<DiscoveryConfig>,
+    /// `[trust]`: the trust stores audited by `trust-audit` and the daemon.
+    pub trust: Option<TrustConfig>,
+    /// `[[exception]]` tables with `fingerprint`: trust anchors acknowledged by a person.
+    pub anchor_exceptions: Vec<AnchorException>,
     /// The files read, in order.
     pub sources: Vec<PathBuf>,
     /// Where each top-level value was written: `state_dir`, `control_socket`,
@@ -53,6 +57,8 @@ impl Default for Config {
             alert: None,
             exceptions: Vec::new(),
             discovery: None,
+            trust: None,
+            anchor_exceptions: Vec::new(),
             sources: Vec::new(),
             key_locations: BTreeMap::new(),
         }
@@ -528,4 +534,42 @@ pub struct DiscoveryConfig {
     /// Lead time of the `expiring` alert for unmanaged certificates (its own, else
     /// `[defaults]`'s); `None`: 30 days.
     pub alert_before: Option<RenewBefore>,
+}
+
+/// `[trust]`: the CA files services verify their peers with (mTLS), audited by
+/// `renewd trust-audit` and by the daemon at each inventory pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustConfig {
+    /// Absolute paths of PEM/DER bundles or directories of them (nginx's
+    /// `ssl_client_certificate`, PostgreSQL's `ssl_ca_file`, ...). Their anchors are also
+    /// checked for `stale` (no certificate of the inventory chains to them).
+    pub paths: Vec<PathBuf>,
+    /// An anchor whose notAfter is closer than this is flagged `expiring`
+    /// (default [`DEFAULT_TRUST_EXPIRING_WITHIN`]).
+    pub expiring_within: Duration,
+    /// Whether the system's stores (`/etc/ssl/certs`, `/etc/pki/...`) are audited too, by
+    /// the daemon and by `trust-audit` without PATHs; default false (without a `[trust]`
+    /// table, `trust-audit` reads the system stores).
+    pub system: bool,
+}
+
+/// 90 days: replacing a trust anchor means handing a new CA file to every service and
+/// every client certificate holder, which takes a change cycle or two; a quarter's notice
+/// leaves room for that, where the 30 days of a leaf's alert would not.
+pub const DEFAULT_TRUST_EXPIRING_WITHIN: Duration = Duration::from_secs(90 * 86_400);
+
+/// An `[[exception]]` with `fingerprint`: a trust anchor a person keeps on purpose. It is
+/// shown by the audit but not flagged until `review_by` has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorException {
+    /// SHA-256 of the anchor's DER encoding.
+    pub fingerprint: [u8; 32],
+    /// Only the anchor in this bundle or directory (as audited); `None`: wherever it is.
+    pub path: Option<PathBuf>,
+    pub owner: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`, a real calendar date.
+    pub review_by: String,
+    /// The `[[exception]]` header.
+    pub location: Location,
 }

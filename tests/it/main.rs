@@ -28,4 +28,5 @@ mod rollback;
 mod storm;
 mod systemd_notify;
 mod systemd_unit;
+mod trust_audit;
 mod verify_proof;

@@ -113,8 +113,8 @@ enum Command {
     },
     /// Audit the trust anchors of the system's stores and of `[trust] paths` (mTLS CA files).
     ///
-    /// Every anchor of the system bundle and directory and of `[trust] paths` (or of the
-    /// PATHs given), with subject, SHA-256 fingerprint, notAfter, key and signature
+    /// Every anchor of `[trust] paths` and of the system bundle and directory (without a
+    /// `[trust]` table, or with `system = true`), or of the PATHs given, with subject, SHA-256 fingerprint, notAfter, key and signature
     /// algorithm, flagged expired, expiring (`[trust] expiring_within`, default 90d), weak
     /// (RSA under 2048 bits, MD5 or SHA-1 signature), duplicate (same certificate, or same
     /// subject and key, twice in one path) or, for `[trust] paths` only, stale (no

@@ -65,9 +65,9 @@ fn render(report: &Report) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = line(&header, &widths);
+    let mut out = crate::text::table_line(&header, &widths);
     for (r, a) in rows.iter().zip(&report.anchors) {
-        out.push_str(&line(r, &widths));
+        out.push_str(&crate::text::table_line(r, &widths));
         if !a.flags.is_empty() {
             out.push_str(&format!(
                 "    {}: {}\n",
@@ -140,17 +140,4 @@ fn row(a: &AuditedAnchor) -> [String; 6] {
 /// Subjects, paths and owners come from outside: no control character reaches the terminal.
 fn escape(s: &str) -> String {
     crate::text::escape(s).into_owned()
-}
-
-/// Each cell but the last padded to its column's width.
-fn line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
-    let mut s = String::new();
-    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-        if n + 1 == cells.len() {
-            s.push_str(c.as_ref());
-        } else {
-            s.push_str(&format!("{:<w$}  ", c.as_ref()));
-        }
-    }
-    s.trim_end().to_string() + "\n"
 }

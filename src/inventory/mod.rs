@@ -386,9 +386,9 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = table_line(&header, &widths);
+    let mut out = crate::text::table_line(&header, &widths);
     for r in &rows {
-        out.push_str(&table_line(r, &widths));
+        out.push_str(&crate::text::table_line(r, &widths));
     }
     if rows.is_empty() {
         out.push_str("no certificates known\n");
@@ -467,19 +467,6 @@ fn note(i: &Item, now: SystemTime) -> String {
     } else {
         format!("ALERT {}; {note}", i.alerts.join(", "))
     }
-}
-
-/// One line of the table: each cell but the last padded to its column's width.
-fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
-    let mut s = String::new();
-    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-        if n + 1 == cells.len() {
-            s.push_str(c.as_ref());
-        } else {
-            s.push_str(&format!("{:<w$}  ", c.as_ref()));
-        }
-    }
-    s.trim_end().to_string() + "\n"
 }
 
 /// `t` in Unix seconds; 0 for an instant before 1970.

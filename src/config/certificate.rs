@@ -93,6 +93,17 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
     CertKey::inheritable("alert_before", |c, e, _, p| {
         c.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p)
     }),
+    CertKey::inheritable("preferred_chain", |c, e, _, p| {
+        c.preferred_chain = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("reuse_key", |c, e, _, p| {
+        if let Some(b) = as_bool(&e.key, &e.node, p) {
+            c.reuse_key = b;
+        }
+    }),
+    CertKey::own("common_name", |c, e, _, p| {
+        c.common_name = as_nonempty_str(&e.key, &e.node, p)
+    }),
 ];
 
 /// Whether `key` is a certificate key that `[defaults]` cannot set (`name`, `domains`).
@@ -137,6 +148,9 @@ impl CertConfig {
             verify: None,
             profile: None,
             alert_before: None,
+            preferred_chain: None,
+            reuse_key: false,
+            common_name: None,
             location,
             key_locations: Arc::default(),
         }
@@ -474,6 +488,7 @@ pub(super) fn build_certificate(
     parse_keys(CERT_KEYS, own.iter().chain(inherited), &mut cert, cas, p);
     check_required(&mut cert, cas, p);
     check_challenges_cover_domains(&cert, p);
+    check_common_name(&mut cert, p);
     if p.len() > start {
         return None;
     }
@@ -521,6 +536,33 @@ fn check_required(cert: &mut CertConfig, cas: &BTreeSet<String>, p: &mut Vec<Pro
                 ),
             ));
         }
+    }
+}
+
+/// `common_name` must be one of `domains` (compared as normalized there) and fit RFC 5280's `ub-common-name` of 64 characters (Appendix A.1).
+fn check_common_name(cert: &mut CertConfig, p: &mut Vec<Problem>) {
+    let Some(written) = cert.common_name.clone() else {
+        return;
+    };
+    let at = cert.key_location("common_name").clone();
+    let normalized = normalize_identifier(&written).unwrap_or_else(|_| written.clone());
+    if !cert.domains.is_empty() && !cert.domains.contains(&normalized) {
+        p.push(Problem::new(
+            at,
+            format!("`common_name` `{written}` must be one of `domains`"),
+        ));
+    } else if normalized.len() > 64 {
+        p.push(Problem::new(
+            at,
+            format!(
+                "`common_name` `{written}` is {} characters; a certificate's common name \
+                 holds at most 64 (RFC 5280): leave `common_name` out, the names stay in \
+                 the subjectAltName",
+                normalized.len()
+            ),
+        ));
+    } else {
+        cert.common_name = Some(normalized);
     }
 }
 

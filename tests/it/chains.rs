@@ -181,3 +181,62 @@ fn spki_sha256_hex(der: &[u8]) -> String {
     let text = String::from_utf8(out.stdout).expect("utf-8");
     text.split_whitespace().next().expect("digest").to_string()
 }
+
+/// `common_name` goes into the CSR subject: the finalize request the CA received (seen
+/// through the fault proxy, with no fault) carries a CSR whose subject CN is the second
+/// name, normalized. (Pebble 2.10 never copies a CSR's CN into the certificate: its
+/// profiles only promote the first name, so the CSR is where renewd's part is checked.)
+/// A `common_name` that is none of `domains` is a configuration error at its position.
+#[test]
+fn common_name_is_the_csr_subject_and_must_be_a_domain() {
+    let rig = Rig::new(quiet_pebble());
+    let proxy = crate::common::faultproxy::FaultProxy::start(&rig.pebble);
+    let cert = rig.cert(
+        "mtls",
+        &["a.mtls.test", "b.mtls.test"],
+        "common_name = \"B.mtls.test\"",
+    );
+    fs::write(
+        &rig.config_path,
+        format!("{}{cert}", rig.base_config_via(&proxy)),
+    )
+    .expect("config");
+    rig.renewd_ok("run", &["--once"]);
+    let finalize = proxy.requests("POST", "/finalize-order/");
+    let payload = finalize
+        .iter()
+        .find_map(|r| r.jws_payload())
+        .expect("a finalize request with a payload");
+    let csr = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload["csr"].as_str().expect("csr"))
+            .expect("base64url CSR")
+    };
+    use x509_parser::prelude::FromDer;
+    let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
+        .expect("CSR DER");
+    let cns: Vec<&str> = req
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .map(|cn| cn.as_str().expect("CN text"))
+        .collect();
+    assert_eq!(cns, vec!["b.mtls.test"]);
+
+    let stranger = rig.cert("other", &["c.mtls.test"], "common_name = \"d.mtls.test\"");
+    rig.write_config(&stranger);
+    let out = rig.renewd("check", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "check refuses the configuration"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at = format!("{}:", rig.config_path.display());
+    assert!(
+        err.lines().any(|l| l.starts_with(&at)
+            && l.contains("`common_name` `d.mtls.test` must be one of `domains`")),
+        "the error names FILE:LINE:COL:\n{err}"
+    );
+}

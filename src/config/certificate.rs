@@ -104,6 +104,9 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
     CertKey::own("common_name", |c, e, _, p| {
         c.common_name = as_nonempty_str(&e.key, &e.node, p)
     }),
+    CertKey::inheritable("pkcs12_password_file", |c, e, _, p| {
+        c.pkcs12_password_file = as_file_path(&e.key, &e.node, p)
+    }),
 ];
 
 /// Whether `key` is a certificate key that `[defaults]` cannot set (`name`, `domains`).
@@ -151,6 +154,7 @@ impl CertConfig {
             preferred_chain: None,
             reuse_key: false,
             common_name: None,
+            pkcs12_password_file: None,
             location,
             key_locations: Arc::default(),
         }
@@ -489,6 +493,7 @@ pub(super) fn build_certificate(
     check_required(&mut cert, cas, p);
     check_challenges_cover_domains(&cert, p);
     check_common_name(&mut cert, p);
+    check_pkcs12(&cert, p);
     if p.len() > start {
         return None;
     }
@@ -563,6 +568,18 @@ fn check_common_name(cert: &mut CertConfig, p: &mut Vec<Problem>) {
         ));
     } else {
         cert.common_name = Some(normalized);
+    }
+}
+
+/// `files.pkcs12` needs `pkcs12_password_file` (an unencrypted archive of a private key is
+/// what `key` is for).
+fn check_pkcs12(cert: &CertConfig, p: &mut Vec<Problem>) {
+    if cert.files.pkcs12.is_some() && cert.pkcs12_password_file.is_none() {
+        p.push(Problem::new(
+            cert.key_location("files.pkcs12").clone(),
+            "`files.pkcs12` needs `pkcs12_password_file`: the file holding its password \
+             (or a systemd credential of that name)",
+        ));
     }
 }
 

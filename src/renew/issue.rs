@@ -147,7 +147,17 @@ impl Renewer {
         let journal_dir = self.state.journal_dir();
         let name = cert.name.clone();
         let serial = leaf.serial_hex.clone();
+        let pkcs12_password = cert
+            .pkcs12_password_path()
+            .filter(|_| files.pkcs12.is_some());
+        let mut material = material;
         tokio::task::spawn_blocking(move || {
+            if let Some(path) = pkcs12_password {
+                let password = deploy::pkcs12::read_password(&path).map_err(RenewError::Pkcs12)?;
+                let der = deploy::pkcs12::encode(&material, &name, &password)
+                    .map_err(RenewError::Pkcs12)?;
+                material.pkcs12 = Some(der);
+            }
             let staged = deploy::stage(&files, &material, &ownership, key_mode)
                 .map_err(RenewError::Stage)?;
             Swap::begin(&journal_dir, &name, &serial, staged).map_err(RenewError::Journal)
@@ -249,6 +259,7 @@ pub(crate) fn check_issued(
         Material {
             key_pem: key.to_pem(),
             chain_pem: blocks,
+            pkcs12: None,
         },
         leaf,
     ))

@@ -240,3 +240,138 @@ fn common_name_is_the_csr_subject_and_must_be_a_domain() {
         "the error names FILE:LINE:COL:\n{err}"
     );
 }
+
+/// Runs openssl with `args`, asserting success; its stdout.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The public key (PEM) of what `openssl pkcs12 -nodes` extracted from `p12`: the key's and
+/// the certificate's.
+fn pkcs12_public_keys(
+    rig: &Rig,
+    p12: &std::path::Path,
+    pass: &std::path::Path,
+) -> (String, String) {
+    let p12 = p12.to_str().expect("utf-8");
+    let passin = format!("file:{}", pass.display());
+    let key = rig.path("p12-key.pem");
+    let cert = rig.path("p12-cert.pem");
+    let (key_s, cert_s) = (key.to_str().expect("utf-8"), cert.to_str().expect("utf-8"));
+    openssl(&[
+        "pkcs12", "-in", p12, "-passin", &passin, "-nocerts", "-nodes", "-out", key_s,
+    ]);
+    openssl(&[
+        "pkcs12", "-in", p12, "-passin", &passin, "-clcerts", "-nokeys", "-out", cert_s,
+    ]);
+    (
+        openssl(&["pkey", "-in", key_s, "-pubout"]),
+        openssl(&["x509", "-in", cert_s, "-noout", "-pubkey"]),
+    )
+}
+
+/// A `pkcs12` file that openssl opens with the password (and only with it), holding the
+/// deployed key and certificate, written with the key's mode; a reload that fails after a
+/// renewal puts the previous archive back with the rest of the set (one journaled swap); a
+/// missing password file is a `check` problem naming it.
+#[test]
+fn pkcs12_opens_with_its_password_matches_the_key_and_rolls_back_with_the_set() {
+    let rig = Rig::new(quiet_pebble());
+    let pass = rig.path("p12.pass");
+    write_file(&pass, "correct horse\n");
+    let p12 = rig.path("tls/store.p12");
+    let fail = rig.path("fail-next-reload");
+    let reload = rig.path("reload.sh");
+    write_exec(
+        &reload,
+        &format!(
+            "if [ -e {f} ]; then rm {f}; exit 1; fi\n",
+            f = fail.display()
+        ),
+    );
+    let extra = format!(
+        "key_mode = \"0640\"\npkcs12_password_file = \"{}\"\nreload = [[\"{}\"]]",
+        pass.display(),
+        reload.display()
+    );
+    let cert = rig.cert("java", &["java.test"], &extra).replace(
+        "files = {",
+        &format!("files = {{ pkcs12 = \"{}\",", p12.display()),
+    );
+    rig.write_config(&cert);
+    rig.renewd_ok("run", &["--once"]);
+
+    let (key_pub, cert_pub) = pkcs12_public_keys(&rig, &p12, &pass);
+    assert_eq!(
+        key_pub, cert_pub,
+        "the archive's key belongs to its certificate"
+    );
+    let deployed_pub = openssl(&["pkey", "-in", rig.key("java").to_str().unwrap(), "-pubout"]);
+    assert_eq!(key_pub, deployed_pub, "the archive holds the deployed key");
+    assert_eq!(mode(&p12), 0o640, "the archive has the key's mode");
+    let info = std::process::Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-in",
+            p12.to_str().unwrap(),
+            "-passin",
+            "pass:wrong",
+            "-noout",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(!info.status.success(), "a wrong password does not open it");
+    let info = std::process::Command::new("openssl")
+        .args(["pkcs12", "-info", "-in", p12.to_str().unwrap(), "-noout"])
+        .arg("-passin")
+        .arg(format!("file:{}", pass.display()))
+        .output()
+        .expect("openssl");
+    let info = String::from_utf8_lossy(&info.stderr);
+    assert!(
+        info.contains("PBES2") && info.contains("AES-256-CBC") && info.contains("sha256"),
+        "PBES2 with AES-256-CBC and an HMAC-SHA256 MAC:\n{info}"
+    );
+
+    // A failing reload rolls the whole set back, the archive included.
+    let before = (
+        fs::read(&p12).unwrap(),
+        fs::read(rig.fullchain("java")).unwrap(),
+    );
+    write_file(&fail, "");
+    let out = rig.renewd("renew", &["--force", "java"]);
+    assert!(!out.status.success(), "the renewal fails with its reload");
+    assert_eq!(
+        (
+            fs::read(&p12).unwrap(),
+            fs::read(rig.fullchain("java")).unwrap()
+        ),
+        before,
+        "the previous archive and certificate are back"
+    );
+
+    // Like every problem of one certificate's machine side, a missing password file makes
+    // that certificate not renewable (the others still are), named at FILE:LINE:COL.
+    fs::remove_file(&pass).expect("rm password");
+    let out = rig.renewd("check", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = format!("{}:", rig.config_path.display());
+    assert!(
+        text.lines().any(|l| l.starts_with(&at)
+            && l.contains(&format!(
+                "cannot read `pkcs12_password_file` `{}`",
+                pass.display()
+            ))),
+        "check names the file at its position:\n{text}"
+    );
+    assert!(text.contains("1 certificate(s) not renewable"), "{text}");
+}

@@ -125,3 +125,54 @@ async fn generate(cert: &CertConfig) -> Result<PrivateKey, RenewError> {
         .map_err(RenewError::KeyAborted)?
         .map_err(|source| RenewError::Key { key_type, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyType;
+
+    fn cert(extra: &str) -> CertConfig {
+        let text = format!(
+            "[ca.le]\ndirectory = \"https://acme.example.org/directory\"\naccept_terms = true\n\n\
+             [[certificate]]\nname = \"www\"\ndomains = [\"example.org\"]\n\
+             challenge = {{ type = \"http-01\", webroot = \"/var/www/html\" }}\n\
+             files = {{ fullchain = \"/etc/tls/www.pem\", key = \"/etc/tls/www.key\" }}\n{extra}"
+        );
+        let config = crate::config::load_from_sources(&[("renewd.toml".into(), text)])
+            .expect("configuration");
+        config.certificates[0].clone()
+    }
+
+    #[test]
+    fn the_deployed_key_is_reused_only_when_nothing_rules_it_out() {
+        let p256 = PrivateKey::generate(KeyType::EcdsaP256).expect("key");
+        let reuse = cert("reuse_key = true\n");
+        assert_eq!(fresh_key_needed(&reuse, Some(&p256), None), None);
+        assert_eq!(
+            fresh_key_needed(&cert(""), Some(&p256), None),
+            Some(FreshKey::NotReused)
+        );
+        assert_eq!(
+            fresh_key_needed(&reuse, None, None),
+            Some(FreshKey::NoDeployedKey)
+        );
+        let rsa = cert("reuse_key = true\nkey_type = \"rsa-2048\"\n");
+        assert_eq!(
+            fresh_key_needed(&rsa, Some(&p256), None),
+            Some(FreshKey::KeyTypeChanged {
+                deployed: "ecdsa-p256".into()
+            })
+        );
+        let revoked = FreshKey::Revoked {
+            reason: Some("keyCompromise".into()),
+        };
+        assert_eq!(
+            fresh_key_needed(&reuse, Some(&p256), Some(revoked.clone())),
+            Some(revoked.clone())
+        );
+        assert_eq!(
+            revoked.to_string(),
+            "the certificate was revoked (keyCompromise)"
+        );
+    }
+}

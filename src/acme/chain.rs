@@ -99,6 +99,11 @@ impl Ca {
                     "ignoring an alternate chain that does not carry the issued certificate");
                 continue;
             }
+            if let Err(e) = links_up(&pem) {
+                tracing::warn!(ca = %self.name, url = %url, error = %e,
+                    "ignoring an alternate chain whose certificates do not sign each other");
+                continue;
+            }
             out.push(OfferedChain { url, pem });
         }
         Ok(out)
@@ -251,6 +256,16 @@ pub(crate) fn top_issuer_cn(pem: &str) -> Option<String> {
     x509::issuer_common_name(ders.last()?)
 }
 
+/// Each certificate of a PEM chain is signed by the next one, so a broken alternate is
+/// passed over rather than chosen and then refused by the renewal's own check.
+fn links_up(pem: &str) -> Result<(), x509::X509Error> {
+    let ders = x509::pem_certificates(pem.as_bytes())?;
+    for pair in ders.windows(2) {
+        x509::verify_issued_by(&pair[0], &pair[1])?;
+    }
+    Ok(())
+}
+
 fn first_certificate(pem: &[u8]) -> Option<Vec<u8>> {
     x509::pem_certificates(pem).ok()?.into_iter().next()
 }
@@ -265,6 +280,50 @@ mod tests {
             h.append(http::header::LINK, v.parse().expect("header"));
         }
         h
+    }
+
+    /// A chain leaf → intermediate whose intermediate was issued by a root named `root_cn`.
+    fn chain(root_cn: &str) -> String {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let root_key = KeyPair::generate().expect("key");
+        let mut root = CertificateParams::new(Vec::<String>::new()).expect("params");
+        root.distinguished_name.push(DnType::CommonName, root_cn);
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root_issuer = Issuer::new(root, root_key);
+        let int_key = KeyPair::generate().expect("key");
+        let mut int = CertificateParams::new(Vec::<String>::new()).expect("params");
+        int.distinguished_name
+            .push(DnType::CommonName, format!("{root_cn} intermediate"));
+        int.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let int_cert = int.signed_by(&int_key, &root_issuer).expect("intermediate");
+        let int_issuer = Issuer::new(int, int_key);
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["www.test".to_string()])
+            .expect("params")
+            .signed_by(&leaf_key, &int_issuer)
+            .expect("leaf");
+        format!("{}{}", leaf.pem(), int_cert.pem())
+    }
+
+    #[test]
+    fn the_first_chain_whose_top_issuer_matches_is_chosen_else_none() {
+        let offered: Vec<OfferedChain> = ["Root A", "Root B", "Root B"]
+            .iter()
+            .enumerate()
+            .map(|(i, cn)| OfferedChain {
+                url: format!("https://ca/cert/{i}"),
+                pem: chain(cn),
+            })
+            .collect();
+        assert!(links_up(&offered[0].pem).is_ok());
+        assert_eq!(top_issuer_cn(&offered[1].pem).as_deref(), Some("Root B"));
+        let (index, names) = select(&offered, "Root B");
+        assert_eq!(index, Some(1));
+        assert_eq!(names, ["Root A", "Root B", "Root B"]);
+        assert_eq!(select(&offered, "Root A").0, Some(0));
+        assert_eq!(select(&offered, "root b").0, None, "compared exactly");
+        let broken = format!("{}{}", chain("Root A"), chain("Root B"));
+        assert!(links_up(&broken).is_err());
     }
 
     #[test]

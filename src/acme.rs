@@ -25,6 +25,7 @@ mod chain;
 mod gate;
 mod http;
 mod order;
+pub(crate) mod persist;
 mod problem;
 mod renewal_info;
 mod revocation;

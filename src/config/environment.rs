@@ -151,6 +151,10 @@ fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
     for rule in &cert.challenge.rules {
         check_challenge(cert, rule, p);
     }
+    if let (Some(_), Some(path)) = (&cert.files.pkcs12, cert.pkcs12_password_path()) {
+        let at = cert.key_location("pkcs12_password_file");
+        check_secret_file("pkcs12_password_file", &path, at, p);
+    }
 }
 
 /// The `user` or `group` (`key`) `name` exists on this machine; a number names an id as it

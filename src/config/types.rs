@@ -142,6 +142,15 @@ pub struct CertConfig {
     pub profile: Option<String>,
     /// Lead time of the `expiring` alert; `None`: a third of the lifetime, at most 30 days.
     pub alert_before: Option<RenewBefore>,
+    /// `preferred_chain`: the issuer common name the topmost certificate of the deployed
+    /// chain should have, among the CA's default and alternate chains (RFC 8555 §7.4.2).
+    pub preferred_chain: Option<String>,
+    /// `reuse_key`: keep the deployed private key across renewals (TLSA/DANE pins).
+    pub reuse_key: bool,
+    /// `common_name`: the CSR subject's CN; always one of `domains`, at most 64 octets.
+    pub common_name: Option<String>,
+    /// `pkcs12_password_file`: the password of `files.pkcs12`; set whenever it is.
+    pub pkcs12_password_file: Option<PathBuf>,
     /// The `[[certificate]]` header.
     pub location: Location,
     /// Where each key's value was written for this certificate, or in `[defaults]` when
@@ -155,6 +164,18 @@ pub struct CertConfig {
 }
 
 impl CertConfig {
+    /// Where the password of `files.pkcs12` is read from: the file of the same name in
+    /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
+    /// `pkcs12_password_file` itself (as [`CaConfig::eab_key_path`]).
+    pub(crate) fn pkcs12_password_path(&self) -> Option<PathBuf> {
+        let configured = self.pkcs12_password_file.as_ref()?;
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .zip(configured.file_name())
+            .map(|(dir, name)| Path::new(&dir).join(name))
+            .filter(|p| p.is_file());
+        Some(credential.unwrap_or_else(|| configured.clone()))
+    }
+
     /// Where `key` was written; for a dotted key not recorded, where its parent was
     /// written; else the `[[certificate]]` header.
     pub fn key_location(&self, key: &str) -> &Location {
@@ -403,6 +424,8 @@ pub struct FileSet {
     pub fullchain: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub combined: Option<PathBuf>,
+    /// PKCS#12 (RFC 7292): key, leaf and intermediates, password-protected.
+    pub pkcs12: Option<PathBuf>,
 }
 
 impl FileSet {
@@ -414,6 +437,7 @@ impl FileSet {
             (FileKind::Fullchain, &self.fullchain),
             (FileKind::Key, &self.key),
             (FileKind::Combined, &self.combined),
+            (FileKind::Pkcs12, &self.pkcs12),
         ]
         .into_iter()
         .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
@@ -426,6 +450,7 @@ impl FileSet {
             FileKind::Fullchain => self.fullchain.as_deref(),
             FileKind::Key => self.key.as_deref(),
             FileKind::Combined => self.combined.as_deref(),
+            FileKind::Pkcs12 => self.pkcs12.as_deref(),
         }
     }
 
@@ -436,6 +461,7 @@ impl FileSet {
             FileKind::Fullchain => &mut self.fullchain,
             FileKind::Key => &mut self.key,
             FileKind::Combined => &mut self.combined,
+            FileKind::Pkcs12 => &mut self.pkcs12,
         }
     }
 }
@@ -453,20 +479,25 @@ pub enum FileKind {
     Key,
     /// Private key, leaf and intermediates (HAProxy).
     Combined,
+    /// Private key, leaf and intermediates in a PKCS#12 archive (RFC 7292) encrypted with
+    /// PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) under `pkcs12_password_file`, for Java and
+    /// other keystore users.
+    Pkcs12,
 }
 
 impl FileKind {
-    pub(crate) const ALL: [FileKind; 5] = [
+    pub(crate) const ALL: [FileKind; 6] = [
         FileKind::Cert,
         FileKind::Chain,
         FileKind::Fullchain,
         FileKind::Key,
         FileKind::Combined,
+        FileKind::Pkcs12,
     ];
 
     /// Whether the file contains the private key (and so gets `key_mode`).
     pub fn holds_key(self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Combined)
+        matches!(self, FileKind::Key | FileKind::Combined | FileKind::Pkcs12)
     }
 
     /// The key in the `files` table.
@@ -477,6 +508,7 @@ impl FileKind {
             FileKind::Fullchain => "fullchain",
             FileKind::Key => "key",
             FileKind::Combined => "combined",
+            FileKind::Pkcs12 => "pkcs12",
         }
     }
 

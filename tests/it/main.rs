@@ -8,6 +8,7 @@ mod common;
 mod accounts;
 mod ari;
 mod ca_faults;
+mod chains;
 mod challenges;
 mod cli;
 mod config_errors;

@@ -24,7 +24,7 @@ pub struct Evaluation {
     pub(crate) spki_sha256: Option<[u8; 32]>,
     pub(crate) decision: Decision,
     /// When the CA's ARI is next to be asked about the deployed certificate (none when
-    /// nothing usable is deployed).
+    /// nothing usable is deployed, or the CA is not to be asked: `ari = false`).
     pub(crate) ari_poll: Option<SystemTime>,
     /// The deployed certificate's not-after had passed when it was read.
     pub(crate) expired: bool,
@@ -125,8 +125,10 @@ pub(crate) fn evaluate_inspected(
         } => schedule::clamp_warning(*not_before, *not_after, &cert.renew_before),
         Deployed::Unusable(_) => None,
     };
+    // A CA that is not to be asked (`ari = false`) is never polled: nothing to record.
     let ari_poll = serial
         .as_deref()
+        .filter(|_| ari_enabled)
         .map(|s| schedule::ari::poll_at(rec.ari.as_ref(), s, now));
     let decision = schedule::decide_with_ari(
         &deployed,

@@ -353,3 +353,50 @@ fn a_fresh_certificate_under_the_default_window_raises_no_alert() {
     let delivered = std::fs::read_to_string(&alert_log).unwrap_or_default();
     assert!(!delivered.contains("ari_early_replacement"), "{delivered}");
 }
+
+/// A daemon started after `run --once` issued its certificates, from a CA with `ari = false`,
+/// writes no state record: nothing has changed. (Its first start used to rewrite every record
+/// to add a "not asked" ARI entry: 1,000 writes for 1,000 certificates.)
+#[test]
+fn a_daemon_start_without_ari_rewrites_no_state_record() {
+    use std::os::unix::fs::MetadataExt;
+    let rig = Rig::new(PebbleOptions::default());
+    rig.write_config(&format!(
+        "ari = false\n{}{}",
+        rig.cert("www", &["www.test"], ""),
+        rig.cert("api", &["api.test"], "")
+    ));
+    rig.renewd_ok("run", &["--once"]);
+    let records = |rig: &Rig| -> Vec<(String, Vec<u8>, i64, i64)> {
+        let mut v: Vec<_> = std::fs::read_dir(rig.state_dir.join("certs"))
+            .expect("certs/")
+            .map(|e| {
+                let path = e.expect("entry").path();
+                let meta = std::fs::metadata(&path).expect("stat");
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (
+                    name,
+                    std::fs::read(&path).expect("read"),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = records(&rig);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let mut daemon = rig.spawn_daemon();
+    daemon.wait_idle_after(0);
+    let after = records(&rig);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            (&b.0, String::from_utf8_lossy(&b.1), b.2, b.3),
+            (&a.0, String::from_utf8_lossy(&a.1), a.2, a.3),
+            "the daemon's start rewrote a state record\n{}",
+            daemon.log()
+        );
+    }
+    daemon.stop();
+}

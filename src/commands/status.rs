@@ -55,7 +55,9 @@ pub async fn status(arg: Option<&Path>, args: StatusArgs) -> Result<Outcome, Com
 pub async fn inventory(arg: Option<&Path>, json: bool) -> Result<Outcome, CommandError> {
     let (_, cfg) = load(arg)?;
     let now = SystemTime::now();
-    let inv = status::inventory_offline(&cfg, now);
+    let mut inv = status::inventory_offline(&cfg, now);
+    // What is due is checked now (results kept in the state directory for the next look).
+    crate::revocation::refresh(&cfg.state_dir, &mut inv, now).await;
     if json {
         print_json(&inv)?;
     } else {

@@ -14,6 +14,7 @@
 mod answers;
 mod governance;
 mod reload;
+mod revocation;
 mod shutdown;
 mod systemd;
 mod table;
@@ -84,6 +85,8 @@ enum Event {
         scan: crate::inventory::discovery::Scan,
         elapsed: Duration,
     },
+    /// A revocation pass ended; these managed certificates were newly found revoked.
+    RevocationDone(Vec<String>),
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -218,6 +221,7 @@ pub(crate) async fn run(
             _ = sleep_until(deadline) => {
                 d.start_due();
                 d.refresh_governance();
+                d.start_revocation_checks(SystemTime::now());
             }
             _ = debounced(d.debounce.until) => d.reevaluate_dirty(),
             Some(ev) = inbox.events.recv() => d.on_event(ev),
@@ -376,6 +380,7 @@ impl Daemon {
             .next_deadline()
             .into_iter()
             .chain(self.governance.next_deadline())
+            .chain(self.governance.revocation.next_deadline())
             .min()
     }
 
@@ -517,6 +522,7 @@ impl Daemon {
             Event::Collected(collected) => self.apply_collected(collected),
             Event::ScanDone { scan, elapsed } => self.scan_done(scan, elapsed),
             Event::Files(paths) => self.on_files(paths),
+            Event::RevocationDone(marked) => self.revocation_done(marked),
             Event::BatchDone {
                 report,
                 dry_run,

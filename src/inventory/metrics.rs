@@ -90,6 +90,7 @@ pub(crate) struct Metrics {
     last_success: Family<NameLabels, Gauge>,
     ca_paused: Family<CaLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
+    revoked: Family<InventoryLabels, Gauge>,
 }
 
 /// Content type of the classic Prometheus text format.
@@ -107,6 +108,7 @@ pub(crate) fn reason_label(reason: &str) -> &'static str {
         ("renew_before threshold", "renew_before threshold"),
         ("ARI window", "ARI window"),
         ("retry after", "retry"),
+        ("revoked", "revoked"),
     ];
     KNOWN
         .iter()
@@ -137,6 +139,7 @@ impl Metrics {
             last_success: Family::default(),
             ca_paused: Family::default(),
             build_info: Family::default(),
+            revoked: Family::default(),
         };
         // Name, HELP and metric of each family, in the order of the exposition.
         // prometheus-client appends `_total` to counters.
@@ -195,6 +198,11 @@ impl Metrics {
         for (name, help, metric) in families {
             r.register(name, help, Registered(metric));
         }
+        r.register(
+            "renewd_certificate_revoked",
+            "1 when a known certificate is revoked (OCSP or CRL), else 0, by path and kind",
+            Registered(Box::new(m.revoked.clone())),
+        );
         m.build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -213,6 +221,26 @@ impl Metrics {
         }
     }
 
+    /// `renewd_certificate_revoked` of one certificate: 1 revoked, 0 otherwise (good or
+    /// unknown), at each file holding it; nothing when it could not be read.
+    fn set_revoked(&self, i: &super::Item) {
+        let Some(status) = i.revocation else {
+            return;
+        };
+        let paths = match (&i.kind, &i.cert_path) {
+            (Kind::Managed, Some(p)) => std::slice::from_ref(p),
+            _ => &i.paths[..],
+        };
+        for p in paths {
+            self.revoked
+                .get_or_create(&InventoryLabels {
+                    path: p.display().to_string(),
+                    kind: i.kind.as_str().into(),
+                })
+                .set(i64::from(status == super::RevocationStatus::Revoked));
+        }
+    }
+
     /// Replaces the gauges with what `inv` says.
     pub(crate) fn update(&self, inv: &Inventory) {
         self.not_after.clear();
@@ -221,8 +249,10 @@ impl Metrics {
         self.inventory.clear();
         self.review_by.clear();
         self.last_success.clear();
+        self.revoked.clear();
         let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for i in &inv.certificates {
+            self.set_revoked(i);
             if let Some(na) = i.not_after {
                 // A managed certificate is listed at the file holding it (not its key).
                 let paths = match (&i.kind, &i.cert_path) {

@@ -68,6 +68,9 @@ impl Renewer {
         let ca_config = order_ca(cert, &rec, cas)?;
         let ownership = Ownership::resolve(cert.user.as_deref(), cert.group.as_deref())
             .map_err(RenewError::Ownership)?;
+        if revoked_needs_fresh_key(&rec) {
+            tracing::info!(cert = %cert.name, "the deployed certificate is revoked: a new key is made");
+        }
         // A dry run never finalizes, so it needs neither key nor CSR.
         let key_csr = match dry_run {
             true => None,
@@ -184,6 +187,15 @@ async fn replaced(cert: &CertConfig, rec: &CertRecord, ca_config: &CaConfig) -> 
     let leaf = inspect(&cert.files).await.ok()?.ok()?;
     schedule::ari::advice(rec.ari.as_ref(), &leaf.serial_hex)?;
     Some(leaf)
+}
+
+/// Whether the deployed certificate was found revoked (`state::RevokedRecord` at a serial,
+/// set by `revocation::mark_revoked`): its renewal must use a newly generated key, whatever
+/// a key-reuse setting says (the revocation may be for key compromise, RFC 5280 §5.3.1).
+/// Every renewal makes a new key today ([`key_and_csr`]); a decision to reuse the key must
+/// yield to this.
+pub(crate) fn revoked_needs_fresh_key(rec: &crate::state::CertRecord) -> bool {
+    rec.revoked.is_some()
 }
 
 /// A fresh key and its CSR for `cert`'s names. Key generation (RSA-4096 takes a while)

@@ -1,0 +1,729 @@
+//! Revocation, enforced: whether each certificate renewd knows (managed, exception,
+//! unmanaged) has been revoked, learnt from what the certificate itself names — its OCSP
+//! responder ([`ocsp`], RFC 6960, from the Authority Information Access extension, RFC 5280
+//! §4.2.2.1) and, when that gives no answer, its CRL distribution points ([`crl`], RFC 5280
+//! §4.2.1.13 and §5). The issuer comes from the chain in the certificate's own files.
+//!
+//! A *pass* ([`pass`]) checks the certificates whose last result is due again, one request
+//! at a time, each within [`TIMEOUT`] and a size cap; only `http://` URLs are used (RFC 5280
+//! §4.2.1.13, RFC 6960 Appendix A.1). Rate limits: a result is not asked again before the
+//! responder's nextUpdate (clamped to [`MIN_RECHECK`]..[`MAX_RECHECK`]), an unknown one not
+//! within [`MIN_RECHECK`]; within a pass a responder host that failed once is not asked again,
+//! and one CRL URL is fetched once (then read from the cache until its nextUpdate). Results
+//! are kept in the state directory ([`store`]), so a restart does not ask again. The daemon
+//! runs a pass when the earliest `next_check` comes (a deadline of its select loop); `run
+//! --once` and `inventory` run one for what is due. A managed certificate found revoked is
+//! marked in its record (`state::RevokedRecord`), which makes it due at once
+//! (`schedule::decide_revoked`) and renewed with a fresh key.
+
+pub(crate) mod crl;
+pub(crate) mod ocsp;
+pub(crate) mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::{Deserialize, Serialize};
+use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::inventory::{Inventory, Kind};
+pub(crate) use crate::inventory::{RevocationSource as Source, RevocationStatus as Status};
+use crate::outbound::{Outbound, ProxySetting};
+use crate::text::rfc3339;
+pub(crate) use store::Store;
+
+/// The least time between two checks of one certificate, whatever the responder's
+/// nextUpdate says; also the retry time of an unknown result.
+pub(crate) const MIN_RECHECK: Duration = Duration::from_secs(3600);
+/// The most time between two checks of one certificate.
+pub(crate) const MAX_RECHECK: Duration = Duration::from_secs(86_400);
+/// One exchange with a responder or CRL server, connection included.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP connection set-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest OCSP response read (a response for one certificate is a few KiB).
+pub(crate) const MAX_OCSP_RESPONSE: u64 = 64 * 1024;
+/// The largest CRL read or cached.
+pub(crate) const MAX_CRL: u64 = 16 * 1024 * 1024;
+/// Certificate files read for the chain.
+const MAX_CERT_FILE: u64 = 1024 * 1024;
+/// Clock skew allowed against thisUpdate and nextUpdate.
+pub(crate) const SKEW: Duration = Duration::from_secs(300);
+
+/// The last result for one certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) status: Status,
+    /// `None` when neither source answered.
+    pub(crate) source: Option<Source>,
+    /// When it was checked (Unix seconds).
+    pub(crate) checked_at: u64,
+    /// When it is to be checked again (Unix seconds).
+    pub(crate) next_check: u64,
+    /// Why unknown (what failed, per source), or when and why revoked.
+    pub(crate) detail: Option<String>,
+    /// The certificate's notAfter (Unix seconds): entries are dropped a week after it.
+    pub(crate) not_after: Option<u64>,
+}
+
+/// Why a pass could not do its work (a single check's failures are results: unknown).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RevocationError {
+    /// The state directory's revocation files could not be written.
+    #[error("{}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be set up (TLS or proxy settings).
+    #[error("cannot set up the revocation client: {0}")]
+    Client(String),
+}
+
+/// Why one exchange with a responder or CRL server failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum FetchError {
+    #[error("{url}: only http:// is used for OCSP and CRLs (RFC 5280 §4.2.1.13)")]
+    NotHttp { url: String },
+    #[error("{url}: {why}")]
+    Request { url: String, why: String },
+    #[error("{url}: no answer within {}s", TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: the answer is larger than {} bytes; refused", max)]
+    TooLarge { url: String, max: u64 },
+}
+
+/// When a certificate is checked again after a result with `next_update` (the responder's
+/// or CRL's; `None` when it gave none), checked at `now`: at nextUpdate, but not before
+/// [`MIN_RECHECK`] nor after [`MAX_RECHECK`]. An unknown result is retried after
+/// [`MIN_RECHECK`]; a revoked one stays revoked and is looked at again after [`MAX_RECHECK`].
+pub(crate) fn next_check(
+    status: Status,
+    now: SystemTime,
+    next_update: Option<SystemTime>,
+) -> SystemTime {
+    match status {
+        Status::Unknown => now + MIN_RECHECK,
+        Status::Revoked => now + MAX_RECHECK,
+        Status::Good => next_update
+            .unwrap_or(now + MAX_RECHECK)
+            .clamp(now + MIN_RECHECK, now + MAX_RECHECK),
+    }
+}
+
+/// One certificate to check: which, and where its files are.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Wanted {
+    pub(crate) kind: Kind,
+    /// The `[[certificate]]` name (managed only).
+    pub(crate) name: Option<String>,
+    /// The store key ([`store::key`]).
+    pub(crate) key: String,
+    /// Its serial (lowercase hex).
+    pub(crate) serial: String,
+    /// The file holding the certificate (first), then every other file that may hold its
+    /// chain.
+    pub(crate) files: Vec<PathBuf>,
+}
+
+/// Every certificate of `inv` that can be checked (its certificate was read), with the
+/// files to read it and its chain from.
+pub(crate) fn wanted(inv: &Inventory) -> Vec<Wanted> {
+    inv.certificates
+        .iter()
+        .filter_map(|i| {
+            let (Some(serial), Some(issuer)) = (&i.serial, &i.issuer) else {
+                return None;
+            };
+            let mut files: Vec<PathBuf> = i.cert_path.iter().cloned().collect();
+            files.extend(
+                i.paths
+                    .iter()
+                    .filter(|p| Some(*p) != i.cert_path.as_ref())
+                    .cloned(),
+            );
+            (!files.is_empty()).then(|| Wanted {
+                kind: i.kind,
+                name: i.name.clone(),
+                key: store::key(issuer, serial),
+                serial: serial.clone(),
+                files,
+            })
+        })
+        .collect()
+}
+
+/// The managed certificate `cert` as deployed (`info`, read from its files), to check.
+pub(crate) fn wanted_managed(
+    cert: &crate::config::CertConfig,
+    info: &crate::x509::CertInfo,
+) -> Wanted {
+    use crate::config::FileKind;
+    let first = [FileKind::Cert, FileKind::Fullchain, FileKind::Combined]
+        .into_iter()
+        .find_map(|k| cert.files.get(k).map(|p| p.to_path_buf()));
+    let mut files: Vec<PathBuf> = first.iter().cloned().collect();
+    files.extend(
+        cert.files
+            .iter()
+            .map(|(_, p)| p.to_path_buf())
+            .filter(|p| Some(p) != first.as_ref()),
+    );
+    Wanted {
+        kind: Kind::Managed,
+        name: Some(cert.name.clone()),
+        key: store::key(&info.issuer, &info.serial_hex),
+        serial: info.serial_hex.clone(),
+        files,
+    }
+}
+
+/// Puts each certificate's last result into `inv` (`revocation`, its source, when checked,
+/// why); a certificate read but never checked is `unknown` with no time.
+pub(crate) fn annotate(inv: &mut Inventory, store: &Store) {
+    for item in &mut inv.certificates {
+        let (Some(serial), Some(issuer)) = (&item.serial, &item.issuer) else {
+            continue;
+        };
+        match store.entries.get(&store::key(issuer, serial)) {
+            Some(e) => {
+                item.revocation = Some(e.status);
+                item.revocation_source = e.source;
+                item.revocation_checked_at = Some(rfc3339(crate::state::from_unix(e.checked_at)));
+                item.revocation_detail = e.detail.clone();
+                item.revocation_next_check = Some(e.next_check);
+            }
+            None => {
+                item.revocation = Some(Status::Unknown);
+                item.revocation_detail = Some("not checked yet".into());
+                item.revocation_next_check = Some(0);
+            }
+        }
+    }
+}
+
+/// The managed certificates of `wanted` that `store` holds as revoked: name, serial, source.
+pub(crate) fn revoked_managed(wanted: &[Wanted], store: &Store) -> Vec<(String, String, Source)> {
+    wanted
+        .iter()
+        .filter(|w| w.kind == Kind::Managed)
+        .filter_map(|w| {
+            let e = store.entries.get(&w.key)?;
+            (e.status == Status::Revoked).then(|| {
+                (
+                    w.name.clone().unwrap_or_default(),
+                    w.serial.clone(),
+                    e.source.unwrap_or(Source::Ocsp),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Marks each managed certificate of `revoked` ([`revoked_managed`]) in its record at the
+/// revoked serial (unless already so), so the schedule renews it at once with a fresh key.
+/// Returns the names newly marked; failures to write are logged. Blocking; the caller holds
+/// the state lock.
+pub(crate) fn mark_revoked(
+    state: &crate::state::StateDir,
+    revoked: &[(String, String, Source)],
+    now: SystemTime,
+) -> Vec<String> {
+    let mut marked = Vec::new();
+    for (name, serial, source) in revoked {
+        if state
+            .load_cert(name)
+            .revoked
+            .is_some_and(|r| &r.serial == serial)
+        {
+            continue;
+        }
+        let record = crate::state::RevokedRecord {
+            serial: serial.clone(),
+            source: source.as_str().to_string(),
+            at: crate::state::unix(now),
+        };
+        tracing::warn!(cert = %name, serial = %serial, source = source.as_str(),
+            "{name}: the deployed certificate is revoked; renewing it at once with a new key");
+        match state.update_cert(name, |r| r.revoked = Some(record)) {
+            Ok(()) => marked.push(name.clone()),
+            Err(e) => tracing::error!(cert = %name, error = %e, "cannot record the revocation"),
+        }
+    }
+    marked
+}
+
+/// Checks every certificate of `wanted` whose result is due at `now`, and saves the
+/// results into the store of `state_dir`; returns the store with them (one that cannot be
+/// written is logged, and returned all the same). Errors: the HTTP client could not be set
+/// up.
+pub(crate) async fn pass(
+    state_dir: &Path,
+    wanted: Vec<Wanted>,
+    now: SystemTime,
+) -> Result<Store, RevocationError> {
+    let dir = state_dir.to_path_buf();
+    let store = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Store::load(&dir))
+            .await
+            .unwrap_or_default()
+    };
+    let now_s = crate::state::unix(now);
+    let due: Vec<Wanted> = wanted
+        .into_iter()
+        .filter(|w| {
+            store
+                .entries
+                .get(&w.key)
+                .is_none_or(|e| e.next_check <= now_s)
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(store);
+    }
+    let checker = Checker::new(dir.clone())?;
+    let mut results = Vec::new();
+    for w in due {
+        let entry = checker.check(&w).await;
+        tracing::info!(key = %w.key, status = entry.status.as_str(),
+            source = entry.source.map_or("-", Source::as_str),
+            detail = entry.detail.as_deref().unwrap_or(""), "revocation checked");
+        results.push((w.key, entry));
+    }
+    let mut kept = store;
+    kept.merge(&results, now_s);
+    let saved = tokio::task::spawn_blocking(move || Store::merge_save(&dir, &results, now_s)).await;
+    let store = match saved {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e,
+                "cannot save the revocation results; they are checked again next time");
+            kept
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "saving the revocation results failed");
+            kept
+        }
+    };
+    Ok(store)
+}
+
+/// `inventory`: a [`pass`] over what is due among `inv`'s certificates, then [`annotate`].
+/// A client that cannot be set up is logged, and the last results shown.
+pub(crate) async fn refresh(state_dir: &Path, inv: &mut Inventory, now: SystemTime) {
+    match pass(state_dir, wanted(inv), now).await {
+        Ok(store) => annotate(inv, &store),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation not checked");
+            let dir = state_dir.to_path_buf();
+            let store = tokio::task::spawn_blocking(move || Store::load(&dir))
+                .await
+                .unwrap_or_default();
+            annotate(inv, &store);
+        }
+    }
+}
+
+/// A certificate and its issuer, as read from its files.
+struct Pair {
+    leaf: Vec<u8>,
+    issuer: Option<Vec<u8>>,
+}
+
+/// Reads the leaf (the first certificate of the first file) and, among every certificate of
+/// `files`, the one whose subject is the leaf's issuer and whose key verifies its signature.
+fn read_pair(files: &[PathBuf]) -> Result<Pair, String> {
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    for (n, f) in files.iter().enumerate() {
+        let bytes = match crate::fsutil::read_regular(f, MAX_CERT_FILE, crate::fsutil::Follow::Yes)
+        {
+            Ok(b) => b,
+            Err(e) if n == 0 => return Err(format!("{}: {}", f.display(), e.reason())),
+            Err(_) => continue,
+        };
+        let ders = if bytes.first() == Some(&0x30) {
+            vec![bytes]
+        } else {
+            match crate::x509::pem_certificates(&bytes) {
+                Ok(d) => d,
+                Err(e) if n == 0 => return Err(format!("{}: {e}", f.display())),
+                Err(_) => continue,
+            }
+        };
+        all.extend(ders);
+    }
+    let leaf = all.first().cloned().ok_or("no certificate in its files")?;
+    let issuer = all[1..]
+        .iter()
+        .find(|c| crate::x509::verify_issued_by(&leaf, c).is_ok())
+        .cloned();
+    Ok(Pair { leaf, issuer })
+}
+
+/// What the certificate names: its OCSP responders (AIA id-ad-ocsp, RFC 5280 §4.2.2.1) and
+/// CRL distribution points (full names, RFC 5280 §4.2.1.13), as URLs.
+pub(crate) fn locations(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
+    let (mut ocsp, mut crls) = (Vec::new(), Vec::new());
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::AuthorityInfoAccess(aia) => {
+                for ad in &aia.accessdescs {
+                    if ad.access_method
+                        == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP
+                    {
+                        if let GeneralName::URI(u) = &ad.access_location {
+                            ocsp.push(u.to_string());
+                        }
+                    }
+                }
+            }
+            ParsedExtension::CRLDistributionPoints(dps) => {
+                for dp in dps.iter() {
+                    if let Some(DistributionPointName::FullName(names)) = &dp.distribution_point {
+                        for n in names {
+                            if let GeneralName::URI(u) = n {
+                                crls.push(u.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (ocsp, crls)
+}
+
+/// The HTTP side of a pass: one client, and which hosts failed.
+struct Checker {
+    client: Outbound<Full<Bytes>>,
+    state_dir: PathBuf,
+    /// Hosts that did not answer in this pass, and why: not asked again in it.
+    failed_hosts: std::sync::Mutex<HashMap<String, String>>,
+    /// CRLs fetched in this pass, by URL (DER), or why not.
+    crls: std::sync::Mutex<BTreeMap<String, Result<Vec<u8>, String>>>,
+}
+
+impl Checker {
+    fn new(state_dir: PathBuf) -> Result<Checker, RevocationError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &crate::outbound::system_roots().certs {
+            let _ = roots.add(cert.clone());
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RevocationError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = Outbound::new(
+            tls,
+            CONNECT_TIMEOUT,
+            false,
+            ProxySetting::Environment,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| RevocationError::Client(e.to_string()))?;
+        Ok(Checker {
+            client,
+            state_dir,
+            failed_hosts: Default::default(),
+            crls: Default::default(),
+        })
+    }
+
+    /// One certificate's status: OCSP first, then the CRLs; unknown with every reason when
+    /// neither answers.
+    async fn check(&self, w: &Wanted) -> Entry {
+        let now = SystemTime::now();
+        let files = w.files.clone();
+        let pair = tokio::task::spawn_blocking(move || read_pair(&files))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let unknown = |detail: String, not_after: Option<u64>| Entry {
+            status: Status::Unknown,
+            source: None,
+            checked_at: crate::state::unix(now),
+            next_check: crate::state::unix(next_check(Status::Unknown, now, None)),
+            detail: Some(detail),
+            not_after,
+        };
+        let pair = match pair {
+            Ok(p) => p,
+            Err(why) => return unknown(why, None),
+        };
+        let Ok((_, leaf)) = X509Certificate::from_der(&pair.leaf) else {
+            return unknown("the certificate does not parse".into(), None);
+        };
+        let not_after = u64::try_from(leaf.validity().not_after.timestamp()).ok();
+        let Some(issuer) = &pair.issuer else {
+            return unknown(
+                format!(
+                    "its issuer (\"{}\") is not in its files, so no answer can be verified",
+                    leaf.issuer()
+                ),
+                not_after,
+            );
+        };
+        let (ocsp_urls, crl_urls) = locations(&leaf);
+        if ocsp_urls.is_empty() && crl_urls.is_empty() {
+            return unknown("it names no OCSP responder and no CRL".into(), not_after);
+        }
+        let mut why = Vec::new();
+        for url in &ocsp_urls {
+            match self.ocsp(url, &pair.leaf, issuer, now).await {
+                Ok(a) if a.status != Status::Unknown => {
+                    return self.entry(a, Source::Ocsp, now, not_after)
+                }
+                Ok(_) => why.push(format!("OCSP {url}: the responder does not know it")),
+                Err(e) => why.push(format!("OCSP {e}")),
+            }
+        }
+        for url in &crl_urls {
+            match self.crl(url, &pair.leaf, issuer, now).await {
+                Ok(a) => return self.entry(a, Source::Crl, now, not_after),
+                Err(e) => why.push(format!("CRL {e}")),
+            }
+        }
+        unknown(why.join("; "), not_after)
+    }
+
+    fn entry(&self, a: Answer, source: Source, now: SystemTime, not_after: Option<u64>) -> Entry {
+        let detail = match (a.status, a.revoked_at) {
+            (Status::Revoked, Some(at)) => Some(format!(
+                "revoked at {}{}",
+                rfc3339(at),
+                a.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            )),
+            _ => None,
+        };
+        Entry {
+            status: a.status,
+            source: Some(source),
+            checked_at: crate::state::unix(now),
+            next_check: crate::state::unix(next_check(a.status, now, a.next_update)),
+            detail,
+            not_after,
+        }
+    }
+
+    async fn ocsp(
+        &self,
+        url: &str,
+        leaf: &[u8],
+        issuer: &[u8],
+        now: SystemTime,
+    ) -> Result<Answer, String> {
+        let (body, id) = ocsp::request(leaf, issuer).map_err(|e| format!("{url}: {e}"))?;
+        let req = http::Request::post(url)
+            .header(http::header::CONTENT_TYPE, "application/ocsp-request")
+            .header(http::header::ACCEPT, "application/ocsp-response");
+        let rsp = self
+            .exchange(url, req, Bytes::from(body), MAX_OCSP_RESPONSE)
+            .await?;
+        ocsp::verify_response(&rsp, &id, issuer, now).map_err(|e| format!("{url}: {e}"))
+    }
+
+    async fn crl(
+        &self,
+        url: &str,
+        leaf: &[u8],
+        issuer: &[u8],
+        now: SystemTime,
+    ) -> Result<Answer, String> {
+        // The cache first: a CRL still current answers without a request.
+        let (dir, u) = (self.state_dir.clone(), url.to_string());
+        let cached = tokio::task::spawn_blocking(move || store::load_crl(&dir, &u, MAX_CRL))
+            .await
+            .ok()
+            .flatten();
+        if let Some(der) = cached {
+            if let Ok(a) = crl::check(&der, leaf, issuer, now) {
+                return Ok(a);
+            }
+        }
+        let fetched = self
+            .crls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(url)
+            .cloned();
+        let der = match fetched {
+            Some(r) => r?,
+            None => {
+                let got = self
+                    .exchange(url, http::Request::get(url), Bytes::new(), MAX_CRL)
+                    .await;
+                self.crls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(url.into(), got.clone());
+                got?
+            }
+        };
+        let a = crl::check(&der, leaf, issuer, now).map_err(|e| format!("{url}: {e}"))?;
+        let (dir, u) = (self.state_dir.clone(), url.to_string());
+        let saved = tokio::task::spawn_blocking(move || store::save_crl(&dir, &u, &der)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!(error = %e, "cannot cache the CRL; it is fetched again next time");
+        }
+        Ok(a)
+    }
+
+    /// Sends one request (only to an `http://` URL, not to a host that failed in this pass),
+    /// within [`TIMEOUT`], reading at most `max` bytes of a 200 answer.
+    async fn exchange(
+        &self,
+        url: &str,
+        req: http::request::Builder,
+        body: Bytes,
+        max: u64,
+    ) -> Result<Vec<u8>, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(FetchError::NotHttp { url: url.into() }.to_string());
+        }
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(why) = self
+            .failed_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host)
+        {
+            return Err(format!(
+                "{url}: not asked, {host} failed earlier in this pass ({why})"
+            ));
+        }
+        let req = req
+            .header(
+                http::header::USER_AGENT,
+                concat!("renewd/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let exchange = async {
+            let rsp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| FetchError::Request {
+                    url: url.into(),
+                    why: e.to_string(),
+                })?;
+            if rsp.status() != http::StatusCode::OK {
+                return Err(FetchError::Status {
+                    url: url.into(),
+                    status: rsp.status().as_u16(),
+                });
+            }
+            let too_large = FetchError::TooLarge {
+                url: url.into(),
+                max,
+            };
+            let declared = rsp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(too_large);
+            }
+            let limit = usize::try_from(max).unwrap_or(usize::MAX);
+            match Limited::new(rsp.into_body(), limit).collect().await {
+                Ok(b) => Ok(b.to_bytes().to_vec()),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+                Err(e) => Err(FetchError::Request {
+                    url: url.into(),
+                    why: e.to_string(),
+                }),
+            }
+        };
+        let result = match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout { url: url.into() }),
+        };
+        if let Err(e @ (FetchError::Request { .. } | FetchError::Timeout { .. })) = &result {
+            self.failed_hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(host, e.to_string());
+        }
+        result.map_err(|e| e.to_string())
+    }
+}
+
+/// What an OCSP response or a CRL says about one certificate, verified.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Answer {
+    pub(crate) status: Status,
+    pub(crate) this_update: SystemTime,
+    pub(crate) next_update: Option<SystemTime>,
+    pub(crate) revoked_at: Option<SystemTime>,
+    /// The CRLReason, when given (RFC 5280 §5.3.1).
+    pub(crate) reason: Option<String>,
+}
+
+/// thisUpdate not in the future and nextUpdate not passed (with [`SKEW`]), else why not.
+pub(crate) fn check_times(
+    this_update: SystemTime,
+    next_update: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<(), String> {
+    if this_update > now + SKEW {
+        return Err(format!(
+            "thisUpdate {} is in the future",
+            rfc3339(this_update)
+        ));
+    }
+    if let Some(n) = next_update.filter(|n| *n + SKEW < now) {
+        return Err(format!("stale: its nextUpdate {} has passed", rfc3339(n)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> SystemTime {
+        crate::state::from_unix(s)
+    }
+
+    #[test]
+    fn rechecks_follow_next_update_within_the_floor_and_ceiling() {
+        let now = t(1_000_000);
+        let at = |s, n: Option<u64>| crate::state::unix(next_check(s, now, n.map(t)));
+        assert_eq!(at(Status::Good, Some(1_000_000 + 7200)), 1_000_000 + 7200);
+        assert_eq!(at(Status::Good, Some(1_000_000 + 60)), 1_000_000 + 3600);
+        assert_eq!(
+            at(Status::Good, Some(1_000_000 + 7 * 86_400)),
+            1_000_000 + 86_400
+        );
+        assert_eq!(at(Status::Good, None), 1_000_000 + 86_400);
+        assert_eq!(
+            at(Status::Unknown, Some(1_000_000 + 7200)),
+            1_000_000 + 3600
+        );
+        assert_eq!(at(Status::Revoked, None), 1_000_000 + 86_400);
+    }
+
+    #[test]
+    fn stale_and_future_answers_are_refused() {
+        let now = t(1_000_000);
+        assert!(check_times(t(999_000), Some(t(1_001_000)), now).is_ok());
+        assert!(check_times(t(1_000_000 + 301), None, now)
+            .unwrap_err()
+            .contains("future"));
+        assert!(check_times(t(900_000), Some(t(999_000)), now)
+            .unwrap_err()
+            .contains("stale"));
+    }
+}

@@ -85,11 +85,17 @@ fn status_offline(
         select(config, names, false)?
     };
     let diagnosis = status::diagnose(config);
+    let revocation = crate::revocation::Store::load(&config.state_dir);
     Ok(certs
         .into_iter()
         .map(|c| {
-            let rec = state.load_cert(&c.name);
-            let mut ev = status::evaluate(c, &rec, &config.cas, now);
+            let mut rec = state.load_cert(&c.name);
+            let inspected = crate::deploy::inspect(&c.files);
+            // Found revoked by an `inventory` or the daemon: shown due at once ("revoked").
+            if let Ok(info) = &inspected {
+                crate::revocation::overlay(&mut rec, info, &revocation);
+            }
+            let mut ev = status::evaluate_inspected(c, &rec, &config.cas, now, inspected.as_ref());
             ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             status::row(c, &rec, &ev, false)
         })

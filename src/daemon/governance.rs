@@ -208,8 +208,10 @@ impl Daemon {
         if let Some(done) = collected {
             let (inv, now) = *done;
             g.revocation.plan(&inv);
-            g.live.apply(inv, now);
+            let inv = g.live.apply(inv, now);
+            self.mark_revoked(&inv);
         }
+        let g = &mut self.governance;
         // Gauges first: a scrape that sees a counter also sees the state after it.
         for count in std::mem::take(&mut g.counting) {
             match count {

@@ -85,8 +85,10 @@ enum Event {
         scan: crate::inventory::discovery::Scan,
         elapsed: Duration,
     },
-    /// A revocation pass ended; these managed certificates were newly found revoked.
-    RevocationDone(Vec<String>),
+    /// A revocation pass ended (its results are in the state directory).
+    RevocationDone,
+    /// These managed certificates were newly marked revoked in their records.
+    RevocationMarked(Vec<String>),
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -354,12 +356,13 @@ impl Daemon {
     }
 
     /// Whether nothing is in flight: no batch running, no evaluation pending, no ARI poll
-    /// running, no debounce pending, no configuration being read.
+    /// running, no debounce pending, no configuration being read, no revocation pass.
     fn idle(&self) -> bool {
         self.batches_in_flight == 0
             && self.debounce.until.is_none()
             && !self.reload.running()
             && !self.table.in_flight()
+            && !self.governance.revocation.running()
     }
 
     /// The event tests wait for to assert that nothing more happened: `idle`, with the next
@@ -522,7 +525,8 @@ impl Daemon {
             Event::Collected(collected) => self.apply_collected(collected),
             Event::ScanDone { scan, elapsed } => self.scan_done(scan, elapsed),
             Event::Files(paths) => self.on_files(paths),
-            Event::RevocationDone(marked) => self.revocation_done(marked),
+            Event::RevocationDone => self.revocation_done(),
+            Event::RevocationMarked(marked) => self.revocation_marked(marked),
             Event::BatchDone {
                 report,
                 dry_run,

@@ -1,15 +1,21 @@
 //! The daemon's revocation checks (`crate::revocation`): the next check time is one of the
 //! select loop's deadlines — the earliest `next_check` among the certificates of the last
 //! inventory, now for one never checked. When it comes, one pass runs on a spawned task
-//! (one at a time); it ends in [`Event::RevocationDone`] with the managed certificates it
-//! newly found revoked, which are evaluated again (then due at once: reason "revoked") and
-//! renewed, and the inventory is collected again (the `revoked` alert, the metric).
+//! (one at a time); it ends in [`Event::RevocationDone`], and the inventory is collected
+//! again with the results (the `revoked` alert, the metric). Each collected inventory that
+//! shows a managed certificate revoked (found by this daemon's pass or by an `inventory`
+//! command) has it marked in its record ([`Event::RevocationMarked`]), evaluated again —
+//! then due at once, reason "revoked" — and renewed.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{After, Daemon, Event};
 use crate::inventory::Inventory;
 use crate::revocation::{self, Wanted};
+
+/// Passes start at most this often, whatever the results say (a state directory that
+/// cannot be written would otherwise leave every certificate due at once, again and again).
+const PASS_SPACING: Duration = Duration::from_secs(60);
 
 /// The certificates to check and when the next pass is due.
 #[derive(Default)]
@@ -17,12 +23,22 @@ pub(super) struct Checks {
     wanted: Vec<Wanted>,
     next: Option<SystemTime>,
     running: bool,
+    last_started: Option<SystemTime>,
 }
 
 impl Checks {
     /// When the next pass is due; none while one runs (its end plans the next).
     pub(super) fn next_deadline(&self) -> Option<SystemTime> {
-        self.next.filter(|_| !self.running)
+        let next = self.next.filter(|_| !self.running)?;
+        Some(match self.last_started {
+            Some(t) => next.max(t + PASS_SPACING),
+            None => next,
+        })
+    }
+
+    /// A pass is under way.
+    pub(super) fn running(&self) -> bool {
+        self.running
     }
 
     /// Takes the certificates of `inv` (annotated by `revocation::annotate`) and their next
@@ -42,43 +58,68 @@ impl Daemon {
     /// Starts a pass if one is due at `now` and none runs.
     pub(super) fn start_revocation_checks(&mut self, now: SystemTime) {
         let checks = &mut self.governance.revocation;
-        if checks.running || checks.next.is_none_or(|t| t > now) || checks.wanted.is_empty() {
+        if checks.wanted.is_empty() || checks.next_deadline().is_none_or(|t| t > now) {
             return;
         }
         checks.running = true;
+        checks.last_started = Some(now);
         let wanted = checks.wanted.clone();
-        let renewer = self.renewer.clone();
         let state_dir = self.config.state_dir.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let marked = match revocation::pass(&state_dir, wanted.clone(), now).await {
-                Ok(store) => {
-                    let revoked = revocation::revoked_managed(&wanted, &store);
-                    tokio::task::spawn_blocking(move || {
-                        revocation::mark_revoked(renewer.state(), &revoked, SystemTime::now())
-                    })
-                    .await
-                    .unwrap_or_default()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "revocation not checked");
-                    Vec::new()
-                }
-            };
-            let _ = events.send(Event::RevocationDone(marked));
+            if let Err(e) = revocation::pass(&state_dir, wanted, now).await {
+                tracing::error!(error = %e, "revocation not checked");
+            }
+            let _ = events.send(Event::RevocationDone);
         });
     }
 
-    /// A pass ended: the certificates newly marked revoked are evaluated again (and renewed
-    /// once due), and the inventory collected again with the results.
-    pub(super) fn revocation_done(&mut self, marked: Vec<String>) {
+    /// A pass ended: the inventory is collected again with its results.
+    pub(super) fn revocation_done(&mut self) {
         let checks = &mut self.governance.revocation;
         checks.running = false;
         // Until the collection below plans again: not before the floor.
         checks.next = Some(SystemTime::now() + revocation::MIN_RECHECK);
-        if !marked.is_empty() {
-            self.request_evaluations(marked, After::Ari);
-        }
         self.refresh_governance();
+    }
+
+    /// Marks (on a blocking thread) the managed certificates that `inv` shows revoked and
+    /// whose evaluation does not say so yet; those newly marked come back as
+    /// [`Event::RevocationMarked`].
+    pub(super) fn mark_revoked(&mut self, inv: &Inventory) {
+        let revoked: Vec<(String, String, revocation::Source)> = inv
+            .certificates
+            .iter()
+            .filter(|i| i.revocation == Some(revocation::Status::Revoked))
+            .filter_map(|i| {
+                let name = i.name.clone()?;
+                let e = self.table.get(&name)?;
+                if e.eval.decision.reason == crate::schedule::Reason::Revoked {
+                    return None;
+                }
+                let source = i.revocation_source.unwrap_or(revocation::Source::Ocsp);
+                Some((name, i.serial.clone()?, source))
+            })
+            .collect();
+        if revoked.is_empty() {
+            return;
+        }
+        let renewer = self.renewer.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let marked = tokio::task::spawn_blocking(move || {
+                revocation::mark_revoked(renewer.state(), &revoked, SystemTime::now())
+            })
+            .await
+            .unwrap_or_default();
+            if !marked.is_empty() {
+                let _ = events.send(Event::RevocationMarked(marked));
+            }
+        });
+    }
+
+    /// Certificates newly marked revoked: evaluated again, then renewed once due (at once).
+    pub(super) fn revocation_marked(&mut self, marked: Vec<String>) {
+        self.request_evaluations(marked, After::Ari);
     }
 }

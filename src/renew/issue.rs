@@ -69,7 +69,7 @@ impl Renewer {
         let ownership = Ownership::resolve(cert.user.as_deref(), cert.group.as_deref())
             .map_err(RenewError::Ownership)?;
         if revoked_needs_fresh_key(&rec) {
-            tracing::info!(cert = %cert.name, "the deployed certificate is revoked: a new key is made");
+            tracing::info!("the deployed certificate is revoked: a new key is made");
         }
         // A dry run never finalizes, so it needs neither key nor CSR.
         let key_csr = match dry_run {

@@ -227,6 +227,33 @@ pub(crate) fn revoked_managed(wanted: &[Wanted], store: &Store) -> Vec<(String, 
         .collect()
 }
 
+/// What `status` shows without the state lock: `rec` as if [`mark_revoked`] had run for the
+/// deployed certificate `info` when `store` holds it as revoked (nothing is written).
+pub(crate) fn overlay(
+    rec: &mut crate::state::CertRecord,
+    info: &crate::x509::CertInfo,
+    store: &Store,
+) {
+    let Some(e) = store
+        .entries
+        .get(&store::key(&info.issuer, &info.serial_hex))
+    else {
+        return;
+    };
+    if e.status == Status::Revoked
+        && rec
+            .revoked
+            .as_ref()
+            .is_none_or(|r| r.serial != info.serial_hex)
+    {
+        rec.revoked = Some(crate::state::RevokedRecord {
+            serial: info.serial_hex.clone(),
+            source: e.source.map_or("?", Source::as_str).to_string(),
+            at: e.checked_at,
+        });
+    }
+}
+
 /// Marks each managed certificate of `revoked` ([`revoked_managed`]) in its record at the
 /// revoked serial (unless already so), so the schedule renews it at once with a fresh key.
 /// Returns the names newly marked; failures to write are logged. Blocking; the caller holds
@@ -465,6 +492,14 @@ impl Checker {
             return unknown("the certificate does not parse".into(), None);
         };
         let not_after = u64::try_from(leaf.validity().not_after.timestamp()).ok();
+        let (ocsp_urls, crl_urls) = locations(&leaf);
+        if ocsp_urls.is_empty() && crl_urls.is_empty() {
+            // Nothing to ask, ever: the certificate cannot change, so it is not looked at
+            // again (until it expires and its entry is dropped).
+            let mut e = unknown("it names no OCSP responder and no CRL".into(), not_after);
+            e.next_check = not_after.unwrap_or(u64::MAX).max(e.next_check);
+            return e;
+        }
         let Some(issuer) = &pair.issuer else {
             return unknown(
                 format!(
@@ -474,10 +509,6 @@ impl Checker {
                 not_after,
             );
         };
-        let (ocsp_urls, crl_urls) = locations(&leaf);
-        if ocsp_urls.is_empty() && crl_urls.is_empty() {
-            return unknown("it names no OCSP responder and no CRL".into(), not_after);
-        }
         let mut why = Vec::new();
         for url in &ocsp_urls {
             match self.ocsp(url, &pair.leaf, issuer, now).await {

@@ -20,6 +20,7 @@ pub mod caddy;
 pub mod faultproxy;
 pub mod netns;
 pub mod nginx;
+pub mod ocsp;
 pub mod rig;
 pub mod seed;
 pub mod serial;
@@ -460,6 +461,12 @@ pub struct PebbleOptions {
     /// Per-profile certificate lifetimes (profile name, seconds), replacing
     /// `validity_secs` for the profiles named (a name not yet there adds a profile).
     pub profile_validity: Vec<(String, u64)>,
+    /// Pebble's `ocspResponderURL`: put in the AIA of what it issues (Pebble itself does not
+    /// answer OCSP; a test's `openssl ocsp` does, see [`ocsp::Responder`]). Empty: none.
+    pub ocsp_responder_url: String,
+    /// Pebble's `keyAlgorithm` for its root and intermediate keys: "ecdsa" (the default) or
+    /// "rsa" (Pebble serves `/intermediate-keys/N` only for RSA keys).
+    pub key_algorithm: &'static str,
 }
 
 impl Default for PebbleOptions {
@@ -473,6 +480,8 @@ impl Default for PebbleOptions {
             authz_reuse_percent: None,
             dns_server: None,
             profile_validity: Vec::new(),
+            ocsp_responder_url: String::new(),
+            key_algorithm: "ecdsa",
         }
     }
 }
@@ -589,11 +598,11 @@ impl Pebble {
             "privateKey": d.join("tls-key.pem"),
             "httpPort": http_port,
             "tlsPort": tls_port,
-            "ocspResponderURL": "",
+            "ocspResponderURL": opts.ocsp_responder_url,
             "externalAccountBindingRequired": !opts.eab_keys.is_empty(),
             "externalAccountMACKeys": mac_keys,
             "retryAfter": { "authz": opts.authz_retry_after, "order": opts.order_retry_after },
-            "keyAlgorithm": "ecdsa",
+            "keyAlgorithm": opts.key_algorithm,
             "profiles": profiles,
         }});
         let config_path = d.join("pebble-config.json");

@@ -1,0 +1,410 @@
+//! Revocation, enforced, through the real binary: certificates issued by an OpenSSL CA made
+//! here (`openssl ca`, index.txt), answered for by `openssl ocsp` on loopback and by a CRL
+//! served over HTTP on loopback; and a managed certificate issued by Pebble, revoked at
+//! Pebble by another client with the certificate's own key, and replaced by renewd.
+
+use crate::common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::ocsp::{openssl, revoked_index_line, OpensslCa, Responder};
+use common::rig::{spawn_daemon, Rig};
+use common::{
+    free_port, http_request, tempdir_with, wait_until, write_exec, PebbleOptions, StaticServer,
+};
+use serde_json::Value;
+
+/// The certificate of `inv` held in `file` (a path ending so).
+fn item<'a>(inv: &'a Value, file: &str) -> &'a Value {
+    inv["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| {
+            c["paths"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.as_str().is_some_and(|p| p.ends_with(file)))
+            })
+        })
+        .unwrap_or_else(|| panic!("{file} not in the inventory: {inv:#}"))
+}
+
+fn renewd(config: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(common::renewd_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run renewd");
+    eprintln!(
+        "--- renewd {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn inventory(config: &Path) -> Value {
+    let out = renewd(config, &["inventory", "--json"]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("inventory JSON")
+}
+
+/// Unmanaged certificates of an OpenSSL CA: revoked and good by OCSP, revoked by a CRL
+/// (no OCSP named), an unreachable responder, an oversized CRL. `inventory` shows each
+/// status with its source and time, and keeps the results (a second look asks nothing); the
+/// daemon alerts `revoked` (critical) for both revoked ones and sets the metric.
+#[test]
+fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() {
+    let tmp = tempdir_with(&["", "ca", "scan", "www"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    let ocsp_port = free_port();
+    let ocsp = format!("http://127.0.0.1:{ocsp_port}");
+    // Accepts connections (the kernel's backlog) and never answers.
+    let hole = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hole_url = format!(
+        "http://127.0.0.1:{}",
+        hole.local_addr().expect("addr").port()
+    );
+    let www = StaticServer::start(&d.join("www"), free_port());
+    let crl_url = format!("http://127.0.0.1:{}/ca.crl", www.port);
+    let big_url = format!("http://127.0.0.1:{}/big.crl", www.port);
+
+    let issued = [
+        ("good", ca.issue("good.test", Some(&ocsp), None)),
+        ("revoked", ca.issue("revoked.test", Some(&ocsp), None)),
+        (
+            "crl-revoked",
+            ca.issue("crl-revoked.test", None, Some(&crl_url)),
+        ),
+        (
+            "unreachable",
+            ca.issue("unreachable.test", Some(&hole_url), None),
+        ),
+        ("big-crl", ca.issue("big-crl.test", None, Some(&big_url))),
+    ];
+    ca.revoke("revoked.test");
+    ca.revoke("crl-revoked.test");
+    ca.write_crl(&d.join("www/ca.crl"));
+    // 17 MiB: over the 16 MiB cap.
+    fs::write(d.join("www/big.crl"), vec![0x30u8; 17 * 1024 * 1024]).expect("big");
+    let _responder = ca.responder(ocsp_port);
+    for (name, chain) in &issued {
+        fs::copy(chain, d.join(format!("scan/{name}.pem"))).expect("copy");
+    }
+    let (hook, log) = (d.join("page.sh"), d.join("alerts.log"));
+    write_exec(
+        &hook,
+        &format!("cat >> {l}\necho >> {l}\n", l = log.display()),
+    );
+    let metrics_port = free_port();
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{d}/state"
+control_socket = "{d}/control.sock"
+
+[discovery]
+paths = ["{d}/scan"]
+
+[alert]
+command = ["{hook}"]
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+            d = d.display(),
+            hook = hook.display()
+        ),
+    )
+    .expect("config");
+
+    let started = Instant::now();
+    let inv = inventory(&config);
+    // The unreachable responder costs one 10 s timeout, not more.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = |file: &str| {
+        let i = item(&inv, file);
+        (
+            i["revocation"].as_str().map(String::from),
+            i["revocation_source"].as_str().map(String::from),
+        )
+    };
+    let s = |a: &str, b: Option<&str>| (Some(a.to_string()), b.map(String::from));
+    assert_eq!(status("scan/good.pem"), s("good", Some("ocsp")));
+    assert_eq!(status("scan/revoked.pem"), s("revoked", Some("ocsp")));
+    assert_eq!(status("scan/crl-revoked.pem"), s("revoked", Some("crl")));
+    assert_eq!(status("scan/unreachable.pem"), s("unknown", None));
+    assert_eq!(status("scan/big-crl.pem"), s("unknown", None));
+    let detail = |file: &str| {
+        item(&inv, file)["revocation_detail"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        detail("scan/unreachable.pem").contains("no answer within 10s"),
+        "{}",
+        detail("scan/unreachable.pem")
+    );
+    assert!(
+        detail("scan/big-crl.pem").contains("larger than 16777216 bytes; refused"),
+        "{}",
+        detail("scan/big-crl.pem")
+    );
+    assert!(
+        detail("scan/revoked.pem").contains("revoked at"),
+        "{}",
+        detail("scan/revoked.pem")
+    );
+    let checked = item(&inv, "scan/good.pem")["revocation_checked_at"]
+        .as_str()
+        .expect("checked at");
+    assert!(
+        checked.ends_with('Z') && checked.len() == 20,
+        "RFC 3339: {checked}"
+    );
+    let fetched = www.requests();
+    assert_eq!(
+        fetched.iter().filter(|r| *r == "GET /ca.crl").count(),
+        1,
+        "{fetched:?}"
+    );
+
+    // The results are kept: a second look asks nobody, and the table shows them.
+    let out = renewd(&config, &["inventory"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("REVOCATION"), "{table}");
+    assert!(
+        table.contains("revoked (ocsp)") && table.contains("revoked (crl)"),
+        "{table}"
+    );
+    assert!(table.contains("good (ocsp)"), "{table}");
+    assert_eq!(www.requests(), fetched, "nothing fetched again");
+    assert!(d.join("state/revocation/status.json").exists());
+
+    // The daemon: a `revoked` alert (critical) for each revoked certificate, the metric.
+    let mut daemon = spawn_daemon(&config, &d.join("control.sock"), d.join("daemon.log"), &[]);
+    let alerts = || -> Vec<Value> {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("alert JSON"))
+            .collect()
+    };
+    wait_until(Duration::from_secs(20), "two revoked alerts", || {
+        alerts()
+            .iter()
+            .filter(|a| a["condition"] == "revoked")
+            .count()
+            >= 2
+    });
+    let revoked: Vec<Value> = alerts()
+        .into_iter()
+        .filter(|a| a["condition"] == "revoked")
+        .collect();
+    assert_eq!(revoked.len(), 2, "{revoked:#?}");
+    for a in &revoked {
+        assert_eq!(a["severity"], "critical", "{a:#}");
+        assert_eq!(a["kind"], "unmanaged", "{a:#}");
+    }
+    let keys: Vec<&str> = revoked.iter().filter_map(|a| a["key"].as_str()).collect();
+    assert!(
+        keys.iter().any(|k| k.ends_with("scan/revoked.pem")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("scan/crl-revoked.pem")),
+        "{keys:?}"
+    );
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let body = http_request("GET", &url, None, None).expect("scrape").body;
+    let line = |file: &str| {
+        format!(
+            "renewd_certificate_revoked{{path=\"{}\",kind=\"unmanaged\"}}",
+            d.join("scan").join(file).display()
+        )
+    };
+    assert!(
+        body.contains(&format!("{} 1", line("revoked.pem"))),
+        "{body}"
+    );
+    assert!(body.contains(&format!("{} 0", line("good.pem"))), "{body}");
+    // Nothing was due again: no CRL fetched by the daemon.
+    assert_eq!(www.requests(), fetched, "the daemon fetched nothing again");
+    daemon.stop();
+}
+
+/// One CERTIFICATE block (RFC 7468) of `der`.
+fn pem(der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// `YYMMDDHHMMSSZ` (the index's UTCTime) of `t`.
+fn utc_time(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        dt.year() % 100,
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    )
+}
+
+/// A managed certificate from Pebble, revoked at Pebble by another client with the
+/// certificate's own key: Pebble's ARI says so, `openssl ocsp` answers for Pebble's
+/// intermediate (its key from the management port) from an index written here; `inventory`
+/// finds it revoked, `status` says "revoked", and the next `run --once` replaces it with a
+/// new certificate on a new key.
+#[test]
+fn a_managed_certificate_revoked_behind_renewds_back_is_replaced_with_a_new_key() {
+    let ocsp_port = free_port();
+    let rig = Rig::new(PebbleOptions {
+        ocsp_responder_url: format!("http://127.0.0.1:{ocsp_port}"),
+        key_algorithm: "rsa",
+        ..PebbleOptions::default()
+    });
+    rig.write_config(&rig.cert("www", &["www.revoked.test"], ""));
+    rig.renewd_ok("run", &["--once"]);
+    let chain = common::read_certs_pem(rig.fullchain("www"));
+    let old = chain[0].clone();
+    let old_key = common::key_spki(rig.key("www"));
+
+    // Another client revokes it with the certificate's key (keyCompromise).
+    let key_pem = fs::read_to_string(rig.key("www")).expect("key");
+    let (code, body) = common::acme_client::revoke_with_certificate_key(
+        &rig.pebble.directory_url,
+        &rig.pebble.tls_root_path,
+        &old.der,
+        &key_pem,
+        1,
+    );
+    assert_eq!(code, 200, "revocation at Pebble: {body}");
+
+    // What Pebble's ARI answers for it now.
+    let dir = rig.pebble.directory();
+    let ari_url = dir["renewalInfo"].as_str().expect("renewalInfo");
+    let b64 = data_encoding::BASE64URL_NOPAD;
+    let aki = old.aki.as_ref().expect("AKI");
+    let id = format!("{}.{}", b64.encode(aki), b64.encode(&old.serial_raw));
+    let ari = http_request(
+        "GET",
+        &format!("{ari_url}/{id}"),
+        None,
+        Some(&rig.pebble.tls_root_path),
+    )
+    .expect("ARI");
+    eprintln!(
+        "Pebble's ARI for the revoked certificate: {} {}",
+        ari.status, ari.body
+    );
+    assert_eq!(ari.status, 200, "{}", ari.body);
+    let ari: Value = serde_json::from_str(&ari.body).expect("ARI JSON");
+    let end = ari["suggestedWindow"]["end"].as_str().expect("end");
+    let end: SystemTime =
+        time::OffsetDateTime::parse(end, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+            .into();
+    assert!(
+        end <= SystemTime::now(),
+        "Pebble asks for replacement now: {ari:#}"
+    );
+
+    // An OCSP responder for Pebble's issuer, from an index saying the certificate is revoked.
+    let d = rig.path("ocsp");
+    fs::create_dir_all(&d).expect("mkdir");
+    fs::write(d.join("issuer.pem"), pem(&chain[1].der)).expect("issuer");
+    fs::write(
+        d.join("issuer.key"),
+        rig.pebble.mgmt_get("/intermediate-keys/0"),
+    )
+    .expect("key");
+    fs::write(
+        d.join("index.txt"),
+        revoked_index_line(
+            &old.serial_hex,
+            &utc_time(old.not_after),
+            &utc_time(SystemTime::now()),
+            "/CN=www.revoked.test",
+        ),
+    )
+    .expect("index");
+    let responder = Responder::start(
+        ocsp_port,
+        &d,
+        &d.join("index.txt"),
+        &d.join("issuer.pem"),
+        &d.join("issuer.key"),
+    );
+    // The responder itself says revoked (as renewd will).
+    let said = openssl(
+        &d,
+        &[
+            "ocsp",
+            "-issuer",
+            "issuer.pem",
+            "-cert",
+            &rig.fullchain("www").display().to_string(),
+            "-url",
+            &responder.url(),
+            "-noverify",
+        ],
+    );
+    assert!(said.contains("revoked"), "{said}");
+
+    let inv: Value = serde_json::from_str(&rig.renewd_ok("inventory", &["--json"])).expect("JSON");
+    let www = inv["certificates"]
+        .as_array()
+        .expect("certs")
+        .iter()
+        .find(|c| c["name"] == "www")
+        .expect("www");
+    assert_eq!(
+        (
+            www["revocation"].as_str(),
+            www["revocation_source"].as_str()
+        ),
+        (Some("revoked"), Some("ocsp")),
+        "{www:#}"
+    );
+    let rows: Value = serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("JSON");
+    assert_eq!(rows[0]["next_renewal_reason"], "revoked", "{rows:#}");
+
+    let out = rig.renewd("run", &["--once"]);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("www: renewal due: revoked"), "{log}");
+    let new = common::read_cert_pem(rig.fullchain("www"));
+    assert_ne!(new.serial_hex, old.serial_hex);
+    assert_ne!(
+        common::key_spki(rig.key("www")),
+        old_key,
+        "a revoked certificate gets a new key"
+    );
+    let rows: Value = serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("JSON");
+    assert_ne!(rows[0]["next_renewal_reason"], "revoked", "{rows:#}");
+}

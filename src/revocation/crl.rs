@@ -22,7 +22,7 @@ pub(crate) enum CrlError {
     #[error("its signature does not verify with the issuer's key: {0}")]
     Signature(String),
     #[error("not current: {0}")]
-    Time(String),
+    Time(#[from] super::TimeError),
 }
 
 fn time(t: ASN1Time) -> SystemTime {
@@ -56,7 +56,7 @@ pub(crate) fn check(
         .map_err(|e| CrlError::Signature(e.to_string()))?;
     let this_update = time(crl.last_update());
     let next_update = crl.next_update().map(time);
-    check_times(this_update, next_update, now).map_err(CrlError::Time)?;
+    check_times(this_update, next_update, now)?;
     let serial = strip(leaf.raw_serial());
     let entry = crl
         .iter_revoked_certificates()

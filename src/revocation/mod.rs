@@ -16,24 +16,20 @@
 //! marked in its record (`state::RevokedRecord`), which makes it due at once
 //! (`schedule::decide_revoked`) and renewed with a fresh key.
 
+mod check;
 pub(crate) mod crl;
 pub(crate) mod ocsp;
 pub(crate) mod store;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use serde::{Deserialize, Serialize};
-use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::inventory::{Inventory, Kind};
 pub(crate) use crate::inventory::{RevocationSource as Source, RevocationStatus as Status};
-use crate::outbound::{Outbound, ProxySetting};
 use crate::text::rfc3339;
+use check::Checker;
 pub(crate) use store::Store;
 
 /// The least time between two checks of one certificate, whatever the responder's
@@ -43,14 +39,10 @@ pub(crate) const MIN_RECHECK: Duration = Duration::from_secs(3600);
 pub(crate) const MAX_RECHECK: Duration = Duration::from_secs(86_400);
 /// One exchange with a responder or CRL server, connection included.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
-/// TCP connection set-up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest OCSP response read (a response for one certificate is a few KiB).
 pub(crate) const MAX_OCSP_RESPONSE: u64 = 64 * 1024;
 /// The largest CRL read or cached.
 pub(crate) const MAX_CRL: u64 = 16 * 1024 * 1024;
-/// Certificate files read for the chain.
-const MAX_CERT_FILE: u64 = 1024 * 1024;
 /// Clock skew allowed against thisUpdate and nextUpdate.
 pub(crate) const SKEW: Duration = Duration::from_secs(300);
 
@@ -83,21 +75,6 @@ pub(crate) enum RevocationError {
     /// The HTTP client could not be set up (TLS or proxy settings).
     #[error("cannot set up the revocation client: {0}")]
     Client(String),
-}
-
-/// Why one exchange with a responder or CRL server failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum FetchError {
-    #[error("{url}: only http:// is used for OCSP and CRLs (RFC 5280 §4.2.1.13)")]
-    NotHttp { url: String },
-    #[error("{url}: {why}")]
-    Request { url: String, why: String },
-    #[error("{url}: no answer within {}s", TIMEOUT.as_secs())]
-    Timeout { url: String },
-    #[error("{url}: HTTP status {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url}: the answer is larger than {} bytes; refused", max)]
-    TooLarge { url: String, max: u64 },
 }
 
 /// When a certificate is checked again after a result with `next_update` (the responder's
@@ -359,338 +336,6 @@ pub(crate) async fn refresh(state_dir: &Path, inv: &mut Inventory, now: SystemTi
     }
 }
 
-/// A certificate and its issuer, as read from its files.
-struct Pair {
-    leaf: Vec<u8>,
-    issuer: Option<Vec<u8>>,
-}
-
-/// Reads the leaf (the first certificate of the first file) and, among every certificate of
-/// `files`, the one whose subject is the leaf's issuer and whose key verifies its signature.
-fn read_pair(files: &[PathBuf]) -> Result<Pair, String> {
-    let mut all: Vec<Vec<u8>> = Vec::new();
-    for (n, f) in files.iter().enumerate() {
-        let bytes = match crate::fsutil::read_regular(f, MAX_CERT_FILE, crate::fsutil::Follow::Yes)
-        {
-            Ok(b) => b,
-            Err(e) if n == 0 => return Err(format!("{}: {}", f.display(), e.reason())),
-            Err(_) => continue,
-        };
-        let ders = if bytes.first() == Some(&0x30) {
-            vec![bytes]
-        } else {
-            match crate::x509::pem_certificates(&bytes) {
-                Ok(d) => d,
-                Err(e) if n == 0 => return Err(format!("{}: {e}", f.display())),
-                Err(_) => continue,
-            }
-        };
-        all.extend(ders);
-    }
-    let leaf = all.first().cloned().ok_or("no certificate in its files")?;
-    let issuer = all[1..]
-        .iter()
-        .find(|c| crate::x509::verify_issued_by(&leaf, c).is_ok())
-        .cloned();
-    Ok(Pair { leaf, issuer })
-}
-
-/// What the certificate names: its OCSP responders (AIA id-ad-ocsp, RFC 5280 §4.2.2.1) and
-/// CRL distribution points (full names, RFC 5280 §4.2.1.13), as URLs.
-pub(crate) fn locations(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
-    let (mut ocsp, mut crls) = (Vec::new(), Vec::new());
-    for ext in cert.extensions() {
-        match ext.parsed_extension() {
-            ParsedExtension::AuthorityInfoAccess(aia) => {
-                for ad in &aia.accessdescs {
-                    if ad.access_method
-                        == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP
-                    {
-                        if let GeneralName::URI(u) = &ad.access_location {
-                            ocsp.push(u.to_string());
-                        }
-                    }
-                }
-            }
-            ParsedExtension::CRLDistributionPoints(dps) => {
-                for dp in dps.iter() {
-                    if let Some(DistributionPointName::FullName(names)) = &dp.distribution_point {
-                        for n in names {
-                            if let GeneralName::URI(u) = n {
-                                crls.push(u.to_string());
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    (ocsp, crls)
-}
-
-/// The HTTP side of a pass: one client, and which hosts failed.
-struct Checker {
-    client: Outbound<Full<Bytes>>,
-    state_dir: PathBuf,
-    /// Hosts that did not answer in this pass, and why: not asked again in it.
-    failed_hosts: std::sync::Mutex<HashMap<String, String>>,
-    /// CRLs fetched in this pass, by URL (DER), or why not.
-    crls: std::sync::Mutex<BTreeMap<String, Result<Vec<u8>, String>>>,
-}
-
-impl Checker {
-    fn new(state_dir: PathBuf) -> Result<Checker, RevocationError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in &crate::outbound::system_roots().certs {
-            let _ = roots.add(cert.clone());
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RevocationError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let client = Outbound::new(
-            tls,
-            CONNECT_TIMEOUT,
-            false,
-            ProxySetting::Environment,
-            Duration::from_secs(30),
-        )
-        .map_err(|e| RevocationError::Client(e.to_string()))?;
-        Ok(Checker {
-            client,
-            state_dir,
-            failed_hosts: Default::default(),
-            crls: Default::default(),
-        })
-    }
-
-    /// One certificate's status: OCSP first, then the CRLs; unknown with every reason when
-    /// neither answers.
-    async fn check(&self, w: &Wanted) -> Entry {
-        let now = SystemTime::now();
-        let files = w.files.clone();
-        let pair = tokio::task::spawn_blocking(move || read_pair(&files))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        let unknown = |detail: String, not_after: Option<u64>| Entry {
-            status: Status::Unknown,
-            source: None,
-            checked_at: crate::state::unix(now),
-            next_check: crate::state::unix(next_check(Status::Unknown, now, None)),
-            detail: Some(detail),
-            not_after,
-        };
-        let pair = match pair {
-            Ok(p) => p,
-            Err(why) => return unknown(why, None),
-        };
-        let Ok((_, leaf)) = X509Certificate::from_der(&pair.leaf) else {
-            return unknown("the certificate does not parse".into(), None);
-        };
-        let not_after = u64::try_from(leaf.validity().not_after.timestamp()).ok();
-        let (ocsp_urls, crl_urls) = locations(&leaf);
-        if ocsp_urls.is_empty() && crl_urls.is_empty() {
-            // Nothing to ask, ever: the certificate cannot change, so it is not looked at
-            // again (until it expires and its entry is dropped).
-            let mut e = unknown("it names no OCSP responder and no CRL".into(), not_after);
-            e.next_check = not_after.unwrap_or(u64::MAX).max(e.next_check);
-            return e;
-        }
-        let Some(issuer) = &pair.issuer else {
-            return unknown(
-                format!(
-                    "its issuer (\"{}\") is not in its files, so no answer can be verified",
-                    leaf.issuer()
-                ),
-                not_after,
-            );
-        };
-        let mut why = Vec::new();
-        for url in &ocsp_urls {
-            match self.ocsp(url, &pair.leaf, issuer, now).await {
-                Ok(a) if a.status != Status::Unknown => {
-                    return self.entry(a, Source::Ocsp, now, not_after)
-                }
-                Ok(_) => why.push(format!("OCSP {url}: the responder does not know it")),
-                Err(e) => why.push(format!("OCSP {e}")),
-            }
-        }
-        for url in &crl_urls {
-            match self.crl(url, &pair.leaf, issuer, now).await {
-                Ok(a) => return self.entry(a, Source::Crl, now, not_after),
-                Err(e) => why.push(format!("CRL {e}")),
-            }
-        }
-        unknown(why.join("; "), not_after)
-    }
-
-    fn entry(&self, a: Answer, source: Source, now: SystemTime, not_after: Option<u64>) -> Entry {
-        let detail = match (a.status, a.revoked_at) {
-            (Status::Revoked, Some(at)) => Some(format!(
-                "revoked at {}{}",
-                rfc3339(at),
-                a.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-            )),
-            _ => None,
-        };
-        Entry {
-            status: a.status,
-            source: Some(source),
-            checked_at: crate::state::unix(now),
-            next_check: crate::state::unix(next_check(a.status, now, a.next_update)),
-            detail,
-            not_after,
-        }
-    }
-
-    async fn ocsp(
-        &self,
-        url: &str,
-        leaf: &[u8],
-        issuer: &[u8],
-        now: SystemTime,
-    ) -> Result<Answer, String> {
-        let (body, id) = ocsp::request(leaf, issuer).map_err(|e| format!("{url}: {e}"))?;
-        let req = http::Request::post(url)
-            .header(http::header::CONTENT_TYPE, "application/ocsp-request")
-            .header(http::header::ACCEPT, "application/ocsp-response");
-        let rsp = self
-            .exchange(url, req, Bytes::from(body), MAX_OCSP_RESPONSE)
-            .await?;
-        ocsp::verify_response(&rsp, &id, issuer, now).map_err(|e| format!("{url}: {e}"))
-    }
-
-    async fn crl(
-        &self,
-        url: &str,
-        leaf: &[u8],
-        issuer: &[u8],
-        now: SystemTime,
-    ) -> Result<Answer, String> {
-        // The cache first: a CRL still current answers without a request.
-        let (dir, u) = (self.state_dir.clone(), url.to_string());
-        let cached = tokio::task::spawn_blocking(move || store::load_crl(&dir, &u, MAX_CRL))
-            .await
-            .ok()
-            .flatten();
-        if let Some(der) = cached {
-            if let Ok(a) = crl::check(&der, leaf, issuer, now) {
-                return Ok(a);
-            }
-        }
-        let fetched = self
-            .crls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(url)
-            .cloned();
-        let der = match fetched {
-            Some(r) => r?,
-            None => {
-                let got = self
-                    .exchange(url, http::Request::get(url), Bytes::new(), MAX_CRL)
-                    .await;
-                self.crls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(url.into(), got.clone());
-                got?
-            }
-        };
-        let a = crl::check(&der, leaf, issuer, now).map_err(|e| format!("{url}: {e}"))?;
-        let (dir, u) = (self.state_dir.clone(), url.to_string());
-        let saved = tokio::task::spawn_blocking(move || store::save_crl(&dir, &u, &der)).await;
-        if let Ok(Err(e)) = saved {
-            tracing::warn!(error = %e, "cannot cache the CRL; it is fetched again next time");
-        }
-        Ok(a)
-    }
-
-    /// Sends one request (only to an `http://` URL, not to a host that failed in this pass),
-    /// within [`TIMEOUT`], reading at most `max` bytes of a 200 answer.
-    async fn exchange(
-        &self,
-        url: &str,
-        req: http::request::Builder,
-        body: Bytes,
-        max: u64,
-    ) -> Result<Vec<u8>, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(FetchError::NotHttp { url: url.into() }.to_string());
-        }
-        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        if let Some(why) = self
-            .failed_hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&host)
-        {
-            return Err(format!(
-                "{url}: not asked, {host} failed earlier in this pass ({why})"
-            ));
-        }
-        let req = req
-            .header(
-                http::header::USER_AGENT,
-                concat!("renewd/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body))
-            .map_err(|e| format!("{url}: {e}"))?;
-        let exchange = async {
-            let rsp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| FetchError::Request {
-                    url: url.into(),
-                    why: e.to_string(),
-                })?;
-            if rsp.status() != http::StatusCode::OK {
-                return Err(FetchError::Status {
-                    url: url.into(),
-                    status: rsp.status().as_u16(),
-                });
-            }
-            let too_large = FetchError::TooLarge {
-                url: url.into(),
-                max,
-            };
-            let declared = rsp
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                return Err(too_large);
-            }
-            let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            match Limited::new(rsp.into_body(), limit).collect().await {
-                Ok(b) => Ok(b.to_bytes().to_vec()),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
-                Err(e) => Err(FetchError::Request {
-                    url: url.into(),
-                    why: e.to_string(),
-                }),
-            }
-        };
-        let result = match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(FetchError::Timeout { url: url.into() }),
-        };
-        if let Err(e @ (FetchError::Request { .. } | FetchError::Timeout { .. })) = &result {
-            self.failed_hosts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(host, e.to_string());
-        }
-        result.map_err(|e| e.to_string())
-    }
-}
-
 /// What an OCSP response or a CRL says about one certificate, verified.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Answer {
@@ -702,20 +347,26 @@ pub(crate) struct Answer {
     pub(crate) reason: Option<String>,
 }
 
-/// thisUpdate not in the future and nextUpdate not passed (with [`SKEW`]), else why not.
+/// An answer outside its validity (RFC 6960 §4.2.2.1, RFC 5280 §5.1.2.4–5).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum TimeError {
+    #[error("thisUpdate {} is in the future", rfc3339(*.0))]
+    Future(SystemTime),
+    #[error("stale: its nextUpdate {} has passed", rfc3339(*.0))]
+    Stale(SystemTime),
+}
+
+/// thisUpdate not in the future and nextUpdate not passed (with [`SKEW`]).
 pub(crate) fn check_times(
     this_update: SystemTime,
     next_update: Option<SystemTime>,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<(), TimeError> {
     if this_update > now + SKEW {
-        return Err(format!(
-            "thisUpdate {} is in the future",
-            rfc3339(this_update)
-        ));
+        return Err(TimeError::Future(this_update));
     }
     if let Some(n) = next_update.filter(|n| *n + SKEW < now) {
-        return Err(format!("stale: its nextUpdate {} has passed", rfc3339(n)));
+        return Err(TimeError::Stale(n));
     }
     Ok(())
 }
@@ -752,9 +403,11 @@ mod tests {
         assert!(check_times(t(999_000), Some(t(1_001_000)), now).is_ok());
         assert!(check_times(t(1_000_000 + 301), None, now)
             .unwrap_err()
+            .to_string()
             .contains("future"));
-        assert!(check_times(t(900_000), Some(t(999_000)), now)
-            .unwrap_err()
-            .contains("stale"));
+        assert_eq!(
+            check_times(t(900_000), Some(t(999_000)), now),
+            Err(TimeError::Stale(t(999_000)))
+        );
     }
 }

@@ -42,7 +42,7 @@ pub(crate) enum OcspError {
     #[error("the response signature does not verify with the issuer or a delegated responder it authorized: {0}")]
     Signature(String),
     #[error("the response is not current: {0}")]
-    Time(String),
+    Time(#[from] super::TimeError),
 }
 
 /// The DER of an OCSP request for `leaf` (DER) issued by `issuer` (DER), and its `CertID`
@@ -128,7 +128,7 @@ pub(crate) fn verify_response(
         .ok_or(OcspError::NotForThis)?;
     let this_update = time(&single.this_update.0);
     let next_update = single.next_update.as_ref().map(|t| time(&t.0));
-    check_times(this_update, next_update, now).map_err(OcspError::Time)?;
+    check_times(this_update, next_update, now)?;
     let (status, revoked_at, reason) = match &single.cert_status {
         CertStatus::Good(_) => (Status::Good, None, None),
         CertStatus::Revoked(info) => (

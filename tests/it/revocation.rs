@@ -55,8 +55,9 @@ fn inventory(config: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("inventory JSON")
 }
 
-/// Unmanaged certificates of an OpenSSL CA: revoked and good by OCSP, revoked by a CRL
-/// (no OCSP named), an unreachable responder, an oversized CRL. `inventory` shows each
+/// Unmanaged certificates of an OpenSSL CA: revoked and good by OCSP (signed by the CA), good
+/// by a delegated responder, revoked by a CRL (no OCSP named), a responder the CA never
+/// authorized, an unreachable responder, an oversized CRL. `inventory` shows each
 /// status with its source and time, and keeps the results (a second look asks nothing); the
 /// daemon alerts `revoked` (critical) for both revoked ones and sets the metric.
 #[test]
@@ -75,6 +76,9 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
     let www = StaticServer::start(&d.join("www"), free_port());
     let crl_url = format!("http://127.0.0.1:{}/ca.crl", www.port);
     let big_url = format!("http://127.0.0.1:{}/big.crl", www.port);
+    let (delegated_port, rogue_port) = (free_port(), free_port());
+    let delegated = format!("http://127.0.0.1:{delegated_port}");
+    let rogue = format!("http://127.0.0.1:{rogue_port}");
 
     let issued = [
         ("good", ca.issue("good.test", Some(&ocsp), None)),
@@ -88,6 +92,11 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
             ca.issue("unreachable.test", Some(&hole_url), None),
         ),
         ("big-crl", ca.issue("big-crl.test", None, Some(&big_url))),
+        (
+            "delegated",
+            ca.issue("delegated.test", Some(&delegated), None),
+        ),
+        ("rogue", ca.issue("rogue.test", Some(&rogue), None)),
     ];
     ca.revoke("revoked.test");
     ca.revoke("crl-revoked.test");
@@ -95,6 +104,34 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
     // 17 MiB: over the 16 MiB cap.
     fs::write(d.join("www/big.crl"), vec![0x30u8; 17 * 1024 * 1024]).expect("big");
     let _responder = ca.responder(ocsp_port);
+    // A responder the CA authorized (its certificate, for OCSP signing), and one it did not
+    // (self-signed, for OCSP signing too).
+    let (resp_cert, resp_key) = ca.issue_responder("responder");
+    let _delegated = ca.responder_signing_with(delegated_port, (&resp_cert, &resp_key));
+    openssl(
+        &ca.dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=rogue",
+            "-addext",
+            "extendedKeyUsage=OCSPSigning",
+        ],
+    );
+    let (rogue_cert, rogue_key) = (ca.dir.join("rogue.pem"), ca.dir.join("rogue.key"));
+    let _rogue = ca.responder_signing_with(rogue_port, (&rogue_cert, &rogue_key));
     for (name, chain) in &issued {
         fs::copy(chain, d.join(format!("scan/{name}.pem"))).expect("copy");
     }
@@ -142,17 +179,24 @@ listen = "127.0.0.1:{metrics_port}"
         )
     };
     let s = |a: &str, b: Option<&str>| (Some(a.to_string()), b.map(String::from));
-    assert_eq!(status("scan/good.pem"), s("good", Some("ocsp")));
-    assert_eq!(status("scan/revoked.pem"), s("revoked", Some("ocsp")));
-    assert_eq!(status("scan/crl-revoked.pem"), s("revoked", Some("crl")));
-    assert_eq!(status("scan/unreachable.pem"), s("unknown", None));
-    assert_eq!(status("scan/big-crl.pem"), s("unknown", None));
     let detail = |file: &str| {
         item(&inv, file)["revocation_detail"]
             .as_str()
             .unwrap_or("")
             .to_string()
     };
+    assert_eq!(status("scan/good.pem"), s("good", Some("ocsp")));
+    assert_eq!(status("scan/revoked.pem"), s("revoked", Some("ocsp")));
+    assert_eq!(status("scan/crl-revoked.pem"), s("revoked", Some("crl")));
+    assert_eq!(status("scan/unreachable.pem"), s("unknown", None));
+    assert_eq!(status("scan/big-crl.pem"), s("unknown", None));
+    assert_eq!(status("scan/delegated.pem"), s("good", Some("ocsp")));
+    assert_eq!(status("scan/rogue.pem"), s("unknown", None));
+    assert!(
+        detail("scan/rogue.pem").contains("signature does not verify"),
+        "{}",
+        detail("scan/rogue.pem")
+    );
     assert!(
         detail("scan/unreachable.pem").contains("no answer within 10s"),
         "{}",
@@ -358,7 +402,7 @@ fn a_managed_certificate_revoked_behind_renewds_back_is_replaced_with_a_new_key(
         &d,
         &d.join("index.txt"),
         &d.join("issuer.pem"),
-        &d.join("issuer.key"),
+        (&d.join("issuer.pem"), &d.join("issuer.key")),
     );
     // The responder itself says revoked (as renewd will).
     let said = openssl(
@@ -407,4 +451,96 @@ fn a_managed_certificate_revoked_behind_renewds_back_is_replaced_with_a_new_key(
     );
     let rows: Value = serde_json::from_str(&rig.renewd_ok("status", &["--json"])).expect("JSON");
     assert_ne!(rows[0]["next_renewal_reason"], "revoked", "{rows:#}");
+
+    // The daemon learns it by itself (nothing else asks for a renewal: ARI is off): the new certificate is revoked at Pebble too, the
+    // responder (restarted: it reads its index once) says so, and the daemon's first pass
+    // finds it, alerts, and replaces it with a new key.
+    let second_key = common::key_spki(rig.key("www"));
+    let key_pem = fs::read_to_string(rig.key("www")).expect("key");
+    let (code, body) = common::acme_client::revoke_with_certificate_key(
+        &rig.pebble.directory_url,
+        &rig.pebble.tls_root_path,
+        &new.der,
+        &key_pem,
+        1,
+    );
+    assert_eq!(code, 200, "revocation at Pebble: {body}");
+    drop(responder);
+    let now = utc_time(SystemTime::now());
+    let index = [&old, &new]
+        .iter()
+        .map(|c| {
+            revoked_index_line(
+                &c.serial_hex,
+                &utc_time(c.not_after),
+                &now,
+                "/CN=www.revoked.test",
+            )
+        })
+        .collect::<String>();
+    fs::write(d.join("index.txt"), index).expect("index");
+    let _responder = Responder::start(
+        ocsp_port,
+        &d,
+        &d.join("index.txt"),
+        &d.join("issuer.pem"),
+        (&d.join("issuer.pem"), &d.join("issuer.key")),
+    );
+    let (hook, log) = (rig.path("page.sh"), rig.path("alerts.log"));
+    write_exec(
+        &hook,
+        &format!("cat >> {l}\necho >> {l}\n", l = log.display()),
+    );
+    let alert = format!("\n[alert]\ncommand = [\"{}\"]\n", hook.display());
+    // ARI off, so what the daemon learns comes from OCSP alone (Pebble's ARI would also ask
+    // for a renewal now, racing with it).
+    let base = rig
+        .base_config()
+        .replace("accept_terms = true", "accept_terms = true\nari = false");
+    let body = rig.cert("www", &["www.revoked.test"], "") + &alert;
+    fs::write(&rig.config_path, base + &body).expect("config");
+    let mut daemon = rig.spawn_daemon();
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to replace the revoked certificate",
+        || common::read_cert_pem(rig.fullchain("www")).serial_hex != new.serial_hex,
+    );
+    assert!(
+        daemon.log().contains("www: renewal due: revoked"),
+        "{}",
+        daemon.log()
+    );
+    assert_ne!(
+        common::key_spki(rig.key("www")),
+        second_key,
+        "a new key again"
+    );
+    let alerts = || -> Vec<Value> {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("alert JSON"))
+            .collect()
+    };
+    // Firing while it was revoked, resolved once replaced.
+    wait_until(
+        Duration::from_secs(20),
+        "the revoked alert and its resolution",
+        || {
+            let a = alerts();
+            let of = |status: &str| {
+                a.iter().any(|a| {
+                    a["condition"] == "revoked" && a["status"] == status && a["kind"] == "managed"
+                })
+            };
+            of("firing") && of("resolved")
+        },
+    );
+    let firing = alerts()
+        .into_iter()
+        .find(|a| a["condition"] == "revoked" && a["status"] == "firing")
+        .expect("firing");
+    assert_eq!(firing["severity"], "critical", "{firing:#}");
+    daemon.stop();
 }

@@ -98,16 +98,33 @@ commonName = supplied
     /// given; writes `NAME.pem` (the leaf, then the CA: the chain in the file) and
     /// `NAME.key`, and returns the chain file's path.
     pub fn issue(&self, name: &str, ocsp: Option<&str>, crl: Option<&str>) -> PathBuf {
-        let d = &self.dir;
-        let mut ext = format!(
-            "[leaf]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}\n"
-        );
+        let mut ext = format!("subjectAltName=DNS:{name}\n");
         if let Some(u) = ocsp {
             ext.push_str(&format!("authorityInfoAccess=OCSP;URI:{u}\n"));
         }
         if let Some(u) = crl {
             ext.push_str(&format!("crlDistributionPoints=URI:{u}\n"));
         }
+        self.issue_with(name, &ext)
+    }
+
+    /// A delegated OCSP responder certificate (extendedKeyUsage OCSPSigning, RFC 6960
+    /// §4.2.2.2) named `name`: `NAME.leaf.pem` and `NAME.key`.
+    pub fn issue_responder(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, "extendedKeyUsage=OCSPSigning\n");
+        (
+            self.dir.join(format!("{name}.leaf.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// Issues a leaf for `name` with the extension lines `extra`; writes `NAME.leaf.pem`,
+    /// `NAME.pem` (leaf then CA) and `NAME.key`; returns the chain file.
+    fn issue_with(&self, name: &str, extra: &str) -> PathBuf {
+        let d = &self.dir;
+        let ext = format!(
+            "[leaf]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{extra}"
+        );
         fs::write(d.join(format!("{name}.ext")), ext).expect("ext");
         openssl(
             d,
@@ -190,18 +207,27 @@ commonName = supplied
 
     /// A responder for this CA's index on `port`, signing with the CA's own key.
     pub fn responder(&self, port: u16) -> Responder {
+        let (ca, key) = (self.dir.join("ca.pem"), self.dir.join("ca.key"));
         Responder::start(
             port,
             &self.dir,
             &self.dir.join("index.txt"),
-            &self.dir.join("ca.pem"),
-            &self.dir.join("ca.key"),
+            &ca,
+            (&ca, &key),
         )
+    }
+
+    /// A responder for this CA's index on `port`, signing with `signer` (certificate, key):
+    /// a delegated responder, or one the CA never authorized.
+    pub fn responder_signing_with(&self, port: u16, signer: (&Path, &Path)) -> Responder {
+        let ca = self.dir.join("ca.pem");
+        Responder::start(port, &self.dir, &self.dir.join("index.txt"), &ca, signer)
     }
 }
 
-/// `openssl ocsp` as a responder on `port` (all addresses; tests use 127.0.0.1): answers from `index` for the issuer
-/// `ca`, signing with `ca`'s key (responses valid an hour: `-nmin 60`).
+/// `openssl ocsp` as a responder on `port` (all addresses; tests use 127.0.0.1): answers
+/// from `index` for the issuer `ca`, signing with `signer` (certificate, key; the
+/// certificate is sent in the response), responses valid an hour (`-nmin 60`).
 pub struct Responder {
     pub port: u16,
     child: Child,
@@ -210,7 +236,13 @@ pub struct Responder {
 impl Responder {
     /// Starts it and waits (bounded) until the port accepts connections; its output goes
     /// to `dir/ocsp-PORT.log`.
-    pub fn start(port: u16, dir: &Path, index: &Path, ca: &Path, key: &Path) -> Responder {
+    pub fn start(
+        port: u16,
+        dir: &Path,
+        index: &Path,
+        ca: &Path,
+        signer: (&Path, &Path),
+    ) -> Responder {
         let log = fs::File::create(dir.join(format!("ocsp-{port}.log"))).expect("log");
         let child = Command::new("openssl")
             .args(["ocsp", "-index"])
@@ -218,9 +250,9 @@ impl Responder {
             .args(["-port", &port.to_string(), "-CA"])
             .arg(ca)
             .arg("-rsigner")
-            .arg(ca)
+            .arg(signer.0)
             .arg("-rkey")
-            .arg(key)
+            .arg(signer.1)
             .args(["-nmin", "60", "-ignore_err"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

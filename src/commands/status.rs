@@ -51,7 +51,8 @@ pub async fn status(arg: Option<&Path>, args: StatusArgs) -> Result<Outcome, Com
     Ok(Outcome::Success)
 }
 
-/// `renewd inventory [--json]`: read from the files, never from the daemon.
+/// `renewd inventory [--json]`: read from the files, never from the daemon; the revocation
+/// checks that are due are made now (`revocation::refresh`).
 pub async fn inventory(arg: Option<&Path>, json: bool) -> Result<Outcome, CommandError> {
     let (_, cfg) = load(arg)?;
     let now = SystemTime::now();

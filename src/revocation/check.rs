@@ -21,7 +21,7 @@ use crate::outbound::{Outbound, ProxySetting};
 use crate::text::rfc3339;
 
 /// TCP connection set-up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Certificate files read for the chain.
 const MAX_CERT_FILE: u64 = 1024 * 1024;
 
@@ -153,6 +153,8 @@ pub(crate) fn locations(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>
 /// The HTTP side of a pass: one client, which hosts failed, the CRLs fetched.
 pub(super) struct Checker {
     client: Outbound<Full<Bytes>>,
+    /// `HTTP_PROXY` and `NO_PROXY`, for the `http://` requests.
+    forward: super::forward::Forward,
     state_dir: PathBuf,
     /// Hosts that did not answer in this pass: not asked again in it.
     failed_hosts: Mutex<HashMap<String, FetchError>>,
@@ -185,6 +187,7 @@ impl Checker {
         .map_err(|e| RevocationError::Client(e.to_string()))?;
         Ok(Checker {
             client,
+            forward: super::forward::Forward::from_env(),
             state_dir,
             failed_hosts: Default::default(),
             crls: Default::default(),
@@ -357,7 +360,7 @@ impl Checker {
             )
             .body(Full::new(body))
             .map_err(|e| bad_url(e.to_string()))?;
-        let result = match tokio::time::timeout(TIMEOUT, self.send(url, req, max)).await {
+        let result = match tokio::time::timeout(TIMEOUT, self.send(url, &uri, req, max)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout { url: url.into() }),
         };
@@ -370,22 +373,26 @@ impl Checker {
         result
     }
 
-    /// The request and a 200 answer's body, at most `max` bytes (a larger declared or sent
-    /// body is refused).
+    /// The request (directly, or through the `HTTP_PROXY` that applies to `uri`) and a 200
+    /// answer's body, at most `max` bytes (a larger declared or sent body is refused).
     async fn send(
         &self,
         url: &str,
+        uri: &http::Uri,
         req: http::Request<Full<Bytes>>,
         max: u64,
     ) -> Result<Vec<u8>, FetchError> {
-        let rsp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| FetchError::Request {
-                url: url.into(),
-                why: e.to_string(),
-            })?;
+        let rsp = match self.forward.proxy_for(uri) {
+            Some(proxy) => super::forward::send(url, &proxy, req).await?,
+            None => self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| FetchError::Request {
+                    url: url.into(),
+                    why: e.to_string(),
+                })?,
+        };
         if rsp.status() != http::StatusCode::OK {
             return Err(FetchError::Status {
                 url: url.into(),

@@ -18,6 +18,7 @@
 
 mod check;
 pub(crate) mod crl;
+mod forward;
 pub(crate) mod ocsp;
 pub(crate) mod store;
 

@@ -544,3 +544,180 @@ fn a_managed_certificate_revoked_behind_renewds_back_is_replaced_with_a_new_key(
     assert_eq!(firing["severity"], "critical", "{firing:#}");
     daemon.stop();
 }
+
+/// One request a [`ForwardProxy`] forwarded: its request line, and its
+/// `Proxy-Authorization` value.
+type Forwarded = (String, Option<String>);
+
+/// A minimal HTTP forward proxy on 127.0.0.1 (plain HTTP, absolute-form requests, RFC 9112
+/// §3.2.2): logs each request line and its `Proxy-Authorization`, sends the request on to its
+/// host in origin form, copies the answer back. Stops on drop.
+struct ForwardProxy {
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Forwarded>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ForwardProxy {
+    fn start() -> ForwardProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l, s) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(client) = client {
+                    let l = l.clone();
+                    std::thread::spawn(move || {
+                        let _ = forward(client, &l);
+                    });
+                }
+            }
+        });
+        ForwardProxy { port, log, stop }
+    }
+
+    fn forwarded(&self) -> Vec<Forwarded> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for ForwardProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Forwards one request of `client` (see [`ForwardProxy`]).
+fn forward(
+    client: std::net::TcpStream,
+    log: &std::sync::Mutex<Vec<Forwarded>>,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let (mut headers, mut auth, mut length) = (String::new(), None, 0usize);
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("proxy-authorization:") {
+            auth = Some(h["proxy-authorization:".len()..].trim().to_string());
+        } else if !lower.starts_with("connection:") {
+            headers.push_str(&h);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    log.lock()
+        .expect("log")
+        .push((line.trim_end().to_string(), auth));
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let rest = target.strip_prefix("http://").unwrap_or(target);
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut upstream = std::net::TcpStream::connect(authority)?;
+    write!(
+        upstream,
+        "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
+    )?;
+    upstream.write_all(&body)?;
+    let mut client = client;
+    std::io::copy(&mut upstream, &mut client)?;
+    client.shutdown(std::net::Shutdown::Write)
+}
+
+/// `HTTP_PROXY` carries the OCSP request, with the proxy's credentials; the certificate is
+/// found revoked all the same.
+#[test]
+fn ocsp_requests_go_through_http_proxy() {
+    let tmp = tempdir_with(&["", "ca", "scan"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    let ocsp_port = free_port();
+    let chain = ca.issue(
+        "proxied.test",
+        Some(&format!("http://127.0.0.1:{ocsp_port}")),
+        None,
+    );
+    ca.revoke("proxied.test");
+    let _responder = ca.responder(ocsp_port);
+    fs::copy(&chain, d.join("scan/proxied.pem")).expect("copy");
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n[discovery]\npaths = [\"{d}/scan\"]\n",
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let proxy = ForwardProxy::start();
+    let inventory_via = |proxy_port: u16| -> Value {
+        let out = std::process::Command::new(common::renewd_bin())
+            .args(["inventory", "--json", "--config"])
+            .arg(&config)
+            .env(
+                "HTTP_PROXY",
+                format!("http://ops:s3cret@127.0.0.1:{proxy_port}"),
+            )
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("REQUEST_METHOD")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run renewd");
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let inv = inventory_via(proxy.port);
+    let i = item(&inv, "scan/proxied.pem");
+    assert_eq!(
+        (i["revocation"].as_str(), i["revocation_source"].as_str()),
+        (Some("revoked"), Some("ocsp")),
+        "{i:#}"
+    );
+    let forwarded = proxy.forwarded();
+    assert_eq!(
+        forwarded,
+        vec![(
+            format!("POST http://127.0.0.1:{ocsp_port}/ HTTP/1.1"),
+            Some("Basic b3BzOnMzY3JldA==".to_string())
+        )],
+        "one request, in absolute form, with the proxy's credentials"
+    );
+
+    // A proxy that is not there: unknown, the proxy named, its password not.
+    fs::remove_file(d.join("state/revocation/status.json")).expect("forget the result");
+    let dead = free_port();
+    let inv = inventory_via(dead);
+    let i = item(&inv, "scan/proxied.pem");
+    let detail = i["revocation_detail"].as_str().unwrap_or_default();
+    assert_eq!(i["revocation"], "unknown", "{i:#}");
+    assert!(
+        detail.contains(&format!("through proxy http://127.0.0.1:{dead}")),
+        "{detail}"
+    );
+    assert!(!detail.contains("s3cret"), "{detail}");
+}

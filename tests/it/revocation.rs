@@ -236,7 +236,29 @@ listen = "127.0.0.1:{metrics_port}"
     );
     assert!(table.contains("good (ocsp)"), "{table}");
     assert_eq!(www.requests(), fetched, "nothing fetched again");
-    assert!(d.join("state/revocation/status.json").exists());
+    let status_file = d.join("state/revocation/status.json");
+    assert_eq!(common::rig::mode(&status_file), 0o600);
+
+    // The CRL itself is cached until its nextUpdate: with the CRL result forgotten, the
+    // certificate is checked again from the cached CRL, which is not fetched again.
+    let mut kept: Value =
+        serde_json::from_slice(&fs::read(&status_file).expect("read")).expect("JSON");
+    kept["entries"]
+        .as_object_mut()
+        .expect("entries")
+        .retain(|_, e| e["source"] != "crl");
+    fs::write(&status_file, kept.to_string()).expect("write");
+    let again = inventory(&config);
+    assert_eq!(
+        item(&again, "scan/crl-revoked.pem")["revocation_source"],
+        "crl",
+        "{again:#}"
+    );
+    assert_eq!(
+        item(&again, "scan/crl-revoked.pem")["revocation"],
+        "revoked"
+    );
+    assert_eq!(www.requests(), fetched, "the cached CRL answered");
 
     // The daemon: a `revoked` alert (critical) for each revoked certificate, the metric.
     let mut daemon = spawn_daemon(&config, &d.join("control.sock"), d.join("daemon.log"), &[]);

@@ -123,3 +123,42 @@ impl Daemon {
         self.request_evaluations(marked, After::Ari);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Item, Kind};
+
+    #[test]
+    fn the_deadline_is_the_earliest_check_spaced_and_none_while_a_pass_runs() {
+        let at = crate::state::from_unix;
+        let item = |next: u64| {
+            let mut i = Item::blank(Kind::Unmanaged);
+            i.paths = vec![format!("/scan/{next}.pem").into()];
+            i.serial = Some(format!("{next:x}"));
+            i.issuer = Some("CN=ca".into());
+            i.revocation_next_check = Some(next);
+            i
+        };
+        let inv = Inventory {
+            version: 1,
+            generated_at: 0,
+            certificates: vec![item(5_000), item(2_000), item(9_000)],
+            discovery: Default::default(),
+        };
+        let mut checks = Checks::default();
+        assert_eq!(checks.next_deadline(), None);
+        checks.plan(&inv);
+        assert_eq!(checks.next_deadline(), Some(at(2_000)));
+        checks.running = true;
+        assert_eq!(
+            checks.next_deadline(),
+            None,
+            "the pass's end plans the next"
+        );
+        checks.running = false;
+        // A pass started at 1,990: the next not before a minute later.
+        checks.last_started = Some(at(1_990));
+        assert_eq!(checks.next_deadline(), Some(at(2_050)));
+    }
+}

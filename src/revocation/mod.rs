@@ -398,6 +398,64 @@ mod tests {
         assert_eq!(at(Status::Revoked, None), 1_000_000 + 86_400);
     }
 
+    fn inventory_of(serial: &str) -> Inventory {
+        let mut item = crate::inventory::Item::blank(Kind::Managed);
+        item.name = Some("www".into());
+        item.serial = Some(serial.into());
+        item.issuer = Some("CN=ca".into());
+        item.paths = vec!["/tls/www.key".into(), "/tls/www.pem".into()];
+        item.cert_path = Some("/tls/www.pem".into());
+        Inventory {
+            version: 1,
+            generated_at: 0,
+            certificates: vec![item],
+            discovery: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_inventory_shows_the_kept_result_and_a_never_checked_one_is_due_now() {
+        let mut inv = inventory_of("0a");
+        let w = wanted(&inv);
+        assert_eq!(w.len(), 1);
+        // The certificate's file first, then the others (its chain may be there).
+        assert_eq!(
+            w[0].files,
+            vec![PathBuf::from("/tls/www.pem"), "/tls/www.key".into()]
+        );
+        annotate(&mut inv, &Store::default());
+        let i = &inv.certificates[0];
+        assert_eq!(
+            (i.revocation, i.revocation_next_check),
+            (Some(Status::Unknown), Some(0))
+        );
+        let mut store = Store::default();
+        store.entries.insert(
+            w[0].key.clone(),
+            Entry {
+                status: Status::Revoked,
+                source: Some(Source::Crl),
+                checked_at: 1_000_000,
+                next_check: 1_086_400,
+                detail: None,
+                not_after: None,
+            },
+        );
+        annotate(&mut inv, &store);
+        let i = &inv.certificates[0];
+        assert_eq!(i.revocation, Some(Status::Revoked));
+        assert_eq!(i.revocation_source, Some(Source::Crl));
+        assert_eq!(
+            i.revocation_checked_at.as_deref(),
+            Some("1970-01-12T13:46:40Z")
+        );
+        assert_eq!(i.revocation_next_check, Some(1_086_400));
+        assert_eq!(
+            revoked_managed(&w, &store),
+            vec![("www".to_string(), "0a".to_string(), Source::Crl)]
+        );
+    }
+
     #[test]
     fn stale_and_future_answers_are_refused() {
         let now = t(1_000_000);

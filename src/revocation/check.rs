@@ -22,6 +22,9 @@ use crate::text::rfc3339;
 
 /// TCP connection set-up.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests to one host within a pass start at least this far apart (20 a second at most):
+/// a host with a thousand certificates' responder is not hammered.
+const HOST_SPACING: Duration = Duration::from_millis(50);
 /// Certificate files read for the chain.
 const MAX_CERT_FILE: u64 = 1024 * 1024;
 
@@ -160,6 +163,8 @@ pub(super) struct Checker {
     failed_hosts: Mutex<HashMap<String, FetchError>>,
     /// CRLs fetched in this pass, by URL (DER), or why not.
     crls: Mutex<BTreeMap<String, Result<Vec<u8>, FetchError>>>,
+    /// When the last request to each host started, for [`HOST_SPACING`].
+    last_request: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl Checker {
@@ -191,6 +196,7 @@ impl Checker {
             state_dir,
             failed_hosts: Default::default(),
             crls: Default::default(),
+            last_request: Default::default(),
         })
     }
 
@@ -353,6 +359,7 @@ impl Checker {
                 host,
             });
         }
+        self.pace(&host).await;
         let req = req
             .header(
                 http::header::USER_AGENT,
@@ -371,6 +378,18 @@ impl Checker {
                 .insert(host, e.clone());
         }
         result
+    }
+
+    /// Waits until [`HOST_SPACING`] has passed since the last request to `host` started.
+    async fn pace(&self, host: &str) {
+        let now = tokio::time::Instant::now();
+        let start = {
+            let mut last = self.last_request.lock().unwrap_or_else(|e| e.into_inner());
+            let start = last.get(host).map_or(now, |t| (*t + HOST_SPACING).max(now));
+            last.insert(host.to_string(), start);
+            start
+        };
+        tokio::time::sleep_until(start).await;
     }
 
     /// The request (directly, or through the `HTTP_PROXY` that applies to `uri`) and a 200

@@ -8,8 +8,9 @@
 //! at a time, each within [`TIMEOUT`] and a size cap; only `http://` URLs are used (RFC 5280
 //! §4.2.1.13, RFC 6960 Appendix A.1). Rate limits: a result is not asked again before the
 //! responder's nextUpdate (clamped to [`MIN_RECHECK`]..[`MAX_RECHECK`]), an unknown one not
-//! within [`MIN_RECHECK`]; within a pass a responder host that failed once is not asked again,
-//! and one CRL URL is fetched once (then read from the cache until its nextUpdate). Results
+//! within [`MIN_RECHECK`]; within a pass requests to one host start at least 50 ms apart, a
+//! responder host that failed once is not asked again, and one CRL URL is fetched once (then
+//! read from the cache until its nextUpdate). Results
 //! are kept in the state directory ([`store`]), so a restart does not ask again. The daemon
 //! runs a pass when the earliest `next_check` comes (a deadline of its select loop); `run
 //! --once` and `inventory` run one for what is due. A managed certificate found revoked is

@@ -62,7 +62,7 @@ fn inventory(config: &Path) -> Value {
 /// daemon alerts `revoked` (critical) for both revoked ones and sets the metric.
 #[test]
 fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() {
-    let tmp = tempdir_with(&["", "ca", "scan", "www"]);
+    let tmp = tempdir_with(&["", "ca", "scan", "www", "legacy"]);
     let d = tmp.path();
     let ca = OpensslCa::new(&d.join("ca"));
     let ocsp_port = free_port();
@@ -100,6 +100,10 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
     ];
     ca.revoke("revoked.test");
     ca.revoke("crl-revoked.test");
+    // An exception (tracked, renewed by a person), revoked too.
+    let legacy = ca.issue("legacy.test", Some(&ocsp), None);
+    ca.revoke("legacy.test");
+    fs::copy(&legacy, d.join("legacy/appliance.pem")).expect("copy");
     ca.write_crl(&d.join("www/ca.crl"));
     // 17 MiB: over the 16 MiB cap.
     fs::write(d.join("www/big.crl"), vec![0x30u8; 17 * 1024 * 1024]).expect("big");
@@ -148,6 +152,12 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
             r#"state_dir = "{d}/state"
 control_socket = "{d}/control.sock"
 
+[[exception]]
+path = "{d}/legacy/appliance.pem"
+owner = "netops@example.org"
+reason = "vendor appliance, manual import only"
+review_by = "2099-01-01"
+
 [discovery]
 paths = ["{d}/scan"]
 
@@ -186,6 +196,7 @@ listen = "127.0.0.1:{metrics_port}"
             .to_string()
     };
     assert_eq!(status("scan/good.pem"), s("good", Some("ocsp")));
+    assert_eq!(status("legacy/appliance.pem"), s("revoked", Some("ocsp")));
     assert_eq!(status("scan/revoked.pem"), s("revoked", Some("ocsp")));
     assert_eq!(status("scan/crl-revoked.pem"), s("revoked", Some("crl")));
     assert_eq!(status("scan/unreachable.pem"), s("unknown", None));
@@ -270,22 +281,28 @@ listen = "127.0.0.1:{metrics_port}"
             .map(|l| serde_json::from_str(l).expect("alert JSON"))
             .collect()
     };
-    wait_until(Duration::from_secs(20), "two revoked alerts", || {
+    wait_until(Duration::from_secs(20), "three revoked alerts", || {
         alerts()
             .iter()
             .filter(|a| a["condition"] == "revoked")
             .count()
-            >= 2
+            >= 3
     });
     let revoked: Vec<Value> = alerts()
         .into_iter()
         .filter(|a| a["condition"] == "revoked")
         .collect();
-    assert_eq!(revoked.len(), 2, "{revoked:#?}");
+    assert_eq!(revoked.len(), 3, "{revoked:#?}");
     for a in &revoked {
         assert_eq!(a["severity"], "critical", "{a:#}");
-        assert_eq!(a["kind"], "unmanaged", "{a:#}");
     }
+    let kinds: Vec<&str> = revoked.iter().filter_map(|a| a["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "unmanaged").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"exception"), "{kinds:?}");
     let keys: Vec<&str> = revoked.iter().filter_map(|a| a["key"].as_str()).collect();
     assert!(
         keys.iter().any(|k| k.ends_with("scan/revoked.pem")),

@@ -57,12 +57,13 @@ fn inventory(config: &Path) -> Value {
 
 /// Unmanaged certificates of an OpenSSL CA: revoked and good by OCSP (signed by the CA), good
 /// by a delegated responder, revoked by a CRL (no OCSP named), a responder the CA never
-/// authorized, an unreachable responder, an oversized CRL. `inventory` shows each
+/// authorized, a CRL signed by another key under the issuer's name, an unreachable
+/// responder, an oversized CRL; and an exception revoked by OCSP. `inventory` shows each
 /// status with its source and time, and keeps the results (a second look asks nothing); the
 /// daemon alerts `revoked` (critical) for both revoked ones and sets the metric.
 #[test]
 fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() {
-    let tmp = tempdir_with(&["", "ca", "scan", "www", "legacy"]);
+    let tmp = tempdir_with(&["", "ca", "forger", "scan", "www", "legacy"]);
     let d = tmp.path();
     let ca = OpensslCa::new(&d.join("ca"));
     let ocsp_port = free_port();
@@ -76,6 +77,7 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
     let www = StaticServer::start(&d.join("www"), free_port());
     let crl_url = format!("http://127.0.0.1:{}/ca.crl", www.port);
     let big_url = format!("http://127.0.0.1:{}/big.crl", www.port);
+    let forged_url = format!("http://127.0.0.1:{}/forged.crl", www.port);
     let (delegated_port, rogue_port) = (free_port(), free_port());
     let delegated = format!("http://127.0.0.1:{delegated_port}");
     let rogue = format!("http://127.0.0.1:{rogue_port}");
@@ -97,6 +99,10 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
             ca.issue("delegated.test", Some(&delegated), None),
         ),
         ("rogue", ca.issue("rogue.test", Some(&rogue), None)),
+        (
+            "forged-crl",
+            ca.issue("forged-crl.test", None, Some(&forged_url)),
+        ),
     ];
     ca.revoke("revoked.test");
     ca.revoke("crl-revoked.test");
@@ -105,6 +111,8 @@ fn unmanaged_certificates_revoked_by_ocsp_or_crl_are_shown_alerted_and_cached() 
     ca.revoke("legacy.test");
     fs::copy(&legacy, d.join("legacy/appliance.pem")).expect("copy");
     ca.write_crl(&d.join("www/ca.crl"));
+    // A CRL naming the same issuer, signed by another key (a CA of the same name).
+    OpensslCa::new(&d.join("forger")).write_crl(&d.join("www/forged.crl"));
     // 17 MiB: over the 16 MiB cap.
     fs::write(d.join("www/big.crl"), vec![0x30u8; 17 * 1024 * 1024]).expect("big");
     let _responder = ca.responder(ocsp_port);
@@ -203,6 +211,12 @@ listen = "127.0.0.1:{metrics_port}"
     assert_eq!(status("scan/big-crl.pem"), s("unknown", None));
     assert_eq!(status("scan/delegated.pem"), s("good", Some("ocsp")));
     assert_eq!(status("scan/rogue.pem"), s("unknown", None));
+    assert_eq!(status("scan/forged-crl.pem"), s("unknown", None));
+    assert!(
+        detail("scan/forged-crl.pem").contains("signature does not verify with the issuer's key"),
+        "{}",
+        detail("scan/forged-crl.pem")
+    );
     assert!(
         detail("scan/rogue.pem").contains("signature does not verify"),
         "{}",

@@ -17,6 +17,7 @@ pub mod logging;
 pub(crate) mod outbound;
 pub(crate) mod renew;
 pub(crate) mod requests;
+pub(crate) mod revocation;
 pub mod schedule;
 pub mod serve;
 pub(crate) mod session;

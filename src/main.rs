@@ -105,7 +105,9 @@ enum Command {
         names: Vec<String>,
     },
     /// Every certificate on this host: managed, declared exceptions, and unmanaged ones
-    /// found under the discovery paths, with owner, expiry and status. Reads files only.
+    /// found under the discovery paths, with owner, expiry and status. Reads files, and
+    /// asks the OCSP responders and CRLs the certificates name about those whose revocation
+    /// check is due (the other results come from the state directory). Needs no daemon.
     Inventory {
         /// Machine-readable output (schema in the README).
         #[arg(long)]

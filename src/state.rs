@@ -86,6 +86,11 @@ pub(crate) fn alerts_path(state_dir: &Path) -> PathBuf {
     state_dir.join("alerts.json")
 }
 
+/// `state_dir/revocation`: the revocation results and cached CRLs (`revocation::store`).
+pub(crate) fn revocation_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("revocation")
+}
+
 /// Refuses an existing `state_dir` that is not a directory of mode 0700: opening it would
 /// chmod it, and a directory shared with others (`/var/lib`, `/tmp`, a home) must not be
 /// (`renewd check` and every command that opens the state directory use this). A missing
@@ -307,6 +312,22 @@ pub struct CertRecord {
     pub(crate) history: Vec<Attempt>,
     /// The CA's last ARI answer about the deployed certificate, if it was asked.
     pub(crate) ari: Option<AriRecord>,
+    /// The deployed certificate was revoked (`renewd revoke`) or found revoked (OCSP, CRL
+    /// or ARI): it is renewed at once
+    /// with a fresh key. Keyed by serial, so it no longer applies once another is deployed.
+    pub(crate) revoked: Option<RevokedRecord>,
+}
+
+/// A deployed certificate found revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct RevokedRecord {
+    /// The revoked certificate's serial (lowercase hex, as `CertInfo::serial_hex`).
+    pub(crate) serial: String,
+    /// Where it was learnt: "ocsp", "crl", "ari", or "revoke" / "revoke (REASON)" for
+    /// `renewd revoke`.
+    pub(crate) source: String,
+    /// When (Unix seconds).
+    pub(crate) at: u64,
 }
 
 /// One renewal attempt, as shown by `status`.
@@ -368,6 +389,8 @@ impl CertRecord {
         self.retry_after = None;
         self.issued_by = Some(ca.to_string());
         self.serial = Some(serial.to_string());
+        // A revoked certificate is replaced: the mark concerned the one before.
+        self.revoked = None;
         self.push(now, true, message);
     }
 

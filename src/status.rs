@@ -138,6 +138,25 @@ pub(crate) fn evaluate_inspected(
         now,
         stable_jitter(&cert.name, rec.consecutive_failures),
     );
+    // Found revoked (OCSP, CRL or ARI): renewed at once, whatever the schedule said.
+    let decision = match (&deployed, &rec.revoked, serial.as_deref()) {
+        (
+            Deployed::Valid {
+                not_before,
+                not_after,
+                ..
+            },
+            Some(r),
+            Some(s),
+        ) if r.serial == s => schedule::decide_revoked(
+            decision,
+            &rec.failures(),
+            not_after.duration_since(*not_before).ok(),
+            now,
+            stable_jitter(&cert.name, rec.consecutive_failures),
+        ),
+        _ => decision,
+    };
     Evaluation {
         deployed,
         serial,

@@ -274,8 +274,16 @@ pub(crate) fn issuer_common_name(der: &[u8]) -> Option<String> {
 /// SHA-256 of `spki_der` (a DER SubjectPublicKeyInfo): the pin of HPKP (RFC 7469 §2.4,
 /// base64 there) and of a DANE TLSA "3 1 1" record (RFC 6698 §2.1, hex there).
 pub(crate) fn spki_sha256(spki_der: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(spki_der).into()
+    sha256(spki_der)
+}
+
+/// SHA-256 (FIPS 180-4) of `data`: the one digest of fingerprints, pins, labels and cache
+/// names (aws-lc-rs, the crypto rustls uses here).
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// Checks that `cert` (DER) was issued by `issuer` (DER): the issuer named in `cert` is

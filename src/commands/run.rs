@@ -106,6 +106,21 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
         .filter(|(c, _)| asks_ari(c))
         .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
         .collect();
+    // Revocation of the deployed certificates (what is due): one found revoked is marked in
+    // its record, so the decision below renews it at once.
+    let wanted: Vec<_> = config
+        .certificates
+        .iter()
+        .zip(&inspected)
+        .filter_map(|(c, i)| Some(crate::revocation::wanted_managed(c, i.as_ref().ok()?)))
+        .collect();
+    match crate::revocation::pass(&config.state_dir, wanted.clone(), SystemTime::now()).await {
+        Ok(store) => {
+            let revoked = crate::revocation::revoked_managed(&wanted, &store);
+            crate::revocation::mark_revoked(state, &revoked, SystemTime::now());
+        }
+        Err(e) => tracing::error!(error = %e, "revocation not checked"),
+    }
     let mut records = renewer.refresh_ari_all(asked, &config.cas).await;
     let now = SystemTime::now();
     let mut due = Vec::new();

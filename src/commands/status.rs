@@ -51,11 +51,14 @@ pub async fn status(arg: Option<&Path>, args: StatusArgs) -> Result<Outcome, Com
     Ok(Outcome::Success)
 }
 
-/// `renewd inventory [--json]`: read from the files, never from the daemon.
+/// `renewd inventory [--json]`: read from the files, never from the daemon; the revocation
+/// checks that are due are made now (`revocation::refresh`).
 pub async fn inventory(arg: Option<&Path>, json: bool) -> Result<Outcome, CommandError> {
     let (_, cfg) = load(arg)?;
     let now = SystemTime::now();
-    let inv = status::inventory_offline(&cfg, now);
+    let mut inv = status::inventory_offline(&cfg, now);
+    // What is due is checked now (results kept in the state directory for the next look).
+    crate::revocation::refresh(&cfg.state_dir, &mut inv, now).await;
     if json {
         print_json(&inv)?;
     } else {
@@ -83,11 +86,17 @@ fn status_offline(
         select(config, names, false)?
     };
     let diagnosis = status::diagnose(config);
+    let revocation = crate::revocation::Store::load(&config.state_dir);
     Ok(certs
         .into_iter()
         .map(|c| {
-            let rec = state.load_cert(&c.name);
-            let mut ev = status::evaluate(c, &rec, &config.cas, now);
+            let mut rec = state.load_cert(&c.name);
+            let inspected = crate::deploy::inspect(&c.files);
+            // Found revoked by an `inventory` or the daemon: shown due at once ("revoked").
+            if let Ok(info) = &inspected {
+                crate::revocation::overlay(&mut rec, info, &revocation);
+            }
+            let mut ev = status::evaluate_inspected(c, &rec, &config.cas, now, inspected.as_ref());
             ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
             status::row(c, &rec, &ev, false)
         })

@@ -32,6 +32,8 @@ pub(super) struct Governance {
     /// A scan runs on a blocking thread; at most one at a time.
     scanning: bool,
     discovery_watch: Arc<Mutex<DiscoveryWatch>>,
+    /// The revocation checks: what to check, when next.
+    pub(super) revocation: super::revocation::Checks,
 }
 
 type ScanJob = Box<dyn FnOnce() -> (Scan, Duration) + Send + 'static>;
@@ -51,6 +53,7 @@ impl Governance {
                 Some(watcher),
                 MAX_DISCOVERY_WATCHES,
             ))),
+            revocation: Default::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Daemon {
         let collect = g.live.collector();
         let metrics = g.live.metrics().clone();
         let cas: Vec<String> = self.config.cas.keys().cloned().collect();
+        let state_dir = self.config.state_dir.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
             let job = move || {
@@ -177,7 +181,10 @@ impl Daemon {
                     let pause = crate::acme::pause_of(ca, &renewer.state().account_path(ca));
                     (ca.as_str(), pause.is_some())
                 }));
-                (collect(&managed, now), now)
+                let mut inv = collect(&managed, now);
+                let store = crate::revocation::Store::load(&state_dir);
+                crate::revocation::annotate(&mut inv, &store);
+                (inv, now)
             };
             let collected = match tokio::task::spawn_blocking(job).await {
                 Ok(done) => Some(done),
@@ -200,8 +207,11 @@ impl Daemon {
         g.collecting = false;
         if let Some(done) = collected {
             let (inv, now) = *done;
-            g.live.apply(inv, now);
+            g.revocation.plan(&inv);
+            let inv = g.live.apply(inv, now);
+            self.mark_revoked(&inv);
         }
+        let g = &mut self.governance;
         // Gauges first: a scrape that sees a counter also sees the state after it.
         for count in std::mem::take(&mut g.counting) {
             match count {

@@ -14,6 +14,7 @@
 mod answers;
 mod governance;
 mod reload;
+mod revocation;
 mod shutdown;
 mod systemd;
 mod table;
@@ -84,6 +85,10 @@ enum Event {
         scan: crate::inventory::discovery::Scan,
         elapsed: Duration,
     },
+    /// A revocation pass ended (its results are in the state directory).
+    RevocationDone,
+    /// These managed certificates were newly marked revoked in their records.
+    RevocationMarked(Vec<String>),
     BatchDone {
         report: BatchReport,
         dry_run: bool,
@@ -218,6 +223,7 @@ pub(crate) async fn run(
             _ = sleep_until(deadline) => {
                 d.start_due();
                 d.refresh_governance();
+                d.start_revocation_checks(SystemTime::now());
             }
             _ = debounced(d.debounce.until) => d.reevaluate_dirty(),
             Some(ev) = inbox.events.recv() => d.on_event(ev),
@@ -350,12 +356,13 @@ impl Daemon {
     }
 
     /// Whether nothing is in flight: no batch running, no evaluation pending, no ARI poll
-    /// running, no debounce pending, no configuration being read.
+    /// running, no debounce pending, no configuration being read, no revocation pass.
     fn idle(&self) -> bool {
         self.batches_in_flight == 0
             && self.debounce.until.is_none()
             && !self.reload.running()
             && !self.table.in_flight()
+            && !self.governance.revocation.running()
     }
 
     /// The event tests wait for to assert that nothing more happened: `idle`, with the next
@@ -376,6 +383,7 @@ impl Daemon {
             .next_deadline()
             .into_iter()
             .chain(self.governance.next_deadline())
+            .chain(self.governance.revocation.next_deadline())
             .min()
     }
 
@@ -517,6 +525,8 @@ impl Daemon {
             Event::Collected(collected) => self.apply_collected(collected),
             Event::ScanDone { scan, elapsed } => self.scan_done(scan, elapsed),
             Event::Files(paths) => self.on_files(paths),
+            Event::RevocationDone => self.revocation_done(),
+            Event::RevocationMarked(marked) => self.revocation_marked(marked),
             Event::BatchDone {
                 report,
                 dry_run,

@@ -19,7 +19,6 @@ use p12_keystore::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-use sha2::Digest;
 
 use super::Material;
 
@@ -95,7 +94,7 @@ pub(crate) fn encode(
     };
     // The bag attribute tying the key to its certificate (RFC 7292 §4.2): any octets; a
     // digest of the leaf, as OpenSSL uses one of the certificate.
-    let local_key_id = sha2::Sha256::digest(leaf.as_der()).to_vec();
+    let local_key_id = crate::x509::sha256(leaf.as_der()).to_vec();
     let mut store = KeyStore::new();
     store.add_entry(
         alias,

@@ -210,6 +210,7 @@ pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Op
         }
         checks.review_overdue();
         checks.persist_record_expiring();
+        checks.revoked();
         out.extend(checks.found);
         next = match (next, checks.next) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -440,6 +441,31 @@ impl<'a> Checks<'a> {
             }
         );
         self.add("trust_anchor", severity, message);
+    }
+
+    /// The certificate is revoked (OCSP or CRL said so: `crate::revocation`): critical
+    /// whatever its kind — its clients may refuse it now. A managed one is being replaced.
+    fn revoked(&mut self) {
+        let item = self.item;
+        if item.revocation != Some(super::RevocationStatus::Revoked) {
+            return;
+        }
+        let mut message = format!(
+            "{}: revoked (said by {}{})",
+            self.label,
+            item.revocation_source.map_or("?", |s| s.as_str()),
+            item.revocation_checked_at
+                .as_deref()
+                .map(|t| format!(", checked {t}"))
+                .unwrap_or_default()
+        );
+        if let Some(d) = &item.revocation_detail {
+            message.push_str(&format!("; {d}"));
+        }
+        if item.kind == Kind::Managed {
+            message.push_str("; renewd replaces it with a new certificate and key");
+        }
+        self.add("revoked", "critical", message);
     }
 
     /// The exception's `review_by` date has passed.

@@ -98,6 +98,7 @@ pub(crate) struct Metrics {
     ca_paused: Family<CaLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
     trust_flagged: Family<AnchorLabels, Gauge>,
+    revoked: Family<InventoryLabels, Gauge>,
 }
 
 /// Content type of the classic Prometheus text format.
@@ -115,6 +116,7 @@ pub(crate) fn reason_label(reason: &str) -> &'static str {
         ("renew_before threshold", "renew_before threshold"),
         ("ARI window", "ARI window"),
         ("retry after", "retry"),
+        ("revoked", "revoked"),
     ];
     KNOWN
         .iter()
@@ -146,10 +148,11 @@ impl Metrics {
             ca_paused: Family::default(),
             build_info: Family::default(),
             trust_flagged: Family::default(),
+            revoked: Family::default(),
         };
         // Name, HELP and metric of each family, in the order of the exposition.
         // prometheus-client appends `_total` to counters.
-        let families: [(&str, &str, Box<dyn Metric>); 10] = [
+        let families: [(&str, &str, Box<dyn Metric>); 12] = [
             (
                 "renewd_certificate_not_after_seconds",
                 "Expiry of each managed certificate, Unix seconds",
@@ -200,15 +203,20 @@ impl Metrics {
                 "Always 1; the running renewd's version in the label",
                 Box::new(m.build_info.clone()),
             ),
+            (
+                "renewd_trust_anchor_flagged",
+                "1 for each flag of each flagged trust anchor ([trust]; acknowledged ones not listed)",
+                Box::new(m.trust_flagged.clone()),
+            ),
+            (
+                "renewd_certificate_revoked",
+                "1 when a known certificate is revoked (OCSP or CRL), else 0, by path and kind",
+                Box::new(m.revoked.clone()),
+            ),
         ];
         for (name, help, metric) in families {
             r.register(name, help, Registered(metric));
         }
-        r.register(
-            "renewd_trust_anchor_flagged",
-            "1 for each flag of each flagged trust anchor ([trust]; acknowledged ones not listed)",
-            Registered(Box::new(m.trust_flagged.clone())),
-        );
         m.build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -224,6 +232,26 @@ impl Metrics {
         Metrics {
             registry: Arc::new(r),
             ..m
+        }
+    }
+
+    /// `renewd_certificate_revoked` of one certificate: 1 revoked, 0 otherwise (good or
+    /// unknown), at each file holding it; nothing when it could not be read.
+    fn set_revoked(&self, i: &super::Item) {
+        let Some(status) = i.revocation else {
+            return;
+        };
+        let paths = match (&i.kind, &i.cert_path) {
+            (Kind::Managed, Some(p)) => std::slice::from_ref(p),
+            _ => &i.paths[..],
+        };
+        for p in paths {
+            self.revoked
+                .get_or_create(&InventoryLabels {
+                    path: p.display().to_string(),
+                    kind: i.kind.as_str().into(),
+                })
+                .set(i64::from(status == super::RevocationStatus::Revoked));
         }
     }
 
@@ -252,8 +280,10 @@ impl Metrics {
                     .set(1);
             }
         }
+        self.revoked.clear();
         let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for i in &inv.certificates {
+            self.set_revoked(i);
             if let Some(na) = i.not_after {
                 // A managed certificate is listed at the file holding it (not its key).
                 let paths = match (&i.kind, &i.cert_path) {

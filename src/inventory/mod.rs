@@ -52,6 +52,50 @@ impl Kind {
     }
 }
 
+/// A certificate's revocation status (learnt by `crate::revocation`); `"good" | "revoked" | "unknown"` in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RevocationStatus {
+    /// The responder or the CRL says it is not revoked.
+    Good,
+    /// Revoked (RFC 5280 §5.3.1, RFC 6960 §2.2).
+    Revoked,
+    /// Nobody could say: no responder or CRL named, none reachable, an answer that did not
+    /// verify, or the issuer missing from the certificate's files.
+    Unknown,
+}
+
+impl RevocationStatus {
+    /// "good", "revoked" or "unknown".
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RevocationStatus::Good => "good",
+            RevocationStatus::Revoked => "revoked",
+            RevocationStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a status was learnt; `"ocsp" | "crl"` in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RevocationSource {
+    /// An OCSP responder (RFC 6960).
+    Ocsp,
+    /// A CRL (RFC 5280 §5).
+    Crl,
+}
+
+impl RevocationSource {
+    /// "ocsp" or "crl".
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RevocationSource::Ocsp => "ocsp",
+            RevocationSource::Crl => "crl",
+        }
+    }
+}
+
 /// What the renewal side knows about one managed certificate (built by `status`).
 #[derive(Debug, Clone)]
 pub struct Managed {
@@ -125,6 +169,23 @@ pub(crate) struct Item {
     /// Alert conditions currently firing for it (from the daemon's alert state).
     #[serde(default)]
     pub(crate) alerts: Vec<String>,
+    /// Its revocation status: "good", "revoked" or "unknown" (`crate::revocation`); none
+    /// when the certificate could not be read.
+    #[serde(default)]
+    pub(crate) revocation: Option<RevocationStatus>,
+    /// Where it was learnt: "ocsp" or "crl".
+    #[serde(default)]
+    pub(crate) revocation_source: Option<RevocationSource>,
+    /// When it was checked (RFC 3339, UTC).
+    #[serde(default)]
+    pub(crate) revocation_checked_at: Option<String>,
+    /// Why unknown (what failed), or when and why revoked.
+    #[serde(default)]
+    pub(crate) revocation_detail: Option<String>,
+    /// Not serialized: when its revocation is next to be checked (Unix seconds; 0 when
+    /// never checked), for the daemon's deadline.
+    #[serde(skip)]
+    pub(crate) revocation_next_check: Option<u64>,
     /// Managed only, not serialized: start of the renewal margin, for alerts.
     #[serde(skip)]
     pub(crate) renew_at: Option<u64>,
@@ -202,6 +263,11 @@ impl Item {
             review_by: None,
             problem: None,
             alerts: Vec::new(),
+            revocation: None,
+            revocation_source: None,
+            revocation_checked_at: None,
+            revocation_detail: None,
+            revocation_next_check: None,
             renew_at: None,
             ari_window_start: None,
             ari_window_end: None,
@@ -377,9 +443,10 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
         "DAYS",
         "OWNER",
         "SERVICE",
+        "REVOCATION",
         "NEXT / NOTE",
     ];
-    let rows: Vec<[String; 7]> = inv.certificates.iter().map(|i| row(i, now)).collect();
+    let rows: Vec<[String; 8]> = inv.certificates.iter().map(|i| row(i, now)).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
@@ -412,7 +479,7 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
 }
 
 /// One certificate's cells in [`render`]'s table.
-fn row(i: &Item, now: SystemTime) -> [String; 7] {
+fn row(i: &Item, now: SystemTime) -> [String; 8] {
     let what = match &i.name {
         Some(n) => n.clone(),
         None => i
@@ -437,8 +504,19 @@ fn row(i: &Item, now: SystemTime) -> [String; 7] {
         days,
         cell(i.owner.as_deref().unwrap_or("-")),
         cell(i.service.as_deref().unwrap_or("-")),
+        revocation_cell(i),
         cell(&note(i, now)),
     ]
+}
+
+/// The REVOCATION cell: the status and its source (`revoked (ocsp)`), `-` when the
+/// certificate could not be read.
+fn revocation_cell(i: &Item) -> String {
+    match (i.revocation, i.revocation_source) {
+        (Some(status), Some(source)) => format!("{} ({})", status.as_str(), source.as_str()),
+        (Some(status), None) => status.as_str().to_string(),
+        (None, _) => "-".into(),
+    }
 }
 
 /// The NEXT / NOTE cell: the problem, else the next renewal (managed), the review date and

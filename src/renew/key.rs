@@ -16,10 +16,10 @@ pub(crate) enum FreshKey {
     NoDeployedKey,
     /// The deployed key is not of the configured `key_type`.
     KeyTypeChanged { deployed: String },
-    /// The deployed certificate was revoked by `renewd revoke` (SPEC: the replacement of a
-    /// revoked certificate has a fresh key, and keyCompromise must never keep it), with
-    /// this RFC 5280 §5.3.1 reason, if one was given.
-    Revoked { reason: Option<String> },
+    /// The deployed certificate was revoked (`renewd revoke`: SPEC says its replacement has
+    /// a fresh key, and keyCompromise must never keep it) or found revoked (OCSP, CRL, ARI):
+    /// `state::RevokedRecord::source` says which.
+    Revoked { source: String },
 }
 
 impl std::fmt::Display for FreshKey {
@@ -33,10 +33,9 @@ impl std::fmt::Display for FreshKey {
                     "the deployed key is {deployed}, not the configured key_type"
                 )
             }
-            FreshKey::Revoked { reason: Some(r) } => {
-                write!(f, "the certificate was revoked ({r})")
+            FreshKey::Revoked { source } => {
+                write!(f, "the certificate was revoked (found by {source})")
             }
-            FreshKey::Revoked { reason: None } => f.write_str("the certificate was revoked"),
         }
     }
 }
@@ -75,20 +74,16 @@ pub(super) struct OrderKey {
 }
 
 impl Renewer {
-    /// Rules `name`'s deployed key out for its next renewal, even with `reuse_key`.
-    pub(super) fn owe_fresh_key(&self, name: &str, why: FreshKey) {
-        let mut owed = self.fresh_keys.lock().unwrap_or_else(|e| e.into_inner());
-        owed.insert(name.to_string(), why);
-    }
-
     /// The key for `cert`'s order ([`fresh_key_needed`]) and its CSR, with `common_name`
     /// in the subject when set. Key generation (RSA-4096 takes a while) and reading the
     /// deployed key stay off the async threads.
     pub(super) async fn order_key(&self, cert: &CertConfig) -> Result<OrderKey, RenewError> {
-        let owed = {
-            let mut owed = self.fresh_keys.lock().unwrap_or_else(|e| e.into_inner());
-            owed.remove(&cert.name)
-        };
+        // A revocation since the last issuance (`renewd revoke`, OCSP, CRL or ARI) rules
+        // the deployed key out.
+        let owed = self
+            .record(&cert.name)
+            .revoked
+            .map(|r| FreshKey::Revoked { source: r.source });
         let files = cert.files.clone();
         let deployed = match cert.reuse_key {
             true => tokio::task::spawn_blocking(move || super::revoke::deployed_key(&files))
@@ -164,7 +159,7 @@ mod tests {
             })
         );
         let revoked = FreshKey::Revoked {
-            reason: Some("keyCompromise".into()),
+            source: "revoke (keyCompromise)".into(),
         };
         assert_eq!(
             fresh_key_needed(&reuse, Some(&p256), Some(revoked.clone())),
@@ -172,7 +167,7 @@ mod tests {
         );
         assert_eq!(
             revoked.to_string(),
-            "the certificate was revoked (keyCompromise)"
+            "the certificate was revoked (found by revoke (keyCompromise))"
         );
     }
 }

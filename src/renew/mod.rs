@@ -63,9 +63,6 @@ pub(crate) struct Renewer {
     /// newest truth about those certificates in this process, so that `status`, metrics,
     /// alerts and the schedule still see the failures; and why the last write failed.
     unsaved: std::sync::Mutex<Unsaved>,
-    /// Certificates whose next key must be new whatever `reuse_key` says, and why
-    /// (`renew::key`): revoked since their last issuance.
-    fresh_keys: std::sync::Mutex<HashMap<String, key::FreshKey>>,
 }
 
 #[derive(Default)]
@@ -83,7 +80,6 @@ impl Renewer {
             cas: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
             unsaved: Default::default(),
-            fresh_keys: Default::default(),
         }
     }
 

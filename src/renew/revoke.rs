@@ -43,13 +43,18 @@ impl Renewer {
             .ok()
             .flatten();
         ca.revoke(&leaf.der, key_pem.as_deref(), reason).await?;
-        // Whatever `reuse_key` says, the replacement of a revoked certificate has a new key.
-        self.owe_fresh_key(
-            &cert.name,
-            super::key::FreshKey::Revoked {
-                reason: reason_name.map(str::to_string),
+        // Recorded like a revocation found by OCSP or CRL: the certificate is due at once
+        // until a replacement is deployed, and that replacement has a new key whatever
+        // `reuse_key` says (`renew::key`), even if this process dies first.
+        let revoked = crate::state::RevokedRecord {
+            serial: leaf.serial_hex.clone(),
+            source: match reason_name {
+                Some(r) => format!("revoke ({r})"),
+                None => "revoke".to_string(),
             },
-        );
+            at: crate::state::unix(std::time::SystemTime::now()),
+        };
+        self.update(&cert.name, |r| r.revoked = Some(revoked));
         tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
             "{}: certificate revoked (serial {}, CA {ca_name}); issuing a replacement with a fresh key",
             cert.name, leaf.serial_hex);

@@ -69,6 +69,9 @@ pub enum Reason {
     MinInterval,
     /// An earlier attempt failed; this is the retry after backoff.
     Retry { failures: u32 },
+    /// The deployed certificate is revoked (OCSP, CRL or ARI said so): renewed at once, with
+    /// a fresh key (RFC 5280 §3.3; a revoked certificate's key may be compromised).
+    Revoked,
 }
 
 impl fmt::Display for Reason {
@@ -83,6 +86,7 @@ impl fmt::Display for Reason {
             Reason::AriWindow => f.write_str("ARI window"),
             Reason::MinInterval => f.write_str("minimum interval since the last renewal"),
             Reason::Retry { failures } => write!(f, "retry after {failures} failure(s)"),
+            Reason::Revoked => f.write_str("revoked"),
         }
     }
 }
@@ -168,6 +172,39 @@ pub fn decide_with_ari(
             Reason::Retry {
                 failures: failures.consecutive,
             }
+        },
+    }
+}
+
+/// The decision for a deployed certificate found revoked: due at once ([`Reason::Revoked`]),
+/// or, after failed attempts, at the retry time [`backoff`] and the CA's Retry-After give —
+/// never later than `usual`, the decision without the revocation. The [`min_interval`]
+/// floor does not hold back a revoked certificate: it is unusable for its clients.
+pub(crate) fn decide_revoked(
+    usual: Decision,
+    failures: &Failures,
+    lifetime: Option<Duration>,
+    now: SystemTime,
+    jitter: f64,
+) -> Decision {
+    if failures.consecutive == 0 {
+        return Decision {
+            at: now,
+            reason: Reason::Revoked,
+        };
+    }
+    let last = failures.last_failure.unwrap_or(now);
+    let mut at = last + backoff(failures.consecutive, lifetime, jitter);
+    if let Some(ra) = failures.retry_after {
+        at = at.max(ra);
+    }
+    if usual.at < at {
+        return usual;
+    }
+    Decision {
+        at,
+        reason: Reason::Retry {
+            failures: failures.consecutive,
         },
     }
 }
@@ -562,6 +599,32 @@ mod tests {
             0.0,
         );
         assert_eq!(d.at, t(20));
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_due_at_once_even_just_deployed_and_backs_off_on_failure() {
+        let usual = Decision {
+            at: t(60 * 86400),
+            reason: Reason::MinInterval,
+        };
+        let none = Failures::default();
+        let d = decide_revoked(usual.clone(), &none, None, t(100), 0.5);
+        assert_eq!((d.at, d.reason), (t(100), Reason::Revoked));
+        assert_eq!(Reason::Revoked.to_string(), "revoked");
+        let failed = Failures {
+            consecutive: 2,
+            last_failure: Some(t(100)),
+            ..Failures::default()
+        };
+        let d = decide_revoked(
+            usual,
+            &failed,
+            Some(Duration::from_secs(90 * 86400)),
+            t(101),
+            0.5,
+        );
+        assert!(d.at > t(101), "{d:?}");
+        assert_eq!(d.reason, Reason::Retry { failures: 2 });
     }
 
     #[test]

@@ -13,6 +13,7 @@ use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::fsutil::{self, Follow};
+use crate::x509::sha256;
 
 /// Most files read from one directory; a directory with more is read up to this many and
 /// the rest reported (the system directory holds about 300 names).
@@ -400,14 +401,6 @@ fn bit_length(n: &[u8]) -> u32 {
         None => return 0,
     };
     (n.len() as u32) * 8 - n[0].leading_zeros()
-}
-
-/// SHA-256 (FIPS 180-4) of `data`.
-pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// The regular files directly in `dir` (symbolic links followed), by name, each inode once,

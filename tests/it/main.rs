@@ -25,6 +25,7 @@ mod interop;
 mod inventory;
 mod issuance;
 mod proxy;
+mod revocation;
 mod rollback;
 mod storm;
 mod systemd_notify;

@@ -20,6 +20,7 @@ pub mod caddy;
 pub mod faultproxy;
 pub mod netns;
 pub mod nginx;
+pub mod ocsp;
 pub mod rig;
 pub mod seed;
 pub mod serial;
@@ -464,6 +465,12 @@ pub struct PebbleOptions {
     /// makes; every certificate is then also offered under each as a `Link: rel="alternate"`
     /// chain, and `/roots/N`, `/intermediates/N` serve them.
     pub alternate_roots: u8,
+    /// Pebble's `ocspResponderURL`: put in the AIA of what it issues (Pebble itself does not
+    /// answer OCSP; a test's `openssl ocsp` does, see [`ocsp::Responder`]). Empty: none.
+    pub ocsp_responder_url: String,
+    /// Pebble's `keyAlgorithm` for its root and intermediate keys: "ecdsa" (the default) or
+    /// "rsa" (Pebble serves `/intermediate-keys/N` only for RSA keys).
+    pub key_algorithm: &'static str,
 }
 
 impl Default for PebbleOptions {
@@ -478,6 +485,8 @@ impl Default for PebbleOptions {
             dns_server: None,
             profile_validity: Vec::new(),
             alternate_roots: 0,
+            ocsp_responder_url: String::new(),
+            key_algorithm: "ecdsa",
         }
     }
 }
@@ -594,11 +603,11 @@ impl Pebble {
             "privateKey": d.join("tls-key.pem"),
             "httpPort": http_port,
             "tlsPort": tls_port,
-            "ocspResponderURL": "",
+            "ocspResponderURL": opts.ocsp_responder_url,
             "externalAccountBindingRequired": !opts.eab_keys.is_empty(),
             "externalAccountMACKeys": mac_keys,
             "retryAfter": { "authz": opts.authz_retry_after, "order": opts.order_retry_after },
-            "keyAlgorithm": "ecdsa",
+            "keyAlgorithm": opts.key_algorithm,
             "profiles": profiles,
         }});
         let config_path = d.join("pebble-config.json");

@@ -1,0 +1,155 @@
+//! What renewd remembers about revocation between passes and restarts:
+//! `state_dir/revocation/status.json` (one [`Entry`] a certificate, keyed by issuer and
+//! serial) and `state_dir/revocation/crl/` (the CRLs fetched, each under the SHA-256 of its
+//! URL, read again while their nextUpdate has not passed). Written atomically, mode 0600.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, RevocationError};
+use crate::fsutil;
+
+/// The status file is never larger than this (about 2,000 bytes an entry: 100,000 entries).
+const MAX_STATUS: u64 = 256 * 1024 * 1024;
+
+/// `state_dir/revocation`.
+pub(crate) fn dir(state_dir: &Path) -> PathBuf {
+    crate::state::revocation_dir(state_dir)
+}
+
+/// The key of a certificate in the store: its serial (lowercase hex) and its issuer's
+/// name — together unique for a certificate (RFC 5280 §4.1.2.2).
+pub(crate) fn key(issuer: &str, serial_hex: &str) -> String {
+    format!("{serial_hex} {issuer}")
+}
+
+/// Every certificate's last result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Store {
+    #[serde(default)]
+    pub(crate) entries: BTreeMap<String, Entry>,
+}
+
+impl Store {
+    /// The store of `state_dir`; missing, unreadable or corrupt is empty (a warning for the
+    /// last two): a lost cache means checking again, nothing worse.
+    pub(crate) fn load(state_dir: &Path) -> Store {
+        let path = dir(state_dir).join("status.json");
+        match fsutil::read_regular(&path, MAX_STATUS, fsutil::Follow::No) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "revocation status file is corrupt; checking every certificate again");
+                Store::default()
+            }),
+            Err(e) if e.is_not_found() => Store::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "cannot read the revocation status file; checking every certificate again");
+                Store::default()
+            }
+        }
+    }
+
+    /// Takes each result unless the store holds a newer one for the same certificate, and
+    /// drops the entries of certificates expired for more than a week.
+    pub(crate) fn merge(&mut self, results: &[(String, Entry)], now: u64) {
+        for (k, e) in results {
+            match self.entries.get(k) {
+                Some(old) if old.checked_at > e.checked_at => {}
+                _ => {
+                    self.entries.insert(k.clone(), e.clone());
+                }
+            }
+        }
+        self.entries
+            .retain(|_, e| e.not_after.is_none_or(|na| na + 7 * 86_400 > now));
+    }
+
+    /// Merges `results` into the store on disk (read again first, so results another
+    /// process wrote meanwhile are kept unless older) and writes it atomically. Entries of
+    /// certificates expired for more than a week are dropped.
+    pub(crate) fn merge_save(
+        state_dir: &Path,
+        results: &[(String, Entry)],
+        now: u64,
+    ) -> Result<Store, RevocationError> {
+        let d = dir(state_dir);
+        fsutil::ensure_dir(&d, 0o700).map_err(|source| RevocationError::State {
+            path: d.clone(),
+            source,
+        })?;
+        let mut store = Store::load(state_dir);
+        store.merge(results, now);
+        let path = d.join("status.json");
+        let bytes = serde_json::to_vec_pretty(&store).map_err(|e| RevocationError::State {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| RevocationError::State { path, source })?;
+        Ok(store)
+    }
+}
+
+/// Where the CRL fetched from `url` is cached.
+pub(crate) fn crl_path(state_dir: &Path, url: &str) -> PathBuf {
+    let digest = crate::x509::sha256(url.as_bytes());
+    dir(state_dir)
+        .join("crl")
+        .join(format!("{}.der", data_encoding::HEXLOWER.encode(&digest)))
+}
+
+/// The cached CRL of `url`, if there is one and it is readable (at most `max` bytes).
+pub(crate) fn load_crl(state_dir: &Path, url: &str, max: u64) -> Option<Vec<u8>> {
+    fsutil::read_regular(&crl_path(state_dir, url), max, fsutil::Follow::No).ok()
+}
+
+/// Caches `der`, the CRL fetched from `url` (atomically, mode 0600).
+pub(crate) fn save_crl(state_dir: &Path, url: &str, der: &[u8]) -> Result<(), RevocationError> {
+    let path = crl_path(state_dir, url);
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fsutil::ensure_dir(parent, 0o700)
+        .and_then(|()| fsutil::write_atomic(&path, der, 0o600))
+        .map_err(|source| RevocationError::State { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::{Source, Status};
+
+    fn entry(checked_at: u64) -> Entry {
+        Entry {
+            status: Status::Good,
+            source: Some(Source::Ocsp),
+            checked_at,
+            next_check: checked_at + 3600,
+            detail: None,
+            not_after: Some(10_000_000),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_newer_result_and_survives_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("CN=ca", "01");
+        Store::merge_save(dir.path(), &[(k.clone(), entry(200))], 100).unwrap();
+        // An older result (another process's, finished later) does not replace it.
+        let s = Store::merge_save(dir.path(), &[(k.clone(), entry(150))], 100).unwrap();
+        assert_eq!(s.entries[&k].checked_at, 200);
+        assert_eq!(Store::load(dir.path()), s);
+        // Corrupt: empty, not an error.
+        std::fs::write(dir.path().join("revocation/status.json"), b"{").unwrap();
+        assert!(Store::load(dir.path()).entries.is_empty());
+    }
+
+    #[test]
+    fn entries_of_long_expired_certificates_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("CN=ca", "02");
+        let s = Store::merge_save(dir.path(), &[(k, entry(1))], 10_000_000 + 8 * 86_400).unwrap();
+        assert!(s.entries.is_empty());
+    }
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use renewd::commands::{self, CommandError, Outcome, RenewArgs, StatusArgs};
+use renewd::commands::{self, CommandError, ImportArgs, Outcome, RenewArgs, StatusArgs};
 use renewd::logging;
 
 mod completions;
@@ -130,6 +130,11 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
     },
+    /// Turn another ACME client's certificates into renewd configuration.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the help of renewd or of a subcommand (`renewd help renew`).
@@ -141,6 +146,28 @@ enum Command {
     /// Write the section-8 man pages (roff) into DIR; used to build the packages.
     #[command(hide = true)]
     Manpage { dir: PathBuf },
+}
+
+/// The clients `renewd import` reads.
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// Read certbot's lineages (renewal/*.conf) and write one [[certificate]] each, keeping
+    /// certbot's live/ paths: domains, key type, webroot or standalone challenge, deploy hooks
+    /// as reload commands, the CA and its account contact. The certificates certbot deployed
+    /// are adopted as they are and renewed when due. What cannot be carried over, and how to
+    /// stop certbot's timer, is printed on standard error.
+    Certbot {
+        /// certbot's configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/letsencrypt")]
+        certbot_dir: PathBuf,
+        /// Write the configuration to FILE (e.g. /etc/renewd/conf.d/certbot.toml) instead of
+        /// standard output (`-`). An existing FILE is kept unless --force.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing --output file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -235,6 +262,21 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<Outcome, Comman
         Command::Inventory { json } => commands::inventory(config, json).await,
         Command::Account { op, ca } => commands::account(config, &op, ca.as_deref()).await,
         Command::Revoke { reason, name } => commands::revoke(config, name, reason).await,
+        Command::Import {
+            from:
+                ImportFrom::Certbot {
+                    certbot_dir,
+                    output,
+                    force,
+                },
+        } => {
+            let args = ImportArgs {
+                certbot_dir,
+                output,
+                force,
+            };
+            commands::import_certbot(config, args).await
+        }
         Command::Renew {
             force,
             dry_run,

@@ -5,6 +5,7 @@
 
 mod account;
 mod check;
+mod import;
 mod renew;
 mod run;
 mod status;
@@ -15,6 +16,7 @@ use crate::config::{self, Config};
 
 pub use account::account;
 pub use check::check;
+pub use import::{import_certbot, ImportArgs};
 pub use renew::{renew, revoke, RenewArgs};
 pub use run::run;
 pub use status::{inventory, status, StatusArgs};

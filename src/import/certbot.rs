@@ -1,0 +1,739 @@
+//! certbot's lineages as renewd sees them: every `renewal/NAME.conf` under a certbot
+//! configuration directory (default `/etc/letsencrypt`), read with [`super::configobj`] and
+//! turned into a [`Lineage`] — the names its deployed certificate covers, key type, how its
+//! challenges were answered, its deploy hooks and its `live/` files — plus what could not be
+//! carried over, each note naming `FILE:LINE`.
+//!
+//! The `live/` files stay where they are (certbot keeps them as symlinks into `archive/`):
+//! renewd reads them through the links and replaces the links by rename(2) when it renews,
+//! so nothing in `archive/` is touched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::configobj::{self, Entry, Section};
+use super::ImportError;
+use crate::config::KeyType;
+use crate::fsutil::{self, caps, Follow};
+use crate::x509;
+
+/// The largest renewal configuration file read, in bytes (certbot's are under 2 KiB).
+pub(crate) const MAX_CONF_BYTES: u64 = 64 << 10;
+/// The most lineages one import reads: a directory holding more is refused.
+pub(crate) const MAX_LINEAGES: usize = 10_000;
+/// The largest `regr.json` (an account's registration) or deploy-hook script read, in bytes.
+const MAX_SMALL_FILE: u64 = 64 << 10;
+/// certbot's default ACME server.
+pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// One certbot lineage, ready to be written as a `[[certificate]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lineage {
+    /// The lineage's name: the renewal file's stem (`renewal/NAME.conf`).
+    pub(crate) certbot_name: String,
+    /// The renewal configuration file it was read from.
+    pub(crate) conf: PathBuf,
+    /// `live/NAME/{cert,chain,fullchain,privkey}.pem`, as the renewal file names them.
+    pub(crate) files: LiveFiles,
+    /// The names the deployed certificate covers (its SAN entries, DNS names then IP
+    /// addresses), else the `[[webroot_map]]` keys.
+    pub(crate) domains: Vec<String>,
+    /// The deployed certificate's serial (lowercase hex) and notAfter, when it was readable.
+    pub(crate) deployed: Option<(String, std::time::SystemTime)>,
+    /// The ACME directory URL (`server`; certbot's default is Let's Encrypt's).
+    pub(crate) server: String,
+    /// The account's contact URLs from `accounts/…/ACCOUNT/regr.json`, when readable.
+    pub(crate) contact: Vec<String>,
+    pub(crate) key_type: KeyType,
+    pub(crate) challenge: Challenge,
+    /// Reload commands: argv and the comment written above it.
+    pub(crate) reload: Vec<(Vec<String>, String)>,
+    /// `renew_before_expiry` in renewd's duration syntax (`30d`).
+    pub(crate) renew_before: Option<String>,
+    /// `preferred_chain` (an issuer common name).
+    pub(crate) preferred_chain: Option<String>,
+    /// `required_profile` or `preferred_profile` (an ACME profile name).
+    pub(crate) profile: Option<String>,
+    /// `reuse_key = True`.
+    pub(crate) reuse_key: bool,
+    /// What could not be carried over, each as `FILE:LINE: what and why`.
+    pub(crate) notes: Vec<String>,
+}
+
+/// The four files certbot keeps in `live/NAME/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) chain: PathBuf,
+    pub(crate) fullchain: PathBuf,
+    pub(crate) privkey: PathBuf,
+}
+
+/// How the lineage's challenges are answered under renewd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// `authenticator = webroot`: http-01 files under this directory.
+    Webroot(PathBuf),
+    /// `authenticator = standalone`: renewd's built-in http-01 listener on this address.
+    Listen(String),
+    /// An authenticator renewd cannot carry over (manual, DNS plugins, nginx, apache): a
+    /// stub challenge that `renewd check` reports until someone fills it in. `plugin` is
+    /// certbot's authenticator name.
+    Stub { plugin: String, dns: bool },
+}
+
+/// Reads every `renewal/*.conf` under `dir`, in name order. Errors: `renewal/` cannot be
+/// listed, holds more than [`MAX_LINEAGES`] files, or any file in it is unreadable or not
+/// configobj (every such file is reported, as `FILE:LINE: message`).
+pub(crate) fn read_lineages(dir: &Path) -> Result<Vec<Lineage>, ImportError> {
+    let renewal = dir.join("renewal");
+    let listing = std::fs::read_dir(&renewal).map_err(|source| ImportError::List {
+        path: renewal.clone(),
+        source,
+    })?;
+    let mut confs = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|source| ImportError::List {
+            path: renewal.clone(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "conf") {
+            confs.push(path);
+        }
+        if confs.len() > MAX_LINEAGES {
+            return Err(ImportError::TooMany {
+                path: renewal,
+                max: MAX_LINEAGES,
+            });
+        }
+    }
+    confs.sort();
+    let mut lineages = Vec::new();
+    let mut problems = Vec::new();
+    for conf in confs {
+        match read_lineage(dir, &conf) {
+            Ok(l) => lineages.push(l),
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(lineages)
+    } else {
+        Err(ImportError::Lineages(problems))
+    }
+}
+
+/// One renewal file, parsed and interpreted. The error is `FILE:LINE: message` (or
+/// `FILE: message` when no line is to blame).
+fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
+    let shown = conf.display();
+    let text = fsutil::read_regular_string(conf, MAX_CONF_BYTES, Follow::Yes)
+        .map_err(|e| e.to_string())?;
+    let top = configobj::parse(&text).map_err(|e| format!("{shown}:{}: {}", e.line, e.message))?;
+    let empty = Section::default();
+    let params = top.section("renewalparams").map_or(&empty, |s| &s.section);
+    let certbot_name = conf
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    let at = |e: &Entry| format!("{shown}:{}", e.line);
+    let file = |key: &str| -> Result<PathBuf, String> {
+        match top.get(key) {
+            Some(e) => Ok(PathBuf::from(e.value.as_text())),
+            None => Err(format!(
+                "{shown}: no `{key}` line: certbot writes cert, chain, fullchain and privkey \
+                 at the top of every renewal file"
+            )),
+        }
+    };
+    let files = LiveFiles {
+        cert: file("cert")?,
+        chain: file("chain")?,
+        fullchain: file("fullchain")?,
+        privkey: file("privkey")?,
+    };
+    let webroot_map: Vec<(String, String)> = params
+        .section("webroot_map")
+        .map(|m| {
+            m.section
+                .entries
+                .iter()
+                .map(|e| (e.key.to_lowercase(), e.value.as_text()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (domains, deployed) = match deployed_names(&files) {
+        Ok((names, serial, not_after)) => (names, Some((serial, not_after))),
+        Err(why) if !webroot_map.is_empty() => {
+            notes.push(format!(
+                "{shown}: the deployed certificate cannot be read ({why}); domains taken from \
+                 [[webroot_map]]"
+            ));
+            (webroot_map.iter().map(|(d, _)| d.clone()).collect(), None)
+        }
+        Err(why) => {
+            return Err(format!(
+                "{shown}: the deployed certificate cannot be read ({why}), and no \
+                 [[webroot_map]] names the domains"
+            ))
+        }
+    };
+    let server = params
+        .get("server")
+        .map_or_else(|| LETSENCRYPT.to_string(), |e| e.value.as_text());
+    let contact = params
+        .get("account")
+        .map(|e| account_contact(dir, &server, &e.value.as_text()))
+        .transpose()
+        .unwrap_or_else(|why| {
+            notes.push(format!(
+                "{shown}: the account's contact is not carried over: {why}"
+            ));
+            None
+        })
+        .unwrap_or_default();
+    let key_type = key_type(params, &at, &mut notes);
+    let challenge = challenge(params, &webroot_map, &domains, &at, &mut notes);
+    let mut reload = Vec::new();
+    if let Some(e) = params.get("renew_hook") {
+        let origin = format!("certbot's deploy hook ({})", at(e));
+        reload.push(shell_hook(&e.value.as_text(), &origin, &files, &domains));
+    }
+    reload.extend(deploy_dir_hooks(dir, &files, &domains, &mut notes));
+    if let Some(e) = params
+        .get("installer")
+        .filter(|e| e.value.as_text() != "None")
+    {
+        let plugin = e.value.as_text();
+        match plugin.as_str() {
+            "nginx" | "apache" => {
+                let unit = if plugin == "nginx" {
+                    "nginx"
+                } else {
+                    "apache2"
+                };
+                reload.push((
+                    vec!["systemctl".into(), "reload".into(), unit.into()],
+                    format!(
+                        "certbot's {plugin} installer reloaded {unit} after renewal ({})",
+                        at(e)
+                    ),
+                ));
+            }
+            _ => notes.push(format!(
+                "{}: installer `{plugin}` is not carried over: add the reload command of the \
+                 service it configured",
+                at(e)
+            )),
+        }
+    }
+    let renew_before = top.get("renew_before_expiry").and_then(|e| {
+        let v = e.value.as_text();
+        let d = certbot_interval(&v);
+        if d.is_none() {
+            notes.push(format!(
+                "{}: renew_before_expiry `{v}` is not a number of days, weeks or hours; \
+                 renewd's default (a third of the lifetime left) applies",
+                at(e)
+            ));
+        }
+        d
+    });
+    let text_of = |k: &str| {
+        params
+            .get(k)
+            .map(|e| e.value.as_text())
+            .filter(|v| !v.is_empty() && v != "None")
+    };
+    let profile = text_of("required_profile").or_else(|| text_of("preferred_profile"));
+    let reuse_key = text_of("reuse_key").is_some_and(|v| v == "True");
+    for (section, entries) in [("", &top.entries), ("renewalparams", &params.entries)] {
+        for e in entries.iter().filter(|e| !carried(section, &e.key)) {
+            notes.push(format!(
+                "{}: `{}` = `{}` is not carried over (renewd has no such setting)",
+                at(e),
+                e.key,
+                crate::text::escape(&e.value.as_text())
+            ));
+        }
+    }
+    Ok(Lineage {
+        certbot_name,
+        conf: conf.to_path_buf(),
+        files,
+        domains,
+        deployed,
+        server,
+        contact,
+        key_type,
+        challenge,
+        reload,
+        renew_before,
+        preferred_chain: text_of("preferred_chain"),
+        profile,
+        reuse_key,
+        notes,
+    })
+}
+
+/// Whether a key of the renewal file (`section` "" is the top level) is carried over or
+/// has no meaning once renewd renews (certbot's own directories, versions, account id).
+fn carried(section: &str, key: &str) -> bool {
+    const TOP: &[&str] = &[
+        "version",
+        "archive_dir",
+        "cert",
+        "privkey",
+        "chain",
+        "fullchain",
+        "renew_before_expiry",
+    ];
+    const PARAMS: &[&str] = &[
+        "account",
+        "server",
+        "authenticator",
+        "installer",
+        "webroot_path",
+        "key_type",
+        "rsa_key_size",
+        "elliptic_curve",
+        "http01_port",
+        "http01_address",
+        "renew_hook",
+        "preferred_chain",
+        "preferred_profile",
+        "required_profile",
+        "reuse_key",
+        "config_dir",
+        "work_dir",
+        "logs_dir",
+        "manual_public_ip_logging_ok",
+        "strict_permissions",
+    ];
+    match section {
+        "" => TOP.contains(&key),
+        _ => PARAMS.contains(&key) || key.starts_with("dns_"),
+    }
+}
+
+/// The deployed certificate's names, serial and notAfter, read through certbot's symlinks
+/// from `cert.pem` (else `fullchain.pem`).
+fn deployed_names(
+    files: &LiveFiles,
+) -> Result<(Vec<String>, String, std::time::SystemTime), String> {
+    let mut last = String::new();
+    for path in [&files.cert, &files.fullchain] {
+        let info = fsutil::read_regular(path, caps::CERTIFICATE, Follow::Yes)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| {
+                let ders =
+                    x509::pem_certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+                let first = ders
+                    .first()
+                    .ok_or_else(|| format!("{}: holds no certificate", path.display()))?;
+                x509::CertInfo::parse_der(first).map_err(|e| format!("{}: {e}", path.display()))
+            });
+        match info {
+            Ok(info) => {
+                let mut names = info.dns_names.clone();
+                names.extend(info.ip_addrs.iter().map(|ip| ip.to_string()));
+                if names.is_empty() {
+                    return Err(format!(
+                        "{}: the certificate names no DNS name",
+                        path.display()
+                    ));
+                }
+                return Ok((names, info.serial_hex, info.not_after));
+            }
+            Err(why) => last = why,
+        }
+    }
+    Err(last)
+}
+
+/// `key_type` with `rsa_key_size` or `elliptic_curve`, as renewd's key type; a size or
+/// curve renewd does not generate is replaced by the nearest stronger one, with a note.
+/// certbot before 2.0 wrote no `key_type` and made RSA keys.
+fn key_type(params: &Section, at: &dyn Fn(&Entry) -> String, notes: &mut Vec<String>) -> KeyType {
+    let get = |k: &str| params.get(k);
+    let kind = get("key_type").map_or_else(|| "rsa".to_string(), |e| e.value.as_text());
+    if kind == "ecdsa" {
+        let curve = get("elliptic_curve").map_or_else(|| "secp256r1".into(), |e| e.value.as_text());
+        return match curve.as_str() {
+            "secp256r1" => KeyType::EcdsaP256,
+            "secp384r1" => KeyType::EcdsaP384,
+            other => {
+                if let Some(e) = get("elliptic_curve") {
+                    notes.push(format!(
+                        "{}: elliptic_curve `{other}` is not one renewd generates; ecdsa-p384 is used",
+                        at(e)
+                    ));
+                }
+                KeyType::EcdsaP384
+            }
+        };
+    }
+    if kind != "rsa" {
+        if let Some(e) = get("key_type") {
+            notes.push(format!(
+                "{}: key_type `{kind}` is unknown; rsa-2048 is used",
+                at(e)
+            ));
+        }
+    }
+    let size = get("rsa_key_size").map_or_else(|| "2048".into(), |e| e.value.as_text());
+    match size.parse::<u32>() {
+        Ok(2048) => KeyType::Rsa2048,
+        Ok(3072) => KeyType::Rsa3072,
+        Ok(4096) => KeyType::Rsa4096,
+        parsed => {
+            let chosen = match parsed {
+                Ok(n) if n < 2048 => KeyType::Rsa2048,
+                Ok(n) if n < 3072 => KeyType::Rsa3072,
+                _ => KeyType::Rsa4096,
+            };
+            if let Some(e) = get("rsa_key_size") {
+                notes.push(format!(
+                    "{}: rsa_key_size `{size}` is not one renewd generates; {} is used",
+                    at(e),
+                    chosen.as_str()
+                ));
+            }
+            chosen
+        }
+    }
+}
+
+/// How the lineage's challenges are answered: the webroot (one per certificate in renewd:
+/// the most used one of `[[webroot_map]]`, noted when the domains differ), the standalone
+/// listener's address, or a stub.
+fn challenge(
+    params: &Section,
+    webroot_map: &[(String, String)],
+    domains: &[String],
+    at: &dyn Fn(&Entry) -> String,
+    notes: &mut Vec<String>,
+) -> Challenge {
+    let Some(auth) = params.get("authenticator") else {
+        return Challenge::Stub {
+            plugin: "(none recorded)".into(),
+            dns: false,
+        };
+    };
+    let plugin = auth.value.as_text();
+    match plugin.as_str() {
+        "webroot" => {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for d in domains {
+                if let Some((_, root)) = webroot_map.iter().find(|(k, _)| k == d) {
+                    *counts.entry(root.as_str()).or_default() += 1;
+                }
+            }
+            let listed = params
+                .get("webroot_path")
+                .map(|e| e.value.as_list())
+                .unwrap_or_default();
+            let chosen = counts
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(r, _)| r.to_string())
+                .or_else(|| listed.first().cloned());
+            let Some(root) = chosen else {
+                notes.push(format!(
+                    "{}: webroot authenticator without a webroot",
+                    at(auth)
+                ));
+                return Challenge::Stub { plugin, dns: false };
+            };
+            for (d, r) in webroot_map {
+                if *r != root && domains.contains(d) {
+                    notes.push(format!(
+                        "{}: {d} was answered from the webroot {r}; renewd uses one webroot per \
+                         certificate ({root}): serve {root}/.well-known/acme-challenge/ for {d} too",
+                        at(auth)
+                    ));
+                }
+            }
+            Challenge::Webroot(PathBuf::from(root))
+        }
+        "standalone" => {
+            let text = |k: &str| {
+                params
+                    .get(k)
+                    .map(|e| e.value.as_text())
+                    .filter(|v| !v.is_empty())
+            };
+            let port = text("http01_port").unwrap_or_else(|| "80".into());
+            let addr = match text("http01_address") {
+                Some(a) if a.contains(':') => format!("[{a}]:{port}"),
+                Some(a) => format!("{a}:{port}"),
+                None => format!("[::]:{port}"),
+            };
+            Challenge::Listen(addr)
+        }
+        other => Challenge::Stub {
+            dns: other == "manual" || other.starts_with("dns"),
+            plugin: other.to_string(),
+        },
+    }
+}
+
+/// A shell string as a reload command: `["sh", "-c", HOOK]`, with certbot's
+/// `RENEWED_LINEAGE` and `RENEWED_DOMAINS` set (through `env`) when the hook uses them.
+fn shell_hook(
+    hook: &str,
+    origin: &str,
+    files: &LiveFiles,
+    domains: &[String],
+) -> (Vec<String>, String) {
+    let mut argv = Vec::new();
+    let mut comment = format!("{origin}, a shell string: run through sh -c");
+    if hook.contains("RENEWED_") {
+        argv.extend(renewed_env(files, domains));
+        comment.push_str(", with certbot's RENEWED_LINEAGE and RENEWED_DOMAINS");
+    }
+    argv.extend(["sh".to_string(), "-c".to_string(), hook.to_string()]);
+    (argv, comment)
+}
+
+/// `env RENEWED_LINEAGE=DIR RENEWED_DOMAINS="NAME NAME"`: the variables certbot gave its
+/// deploy hooks (the `live/` directory; the names, space-separated).
+fn renewed_env(files: &LiveFiles, domains: &[String]) -> Vec<String> {
+    let lineage = files
+        .cert
+        .parent()
+        .map_or_else(String::new, |p| p.display().to_string());
+    vec![
+        "env".into(),
+        format!("RENEWED_LINEAGE={lineage}"),
+        format!("RENEWED_DOMAINS={}", domains.join(" ")),
+    ]
+}
+
+/// Every executable in `renewal-hooks/deploy/`, in name order: certbot ran each after
+/// every renewal of every lineage.
+fn deploy_dir_hooks(
+    dir: &Path,
+    files: &LiveFiles,
+    domains: &[String],
+    notes: &mut Vec<String>,
+) -> Vec<(Vec<String>, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let hooks_dir = dir.join("renewal-hooks/deploy");
+    let Ok(listing) = std::fs::read_dir(&hooks_dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths.into_iter().take(MAX_LINEAGES) {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            continue;
+        }
+        let uses_env = fsutil::read_regular(&path, MAX_SMALL_FILE, Follow::Yes)
+            .map(|b| b.windows(8).any(|w| w == b"RENEWED_"))
+            .unwrap_or_else(|e| {
+                notes.push(format!(
+                    "{}: cannot be read to look for RENEWED_ variables: {e}",
+                    path.display()
+                ));
+                true
+            });
+        let mut argv = if uses_env {
+            renewed_env(files, domains)
+        } else {
+            Vec::new()
+        };
+        argv.push(path.display().to_string());
+        out.push((
+            argv,
+            format!("certbot ran {} after every renewal", path.display()),
+        ));
+    }
+    out
+}
+
+/// certbot's `renew_before_expiry` (`30 days`, `2 weeks`, `36 hours`) as renewd's duration.
+fn certbot_interval(v: &str) -> Option<String> {
+    let mut words = v.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    let unit = words.next().unwrap_or("days");
+    if words.next().is_some() {
+        return None;
+    }
+    match unit.trim_end_matches('s') {
+        "day" | "d" => Some(format!("{n}d")),
+        "week" | "w" => Some(format!("{}d", n.checked_mul(7)?)),
+        "hour" | "h" => Some(format!("{n}h")),
+        _ => None,
+    }
+}
+
+/// The contact URLs of certbot's account `account` at `server`:
+/// `accounts/HOST[:PORT]/PATH/ACCOUNT/regr.json`'s `body.contact` (empty when the account
+/// was registered without an email).
+fn account_contact(dir: &Path, server: &str, account: &str) -> Result<Vec<String>, String> {
+    let server_path = server
+        .split_once("://")
+        .map_or(server, |(_, rest)| rest)
+        .trim_end_matches('/');
+    if account.contains('/') || server_path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "the account `{account}` or server `{server}` is not a plain name"
+        ));
+    }
+    let path = dir
+        .join("accounts")
+        .join(server_path)
+        .join(account)
+        .join("regr.json");
+    let bytes =
+        fsutil::read_regular(&path, MAX_SMALL_FILE, Follow::Yes).map_err(|e| e.to_string())?;
+    let regr: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(regr["body"]["contact"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str())
+                .filter(|c| c.starts_with("mailto:"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renew_before_expiry_reads_days_weeks_and_hours() {
+        assert_eq!(certbot_interval("30 days").as_deref(), Some("30d"));
+        assert_eq!(certbot_interval("2 weeks").as_deref(), Some("14d"));
+        assert_eq!(certbot_interval("36 hours").as_deref(), Some("36h"));
+        assert_eq!(certbot_interval("1 day").as_deref(), Some("1d"));
+        assert_eq!(certbot_interval("soon"), None);
+        assert_eq!(certbot_interval("3 fortnights"), None);
+    }
+
+    fn params(text: &str) -> Section {
+        configobj::parse(text).expect("parses")
+    }
+
+    #[test]
+    fn key_types_map_and_unsupported_sizes_are_noted() {
+        let at = |e: &Entry| format!("f:{}", e.line);
+        let mut notes = Vec::new();
+        let cases = [
+            ("key_type = ecdsa\n", KeyType::EcdsaP256),
+            (
+                "key_type = ecdsa\nelliptic_curve = secp384r1\n",
+                KeyType::EcdsaP384,
+            ),
+            ("key_type = rsa\nrsa_key_size = 3072\n", KeyType::Rsa3072),
+            ("rsa_key_size = 4096\n", KeyType::Rsa4096),
+            ("", KeyType::Rsa2048),
+        ];
+        for (text, want) in cases {
+            assert_eq!(key_type(&params(text), &at, &mut notes), want, "{text}");
+        }
+        assert!(notes.is_empty(), "{notes:?}");
+        let got = key_type(
+            &params("key_type = ecdsa\nelliptic_curve = secp521r1\n"),
+            &at,
+            &mut notes,
+        );
+        assert_eq!(got, KeyType::EcdsaP384);
+        let got = key_type(&params("rsa_key_size = 2560\n"), &at, &mut notes);
+        assert_eq!(got, KeyType::Rsa3072);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("f:2: elliptic_curve `secp521r1`"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn standalone_webroot_and_plugins_become_challenges() {
+        let at = |e: &Entry| format!("f:{}", e.line);
+        let mut notes = Vec::new();
+        let domains = vec!["a.test".to_string(), "b.test".to_string()];
+        let p = params("authenticator = standalone\nhttp01_port = 8080\nhttp01_address = ::1\n");
+        assert_eq!(
+            challenge(&p, &[], &domains, &at, &mut notes),
+            Challenge::Listen("[::1]:8080".into())
+        );
+        let p = params("authenticator = standalone\n");
+        assert_eq!(
+            challenge(&p, &[], &domains, &at, &mut notes),
+            Challenge::Listen("[::]:80".into())
+        );
+        let map = vec![
+            ("a.test".to_string(), "/srv/a".to_string()),
+            ("b.test".to_string(), "/srv/b".to_string()),
+            ("c.test".to_string(), "/srv/a".to_string()),
+        ];
+        let p = params("authenticator = webroot\nwebroot_path = /srv/a, /srv/b\n");
+        let domains3 = vec!["a.test".into(), "b.test".into(), "c.test".into()];
+        assert_eq!(
+            challenge(&p, &map, &domains3, &at, &mut notes),
+            Challenge::Webroot("/srv/a".into())
+        );
+        assert_eq!(notes.len(), 1, "b.test's other webroot is said: {notes:?}");
+        assert!(
+            notes[0].contains("b.test was answered from the webroot /srv/b"),
+            "{notes:?}"
+        );
+        let p = params("authenticator = dns-cloudflare\n");
+        assert_eq!(
+            challenge(&p, &[], &domains, &at, &mut notes),
+            Challenge::Stub {
+                plugin: "dns-cloudflare".into(),
+                dns: true
+            }
+        );
+    }
+
+    #[test]
+    fn shell_hooks_run_through_sh_and_get_certbots_variables_when_they_use_them() {
+        let files = LiveFiles {
+            cert: "/etc/letsencrypt/live/a/cert.pem".into(),
+            chain: "/etc/letsencrypt/live/a/chain.pem".into(),
+            fullchain: "/etc/letsencrypt/live/a/fullchain.pem".into(),
+            privkey: "/etc/letsencrypt/live/a/privkey.pem".into(),
+        };
+        let domains = vec!["a.test".to_string(), "b.test".to_string()];
+        let (argv, _) = shell_hook(
+            "systemctl reload nginx && echo ok",
+            "hook",
+            &files,
+            &domains,
+        );
+        assert_eq!(argv, ["sh", "-c", "systemctl reload nginx && echo ok"]);
+        let (argv, comment) = shell_hook(
+            "cp $RENEWED_LINEAGE/fullchain.pem /x",
+            "hook",
+            &files,
+            &domains,
+        );
+        assert_eq!(
+            argv[..3],
+            [
+                "env",
+                "RENEWED_LINEAGE=/etc/letsencrypt/live/a",
+                "RENEWED_DOMAINS=a.test b.test"
+            ]
+        );
+        assert_eq!(
+            argv[argv.len() - 3..],
+            ["sh", "-c", "cp $RENEWED_LINEAGE/fullchain.pem /x"]
+        );
+        assert!(comment.contains("RENEWED_LINEAGE"), "{comment}");
+    }
+}

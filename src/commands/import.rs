@@ -41,7 +41,10 @@ pub async fn import_certbot(
             args.certbot_dir.join("renewal"),
         )));
     }
-    let rendered = render::render(&args.certbot_dir, &lineages, &existing);
+    let mut rendered = render::render(&args.certbot_dir, &lineages, &existing);
+    rendered
+        .notes
+        .extend(certbot::hook_dir_notes(&args.certbot_dir));
     match &output {
         Some(path) => {
             import::write_new(path, &rendered.toml, args.force).map_err(CommandError::failed)?

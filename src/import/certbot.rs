@@ -133,10 +133,6 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
     let top = configobj::parse(&text).map_err(|e| format!("{shown}:{}: {}", e.line, e.message))?;
     let empty = Section::default();
     let params = top.section("renewalparams").map_or(&empty, |s| &s.section);
-    let certbot_name = conf
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut notes = Vec::new();
     let at = |e: &Entry| format!("{shown}:{}", e.line);
     let file = |key: &str| -> Result<PathBuf, String> {
@@ -194,61 +190,109 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
             None
         })
         .unwrap_or_default();
-    let key_type = key_type(params, &at, &mut notes);
-    let challenge = challenge(params, &webroot_map, &domains, &at, &mut notes);
-    let mut reload = Vec::new();
-    if let Some(e) = params.get("renew_hook") {
-        let origin = format!("certbot's deploy hook ({})", at(e));
-        reload.push(shell_hook(&e.value.as_text(), &origin, &files, &domains));
-    }
-    reload.extend(deploy_dir_hooks(dir, &files, &domains, &mut notes));
-    if let Some(e) = params
-        .get("installer")
-        .filter(|e| e.value.as_text() != "None")
-    {
-        let plugin = e.value.as_text();
-        match plugin.as_str() {
-            "nginx" | "apache" => {
-                let unit = if plugin == "nginx" {
-                    "nginx"
-                } else {
-                    "apache2"
-                };
-                reload.push((
-                    vec!["systemctl".into(), "reload".into(), unit.into()],
-                    format!(
-                        "certbot's {plugin} installer reloaded {unit} after renewal ({})",
-                        at(e)
-                    ),
-                ));
-            }
-            _ => notes.push(format!(
-                "{}: installer `{plugin}` is not carried over: add the reload command of the \
-                 service it configured",
-                at(e)
-            )),
-        }
-    }
-    let renew_before = top.get("renew_before_expiry").and_then(|e| {
-        let v = e.value.as_text();
-        let d = certbot_interval(&v);
-        if d.is_none() {
-            notes.push(format!(
-                "{}: renew_before_expiry `{v}` is not a number of days, weeks or hours; \
-                 renewd's default (a third of the lifetime left) applies",
-                at(e)
-            ));
-        }
-        d
-    });
     let text_of = |k: &str| {
         params
             .get(k)
             .map(|e| e.value.as_text())
             .filter(|v| !v.is_empty() && v != "None")
     };
-    let profile = text_of("required_profile").or_else(|| text_of("preferred_profile"));
-    let reuse_key = text_of("reuse_key").is_some_and(|v| v == "True");
+    Ok(Lineage {
+        certbot_name: conf
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        conf: conf.to_path_buf(),
+        key_type: key_type(params, &at, &mut notes),
+        challenge: challenge(params, &webroot_map, &domains, &at, &mut notes),
+        reload: reload_commands(dir, params, &files, &domains, &at, &mut notes),
+        renew_before: renew_before(&top, &at, &mut notes),
+        preferred_chain: text_of("preferred_chain"),
+        profile: text_of("required_profile").or_else(|| text_of("preferred_profile")),
+        reuse_key: text_of("reuse_key").is_some_and(|v| v == "True"),
+        notes: {
+            uncarried(&top, params, &at, &mut notes);
+            notes
+        },
+        files,
+        domains,
+        deployed,
+        server,
+        contact,
+    })
+}
+
+/// The reload commands: certbot's deploy hook (`renew_hook`), the executables in
+/// `renewal-hooks/deploy/`, and the reload of the service an `installer` plugin configured.
+fn reload_commands(
+    dir: &Path,
+    params: &Section,
+    files: &LiveFiles,
+    domains: &[String],
+    at: &dyn Fn(&Entry) -> String,
+    notes: &mut Vec<String>,
+) -> Vec<(Vec<String>, String)> {
+    let mut reload = Vec::new();
+    if let Some(e) = params.get("renew_hook") {
+        let origin = format!("certbot's deploy hook ({})", at(e));
+        reload.push(shell_hook(&e.value.as_text(), &origin, files, domains));
+    }
+    reload.extend(deploy_dir_hooks(dir, files, domains, notes));
+    let Some(e) = params
+        .get("installer")
+        .filter(|e| e.value.as_text() != "None")
+    else {
+        return reload;
+    };
+    let plugin = e.value.as_text();
+    let unit = match plugin.as_str() {
+        "nginx" => "nginx",
+        "apache" => "apache2",
+        _ => {
+            notes.push(format!(
+                "{}: installer `{plugin}` is not carried over: add the reload command of the \
+                 service it configured",
+                at(e)
+            ));
+            return reload;
+        }
+    };
+    reload.push((
+        vec!["systemctl".into(), "reload".into(), unit.into()],
+        format!(
+            "certbot's {plugin} installer reloaded {unit} after renewal ({})",
+            at(e)
+        ),
+    ));
+    reload
+}
+
+/// `renew_before_expiry` (top level) as renewd's `renew_before`, noted when unreadable.
+fn renew_before(
+    top: &Section,
+    at: &dyn Fn(&Entry) -> String,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let e = top.get("renew_before_expiry")?;
+    let v = e.value.as_text();
+    let d = certbot_interval(&v);
+    if d.is_none() {
+        notes.push(format!(
+            "{}: renew_before_expiry `{v}` is not a number of days, weeks or hours; \
+             renewd's default (a third of the lifetime left) applies",
+            at(e)
+        ));
+    }
+    d
+}
+
+/// A note for every key renewd does not carry over (pre and post hooks, plugin settings
+/// other than a DNS plugin's, which the stub challenge names).
+fn uncarried(
+    top: &Section,
+    params: &Section,
+    at: &dyn Fn(&Entry) -> String,
+    notes: &mut Vec<String>,
+) {
     for (section, entries) in [("", &top.entries), ("renewalparams", &params.entries)] {
         for e in entries.iter().filter(|e| !carried(section, &e.key)) {
             notes.push(format!(
@@ -259,23 +303,6 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
             ));
         }
     }
-    Ok(Lineage {
-        certbot_name,
-        conf: conf.to_path_buf(),
-        files,
-        domains,
-        deployed,
-        server,
-        contact,
-        key_type,
-        challenge,
-        reload,
-        renew_before,
-        preferred_chain: text_of("preferred_chain"),
-        profile,
-        reuse_key,
-        notes,
-    })
 }
 
 /// Whether a key of the renewal file (`section` "" is the top level) is carried over or
@@ -314,7 +341,7 @@ fn carried(section: &str, key: &str) -> bool {
     ];
     match section {
         "" => TOP.contains(&key),
-        _ => PARAMS.contains(&key) || key.starts_with("dns_"),
+        _ => PARAMS.contains(&key),
     }
 }
 
@@ -556,6 +583,27 @@ fn deploy_dir_hooks(
         ));
     }
     out
+}
+
+/// A note for each file in `renewal-hooks/pre/` and `renewal-hooks/post/`: certbot ran
+/// them around every renewal run; renewd has no such hooks (its reload commands run after a
+/// deployment).
+pub(crate) fn hook_dir_notes(dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (kind, why) in [
+        ("pre", "before every renewal run; renewd has no pre hooks (its built-in http-01 listener needs no server stopped)"),
+        ("post", "after every renewal run; renewd runs `reload` commands after a deployment: add it there if it reloads a service"),
+    ] {
+        let Ok(listing) = std::fs::read_dir(dir.join("renewal-hooks").join(kind)) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths.into_iter().take(MAX_LINEAGES) {
+            notes.push(format!("{}: certbot ran it {why}", p.display()));
+        }
+    }
+    notes
 }
 
 /// certbot's `renew_before_expiry` (`30 days`, `2 weeks`, `36 hours`) as renewd's duration.

@@ -298,3 +298,90 @@ fn an_existing_output_is_kept_unless_forced() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), toml);
 }
+
+#[test]
+fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() {
+    let rig = Rig::new(PebbleOptions {
+        validity_secs: 90 * 86_400,
+        ..PebbleOptions::default()
+    });
+    fs::set_permissions(rig.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cb = Certbot::new(rig.dir.path(), &rig.pebble);
+    // certbot's manual plugin with an auth hook that publishes the TXT record at
+    // challtestsrv (CERTBOT_DOMAIN, CERTBOT_VALIDATION: certbot's hook environment).
+    let auth = rig.path("certbot-auth");
+    crate::common::write_exec(
+        &auth,
+        &format!(
+            "set -eu\ncurl -fsS -X POST -d \"{{\\\"host\\\":\\\"_acme-challenge.$CERTBOT_DOMAIN.\\\",\
+             \\\"value\\\":\\\"$CERTBOT_VALIDATION\\\"}}\" {}/set-txt\n",
+            rig.pebble.challtestsrv_mgmt
+        ),
+    );
+    let auth_arg = auth.display().to_string();
+    cb.certonly(
+        "dns",
+        &[
+            "--manual",
+            "--preferred-challenges",
+            "dns",
+            "--manual-auth-hook",
+            &auth_arg,
+        ]
+        .into_iter()
+        .chain(["-d", "d.test"])
+        .collect::<Vec<_>>(),
+    );
+    rig.write_config("");
+    let output = rig.path("certbot.toml");
+    let imported = rig.renewd(
+        "import",
+        &[
+            "certbot",
+            "--certbot-dir",
+            &cb.config_dir.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    );
+    assert!(imported.status.success());
+    let said = String::from_utf8_lossy(&imported.stderr);
+    assert!(
+        said.contains("the `manual` authenticator is not carried over"),
+        "{said}"
+    );
+    assert!(
+        said.contains("manual_auth_hook"),
+        "the hook is named: {said}"
+    );
+    let toml = fs::read_to_string(&output).expect("output");
+    let stub = "/etc/renewd/hooks/dns-dns-01";
+    assert!(
+        toml.contains(&format!("type = \"dns-01\", hook = [\"{stub}\"]")),
+        "{toml}"
+    );
+    // Included from the main file, as conf.d would be.
+    let main = fs::read_to_string(&rig.config_path).expect("config");
+    let body = format!("{main}\n{toml}");
+    fs::write(&rig.config_path, &body).expect("config");
+
+    let check = rig.renewd("check", &[]);
+    assert!(check.status.success(), "a stub is a warning, not an error");
+    let text = String::from_utf8_lossy(&check.stdout) + String::from_utf8_lossy(&check.stderr);
+    assert!(text.contains(stub), "check names the hook to write: {text}");
+    assert!(text.contains("1 certificate(s) not renewable"), "{text}");
+
+    // Filled in with a real dns-01 hook: renewable, and it renews.
+    let hook = rig.path("dns-hook");
+    rig.pebble.write_dns_hook(&hook);
+    fs::write(
+        &rig.config_path,
+        body.replace(stub, &hook.display().to_string()),
+    )
+    .expect("config");
+    let text = rig.renewd_ok("check", &[]);
+    assert!(text.contains("0 certificate(s) not renewable"), "{text}");
+    let before = read_cert_pem(cb.live("dns", "cert.pem")).serial_hex;
+    rig.renewd_ok("renew", &["--force", "dns"]);
+    assert_ne!(read_cert_pem(cb.live("dns", "cert.pem")).serial_hex, before);
+}

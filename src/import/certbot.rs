@@ -72,8 +72,12 @@ pub(crate) struct LiveFiles {
 /// How the lineage's challenges are answered under renewd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Challenge {
-    /// `authenticator = webroot`: http-01 files under this directory.
-    Webroot(PathBuf),
+    /// `authenticator = webroot`: http-01 files under `root` (the webroot most of the
+    /// names used), and under their own webroot for the `others` (`[[webroot_map]]`).
+    Webroot {
+        root: PathBuf,
+        others: Vec<(String, PathBuf)>,
+    },
     /// `authenticator = standalone`: renewd's built-in http-01 listener on this address.
     Listen(String),
     /// An authenticator renewd cannot carry over (manual, DNS plugins, nginx, apache): a
@@ -433,9 +437,9 @@ fn key_type(params: &Section, at: &dyn Fn(&Entry) -> String, notes: &mut Vec<Str
     }
 }
 
-/// How the lineage's challenges are answered: the webroot (one per certificate in renewd:
-/// the most used one of `[[webroot_map]]`, noted when the domains differ), the standalone
-/// listener's address, or a stub.
+/// How the lineage's challenges are answered: the webroots (the most used one of
+/// `[[webroot_map]]` for every name, the others per name), the standalone listener's
+/// address, or a stub.
 fn challenge(
     params: &Section,
     webroot_map: &[(String, String)],
@@ -474,16 +478,15 @@ fn challenge(
                 ));
                 return Challenge::Stub { plugin, dns: false };
             };
-            for (d, r) in webroot_map {
-                if *r != root && domains.contains(d) {
-                    notes.push(format!(
-                        "{}: {d} was answered from the webroot {r}; renewd uses one webroot per \
-                         certificate ({root}): serve {root}/.well-known/acme-challenge/ for {d} too",
-                        at(auth)
-                    ));
-                }
+            let others = webroot_map
+                .iter()
+                .filter(|(d, r)| *r != root && domains.contains(d))
+                .map(|(d, r)| (d.clone(), PathBuf::from(r)))
+                .collect();
+            Challenge::Webroot {
+                root: PathBuf::from(root),
+                others,
             }
-            Challenge::Webroot(PathBuf::from(root))
         }
         "standalone" => {
             let text = |k: &str| {
@@ -731,13 +734,12 @@ mod tests {
         let domains3 = vec!["a.test".into(), "b.test".into(), "c.test".into()];
         assert_eq!(
             challenge(&p, &map, &domains3, &at, &mut notes),
-            Challenge::Webroot("/srv/a".into())
+            Challenge::Webroot {
+                root: "/srv/a".into(),
+                others: vec![("b.test".into(), "/srv/b".into())]
+            }
         );
-        assert_eq!(notes.len(), 1, "b.test's other webroot is said: {notes:?}");
-        assert!(
-            notes[0].contains("b.test was answered from the webroot /srv/b"),
-            "{notes:?}"
-        );
+        assert!(notes.is_empty(), "{notes:?}");
         let p = params("authenticator = dns-cloudflare\n");
         assert_eq!(
             challenge(&p, &[], &domains, &at, &mut notes),

@@ -123,13 +123,17 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
         let _ = writeln!(out, "profile = {}", quote(p));
     }
     match &l.challenge {
-        Challenge::Webroot(root) => {
-            let root = root.display().to_string();
-            let _ = writeln!(
-                out,
-                "challenge = {{ type = \"http-01\", webroot = {} }}",
-                quote(&root)
-            );
+        Challenge::Webroot { root, others } if others.is_empty() => {
+            let _ = writeln!(out, "challenge = {}", webroot(root));
+        }
+        Challenge::Webroot { root, others } => {
+            let _ = writeln!(out, "# certbot's [[webroot_map]]: one webroot per name");
+            let mut tables: Vec<String> = others
+                .iter()
+                .map(|(d, r)| format!("{} = {}", quote(d), webroot(r)))
+                .collect();
+            tables.push(format!("\"*\" = {}", webroot(root)));
+            let _ = writeln!(out, "challenge = {{ {} }}", tables.join(", "));
         }
         Challenge::Listen(addr) => {
             let _ = writeln!(
@@ -208,6 +212,14 @@ fn stub(out: &mut String, name: &str, plugin: &str, dns: bool) {
             quote(&root)
         );
     }
+}
+
+/// An http-01 webroot challenge as an inline table.
+fn webroot(root: &Path) -> String {
+    format!(
+        "{{ type = \"http-01\", webroot = {} }}",
+        quote(&root.display().to_string())
+    )
 }
 
 /// A TOML basic string.
@@ -314,7 +326,20 @@ mod tests {
     #[test]
     fn lineages_become_certificates_that_parse_as_toml() {
         let lineages = [
-            lineage("Example.org", Challenge::Webroot("/var/www/html".into())),
+            lineage(
+                "Example.org",
+                Challenge::Webroot {
+                    root: "/var/www/html".into(),
+                    others: Vec::new(),
+                },
+            ),
+            lineage(
+                "split",
+                Challenge::Webroot {
+                    root: "/var/www/html".into(),
+                    others: vec![("www.example.org".into(), "/srv/www".into())],
+                },
+            ),
             lineage(
                 "dns",
                 Challenge::Stub {
@@ -351,7 +376,15 @@ mod tests {
             "{}",
             r.toml
         );
-        assert_eq!(certs[1]["challenge"]["type"].as_str(), Some("dns-01"));
+        assert_eq!(
+            certs[1]["challenge"]["www.example.org"]["webroot"].as_str(),
+            Some("/srv/www")
+        );
+        assert_eq!(
+            certs[1]["challenge"]["*"]["webroot"].as_str(),
+            Some("/var/www/html")
+        );
+        assert_eq!(certs[2]["challenge"]["type"].as_str(), Some("dns-01"));
         assert!(
             r.toml.contains("# preferred_chain = \"ISRG Root X1\""),
             "{}",

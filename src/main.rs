@@ -151,8 +151,10 @@ enum Command {
 /// The clients `renewd import` reads.
 #[derive(Subcommand)]
 enum ImportFrom {
-    /// Read certbot's lineages (renewal/*.conf) and write one [[certificate]] each, keeping
-    /// certbot's live/ paths: domains, key type, webroot or standalone challenge, deploy hooks
+    /// Write certbot's lineages as renewd configuration, keeping their live/ paths.
+    ///
+    /// Reads every renewal/*.conf and writes one [[certificate]] each, keeping certbot's
+    /// live/ paths: domains, key type, webroot or standalone challenge, deploy hooks
     /// as reload commands, the CA and its account contact. The certificates certbot deployed
     /// are adopted as they are and renewed when due. What cannot be carried over, and how to
     /// stop certbot's timer, is printed on standard error.

@@ -163,7 +163,19 @@ fn certbot_lineages_are_adopted_and_a_renewal_deploys_into_their_live_paths() {
     // A forced renewal replaces the links in live/ by the new files; archive/ stays whole.
     let archive = cb.config_dir.join("archive/standalone");
     let archived = snapshot(&archive);
-    rig.renewd_ok("renew", &["--force", "standalone"]);
+    let renewed = rig.renewd("renew", &["--force", "standalone"]);
+    assert!(
+        renewed.status.success(),
+        "renew --force: {}",
+        renewed.status
+    );
+    let log = String::from_utf8_lossy(&renewed.stderr);
+    let said = format!(
+        "standalone: {} was certbot's link to ../../archive/standalone/privkey1.pem; it is \
+         replaced by the new file",
+        cb.live("standalone", "privkey.pem").display()
+    );
+    assert!(log.contains(&said), "no `{said}` in:\n{log}");
     assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), issued + 1);
     let leaf = read_cert_pem(cb.live("standalone", "cert.pem"));
     assert_ne!(

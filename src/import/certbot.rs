@@ -193,7 +193,8 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
             ));
             None
         })
-        .unwrap_or_default();
+        .filter(|c: &Vec<String>| !c.is_empty())
+        .unwrap_or_else(|| cli_ini_email(dir));
     let text_of = |k: &str| {
         params
             .get(k)
@@ -609,6 +610,29 @@ pub(crate) fn hook_dir_notes(dir: &Path) -> Vec<String> {
     notes
 }
 
+/// The `email` of certbot's `cli.ini` (`DIR/cli.ini`, comma-separated addresses) as
+/// `mailto:` URLs: certbot 1.x and later keep no contact in `regr.json`. Empty when there
+/// is none or the file cannot be read.
+fn cli_ini_email(dir: &Path) -> Vec<String> {
+    let Ok(text) = fsutil::read_regular_string(&dir.join("cli.ini"), MAX_SMALL_FILE, Follow::Yes)
+    else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with(['#', ';']))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "email")
+        .map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|m| m.contains('@') && !m.contains(char::is_whitespace))
+                .map(|m| format!("mailto:{m}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// certbot's `renew_before_expiry` (`30 days`, `2 weeks`, `36 hours`) as renewd's duration.
 fn certbot_interval(v: &str) -> Option<String> {
     let mut words = v.split_whitespace();
@@ -662,6 +686,38 @@ fn account_contact(dir: &Path, server: &str, account: &str) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contact_comes_from_regr_json_else_cli_ini() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acct = dir.path().join("accounts/acme.test/directory/abc");
+        std::fs::create_dir_all(&acct).expect("mkdir");
+        let server = "https://acme.test/directory";
+        std::fs::write(
+            acct.join("regr.json"),
+            r#"{"body": {"contact": ["mailto:old@example.org"]}, "uri": "u"}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            account_contact(dir.path(), server, "abc").expect("read"),
+            ["mailto:old@example.org"]
+        );
+        std::fs::write(acct.join("regr.json"), r#"{"body": {}, "uri": "u"}"#).expect("write");
+        assert!(account_contact(dir.path(), server, "abc")
+            .expect("read")
+            .is_empty());
+        assert!(account_contact(dir.path(), server, "../x").is_err());
+        assert!(cli_ini_email(dir.path()).is_empty());
+        std::fs::write(
+            dir.path().join("cli.ini"),
+            "# Because we are using logrotate\nmax-log-backups = 0\nemail = ops@example.org, b@example.org\n",
+        )
+        .expect("write");
+        assert_eq!(
+            cli_ini_email(dir.path()),
+            ["mailto:ops@example.org", "mailto:b@example.org"]
+        );
+    }
 
     #[test]
     fn renew_before_expiry_reads_days_weeks_and_hours() {

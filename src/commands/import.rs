@@ -79,6 +79,9 @@ fn existing(
     for c in &cfg.certificates {
         if !from_output(&c.location.file) {
             e.cert_names.insert(c.name.clone());
+            for (_, file) in c.files.iter() {
+                e.files.insert(file.to_path_buf(), c.name.clone());
+            }
         }
     }
     Ok(e)

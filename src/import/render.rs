@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::certbot::{Challenge, Lineage, LETSENCRYPT};
 
@@ -19,6 +19,9 @@ pub(crate) struct Existing {
     pub(crate) ca_names: BTreeSet<String>,
     /// Every configured certificate name.
     pub(crate) cert_names: BTreeSet<String>,
+    /// Every file a configured certificate deploys, with the certificate's name: a lineage
+    /// whose `live/` files are among them is managed already and left out.
+    pub(crate) files: BTreeMap<PathBuf, String>,
 }
 
 /// The configuration text and what the person must know: names changed, settings not
@@ -43,7 +46,10 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
     );
     let mut cas = existing.cas.clone();
     let mut ca_names = existing.ca_names.clone();
-    for l in lineages {
+    for l in lineages
+        .iter()
+        .filter(|l| managed_already(l, existing).is_none())
+    {
         let key = l.server.trim_end_matches('/').to_string();
         if cas.contains_key(&key) {
             continue;
@@ -69,6 +75,13 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
     }
     let mut names = existing.cert_names.clone();
     for l in lineages {
+        if let Some(by) = managed_already(l, existing) {
+            notes.push(format!(
+                "{}: left out: its live/ files are already managed by certificate `{by}`",
+                l.conf.display()
+            ));
+            continue;
+        }
         let wanted = cert_name(&l.certbot_name);
         let name = unique(&wanted, &names);
         if name != l.certbot_name {
@@ -84,6 +97,14 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
         notes.extend(l.notes.iter().cloned());
     }
     Rendered { toml: out, notes }
+}
+
+/// The configured certificate already deploying one of `l`'s `live/` files, if any.
+fn managed_already<'a>(l: &Lineage, existing: &'a Existing) -> Option<&'a String> {
+    let f = &l.files;
+    [&f.cert, &f.chain, &f.fullchain, &f.privkey]
+        .into_iter()
+        .find_map(|p| existing.files.get(p))
 }
 
 /// One `[[certificate]]` table.
@@ -423,6 +444,24 @@ mod tests {
         assert_eq!(cert["name"].as_str(), Some("www-2"));
         assert_eq!(cert["ca"][0].as_str(), Some("le"));
         assert_eq!(cert["challenge"]["listen"].as_str(), Some("[::]:80"));
+
+        existing
+            .files
+            .insert("/etc/letsencrypt/live/www/privkey.pem".into(), "www".into());
+        let r = render(
+            Path::new("/etc/letsencrypt"),
+            &[lineage("www", Challenge::Listen("[::]:80".into()))],
+            &existing,
+        );
+        let doc: toml::Table = r.toml.parse().expect("TOML");
+        assert!(doc.get("certificate").is_none(), "{}", r.toml);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("already managed by certificate `www`")),
+            "{:?}",
+            r.notes
+        );
     }
 
     #[test]

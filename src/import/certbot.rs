@@ -86,6 +86,70 @@ pub(crate) enum Challenge {
     Stub { plugin: String, dns: bool },
 }
 
+/// Why one renewal file gave no lineage; each names the file (and the line when one is to
+/// blame).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LineageError {
+    /// The file cannot be read (missing, too large, not regular, not UTF-8).
+    #[error("{0}")]
+    Read(#[from] fsutil::ReadError),
+    /// Not configobj as certbot writes it.
+    #[error("{path}:{}: {}", .source.line, .source.message)]
+    Syntax {
+        path: PathBuf,
+        source: configobj::SyntaxError,
+    },
+    /// One of the four `live/` file lines is missing.
+    #[error(
+        "{path}: no `{key}` line: certbot writes cert, chain, fullchain and privkey at the \
+         top of every renewal file"
+    )]
+    NoFile { path: PathBuf, key: &'static str },
+    /// Neither the deployed certificate nor a `[[webroot_map]]` says which names it covers.
+    #[error(
+        "{path}: the deployed certificate cannot be read ({source}), and no [[webroot_map]] \
+         names the domains"
+    )]
+    NoDomains {
+        path: PathBuf,
+        source: DeployedError,
+    },
+}
+
+/// Why the deployed certificate of a lineage says nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeployedError {
+    #[error("{0}")]
+    Read(#[from] fsutil::ReadError),
+    /// Not PEM certificates.
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: x509::X509Error,
+    },
+    /// PEM without a certificate.
+    #[error("{0}: holds no certificate")]
+    Empty(PathBuf),
+    /// A certificate without a DNS name or IP address in its SAN.
+    #[error("{0}: the certificate names no DNS name or IP address")]
+    NoNames(PathBuf),
+}
+
+/// Why the account's contact was not read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ContactError {
+    /// An account id or server URL that would lead outside `accounts/`.
+    #[error("the account `{account}` or server `{server}` is not a plain name")]
+    NotPlain { account: String, server: String },
+    #[error("{0}")]
+    Read(#[from] fsutil::ReadError),
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 /// Reads every `renewal/*.conf` under `dir`, in name order. Errors: `renewal/` cannot be
 /// listed, holds more than [`MAX_LINEAGES`] files, or any file in it is unreadable or not
 /// configobj (every such file is reported, as `FILE:LINE: message`).
@@ -128,25 +192,24 @@ pub(crate) fn read_lineages(dir: &Path) -> Result<Vec<Lineage>, ImportError> {
     }
 }
 
-/// One renewal file, parsed and interpreted. The error is `FILE:LINE: message` (or
-/// `FILE: message` when no line is to blame).
-fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
+/// One renewal file, parsed and interpreted.
+fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
     let shown = conf.display();
-    let text = fsutil::read_regular_string(conf, MAX_CONF_BYTES, Follow::Yes)
-        .map_err(|e| e.to_string())?;
-    let top = configobj::parse(&text).map_err(|e| format!("{shown}:{}: {}", e.line, e.message))?;
+    let text = fsutil::read_regular_string(conf, MAX_CONF_BYTES, Follow::Yes)?;
+    let top = configobj::parse(&text).map_err(|source| LineageError::Syntax {
+        path: conf.to_path_buf(),
+        source,
+    })?;
     let empty = Section::default();
     let params = top.section("renewalparams").map_or(&empty, |s| &s.section);
     let mut notes = Vec::new();
     let at = |e: &Entry| format!("{shown}:{}", e.line);
-    let file = |key: &str| -> Result<PathBuf, String> {
-        match top.get(key) {
-            Some(e) => Ok(PathBuf::from(e.value.as_text())),
-            None => Err(format!(
-                "{shown}: no `{key}` line: certbot writes cert, chain, fullchain and privkey \
-                 at the top of every renewal file"
-            )),
-        }
+    let file = |key: &'static str| match top.get(key) {
+        Some(e) => Ok(PathBuf::from(e.value.as_text())),
+        None => Err(LineageError::NoFile {
+            path: conf.to_path_buf(),
+            key,
+        }),
     };
     let files = LiveFiles {
         cert: file("cert")?,
@@ -173,11 +236,11 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, String> {
             ));
             (webroot_map.iter().map(|(d, _)| d.clone()).collect(), None)
         }
-        Err(why) => {
-            return Err(format!(
-                "{shown}: the deployed certificate cannot be read ({why}), and no \
-                 [[webroot_map]] names the domains"
-            ))
+        Err(source) => {
+            return Err(LineageError::NoDomains {
+                path: conf.to_path_buf(),
+                source,
+            })
         }
     };
     let server = params
@@ -354,35 +417,29 @@ fn carried(section: &str, key: &str) -> bool {
 /// from `cert.pem` (else `fullchain.pem`).
 fn deployed_names(
     files: &LiveFiles,
-) -> Result<(Vec<String>, String, std::time::SystemTime), String> {
-    let mut last = String::new();
-    for path in [&files.cert, &files.fullchain] {
-        let info = fsutil::read_regular(path, caps::CERTIFICATE, Follow::Yes)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| {
-                let ders =
-                    x509::pem_certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
-                let first = ders
-                    .first()
-                    .ok_or_else(|| format!("{}: holds no certificate", path.display()))?;
-                x509::CertInfo::parse_der(first).map_err(|e| format!("{}: {e}", path.display()))
-            });
-        match info {
-            Ok(info) => {
-                let mut names = info.dns_names.clone();
-                names.extend(info.ip_addrs.iter().map(|ip| ip.to_string()));
-                if names.is_empty() {
-                    return Err(format!(
-                        "{}: the certificate names no DNS name",
-                        path.display()
-                    ));
-                }
-                return Ok((names, info.serial_hex, info.not_after));
-            }
-            Err(why) => last = why,
-        }
+) -> Result<(Vec<String>, String, std::time::SystemTime), DeployedError> {
+    let read = |path: &Path| -> Result<x509::CertInfo, DeployedError> {
+        let pem = fsutil::read_regular(path, caps::CERTIFICATE, Follow::Yes)?;
+        let invalid = |source| DeployedError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        };
+        let ders = x509::pem_certificates(&pem).map_err(invalid)?;
+        let first = ders
+            .first()
+            .ok_or_else(|| DeployedError::Empty(path.to_path_buf()))?;
+        x509::CertInfo::parse_der(first).map_err(invalid)
+    };
+    let (path, info) = match read(&files.cert) {
+        Ok(info) => (&files.cert, info),
+        Err(_) => (&files.fullchain, read(&files.fullchain)?),
+    };
+    let mut names = info.dns_names.clone();
+    names.extend(info.ip_addrs.iter().map(|ip| ip.to_string()));
+    if names.is_empty() {
+        return Err(DeployedError::NoNames(path.to_path_buf()));
     }
-    Err(last)
+    Ok((names, info.serial_hex, info.not_after))
 }
 
 /// `key_type` with `rsa_key_size` or `elliptic_curve`, as renewd's key type; a size or
@@ -652,25 +709,28 @@ fn certbot_interval(v: &str) -> Option<String> {
 /// The contact URLs of certbot's account `account` at `server`:
 /// `accounts/HOST[:PORT]/PATH/ACCOUNT/regr.json`'s `body.contact` (empty when the account
 /// was registered without an email).
-fn account_contact(dir: &Path, server: &str, account: &str) -> Result<Vec<String>, String> {
+fn account_contact(dir: &Path, server: &str, account: &str) -> Result<Vec<String>, ContactError> {
     let server_path = server
         .split_once("://")
         .map_or(server, |(_, rest)| rest)
         .trim_end_matches('/');
     if account.contains('/') || server_path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "the account `{account}` or server `{server}` is not a plain name"
-        ));
+        return Err(ContactError::NotPlain {
+            account: account.to_string(),
+            server: server.to_string(),
+        });
     }
     let path = dir
         .join("accounts")
         .join(server_path)
         .join(account)
         .join("regr.json");
-    let bytes =
-        fsutil::read_regular(&path, MAX_SMALL_FILE, Follow::Yes).map_err(|e| e.to_string())?;
+    let bytes = fsutil::read_regular(&path, MAX_SMALL_FILE, Follow::Yes)?;
     let regr: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|source| ContactError::Json {
+            path: path.clone(),
+            source,
+        })?;
     Ok(regr["body"]["contact"]
         .as_array()
         .map(|a| {

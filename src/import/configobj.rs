@@ -138,7 +138,7 @@ pub(crate) fn parse(text: &str) -> Result<Section, SyntaxError> {
         if key.is_empty() {
             return Err(syntax(line, "a `= value` line without a key"));
         }
-        let value = parse_value(value).map_err(|m| syntax(line, m))?;
+        let value = parse_value(value, line)?;
         let section = current(&mut top, depth);
         if section.get(key).is_some() {
             return Err(syntax(
@@ -188,11 +188,14 @@ fn header(s: &str) -> Option<(usize, String)> {
 
 /// A value after `=`: items separated by commas outside quotes, each unquoted (trimmed, up
 /// to a `#` comment) or quoted with `"` or `'` (configobj's quoting has no escapes: it picks
-/// the quote the value does not contain).
-fn parse_value(raw: &str) -> Result<Value, String> {
+/// the quote the value does not contain). `line` is for the error.
+fn parse_value(raw: &str, line: usize) -> Result<Value, SyntaxError> {
     let s = raw.trim();
     if s.starts_with("\"\"\"") || s.starts_with("'''") {
-        return Err("multi-line (triple-quoted) values are not supported".into());
+        return Err(syntax(
+            line,
+            "multi-line (triple-quoted) values are not supported",
+        ));
     }
     let mut items = Vec::new();
     let mut list = false;
@@ -207,13 +210,16 @@ fn parse_value(raw: &str) -> Result<Value, String> {
             let body = &rest[1..];
             let end = body
                 .find(q)
-                .ok_or_else(|| format!("the value's {q} quote is never closed"))?;
+                .ok_or_else(|| syntax(line, format!("the value's {q} quote is never closed")))?;
             item = body[..end].to_string();
             rest = body[end + 1..].trim_start();
             if !(rest.is_empty() || rest.starts_with([',', '#'])) {
-                return Err(format!(
-                    "unexpected `{}` after a quoted value",
-                    crate::text::escape(rest)
+                return Err(syntax(
+                    line,
+                    format!(
+                        "unexpected `{}` after a quoted value",
+                        crate::text::escape(rest)
+                    ),
                 ));
             }
         } else {
@@ -292,7 +298,7 @@ a.test = /var/www/html
 
     #[test]
     fn values_unquoted_quoted_lists_and_comments() {
-        let v = |s: &str| parse_value(s).expect(s);
+        let v = |s: &str| parse_value(s, 1).expect(s);
         assert_eq!(v(" plain value # note"), Value::Str("plain value".into()));
         assert_eq!(v(""), Value::Str(String::new()));
         assert_eq!(v("'say \"hi\"'"), Value::Str("say \"hi\"".into()));
@@ -306,9 +312,9 @@ a.test = /var/www/html
             v("\"x, y\", z"),
             Value::List(vec!["x, y".into(), "z".into()])
         );
-        assert!(parse_value("\"open").is_err());
-        assert!(parse_value("\"a\" b").is_err());
-        assert!(parse_value("'''multi").is_err());
+        assert!(parse_value("\"open", 1).is_err());
+        assert!(parse_value("\"a\" b", 1).is_err());
+        assert!(parse_value("'''multi", 1).is_err());
     }
 
     #[test]

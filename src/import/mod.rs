@@ -27,9 +27,9 @@ pub(crate) enum ImportError {
     #[error("{path}: more than {max} renewal configurations; refusing to read them all")]
     TooMany { path: PathBuf, max: usize },
     /// Renewal files that cannot be read or are not configobj, one `FILE:LINE: message`
-    /// each.
-    #[error("{}", .0.join("\n"))]
-    Lineages(Vec<String>),
+    /// each (one per line when displayed).
+    #[error("{}", lines(.0))]
+    Lineages(Vec<certbot::LineageError>),
     /// `renewal/` holds no `*.conf` file.
     #[error("{0}: no certbot lineage (renewal/*.conf) to import")]
     Nothing(PathBuf),
@@ -39,6 +39,11 @@ pub(crate) enum ImportError {
     /// Writing the output failed; nothing was left at its path.
     #[error("{path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
+}
+
+fn lines(errors: &[certbot::LineageError]) -> String {
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    all.join("\n")
 }
 
 /// Writes `text` to `path` as a new file with mode 0644: a temporary beside it (created

@@ -41,13 +41,20 @@ fn serials(rig: &Rig) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Pebble for certbot: certificates as long-lived as real ones (nothing is due by any
+/// measure), and no deliberate `badNonce` rejections — certbot retries one, not two in a
+/// row, and certbot's retries are not what these tests are about.
+fn certbot_pebble() -> PebbleOptions {
+    PebbleOptions {
+        validity_secs: 90 * 86_400,
+        nonce_reject_percent: Some(0),
+        ..PebbleOptions::default()
+    }
+}
+
 #[test]
 fn certbot_lineages_are_adopted_and_a_renewal_deploys_into_their_live_paths() {
-    // Certificates as long-lived as real ones: nothing is due by any measure.
-    let rig = Rig::new(PebbleOptions {
-        validity_secs: 90 * 86_400,
-        ..PebbleOptions::default()
-    });
+    let rig = Rig::new(certbot_pebble());
     fs::set_permissions(rig.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let cb = Certbot::new(rig.dir.path(), &rig.pebble);
     let port = rig.pebble.http_port.to_string();
@@ -313,10 +320,7 @@ fn an_existing_output_is_kept_unless_forced() {
 
 #[test]
 fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() {
-    let rig = Rig::new(PebbleOptions {
-        validity_secs: 90 * 86_400,
-        ..PebbleOptions::default()
-    });
+    let rig = Rig::new(certbot_pebble());
     fs::set_permissions(rig.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let cb = Certbot::new(rig.dir.path(), &rig.pebble);
     // certbot's manual plugin with an auth hook that publishes the TXT record at

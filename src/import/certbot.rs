@@ -99,6 +99,14 @@ pub(crate) enum LineageError {
         path: PathBuf,
         source: configobj::SyntaxError,
     },
+    /// A `live/` file line that is not an absolute path.
+    #[error("{path}:{line}: `{key}` is `{value}`, not an absolute path")]
+    Relative {
+        path: PathBuf,
+        line: usize,
+        key: &'static str,
+        value: String,
+    },
     /// One of the four `live/` file lines is missing.
     #[error(
         "{path}: no `{key}` line: certbot writes cert, chain, fullchain and privkey at the \
@@ -205,7 +213,15 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
     let mut notes = Vec::new();
     let at = |e: &Entry| format!("{shown}:{}", e.line);
     let file = |key: &'static str| match top.get(key) {
-        Some(e) => Ok(PathBuf::from(e.value.as_text())),
+        Some(e) if Path::new(&e.value.as_text()).is_absolute() => {
+            Ok(PathBuf::from(e.value.as_text()))
+        }
+        Some(e) => Err(LineageError::Relative {
+            path: conf.to_path_buf(),
+            line: e.line,
+            key,
+            value: crate::text::escape(&e.value.as_text()).into_owned(),
+        }),
         None => Err(LineageError::NoFile {
             path: conf.to_path_buf(),
             key,
@@ -777,6 +793,49 @@ mod tests {
             cli_ini_email(dir.path()),
             ["mailto:ops@example.org", "mailto:b@example.org"]
         );
+    }
+
+    #[test]
+    fn executables_in_renewal_hooks_deploy_become_reload_commands() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("renewal-hooks/deploy");
+        std::fs::create_dir_all(&hooks).expect("mkdir");
+        let write = |name: &str, body: &str, mode: u32| {
+            let p = hooks.join(name);
+            std::fs::write(&p, body).expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            p.display().to_string()
+        };
+        let reload = write("10-reload", "#!/bin/sh\nsystemctl reload nginx\n", 0o755);
+        let copy = write(
+            "20-copy",
+            "#!/bin/sh\ncp \"$RENEWED_LINEAGE/fullchain.pem\" /x\n",
+            0o755,
+        );
+        write("README", "not a hook\n", 0o644);
+        let files = LiveFiles {
+            cert: "/le/live/a/cert.pem".into(),
+            chain: "/le/live/a/chain.pem".into(),
+            fullchain: "/le/live/a/fullchain.pem".into(),
+            privkey: "/le/live/a/privkey.pem".into(),
+        };
+        let mut notes = Vec::new();
+        let got = deploy_dir_hooks(dir.path(), &files, &["a.test".into()], &mut notes);
+        let argvs: Vec<Vec<String>> = got.into_iter().map(|(argv, _)| argv).collect();
+        assert_eq!(
+            argvs,
+            [
+                vec![reload],
+                vec![
+                    "env".into(),
+                    "RENEWED_LINEAGE=/le/live/a".into(),
+                    "RENEWED_DOMAINS=a.test".into(),
+                    copy
+                ]
+            ]
+        );
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

@@ -130,10 +130,28 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
     },
-    /// Turn another ACME client's certificates into renewd configuration.
+    /// Write another ACME client's certificates as renewd configuration (certbot's
+    /// lineages, keeping their live/ paths).
+    ///
+    /// `import certbot` reads every renewal/*.conf under --certbot-dir and writes one
+    /// [[certificate]] each, keeping certbot's live/ paths: domains, key type, webroot or
+    /// standalone challenge, deploy hooks as reload commands, the CA and its account contact.
+    /// The certificates certbot deployed are adopted as they are and renewed when due. What
+    /// cannot be carried over, and how to stop certbot's timer, is printed on standard error.
     Import {
-        #[command(subcommand)]
-        from: ImportFrom,
+        /// The client whose certificates are imported.
+        #[arg(value_parser = ["certbot"])]
+        from: String,
+        /// certbot's configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/letsencrypt")]
+        certbot_dir: PathBuf,
+        /// Write the configuration to FILE (e.g. /etc/renewd/conf.d/certbot.toml) instead of
+        /// standard output (`-`). An existing FILE is kept unless --force.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing --output file.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -146,30 +164,6 @@ enum Command {
     /// Write the section-8 man pages (roff) into DIR; used to build the packages.
     #[command(hide = true)]
     Manpage { dir: PathBuf },
-}
-
-/// The clients `renewd import` reads.
-#[derive(Subcommand)]
-enum ImportFrom {
-    /// Write certbot's lineages as renewd configuration, keeping their live/ paths.
-    ///
-    /// Reads every renewal/*.conf and writes one [[certificate]] each, keeping certbot's
-    /// live/ paths: domains, key type, webroot or standalone challenge, deploy hooks
-    /// as reload commands, the CA and its account contact. The certificates certbot deployed
-    /// are adopted as they are and renewed when due. What cannot be carried over, and how to
-    /// stop certbot's timer, is printed on standard error.
-    Certbot {
-        /// certbot's configuration directory.
-        #[arg(long, value_name = "DIR", default_value = "/etc/letsencrypt")]
-        certbot_dir: PathBuf,
-        /// Write the configuration to FILE (e.g. /etc/renewd/conf.d/certbot.toml) instead of
-        /// standard output (`-`). An existing FILE is kept unless --force.
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Replace an existing --output file.
-        #[arg(long)]
-        force: bool,
-    },
 }
 
 fn main() -> ExitCode {
@@ -265,12 +259,10 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<Outcome, Comman
         Command::Account { op, ca } => commands::account(config, &op, ca.as_deref()).await,
         Command::Revoke { reason, name } => commands::revoke(config, name, reason).await,
         Command::Import {
-            from:
-                ImportFrom::Certbot {
-                    certbot_dir,
-                    output,
-                    force,
-                },
+            from: _,
+            certbot_dir,
+            output,
+            force,
         } => {
             let args = ImportArgs {
                 certbot_dir,

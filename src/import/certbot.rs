@@ -839,6 +839,40 @@ mod tests {
     }
 
     #[test]
+    fn fifos_oversized_and_relative_renewal_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let renewal = dir.path().join("renewal");
+        std::fs::create_dir_all(&renewal).expect("mkdir");
+        nix::unistd::mkfifo(
+            &renewal.join("fifo.conf"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let big = "# padding\n".repeat(MAX_CONF_BYTES as usize / 10 + 1);
+        std::fs::write(renewal.join("big.conf"), big).expect("write");
+        std::fs::write(
+            renewal.join("rel.conf"),
+            "cert = live/rel/cert.pem\nprivkey = /p\nchain = /c\nfullchain = /f\n",
+        )
+        .expect("write");
+        std::fs::write(renewal.join("ignored.txt"), "not a lineage").expect("write");
+        let Err(ImportError::Lineages(errors)) = read_lineages(dir.path()) else {
+            panic!("every bad file is an error");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            text[0].contains("big.conf: larger than 65536 bytes"),
+            "{text:?}"
+        );
+        assert!(text[1].contains("fifo.conf: is a FIFO"), "{text:?}");
+        assert!(
+            text[2].ends_with("rel.conf:1: `cert` is `live/rel/cert.pem`, not an absolute path"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn renew_before_expiry_reads_days_weeks_and_hours() {
         assert_eq!(certbot_interval("30 days").as_deref(), Some("30d"));
         assert_eq!(certbot_interval("2 weeks").as_deref(), Some("14d"));

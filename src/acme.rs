@@ -24,6 +24,7 @@ mod certkey;
 mod gate;
 mod http;
 mod order;
+pub(crate) mod persist;
 mod problem;
 mod renewal_info;
 mod revocation;

@@ -153,6 +153,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the `_validation-persist` TXT records dns-persist-01 needs.
+    ///
+    /// One per line, zone-file style (`_validation-persist.DOMAIN. TXT "VALUE"`), from the
+    /// stored ACME account (registered first when there is none, which needs the state
+    /// directory's lock) and the CA's issuer domain name (`[ca.NAME] issuer_domain_name`,
+    /// else the directory's `meta.issuerDomainNames`). Publish them once; renewals then
+    /// change nothing in DNS.
+    PersistRecord {
+        /// Configured certificates, or domains of them; every name each validates with
+        /// dns-persist-01 is printed.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the help of renewd or of a subcommand (`renewd help renew`).
@@ -257,6 +270,7 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<Outcome, Comman
         }
         Command::Inventory { json } => commands::inventory(config, json).await,
         Command::Account { op, ca } => commands::account(config, &op, ca.as_deref()).await,
+        Command::PersistRecord { names } => commands::persist_record(config, &names).await,
         Command::Revoke { reason, name } => commands::revoke(config, name, reason).await,
         Command::Import {
             from: _,

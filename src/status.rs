@@ -285,6 +285,16 @@ pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> i
             .rev()
             .find(|a| a.ok)
             .map(|a| crate::state::from_unix(a.at)),
+        persist_until: cert
+            .challenge
+            .rules
+            .iter()
+            .filter_map(|r| match &r.config {
+                crate::config::ChallengeConfig::DnsPersist01(p) => p.persist_until,
+                _ => None,
+            })
+            .min()
+            .map(|t| t.max(0) as u64),
     }
 }
 

@@ -570,7 +570,7 @@ fn check_challenge_fits(
     loc: &Location,
     p: &mut Vec<Problem>,
 ) {
-    if domain.starts_with("*.") && !challenge.is_dns01() {
+    if domain.starts_with("*.") && !challenge.is_dns() {
         p.push(Problem::new(
             loc.clone(),
             format!(
@@ -579,12 +579,25 @@ fn check_challenge_fits(
             ),
         ));
     }
-    if domain.parse::<IpAddr>().is_ok() && challenge.is_dns01() {
+    if let ChallengeConfig::DnsPersist01(persist) = challenge {
+        if domain.starts_with("*.") && !persist.wildcard {
+            p.push(Problem::new(
+                loc.clone(),
+                format!(
+                    "wildcard `{domain}` with dns-persist-01 needs `policy = \"wildcard\"` in \
+                     the challenge: the CA accepts a wildcard only from a record that says \
+                     `policy=wildcard`"
+                ),
+            ));
+        }
+    }
+    if domain.parse::<IpAddr>().is_ok() && challenge.is_dns() {
         p.push(Problem::new(
             loc.clone(),
             format!(
-                "IP address `{domain}` cannot be validated with dns-01; \
-                 use http-01 or tls-alpn-01"
+                "IP address `{domain}` cannot be validated with {}; \
+                 use http-01 or tls-alpn-01",
+                challenge.kind()
             ),
         ));
     }

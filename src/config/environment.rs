@@ -178,12 +178,20 @@ fn check_challenge(cert: &CertConfig, rule: &ChallengeRule, p: &mut Vec<Problem>
                 ));
             }
         }
-        ChallengeConfig::Dns01Hook { hook, .. } => {
+        ChallengeConfig::Dns01Hook { hook, .. }
+        | ChallengeConfig::DnsAccount01Hook { hook, .. } => {
             if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
-                p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
+                p.push(Problem::new(
+                    at("hook"),
+                    format!("{} hook: {why}", rule.config.kind()),
+                ));
             }
         }
         ChallengeConfig::Dns01Rfc2136 {
+            tsig_key_file: Some(path),
+            ..
+        }
+        | ChallengeConfig::DnsAccount01Rfc2136 {
             tsig_key_file: Some(path),
             ..
         } => check_secret_file("tsig_key_file", path, &at("rfc2136.tsig_key_file"), p),

@@ -37,6 +37,7 @@ use toml::de::DeTable;
 use crate::fsutil::ReadError;
 
 pub use problem::{ConfigError, Diagnosis, Location, Problem, Severity};
+pub use types::PersistConfig;
 pub use types::{
     AlertConfig, CaConfig, CertConfig, ChallengeConfig, ChallengeRule, Challenges, Config,
     DiscoveryConfig, ExceptionConfig, FileKind, FileSet, KeyType, MetricsConfig, RenewBefore,

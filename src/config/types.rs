@@ -82,6 +82,10 @@ pub struct CaConfig {
     /// else an `http://[user:pass@]host[:port]` proxy for every request to this CA
     /// (checked by [`check_proxy_url`]).
     pub proxy: Option<String>,
+    /// `issuer_domain_name`: the name this CA recognises in dns-persist-01 records
+    /// (draft-ietf-acme-dns-persist §3.1), lowercase, no trailing dot. `None`: the first of
+    /// the directory's `meta.issuerDomainNames` (§3.2).
+    pub issuer_domain_name: Option<String>,
     /// The `[ca.NAME]` header.
     pub location: Location,
     /// Where each key's value was written.
@@ -249,10 +253,41 @@ pub enum ChallengeConfig {
     },
     /// Answer on a built-in TLS server.
     TlsAlpn01 { listen: SocketAddr },
+    /// dns-persist-01 (draft-ietf-acme-dns-persist): a standing `_validation-persist` TXT
+    /// record the operator published once (`renewd persist-record`); nothing is provisioned.
+    DnsPersist01(PersistConfig),
+    /// dns-account-01 (draft-ietf-acme-dns-account-label): `hook set|clear RECORD VALUE` at
+    /// the account's own label, `_<label>._acme-challenge.DOMAIN`.
+    DnsAccount01Hook {
+        hook: Vec<String>,
+        propagation_wait: Duration,
+    },
+    /// dns-account-01 through RFC 2136 dynamic updates to `server`.
+    DnsAccount01Rfc2136 {
+        server: SocketAddr,
+        tsig_key_file: Option<PathBuf>,
+        propagation_wait: Duration,
+    },
+}
+
+/// What a dns-persist-01 challenge table says: the record's parameters and where to look it
+/// up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PersistConfig {
+    /// `policy = "wildcard"`: the record carries `policy=wildcard`, which a wildcard name
+    /// (and, per the draft, names below the domain) needs.
+    pub wildcard: bool,
+    /// `persist_until`: the record's `persistUntil`, seconds since the Unix epoch (UTC);
+    /// after it the CA ignores the record.
+    pub persist_until: Option<i64>,
+    /// `resolver`: the DNS server `check` and the pre-flight lookup ask (port 53 if not
+    /// given); `None`: the first `nameserver` of `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
 }
 
 impl ChallengeConfig {
-    /// The ACME challenge type: `http-01`, `dns-01` or `tls-alpn-01`.
+    /// The ACME challenge type: `http-01`, `dns-01`, `tls-alpn-01`, `dns-persist-01` or
+    /// `dns-account-01`.
     pub fn kind(&self) -> &'static str {
         match self {
             ChallengeConfig::Http01Webroot { .. } | ChallengeConfig::Http01Listen { .. } => {
@@ -260,11 +295,40 @@ impl ChallengeConfig {
             }
             ChallengeConfig::Dns01Hook { .. } | ChallengeConfig::Dns01Rfc2136 { .. } => "dns-01",
             ChallengeConfig::TlsAlpn01 { .. } => "tls-alpn-01",
+            ChallengeConfig::DnsPersist01(_) => "dns-persist-01",
+            ChallengeConfig::DnsAccount01Hook { .. }
+            | ChallengeConfig::DnsAccount01Rfc2136 { .. } => "dns-account-01",
         }
     }
 
     pub(crate) fn is_dns01(&self) -> bool {
         self.kind() == "dns-01"
+    }
+
+    /// Whether the CA looks at DNS for this challenge (dns-01, dns-account-01,
+    /// dns-persist-01): what a wildcard needs, and what an IP address cannot use.
+    pub(crate) fn is_dns(&self) -> bool {
+        self.is_dns01() || matches!(self.kind(), "dns-persist-01" | "dns-account-01")
+    }
+
+    /// How long a DNS answer takes to be visible after it is published (`propagation_wait`);
+    /// zero for every other challenge.
+    pub(crate) fn propagation_wait(&self) -> Duration {
+        match self {
+            ChallengeConfig::Dns01Hook {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::Dns01Rfc2136 {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::DnsAccount01Hook {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::DnsAccount01Rfc2136 {
+                propagation_wait, ..
+            } => *propagation_wait,
+            _ => Duration::ZERO,
+        }
     }
 }
 

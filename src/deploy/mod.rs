@@ -30,7 +30,7 @@ mod target_dir;
 
 pub use deployed::{inspect, DeployedProblem};
 pub(crate) use render::render;
-pub(crate) use stage::{stage, sweep_temporaries_of, Staged};
+pub(crate) use stage::{stage, Staged};
 pub use target_dir::{acl_dropped, clashing_targets};
 pub(crate) use target_dir::{check_directories, check_target_dir};
 

@@ -1,12 +1,13 @@
 //! Tests of `deploy`: staging and committing, sweeping, the directory check, inspection.
 
+use std::collections::HashSet;
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::deployed::MAX_DEPLOYED_FILE;
-use super::stage::{create_exclusive, TEMP_MARKER};
+use super::stage::{create_exclusive, sweep_temporaries_of, TEMP_MARKER};
 use super::*;
 use crate::config::KeyType;
 use crate::config::{FileKind, FileSet};
@@ -100,7 +101,7 @@ fn deploy(
 /// set), returning their paths.
 fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for (_, result) in sweep_temporaries_of([files]) {
+    for (_, result) in sweep_temporaries_of([files], &HashSet::new()) {
         removed.extend(result?);
     }
     Ok(removed)

@@ -80,6 +80,8 @@ pub struct Managed {
     pub(crate) last_failure: Option<String>,
     /// When the last successful renewal ended, if the record's history still holds one.
     pub(crate) last_success: Option<SystemTime>,
+    /// The earliest configured dns-persist-01 `persist_until`, Unix seconds.
+    pub(crate) persist_until: Option<u64>,
 }
 
 /// One certificate of the inventory; the element of `renewd inventory --json`'s
@@ -148,6 +150,10 @@ pub(crate) struct Item {
     /// `renewd_certificate_last_success_seconds`.
     #[serde(skip)]
     pub(crate) last_success: Option<u64>,
+    /// Managed only, not serialized: the earliest configured dns-persist-01
+    /// `persist_until` (Unix seconds), for the `persist_record_expiring` alert.
+    #[serde(skip)]
+    pub(crate) persist_until: Option<u64>,
 }
 
 impl Item {
@@ -196,6 +202,7 @@ impl Item {
             alert_before: None,
             cert_path: None,
             last_success: None,
+            persist_until: None,
         }
     }
 
@@ -284,6 +291,7 @@ pub(crate) fn collect(
         item.alert_before = m.alert_before;
         item.cert_path = m.cert_path.clone();
         item.last_success = m.last_success.map(unix);
+        item.persist_until = m.persist_until;
         item.problem = m.problem.clone();
         if m.problem.is_none() {
             if let Some(path) = &m.cert_path {

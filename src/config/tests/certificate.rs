@@ -179,7 +179,7 @@ fn challenge_shapes() {
             &replace("{ type = \"http01\", webroot = \"/srv\" }"),
             8,
             22,
-            "unknown challenge type `http01`; valid types are http-01, dns-01, tls-alpn-01; did you mean `http-01`?",
+            "unknown challenge type `http01`; valid types are http-01, dns-01, tls-alpn-01, dns-persist-01, dns-account-01; did you mean `http-01`?",
         );
     assert_only(
         &replace("{ webroot = \"/srv\" }"),

@@ -4,6 +4,7 @@ mod certificate;
 mod environment;
 mod files;
 mod merge;
+mod persist;
 mod sections;
 mod value;
 

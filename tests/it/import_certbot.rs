@@ -157,6 +157,14 @@ fn certbot_lineages_are_adopted_and_a_renewal_deploys_into_their_live_paths() {
     );
     assert_eq!(rig.pebble.count_log(Pebble::CERT_ISSUED_LOG), issued);
     assert_eq!(serials(&rig), before, "status shows certbot's certificates");
+    let table = rig.renewd_ok("status", &[]);
+    for (name, serial) in &before {
+        assert!(
+            table.contains(&format!("{name}\n"))
+                && table.contains(&format!("  serial:     {serial}\n")),
+            "status names {name} with certbot's serial {serial}:\n{table}"
+        );
+    }
     for name in ["standalone", "webroot"] {
         assert!(
             fs::symlink_metadata(cb.live(name, "cert.pem"))

@@ -80,6 +80,9 @@ pub(crate) enum Challenge {
     },
     /// `authenticator = standalone`: renewd's built-in http-01 listener on this address.
     Listen(String),
+    /// `authenticator = manual` for dns-01 with a `manual_auth_hook`: a dns-01 hook (argv)
+    /// that runs certbot's auth and cleanup hooks with the variables certbot gave them.
+    ManualDns(Vec<String>),
     /// An authenticator renewd cannot carry over (manual, DNS plugins, nginx, apache): a
     /// stub challenge that `renewd check` reports until someone fills it in. `plugin` is
     /// certbot's authenticator name.
@@ -280,6 +283,7 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
             .map(|e| e.value.as_text())
             .filter(|v| !v.is_empty() && v != "None")
     };
+    let challenge = challenge(params, &webroot_map, &domains, &at, &mut notes);
     Ok(Lineage {
         certbot_name: conf
             .file_stem()
@@ -287,16 +291,16 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
             .unwrap_or_default(),
         conf: conf.to_path_buf(),
         key_type: key_type(params, &at, &mut notes),
-        challenge: challenge(params, &webroot_map, &domains, &at, &mut notes),
         reload: reload_commands(dir, params, &files, &domains, &at, &mut notes),
         renew_before: renew_before(&top, &at, &mut notes),
         preferred_chain: text_of("preferred_chain"),
         profile: text_of("required_profile").or_else(|| text_of("preferred_profile")),
         reuse_key: text_of("reuse_key").is_some_and(|v| v == "True"),
         notes: {
-            uncarried(&top, params, &at, &mut notes);
+            uncarried(&top, params, &challenge, &at, &mut notes);
             notes
         },
+        challenge,
         files,
         domains,
         deployed,
@@ -369,16 +373,24 @@ fn renew_before(
     d
 }
 
-/// A note for every key renewd does not carry over (pre and post hooks, plugin settings
-/// other than a DNS plugin's, which the stub challenge names).
+/// A note for every key renewd does not carry over (pre and post hooks, plugin settings,
+/// the manual plugin's hooks unless they became the dns-01 hook).
 fn uncarried(
     top: &Section,
     params: &Section,
+    challenge: &Challenge,
     at: &dyn Fn(&Entry) -> String,
     notes: &mut Vec<String>,
 ) {
     for (section, entries) in [("", &top.entries), ("renewalparams", &params.entries)] {
-        for e in entries.iter().filter(|e| !carried(section, &e.key)) {
+        let hook_carried = |k: &str| {
+            matches!(challenge, Challenge::ManualDns(_))
+                && matches!(k, "manual_auth_hook" | "manual_cleanup_hook")
+        };
+        for e in entries
+            .iter()
+            .filter(|e| !carried(section, &e.key) && !hook_carried(&e.key))
+        {
             notes.push(format!(
                 "{}: `{}` = `{}` is not carried over (renewd has no such setting)",
                 at(e),
@@ -421,6 +433,7 @@ fn carried(section: &str, key: &str) -> bool {
         "work_dir",
         "logs_dir",
         "manual_public_ip_logging_ok",
+        "pref_challs",
         "strict_permissions",
     ];
     match section {
@@ -577,11 +590,59 @@ fn challenge(
             };
             Challenge::Listen(addr)
         }
+        "manual" => match manual_dns_hook(params) {
+            Some(argv) => Challenge::ManualDns(argv),
+            None => Challenge::Stub { dns: true, plugin },
+        },
         other => Challenge::Stub {
-            dns: other == "manual" || other.starts_with("dns"),
+            dns: other.starts_with("dns"),
             plugin: other.to_string(),
         },
     }
+}
+
+/// The script [`manual_dns_hook`] runs: renewd calls a dns-01 hook as `HOOK set|clear
+/// RECORD VALUE` (RECORD `_acme-challenge.DOMAIN`); certbot ran its manual hooks through the
+/// shell with `CERTBOT_DOMAIN`, `CERTBOT_VALIDATION`, `CERTBOT_ALL_DOMAINS` (comma-separated,
+/// as `RENEWD_DOMAINS` is) and `CERTBOT_REMAINING_CHALLENGES` set.
+const MANUAL_DNS_SCRIPT: &str = "d=\"${2#_acme-challenge.}\"; \
+export CERTBOT_DOMAIN=\"$d\" CERTBOT_VALIDATION=\"$3\" CERTBOT_ALL_DOMAINS=\"$RENEWD_DOMAINS\" \
+CERTBOT_REMAINING_CHALLENGES=0; \
+case \"$1\" in set) exec sh -c \"$CERTBOT_AUTH_HOOK\" ;; \
+clear) [ -n \"$CERTBOT_CLEANUP_HOOK\" ] || exit 0; exec sh -c \"$CERTBOT_CLEANUP_HOOK\" ;; \
+*) echo \"usage: $0 set|clear RECORD VALUE\" >&2; exit 2 ;; esac";
+
+/// certbot's manual plugin answering dns-01 (`pref_challs` names dns-01, or nothing else)
+/// with a `manual_auth_hook`, as a renewd dns-01 hook argv: `env` carries the hooks, and
+/// [`MANUAL_DNS_SCRIPT`] runs them as certbot did. `None` without an auth hook or for
+/// http-01 (renewd has no http-01 hooks).
+fn manual_dns_hook(params: &Section) -> Option<Vec<String>> {
+    let text = |k: &str| {
+        params
+            .get(k)
+            .map(|e| e.value.as_text())
+            .filter(|v| !v.is_empty() && v != "None")
+    };
+    let auth = text("manual_auth_hook")?;
+    let prefs = params
+        .get("pref_challs")
+        .map(|e| e.value.as_list())
+        .unwrap_or_default();
+    if !prefs.iter().any(|p| p == "dns-01" || p == "dns") {
+        return None;
+    }
+    Some(vec![
+        "env".into(),
+        format!("CERTBOT_AUTH_HOOK={auth}"),
+        format!(
+            "CERTBOT_CLEANUP_HOOK={}",
+            text("manual_cleanup_hook").unwrap_or_default()
+        ),
+        "sh".into(),
+        "-c".into(),
+        MANUAL_DNS_SCRIPT.into(),
+        "certbot-manual-hook".into(),
+    ])
 }
 
 /// A shell string as a reload command: `["sh", "-c", HOOK]`, with certbot's

@@ -164,6 +164,15 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
                 quote(addr)
             );
         }
+        Challenge::ManualDns(argv) => {
+            let _ = writeln!(
+                out,
+                "# certbot's manual plugin: its manual_auth_hook and manual_cleanup_hook, run with\n\
+                 # the CERTBOT_DOMAIN and CERTBOT_VALIDATION they had under certbot\n\
+                 challenge = {{ type = \"dns-01\", hook = {} }}",
+                list(argv)
+            );
+        }
         Challenge::Stub { plugin, dns } => {
             stub(out, name, plugin, *dns);
             notes.push(format!(

@@ -327,12 +327,13 @@ fn an_existing_output_is_kept_unless_forced() {
 }
 
 #[test]
-fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() {
+fn manual_dns_hooks_carry_over_and_a_dns_plugin_becomes_a_stub_that_check_reports() {
     let rig = Rig::new(certbot_pebble());
     fs::set_permissions(rig.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let cb = Certbot::new(rig.dir.path(), &rig.pebble);
     // certbot's manual plugin with an auth hook that publishes the TXT record at
-    // challtestsrv (CERTBOT_DOMAIN, CERTBOT_VALIDATION: certbot's hook environment).
+    // challtestsrv (CERTBOT_DOMAIN, CERTBOT_VALIDATION: certbot's hook environment), and a
+    // cleanup hook that logs what it was given.
     let auth = rig.path("certbot-auth");
     crate::common::write_exec(
         &auth,
@@ -342,20 +343,39 @@ fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() 
             rig.pebble.challtestsrv_mgmt
         ),
     );
+    let cleaned = rig.path("cleanup.out");
+    let cleanup = format!("echo \"$CERTBOT_DOMAIN\" >> {}", cleaned.display());
     let auth_arg = auth.display().to_string();
-    cb.certonly(
-        "dns",
-        &[
-            "--manual",
-            "--preferred-challenges",
-            "dns",
-            "--manual-auth-hook",
-            &auth_arg,
-        ]
-        .into_iter()
-        .chain(["-d", "d.test"])
-        .collect::<Vec<_>>(),
-    );
+    for (name, domain) in [("manual", "m.test"), ("plugin", "p.test")] {
+        cb.certonly(
+            name,
+            &[
+                "--manual",
+                "--preferred-challenges",
+                "dns",
+                "--manual-auth-hook",
+                &auth_arg,
+            ]
+            .into_iter()
+            .chain(["--manual-cleanup-hook", &cleanup, "-d", domain])
+            .collect::<Vec<_>>(),
+        );
+    }
+    // What a DNS plugin writes instead (certbot-dns-cloudflare is not installed here).
+    let conf = cb.config_dir.join("renewal/plugin.conf");
+    let text = fs::read_to_string(&conf).expect("renewal conf");
+    let text: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("manual_"))
+        .map(|l| match l {
+            "authenticator = manual" => {
+                "authenticator = dns-cloudflare\ndns_cloudflare_credentials = /root/cf.ini".into()
+            }
+            other => other.to_string(),
+        })
+        .collect();
+    fs::write(&conf, text.join("\n") + "\n").expect("write conf");
+
     rig.write_config("");
     let output = rig.path("certbot.toml");
     let imported = rig.renewd(
@@ -371,17 +391,25 @@ fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() 
     assert!(imported.status.success());
     let said = String::from_utf8_lossy(&imported.stderr);
     assert!(
-        said.contains("the `manual` authenticator is not carried over"),
+        said.contains("the `dns-cloudflare` authenticator is not carried over"),
         "{said}"
     );
     assert!(
-        said.contains("manual_auth_hook"),
-        "the hook is named: {said}"
+        said.contains("`dns_cloudflare_credentials` = `/root/cf.ini`"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("manual_auth_hook"),
+        "the manual hooks are carried: {said}"
     );
     let toml = fs::read_to_string(&output).expect("output");
-    let stub = "/etc/renewd/hooks/dns-dns-01";
+    let stub = "/etc/renewd/hooks/plugin-dns-01";
     assert!(
         toml.contains(&format!("type = \"dns-01\", hook = [\"{stub}\"]")),
+        "{toml}"
+    );
+    assert!(
+        toml.contains(&format!("CERTBOT_AUTH_HOOK={}", auth.display())),
         "{toml}"
     );
     // Included from the main file, as conf.d would be.
@@ -395,7 +423,20 @@ fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() 
     assert!(text.contains(stub), "check names the hook to write: {text}");
     assert!(text.contains("1 certificate(s) not renewable"), "{text}");
 
-    // Filled in with a real dns-01 hook: renewable, and it renews.
+    // certbot's manual hooks answer renewd's dns-01 challenge as they answered certbot's.
+    let before = read_cert_pem(cb.live("manual", "cert.pem")).serial_hex;
+    let _ = fs::remove_file(&cleaned);
+    rig.renewd_ok("renew", &["--force", "manual"]);
+    assert_ne!(
+        read_cert_pem(cb.live("manual", "cert.pem")).serial_hex,
+        before
+    );
+    assert_eq!(
+        fs::read_to_string(&cleaned).expect("cleanup ran"),
+        "m.test\n"
+    );
+
+    // The stub filled in with a real dns-01 hook: renewable, and it renews.
     let hook = rig.path("dns-hook");
     rig.pebble.write_dns_hook(&hook);
     fs::write(
@@ -405,7 +446,10 @@ fn a_manual_dns_lineage_becomes_a_dns_01_stub_that_check_reports_until_filled() 
     .expect("config");
     let text = rig.renewd_ok("check", &[]);
     assert!(text.contains("0 certificate(s) not renewable"), "{text}");
-    let before = read_cert_pem(cb.live("dns", "cert.pem")).serial_hex;
-    rig.renewd_ok("renew", &["--force", "dns"]);
-    assert_ne!(read_cert_pem(cb.live("dns", "cert.pem")).serial_hex, before);
+    let before = read_cert_pem(cb.live("plugin", "cert.pem")).serial_hex;
+    rig.renewd_ok("renew", &["--force", "plugin"]);
+    assert_ne!(
+        read_cert_pem(cb.live("plugin", "cert.pem")).serial_hex,
+        before
+    );
 }

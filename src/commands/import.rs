@@ -44,7 +44,7 @@ pub async fn import_certbot(
     let mut rendered = render::render(&args.certbot_dir, &lineages, &existing);
     rendered
         .notes
-        .extend(certbot::hook_dir_notes(&args.certbot_dir));
+        .extend(import::hooks::hook_dir_notes(&args.certbot_dir));
     match &output {
         Some(path) => {
             import::write_new(path, &rendered.toml, args.force).map_err(CommandError::failed)?

@@ -10,6 +10,7 @@
 
 pub(crate) mod certbot;
 pub(crate) mod configobj;
+pub(crate) mod hooks;
 pub(crate) mod render;
 
 use std::fs::OpenOptions;

@@ -21,6 +21,7 @@ use instant_acme::Account;
 
 pub(crate) mod account;
 mod certkey;
+mod chain;
 mod gate;
 mod http;
 mod order;

@@ -35,6 +35,9 @@ pub(crate) struct OrderOptions<'a> {
     /// stop before finalize and deactivate the authorizations (RFC 8555 §7.5.2), so the CA
     /// issues nothing and no duplicate-certificate limit is spent.
     pub(crate) dry_run: bool,
+    /// `preferred_chain`: the issuer common name of the chain to deploy among the default
+    /// and alternate chains (RFC 8555 §7.4.2; see `chain`).
+    pub(crate) preferred_chain: Option<&'a str>,
 }
 
 /// The result of a completed order.
@@ -197,8 +200,15 @@ impl Ca {
         }
         validated?;
         self.finalize(&mut order, csr_der).await?;
-        let chain_pem = order.poll_certificate(&polling()).await?;
+        let mut chain_pem = order.poll_certificate(&polling()).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");
+        if let (Some(preferred), Some(cert_url)) =
+            (options.preferred_chain, order.state().certificate.clone())
+        {
+            chain_pem = self
+                .preferred_chain(account.id(), &cert_url, chain_pem, preferred)
+                .await;
+        }
         Ok(OrderOutcome::Issued(Issued {
             chain_pem,
             order_url,

@@ -10,6 +10,7 @@ mod persist;
 mod renew;
 mod run;
 mod status;
+mod trust_audit;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ pub use persist::persist_record;
 pub use renew::{renew, revoke, RenewArgs};
 pub use run::run;
 pub use status::{inventory, status, StatusArgs};
+pub use trust_audit::{trust_audit, TrustAuditArgs};
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

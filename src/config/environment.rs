@@ -62,6 +62,15 @@ impl Config {
                 ));
             }
         }
+        // A trust store that is not there is audited as missing; said here first.
+        for path in self.trust.iter().flat_map(|t| &t.paths) {
+            if let Err(e) = fs::metadata(path) {
+                p.push(Problem::warning(
+                    self.key_location("trust.paths"),
+                    format!("`{}` of `[trust] paths`: {e}", path.display()),
+                ));
+            }
+        }
         finish(p, &self.sources)
     }
 }
@@ -141,6 +150,10 @@ fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
     }
     for rule in &cert.challenge.rules {
         check_challenge(cert, rule, p);
+    }
+    if let (Some(_), Some(path)) = (&cert.files.pkcs12, cert.pkcs12_password_path()) {
+        let at = cert.key_location("pkcs12_password_file");
+        check_secret_file("pkcs12_password_file", &path, at, p);
     }
 }
 

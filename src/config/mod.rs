@@ -26,6 +26,7 @@ mod sections;
 mod source;
 #[cfg(test)]
 mod tests;
+mod trust;
 mod types;
 mod value;
 
@@ -43,6 +44,7 @@ pub use types::{
     DiscoveryConfig, ExceptionConfig, FileKind, FileSet, KeyType, MetricsConfig, RenewBefore,
     VerifyConfig,
 };
+pub use types::{AnchorException, TrustConfig, DEFAULT_TRUST_EXPIRING_WITHIN};
 pub(crate) use value::{check_proxy_url, InvalidValue};
 
 use problem::finish;

@@ -58,6 +58,9 @@ pub(crate) fn stage(
     if m.chain_pem.is_empty() {
         return Err(DeployError::EmptyChain);
     }
+    if let (Some(path), None) = (&files.pkcs12, &m.pkcs12) {
+        return Err(DeployError::NoPkcs12(path.clone()));
+    }
     let rendered = render(files, m);
     let mut seen = HashSet::new();
     let mut dirs: Vec<&Path> = Vec::new();

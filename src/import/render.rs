@@ -201,14 +201,14 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
     if let Some(chain) = &l.preferred_chain {
         let _ = writeln!(
             out,
-            "# preferred_chain = {} # certbot's preferred_chain: uncomment where renewd supports it",
+            "preferred_chain = {} # certbot's preferred_chain",
             quote(chain)
         );
     }
     if l.reuse_key {
         let _ = writeln!(
             out,
-            "# reuse_key = true # certbot's reuse_key: uncomment where renewd supports it"
+            "reuse_key = true # certbot's reuse_key: the deployed key is kept across renewals"
         );
     }
 }
@@ -415,11 +415,7 @@ mod tests {
             Some("/var/www/html")
         );
         assert_eq!(certs[2]["challenge"]["type"].as_str(), Some("dns-01"));
-        assert!(
-            r.toml.contains("# preferred_chain = \"ISRG Root X1\""),
-            "{}",
-            r.toml
-        );
+        assert_eq!(certs[0]["preferred_chain"].as_str(), Some("ISRG Root X1"));
         assert!(r.toml.contains("systemctl disable --now certbot.timer"));
         assert!(
             r.notes.iter().any(|n| n.contains("named `example.org`")),

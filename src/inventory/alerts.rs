@@ -38,8 +38,8 @@ pub(crate) struct Alert {
     /// `firing` or `resolved`.
     pub(crate) status: String,
     /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
-    /// `ari_early_replacement`, `clock_skew`, `renew_before_too_long` or
-    /// `persist_record_expiring`.
+    /// `ari_early_replacement`, `clock_skew`, `renew_before_too_long`,
+    /// `persist_record_expiring` or `trust_anchor`.
     pub(crate) condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.
@@ -192,6 +192,11 @@ pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Op
     let mut next: Option<u64> = None;
     for item in items {
         let mut checks = Checks::new(item, now_s);
+        if item.kind == Kind::Anchor {
+            checks.trust_anchor();
+            out.extend(checks.found);
+            continue;
+        }
         checks.expiring();
         checks.renewal_failing();
         checks.failed_for_a_person();
@@ -409,6 +414,32 @@ impl<'a> Checks<'a> {
         } else {
             self.later(start);
         }
+    }
+
+    /// A trust anchor the audit flagged (`renewd trust-audit`, `[trust]`): critical when it
+    /// has expired, else a warning. Its next change is the daemon's audit's to say.
+    fn trust_anchor(&mut self) {
+        let item = self.item;
+        let severity = if item.anchor_flags.contains(&"expired") {
+            "critical"
+        } else {
+            "warning"
+        };
+        let message = format!(
+            "trust anchor \"{}\" in {} is flagged {}: {}{}",
+            item.subject.as_deref().unwrap_or(""),
+            item.paths
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            item.anchor_flags.join(", "),
+            item.reason.as_deref().unwrap_or(""),
+            match &item.review_by {
+                Some(r) => format!(" (its exception's review was due by {r})"),
+                None => String::new(),
+            }
+        );
+        self.add("trust_anchor", severity, message);
     }
 
     /// The exception's `review_by` date has passed.

@@ -11,6 +11,7 @@ pub(crate) mod alerts;
 pub mod discovery;
 pub(crate) mod live;
 pub(crate) mod metrics;
+pub(crate) mod trust;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub(crate) enum Kind {
     Managed,
     Exception,
     Unmanaged,
+    /// A flagged trust anchor (`renewd trust-audit`); never in `certificates`, only in
+    /// alerts.
+    Anchor,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::Managed => "managed",
             Kind::Exception => "exception",
             Kind::Unmanaged => "unmanaged",
+            Kind::Anchor => "anchor",
         }
     }
 }
@@ -154,6 +159,10 @@ pub(crate) struct Item {
     /// `persist_until` (Unix seconds), for the `persist_record_expiring` alert.
     #[serde(skip)]
     pub(crate) persist_until: Option<u64>,
+    /// Anchor only, not serialized: its flags (`expired`, `weak`, ...), for alerts and
+    /// `renewd_trust_anchor_flagged`.
+    #[serde(skip)]
+    pub(crate) anchor_flags: Vec<&'static str>,
 }
 
 impl Item {
@@ -203,6 +212,7 @@ impl Item {
             cert_path: None,
             last_success: None,
             persist_until: None,
+            anchor_flags: Vec::new(),
         }
     }
 
@@ -231,6 +241,12 @@ pub struct Inventory {
     /// Managed first (configuration order), then exceptions, then unmanaged by path.
     pub(crate) certificates: Vec<Item>,
     pub(crate) discovery: DiscoverySummary,
+    /// Not serialized: the flagged trust anchors of the daemon's audit (`[trust]`), as
+    /// items of kind `anchor`, and when that audit's verdict may next change by itself.
+    #[serde(skip)]
+    pub(crate) anchors: Vec<Item>,
+    #[serde(skip)]
+    pub(crate) anchors_next: Option<SystemTime>,
 }
 
 /// What discovery looked at; the `discovery` member of `renewd inventory --json`.
@@ -346,6 +362,8 @@ pub(crate) fn collect(
             files_scanned: scan.files_seen(),
             errors: scan.errors(),
         },
+        anchors: Vec::new(),
+        anchors_next: None,
     }
 }
 
@@ -368,9 +386,9 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = table_line(&header, &widths);
+    let mut out = crate::text::table_line(&header, &widths);
     for r in &rows {
-        out.push_str(&table_line(r, &widths));
+        out.push_str(&crate::text::table_line(r, &widths));
     }
     if rows.is_empty() {
         out.push_str("no certificates known\n");
@@ -441,6 +459,7 @@ fn note(i: &Item, now: SystemTime) -> String {
                 i.reason.as_deref().unwrap_or("")
             ),
             Kind::Unmanaged => i.names.join(", "),
+            Kind::Anchor => i.reason.clone().unwrap_or_default(),
         }
     };
     if i.alerts.is_empty() {
@@ -448,19 +467,6 @@ fn note(i: &Item, now: SystemTime) -> String {
     } else {
         format!("ALERT {}; {note}", i.alerts.join(", "))
     }
-}
-
-/// One line of the table: each cell but the last padded to its column's width.
-fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
-    let mut s = String::new();
-    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-        if n + 1 == cells.len() {
-            s.push_str(c.as_ref());
-        } else {
-            s.push_str(&format!("{:<w$}  ", c.as_ref()));
-        }
-    }
-    s.trim_end().to_string() + "\n"
 }
 
 /// `t` in Unix seconds; 0 for an instant before 1970.

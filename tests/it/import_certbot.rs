@@ -85,6 +85,7 @@ fn certbot_lineages_are_adopted_and_a_renewal_deploys_into_their_live_paths() {
             &["--webroot", "-w", &www, "-d", "a.test", "-d", "www.a.test"]
                 .into_iter()
                 .chain(["--key-type", "rsa", "--rsa-key-size", "3072"])
+                .chain(["--preferred-chain", "Pebble Root CA", "--reuse-key"])
                 .collect::<Vec<_>>(),
         );
     }
@@ -129,6 +130,8 @@ fn certbot_lineages_are_adopted_and_a_renewal_deploys_into_their_live_paths() {
         &format!("listen = \"127.0.0.1:{port}\""),
         &format!("webroot = \"{}\"", www.display()),
         "ca = [\"pebble\"]",
+        "reuse_key = true",
+        "preferred_chain = \"Pebble Root CA\"",
         "\"sh\", \"-c\"",
         &format!(
             "RENEWED_LINEAGE={}",

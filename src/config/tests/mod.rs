@@ -6,6 +6,7 @@ mod files;
 mod merge;
 mod persist;
 mod sections;
+mod trust;
 mod value;
 
 use super::ca::DEFAULT_CA_TIMEOUT;

@@ -36,6 +36,7 @@ fn material(tag: &str) -> Material {
     Material {
         key_pem: format!("KEY {tag}\n"),
         chain_pem: vec![format!("LEAF {tag}\n"), format!("INTERMEDIATE {tag}\n")],
+        pkcs12: None,
     }
 }
 

@@ -131,6 +131,7 @@ pub(crate) enum LineageError {
 /// Why the deployed certificate of a lineage says nothing usable.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeployedError {
+    /// Neither `cert.pem` nor `fullchain.pem` can be read (through certbot's links).
     #[error("{0}")]
     Read(#[from] fsutil::ReadError),
     /// Not PEM certificates.
@@ -153,8 +154,10 @@ pub(crate) enum ContactError {
     /// An account id or server URL that would lead outside `accounts/`.
     #[error("the account `{account}` or server `{server}` is not a plain name")]
     NotPlain { account: String, server: String },
+    /// `regr.json` cannot be read.
     #[error("{0}")]
     Read(#[from] fsutil::ReadError),
+    /// `regr.json` is not JSON.
     #[error("{path}: {source}")]
     Json {
         path: PathBuf,

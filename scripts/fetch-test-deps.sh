@@ -15,6 +15,8 @@
 #    target/test-deps/caddy, and acme2certifier from PyPI in a venv under
 #    target/test-deps/acme2certifier (ACME2CERTIFIER_VERSION below). Nothing is
 #    installed system-wide.
+#  * certbot from PyPI in a venv under target/test-deps/certbot (CERTBOT_VERSION
+#    below): tests/it/import_certbot.rs has it create the lineages renewd imports.
 #
 # Usage: bash scripts/fetch-test-deps.sh [PACKAGE...]
 #   With PACKAGEs, those Debian packages are installed (when missing) instead of
@@ -30,6 +32,7 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PEBBLE_MIN_VERSION=2.10 # ARI, profiles, /set-renewal-info/
 ACME2CERTIFIER_VERSION=0.46.3 # tests/it/interop.rs; pinned so a release cannot change the matrix unseen
+CERTBOT_VERSION=5.8.0 # tests/it/import_certbot.rs: the lineages `renewd import certbot` reads; the version scripts/bench.sh uses
 
 # Debian packages the tests run, one per line: add a package here when a test
 # starts a new real program (e.g. bind9, lintian, rpm).
@@ -268,4 +271,25 @@ else
         die "pip install acme2certifier==$ACME2CERTIFIER_VERSION failed (is PyPI reachable?)"
     a2c_installed || die "acme2certifier $ACME2CERTIFIER_VERSION is not importable from $A2C"
     say "acme2certifier $ACME2CERTIFIER_VERSION ready in $A2C ($((SECONDS - start)) s)"
+fi
+
+# ---------------------------------------------------------------------------
+# 5. certbot from PyPI in a venv (tests/it/import_certbot.rs: it creates the lineages
+#    `renewd import certbot` reads), kept between runs.
+CERTBOT_VENV="$DEPS/certbot"
+certbot_installed() {
+    [ -x "$CERTBOT_VENV/bin/certbot" ] &&
+        [ "$("$CERTBOT_VENV/bin/certbot" --version 2>/dev/null)" = "certbot $CERTBOT_VERSION" ]
+}
+if certbot_installed; then
+    say "certbot $CERTBOT_VERSION already installed in $CERTBOT_VENV (nothing to fetch)"
+else
+    start=$SECONDS
+    command -v python3 >/dev/null 2>&1 || die "python3 is required for certbot"
+    rm -rf "$CERTBOT_VENV"
+    python3 -m venv "$CERTBOT_VENV" || die "python3 -m venv $CERTBOT_VENV failed (is python3-venv installed?)"
+    "$CERTBOT_VENV/bin/pip" install -q --disable-pip-version-check "certbot==$CERTBOT_VERSION" ||
+        die "pip install certbot==$CERTBOT_VERSION failed (is PyPI reachable?)"
+    certbot_installed || die "certbot $CERTBOT_VERSION does not run from $CERTBOT_VENV"
+    say "certbot $CERTBOT_VERSION ready in $CERTBOT_VENV ($((SECONDS - start)) s)"
 fi

@@ -65,6 +65,10 @@ fi
 if [ -z "${RENEWD_A2C_DIR:-}" ]; then
     export RENEWD_A2C_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/acme2certifier"
 fi
+# certbot, which makes the lineages tests/it/import_certbot.rs imports (tests/it/common/certbot.rs).
+if [ -z "${RENEWD_CERTBOT_DIR:-}" ]; then
+    export RENEWD_CERTBOT_DIR="${RENEWD_TEST_DEPS_DIR:-$ROOT/target/test-deps}/certbot/bin"
+fi
 
 cargo test --all-targets "$@"
 # The packages: build .deb and .rpm, lintian, rpm -qlp, install into a throwaway Debian root.

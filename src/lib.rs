@@ -12,6 +12,7 @@ pub(crate) mod daemon;
 pub mod deploy;
 pub(crate) mod fsutil;
 pub mod hooks;
+pub(crate) mod import;
 pub mod inventory;
 pub mod logging;
 pub(crate) mod outbound;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use renewd::commands::{self, CommandError, Outcome, RenewArgs, StatusArgs};
+use renewd::commands::{self, CommandError, ImportArgs, Outcome, RenewArgs, StatusArgs};
 use renewd::logging;
 
 mod completions;
@@ -153,6 +153,29 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
     },
+    /// Write another ACME client's certificates as renewd configuration (certbot's
+    /// lineages, keeping their live/ paths).
+    ///
+    /// `import certbot` reads every renewal/*.conf under --certbot-dir and writes one
+    /// [[certificate]] each, keeping certbot's live/ paths: domains, key type, webroot or
+    /// standalone challenge, deploy hooks as reload commands, the CA and its account contact.
+    /// The certificates certbot deployed are adopted as they are and renewed when due. What
+    /// cannot be carried over, and how to stop certbot's timer, is printed on standard error.
+    Import {
+        /// The client whose certificates are imported.
+        #[arg(value_parser = ["certbot"])]
+        from: String,
+        /// certbot's configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/letsencrypt")]
+        certbot_dir: PathBuf,
+        /// Write the configuration to FILE (e.g. /etc/renewd/conf.d/certbot.toml) instead of
+        /// standard output (`-`). An existing FILE is kept unless --force.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing --output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the `_validation-persist` TXT records dns-persist-01 needs.
     ///
     /// One per line, zone-file style (`_validation-persist.DOMAIN. TXT "VALUE"`), from the
@@ -275,6 +298,19 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<Outcome, Comman
         Command::Account { op, ca } => commands::account(config, &op, ca.as_deref()).await,
         Command::PersistRecord { names } => commands::persist_record(config, &names).await,
         Command::Revoke { reason, name } => commands::revoke(config, name, reason).await,
+        Command::Import {
+            from: _,
+            certbot_dir,
+            output,
+            force,
+        } => {
+            let args = ImportArgs {
+                certbot_dir,
+                output,
+                force,
+            };
+            commands::import_certbot(config, args).await
+        }
         Command::Renew {
             force,
             dry_run,

@@ -437,8 +437,13 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             .as_deref()
             .map(|ca| format!("  issued by:  CA {}\n", e(ca)))
             .unwrap_or_default();
+        let serial = r
+            .serial
+            .as_deref()
+            .map(|s| format!("  serial:     {}\n", e(s)))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}{pin}  next:       {}\n{ari}  last:       {}\n{warnings}",
+            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{serial}{issuer}{pin}  next:       {}\n{ari}  last:       {}\n{warnings}",
             e(&r.name),
             e(&r.domains.join(", ")),
             e(r.owner.as_deref().unwrap_or("(none)")),

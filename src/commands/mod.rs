@@ -5,6 +5,7 @@
 
 mod account;
 mod check;
+mod import;
 mod persist;
 mod renew;
 mod run;
@@ -17,6 +18,7 @@ use crate::config::{self, Config};
 
 pub use account::account;
 pub use check::check;
+pub use import::{import_certbot, ImportArgs};
 pub use persist::persist_record;
 pub use renew::{renew, revoke, RenewArgs};
 pub use run::run;

@@ -169,11 +169,21 @@ impl Swap {
                         let to = fs::read_link(target)
                             .map(|t| t.display().to_string())
                             .unwrap_or_else(|e| format!("? ({e})"));
-                        tracing::warn!(cert = %cert, target = %target.display(), link = %to,
-                            "{cert}: {} is a symbolic link to {to}; it is replaced by a regular \
-                             file and the file it points to is left as it was (point `files` at \
-                             that file to have it updated instead)",
-                            target.display());
+                        if to.starts_with("../../archive/") {
+                            // certbot's live/NAME/FILE.pem → ../../archive/NAME/FILEn.pem: the
+                            // lineage was imported (`renewd import certbot`); its live/ path
+                            // is the one services read, and archive/ keeps the old files.
+                            tracing::info!(cert = %cert, target = %target.display(), link = %to,
+                                "{cert}: {} was certbot's link to {to}; it is replaced by the new \
+                                 file, and certbot's archive/ keeps the old one",
+                                target.display());
+                        } else {
+                            tracing::warn!(cert = %cert, target = %target.display(), link = %to,
+                                "{cert}: {} is a symbolic link to {to}; it is replaced by a regular \
+                                 file and the file it points to is left as it was (point `files` at \
+                                 that file to have it updated instead)",
+                                target.display());
+                        }
                     }
                     let backup = backup_name(target);
                     // linkat(2) without AT_SYMLINK_FOLLOW: a symlink at the target is kept

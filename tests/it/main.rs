@@ -21,6 +21,7 @@ mod fuzz;
 mod harness;
 mod hostile_files;
 mod hostile_listeners;
+mod import_certbot;
 mod interop;
 mod inventory;
 mod issuance;

@@ -17,6 +17,7 @@ pub mod a2c;
 pub mod acme_client;
 pub mod bind;
 pub mod caddy;
+pub mod certbot;
 pub mod faultproxy;
 pub mod netns;
 pub mod nginx;

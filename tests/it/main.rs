@@ -14,6 +14,7 @@ mod config_errors;
 mod crash_recovery;
 mod daemon;
 mod deploy_safety;
+mod discovery_sources;
 mod faultproxy_harness;
 mod fuzz;
 mod harness;

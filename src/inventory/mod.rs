@@ -17,7 +17,7 @@ pub(crate) mod pkcs12;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -167,16 +167,31 @@ pub(crate) struct Item {
 
 impl Item {
     /// The stable identity used in alert keys and metric labels: the name of a managed
-    /// certificate, else its first path.
+    /// certificate, else its first path (`PATH#SERIAL` for a certificate of a PKCS#12
+    /// bundle other than its leaf, which shares the bundle's path), else its first
+    /// listener.
     pub(crate) fn id(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => self
+            None => self.locations().into_iter().next().unwrap_or_default(),
+        }
+    }
+
+    /// Where it was found, one label value each (`renewd_inventory_not_after_seconds`):
+    /// every path (`PATH#SERIAL` for a certificate of a PKCS#12 bundle other than its leaf),
+    /// else every listener serving it.
+    pub(crate) fn locations(&self) -> Vec<String> {
+        let serial = match (self.pkcs12_leaf, &self.serial) {
+            (Some(false), Some(serial)) => format!("#{serial}"),
+            _ => String::new(),
+        };
+        match self.paths.is_empty() {
+            false => self
                 .paths
-                .first()
-                .map(|p| p.display().to_string())
-                .or_else(|| self.listeners.first().cloned())
-                .unwrap_or_default(),
+                .iter()
+                .map(|p| format!("{}{serial}", p.display()))
+                .collect(),
+            true => self.listeners.clone(),
         }
     }
 
@@ -271,6 +286,12 @@ pub(crate) fn known_paths(config: &Config) -> HashSet<PathBuf> {
 /// paths, then — with `listeners = true` — the host's TLS listeners, asked with the names
 /// of the managed certificates and of what the paths held as SNI.
 pub(crate) fn discover(config: &Config) -> discovery::Scan {
+    discover_watching(config, &mut |_| {})
+}
+
+/// [`discover`], calling `on_dir` with every real directory before it is read (the daemon
+/// watches it, as for [`discovery::scan`]).
+pub(crate) fn discover_watching(config: &Config, on_dir: &mut dyn FnMut(&Path)) -> discovery::Scan {
     let Some(d) = &config.discovery else {
         return discovery::Scan::default();
     };
@@ -278,7 +299,7 @@ pub(crate) fn discover(config: &Config) -> discovery::Scan {
         &d.paths,
         &known_paths(config),
         &d.pkcs12_password_files,
-        &mut |_| {},
+        on_dir,
     );
     if d.listeners {
         let names: Vec<String> = config

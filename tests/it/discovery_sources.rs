@@ -243,11 +243,13 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
     let silent_port = silent.local_addr().expect("addr").port();
 
     let d = dir.path().display();
+    let metrics_port = common::free_port();
     let config = write_config(
         dir.path(),
         &format!(
             "pkcs12_password_files = {{ \"{d}/scan/*.pfx\" = \"{d}/p12.pass\", \
-             \"{d}/scan/java/*.p12\" = \"{d}/other.pass\", \"{d}/scan/java/keystore\" = \"{d}/p12.pass\" }}\n"
+             \"{d}/scan/java/*.p12\" = \"{d}/other.pass\", \"{d}/scan/java/keystore\" = \"{d}/p12.pass\" }}\n\
+             \n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
         ),
     );
     let (inv, took) = inventory(&config);
@@ -335,6 +337,29 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
         "{table}"
     );
     assert!(table.contains("PKCS#12 leaf: plain.test"), "{table}");
+
+    // The daemon's scan finds the same: its metrics carry the bundle read with its
+    // password, each certificate of a bundle, and the certificate only the listener serves.
+    let mut daemon = common::rig::spawn_daemon(&config, &p("control.sock"), p("daemon.log"), &[]);
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let wanted = [
+        format!("path=\"{}\"", text(&p("scan/secret.pfx"))),
+        format!("path=\"listener:127.0.0.1:{}\"", nginx.port()),
+        // The CA of the bundle, beside its leaf: `PATH#SERIAL`.
+        format!("path=\"{}#", text(&p("scan/java/keystore"))),
+    ];
+    let mut body = String::new();
+    common::wait_until(
+        Duration::from_secs(20),
+        "the daemon's inventory metrics",
+        || {
+            body = common::http_request("GET", &url, None, None)
+                .map(|r| r.body)
+                .unwrap_or_default();
+            wanted.iter().all(|w| body.contains(w.as_str()))
+        },
+    );
+    daemon.stop();
     drop(silent);
 }
 

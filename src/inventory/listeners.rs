@@ -11,7 +11,7 @@
 //!
 //! Everything is bounded: [`PER_CONNECTION`] for connect and handshake together,
 //! [`MAX_PORTS`] sockets, [`MAX_NAMES`] names per socket, [`CONCURRENCY`] connections at
-//! once. A socket that does not answer TLS without SNI (a database, SSH, a listener that
+//! once, and no connection started after [`BUDGET`]. A socket that does not answer TLS without SNI (a database, SSH, a listener that
 //! accepts and stays silent) is skipped quietly after its first attempt.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -36,6 +36,8 @@ pub(crate) const MAX_PORTS: usize = 64;
 pub(crate) const MAX_NAMES: usize = 16;
 /// Connections in flight at once.
 pub(crate) const CONCURRENCY: usize = 8;
+/// The whole probe: no connection starts later (the sockets not reached are reported).
+pub(crate) const BUDGET: Duration = Duration::from_secs(30);
 /// `/proc/net/tcp*` read at most, in bytes (about 25,000 sockets).
 const MAX_PROC_NET: u64 = 4 * 1024 * 1024;
 
@@ -69,9 +71,9 @@ pub(crate) struct Probe {
 }
 
 /// Probes every listening TCP socket of this network namespace with the SNI `names`
-/// (the first [`MAX_NAMES`] valid DNS names, wildcards left out). Takes at most about
-/// `PER_CONNECTION × (1 + MAX_NAMES) × MAX_PORTS / CONCURRENCY`, and far less in practice:
-/// a socket that is not TLS costs one attempt.
+/// (the first [`MAX_NAMES`] valid DNS names, wildcards left out). Takes at most
+/// [`BUDGET`] + [`PER_CONNECTION`], and far less in practice: a socket that is not TLS
+/// costs one attempt.
 pub(crate) fn probe(names: &[String]) -> Probe {
     let mut out = Probe::default();
     let mut sockets = Vec::new();
@@ -92,7 +94,21 @@ pub(crate) fn probe(names: &[String]) -> Probe {
         ));
         sockets.truncate(MAX_PORTS);
     }
-    out.served = probe_sockets(&sockets, &sni_names(names), PER_CONNECTION);
+    let Some(config) = client_config() else {
+        out.errors
+            .push("listeners: no TLS client could be set up".to_string());
+        return out;
+    };
+    let deadline = Instant::now() + BUDGET;
+    let (served, skipped) = probe_sockets(&sockets, &sni_names(names), &config, deadline);
+    out.served = served;
+    if skipped > 0 {
+        out.errors.push(format!(
+            "listeners: {skipped} listening socket(s) not probed: the probe stops starting \
+             connections after {} s",
+            BUDGET.as_secs()
+        ));
+    }
     out
 }
 
@@ -115,24 +131,28 @@ fn sni_names(names: &[String]) -> Vec<String> {
     out
 }
 
-/// Probes `sockets` with `names`, [`CONCURRENCY`] at a time; each connection gets
-/// `timeout`.
-pub(crate) fn probe_sockets(
+/// Probes `sockets` with `names`, [`CONCURRENCY`] at a time, each connection within
+/// [`PER_CONNECTION`], none started after `deadline`. Returns what was served and how many
+/// sockets were not reached.
+fn probe_sockets(
     sockets: &[SocketAddr],
     names: &[String],
-    timeout: Duration,
-) -> Vec<Served> {
-    let Some(config) = client_config() else {
-        return Vec::new();
-    };
+    config: &Arc<ClientConfig>,
+    deadline: Instant,
+) -> (Vec<Served>, usize) {
     let next = AtomicUsize::new(0);
+    let skipped = AtomicUsize::new(0);
     let served = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..CONCURRENCY.min(sockets.len()) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(bound) = sockets.get(i) else { break };
-                let found = probe_socket(*bound, names, &config, timeout);
+                if Instant::now() >= deadline {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let found = probe_socket(*bound, names, config, deadline);
                 served
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -148,17 +168,18 @@ pub(crate) fn probe_sockets(
             &b.sni,
         ))
     });
-    served
+    (served, skipped.into_inner())
 }
 
 /// Every distinct certificate one socket serves, each with the first way it was reached
-/// (no SNI first).
+/// (no SNI first); no handshake is started after `deadline`.
 fn probe_socket(
     bound: SocketAddr,
     names: &[String],
     config: &Arc<ClientConfig>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Vec<Served> {
+    let timeout = PER_CONNECTION;
     let addr = connect_address(bound);
     let mut out: Vec<Served> = Vec::new();
     let mut keep = |sni: Option<&String>, der: Vec<u8>| {
@@ -185,6 +206,9 @@ fn probe_socket(
         Attempt::NotTls => return Vec::new(),
     }
     for name in names {
+        if Instant::now() >= deadline {
+            break;
+        }
         let Ok(server_name) = ServerName::try_from(name.clone()) else {
             continue;
         };
@@ -422,6 +446,28 @@ mod tests {
             connect_address("10.1.2.3:443".parse().unwrap()),
             "10.1.2.3:443".parse().unwrap()
         );
+    }
+
+    /// A socket that accepts and never answers costs one handshake timeout, however many
+    /// names there are; past the deadline nothing is started and the socket is counted.
+    #[test]
+    fn a_silent_socket_costs_one_timeout_and_the_budget_stops_the_probe() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let config = client_config().unwrap();
+        let names: Vec<String> = (0..5).map(|i| format!("n{i}.test")).collect();
+        let started = Instant::now();
+        let (served, skipped) =
+            probe_sockets(&[addr], &names, &config, started + Duration::from_secs(60));
+        let took = started.elapsed();
+        assert!(served.is_empty() && skipped == 0);
+        assert!(
+            took >= PER_CONNECTION && took < PER_CONNECTION * 2,
+            "took {took:?}"
+        );
+        let (served, skipped) = probe_sockets(&[addr, addr], &names, &config, Instant::now());
+        assert!(served.is_empty());
+        assert_eq!(skipped, 2);
     }
 
     #[test]

@@ -467,6 +467,12 @@ pub(crate) enum CertFileError {
     /// Missing, not a regular file, unreadable, or a certificate that does not parse.
     #[error("{}: {}", .path.display(), .error.reason())]
     Unreadable { path: PathBuf, error: ReadError },
+    /// A PKCS#12 bundle that cannot be opened (an exception's).
+    #[error("{}: {error}", .path.display())]
+    Pkcs12 {
+        path: PathBuf,
+        error: pkcs12::Pkcs12Error,
+    },
 }
 
 /// The leaf of the file at `path`, which must hold a certificate (managed, exception). A
@@ -480,6 +486,36 @@ pub(crate) fn read_certificate(path: &Path) -> Result<CertInfo, CertFileError> {
             error,
         }),
     }
+}
+
+/// The certificate of an `[[exception]]` at `path`: the leaf of a PEM or DER file, or of a
+/// PKCS#12 bundle (opened with `passwords`, as discovery opens it). A symlink at `path`
+/// is followed; only a regular file is read.
+pub(crate) fn read_exception(
+    path: &Path,
+    passwords: &[Pkcs12PasswordFile],
+) -> Result<CertInfo, CertFileError> {
+    let unreadable = |error| CertFileError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    };
+    let found = match read_shaped(path, Follow::Yes, pkcs12::named_like(path)) {
+        Ok(Some((Shape::Pkcs12, bytes))) => {
+            let certs = pkcs12::read_bundle(&bytes, path, passwords).map_err(|error| {
+                CertFileError::Pkcs12 {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
+            // The bundle's leaf, else its first certificate.
+            let leaf = certs.iter().position(|c| c.leaf).unwrap_or(0);
+            certs.into_iter().nth(leaf).map(|c| c.info)
+        }
+        Ok(Some((shape, bytes))) => leaf_of(path, shape, bytes).map_err(unreadable)?,
+        Ok(None) => None,
+        Err(error) => return Err(unreadable(error)),
+    };
+    found.ok_or_else(|| CertFileError::NoCertificate(path.to_path_buf()))
 }
 
 #[derive(Debug, PartialEq, Eq)]

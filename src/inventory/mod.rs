@@ -366,7 +366,11 @@ pub(crate) fn collect(
         item.reason = Some(e.reason.clone());
         item.review_by = Some(e.review_by.clone());
         item.alert_before = e.alert_before;
-        match discovery::read_certificate(&e.path) {
+        let passwords = config
+            .discovery
+            .as_ref()
+            .map_or(&[][..], |d| &d.pkcs12_password_files[..]);
+        match discovery::read_exception(&e.path, passwords) {
             Ok(info) => {
                 item.describe(&info, now);
                 covered.entry(info.der).or_insert(items.len());

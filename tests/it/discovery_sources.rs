@@ -225,6 +225,12 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
         &p("scan/java/keystore"),
         &secret,
     );
+    // An appliance's keystore tracked as an exception (outside the discovery paths).
+    pki.export(
+        &pki.leaf("appliance.test", &p("served"), "appliance"),
+        &p("served/appliance.pfx"),
+        &secret,
+    );
     fs::write(p("p12.pass"), "hunter2\n").expect("write password");
     fs::write(p("other.pass"), "not-other\n").expect("write password");
 
@@ -248,8 +254,11 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
         dir.path(),
         &format!(
             "pkcs12_password_files = {{ \"{d}/scan/*.pfx\" = \"{d}/p12.pass\", \
-             \"{d}/scan/java/*.p12\" = \"{d}/other.pass\", \"{d}/scan/java/keystore\" = \"{d}/p12.pass\" }}\n\
-             \n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+             \"{d}/scan/java/*.p12\" = \"{d}/other.pass\", \"{d}/scan/java/keystore\" = \"{d}/p12.pass\", \
+             \"{d}/served/*.pfx\" = \"{d}/p12.pass\" }}\n\
+             \n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             \n[[exception]]\npath = \"{d}/served/appliance.pfx\"\nowner = \"netops@example.org\"\n\
+             reason = \"vendor appliance\"\nreview_by = \"2099-01-01\"\n"
         ),
     );
     let (inv, took) = inventory(&config);
@@ -302,6 +311,11 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
     );
     assert!(errors.iter().any(|e| e.starts_with(&locked)), "{errors:#?}");
     assert!(named(&inv, "wrong.test").is_empty() && named(&inv, "locked.test").is_empty());
+
+    // An exception may name a bundle: its leaf is what is tracked.
+    let appliance = only(&inv, "appliance.test");
+    assert_eq!(appliance["kind"], "exception", "{appliance:#}");
+    assert_eq!(appliance["problem"], Value::Null);
 
     // Served only by the listener, without SNI: unmanaged, found there.
     let served = only(&inv, "only-served.test");

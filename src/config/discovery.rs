@@ -173,6 +173,36 @@ pub struct OwnerRule {
     pub location: Location,
 }
 
+/// `renewd check`'s look at the password files of `pkcs12_password_files`: each can be
+/// read, is not empty, and is not readable by every user. Warnings all (at the entry's
+/// key): the bundles it opens are reported by discovery, nothing else is affected.
+pub(super) fn check_password_files(files: &[Pkcs12PasswordFile], p: &mut Vec<Problem>) {
+    use std::os::unix::fs::PermissionsExt;
+    for f in files {
+        let mut found = Vec::new();
+        super::environment::check_secret_file(
+            "the PKCS#12 password file",
+            &f.password_file,
+            &f.location,
+            &mut found,
+        );
+        p.extend(
+            found
+                .into_iter()
+                .map(|e| Problem::warning(e.location, e.message)),
+        );
+        if std::fs::metadata(&f.password_file).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+            p.push(Problem::warning(
+                f.location.clone(),
+                format!(
+                    "the PKCS#12 password file `{}` is readable by every user: chmod o-r it",
+                    f.password_file.display()
+                ),
+            ));
+        }
+    }
+}
+
 /// `[discovery]`'s `listeners`, `pkcs12_password_files` and `owner` keys, parsed.
 #[derive(Debug, Default)]
 pub(super) struct Sources {

@@ -122,3 +122,35 @@ fn mistakes_are_reported_where_they_are_written() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn check_warns_about_missing_empty_and_world_readable_password_files(
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().display();
+    let (good, open, empty) = (
+        dir.path().join("good.pass"),
+        dir.path().join("open.pass"),
+        dir.path().join("empty.pass"),
+    );
+    fs::write(&good, "s3cret\n")?;
+    fs::set_permissions(&good, fs::Permissions::from_mode(0o600))?;
+    fs::write(&open, "s3cret\n")?;
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644))?;
+    fs::write(&empty, "\n")?;
+    fs::set_permissions(&empty, fs::Permissions::from_mode(0o600))?;
+    let text = format!(
+        "state_dir = \"{d}/state\"\n[discovery]\npaths = []\npkcs12_password_files = {{ \
+         \"/a/*.p12\" = \"{d}/good.pass\", \"/b/*.p12\" = \"{d}/open.pass\", \
+         \"/c/*.p12\" = \"{d}/empty.pass\", \"/d/*.p12\" = \"{d}/missing.pass\" }}\n"
+    );
+    let found = load_ok(&text).check_environment();
+    let messages: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 3, "{messages:#?}");
+    assert!(found.iter().all(|p| p.severity == Severity::Warning));
+    assert!(messages[0].contains("open.pass` is readable by every user"));
+    assert!(messages[1].contains("empty.pass` is empty"));
+    assert!(messages[2].contains("missing.pass`: does not exist"));
+    Ok(())
+}

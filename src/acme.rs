@@ -21,9 +21,11 @@ use instant_acme::Account;
 
 pub(crate) mod account;
 mod certkey;
+mod chain;
 mod gate;
 mod http;
 mod order;
+pub(crate) mod persist;
 mod problem;
 mod renewal_info;
 mod revocation;

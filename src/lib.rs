@@ -23,5 +23,6 @@ pub(crate) mod session;
 pub mod state;
 pub mod status;
 pub mod text;
+pub(crate) mod trust;
 pub mod verify;
 pub mod x509;

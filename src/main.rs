@@ -111,6 +111,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit the trust anchors of the system's stores and of `[trust] paths` (mTLS CA files).
+    ///
+    /// Every anchor of `[trust] paths` and of the system bundle and directory (without a
+    /// `[trust]` table, or with `system = true`), or of the PATHs given, with subject, SHA-256 fingerprint, notAfter, key and signature
+    /// algorithm, flagged expired, expiring (`[trust] expiring_within`, default 90d), weak
+    /// (RSA under 2048 bits, MD5 or SHA-1 signature), duplicate (same certificate, or same
+    /// subject and key, twice in one path) or, for `[trust] paths` only, stale (no
+    /// certificate of the inventory chains to it). An `[[exception]]` with the anchor's
+    /// `fingerprint` acknowledges it until its `review_by` date. Reads files only.
+    ///
+    /// Exit 0: nothing flagged; 1: an anchor flagged, or a path or PEM block unreadable
+    /// (each said with its path and block number); 78: bad configuration.
+    #[command(name = "trust-audit")]
+    TrustAudit {
+        /// Machine-readable output (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// PEM/DER bundles or directories to audit instead of the defaults.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Revoke a certificate at the CA, then issue, deploy and reload a replacement with a
     /// fresh key (through the running daemon if there is one).
     Revoke {
@@ -129,6 +150,19 @@ enum Command {
         /// configured.
         #[arg(long, value_name = "NAME")]
         ca: Option<String>,
+    },
+    /// Print the `_validation-persist` TXT records dns-persist-01 needs.
+    ///
+    /// One per line, zone-file style (`_validation-persist.DOMAIN. TXT "VALUE"`), from the
+    /// stored ACME account (registered first when there is none, which needs the state
+    /// directory's lock) and the CA's issuer domain name (`[ca.NAME] issuer_domain_name`,
+    /// else the directory's `meta.issuerDomainNames`). Publish them once; renewals then
+    /// change nothing in DNS.
+    PersistRecord {
+        /// Configured certificates, or domains of them; every name each validates with
+        /// dns-persist-01 is printed.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -233,7 +267,11 @@ async fn dispatch(config: Option<&Path>, cmd: Command) -> Result<Outcome, Comman
             commands::status(config, args).await
         }
         Command::Inventory { json } => commands::inventory(config, json).await,
+        Command::TrustAudit { json, paths } => {
+            commands::trust_audit(config, commands::TrustAuditArgs { json, paths }).await
+        }
         Command::Account { op, ca } => commands::account(config, &op, ca.as_deref()).await,
+        Command::PersistRecord { names } => commands::persist_record(config, &names).await,
         Command::Revoke { reason, name } => commands::revoke(config, name, reason).await,
         Command::Renew {
             force,

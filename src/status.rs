@@ -20,6 +20,8 @@ use crate::x509::CertInfo;
 pub struct Evaluation {
     pub(crate) deployed: Deployed,
     pub(crate) serial: Option<String>,
+    /// SHA-256 of the deployed certificate's SubjectPublicKeyInfo ([`x509::spki_sha256`]).
+    pub(crate) spki_sha256: Option<[u8; 32]>,
     pub(crate) decision: Decision,
     /// When the CA's ARI is next to be asked about the deployed certificate (none when
     /// nothing usable is deployed).
@@ -137,6 +139,9 @@ pub(crate) fn evaluate_inspected(
     Evaluation {
         deployed,
         serial,
+        spki_sha256: inspected
+            .ok()
+            .map(|info| crate::x509::spki_sha256(&info.spki_der)),
         decision,
         ari_poll,
         expired,
@@ -171,6 +176,14 @@ pub struct StatusRow {
     #[serde(default)]
     pub expired: bool,
     pub serial: Option<String>,
+    /// SHA-256 of the deployed certificate's SubjectPublicKeyInfo, base64 (RFC 4648 §4):
+    /// HPKP's `pin-sha256` (RFC 7469 §2.4). Absent when nothing usable is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+    /// The same digest in lowercase hex: the data of a DANE TLSA "3 1 1" record (RFC 6698
+    /// §2.1: SPKI, SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256_hex: Option<String>,
     /// Why the deployed set cannot be used, if it cannot.
     pub problem: Option<String>,
     /// Unix seconds of the next renewal (in the past when due now).
@@ -212,6 +225,8 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
         not_after,
         expired: ev.expired,
         serial: ev.serial.clone(),
+        spki_sha256: ev.spki_sha256.map(|d| data_encoding::BASE64.encode(&d)),
+        spki_sha256_hex: ev.spki_sha256.map(|d| data_encoding::HEXLOWER.encode(&d)),
         problem,
         next_renewal: state::unix(ev.decision.at),
         next_renewal_reason: ev.decision.reason.to_string(),
@@ -285,6 +300,16 @@ pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> i
             .rev()
             .find(|a| a.ok)
             .map(|a| crate::state::from_unix(a.at)),
+        persist_until: cert
+            .challenge
+            .rules
+            .iter()
+            .filter_map(|r| match &r.config {
+                crate::config::ChallengeConfig::DnsPersist01(p) => p.persist_until,
+                _ => None,
+            })
+            .min()
+            .map(|t| t.max(0) as u64),
     }
 }
 
@@ -380,13 +405,19 @@ pub fn render(rows: &[StatusRow], now: SystemTime) -> String {
             .iter()
             .map(|w| format!("  warning:    {w}\n"))
             .collect();
+        let pin = match (&r.spki_sha256, &r.spki_sha256_hex) {
+            (Some(b64), Some(hex)) => {
+                format!("  spki pin:   sha256/{} (TLSA 3 1 1 {})\n", e(b64), e(hex))
+            }
+            _ => String::new(),
+        };
         let issuer = r
             .issued_by
             .as_deref()
             .map(|ca| format!("  issued by:  CA {}\n", e(ca)))
             .unwrap_or_default();
         out.push_str(&format!(
-            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}  next:       {}\n{ari}  last:       {}\n{warnings}",
+            "{}\n  domains:    {}\n  owner:      {}{}\n  not after:  {}\n{issuer}{pin}  next:       {}\n{ari}  last:       {}\n{warnings}",
             e(&r.name),
             e(&r.domains.join(", ")),
             e(r.owner.as_deref().unwrap_or("(none)")),
@@ -420,6 +451,8 @@ mod tests {
             service: None,
             not_after: None,
             serial: None,
+            spki_sha256: None,
+            spki_sha256_hex: None,
             expired: false,
             not_renewable: None,
             warnings: Vec::new(),

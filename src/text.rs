@@ -58,6 +58,20 @@ fn needs_escape(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
+/// One line of a table: each cell but the last padded to its column's width (`widths`, in
+/// characters), trailing blanks trimmed, ending in a newline.
+pub(crate) fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
+    let mut s = String::new();
+    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+        if n + 1 == cells.len() {
+            s.push_str(c.as_ref());
+        } else {
+            s.push_str(&format!("{:<w$}  ", c.as_ref()));
+        }
+    }
+    s.trim_end().to_string() + "\n"
+}
+
 /// RFC 3339 UTC with seconds precision (`2026-11-23T12:00:00Z`), for logs, messages and
 /// `status`.
 pub(crate) fn rfc3339(t: SystemTime) -> String {

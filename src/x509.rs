@@ -263,6 +263,21 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {
     Ok(certs)
 }
 
+/// The common name of `der`'s issuer (the first CN attribute), `None` when it has none or
+/// `der` is not a certificate. Used to pick a chain by its top issuer (RFC 8555 §7.4.2).
+pub(crate) fn issuer_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let cn = cert.issuer().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+/// SHA-256 of `spki_der` (a DER SubjectPublicKeyInfo): the pin of HPKP (RFC 7469 §2.4,
+/// base64 there) and of a DANE TLSA "3 1 1" record (RFC 6698 §2.1, hex there).
+pub(crate) fn spki_sha256(spki_der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(spki_der).into()
+}
+
 /// Checks that `cert` (DER) was issued by `issuer` (DER): the issuer named in `cert` is
 /// `issuer`'s subject, and `cert`'s signature verifies with `issuer`'s public key.
 ///
@@ -464,7 +479,6 @@ impl PrivateKey {
     /// The configured key type this key corresponds to, so a change of `key_type` in the
     /// configuration can be noticed; `None` for keys renewd would not generate (P-521, odd
     /// RSA sizes).
-    #[cfg(test)]
     pub(crate) fn key_type(&self) -> Option<KeyType> {
         let alg = self.pair.algorithm();
         if alg == &PKCS_ECDSA_P256_SHA256 {
@@ -508,13 +522,30 @@ impl PrivateKey {
 
     /// CSR (DER) with every name as a SAN (DNS or IP) and an empty subject: ACME CAs take the
     /// names from the SANs only, and a CN would just be one more place for them to disagree.
+    #[cfg(test)]
     pub(crate) fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, X509Error> {
+        self.csr_der_with_cn(names, None)
+    }
+
+    /// [`PrivateKey::csr_der`] with `common_name` (one of `names`, at most 64 characters:
+    /// RFC 5280 `ub-common-name`) as the subject's only attribute, for servers that take a
+    /// client's identity from the subject CN (RFC 8555 §7.4 leaves the subject to the CA).
+    pub(crate) fn csr_der_with_cn(
+        &self,
+        names: &[String],
+        common_name: Option<&str>,
+    ) -> Result<Vec<u8>, X509Error> {
         if names.is_empty() {
             return Err(X509Error::Csr("no names given".into()));
         }
         let mut params =
             CertificateParams::new(names.to_vec()).map_err(|e| X509Error::Csr(e.to_string()))?;
         params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
         let csr = params
             .serialize_request(&self.pair)
             .map_err(|e| X509Error::Csr(e.to_string()))?;

@@ -232,6 +232,20 @@ pub(crate) fn stored_id(config: &CaConfig, path: &Path) -> Result<Option<String>
     }
 }
 
+/// The stored account's private key (PKCS#8 DER), for a request instant-acme does not make
+/// (POST-as-GET of an alternate chain, RFC 8555 §7.4.2). Errors name the file.
+pub(super) fn stored_key(config: &CaConfig, path: &Path) -> Result<Vec<u8>, AcmeError> {
+    let file = AccountFile { config, path };
+    let Some(bytes) = file.read()? else {
+        return Err(file.ca(format!("no account file at {}", path.display())));
+    };
+    let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| file.unreadable(e))?;
+    if stored.directory != config.directory {
+        return Err(file.foreign(&stored.directory));
+    }
+    Ok(stored.credentials.private_key().secret_pkcs8_der().to_vec())
+}
+
 /// Replaces the account key at the CA (RFC 8555 §7.3.5) and stores the new one; the
 /// old file is kept beside it (`.json.TIMESTAMP`). Returns the account URL.
 pub(crate) async fn rollover_key(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {

@@ -33,10 +33,13 @@ pub(crate) enum Failure {
 
 /// A key that signs JWS for RFC 8555 requests: its `alg`, its public JWK, and how its
 /// signatures are laid out.
-struct JwsKey {
+pub(super) struct JwsKey {
     pair: KeyPair,
     alg: &'static str,
     jwk: serde_json::Value,
+    /// The account URL to name as `kid` instead of the `jwk` (RFC 8555 §6.2), when signing
+    /// with an account key ([`JwsKey::with_kid`]).
+    kid: Option<String>,
     /// ECDSA: the width of r and s in the raw JWS signature (rcgen signs in ASN.1 DER).
     ec_width: Option<usize>,
 }
@@ -46,6 +49,20 @@ impl JwsKey {
     fn from_pem(pem: &str) -> Result<JwsKey, Failure> {
         let pair =
             KeyPair::from_pem(pem).map_err(|e| Failure::Key(format!("cannot use the key: {e}")))?;
+        JwsKey::from_pair(pair)
+    }
+
+    /// An account's key (PKCS#8 DER, as instant-acme stores it) signing as account `kid`.
+    pub(super) fn with_kid(pkcs8_der: &[u8], kid: &str) -> Result<JwsKey, Failure> {
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8_der);
+        let pair = KeyPair::try_from(&der)
+            .map_err(|e| Failure::Key(format!("cannot use the account key: {e}")))?;
+        let mut key = JwsKey::from_pair(pair)?;
+        key.kid = Some(kid.to_string());
+        Ok(key)
+    }
+
+    fn from_pair(pair: KeyPair) -> Result<JwsKey, Failure> {
         let raw = pair.der_bytes().to_vec();
         let alg = pair.algorithm();
         let ec = |crv: &str, width: usize| -> Result<(serde_json::Value, usize), Failure> {
@@ -91,18 +108,23 @@ impl JwsKey {
             pair,
             alg: alg_name,
             jwk,
+            kid: None,
             ec_width,
         })
     }
 
     /// The flattened JWS (RFC 7515 §7.2.2) of `payload` for `url` with `nonce`.
-    fn sign(&self, url: &str, nonce: &str, payload: &[u8]) -> Result<Vec<u8>, Failure> {
-        let protected = serde_json::json!({
+    pub(super) fn sign(&self, url: &str, nonce: &str, payload: &[u8]) -> Result<Vec<u8>, Failure> {
+        let mut protected = serde_json::json!({
             "alg": self.alg,
             "jwk": self.jwk,
             "nonce": nonce,
             "url": url,
         });
+        if let Some(kid) = &self.kid {
+            protected["kid"] = serde_json::json!(kid);
+            protected.as_object_mut().map(|o| o.remove("jwk"));
+        }
         let protected = BASE64URL_NOPAD.encode(protected.to_string().as_bytes());
         let payload = BASE64URL_NOPAD.encode(payload);
         let der = self
@@ -224,7 +246,7 @@ pub(crate) async fn revoke(
     Err(Failure::BadNonces)
 }
 
-fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
+pub(super) fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
     parts
         .headers
         .get("replay-nonce")
@@ -232,7 +254,7 @@ fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn send(
+pub(super) async fn send(
     http: &dyn HttpClient,
     method: http::Method,
     url: &str,

@@ -406,6 +406,20 @@ pub(crate) async fn directory_profiles(
     http: &CaHttp,
     url: &str,
 ) -> Result<Vec<String>, DirectoryError> {
+    let dir = directory_json(http, url).await?;
+    let mut names: Vec<String> = dir["meta"]["profiles"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
+/// One GET of the directory `url` through `http`, as JSON (RFC 8555 §7.1.1).
+pub(crate) async fn directory_json(
+    http: &CaHttp,
+    url: &str,
+) -> Result<serde_json::Value, DirectoryError> {
     let req = http::Request::get(url)
         .header(http::header::USER_AGENT, PRODUCT)
         .body(BodyWrapper::default())
@@ -433,17 +447,12 @@ pub(crate) async fn directory_profiles(
         .map_err(|e| DirectoryFailure::Body {
             message: e.to_string(),
         })?;
-    let dir: serde_json::Value =
+    Ok(
         serde_json::from_slice(&body).map_err(|e| DirectoryFailure::NotJson {
             url: url.to_string(),
             message: e.to_string(),
-        })?;
-    let mut names: Vec<String> = dir["meta"]["profiles"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    names.sort();
-    Ok(names)
+        })?,
+    )
 }
 
 /// Members of ACME objects (RFC 8555 §7.1) whose string values renewd's ACME library turns

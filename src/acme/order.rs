@@ -35,6 +35,9 @@ pub(crate) struct OrderOptions<'a> {
     /// stop before finalize and deactivate the authorizations (RFC 8555 §7.5.2), so the CA
     /// issues nothing and no duplicate-certificate limit is spent.
     pub(crate) dry_run: bool,
+    /// `preferred_chain`: the issuer common name of the chain to deploy among the default
+    /// and alternate chains (RFC 8555 §7.4.2; see `chain`).
+    pub(crate) preferred_chain: Option<&'a str>,
 }
 
 /// The result of a completed order.
@@ -176,7 +179,13 @@ impl Ca {
         // dropped instead, dropping them withdraws them.
         let mut published = Vec::new();
         let validated = self
-            .authorize(&mut order, challenges, responders, &mut published)
+            .authorize(
+                &mut order,
+                account.id(),
+                challenges,
+                responders,
+                &mut published,
+            )
             .await;
         for p in published {
             p.answer.withdraw().await;
@@ -191,8 +200,15 @@ impl Ca {
         }
         validated?;
         self.finalize(&mut order, csr_der).await?;
-        let chain_pem = order.poll_certificate(&polling()).await?;
+        let mut chain_pem = order.poll_certificate(&polling()).await?;
         tracing::info!(ca = %self.name, order = %order_url, "certificate issued");
+        if let (Some(preferred), Some(cert_url)) =
+            (options.preferred_chain, order.state().certificate.clone())
+        {
+            chain_pem = self
+                .preferred_chain(account.id(), &cert_url, chain_pem, preferred)
+                .await;
+        }
         Ok(OrderOutcome::Issued(Issued {
             chain_pem,
             order_url,
@@ -248,6 +264,7 @@ impl Ca {
     async fn authorize(
         &self,
         order: &mut Order,
+        account_url: &str,
         challenges: &Challenges,
         responders: &Responders,
         published: &mut Vec<Published>,
@@ -274,7 +291,10 @@ impl Ca {
                     })
                 }
             }
-            published.push(self.publish(authz, challenges, responders).await?);
+            published.push(
+                self.publish(authz, account_url, challenges, responders)
+                    .await?,
+            );
         }
         let propagation_wait = published
             .iter()
@@ -301,6 +321,7 @@ impl Ca {
     async fn publish(
         &self,
         mut authz: instant_acme::AuthorizationHandle<'_>,
+        account_url: &str,
         challenges: &Challenges,
         responders: &Responders,
     ) -> Result<Published, OrderError> {
@@ -322,6 +343,10 @@ impl Ca {
         let key_auth = ch.key_authorization();
         let digest = key_auth.digest();
         let dns_value = key_auth.dns_value();
+        let issuer_domain_name = match &rule.config {
+            ChallengeConfig::DnsPersist01(_) => self.issuer_domain_name().await,
+            _ => None,
+        };
         let answer = Answer {
             certificate: &challenges.certificate,
             domains: &challenges.domains,
@@ -330,6 +355,9 @@ impl Ca {
             key_authorization: key_auth.as_str(),
             digest: digest.as_ref(),
             dns_value: &dns_value,
+            account_url,
+            issuer_domain_name: issuer_domain_name.as_deref(),
+            ca: &self.name,
         };
         tracing::debug!(ca = %self.name, identifier = %ident,
             challenge = rule.config.kind(), "answering challenge");
@@ -337,15 +365,7 @@ impl Ca {
             .provision(&rule.config, &answer)
             .await
             .map_err(OrderError::Challenge)?;
-        let propagation_wait = match &rule.config {
-            ChallengeConfig::Dns01Hook {
-                propagation_wait, ..
-            }
-            | ChallengeConfig::Dns01Rfc2136 {
-                propagation_wait, ..
-            } => *propagation_wait,
-            _ => Duration::ZERO,
-        };
+        let propagation_wait = rule.config.propagation_wait();
         Ok(Published {
             answer,
             authorization_url,
@@ -581,7 +601,8 @@ impl std::fmt::Display for ReplacesRefused {
     }
 }
 
-/// The ACME challenge type (RFC 8555 §8, RFC 8737) a configured challenge answers.
+/// The ACME challenge type (RFC 8555 §8, RFC 8737, draft-ietf-acme-dns-persist §3,
+/// draft-ietf-acme-dns-account-label §3) a configured challenge answers.
 fn challenge_type(c: &ChallengeConfig) -> ChallengeType {
     match c {
         ChallengeConfig::Http01Webroot { .. } | ChallengeConfig::Http01Listen { .. } => {
@@ -591,5 +612,11 @@ fn challenge_type(c: &ChallengeConfig) -> ChallengeType {
             ChallengeType::Dns01
         }
         ChallengeConfig::TlsAlpn01 { .. } => ChallengeType::TlsAlpn01,
+        // instant-acme 0.8 knows neither draft type: their names go as they are.
+        ChallengeConfig::DnsPersist01(_)
+        | ChallengeConfig::DnsAccount01Hook { .. }
+        | ChallengeConfig::DnsAccount01Rfc2136 { .. } => {
+            ChallengeType::Unknown(c.kind().to_string())
+        }
     }
 }

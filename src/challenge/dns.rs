@@ -24,6 +24,22 @@ pub(crate) fn record_name(identifier: &str) -> String {
     format!("_acme-challenge.{base}")
 }
 
+/// The TXT record that answers dns-01 or dns-account-01 (`kind`) for `identifier`.
+/// dns-account-01 (draft-ietf-acme-dns-account-label §3.1) puts the account's own label
+/// first: `_LABEL._acme-challenge.DOMAIN`, LABEL the lowercase base32 (no padding) of the
+/// first 10 bytes of SHA-256 of the account URL.
+pub(crate) fn record_for(kind: &str, identifier: &str, account_url: &str) -> String {
+    let name = record_name(identifier);
+    if kind != "dns-account-01" {
+        return name;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, account_url.as_bytes());
+    let label = data_encoding::BASE32_NOPAD
+        .encode(&digest.as_ref()[..10])
+        .to_ascii_lowercase();
+    format!("_{label}.{name}")
+}
+
 /// Takes a dns-01 answer back; see the module documentation.
 pub(super) struct Cleanup {
     record: String,
@@ -67,12 +83,15 @@ impl Cleanup {
 /// Runs `hook set RECORD VALUE`; the guard returned runs the clear. On failure the clear has already run when this returns.
 pub(super) async fn set_with_hook(
     hook: &[String],
+    kind: &str,
     answer: &Answer<'_>,
 ) -> Result<Provisioned, ChallengeError> {
-    let record = record_name(answer.identifier);
+    let record = record_for(kind, answer.identifier, answer.account_url);
     let env = vec![
         ("RENEWD_NAME".to_string(), answer.certificate.to_string()),
         ("RENEWD_DOMAINS".to_string(), answer.domains.join(",")),
+        ("RENEWD_CHALLENGE".to_string(), kind.to_string()),
+        ("RENEWD_RECORD".to_string(), record.clone()),
     ];
     let command = |action: &str| Hook {
         argv: hook
@@ -112,6 +131,7 @@ pub(super) async fn set_with_hook(
 pub(super) async fn set_with_rfc2136(
     server: std::net::SocketAddr,
     key_file: Option<&std::path::Path>,
+    kind: &str,
     answer: &Answer<'_>,
 ) -> Result<Provisioned, ChallengeError> {
     use super::rfc2136;
@@ -119,7 +139,7 @@ pub(super) async fn set_with_rfc2136(
         Some(path) => Some(rfc2136::read_key(&path)?),
         None => None,
     };
-    let record = record_name(answer.identifier);
+    let record = record_for(kind, answer.identifier, answer.account_url);
     let update = rfc2136::Update::prepare(server, key.as_ref(), &record, answer.dns_value).await?;
     // Armed before the add is sent: deleting a value that was never added is harmless.
     let guard = Provisioned {
@@ -140,6 +160,24 @@ pub(super) async fn set_with_rfc2136(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// draft-ietf-acme-dns-account-label §3.1's label, checked against base32 and SHA-256
+    /// computed by hand: `printf %s URL | sha256sum`, first 10 bytes, base32, lowercase.
+    #[test]
+    fn dns_account_01_puts_the_accounts_label_first() {
+        let url = "https://example.com/acme/acct/ExampleAccount";
+        let name = record_for("dns-account-01", "*.www.example.org", url);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+        let label = data_encoding::BASE32_NOPAD
+            .encode(&digest.as_ref()[..10])
+            .to_ascii_lowercase();
+        assert_eq!(label.len(), 16);
+        assert_eq!(name, format!("_{label}._acme-challenge.www.example.org"));
+        assert_eq!(
+            record_for("dns-01", "*.www.example.org", url),
+            "_acme-challenge.www.example.org"
+        );
+    }
 
     #[test]
     fn record_names() {
@@ -176,6 +214,9 @@ mod tests {
             key_authorization: "tok.thumb",
             digest: &[0; 32],
             dns_value: "VALUE",
+            account_url: "https://ca.test/acme/acct/1",
+            issuer_domain_name: None,
+            ca: "test",
         }
     }
 
@@ -201,7 +242,7 @@ mod tests {
     async fn a_guard_dropped_without_withdraw_still_clears() {
         let dir = tempfile::tempdir().unwrap();
         let (hook, log) = hook_script(dir.path(), "true");
-        let guard = set_with_hook(&hook, &answer()).await.unwrap();
+        let guard = set_with_hook(&hook, "dns-01", &answer()).await.unwrap();
         drop(guard);
         assert_eq!(
             wait_for_calls(&log, 2).await,
@@ -217,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (hook, log) = hook_script(dir.path(), "sleep 30");
         let answer = answer();
-        let set = set_with_hook(&hook, &answer);
+        let set = set_with_hook(&hook, "dns-01", &answer);
         // The set hook is running (and sleeping) when the future is dropped.
         assert!(tokio::time::timeout(Duration::from_millis(500), set)
             .await
@@ -231,7 +272,10 @@ mod tests {
     async fn a_failed_set_is_cleared_before_the_error_returns() {
         let dir = tempfile::tempdir().unwrap();
         let (hook, log) = hook_script(dir.path(), "echo nope >&2; exit 4");
-        let err = set_with_hook(&hook, &answer()).await.err().unwrap();
+        let err = set_with_hook(&hook, "dns-01", &answer())
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("nope"), "{err}");
         assert_eq!(calls(&log).len(), 2, "{:?}", calls(&log));
     }

@@ -11,6 +11,7 @@
 //! only while a validation is under way.
 
 mod dns;
+pub(crate) mod persist;
 mod rfc2136;
 mod shared;
 mod tls_alpn;
@@ -58,6 +59,20 @@ pub(crate) enum ChallengeError {
     TlsAlpnCert { identifier: String, message: String },
     #[error("dns-01 through RFC 2136: {0}")]
     Rfc2136(#[from] rfc2136::Rfc2136Error),
+    #[error(
+        "dns-persist-01 record {record} is not usable: {problem}; publish it as \
+         `{publish}` (`renewd persist-record` prints it)"
+    )]
+    PersistRecord {
+        record: String,
+        problem: String,
+        publish: String,
+    },
+    #[error(
+        "dns-persist-01 needs the CA's issuer domain name: set `issuer_domain_name` in \
+         [ca.{ca}] (the CA's directory advertises no `meta.issuerDomainNames`)"
+    )]
+    NoIssuerDomainName { ca: String },
 }
 
 /// RFC 8555 §8.1: tokens are base64url. Anything else is hostile (a path, a header) and is
@@ -90,6 +105,12 @@ pub(crate) struct Answer<'a> {
     pub(crate) digest: &'a [u8],
     /// base64url of `digest`: the dns-01 TXT value.
     pub(crate) dns_value: &'a str,
+    /// The ACME account's URL: dns-account-01's label and dns-persist-01's `accounturi`.
+    pub(crate) account_url: &'a str,
+    /// The CA's issuer domain name (dns-persist-01 only; `None` when unknown).
+    pub(crate) issuer_domain_name: Option<&'a str>,
+    /// The name of the CA in the configuration, for messages.
+    pub(crate) ca: &'a str,
 }
 
 /// The challenge answering machinery shared by every renewal of one process.
@@ -226,6 +247,25 @@ impl Responders {
         cfg: &ChallengeConfig,
         answer: &Answer<'_>,
     ) -> Result<Provisioned, ChallengeError> {
+        if let ChallengeConfig::DnsPersist01(persist) = cfg {
+            // No token: the standing record answers; it is only looked at.
+            let issuer =
+                answer
+                    .issuer_domain_name
+                    .ok_or_else(|| ChallengeError::NoIssuerDomainName {
+                        ca: answer.ca.to_string(),
+                    })?;
+            let expected = persist::Expected {
+                issuer,
+                account_url: answer.account_url,
+                wildcard: answer.identifier.starts_with("*.") || persist.wildcard,
+                persist_until: persist.persist_until,
+            };
+            persist::preflight(persist.resolver, answer.identifier, &expected).await?;
+            return Ok(Provisioned {
+                kind: ProvisionedKind::Done,
+            });
+        }
         check_token(answer.token)?;
         let kind = match cfg {
             ChallengeConfig::Http01Webroot {
@@ -252,14 +292,25 @@ impl Responders {
                     token: answer.token.to_string(),
                 }
             }
-            ChallengeConfig::Dns01Hook { hook, .. } => {
-                return dns::set_with_hook(hook, answer).await
+            ChallengeConfig::Dns01Hook { hook, .. }
+            | ChallengeConfig::DnsAccount01Hook { hook, .. } => {
+                return dns::set_with_hook(hook, cfg.kind(), answer).await
             }
             ChallengeConfig::Dns01Rfc2136 {
                 server,
                 tsig_key_file,
                 ..
-            } => return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), answer).await,
+            }
+            | ChallengeConfig::DnsAccount01Rfc2136 {
+                server,
+                tsig_key_file,
+                ..
+            } => {
+                return dns::set_with_rfc2136(*server, tsig_key_file.as_deref(), cfg.kind(), answer)
+                    .await
+            }
+            // Answered above.
+            ChallengeConfig::DnsPersist01(_) => ProvisionedKind::Done,
             ChallengeConfig::TlsAlpn01 { listen } => {
                 ProvisionedKind::TlsAlpn(self.tls_alpn01.publish(*listen, answer).await?)
             }
@@ -408,6 +459,9 @@ mod tests {
             key_authorization,
             digest: &[0; 32],
             dns_value: "x",
+            account_url: "https://ca.test/acct/1",
+            issuer_domain_name: None,
+            ca: "test",
         }
     }
 

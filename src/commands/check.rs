@@ -43,6 +43,7 @@ pub async fn check(arg: Option<&Path>, strict: bool) -> Result<Outcome, CommandE
     let refusals = machine_refusals(&cfg, true);
     let mut extra = control::check_socket(&cfg);
     extra.extend(check_profiles(&cfg).await);
+    extra.extend(super::persist::check_records(&cfg).await);
     let diagnosis = status::diagnose_with(&cfg, extra);
     for p in refusals.iter().chain(&diagnosis.problems) {
         // Paths in the messages may come from the file system (symlink targets).

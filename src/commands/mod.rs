@@ -5,9 +5,11 @@
 
 mod account;
 mod check;
+mod persist;
 mod renew;
 mod run;
 mod status;
+mod trust_audit;
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +17,11 @@ use crate::config::{self, Config};
 
 pub use account::account;
 pub use check::check;
+pub use persist::persist_record;
 pub use renew::{renew, revoke, RenewArgs};
 pub use run::run;
 pub use status::{inventory, status, StatusArgs};
+pub use trust_audit::{trust_audit, TrustAuditArgs};
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use super::schema::{
 };
 use super::sections::{build_alert, build_discovery, build_exception, build_metrics};
 use super::source::{Entry, Raw};
+use super::trust::{build_anchor_exceptions, build_trust, is_anchor_exception};
 use super::types::{CertConfig, Config};
 
 /// The top-level keys that hold a value rather than a table, in the order suggestions
@@ -68,6 +69,7 @@ const TOP_TABLES: &[&str] = &[
     "certificate",
     "exception",
     "discovery",
+    "trust",
 ];
 
 /// What `log_level` may say; `RUST_LOG`, when set, takes precedence with its full syntax.
@@ -135,7 +137,12 @@ impl Raw {
     /// Every `[[exception]]` but those for a path another one has already.
     fn build_exceptions(&self, defaults: &[Entry], config: &mut Config, p: &mut Vec<Problem>) {
         let mut exception_paths: BTreeMap<PathBuf, Location> = BTreeMap::new();
+        let anchors = self.exceptions.iter().filter(|n| is_anchor_exception(n));
+        config.anchor_exceptions = build_anchor_exceptions(anchors, p);
         for node in &self.exceptions {
+            if is_anchor_exception(node) {
+                continue;
+            }
             let Some(exception) = build_exception(node, defaults, p) else {
                 continue;
             };
@@ -169,6 +176,10 @@ impl Raw {
         if let Some(section) = self.sections.get("discovery") {
             locs.insert("discovery".into(), section.loc.clone());
             config.discovery = build_discovery(section, defaults, locs, p);
+        }
+        if let Some(section) = self.sections.get("trust") {
+            locs.insert("trust".into(), section.loc.clone());
+            config.trust = build_trust(section, locs, p);
         }
     }
 }

@@ -64,6 +64,7 @@ pub(super) static CA_KEYS: &[KeySpec<CaConfig>] = &[
         }
     }),
     KeySpec::own("proxy", parse_proxy),
+    KeySpec::own("issuer_domain_name", parse_issuer_domain_name),
 ];
 
 impl Draft for CaConfig {
@@ -87,6 +88,7 @@ impl CaConfig {
             timeout: DEFAULT_CA_TIMEOUT,
             ari: true,
             proxy: None,
+            issuer_domain_name: None,
             location,
             key_locations: BTreeMap::new(),
         }
@@ -122,6 +124,28 @@ fn parse_proxy(ca: &mut CaConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
         check_proxy_url(url).map_err(|why| format!("`proxy` {why} (or \"\" to connect directly)"));
     if or_report(&e.node, checked, p).is_some() {
         ca.proxy = Some(url.to_string());
+    }
+}
+
+/// `issuer_domain_name`: a DNS name as draft-ietf-acme-dns-persist §3.1 writes issuer
+/// domain names (lowercase A-labels, no trailing dot, at most 253 octets).
+fn parse_issuer_domain_name(ca: &mut CaConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
+    let Some(name) = as_str(&e.key, &e.node, p) else {
+        return;
+    };
+    let checked = super::value::normalize_identifier(name)
+        .ok()
+        .filter(|n| {
+            !n.starts_with("*.") && n.parse::<std::net::IpAddr>().is_err() && n.len() <= 253
+        })
+        .ok_or_else(|| {
+            format!(
+                "`issuer_domain_name` must be a DNS name like \"letsencrypt.org\" (the \
+                 CA's issuer domain name for dns-persist-01), found `{name}`"
+            )
+        });
+    if let Some(name) = or_report(&e.node, checked, p) {
+        ca.issuer_domain_name = Some(name);
     }
 }
 

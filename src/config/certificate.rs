@@ -93,6 +93,20 @@ pub(super) static CERT_KEYS: &[CertKey] = &[
     CertKey::inheritable("alert_before", |c, e, _, p| {
         c.alert_before = or_report(&e.node, margin_value(&e.key, &e.node), p)
     }),
+    CertKey::inheritable("preferred_chain", |c, e, _, p| {
+        c.preferred_chain = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("reuse_key", |c, e, _, p| {
+        if let Some(b) = as_bool(&e.key, &e.node, p) {
+            c.reuse_key = b;
+        }
+    }),
+    CertKey::own("common_name", |c, e, _, p| {
+        c.common_name = as_nonempty_str(&e.key, &e.node, p)
+    }),
+    CertKey::inheritable("pkcs12_password_file", |c, e, _, p| {
+        c.pkcs12_password_file = as_file_path(&e.key, &e.node, p)
+    }),
 ];
 
 /// Whether `key` is a certificate key that `[defaults]` cannot set (`name`, `domains`).
@@ -137,6 +151,10 @@ impl CertConfig {
             verify: None,
             profile: None,
             alert_before: None,
+            preferred_chain: None,
+            reuse_key: false,
+            common_name: None,
+            pkcs12_password_file: None,
             location,
             key_locations: Arc::default(),
         }
@@ -474,6 +492,8 @@ pub(super) fn build_certificate(
     parse_keys(CERT_KEYS, own.iter().chain(inherited), &mut cert, cas, p);
     check_required(&mut cert, cas, p);
     check_challenges_cover_domains(&cert, p);
+    check_common_name(&mut cert, p);
+    check_pkcs12(&cert, p);
     if p.len() > start {
         return None;
     }
@@ -524,6 +544,45 @@ fn check_required(cert: &mut CertConfig, cas: &BTreeSet<String>, p: &mut Vec<Pro
     }
 }
 
+/// `common_name` must be one of `domains` (compared as normalized there) and fit RFC 5280's `ub-common-name` of 64 characters (Appendix A.1).
+fn check_common_name(cert: &mut CertConfig, p: &mut Vec<Problem>) {
+    let Some(written) = cert.common_name.clone() else {
+        return;
+    };
+    let at = cert.key_location("common_name").clone();
+    let normalized = normalize_identifier(&written).unwrap_or_else(|_| written.clone());
+    if !cert.domains.is_empty() && !cert.domains.contains(&normalized) {
+        p.push(Problem::new(
+            at,
+            format!("`common_name` `{written}` must be one of `domains`"),
+        ));
+    } else if normalized.len() > 64 {
+        p.push(Problem::new(
+            at,
+            format!(
+                "`common_name` `{written}` is {} characters; a certificate's common name \
+                 holds at most 64 (RFC 5280): leave `common_name` out, the names stay in \
+                 the subjectAltName",
+                normalized.len()
+            ),
+        ));
+    } else {
+        cert.common_name = Some(normalized);
+    }
+}
+
+/// `files.pkcs12` needs `pkcs12_password_file` (an unencrypted archive of a private key is
+/// what `key` is for).
+fn check_pkcs12(cert: &CertConfig, p: &mut Vec<Problem>) {
+    if cert.files.pkcs12.is_some() && cert.pkcs12_password_file.is_none() {
+        p.push(Problem::new(
+            cert.key_location("files.pkcs12").clone(),
+            "`files.pkcs12` needs `pkcs12_password_file`: the file holding its password \
+             (or a systemd credential of that name)",
+        ));
+    }
+}
+
 /// Every name has a challenge entry that can validate it, and every per-name entry is used.
 /// Skipped while `name`, `domains` or `challenge` is missing or wrong (already reported).
 fn check_challenges_cover_domains(cert: &CertConfig, p: &mut Vec<Problem>) {
@@ -570,7 +629,7 @@ fn check_challenge_fits(
     loc: &Location,
     p: &mut Vec<Problem>,
 ) {
-    if domain.starts_with("*.") && !challenge.is_dns01() {
+    if domain.starts_with("*.") && !challenge.is_dns() {
         p.push(Problem::new(
             loc.clone(),
             format!(
@@ -579,12 +638,25 @@ fn check_challenge_fits(
             ),
         ));
     }
-    if domain.parse::<IpAddr>().is_ok() && challenge.is_dns01() {
+    if let ChallengeConfig::DnsPersist01(persist) = challenge {
+        if domain.starts_with("*.") && !persist.wildcard {
+            p.push(Problem::new(
+                loc.clone(),
+                format!(
+                    "wildcard `{domain}` with dns-persist-01 needs `policy = \"wildcard\"` in \
+                     the challenge: the CA accepts a wildcard only from a record that says \
+                     `policy=wildcard`"
+                ),
+            ));
+        }
+    }
+    if domain.parse::<IpAddr>().is_ok() && challenge.is_dns() {
         p.push(Problem::new(
             loc.clone(),
             format!(
-                "IP address `{domain}` cannot be validated with dns-01; \
-                 use http-01 or tls-alpn-01"
+                "IP address `{domain}` cannot be validated with {}; \
+                 use http-01 or tls-alpn-01",
+                challenge.kind()
             ),
         ));
     }

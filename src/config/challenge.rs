@@ -14,7 +14,7 @@ use super::schema::{
     KeySpec,
 };
 use super::source::{Entry, Node, Val};
-use super::types::{ChallengeConfig, ChallengeRule};
+use super::types::{ChallengeConfig, ChallengeRule, PersistConfig};
 use super::value::normalize_identifier;
 
 pub(super) const MAX_PROPAGATION_WAIT: Duration = Duration::from_secs(3600);
@@ -24,6 +24,14 @@ const CHALLENGE_TYPES: &[(&str, &[&str])] = &[
     ("http-01", &["type", "webroot", "trust_owner", "listen"]),
     ("dns-01", &["type", "hook", "rfc2136", "propagation_wait"]),
     ("tls-alpn-01", &["type", "listen"]),
+    (
+        "dns-persist-01",
+        &["type", "policy", "persist_until", "resolver"],
+    ),
+    (
+        "dns-account-01",
+        &["type", "hook", "rfc2136", "propagation_wait"],
+    ),
 ];
 
 /// Every key a challenge table may have: those of all types, each once.
@@ -158,6 +166,8 @@ pub(super) fn parse_one_challenge(
     let challenge = match kind.as_str() {
         "http-01" => parse_http01(node, entries, p),
         "tls-alpn-01" => parse_tls_alpn01(node, entries, p),
+        "dns-persist-01" => parse_persist01(entries, p),
+        "dns-account-01" => parse_dns01(node, entries, prefix, locs, p).map(account_label),
         _ => parse_dns01(node, entries, prefix, locs, p),
     };
     if p.len() > start {
@@ -286,6 +296,89 @@ fn parse_dns01(
                 node.loc.clone(),
                 "a dns-01 challenge needs `hook` (a command that sets the TXT record) \
                  or `rfc2136` (a DNS server that accepts dynamic updates)",
+            ));
+            None
+        }
+    }
+}
+
+/// dns-01's mechanisms used for dns-account-01 (the same keys, another record name).
+fn account_label(dns01: ChallengeConfig) -> ChallengeConfig {
+    match dns01 {
+        ChallengeConfig::Dns01Hook {
+            hook,
+            propagation_wait,
+        } => ChallengeConfig::DnsAccount01Hook {
+            hook,
+            propagation_wait,
+        },
+        ChallengeConfig::Dns01Rfc2136 {
+            server,
+            tsig_key_file,
+            propagation_wait,
+        } => ChallengeConfig::DnsAccount01Rfc2136 {
+            server,
+            tsig_key_file,
+            propagation_wait,
+        },
+        other => other,
+    }
+}
+
+/// dns-persist-01: `policy = "wildcard"`, `persist_until` (a date or an RFC 3339 time),
+/// `resolver` (where the record is looked up); all optional.
+fn parse_persist01(entries: &[Entry], p: &mut Vec<Problem>) -> Option<ChallengeConfig> {
+    let start = p.len();
+    let mut persist = PersistConfig::default();
+    if let Some(e) = find(entries, "policy") {
+        match as_str("policy", &e.node, p) {
+            Some(v) if v.eq_ignore_ascii_case("wildcard") => persist.wildcard = true,
+            Some(v) => p.push(Problem::new(
+                e.node.loc.clone(),
+                format!(
+                    "`policy` of a dns-persist-01 challenge can only be \"wildcard\" (the \
+                     record then also covers *.NAME and names below it), found `{v}`"
+                ),
+            )),
+            None => {}
+        }
+    }
+    if let Some(e) = find(entries, "persist_until") {
+        persist.persist_until = parse_persist_until(&e.node, p);
+    }
+    if let Some(e) = find(entries, "resolver") {
+        persist.resolver = as_socket_addr("resolver", &e.node, Some(53), p);
+    }
+    (p.len() == start).then_some(ChallengeConfig::DnsPersist01(persist))
+}
+
+/// `persist_until`: `"2027-06-30"` (midnight UTC), an RFC 3339 time, or a TOML date or
+/// offset date-time; seconds since the Unix epoch.
+fn parse_persist_until(node: &Node, p: &mut Vec<Problem>) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let text = match &node.val {
+        Val::Str(s) => s.clone(),
+        Val::Datetime(d) => d.to_string(),
+        _ => String::new(),
+    };
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    let parsed = time::Date::parse(&text, date)
+        .map(|d| d.midnight().assume_utc())
+        .or_else(|_| time::OffsetDateTime::parse(&text, &Rfc3339));
+    match parsed {
+        Ok(t) => Some(t.unix_timestamp()),
+        Err(_) => {
+            p.push(Problem::new(
+                node.loc.clone(),
+                format!(
+                    "`persist_until` must be a date like \"2027-06-30\" (midnight UTC) or an \
+                     RFC 3339 time like \"2027-06-30T12:00:00Z\", found `{}`",
+                    if text.is_empty() {
+                        "a value of another type"
+                    } else {
+                        &text
+                    }
+                ),
             ));
             None
         }

@@ -65,6 +65,15 @@ impl Config {
                 ));
             }
         }
+        // A trust store that is not there is audited as missing; said here first.
+        for path in self.trust.iter().flat_map(|t| &t.paths) {
+            if let Err(e) = fs::metadata(path) {
+                p.push(Problem::warning(
+                    self.key_location("trust.paths"),
+                    format!("`{}` of `[trust] paths`: {e}", path.display()),
+                ));
+            }
+        }
         finish(p, &self.sources)
     }
 }
@@ -145,6 +154,10 @@ fn check_certificate(cert: &CertConfig, p: &mut Vec<Problem>) {
     for rule in &cert.challenge.rules {
         check_challenge(cert, rule, p);
     }
+    if let (Some(_), Some(path)) = (&cert.files.pkcs12, cert.pkcs12_password_path()) {
+        let at = cert.key_location("pkcs12_password_file");
+        check_secret_file("pkcs12_password_file", &path, at, p);
+    }
 }
 
 /// The `user` or `group` (`key`) `name` exists on this machine; a number names an id as it
@@ -181,12 +194,20 @@ fn check_challenge(cert: &CertConfig, rule: &ChallengeRule, p: &mut Vec<Problem>
                 ));
             }
         }
-        ChallengeConfig::Dns01Hook { hook, .. } => {
+        ChallengeConfig::Dns01Hook { hook, .. }
+        | ChallengeConfig::DnsAccount01Hook { hook, .. } => {
             if let Some(Err(why)) = hook.first().map(|cmd| check_executable(cmd)) {
-                p.push(Problem::new(at("hook"), format!("dns-01 hook: {why}")));
+                p.push(Problem::new(
+                    at("hook"),
+                    format!("{} hook: {why}", rule.config.kind()),
+                ));
             }
         }
         ChallengeConfig::Dns01Rfc2136 {
+            tsig_key_file: Some(path),
+            ..
+        }
+        | ChallengeConfig::DnsAccount01Rfc2136 {
             tsig_key_file: Some(path),
             ..
         } => check_secret_file("tsig_key_file", path, &at("rfc2136.tsig_key_file"), p),

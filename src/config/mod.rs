@@ -27,6 +27,7 @@ mod sections;
 mod source;
 #[cfg(test)]
 mod tests;
+mod trust;
 mod types;
 mod value;
 
@@ -39,11 +40,13 @@ use crate::fsutil::ReadError;
 
 pub use discovery::{InvalidMatch, OwnerMatch, OwnerRule, PathGlob, Pkcs12PasswordFile};
 pub use problem::{ConfigError, Diagnosis, Location, Problem, Severity};
+pub use types::PersistConfig;
 pub use types::{
     AlertConfig, CaConfig, CertConfig, ChallengeConfig, ChallengeRule, Challenges, Config,
     DiscoveryConfig, ExceptionConfig, FileKind, FileSet, KeyType, MetricsConfig, RenewBefore,
     VerifyConfig,
 };
+pub use types::{AnchorException, TrustConfig, DEFAULT_TRUST_EXPIRING_WITHIN};
 pub(crate) use value::{check_proxy_url, InvalidValue};
 
 use problem::finish;

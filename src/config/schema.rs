@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use super::problem::{Location, Problem};
 use super::source::{Entry, Node, Val};
-use super::value::{format_duration, parse_duration, parse_socket_addr};
+use super::value::{check_date, format_duration, parse_duration, parse_socket_addr};
 
 /// Keys a user might reach for to write a secret inline, and the key to use instead.
 pub(super) const SECRET_KEYS: &[(&str, &str)] = &[
@@ -337,6 +337,25 @@ pub(super) fn as_table<'n>(
         Val::Table(entries) => Some(entries),
         _ => {
             wrong_type(key, node, &format!("a table like {example}"), p);
+            None
+        }
+    }
+}
+
+/// A calendar day (`review_by`): a `YYYY-MM-DD` string or a TOML local date, returned as
+/// `YYYY-MM-DD`.
+pub(super) fn as_date(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<String> {
+    let date = match &node.val {
+        Val::Str(s) => Some(s.clone()),
+        Val::Datetime(d) if d.time.is_none() && d.offset.is_none() => d
+            .date
+            .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)),
+        _ => None,
+    };
+    match date {
+        Some(date) => or_report(node, check_date(&date), p).map(|()| date),
+        None => {
+            wrong_type(key, node, "a date like \"2027-03-01\"", p);
             None
         }
     }

@@ -8,7 +8,7 @@ use super::problem::{Location, Problem};
 use super::schema::*;
 use super::source::{Entry, Node, Section, Val};
 use super::types::{AlertConfig, DiscoveryConfig, ExceptionConfig, MetricsConfig, RenewBefore};
-use super::value::{check_date, check_url, margin_value};
+use super::value::{check_url, margin_value};
 
 pub(super) const METRICS_KEYS: &[&str] = &["listen"];
 
@@ -46,22 +46,10 @@ static EXCEPTION_KEYS: &[ExceptionKey] = &[
 
 impl Draft for ExceptionConfig {}
 
-/// `review_by`: a `YYYY-MM-DD` string or a TOML local date.
+/// `review_by`: see [`as_date`].
 fn parse_review_by(x: &mut ExceptionConfig, e: &Entry, _: &(), p: &mut Vec<Problem>) {
-    let date = match &e.node.val {
-        Val::Str(s) => Some(s.clone()),
-        Val::Datetime(d) if d.time.is_none() && d.offset.is_none() => d
-            .date
-            .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)),
-        _ => None,
-    };
-    match date {
-        Some(date) => {
-            if or_report(&e.node, check_date(&date), p).is_some() {
-                x.review_by = date;
-            }
-        }
-        None => wrong_type(&e.key, &e.node, "a date like \"2027-03-01\"", p),
+    if let Some(date) = as_date(&e.key, &e.node, p) {
+        x.review_by = date;
     }
 }
 

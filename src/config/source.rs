@@ -210,7 +210,7 @@ impl Raw {
     /// `[[exception]]` append, and anything set twice is reported with both places.
     pub(super) fn merge(&mut self, root: Vec<Entry>, p: &mut Vec<Problem>) {
         for entry in root {
-            let section = ["metrics", "alert", "discovery", "defaults"]
+            let section = ["metrics", "alert", "discovery", "defaults", "trust"]
                 .into_iter()
                 .find(|s| *s == entry.key);
             if let Some(name) = section {

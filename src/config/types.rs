@@ -31,6 +31,10 @@ pub struct Config {
     pub alert: Option<AlertConfig>,
     pub exceptions: Vec<ExceptionConfig>,
     pub discovery: Option<DiscoveryConfig>,
+    /// `[trust]`: the trust stores audited by `trust-audit` and the daemon.
+    pub trust: Option<TrustConfig>,
+    /// `[[exception]]` tables with `fingerprint`: trust anchors acknowledged by a person.
+    pub anchor_exceptions: Vec<AnchorException>,
     /// The files read, in order.
     pub sources: Vec<PathBuf>,
     /// Where each top-level value was written: `state_dir`, `control_socket`,
@@ -53,6 +57,8 @@ impl Default for Config {
             alert: None,
             exceptions: Vec::new(),
             discovery: None,
+            trust: None,
+            anchor_exceptions: Vec::new(),
             sources: Vec::new(),
             key_locations: BTreeMap::new(),
         }
@@ -82,6 +88,10 @@ pub struct CaConfig {
     /// else an `http://[user:pass@]host[:port]` proxy for every request to this CA
     /// (checked by [`check_proxy_url`]).
     pub proxy: Option<String>,
+    /// `issuer_domain_name`: the name this CA recognises in dns-persist-01 records
+    /// (draft-ietf-acme-dns-persist §3.1), lowercase, no trailing dot. `None`: the first of
+    /// the directory's `meta.issuerDomainNames` (§3.2).
+    pub issuer_domain_name: Option<String>,
     /// The `[ca.NAME]` header.
     pub location: Location,
     /// Where each key's value was written.
@@ -132,6 +142,15 @@ pub struct CertConfig {
     pub profile: Option<String>,
     /// Lead time of the `expiring` alert; `None`: a third of the lifetime, at most 30 days.
     pub alert_before: Option<RenewBefore>,
+    /// `preferred_chain`: the issuer common name the topmost certificate of the deployed
+    /// chain should have, among the CA's default and alternate chains (RFC 8555 §7.4.2).
+    pub preferred_chain: Option<String>,
+    /// `reuse_key`: keep the deployed private key across renewals (TLSA/DANE pins).
+    pub reuse_key: bool,
+    /// `common_name`: the CSR subject's CN; always one of `domains`, at most 64 octets.
+    pub common_name: Option<String>,
+    /// `pkcs12_password_file`: the password of `files.pkcs12`; set whenever it is.
+    pub pkcs12_password_file: Option<PathBuf>,
     /// The `[[certificate]]` header.
     pub location: Location,
     /// Where each key's value was written for this certificate, or in `[defaults]` when
@@ -145,6 +164,18 @@ pub struct CertConfig {
 }
 
 impl CertConfig {
+    /// Where the password of `files.pkcs12` is read from: the file of the same name in
+    /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
+    /// `pkcs12_password_file` itself (as [`CaConfig::eab_key_path`]).
+    pub(crate) fn pkcs12_password_path(&self) -> Option<PathBuf> {
+        let configured = self.pkcs12_password_file.as_ref()?;
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .zip(configured.file_name())
+            .map(|(dir, name)| Path::new(&dir).join(name))
+            .filter(|p| p.is_file());
+        Some(credential.unwrap_or_else(|| configured.clone()))
+    }
+
     /// Where `key` was written; for a dotted key not recorded, where its parent was
     /// written; else the `[[certificate]]` header.
     pub fn key_location(&self, key: &str) -> &Location {
@@ -249,10 +280,41 @@ pub enum ChallengeConfig {
     },
     /// Answer on a built-in TLS server.
     TlsAlpn01 { listen: SocketAddr },
+    /// dns-persist-01 (draft-ietf-acme-dns-persist): a standing `_validation-persist` TXT
+    /// record the operator published once (`renewd persist-record`); nothing is provisioned.
+    DnsPersist01(PersistConfig),
+    /// dns-account-01 (draft-ietf-acme-dns-account-label): `hook set|clear RECORD VALUE` at
+    /// the account's own label, `_<label>._acme-challenge.DOMAIN`.
+    DnsAccount01Hook {
+        hook: Vec<String>,
+        propagation_wait: Duration,
+    },
+    /// dns-account-01 through RFC 2136 dynamic updates to `server`.
+    DnsAccount01Rfc2136 {
+        server: SocketAddr,
+        tsig_key_file: Option<PathBuf>,
+        propagation_wait: Duration,
+    },
+}
+
+/// What a dns-persist-01 challenge table says: the record's parameters and where to look it
+/// up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PersistConfig {
+    /// `policy = "wildcard"`: the record carries `policy=wildcard`, which a wildcard name
+    /// (and, per the draft, names below the domain) needs.
+    pub wildcard: bool,
+    /// `persist_until`: the record's `persistUntil`, seconds since the Unix epoch (UTC);
+    /// after it the CA ignores the record.
+    pub persist_until: Option<i64>,
+    /// `resolver`: the DNS server `check` and the pre-flight lookup ask (port 53 if not
+    /// given); `None`: the first `nameserver` of `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
 }
 
 impl ChallengeConfig {
-    /// The ACME challenge type: `http-01`, `dns-01` or `tls-alpn-01`.
+    /// The ACME challenge type: `http-01`, `dns-01`, `tls-alpn-01`, `dns-persist-01` or
+    /// `dns-account-01`.
     pub fn kind(&self) -> &'static str {
         match self {
             ChallengeConfig::Http01Webroot { .. } | ChallengeConfig::Http01Listen { .. } => {
@@ -260,11 +322,40 @@ impl ChallengeConfig {
             }
             ChallengeConfig::Dns01Hook { .. } | ChallengeConfig::Dns01Rfc2136 { .. } => "dns-01",
             ChallengeConfig::TlsAlpn01 { .. } => "tls-alpn-01",
+            ChallengeConfig::DnsPersist01(_) => "dns-persist-01",
+            ChallengeConfig::DnsAccount01Hook { .. }
+            | ChallengeConfig::DnsAccount01Rfc2136 { .. } => "dns-account-01",
         }
     }
 
     pub(crate) fn is_dns01(&self) -> bool {
         self.kind() == "dns-01"
+    }
+
+    /// Whether the CA looks at DNS for this challenge (dns-01, dns-account-01,
+    /// dns-persist-01): what a wildcard needs, and what an IP address cannot use.
+    pub(crate) fn is_dns(&self) -> bool {
+        self.is_dns01() || matches!(self.kind(), "dns-persist-01" | "dns-account-01")
+    }
+
+    /// How long a DNS answer takes to be visible after it is published (`propagation_wait`);
+    /// zero for every other challenge.
+    pub(crate) fn propagation_wait(&self) -> Duration {
+        match self {
+            ChallengeConfig::Dns01Hook {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::Dns01Rfc2136 {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::DnsAccount01Hook {
+                propagation_wait, ..
+            }
+            | ChallengeConfig::DnsAccount01Rfc2136 {
+                propagation_wait, ..
+            } => *propagation_wait,
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -333,6 +424,8 @@ pub struct FileSet {
     pub fullchain: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub combined: Option<PathBuf>,
+    /// PKCS#12 (RFC 7292): key, leaf and intermediates, password-protected.
+    pub pkcs12: Option<PathBuf>,
 }
 
 impl FileSet {
@@ -344,6 +437,7 @@ impl FileSet {
             (FileKind::Fullchain, &self.fullchain),
             (FileKind::Key, &self.key),
             (FileKind::Combined, &self.combined),
+            (FileKind::Pkcs12, &self.pkcs12),
         ]
         .into_iter()
         .filter_map(|(kind, path)| path.as_deref().map(|p| (kind, p)))
@@ -356,6 +450,7 @@ impl FileSet {
             FileKind::Fullchain => self.fullchain.as_deref(),
             FileKind::Key => self.key.as_deref(),
             FileKind::Combined => self.combined.as_deref(),
+            FileKind::Pkcs12 => self.pkcs12.as_deref(),
         }
     }
 
@@ -366,6 +461,7 @@ impl FileSet {
             FileKind::Fullchain => &mut self.fullchain,
             FileKind::Key => &mut self.key,
             FileKind::Combined => &mut self.combined,
+            FileKind::Pkcs12 => &mut self.pkcs12,
         }
     }
 }
@@ -383,20 +479,25 @@ pub enum FileKind {
     Key,
     /// Private key, leaf and intermediates (HAProxy).
     Combined,
+    /// Private key, leaf and intermediates in a PKCS#12 archive (RFC 7292) encrypted with
+    /// PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) under `pkcs12_password_file`, for Java and
+    /// other keystore users.
+    Pkcs12,
 }
 
 impl FileKind {
-    pub(crate) const ALL: [FileKind; 5] = [
+    pub(crate) const ALL: [FileKind; 6] = [
         FileKind::Cert,
         FileKind::Chain,
         FileKind::Fullchain,
         FileKind::Key,
         FileKind::Combined,
+        FileKind::Pkcs12,
     ];
 
     /// Whether the file contains the private key (and so gets `key_mode`).
     pub fn holds_key(self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Combined)
+        matches!(self, FileKind::Key | FileKind::Combined | FileKind::Pkcs12)
     }
 
     /// The key in the `files` table.
@@ -407,6 +508,7 @@ impl FileKind {
             FileKind::Fullchain => "fullchain",
             FileKind::Key => "key",
             FileKind::Combined => "combined",
+            FileKind::Pkcs12 => "pkcs12",
         }
     }
 
@@ -470,4 +572,42 @@ pub struct DiscoveryConfig {
     pub pkcs12_password_files: Vec<super::discovery::Pkcs12PasswordFile>,
     /// `[[discovery.owner]]` rules, in written order (the first match wins).
     pub owners: Vec<super::discovery::OwnerRule>,
+}
+
+/// `[trust]`: the CA files services verify their peers with (mTLS), audited by
+/// `renewd trust-audit` and by the daemon at each inventory pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustConfig {
+    /// Absolute paths of PEM/DER bundles or directories of them (nginx's
+    /// `ssl_client_certificate`, PostgreSQL's `ssl_ca_file`, ...). Their anchors are also
+    /// checked for `stale` (no certificate of the inventory chains to them).
+    pub paths: Vec<PathBuf>,
+    /// An anchor whose notAfter is closer than this is flagged `expiring`
+    /// (default [`DEFAULT_TRUST_EXPIRING_WITHIN`]).
+    pub expiring_within: Duration,
+    /// Whether the system's stores (`/etc/ssl/certs`, `/etc/pki/...`) are audited too, by
+    /// the daemon and by `trust-audit` without PATHs; default false (without a `[trust]`
+    /// table, `trust-audit` reads the system stores).
+    pub system: bool,
+}
+
+/// 90 days: replacing a trust anchor means handing a new CA file to every service and
+/// every client certificate holder, which takes a change cycle or two; a quarter's notice
+/// leaves room for that, where the 30 days of a leaf's alert would not.
+pub const DEFAULT_TRUST_EXPIRING_WITHIN: Duration = Duration::from_secs(90 * 86_400);
+
+/// An `[[exception]]` with `fingerprint`: a trust anchor a person keeps on purpose. It is
+/// shown by the audit but not flagged until `review_by` has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorException {
+    /// SHA-256 of the anchor's DER encoding.
+    pub fingerprint: [u8; 32],
+    /// Only the anchor in this bundle or directory (as audited); `None`: wherever it is.
+    pub path: Option<PathBuf>,
+    pub owner: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`, a real calendar date.
+    pub review_by: String,
+    /// The `[[exception]]` header.
+    pub location: Location,
 }

@@ -58,6 +58,9 @@ pub fn inspect(files: &FileSet) -> Result<CertInfo, DeployedProblem> {
                 };
                 intermediates = Some((path.to_path_buf(), certs));
             }
+            // Encrypted: present and readable is all that can be checked without the
+            // password; it is rewritten with the rest of the set at every renewal.
+            FileKind::Pkcs12 => {}
             FileKind::Key => {
                 keys.push((
                     path.to_path_buf(),

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stage::TEMP_MARKER;
 use super::{parent_dir, Staged};
+use crate::config::FileSet;
 use crate::fsutil;
 
 const VERSION: u32 = 1;
@@ -369,16 +370,36 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// Whether `cert` still has a journal on disk, so its temporaries and backups must not
-    /// be swept.
-    pub(crate) fn holds(&self, cert: &str) -> bool {
-        self.pending.iter().any(|s| s.cert() == cert)
-            || self.errors.iter().any(|e| match e {
-                JournalError::Read { path, .. } | JournalError::Restore { journal: path, .. } => {
-                    path.file_stem().is_some_and(|s| s == cert)
-                }
-                _ => false,
-            })
+    /// Whether `cert` has a journal on disk that could not be read or restored, so which
+    /// temporaries and backups it names is not known.
+    fn unknown(&self, cert: &str) -> bool {
+        self.errors.iter().any(|e| match e {
+            JournalError::Read { path, .. } | JournalError::Restore { journal: path, .. } => {
+                path.file_stem().is_some_and(|s| s == cert)
+            }
+            _ => false,
+        })
+    }
+
+    /// Removes the temporaries and backups an interrupted run left beside the files of each
+    /// `(certificate, files)`, sparing those a pending swap's journal names (its backups are
+    /// what a roll back restores) and every one beside a certificate whose journal could not
+    /// be read. Returns, per directory, the paths removed or why it could not be swept.
+    pub(crate) fn sweep<'a>(
+        &self,
+        sets: impl IntoIterator<Item = (&'a str, &'a FileSet)>,
+    ) -> Vec<(PathBuf, io::Result<Vec<PathBuf>>)> {
+        let named: HashSet<&Path> = self
+            .pending
+            .iter()
+            .flat_map(|swap| swap.record.files.iter())
+            .flat_map(|e| std::iter::once(e.temp.as_path()).chain(e.backup.as_deref()))
+            .collect();
+        let sets = sets
+            .into_iter()
+            .filter(|(cert, _)| !self.unknown(cert))
+            .map(|(_, files)| files);
+        super::stage::sweep_temporaries_of(sets, &named)
     }
 }
 

@@ -24,13 +24,14 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 mod deployed;
 pub mod journal;
+pub(crate) mod pkcs12;
 mod render;
 mod stage;
 mod target_dir;
 
 pub use deployed::{inspect, DeployedProblem};
 pub(crate) use render::render;
-pub(crate) use stage::{stage, sweep_temporaries_of, Staged};
+pub(crate) use stage::{stage, Staged};
 pub use target_dir::{acl_dropped, clashing_targets};
 pub(crate) use target_dir::{check_directories, check_target_dir};
 
@@ -40,6 +41,9 @@ pub struct Material {
     pub(crate) key_pem: String,
     /// The leaf first, then the intermediates; each one PEM block ending in "\n".
     pub(crate) chain_pem: Vec<String>,
+    /// The `pkcs12` file's contents (DER, encrypted: [`pkcs12::encode`]), when one is
+    /// configured; built before staging, since it needs the password file.
+    pub(crate) pkcs12: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Material {
@@ -47,6 +51,7 @@ impl fmt::Debug for Material {
         f.debug_struct("Material")
             .field("key_pem", &"<redacted>")
             .field("chain_pem", &self.chain_pem)
+            .field("pkcs12", &self.pkcs12.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -115,6 +120,8 @@ pub(crate) enum DeployError {
     KeyModeTooWide(u32),
     #[error("nothing to deploy: the CA returned no certificate")]
     EmptyChain,
+    #[error("{0} is configured as `files.pkcs12` but no PKCS#12 archive was built (bug)")]
+    NoPkcs12(PathBuf),
     #[error("{0} is not a file path")]
     NotAFilePath(PathBuf),
     #[error("{0} is configured for two files of the same certificate")]

@@ -6,7 +6,9 @@ use super::Material;
 use crate::config::{FileKind, FileSet};
 
 /// The contents of each configured file: cert = leaf; chain = intermediates; fullchain =
-/// leaf + intermediates; key = key; combined = key + fullchain (the order HAProxy reads).
+/// leaf + intermediates; key = key; combined = key + fullchain (the order HAProxy reads);
+/// pkcs12 = the archive built beforehand ([`super::pkcs12`]; empty when there is none,
+/// which [`super::stage`] refuses).
 pub(crate) fn render(files: &FileSet, m: &Material) -> Vec<(FileKind, PathBuf, Vec<u8>)> {
     let blocks: Vec<String> = m.chain_pem.iter().map(|b| with_newline(b)).collect();
     let key = with_newline(&m.key_pem);
@@ -22,6 +24,10 @@ pub(crate) fn render(files: &FileSet, m: &Material) -> Vec<(FileKind, PathBuf, V
                 FileKind::Fullchain => fullchain.clone(),
                 FileKind::Key => key.clone(),
                 FileKind::Combined => format!("{key}{fullchain}"),
+                FileKind::Pkcs12 => {
+                    let der = m.pkcs12.clone().unwrap_or_default();
+                    return (kind, path.to_path_buf(), der);
+                }
             };
             (kind, path.to_path_buf(), text.into_bytes())
         })

@@ -58,6 +58,9 @@ pub(crate) fn stage(
     if m.chain_pem.is_empty() {
         return Err(DeployError::EmptyChain);
     }
+    if let (Some(path), None) = (&files.pkcs12, &m.pkcs12) {
+        return Err(DeployError::NoPkcs12(path.clone()));
+    }
     let rendered = render(files, m);
     let mut seen = HashSet::new();
     let mut dirs: Vec<&Path> = Vec::new();
@@ -227,8 +230,8 @@ pub(super) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
 }
 
 /// Removes temporaries a crashed run left beside the targets of the file sets `sets`,
-/// returning their paths. Run it only after the swap journal has been replayed: an
-/// interrupted swap may still need its temporaries.
+/// returning their paths, except those in `spare`. Run it only after the swap journal has
+/// been replayed, sparing what a pending swap still needs ([`super::journal::Recovery::sweep`]).
 ///
 /// Only names are removed (unlink(2) never follows a symlink), only in directories that
 /// pass [`check_target_dir`] (an unsafe one is an error; a missing one has nothing to
@@ -238,6 +241,7 @@ pub(super) fn create_exclusive(path: &Path, mode: u32) -> io::Result<File> {
 /// would otherwise read it 1,000 times). One result per directory, in no set order.
 pub(crate) fn sweep_temporaries_of<'a>(
     sets: impl IntoIterator<Item = &'a FileSet>,
+    spare: &HashSet<&Path>,
 ) -> Vec<(PathBuf, io::Result<Vec<PathBuf>>)> {
     // Directory → the names of the temporaries of its targets (".NAME.renewd-tmp.").
     let mut dirs: HashMap<&Path, HashSet<String>> = HashMap::new();
@@ -252,11 +256,15 @@ pub(crate) fn sweep_temporaries_of<'a>(
         }
     }
     dirs.into_iter()
-        .map(|(dir, prefixes)| (dir.to_path_buf(), sweep_dir(dir, &prefixes)))
+        .map(|(dir, prefixes)| (dir.to_path_buf(), sweep_dir(dir, &prefixes, spare)))
         .collect()
 }
 
-fn sweep_dir(dir: &Path, prefixes: &HashSet<String>) -> io::Result<Vec<PathBuf>> {
+fn sweep_dir(
+    dir: &Path,
+    prefixes: &HashSet<String>,
+    spare: &HashSet<&Path>,
+) -> io::Result<Vec<PathBuf>> {
     match check_target_dir(dir) {
         Ok(()) => {}
         Err(DeployError::MissingDirectory { .. }) => return Ok(Vec::new()),
@@ -281,6 +289,9 @@ fn sweep_dir(dir: &Path, prefixes: &HashSet<String>) -> io::Result<Vec<PathBuf>>
             continue;
         }
         let path = entry.path();
+        if spare.contains(path.as_path()) {
+            continue;
+        }
         // The entry's own type, from the directory: a symlink is not followed.
         if entry.file_type()?.is_dir() {
             tracing::warn!(path = %path.display(),

@@ -176,7 +176,7 @@ pub fn acl_dropped(kind: FileKind, path: &Path) -> Option<String> {
         return None;
     }
     let advice = match kind {
-        FileKind::Key | FileKind::Combined => {
+        FileKind::Key | FileKind::Combined | FileKind::Pkcs12 => {
             "give readers access through `group` and `key_mode` (at most 0640) instead"
         }
         _ => "give readers access through `group` (the file is written 0644) instead",

@@ -1,12 +1,13 @@
 //! Tests of `deploy`: staging and committing, sweeping, the directory check, inspection.
 
+use std::collections::HashSet;
 use std::fs::{self, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::deployed::MAX_DEPLOYED_FILE;
-use super::stage::{create_exclusive, TEMP_MARKER};
+use super::stage::{create_exclusive, sweep_temporaries_of, TEMP_MARKER};
 use super::*;
 use crate::config::KeyType;
 use crate::config::{FileKind, FileSet};
@@ -81,6 +82,7 @@ fn issue(names: &[&str]) -> Issued {
         material: Material {
             key_pem: key.to_pem(),
             chain_pem: vec![leaf.pem(), ca_cert.pem()],
+            pkcs12: None,
         },
         key,
     }
@@ -100,7 +102,7 @@ fn deploy(
 /// set), returning their paths.
 fn sweep_temporaries(files: &FileSet) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for (_, result) in sweep_temporaries_of([files]) {
+    for (_, result) in sweep_temporaries_of([files], &HashSet::new()) {
         removed.extend(result?);
     }
     Ok(removed)
@@ -128,6 +130,7 @@ pub(crate) fn all_files(dir: &Path) -> FileSet {
         fullchain: Some(dir.join("fullchain.pem")),
         key: Some(dir.join("key.pem")),
         combined: Some(dir.join("combined.pem")),
+        pkcs12: None,
     }
 }
 
@@ -153,6 +156,7 @@ fn render_puts_each_part_in_its_file() {
     let m = Material {
         key_pem: "K\n".into(),
         chain_pem: vec!["L\n".into(), "I1\n".into(), "I2".into()],
+        pkcs12: None,
     };
     let out = render(&all_files(dir), &m);
     let text: Vec<(FileKind, String)> = out
@@ -294,6 +298,7 @@ fn a_symlink_at_the_target_is_replaced_not_followed() {
         fullchain: Some(dir.path().join("fullchain.pem")),
         key: Some(key_path.clone()),
         combined: None,
+        pkcs12: None,
     };
     let issued = issue(&["example.org"]);
     deploy(&files, &issued.material, &Ownership::default(), 0o600).expect("deploy");
@@ -342,6 +347,7 @@ fn failed_staging_leaves_old_files_and_no_temporaries() {
         fullchain: Some(dir.path().join("fullchain.pem")),
         key: Some(dir.path().join("key.pem")),
         combined: Some(PathBuf::from("/proc/renewd-test-combined.pem")),
+        pkcs12: None,
     };
     let old = issue(&["old.example"]);
     let old_files = FileSet {
@@ -412,6 +418,7 @@ fn staging_under_proc_fails_cleanly() {
         fullchain: None,
         key: None,
         combined: None,
+        pkcs12: None,
     };
     let issued = issue(&["example.org"]);
     let err = deploy(&files, &issued.material, &Ownership::default(), 0o600).expect_err("proc");
@@ -499,6 +506,7 @@ fn duplicate_targets_and_empty_chains_are_refused() {
         fullchain: Some(same),
         key: None,
         combined: None,
+        pkcs12: None,
     };
     assert!(matches!(
         deploy(&files, &issued.material, &Ownership::default(), 0o600),
@@ -507,6 +515,7 @@ fn duplicate_targets_and_empty_chains_are_refused() {
     let empty = Material {
         key_pem: issued.material.key_pem.clone(),
         chain_pem: Vec::new(),
+        pkcs12: None,
     };
     assert!(matches!(
         deploy(&all_files(dir.path()), &empty, &Ownership::default(), 0o600),
@@ -655,6 +664,7 @@ fn inspect_reports_files_that_disagree() {
         fullchain: None,
         key: files.key.clone(),
         combined: None,
+        pkcs12: None,
     };
     assert!(matches!(
         inspect(&key_only),

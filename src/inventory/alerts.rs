@@ -20,6 +20,9 @@ use crate::config::AlertConfig;
 use crate::hooks::{self, Hook};
 use crate::outbound::{Outbound, ProxySetting};
 
+/// The `persist_record_expiring` alert starts this long before a dns-persist-01 record's
+/// configured `persist_until` (and `renewd check` warns from then on).
+pub(crate) const PERSIST_RECORD_LEAD: Duration = Duration::from_secs(30 * 86_400);
 /// A condition that persists is alerted again after this long.
 pub(crate) const REPEAT: Duration = Duration::from_secs(86_400);
 /// The alert window is a third of the certificate's lifetime, at most this.
@@ -35,7 +38,8 @@ pub(crate) struct Alert {
     /// `firing` or `resolved`.
     pub(crate) status: String,
     /// `expiring`, `renewal_failing`, `review_overdue`, `rolled_back`,
-    /// `ari_early_replacement`, `clock_skew` or `renew_before_too_long`.
+    /// `ari_early_replacement`, `clock_skew`, `renew_before_too_long`,
+    /// `persist_record_expiring` or `trust_anchor`.
     pub(crate) condition: String,
     /// `CONDITION:KIND:ID`, stable while the condition lasts; pairs a resolution with its
     /// alert.
@@ -188,6 +192,11 @@ pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Op
     let mut next: Option<u64> = None;
     for item in items {
         let mut checks = Checks::new(item, now_s);
+        if item.kind == Kind::Anchor {
+            checks.trust_anchor();
+            out.extend(checks.found);
+            continue;
+        }
         checks.expiring();
         checks.renewal_failing();
         checks.failed_for_a_person();
@@ -200,6 +209,7 @@ pub(crate) fn conditions(items: &[Item], now: SystemTime) -> (Vec<Condition>, Op
             );
         }
         checks.review_overdue();
+        checks.persist_record_expiring();
         out.extend(checks.found);
         next = match (next, checks.next) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -374,6 +384,62 @@ impl<'a> Checks<'a> {
             );
             self.add("ari_early_replacement", "warning", message);
         }
+    }
+
+    /// A dns-persist-01 record's configured `persist_until` (draft-ietf-acme-dns-persist
+    /// `persistUntil`) is within [`PERSIST_RECORD_LEAD`] or has passed: after it the CA
+    /// ignores the record and renewals fail until a new one is published.
+    fn persist_record_expiring(&mut self) {
+        let Some(until) = self
+            .item
+            .persist_until
+            .filter(|_| self.item.kind == Kind::Managed)
+        else {
+            return;
+        };
+        let start = until.saturating_sub(PERSIST_RECORD_LEAD.as_secs());
+        if self.now >= start {
+            let verb = if self.now >= until {
+                "passed"
+            } else {
+                "passes"
+            };
+            let message = format!(
+                "{}: the dns-persist-01 record's persistUntil {} {verb}; publish a new record \
+                 (`renewd persist-record`) with a later `persist_until`",
+                self.label,
+                rfc3339(until)
+            );
+            self.add("persist_record_expiring", "warning", message);
+        } else {
+            self.later(start);
+        }
+    }
+
+    /// A trust anchor the audit flagged (`renewd trust-audit`, `[trust]`): critical when it
+    /// has expired, else a warning. Its next change is the daemon's audit's to say.
+    fn trust_anchor(&mut self) {
+        let item = self.item;
+        let severity = if item.anchor_flags.contains(&"expired") {
+            "critical"
+        } else {
+            "warning"
+        };
+        let message = format!(
+            "trust anchor \"{}\" in {} is flagged {}: {}{}",
+            item.subject.as_deref().unwrap_or(""),
+            item.paths
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            item.anchor_flags.join(", "),
+            item.reason.as_deref().unwrap_or(""),
+            match &item.review_by {
+                Some(r) => format!(" (its exception's review was due by {r})"),
+                None => String::new(),
+            }
+        );
+        self.add("trust_anchor", severity, message);
     }
 
     /// The exception's `review_by` date has passed.
@@ -620,6 +686,26 @@ mod tests {
             days_left: Some((not_after as i64 - now as i64) / DAY as i64),
             ..Item::blank(Kind::Unmanaged)
         }
+    }
+
+    #[test]
+    fn a_persist_record_alerts_thirty_days_before_its_persist_until() {
+        let t0 = 1_000 * DAY;
+        let item = Item {
+            name: Some("www".into()),
+            persist_until: Some(t0 + 40 * DAY),
+            ..Item::blank(Kind::Managed)
+        };
+        let (found, next) = conditions(std::slice::from_ref(&item), from_unix(t0));
+        assert!(found.is_empty());
+        assert_eq!(next, Some(from_unix(t0 + 10 * DAY)));
+        let (found, _) = conditions(std::slice::from_ref(&item), from_unix(t0 + 10 * DAY));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].condition, "persist_record_expiring");
+        assert_eq!(found[0].severity, "warning");
+        assert!(found[0].message.contains("passes"), "{}", found[0].message);
+        let (found, _) = conditions(std::slice::from_ref(&item), from_unix(t0 + 41 * DAY));
+        assert!(found[0].message.contains("passed"), "{}", found[0].message);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Live {
     alerts: AlertState,
     next: Option<SystemTime>,
     host: String,
+    /// The trust stores' parsed anchors by file identity, shared with the collectors.
+    trust_cache: std::sync::Arc<std::sync::Mutex<crate::trust::Cache>>,
 }
 
 impl Live {
@@ -50,6 +52,7 @@ impl Live {
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
+            trust_cache: Default::default(),
         };
         live.configure(config);
         Ok(live)
@@ -137,7 +140,14 @@ impl Live {
     ) -> impl FnOnce(&[Managed], SystemTime) -> Inventory + Send + 'static {
         let config = self.config.clone();
         let scan = self.scan.clone();
-        move |managed, now| collect(&config, managed, &scan, now)
+        let trust_cache = self.trust_cache.clone();
+        move |managed, now| {
+            let mut inv = collect(&config, managed, &scan, now);
+            let mut cache = trust_cache.lock().unwrap_or_else(|e| e.into_inner());
+            (inv.anchors, inv.anchors_next) =
+                super::trust::daemon_pass(&config, &inv, &mut cache, now);
+            inv
+        }
     }
 
     /// Updates the metrics from `inv` (collected at `now`), and sends the alerts that are
@@ -145,11 +155,20 @@ impl Live {
     pub(crate) fn apply(&mut self, inv: Inventory, now: SystemTime) -> Inventory {
         self.metrics.update(&inv);
         let Some(notifier) = self.notifier.clone() else {
-            self.next = None;
+            // Without alerts, only the trust audit's gauges change with time alone.
+            self.next = inv.anchors_next;
             return inv;
         };
-        let plan = alerts::plan(&self.alerts, &inv.certificates, now, &self.host);
-        self.next = plan.next;
+        let items: std::borrow::Cow<[super::Item]> = if inv.anchors.is_empty() {
+            std::borrow::Cow::Borrowed(&inv.certificates)
+        } else {
+            std::borrow::Cow::Owned([&inv.certificates[..], &inv.anchors[..]].concat())
+        };
+        let plan = alerts::plan(&self.alerts, &items, now, &self.host);
+        self.next = match (plan.next, inv.anchors_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if plan.state != self.alerts {
             self.save_generation += 1;
             let (generation, saved) = (self.save_generation, self.saved.clone());

@@ -76,6 +76,13 @@ struct ReviewLabels {
     owner: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnchorLabels {
+    path: String,
+    fingerprint: String,
+    flag: String,
+}
+
 /// renewd's metrics. Cloning shares them.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -90,6 +97,7 @@ pub(crate) struct Metrics {
     last_success: Family<NameLabels, Gauge>,
     ca_paused: Family<CaLabels, Gauge>,
     build_info: Family<VersionLabels, Gauge>,
+    trust_flagged: Family<AnchorLabels, Gauge>,
 }
 
 /// Content type of the classic Prometheus text format.
@@ -137,6 +145,7 @@ impl Metrics {
             last_success: Family::default(),
             ca_paused: Family::default(),
             build_info: Family::default(),
+            trust_flagged: Family::default(),
         };
         // Name, HELP and metric of each family, in the order of the exposition.
         // prometheus-client appends `_total` to counters.
@@ -195,6 +204,11 @@ impl Metrics {
         for (name, help, metric) in families {
             r.register(name, help, Registered(metric));
         }
+        r.register(
+            "renewd_trust_anchor_flagged",
+            "1 for each flag of each flagged trust anchor ([trust]; acknowledged ones not listed)",
+            Registered(Box::new(m.trust_flagged.clone())),
+        );
         m.build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -221,6 +235,23 @@ impl Metrics {
         self.inventory.clear();
         self.review_by.clear();
         self.last_success.clear();
+        self.trust_flagged.clear();
+        for a in &inv.anchors {
+            let fingerprint = a.name.as_deref().and_then(|n| n.rsplit('@').next());
+            for flag in &a.anchor_flags {
+                self.trust_flagged
+                    .get_or_create(&AnchorLabels {
+                        path: a
+                            .paths
+                            .first()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        fingerprint: fingerprint.unwrap_or_default().to_string(),
+                        flag: flag.to_string(),
+                    })
+                    .set(1);
+            }
+        }
         let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for i in &inv.certificates {
             if let Some(na) = i.not_after {
@@ -277,7 +308,7 @@ impl Metrics {
                             .set(t);
                     }
                 }
-                Kind::Unmanaged => {}
+                Kind::Unmanaged | Kind::Anchor => {}
             }
         }
     }

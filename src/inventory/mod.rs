@@ -14,6 +14,7 @@ pub(crate) mod live;
 pub(crate) mod metrics;
 pub(crate) mod owners;
 pub(crate) mod pkcs12;
+pub(crate) mod trust;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub(crate) enum Kind {
     Managed,
     Exception,
     Unmanaged,
+    /// A flagged trust anchor (`renewd trust-audit`); never in `certificates`, only in
+    /// alerts.
+    Anchor,
 }
 
 impl Kind {
@@ -47,6 +51,7 @@ impl Kind {
             Kind::Managed => "managed",
             Kind::Exception => "exception",
             Kind::Unmanaged => "unmanaged",
+            Kind::Anchor => "anchor",
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct Managed {
     pub(crate) last_failure: Option<String>,
     /// When the last successful renewal ended, if the record's history still holds one.
     pub(crate) last_success: Option<SystemTime>,
+    /// The earliest configured dns-persist-01 `persist_until`, Unix seconds.
+    pub(crate) persist_until: Option<u64>,
 }
 
 /// One certificate of the inventory; the element of `renewd inventory --json`'s
@@ -163,6 +170,14 @@ pub(crate) struct Item {
     /// `renewd_certificate_last_success_seconds`.
     #[serde(skip)]
     pub(crate) last_success: Option<u64>,
+    /// Managed only, not serialized: the earliest configured dns-persist-01
+    /// `persist_until` (Unix seconds), for the `persist_record_expiring` alert.
+    #[serde(skip)]
+    pub(crate) persist_until: Option<u64>,
+    /// Anchor only, not serialized: its flags (`expired`, `weak`, ...), for alerts and
+    /// `renewd_trust_anchor_flagged`.
+    #[serde(skip)]
+    pub(crate) anchor_flags: Vec<&'static str>,
 }
 
 impl Item {
@@ -230,6 +245,8 @@ impl Item {
             alert_before: None,
             cert_path: None,
             last_success: None,
+            persist_until: None,
+            anchor_flags: Vec::new(),
         }
     }
 
@@ -258,6 +275,12 @@ pub struct Inventory {
     /// Managed first (configuration order), then exceptions, then unmanaged by path.
     pub(crate) certificates: Vec<Item>,
     pub(crate) discovery: DiscoverySummary,
+    /// Not serialized: the flagged trust anchors of the daemon's audit (`[trust]`), as
+    /// items of kind `anchor`, and when that audit's verdict may next change by itself.
+    #[serde(skip)]
+    pub(crate) anchors: Vec<Item>,
+    #[serde(skip)]
+    pub(crate) anchors_next: Option<SystemTime>,
 }
 
 /// What discovery looked at; the `discovery` member of `renewd inventory --json`.
@@ -345,6 +368,7 @@ pub(crate) fn collect(
         item.alert_before = m.alert_before;
         item.cert_path = m.cert_path.clone();
         item.last_success = m.last_success.map(unix);
+        item.persist_until = m.persist_until;
         item.problem = m.problem.clone();
         if m.problem.is_none() {
             if let Some(path) = &m.cert_path {
@@ -397,6 +421,8 @@ pub(crate) fn collect(
             files_scanned: scan.files_seen(),
             errors: scan.errors(),
         },
+        anchors: Vec::new(),
+        anchors_next: None,
     }
 }
 
@@ -473,9 +499,9 @@ pub fn render(inv: &Inventory, now: SystemTime) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = table_line(&header, &widths);
+    let mut out = crate::text::table_line(&header, &widths);
     for r in &rows {
-        out.push_str(&table_line(r, &widths));
+        out.push_str(&crate::text::table_line(r, &widths));
     }
     if rows.is_empty() {
         out.push_str("no certificates known\n");
@@ -551,6 +577,7 @@ fn note(i: &Item, now: SystemTime) -> String {
                 Some(false) => format!("PKCS#12 chain: {}", i.subject.as_deref().unwrap_or("-")),
                 None => i.names.join(", "),
             },
+            Kind::Anchor => i.reason.clone().unwrap_or_default(),
         }
     };
     if i.alerts.is_empty() {
@@ -558,19 +585,6 @@ fn note(i: &Item, now: SystemTime) -> String {
     } else {
         format!("ALERT {}; {note}", i.alerts.join(", "))
     }
-}
-
-/// One line of the table: each cell but the last padded to its column's width.
-fn table_line<S: AsRef<str>>(cells: &[S], widths: &[usize]) -> String {
-    let mut s = String::new();
-    for (n, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-        if n + 1 == cells.len() {
-            s.push_str(c.as_ref());
-        } else {
-            s.push_str(&format!("{:<w$}  ", c.as_ref()));
-        }
-    }
-    s.trim_end().to_string() + "\n"
 }
 
 /// `t` in Unix seconds; 0 for an instant before 1970.

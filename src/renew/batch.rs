@@ -167,6 +167,7 @@ pub(super) fn hook_env(
             FileKind::Fullchain => "RENEWD_FULLCHAIN",
             FileKind::Chain => "RENEWD_CHAIN",
             FileKind::Combined => "RENEWD_COMBINED",
+            FileKind::Pkcs12 => "RENEWD_PKCS12",
         };
         env.push((var.to_string(), path.display().to_string()));
     }

@@ -35,6 +35,9 @@ pub(crate) enum RenewError {
     },
     #[error("cannot build the CSR: {0}")]
     Csr(X509Error),
+    /// The `pkcs12` file could not be made (its password file, the encoding).
+    #[error(transparent)]
+    Pkcs12(crate::deploy::pkcs12::Pkcs12Error),
     /// This host's clock disagrees with the CA's (see [`super::clock_problem`]).
     #[error("{0}")]
     ClockSkew(String),

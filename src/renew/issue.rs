@@ -71,7 +71,7 @@ impl Renewer {
         // A dry run never finalizes, so it needs neither key nor CSR.
         let key_csr = match dry_run {
             true => None,
-            false => Some(key_and_csr(cert).await?),
+            false => Some(self.order_key(cert).await?),
         };
         let ca = self.ca(ca_config).await?;
         check_clock(&ca).await?;
@@ -82,18 +82,19 @@ impl Renewer {
             replaces: replaced.as_ref().filter(|_| !dry_run),
             profile: cert.profile.as_deref().or(ca_config.profile.as_deref()),
             dry_run,
+            preferred_chain: cert.preferred_chain.as_deref(),
         };
         let outcome = ca
             .issue(
                 &cert.domains,
-                key_csr.as_ref().map_or(&[][..], |(_, csr)| csr.as_slice()),
+                key_csr.as_ref().map_or(&[][..], |k| k.csr.as_slice()),
                 &cert.challenge,
                 &self.responders,
                 options,
             )
             .await?;
         let (issued, key) = match (outcome, key_csr) {
-            (OrderOutcome::Issued(issued), Some((key, _))) => (issued, key),
+            (OrderOutcome::Issued(issued), Some(k)) => (issued, k),
             (OrderOutcome::Rehearsed { order_url, .. }, _) => {
                 return Ok(Issued {
                     renewed: Renewed {
@@ -107,15 +108,20 @@ impl Renewer {
             }
             (OrderOutcome::Issued(_), None) => return Err(RenewError::DryRunFinalized),
         };
-        let (material, leaf) =
-            check_issued(&issued.chain_pem, &key, &cert.domains, SystemTime::now()).map_err(
-                |source| RenewError::Unusable {
-                    ca: ca_config.name.clone(),
-                    order_url: issued.order_url.clone(),
-                    source,
-                },
-            )?;
-        let swap = self.stage(cert, material, ownership, &leaf).await?;
+        let (material, leaf) = check_issued(
+            &issued.chain_pem,
+            &key.key,
+            &cert.domains,
+            SystemTime::now(),
+        )
+        .map_err(|source| RenewError::Unusable {
+            ca: ca_config.name.clone(),
+            order_url: issued.order_url.clone(),
+            source,
+        })?;
+        let swap = self
+            .stage(cert, material, ownership, &leaf, key.reused)
+            .await?;
         Ok(Issued {
             renewed: renewed(&ca, &leaf, issued.order_url),
             swap: Some((swap, leaf.der)),
@@ -129,13 +135,29 @@ impl Renewer {
         material: Material,
         ownership: Ownership,
         leaf: &CertInfo,
+        key_reused: bool,
     ) -> Result<Swap, RenewError> {
-        let files = cert.files.clone();
+        let mut files = cert.files.clone();
+        if key_reused {
+            // `reuse_key`: the key file is left as it is (inode, mode, owner), outside the
+            // swap; a `combined` file is rewritten with the same key.
+            files.key = None;
+        }
         let key_mode = cert.key_mode;
         let journal_dir = self.state.journal_dir();
         let name = cert.name.clone();
         let serial = leaf.serial_hex.clone();
+        let pkcs12_password = cert
+            .pkcs12_password_path()
+            .filter(|_| files.pkcs12.is_some());
+        let mut material = material;
         tokio::task::spawn_blocking(move || {
+            if let Some(path) = pkcs12_password {
+                let password = deploy::pkcs12::read_password(&path).map_err(RenewError::Pkcs12)?;
+                let der = deploy::pkcs12::encode(&material, &name, &password)
+                    .map_err(RenewError::Pkcs12)?;
+                material.pkcs12 = Some(der);
+            }
             let staged = deploy::stage(&files, &material, &ownership, key_mode)
                 .map_err(RenewError::Stage)?;
             Swap::begin(&journal_dir, &name, &serial, staged).map_err(RenewError::Journal)
@@ -184,18 +206,6 @@ async fn replaced(cert: &CertConfig, rec: &CertRecord, ca_config: &CaConfig) -> 
     let leaf = inspect(&cert.files).await.ok()?.ok()?;
     schedule::ari::advice(rec.ari.as_ref(), &leaf.serial_hex)?;
     Some(leaf)
-}
-
-/// A fresh key and its CSR for `cert`'s names. Key generation (RSA-4096 takes a while)
-/// stays off the async threads.
-async fn key_and_csr(cert: &CertConfig) -> Result<(PrivateKey, Vec<u8>), RenewError> {
-    let key_type = cert.key_type;
-    let key = tokio::task::spawn_blocking(move || PrivateKey::generate(key_type))
-        .await
-        .map_err(RenewError::KeyAborted)?
-        .map_err(|source| RenewError::Key { key_type, source })?;
-    let csr = key.csr_der(&cert.domains).map_err(RenewError::Csr)?;
-    Ok((key, csr))
 }
 
 fn renewed(ca: &Ca, leaf: &CertInfo, order_url: String) -> Renewed {
@@ -249,6 +259,7 @@ pub(crate) fn check_issued(
         Material {
             key_pem: key.to_pem(),
             chain_pem: blocks,
+            pkcs12: None,
         },
         leaf,
     ))

@@ -23,6 +23,7 @@ mod ari;
 mod batch;
 mod error;
 mod issue;
+mod key;
 mod outcome;
 mod recover;
 mod revoke;
@@ -62,6 +63,9 @@ pub(crate) struct Renewer {
     /// newest truth about those certificates in this process, so that `status`, metrics,
     /// alerts and the schedule still see the failures; and why the last write failed.
     unsaved: std::sync::Mutex<Unsaved>,
+    /// Certificates whose next key must be new whatever `reuse_key` says, and why
+    /// (`renew::key`): revoked since their last issuance.
+    fresh_keys: std::sync::Mutex<HashMap<String, key::FreshKey>>,
 }
 
 #[derive(Default)]
@@ -79,6 +83,7 @@ impl Renewer {
             cas: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(max_concurrent.max(1))),
             unsaved: Default::default(),
+            fresh_keys: Default::default(),
         }
     }
 

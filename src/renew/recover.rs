@@ -4,7 +4,7 @@
 use super::batch::Pending;
 use super::{inspect, BatchReport, CertOutcome, Renewed, Renewer};
 use crate::config::CertConfig;
-use crate::deploy::{self, journal};
+use crate::deploy::journal;
 
 impl Renewer {
     /// Swaps caught half-way are rolled back, swaps that had completed are reloaded and
@@ -34,11 +34,7 @@ impl Renewer {
         for e in &recovery.errors {
             tracing::error!(error = %e, "cannot recover an interrupted swap");
         }
-        let sets = certs
-            .iter()
-            .filter(|c| !recovery.holds(&c.name))
-            .map(|c| &c.files);
-        sweep_temporaries(sets);
+        log_sweep(recovery.sweep(certs.iter().map(|c| (c.name.as_str(), &c.files))));
         let mut pending = Vec::new();
         for swap in recovery.pending {
             // `journal::recover` hands back swaps of configured certificates only (it leaves
@@ -96,9 +92,9 @@ impl Renewer {
     }
 }
 
-/// Removes the temporaries an interrupted run left beside the files of `sets`.
-fn sweep_temporaries<'a>(sets: impl Iterator<Item = &'a crate::config::FileSet>) {
-    for (dir, result) in deploy::sweep_temporaries_of(sets) {
+/// Logs what [`journal::Recovery::sweep`] removed, or could not.
+fn log_sweep(swept: Vec<(std::path::PathBuf, std::io::Result<Vec<std::path::PathBuf>>)>) {
+    for (dir, result) in swept {
         match result {
             Ok(removed) => {
                 for path in removed {

@@ -17,6 +17,7 @@ impl Renewer {
         cas: &BTreeMap<String, CaConfig>,
         reason: Option<&str>,
     ) -> Result<String, RenewError> {
+        let reason_name = reason;
         let reason = match reason {
             Some(r) => Some(
                 crate::acme::revocation_reason(r)
@@ -42,6 +43,13 @@ impl Renewer {
             .ok()
             .flatten();
         ca.revoke(&leaf.der, key_pem.as_deref(), reason).await?;
+        // Whatever `reuse_key` says, the replacement of a revoked certificate has a new key.
+        self.owe_fresh_key(
+            &cert.name,
+            super::key::FreshKey::Revoked {
+                reason: reason_name.map(str::to_string),
+            },
+        );
         tracing::warn!(cert = %cert.name, ca = %ca_name, serial = %leaf.serial_hex,
             "{}: certificate revoked (serial {}, CA {ca_name}); issuing a replacement with a fresh key",
             cert.name, leaf.serial_hex);
@@ -53,6 +61,12 @@ impl Renewer {
 /// cannot be read or parsed (`inspect` has checked it a moment before). A regular file only
 /// (opened without blocking, so a FIFO swapped in cannot hang it), at most 1 MiB read.
 fn deployed_key_pem(files: &FileSet) -> Option<String> {
+    deployed_key(files).map(|k| k.to_pem())
+}
+
+/// The deployed private key (the `key` file, else `combined`), read as [`deployed_key_pem`]
+/// says; `None` when there is none or it cannot be read or parsed.
+pub(super) fn deployed_key(files: &FileSet) -> Option<crate::x509::PrivateKey> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let path = files.key.as_deref().or(files.combined.as_deref())?;
@@ -66,5 +80,5 @@ fn deployed_key_pem(files: &FileSet) -> Option<String> {
     }
     let mut pem = Vec::new();
     file.take(1 << 20).read_to_end(&mut pem).ok()?;
-    crate::x509::pem_private_key(&pem).ok().map(|k| k.to_pem())
+    crate::x509::pem_private_key(&pem).ok()
 }

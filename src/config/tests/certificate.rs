@@ -179,7 +179,7 @@ fn challenge_shapes() {
             &replace("{ type = \"http01\", webroot = \"/srv\" }"),
             8,
             22,
-            "unknown challenge type `http01`; valid types are http-01, dns-01, tls-alpn-01; did you mean `http-01`?",
+            "unknown challenge type `http01`; valid types are http-01, dns-01, tls-alpn-01, dns-persist-01, dns-account-01; did you mean `http-01`?",
         );
     assert_only(
         &replace("{ webroot = \"/srv\" }"),
@@ -658,5 +658,61 @@ fn verify_values_are_checked() {
         10,
         10,
         "`verify` must be",
+    );
+}
+
+// --- chains, keys and client-certificate outputs (issue 17) -------------------------
+
+#[test]
+fn common_name_must_be_one_of_the_domains_and_fit_64_characters() {
+    let config = load_ok(&with_cert("common_name = \"WWW.Example.org.\"\n"));
+    assert_eq!(
+        config.certificates[0].common_name.as_deref(),
+        Some("www.example.org")
+    );
+    assert_only(
+        &with_cert("common_name = \"other.example.org\"\n"),
+        10,
+        15,
+        "`common_name` `other.example.org` must be one of `domains`",
+    );
+    let long = format!("{}.example.org", "a".repeat(60));
+    let text = BASE
+        .replace("\"www.example.org\"]", &format!("\"{long}\"]"))
+        .to_string()
+        + &format!("common_name = \"{long}\"\n");
+    assert_only(&text, 10, 15, "holds at most 64 (RFC 5280)");
+}
+
+#[test]
+fn chain_and_key_options_load_and_inherit() {
+    let text = BASE.replace(
+        "[[certificate]]",
+        "[defaults]\npreferred_chain = \"ISRG Root X2\"\nreuse_key = true\n\n[[certificate]]",
+    );
+    let cert = &load_ok(&text).certificates[0];
+    assert_eq!(cert.preferred_chain.as_deref(), Some("ISRG Root X2"));
+    assert!(cert.reuse_key);
+    let cert = &load_ok(BASE).certificates[0];
+    assert_eq!(cert.preferred_chain, None);
+    assert!(!cert.reuse_key);
+    assert_only(&with_cert("reuse_key = \"yes\"\n"), 10, 13, "a boolean");
+}
+
+#[test]
+fn pkcs12_needs_a_password_file() {
+    let files = "files = { fullchain = \"/etc/tls/www.pem\", key = \"/etc/tls/www.key\" }";
+    let with_p12 = "files = { fullchain = \"/etc/tls/www.pem\", key = \"/etc/tls/www.key\", pkcs12 = \"/etc/tls/www.p12\" }";
+    let text = BASE.replace(files, with_p12);
+    assert_only(&text, 9, 78, "`files.pkcs12` needs `pkcs12_password_file`");
+    let text = format!("{text}pkcs12_password_file = \"/etc/renewd/www.p12.pass\"\n");
+    let cert = &load_ok(&text).certificates[0];
+    assert_eq!(
+        cert.files.pkcs12.as_deref(),
+        Some(Path::new("/etc/tls/www.p12"))
+    );
+    assert_eq!(
+        cert.pkcs12_password_file.as_deref(),
+        Some(Path::new("/etc/renewd/www.p12.pass"))
     );
 }

@@ -5,7 +5,9 @@ mod discovery;
 mod environment;
 mod files;
 mod merge;
+mod persist;
 mod sections;
+mod trust;
 mod value;
 
 use super::ca::DEFAULT_CA_TIMEOUT;

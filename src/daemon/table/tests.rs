@@ -37,6 +37,7 @@ fn eval(at: SystemTime, ari_poll: Option<SystemTime>) -> Evaluation {
             missing_names: Vec::new(),
         },
         serial: None,
+        spki_sha256: None,
         decision: Decision {
             at,
             reason: Reason::Threshold,

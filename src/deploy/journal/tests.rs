@@ -36,6 +36,7 @@ fn material(tag: &str) -> Material {
     Material {
         key_pem: format!("KEY {tag}\n"),
         chain_pem: vec![format!("LEAF {tag}\n"), format!("INTERMEDIATE {tag}\n")],
+        pkcs12: None,
     }
 }
 
@@ -113,7 +114,7 @@ fn assert_refused(f: &Fixture, cert: &str, phase: Phase, entry: Entry, why: &str
     let r = recover(&f.journal, &configured(f));
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(r.errors[0].to_string().contains(why), "{}", r.errors[0]);
-    assert!(r.holds(cert) && r.rolled_back.is_empty());
+    assert!(r.unknown(cert) && r.rolled_back.is_empty());
     assert_eq!(fs::read(victim).expect("victim"), b"precious");
     fs::remove_file(&path).expect("remove");
 }
@@ -221,7 +222,7 @@ fn recovery_hands_back_a_completed_swap() {
     crash_state(&f, Phase::Swapped, 5);
     let mut r = recover(&f.journal, &configured(&f));
     assert!(r.rolled_back.is_empty() && r.errors.is_empty());
-    assert!(r.holds("www") && !r.holds("other"));
+    assert!(r.pending.iter().any(|s| s.cert() == "www") && !r.unknown("www"));
     let swap = r.pending.pop().expect("pending swap");
     assert_eq!((swap.cert(), swap.serial()), ("www", "02"));
     assert_eq!(contents(&f), expected(&f, "new"));
@@ -242,7 +243,7 @@ fn a_corrupt_journal_is_kept_and_reported() {
         "{}",
         r.errors[0]
     );
-    assert!(r.holds("www"));
+    assert!(r.unknown("www"));
     assert!(path.exists());
 }
 
@@ -337,4 +338,49 @@ fn a_symlink_target_is_backed_up_as_a_symlink() {
         .file_type()
         .is_symlink());
     assert_eq!(fs::read(&elsewhere).expect("read"), b"ELSEWHERE");
+}
+
+/// A stray backup of an earlier swap (a crash between that swap's commit and the removal of
+/// its backups) lies beside a certificate whose next swap had completed when renewd was
+/// killed: recovery removes the stray and spares what the journal still needs.
+#[test]
+fn recovery_sweeps_strays_beside_a_completed_swap_but_keeps_what_its_journal_names() {
+    let f = fixture();
+    deploy_old(&f);
+    let stray = f
+        .dir
+        .join(format!(".cert.pem{TEMP_MARKER}old-00000000000000aa"));
+    fs::write(&stray, "BACKUP OF AN EARLIER SWAP\n").expect("stray");
+    crash_state(&f, Phase::Swapped, 5);
+    let mut r = recover(&f.journal, &configured(&f));
+    let swept = r.sweep([("www", &f.files)]);
+    let removed: Vec<PathBuf> = swept
+        .into_iter()
+        .flat_map(|(_, r)| r.expect("sweep"))
+        .collect();
+    assert_eq!(removed, vec![stray.clone()]);
+    assert!(!stray.exists());
+    // The journal's own backups are still there: rolling back still restores the old set.
+    let swap = r.pending.pop().expect("pending swap");
+    swap.roll_back().expect("roll back");
+    assert_eq!(contents(&f), expected(&f, "old"));
+    assert_eq!(leftovers(&f), Vec::<String>::new());
+}
+
+/// A certificate whose journal could not be read keeps every temporary: nobody knows which
+/// of them the journal names.
+#[test]
+fn recovery_sweeps_nothing_beside_a_certificate_with_an_unreadable_journal() {
+    let f = fixture();
+    deploy_old(&f);
+    let stray = f
+        .dir
+        .join(format!(".cert.pem{TEMP_MARKER}old-00000000000000aa"));
+    fs::write(&stray, "MAYBE NEEDED\n").expect("stray");
+    fs::write(journal_path(&f.journal, "www"), "{ not json").expect("corrupt journal");
+    let r = recover(&f.journal, &configured(&f));
+    assert!(!r.errors.is_empty());
+    let swept = r.sweep([("www", &f.files)]);
+    assert!(swept.into_iter().all(|(_, r)| r.expect("sweep").is_empty()));
+    assert!(stray.exists());
 }

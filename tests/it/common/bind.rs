@@ -45,12 +45,18 @@ impl Bind {
     /// Starts `named` authoritative for `zone` (e.g. `rfc.test`), allowing updates of TXT
     /// records anywhere in it signed with [`KEY_NAME`]; returns once it answers.
     pub fn start(zone: &str) -> Bind {
+        Bind::start_with(zone, free_port(), "")
+    }
+
+    /// Like [`Bind::start`], on `port` (one reserved with `free_port` before, e.g. for a
+    /// Pebble started first), with `records` (zone-file lines relative to the zone's origin)
+    /// added to the zone.
+    pub fn start_with(zone: &str, port: u16, records: &str) -> Bind {
         let dir = tempfile::Builder::new()
             .prefix("renewd-bind-")
             .tempdir()
             .expect("tempdir");
         let d = dir.path();
-        let port = free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
         let key_file = d.join("tsig.key");
@@ -70,7 +76,8 @@ impl Bind {
                  @ IN NS ns.{zone}.\n\
                  ns IN A 127.0.0.1\n\
                  @ IN A 127.0.0.1\n\
-                 * IN A 127.0.0.1\n"
+                 * IN A 127.0.0.1\n\
+                 {records}"
             ),
         );
         let conf = d.join("named.conf");

@@ -460,6 +460,10 @@ pub struct PebbleOptions {
     /// Per-profile certificate lifetimes (profile name, seconds), replacing
     /// `validity_secs` for the profiles named (a name not yet there adds a profile).
     pub profile_validity: Vec<(String, u64)>,
+    /// `PEBBLE_ALTERNATE_ROOTS`: how many more roots (each with its own intermediate) Pebble
+    /// makes; every certificate is then also offered under each as a `Link: rel="alternate"`
+    /// chain, and `/roots/N`, `/intermediates/N` serve them.
+    pub alternate_roots: u8,
 }
 
 impl Default for PebbleOptions {
@@ -473,6 +477,7 @@ impl Default for PebbleOptions {
             authz_reuse_percent: None,
             dns_server: None,
             profile_validity: Vec::new(),
+            alternate_roots: 0,
         }
     }
 }
@@ -686,6 +691,12 @@ impl Pebble {
         }
         if let Some(p) = self.opts.authz_reuse_percent {
             cmd.env("PEBBLE_AUTHZREUSE", p.to_string());
+        }
+        if self.opts.alternate_roots > 0 {
+            cmd.env(
+                "PEBBLE_ALTERNATE_ROOTS",
+                self.opts.alternate_roots.to_string(),
+            );
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn pebble: {e}"));
         self.pebble = Some(child);

@@ -1,0 +1,122 @@
+//! dns-persist-01 and dns-account-01 challenge tables, and `[ca.NAME] issuer_domain_name`.
+
+use super::*;
+
+fn with_challenge(challenge: &str, domains: &str) -> String {
+    BASE.replace(
+        "{ type = \"http-01\", webroot = \"/var/www/html\" }",
+        challenge,
+    )
+    .replace("[\"example.org\", \"www.example.org\"]", domains)
+}
+
+#[test]
+fn dns_persist_01_loads_with_its_keys() {
+    let config = load_ok(&with_challenge(
+        "{ type = \"dns-persist-01\", policy = \"wildcard\", persist_until = \"2027-06-30\", resolver = \"10.0.0.53\" }",
+        "[\"example.org\", \"*.example.org\"]",
+    ));
+    assert_eq!(
+        config.certificates[0].challenge.rules[0].config,
+        ChallengeConfig::DnsPersist01(crate::config::PersistConfig {
+            wildcard: true,
+            persist_until: Some(1_814_313_600),
+            resolver: Some("10.0.0.53:53".parse().expect("addr")),
+        })
+    );
+    let config = load_ok(&with_challenge(
+        "{ type = \"dns-persist-01\", persist_until = \"2027-06-30T12:00:00+02:00\" }",
+        "[\"example.org\"]",
+    ));
+    let ChallengeConfig::DnsPersist01(p) = &config.certificates[0].challenge.rules[0].config else {
+        panic!("not dns-persist-01");
+    };
+    assert_eq!(p.persist_until, Some(1_814_349_600));
+    assert!(!p.wildcard);
+}
+
+#[test]
+fn dns_persist_01_mistakes_are_placed() {
+    assert_only(
+        &with_challenge(
+            "{ type = \"dns-persist-01\" }",
+            "[\"example.org\", \"*.example.org\"]",
+        ),
+        7,
+        27,
+        "wildcard `*.example.org` with dns-persist-01 needs `policy = \"wildcard\"`",
+    );
+    assert_only(
+        &with_challenge(
+            "{ type = \"dns-persist-01\", policy = \"subdomains\" }",
+            "[\"example.org\"]",
+        ),
+        8,
+        49,
+        "`policy` of a dns-persist-01 challenge can only be \"wildcard\"",
+    );
+    assert_only(
+        &with_challenge(
+            "{ type = \"dns-persist-01\", persist_until = \"next year\" }",
+            "[\"example.org\"]",
+        ),
+        8,
+        56,
+        "`persist_until` must be a date like",
+    );
+    assert_only(
+        &with_challenge(
+            "{ type = \"dns-persist-01\", hook = [\"/x\"] }",
+            "[\"example.org\"]",
+        ),
+        8,
+        40,
+        "`hook` does not apply to the dns-persist-01 challenge",
+    );
+}
+
+#[test]
+fn dns_account_01_takes_dns_01s_mechanisms() {
+    let config = load_ok(&with_challenge(
+        "{ type = \"dns-account-01\", hook = [\"/usr/local/bin/dns-txt\"] }",
+        "[\"*.example.org\"]",
+    ));
+    assert_eq!(
+        config.certificates[0].challenge.rules[0].config,
+        ChallengeConfig::DnsAccount01Hook {
+            hook: vec!["/usr/local/bin/dns-txt".into()],
+            propagation_wait: Duration::ZERO,
+        }
+    );
+    let config = load_ok(&with_challenge(
+        "{ type = \"dns-account-01\", rfc2136 = { server = \"10.0.0.53\" } }",
+        "[\"example.org\"]",
+    ));
+    assert!(matches!(
+        config.certificates[0].challenge.rules[0].config,
+        ChallengeConfig::DnsAccount01Rfc2136 { .. }
+    ));
+    assert_only(
+        &with_challenge("{ type = \"dns-account-01\" }", "[\"example.org\"]"),
+        8,
+        13,
+        "needs `hook`",
+    );
+}
+
+#[test]
+fn issuer_domain_name_is_a_dns_name() {
+    let text = BASE.replace(
+        "accept_terms = true\n",
+        "accept_terms = true\nissuer_domain_name = \"Pebble.LetsEncrypt.org\"\n",
+    );
+    assert_eq!(
+        load_ok(&text).cas["le"].issuer_domain_name.as_deref(),
+        Some("pebble.letsencrypt.org")
+    );
+    let text = BASE.replace(
+        "accept_terms = true\n",
+        "accept_terms = true\nissuer_domain_name = \"https://ca\"\n",
+    );
+    assert_only(&text, 4, 22, "`issuer_domain_name` must be a DNS name");
+}

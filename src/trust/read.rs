@@ -1,0 +1,497 @@
+//! Reading trust anchors: a bundle file (PEM blocks or one DER certificate) or a directory
+//! of them, each anchor parsed once into the facts the audit needs. A bad PEM block is
+//! reported with its file, block number and line and the rest of the file is still read;
+//! files are read through `fsutil::read_regular` with the trust-roots size cap.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use x509_parser::objects::{oid2sn, oid_registry};
+use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use crate::fsutil::{self, Follow};
+
+/// Most files read from one directory; a directory with more is read up to this many and
+/// the rest reported (the system directory holds about 300 names).
+pub(crate) const MAX_DIRECTORY_FILES: usize = 10_000;
+
+/// Most anchors one audit reads (the system stores hold about 300); beyond, the rest of the
+/// paths is not read and the audit says so. Bounds the memory of a directory of many large
+/// bundles.
+pub(crate) const MAX_ANCHORS: usize = 10_000;
+
+/// One certificate read from a trust store (or from the inventory's chains, for `stale`).
+#[derive(Debug, Clone)]
+pub(crate) struct Anchor {
+    /// The file it was read from (for a directory source, the file inside it).
+    pub(crate) file: PathBuf,
+    /// Its 1-based number among the PEM blocks of the file (1 for a DER file).
+    pub(crate) block: usize,
+    /// The DER encoding (RFC 5280 §4.1).
+    pub(crate) der: Vec<u8>,
+    /// SHA-256 of `der`.
+    pub(crate) fingerprint: [u8; 32],
+    /// The subject and issuer as RFC 4514 strings, and their DER encodings.
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    pub(crate) subject_raw: Vec<u8>,
+    pub(crate) issuer_raw: Vec<u8>,
+    /// Unix seconds.
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+    /// `rsa`, `ecdsa`, `ed25519`, `ed448`, `dsa`, or the algorithm's OID.
+    pub(crate) key_type: String,
+    /// The key's size in bits (RSA modulus, EC field, Ed25519 256); `None` when unknown.
+    pub(crate) key_bits: Option<u32>,
+    /// For ECDSA: `P-256`, `P-384`, `P-521`, else the curve's OID.
+    pub(crate) curve: Option<String>,
+    /// The signature algorithm's short name (`sha256WithRSAEncryption`) or OID.
+    pub(crate) signature_algorithm: String,
+    /// Whether that algorithm hashes with MD2, MD4, MD5 or SHA-1.
+    pub(crate) weak_signature: bool,
+    /// The SubjectPublicKeyInfo DER.
+    pub(crate) spki: Vec<u8>,
+    /// Subject and authority key identifiers (RFC 5280 §4.2.1.1–2).
+    pub(crate) ski: Option<Vec<u8>>,
+    pub(crate) aki: Option<Vec<u8>>,
+}
+
+/// What one file held: its anchors and what could not be read in it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileAnchors {
+    pub(crate) anchors: Vec<Arc<Anchor>>,
+    /// `PATH: block N (line L): why`, one per bad block.
+    pub(crate) errors: Vec<String>,
+}
+
+/// Why a file was not read at all.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadAnchorsError {
+    #[error(transparent)]
+    Read(#[from] fsutil::ReadError),
+    /// Neither a PEM CERTIFICATE block nor one DER certificate.
+    #[error("{0}: holds no certificate (no PEM CERTIFICATE block, not a DER certificate)")]
+    NoCertificate(PathBuf),
+}
+
+/// The identity of a file's contents as far as `stat` tells: device, inode, size,
+/// modification and change times (ns). A replaced or rewritten file gets a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Device and inode only: the same file under two names.
+    pub(crate) fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    /// The identity of what `path` names (symbolic links followed), if it exists.
+    pub(crate) fn of_path(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|m| FileId::of(&m))
+    }
+}
+
+/// Parsed files by path and identity, so a daemon pass does not parse an unchanged system
+/// bundle again. Entries for files no longer asked for are dropped by [`Cache::retain`].
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    files: HashMap<PathBuf, (FileId, Arc<FileAnchors>)>,
+    used: HashSet<PathBuf>,
+    /// The read errors of the last audit, so the daemon logs each once, not at every pass.
+    reported: HashSet<String>,
+}
+
+impl Cache {
+    /// The anchors of the file at `path`, from the cache while its identity is unchanged.
+    /// Errors: the file cannot be read, or holds no certificate.
+    pub(crate) fn file(&mut self, path: &Path) -> Result<Arc<FileAnchors>, ReadAnchorsError> {
+        self.file_capped(path, fsutil::caps::TRUST_ROOTS)
+    }
+
+    /// [`Cache::file`] for a file of at most `cap` bytes.
+    pub(crate) fn file_capped(
+        &mut self,
+        path: &Path,
+        cap: u64,
+    ) -> Result<Arc<FileAnchors>, ReadAnchorsError> {
+        self.used.insert(path.to_path_buf());
+        let id = FileId::of_path(path);
+        if let (Some(id), Some((cached, anchors))) = (id, self.files.get(path)) {
+            if *cached == id {
+                return Ok(anchors.clone());
+            }
+        }
+        let bytes = fsutil::read_regular(path, cap, Follow::Yes)?;
+        let parsed = Arc::new(parse_file(path, &bytes)?);
+        if let Some(id) = id {
+            self.files.insert(path.to_path_buf(), (id, parsed.clone()));
+        }
+        Ok(parsed)
+    }
+
+    /// Those of `errors` not reported by the previous call (which `errors` replaces).
+    pub(crate) fn new_errors(&mut self, errors: &[String]) -> Vec<String> {
+        let fresh = errors
+            .iter()
+            .filter(|e| !self.reported.contains(*e))
+            .cloned()
+            .collect();
+        self.reported = errors.iter().cloned().collect();
+        fresh
+    }
+
+    /// Forgets every file not asked for since the last call.
+    pub(crate) fn retain(&mut self) {
+        let used = std::mem::take(&mut self.used);
+        self.files.retain(|p, _| used.contains(p));
+    }
+}
+
+/// The certificates of one file: every PEM `CERTIFICATE` (and OpenSSL `TRUSTED
+/// CERTIFICATE`) block, or the whole file as one DER certificate when it has no PEM block.
+/// Other blocks (keys, CRLs) are skipped. Errors: nothing usable at all.
+pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Result<FileAnchors, ReadAnchorsError> {
+    let mut out = FileAnchors::default();
+    let blocks = pem_blocks(bytes);
+    if blocks.is_empty() {
+        if bytes.first() == Some(&0x30) {
+            match parse_certificate(path, 1, bytes, false) {
+                Ok(a) => out.anchors.push(Arc::new(a)),
+                Err(why) => out.errors.push(format!("{}: DER: {why}", path.display())),
+            }
+            return Ok(out);
+        }
+        return Err(ReadAnchorsError::NoCertificate(path.to_path_buf()));
+    }
+    let mut certificates = 0;
+    for b in blocks {
+        let at = format!("{}: block {} (line {})", path.display(), b.number, b.line);
+        let trusted = b.label.as_deref() == Some("TRUSTED CERTIFICATE");
+        if !(trusted || b.label.as_deref() == Some("CERTIFICATE")) && b.problem.is_none() {
+            continue;
+        }
+        certificates += 1;
+        let der = match (&b.problem, decode_base64(&b.body)) {
+            (Some(why), _) => {
+                out.errors.push(format!("{at}: {why}"));
+                continue;
+            }
+            (None, Err(why)) => {
+                out.errors.push(format!("{at}: {why}"));
+                continue;
+            }
+            (None, Ok(der)) => der,
+        };
+        match parse_certificate(path, b.number, &der, trusted) {
+            Ok(a) => out.anchors.push(Arc::new(a)),
+            Err(why) => out.errors.push(format!("{at}: {why}")),
+        }
+    }
+    if certificates == 0 {
+        return Err(ReadAnchorsError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(out)
+}
+
+/// One PEM block as found: its label, base64 body, number and first line (1-based), or
+/// what is wrong with its framing.
+struct PemBlock {
+    number: usize,
+    line: usize,
+    label: Option<String>,
+    body: String,
+    problem: Option<String>,
+}
+
+/// Splits PEM text into blocks by their BEGIN/END lines (RFC 7468 §2). Text between blocks
+/// is ignored, as OpenSSL does. A block without its END line is returned with a problem
+/// and the text after it is still searched for blocks.
+fn pem_blocks(bytes: &[u8]) -> Vec<PemBlock> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut blocks: Vec<PemBlock> = Vec::new();
+    let mut open: Option<PemBlock> = None;
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = raw.trim_end_matches('\r').trim();
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if let Some(mut unfinished) = open.take() {
+                unfinished.problem = Some(format!(
+                    "no END line before the next BEGIN (line {})",
+                    n + 1
+                ));
+                blocks.push(unfinished);
+            }
+            open = Some(PemBlock {
+                number: blocks.len() + 1,
+                line: n + 1,
+                label: Some(label.to_string()),
+                body: String::new(),
+                problem: None,
+            });
+        } else if let Some(label) = line
+            .strip_prefix("-----END ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if let Some(mut block) = open.take() {
+                if block.label.as_deref() != Some(label) {
+                    block.problem = Some(format!(
+                        "BEGIN {} ends with END {label} (line {})",
+                        block.label.as_deref().unwrap_or(""),
+                        n + 1
+                    ));
+                }
+                blocks.push(block);
+            }
+        } else if let Some(block) = open.as_mut() {
+            if !line.contains(':') {
+                block.body.push_str(line);
+            }
+        }
+    }
+    if let Some(mut unfinished) = open {
+        unfinished.problem = Some("no END line before the end of the file".into());
+        blocks.push(unfinished);
+    }
+    blocks
+}
+
+fn decode_base64(body: &str) -> Result<Vec<u8>, String> {
+    data_encoding::BASE64
+        .decode(body.as_bytes())
+        .map_err(|e| format!("invalid base64: {e}"))
+}
+
+/// Content octets of the named-curve OIDs (RFC 5480 §2.1.1.1).
+const CURVES: &[(&[u8], &str)] = &[
+    (&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07], "P-256"),
+    (&[0x2b, 0x81, 0x04, 0x00, 0x22], "P-384"),
+    (&[0x2b, 0x81, 0x04, 0x00, 0x23], "P-521"),
+];
+
+/// Signature algorithms hashing with MD2, MD4, MD5 or SHA-1 (RFC 3279 §2.2, RFC 8017
+/// App. A.2.4, X9.62 ecdsa-with-SHA1, DSA with SHA-1, the OIW sha1WithRSA).
+const WEAK_SIGNATURES: &[&str] = &[
+    "1.2.840.113549.1.1.2",
+    "1.2.840.113549.1.1.3",
+    "1.2.840.113549.1.1.4",
+    "1.2.840.113549.1.1.5",
+    "1.2.840.10045.4.1",
+    "1.2.840.10040.4.3",
+    "1.3.14.3.2.29",
+    "1.3.14.3.2.25",
+    "1.3.14.3.2.3",
+];
+
+/// Parses one certificate. `trusted`: an OpenSSL TRUSTED CERTIFICATE, whose trust settings
+/// follow the certificate (they are ignored; the fingerprint is of the certificate alone).
+pub(crate) fn parse_certificate(
+    file: &Path,
+    block: usize,
+    der: &[u8],
+    trusted: bool,
+) -> Result<Anchor, String> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    if !rest.is_empty() && !trusted {
+        return Err(format!(
+            "{} unexpected bytes after the certificate",
+            rest.len()
+        ));
+    }
+    let der = &der[..der.len() - rest.len()];
+    let (key_type, key_bits, curve) = key_facts(&cert);
+    let sig = &cert.signature_algorithm.algorithm;
+    let sig_id = sig.to_id_string();
+    let signature_algorithm = oid2sn(sig, oid_registry())
+        .map(str::to_string)
+        .unwrap_or_else(|_| sig_id.clone());
+    let mut ski = None;
+    let mut aki = None;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => {}
+        }
+    }
+    Ok(Anchor {
+        file: file.to_path_buf(),
+        block,
+        fingerprint: sha256(der),
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        subject_raw: cert.subject().as_raw().to_vec(),
+        issuer_raw: cert.issuer().as_raw().to_vec(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        key_type,
+        key_bits,
+        curve,
+        weak_signature: WEAK_SIGNATURES.contains(&sig_id.as_str()) || pss_with_sha1(&cert),
+        signature_algorithm,
+        spki: cert.public_key().raw.to_vec(),
+        ski,
+        aki,
+        der: der.to_vec(),
+    })
+}
+
+/// Whether the signature is RSASSA-PSS hashing with SHA-1, which is what PSS parameters
+/// that name no hash mean (RFC 4055 §3.1).
+fn pss_with_sha1(cert: &X509Certificate<'_>) -> bool {
+    use x509_parser::signature_algorithm::SignatureAlgorithm;
+    match SignatureAlgorithm::try_from(&cert.signature_algorithm) {
+        Ok(SignatureAlgorithm::RSASSA_PSS(params)) => {
+            params.hash_algorithm_oid().to_id_string() == "1.3.14.3.2.26"
+        }
+        _ => false,
+    }
+}
+
+/// The key's type, size in bits and curve.
+fn key_facts(cert: &X509Certificate<'_>) -> (String, Option<u32>, Option<String>) {
+    let spki = cert.public_key();
+    let alg = spki.algorithm.algorithm.to_id_string();
+    match (alg.as_str(), spki.parsed()) {
+        (_, Ok(PublicKey::RSA(rsa))) => ("rsa".into(), Some(bit_length(rsa.modulus)), None),
+        (_, Ok(PublicKey::EC(ec))) => {
+            let curve = spki.algorithm.parameters.as_ref().map(|p| {
+                CURVES
+                    .iter()
+                    .find(|(oid, _)| *oid == p.data)
+                    .map_or_else(|| format!("{:02x?}", p.data), |(_, n)| n.to_string())
+            });
+            let bits = u32::try_from(ec.key_size()).ok().filter(|b| *b > 0);
+            ("ecdsa".into(), bits, curve)
+        }
+        ("1.3.101.112", _) => ("ed25519".into(), Some(256), None),
+        ("1.3.101.113", _) => ("ed448".into(), Some(456), None),
+        (_, Ok(PublicKey::DSA(y))) => ("dsa".into(), Some(bit_length(y)), None),
+        _ => (alg, None, None),
+    }
+}
+
+/// Bits of a big-endian unsigned integer, leading zeros not counted.
+fn bit_length(n: &[u8]) -> u32 {
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(i) => &n[i..],
+        None => return 0,
+    };
+    (n.len() as u32) * 8 - n[0].leading_zeros()
+}
+
+/// SHA-256 (FIPS 180-4) of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The regular files directly in `dir` (symbolic links followed), by name, each inode once,
+/// leaving out those whose inode is in `skip` (files audited as sources of their own).
+/// Errors: the directory cannot be listed. Subdirectories are not entered.
+pub(crate) fn directory_files(
+    dir: &Path,
+    skip: &HashSet<(u64, u64)>,
+) -> std::io::Result<(Vec<PathBuf>, Option<String>)> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut files = Vec::new();
+    let mut over = None;
+    for path in names {
+        let Some(id) = FileId::of_path(&path) else {
+            continue;
+        };
+        let is_file = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if !is_file || skip.contains(&id.inode()) || !seen.insert(id.inode()) {
+            continue;
+        }
+        if files.len() == MAX_DIRECTORY_FILES {
+            over = Some(format!(
+                "{}: more than {MAX_DIRECTORY_FILES} files; only the first {MAX_DIRECTORY_FILES} \
+                 by name were read",
+                dir.display()
+            ));
+            break;
+        }
+        files.push(path);
+    }
+    Ok((files, over))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_blocks_are_numbered_and_do_not_stop_the_rest() {
+        let text = "junk\n-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n\
+                    -----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n\
+                    -----BEGIN CERTIFICATE-----\nAAAA\n";
+        let blocks = pem_blocks(text.as_bytes());
+        assert_eq!(blocks.len(), 3);
+        assert_eq!((blocks[0].number, blocks[0].line), (1, 2));
+        assert_eq!((blocks[2].number, blocks[2].line), (3, 8));
+        assert!(blocks[2]
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("no END line"));
+        let parsed = parse_file(Path::new("/x.pem"), text.as_bytes()).unwrap();
+        assert!(parsed.anchors.is_empty());
+        assert_eq!(parsed.errors.len(), 2, "{:?}", parsed.errors);
+        assert!(parsed.errors[0].starts_with("/x.pem: block 1 (line 2): invalid base64"));
+        assert!(parsed.errors[1].starts_with("/x.pem: block 3 (line 8): no END line"));
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_an_error() {
+        let e = parse_file(Path::new("/k.pem"), b"hello\n").unwrap_err();
+        assert!(e.to_string().contains("holds no certificate"));
+    }
+
+    /// Made by `openssl req -x509 -newkey rsa:1024 -sha1 -sigopt rsa_padding_mode:pss`: PSS
+    /// parameters naming SHA-1 only by default.
+    #[test]
+    fn pss_with_default_parameters_is_sha1_and_rsa_bits_are_counted() {
+        let pem = include_bytes!("testdata/pss-sha1-rsa1024.pem");
+        let f = parse_file(Path::new("/pss.pem"), pem).unwrap();
+        let a = &f.anchors[0];
+        assert!(a.weak_signature, "{}", a.signature_algorithm);
+        assert_eq!((a.key_type.as_str(), a.key_bits), ("rsa", Some(1024)));
+        assert_eq!(a.fingerprint, sha256(&a.der));
+    }
+
+    #[test]
+    fn bit_length_ignores_leading_zeros() {
+        assert_eq!(bit_length(&[0, 0x80, 0]), 16);
+        assert_eq!(bit_length(&[0x7f, 0]), 15);
+        assert_eq!(bit_length(&[0, 0]), 0);
+    }
+}

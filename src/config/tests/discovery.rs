@@ -154,3 +154,34 @@ fn check_warns_about_missing_empty_and_world_readable_password_files(
     assert!(messages[2].contains("missing.pass`: does not exist"));
     Ok(())
 }
+
+/// The SPEC's `[discovery]` example, verbatim, and its `port:` form.
+#[test]
+fn the_spec_discovery_example_is_read() {
+    let spec = r#"[discovery]
+paths = ["/etc/ssl", "/etc/nginx"]          # scanned and watched for certificates nobody manages
+listeners = false                           # true: also the certificates served by this host's TLS listeners
+alert_before = "30d"
+
+[[discovery.owner]]                         # owner rules for what discovery finds
+match = "/etc/postgresql/**"                # a path glob, or "port:5432"
+owner = "dba@example.org"
+service = "postgresql"
+"#;
+    let d = load_ok(spec).discovery.expect("[discovery]");
+    assert!(!d.listeners);
+    assert_eq!(d.owners.len(), 1);
+    assert!(
+        matches!(&d.owners[0].matches, OwnerMatch::Path(g) if g.as_str() == "/etc/postgresql/**")
+    );
+    let d = load_ok(&spec.replace("/etc/postgresql/**\"", "port:5432\""))
+        .discovery
+        .expect("[discovery]");
+    assert_eq!(
+        d.owners[0].matches,
+        OwnerMatch::Listener {
+            ip: None,
+            port: Some(5432)
+        }
+    );
+}

@@ -262,9 +262,19 @@ fn handshake(
     let Ok(mut conn) = ClientConnection::new(config.clone(), name) else {
         return Attempt::NotTls;
     };
+    // rustls keeps the server's certificates once its handshake signature is verified
+    // (RFC 8446 §4.4.3): a server that then refuses us (it wants a client certificate,
+    // RFC 8446 §4.4.2) has still shown which certificate it serves.
+    let served_or = |conn: &ClientConnection, otherwise: Attempt| match conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        Some(leaf) => Attempt::Served(leaf.as_ref().to_vec()),
+        None => otherwise,
+    };
     while conn.is_handshaking() {
         let Some(remaining) = left() else {
-            return Attempt::NotTls;
+            return served_or(&conn, Attempt::NotTls);
         };
         if sock.set_read_timeout(Some(remaining)).is_err()
             || sock.set_write_timeout(Some(remaining)).is_err()
@@ -273,27 +283,24 @@ fn handshake(
         }
         if conn.wants_write() {
             if conn.write_tls(&mut sock).is_err() {
-                return Attempt::NotTls;
+                return served_or(&conn, Attempt::NotTls);
             }
             continue;
         }
         match conn.read_tls(&mut sock) {
-            Ok(0) | Err(_) => return Attempt::NotTls,
+            Ok(0) | Err(_) => return served_or(&conn, Attempt::NotTls),
             Ok(_) => {}
         }
         match conn.process_new_packets() {
             Ok(_) => {}
-            Err(rustls::Error::AlertReceived(_)) => return Attempt::Refused,
-            Err(_) => return Attempt::NotTls,
+            Err(rustls::Error::AlertReceived(_)) => return served_or(&conn, Attempt::Refused),
+            Err(_) => return served_or(&conn, Attempt::NotTls),
         }
     }
     // Say goodbye so the service logs no aborted handshake; never wait for an answer.
     conn.send_close_notify();
     let _ = conn.write_tls(&mut sock);
-    match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => Attempt::Served(leaf.as_ref().to_vec()),
-        None => Attempt::Refused,
-    }
+    served_or(&conn, Attempt::Refused)
 }
 
 /// The rustls client of the probe: TLS 1.2 and 1.3, any chain accepted.

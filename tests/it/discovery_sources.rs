@@ -102,6 +102,44 @@ impl Pki {
     }
 }
 
+/// `openssl s_server` serving `(cert, key)` on a free loopback port with `args`; killed
+/// and reaped on drop.
+struct SServer {
+    child: std::process::Child,
+}
+
+impl SServer {
+    fn start((cert, key): &(PathBuf, PathBuf), args: &[&str]) -> SServer {
+        let port = common::free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server");
+        common::wait_until(
+            Duration::from_secs(10),
+            "openssl s_server listening",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        SServer { child }
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn renewd(config: &Path, args: &[&str]) -> Output {
     let out = Command::new(common::renewd_bin())
         .args(args)
@@ -390,6 +428,10 @@ fn owner_rules_give_discovered_certificates_an_owner_and_service() {
     pki.leaf("stray.test", &p("scan"), "stray");
     let web = pki.leaf("web.test", &p("served"), "web");
     let nginx = Nginx::start(&p("nginx"), &web.0, &web.1);
+    // A TLS 1.2 service that requires a client certificate: it aborts the handshake once
+    // it has shown its own, which is all discovery asks.
+    let mtls = pki.leaf("mtls.test", &p("served"), "mtls");
+    let _mtls_server = SServer::start(&mtls, &["-tls1_2", "-Verify", "1"]);
     let d = dir.path().display();
     let config = write_config(
         dir.path(),
@@ -420,6 +462,8 @@ service = "nginx"
     let web_item = only(&inv, "web.test");
     assert_eq!(web_item["owner"], "web@example.org", "{web_item:#}");
     assert_eq!(web_item["service"], "nginx");
+    let mtls_item = only(&inv, "mtls.test");
+    assert_eq!(mtls_item["kind"], "unmanaged", "{mtls_item:#}");
     let stray = only(&inv, "stray.test");
     assert_eq!(stray["owner"], Value::Null, "no rule matches it");
     let out = renewd(&config, &["inventory"]);

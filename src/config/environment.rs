@@ -50,6 +50,9 @@ impl Config {
         for cert in &self.certificates {
             check_certificate(cert, &mut p);
         }
+        if let Some(d) = &self.discovery {
+            super::discovery::check_password_files(&d.pkcs12_password_files, &mut p);
+        }
         if let Some(AlertConfig {
             command: Some(argv),
             ..

@@ -19,6 +19,7 @@ mod build;
 mod ca;
 mod certificate;
 mod challenge;
+mod discovery;
 mod environment;
 mod problem;
 mod schema;
@@ -37,6 +38,7 @@ use toml::de::DeTable;
 
 use crate::fsutil::ReadError;
 
+pub use discovery::{InvalidMatch, OwnerMatch, OwnerRule, PathGlob, Pkcs12PasswordFile};
 pub use problem::{ConfigError, Diagnosis, Location, Problem, Severity};
 pub use types::PersistConfig;
 pub use types::{

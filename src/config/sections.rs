@@ -14,6 +14,11 @@ pub(super) const METRICS_KEYS: &[&str] = &["listen"];
 
 pub(super) const DISCOVERY_KEYS: &[&str] = &["paths", "alert_before"];
 
+/// Every key of `[discovery]`: [`DISCOVERY_KEYS`] and those `discovery.rs` reads.
+fn discovery_keys() -> Vec<&'static str> {
+    [DISCOVERY_KEYS, super::discovery::DISCOVERY_SOURCE_KEYS].concat()
+}
+
 /// A key of an `[[exception]]`.
 type ExceptionKey = KeySpec<ExceptionConfig>;
 
@@ -161,7 +166,8 @@ pub(super) fn build_discovery(
     p: &mut Vec<Problem>,
 ) -> Option<DiscoveryConfig> {
     let start = p.len();
-    check_keys(&section.entries, DISCOVERY_KEYS, "in [discovery]", p);
+    check_keys(&section.entries, &discovery_keys(), "in [discovery]", p);
+    let sources = super::discovery::build_sources(&section.entries, p);
     let alert_before = alert_before_of(&section.entries, defaults, p);
     let Some(e) = find(&section.entries, "paths") else {
         p.push(Problem::new(
@@ -191,5 +197,8 @@ pub(super) fn build_discovery(
     (p.len() == start).then_some(DiscoveryConfig {
         paths,
         alert_before,
+        listeners: sources.listeners,
+        pkcs12_password_files: sources.pkcs12_password_files,
+        owners: sources.owners,
     })
 }

@@ -566,6 +566,12 @@ pub struct DiscoveryConfig {
     /// Lead time of the `expiring` alert for unmanaged certificates (its own, else
     /// `[defaults]`'s); `None`: 30 days.
     pub alert_before: Option<RenewBefore>,
+    /// Whether the certificates served by this host's TLS listeners are discovered too.
+    pub listeners: bool,
+    /// Passwords of PKCS#12 bundles, first matching entry first (written order).
+    pub pkcs12_password_files: Vec<super::discovery::Pkcs12PasswordFile>,
+    /// `[[discovery.owner]]` rules, in written order (the first match wins).
+    pub owners: Vec<super::discovery::OwnerRule>,
 }
 
 /// `[trust]`: the CA files services verify their peers with (mTLS), audited by

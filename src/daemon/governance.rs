@@ -38,6 +38,14 @@ pub(super) struct Governance {
 
 type ScanJob = Box<dyn FnOnce() -> (Scan, Duration) + Send + 'static>;
 
+/// What a scan job starts from.
+enum ScanFrom {
+    /// Nothing: the whole of the configuration's discovery is scanned.
+    Full(Box<Config>),
+    /// The cached scan, brought up to date for the changed paths.
+    Update(Scan),
+}
+
 impl Governance {
     pub(super) fn new(live: Live, watcher: notify::RecommendedWatcher) -> Governance {
         Governance {
@@ -114,18 +122,23 @@ impl Governance {
         self.scanning = true;
         let roots = self.live.discovery_roots();
         let skip = self.live.discovery_skip();
-        let previous = (!full).then(|| self.live.scan_snapshot());
+        // A full scan is of the whole configuration (paths with PKCS#12 passwords, then
+        // listeners); an update brings the cached scan up to date for what changed.
+        let from = match full {
+            true => ScanFrom::Full(Box::new(self.live.config().clone())),
+            false => ScanFrom::Update(self.live.scan_snapshot()),
+        };
         let watch = self.discovery_watch.clone();
         Some(Box::new(move || {
             let started = std::time::Instant::now();
             let lock = || watch.lock().unwrap_or_else(|e| e.into_inner());
             let mut on_dir = |dir: &Path| lock().add(dir);
-            let scan = match previous {
-                None => {
+            let scan = match from {
+                ScanFrom::Full(config) => {
                     lock().clear();
-                    crate::inventory::discovery::scan(&roots, &skip, &mut on_dir)
+                    crate::inventory::discover_watching(&config, &mut on_dir)
                 }
-                Some(mut scan) => {
+                ScanFrom::Update(mut scan) => {
                     let gone = scan.update(&roots, &skip, &changed, &mut on_dir);
                     let mut w = lock();
                     for dir in gone {

@@ -11,6 +11,10 @@
 //! (`fsutil::open_regular`), so a FIFO or a device swapped in at a name is refused at once,
 //! never waited on.
 //!
+//! PKCS#12 bundles (by content, or named `.p12`/`.pfx`) are opened with the password the
+//! configuration names for them ([`super::pkcs12`]); every certificate inside is found, and
+//! a bundle that cannot be opened is reported with why.
+//!
 //! A [`Scan`] can be brought up to date for a few changed paths ([`Scan::update`]): only
 //! those files and the subtrees of those directories are walked again. The walk reports
 //! every real directory to its caller *before* reading it (the daemon watches it there, so
@@ -22,8 +26,11 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::Pkcs12PasswordFile;
 use crate::fsutil::{self, Follow, ReadError};
 use crate::x509::{self, CertInfo};
+
+use super::pkcs12;
 
 /// Larger files are not certificates (a full CA bundle is about 200 KiB).
 pub(crate) const MAX_FILE: u64 = 1024 * 1024;
@@ -32,30 +39,56 @@ const SNIFF: usize = 4096;
 /// Directory depth below a root at which the walk stops.
 const MAX_DEPTH: usize = 32;
 
-/// A certificate file and its first certificate (the leaf of a chain file).
+/// A certificate file and its first certificate (the leaf of a chain file), or one
+/// certificate of a PKCS#12 bundle.
 #[derive(Debug, Clone)]
 pub struct Found {
     pub(crate) path: PathBuf,
     pub(crate) leaf: CertInfo,
+    /// In a PKCS#12 bundle: whether it is the bundle's leaf. `None`: a PEM or DER file.
+    pub(crate) pkcs12_leaf: Option<bool>,
 }
 
 /// What a scan saw, kept per path so that it can be updated for a few changed paths.
 #[derive(Debug, Default, Clone)]
 pub struct Scan {
-    /// Every regular file looked at (sniffed), with the certificate it holds, if any.
-    files: BTreeMap<PathBuf, Option<Found>>,
+    /// Every regular file looked at (sniffed), with the certificates found in it: none,
+    /// the leaf of a PEM or DER file, or every certificate of a PKCS#12 bundle.
+    files: BTreeMap<PathBuf, Vec<Found>>,
     /// File symlinks followed, and the (canonical) file each points to.
     links: BTreeMap<PathBuf, PathBuf>,
     /// Every real directory walked (never one reached through a symlink).
     dirs: BTreeSet<PathBuf>,
     /// Directories or files that could not be read, one reason each.
     errors: BTreeMap<PathBuf, String>,
+    /// The passwords of PKCS#12 bundles (`[discovery] pkcs12_password_files`).
+    pkcs12_passwords: Vec<Pkcs12PasswordFile>,
+    /// What the host's TLS listeners served, when `[discovery] listeners` is on.
+    served: Vec<super::listeners::Served>,
+    /// What the listener probe could not look at.
+    served_errors: Vec<String>,
 }
 
 impl Scan {
     /// The certificate files found, in path order.
     pub fn found(&self) -> impl Iterator<Item = &Found> {
         self.files.values().flatten()
+    }
+
+    /// What the host's TLS listeners served (empty unless [`Scan::set_served`] was called).
+    pub(crate) fn served(&self) -> &[super::listeners::Served] {
+        &self.served
+    }
+
+    /// Keeps what the listener probe found and could not look at (kept across
+    /// [`Scan::update`]s).
+    pub(crate) fn set_served(
+        &mut self,
+        served: Vec<super::listeners::Served>,
+        errors: Vec<String>,
+    ) {
+        self.served = served;
+        self.served_errors = errors;
     }
 
     /// Regular files looked at (sniffed), certificate or not.
@@ -68,6 +101,7 @@ impl Scan {
         self.errors
             .iter()
             .map(|(p, e)| format!("{}: {e}", p.display()))
+            .chain(self.served_errors.iter().cloned())
             .collect()
     }
 
@@ -239,18 +273,19 @@ impl Scan {
         } else {
             return;
         };
-        let found = match read_leaf_at(&open_at, Follow::No) {
-            Ok(Some(leaf)) => Some(Found {
-                path: path.to_path_buf(),
-                leaf,
-            }),
-            Ok(None) => None,
+        let found = match read_found_at(&open_at, path, &self.pkcs12_passwords) {
+            Ok(found) => found,
             // Swapped for something else since the listing: report it, read nothing.
-            Err(e @ (ReadError::NotRegular { .. } | ReadError::Symlink(_))) => {
+            Err(FoundError::Read(e @ (ReadError::NotRegular { .. } | ReadError::Symlink(_)))) => {
                 self.errors.insert(path.to_path_buf(), e.reason());
                 return;
             }
-            Err(_) => None,
+            Err(FoundError::Read(_)) => Vec::new(),
+            // A bundle that cannot be opened is reported, never silently skipped.
+            Err(FoundError::Pkcs12(e)) => {
+                self.errors.insert(path.to_path_buf(), e.to_string());
+                Vec::new()
+            }
         };
         self.files.insert(path.to_path_buf(), found);
     }
@@ -291,7 +326,21 @@ fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
 /// exceptions are listed by the caller with what it knows about them). `on_dir` is called
 /// with every real directory before it is read (the daemon watches it).
 pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&Path)) -> Scan {
-    let mut out = Scan::default();
+    scan_with(roots, skip, &[], on_dir)
+}
+
+/// [`scan`], opening PKCS#12 bundles with the passwords of `pkcs12_passwords` (kept for
+/// [`Scan::update`]).
+pub(crate) fn scan_with(
+    roots: &[PathBuf],
+    skip: &HashSet<PathBuf>,
+    pkcs12_passwords: &[Pkcs12PasswordFile],
+    on_dir: &mut dyn FnMut(&Path),
+) -> Scan {
+    let mut out = Scan {
+        pkcs12_passwords: pkcs12_passwords.to_vec(),
+        ..Scan::default()
+    };
     let canon_roots = canonical_roots(roots);
     for root in roots {
         out.walk(root, 0, skip, &canon_roots, on_dir);
@@ -304,10 +353,80 @@ pub fn scan(roots: &[PathBuf], skip: &HashSet<PathBuf>, on_dir: &mut dyn FnMut(&
 /// larger than [`MAX_FILE`]. `follow` says whether a symlink at `path` is followed; only a
 /// regular file is read.
 fn read_leaf_at(path: &Path, follow: Follow) -> Result<Option<CertInfo>, ReadError> {
+    match read_shaped(path, follow, false)? {
+        Some((shape, bytes)) => leaf_of(path, shape, bytes),
+        None => Ok(None),
+    }
+}
+
+/// The first certificate of `bytes` (read from `path`) as `shape` says; `None` for a
+/// PKCS#12 bundle or something else.
+fn leaf_of(path: &Path, shape: Shape, bytes: Vec<u8>) -> Result<Option<CertInfo>, ReadError> {
     let invalid = |message: String| ReadError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
     };
+    let ders = match shape {
+        Shape::Pem => x509::pem_certificates(&bytes).map_err(|e| invalid(e.to_string()))?,
+        Shape::Der => vec![bytes],
+        Shape::Pkcs12 | Shape::Other => return Ok(None),
+    };
+    let leaf = ders
+        .first()
+        .ok_or_else(|| invalid("no certificate".to_string()))
+        .and_then(|d| CertInfo::parse_der(d).map_err(|e| invalid(e.to_string())))?;
+    Ok(Some(leaf))
+}
+
+/// Why a discovered file gave no certificate although it looked like one.
+#[derive(Debug, thiserror::Error)]
+enum FoundError {
+    #[error(transparent)]
+    Read(ReadError),
+    #[error(transparent)]
+    Pkcs12(pkcs12::Pkcs12Error),
+}
+
+/// The certificates discovery finds in the regular file at `open_at` (named `path`, a
+/// symlink to it, in the scan): the leaf of a PEM or DER file, or every certificate of a
+/// PKCS#12 bundle. A symlink at `open_at` is not followed.
+fn read_found_at(
+    open_at: &Path,
+    path: &Path,
+    passwords: &[Pkcs12PasswordFile],
+) -> Result<Vec<Found>, FoundError> {
+    let named_pkcs12 = pkcs12::named_like(path) || pkcs12::named_like(open_at);
+    match read_shaped(open_at, Follow::No, named_pkcs12).map_err(FoundError::Read)? {
+        Some((Shape::Pkcs12, bytes)) => Ok(pkcs12::read_bundle(&bytes, path, passwords)
+            .map_err(FoundError::Pkcs12)?
+            .into_iter()
+            .map(|c| Found {
+                path: path.to_path_buf(),
+                leaf: c.info,
+                pkcs12_leaf: Some(c.leaf),
+            })
+            .collect()),
+        Some((shape, bytes)) => Ok(leaf_of(open_at, shape, bytes)
+            .map_err(FoundError::Read)?
+            .map(|leaf| Found {
+                path: path.to_path_buf(),
+                leaf,
+                pkcs12_leaf: None,
+            })
+            .into_iter()
+            .collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The whole file at `path` and its [`Shape`], read only when its first bytes look like a
+/// certificate or PKCS#12 bundle (or `named_pkcs12`: its name says PKCS#12); `None` when
+/// they do not, or when it is larger than [`MAX_FILE`].
+fn read_shaped(
+    path: &Path,
+    follow: Follow,
+    named_pkcs12: bool,
+) -> Result<Option<(Shape, Vec<u8>)>, ReadError> {
     let (file, len) = match fsutil::open_regular(path, MAX_FILE, follow) {
         Ok(f) => f,
         Err(ReadError::TooLarge { .. }) => return Ok(None),
@@ -322,10 +441,11 @@ fn read_leaf_at(path: &Path, follow: Follow) -> Result<Option<CertInfo>, ReadErr
         .take(SNIFF.min(len as usize) as u64)
         .read_to_end(&mut head)
         .map_err(io)?;
-    let shape = sniff(&head);
-    if shape == Shape::Other {
-        return Ok(None);
-    }
+    let shape = match sniff(&head) {
+        Shape::Other | Shape::Der if named_pkcs12 => Shape::Pkcs12,
+        Shape::Other => return Ok(None),
+        shape => shape,
+    };
     let mut bytes = head;
     // At most MAX_FILE in all, however the file grows meanwhile.
     (&file)
@@ -335,16 +455,7 @@ fn read_leaf_at(path: &Path, follow: Follow) -> Result<Option<CertInfo>, ReadErr
     if bytes.len() as u64 > MAX_FILE {
         return Ok(None);
     }
-    let ders = match shape {
-        Shape::Pem => x509::pem_certificates(&bytes).map_err(|e| invalid(e.to_string()))?,
-        Shape::Der => vec![bytes],
-        Shape::Other => return Ok(None),
-    };
-    let leaf = ders
-        .first()
-        .ok_or_else(|| invalid("no certificate".to_string()))
-        .and_then(|d| CertInfo::parse_der(d).map_err(|e| invalid(e.to_string())))?;
-    Ok(Some(leaf))
+    Ok(Some((shape, bytes)))
 }
 
 /// Why a file that must hold a certificate (managed, exception) does not give one.
@@ -356,6 +467,12 @@ pub(crate) enum CertFileError {
     /// Missing, not a regular file, unreadable, or a certificate that does not parse.
     #[error("{}: {}", .path.display(), .error.reason())]
     Unreadable { path: PathBuf, error: ReadError },
+    /// A PKCS#12 bundle that cannot be opened (an exception's).
+    #[error("{}: {error}", .path.display())]
+    Pkcs12 {
+        path: PathBuf,
+        error: pkcs12::Pkcs12Error,
+    },
 }
 
 /// The leaf of the file at `path`, which must hold a certificate (managed, exception). A
@@ -371,10 +488,42 @@ pub(crate) fn read_certificate(path: &Path) -> Result<CertInfo, CertFileError> {
     }
 }
 
+/// The certificate of an `[[exception]]` at `path`: the leaf of a PEM or DER file, or of a
+/// PKCS#12 bundle (opened with `passwords`, as discovery opens it). A symlink at `path`
+/// is followed; only a regular file is read.
+pub(crate) fn read_exception(
+    path: &Path,
+    passwords: &[Pkcs12PasswordFile],
+) -> Result<CertInfo, CertFileError> {
+    let unreadable = |error| CertFileError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    };
+    let found = match read_shaped(path, Follow::Yes, pkcs12::named_like(path)) {
+        Ok(Some((Shape::Pkcs12, bytes))) => {
+            let certs = pkcs12::read_bundle(&bytes, path, passwords).map_err(|error| {
+                CertFileError::Pkcs12 {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
+            // The bundle's leaf, else its first certificate.
+            let leaf = certs.iter().position(|c| c.leaf).unwrap_or(0);
+            certs.into_iter().nth(leaf).map(|c| c.info)
+        }
+        Ok(Some((shape, bytes))) => leaf_of(path, shape, bytes).map_err(unreadable)?,
+        Ok(None) => None,
+        Err(error) => return Err(unreadable(error)),
+    };
+    found.ok_or_else(|| CertFileError::NoCertificate(path.to_path_buf()))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Shape {
     Pem,
     Der,
+    /// A DER PFX (RFC 7292 §4).
+    Pkcs12,
     Other,
 }
 
@@ -387,6 +536,9 @@ fn sniff(head: &[u8]) -> Shape {
         || contains(head, b"-----BEGIN X509 CERTIFICATE-----")
     {
         return Shape::Pem;
+    }
+    if pkcs12::sniff(head) {
+        return Shape::Pkcs12;
     }
     if head.len() > 8 && head[0] == 0x30 {
         let inner = match head[1] {

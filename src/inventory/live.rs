@@ -82,6 +82,11 @@ impl Live {
         };
     }
 
+    /// The configuration in force, for a full discovery scan ([`super::discover_watching`]).
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The directories the daemon watches (recursively) for discovery.
     pub(crate) fn discovery_roots(&self) -> Vec<PathBuf> {
         self.config

@@ -287,13 +287,13 @@ impl Metrics {
             if let Some(na) = i.not_after {
                 // A managed certificate is listed at the file holding it (not its key).
                 let paths = match (&i.kind, &i.cert_path) {
-                    (Kind::Managed, Some(p)) => std::slice::from_ref(p),
-                    _ => &i.paths[..],
+                    (Kind::Managed, Some(p)) => vec![p.display().to_string()],
+                    _ => i.locations(),
                 };
                 for p in paths {
                     self.inventory
                         .get_or_create(&InventoryLabels {
-                            path: p.display().to_string(),
+                            path: p,
                             kind: i.kind.as_str().into(),
                         })
                         .set(secs(na));

@@ -9,12 +9,16 @@
 
 pub(crate) mod alerts;
 pub mod discovery;
+pub(crate) mod listeners;
 pub(crate) mod live;
 pub(crate) mod metrics;
+pub(crate) mod owners;
+pub(crate) mod pkcs12;
 pub(crate) mod trust;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -186,6 +190,17 @@ pub(crate) struct Item {
     /// never checked), for the daemon's deadline.
     #[serde(skip)]
     pub(crate) revocation_next_check: Option<u64>,
+    /// The TLS listeners of this host that serve it (`[discovery] listeners`), each
+    /// `listener:ADDR:PORT` (as bound), with ` sni=NAME` when it is served for that name.
+    #[serde(default)]
+    pub(crate) listeners: Vec<String>,
+    /// Found in a PKCS#12 bundle: whether it is the bundle's leaf (paired with its key);
+    /// `null` for a certificate not found in a bundle.
+    #[serde(default)]
+    pub(crate) pkcs12_leaf: Option<bool>,
+    /// Not serialized: the addresses of `listeners`, for owner rules.
+    #[serde(skip)]
+    pub(crate) listener_addrs: Vec<SocketAddr>,
     /// Managed only, not serialized: start of the renewal margin, for alerts.
     #[serde(skip)]
     pub(crate) renew_at: Option<u64>,
@@ -228,15 +243,31 @@ pub(crate) struct Item {
 
 impl Item {
     /// The stable identity used in alert keys and metric labels: the name of a managed
-    /// certificate, else its first path.
+    /// certificate, else its first path (`PATH#SERIAL` for a certificate of a PKCS#12
+    /// bundle other than its leaf, which shares the bundle's path), else its first
+    /// listener.
     pub(crate) fn id(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => self
+            None => self.locations().into_iter().next().unwrap_or_default(),
+        }
+    }
+
+    /// Where it was found, one label value each (`renewd_inventory_not_after_seconds`):
+    /// every path (`PATH#SERIAL` for a certificate of a PKCS#12 bundle other than its leaf),
+    /// else every listener serving it.
+    pub(crate) fn locations(&self) -> Vec<String> {
+        let serial = match (self.pkcs12_leaf, &self.serial) {
+            (Some(false), Some(serial)) => format!("#{serial}"),
+            _ => String::new(),
+        };
+        match self.paths.is_empty() {
+            false => self
                 .paths
-                .first()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+                .iter()
+                .map(|p| format!("{}{serial}", p.display()))
+                .collect(),
+            true => self.listeners.clone(),
         }
     }
 
@@ -268,6 +299,9 @@ impl Item {
             revocation_checked_at: None,
             revocation_detail: None,
             revocation_next_check: None,
+            listeners: Vec::new(),
+            pkcs12_leaf: None,
+            listener_addrs: Vec::new(),
             renew_at: None,
             ari_window_start: None,
             ari_window_end: None,
@@ -337,12 +371,36 @@ pub(crate) fn known_paths(config: &Config) -> HashSet<PathBuf> {
     known
 }
 
-/// Runs the discovery scan of `config` (nothing when there is no `[discovery]`).
+/// Runs the discovery scan of `config` (nothing when there is no `[discovery]`): the
+/// paths, then — with `listeners = true` — the host's TLS listeners, asked with the names
+/// of the managed certificates and of what the paths held as SNI.
 pub(crate) fn discover(config: &Config) -> discovery::Scan {
-    match &config.discovery {
-        Some(d) => discovery::scan(&d.paths, &known_paths(config), &mut |_| {}),
-        None => discovery::Scan::default(),
+    discover_watching(config, &mut |_| {})
+}
+
+/// [`discover`], calling `on_dir` with every real directory before it is read (the daemon
+/// watches it, as for [`discovery::scan`]).
+pub(crate) fn discover_watching(config: &Config, on_dir: &mut dyn FnMut(&Path)) -> discovery::Scan {
+    let Some(d) = &config.discovery else {
+        return discovery::Scan::default();
+    };
+    let mut scan = discovery::scan_with(
+        &d.paths,
+        &known_paths(config),
+        &d.pkcs12_password_files,
+        on_dir,
+    );
+    if d.listeners {
+        let names: Vec<String> = config
+            .certificates
+            .iter()
+            .flat_map(|c| c.domains.iter().cloned())
+            .chain(scan.found().flat_map(|f| f.leaf.dns_names.iter().cloned()))
+            .collect();
+        let probe = listeners::probe(&names);
+        scan.set_served(probe.served, probe.errors);
     }
+    scan
 }
 
 /// Builds the inventory from the managed certificates' state, the exceptions' files and a
@@ -354,6 +412,9 @@ pub(crate) fn collect(
     now: SystemTime,
 ) -> Inventory {
     let mut items = Vec::new();
+    // The certificate of each managed item and exception, and its index in `items`: a
+    // listener serving one of them is shown there, not as unmanaged.
+    let mut covered: HashMap<Vec<u8>, usize> = HashMap::new();
     for m in managed {
         let mut item = Item::blank(Kind::Managed);
         item.name = Some(m.name.clone());
@@ -378,7 +439,10 @@ pub(crate) fn collect(
         if m.problem.is_none() {
             if let Some(path) = &m.cert_path {
                 match discovery::read_certificate(path) {
-                    Ok(info) => item.describe(&info, now),
+                    Ok(info) => {
+                        item.describe(&info, now);
+                        covered.insert(info.der, items.len());
+                    }
                     Err(e) => item.problem = Some(e.to_string()),
                 }
             }
@@ -392,28 +456,23 @@ pub(crate) fn collect(
         item.reason = Some(e.reason.clone());
         item.review_by = Some(e.review_by.clone());
         item.alert_before = e.alert_before;
-        match discovery::read_certificate(&e.path) {
-            Ok(info) => item.describe(&info, now),
+        let passwords = config
+            .discovery
+            .as_ref()
+            .map_or(&[][..], |d| &d.pkcs12_password_files[..]);
+        match discovery::read_exception(&e.path, passwords) {
+            Ok(info) => {
+                item.describe(&info, now);
+                covered.entry(info.der).or_insert(items.len());
+            }
             Err(err) => item.problem = Some(err.to_string()),
         }
         items.push(item);
     }
-    // One unmanaged item per distinct certificate, listing every file that holds it.
-    let mut unmanaged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
-    for f in scan.found() {
-        let item = unmanaged.entry(f.leaf.der.clone()).or_insert_with(|| {
-            let mut item = Item::blank(Kind::Unmanaged);
-            item.alert_before = config.discovery.as_ref().and_then(|d| d.alert_before);
-            item.describe(&f.leaf, now);
-            item
-        });
-        item.paths.push(f.path.clone());
+    let mut unmanaged = unmanaged_items(config, scan, &covered, &mut items, now);
+    if let Some(d) = &config.discovery {
+        owners::apply(&d.owners, &mut unmanaged);
     }
-    let mut unmanaged: Vec<Item> = unmanaged.into_values().collect();
-    for item in &mut unmanaged {
-        item.paths.sort();
-    }
-    unmanaged.sort_by(|a, b| a.paths.cmp(&b.paths));
     items.extend(unmanaged);
     Inventory {
         version: SCHEMA_VERSION,
@@ -431,6 +490,60 @@ pub(crate) fn collect(
         anchors: Vec::new(),
         anchors_next: None,
     }
+}
+
+/// One unmanaged item per distinct certificate found by discovery, listing every file
+/// that holds it and every listener that serves it, in path order (those only served
+/// last). A listener serving a managed certificate or an exception (`covered`: DER → index
+/// in `items`) is added to that item instead.
+fn unmanaged_items(
+    config: &Config,
+    scan: &discovery::Scan,
+    covered: &HashMap<Vec<u8>, usize>,
+    items: &mut [Item],
+    now: SystemTime,
+) -> Vec<Item> {
+    let mut unmanaged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
+    let alert_before = config.discovery.as_ref().and_then(|d| d.alert_before);
+    fn entry<'a>(
+        unmanaged: &'a mut BTreeMap<Vec<u8>, Item>,
+        leaf: &CertInfo,
+        alert_before: Option<crate::config::RenewBefore>,
+        now: SystemTime,
+    ) -> &'a mut Item {
+        unmanaged.entry(leaf.der.clone()).or_insert_with(|| {
+            let mut item = Item::blank(Kind::Unmanaged);
+            item.alert_before = alert_before;
+            item.describe(leaf, now);
+            item
+        })
+    }
+    for f in scan.found() {
+        let item = entry(&mut unmanaged, &f.leaf, alert_before, now);
+        item.paths.push(f.path.clone());
+        item.pkcs12_leaf = item.pkcs12_leaf.or(f.pkcs12_leaf);
+    }
+    for s in scan.served() {
+        let item = match covered.get(&s.leaf.der) {
+            Some(&i) => &mut items[i],
+            None => entry(&mut unmanaged, &s.leaf, alert_before, now),
+        };
+        item.listeners.push(s.location());
+        item.listener_addrs.push(s.listener);
+    }
+    let mut unmanaged: Vec<Item> = unmanaged.into_values().collect();
+    for item in &mut unmanaged {
+        item.paths.sort();
+        item.paths.dedup();
+    }
+    unmanaged.sort_by(|a, b| {
+        (a.paths.is_empty(), &a.paths, &a.listeners).cmp(&(
+            b.paths.is_empty(),
+            &b.paths,
+            &b.listeners,
+        ))
+    });
+    unmanaged
 }
 
 /// The human table of `renewd inventory`: one row a certificate (columns padded to the
@@ -486,6 +599,7 @@ fn row(i: &Item, now: SystemTime) -> [String; 8] {
             .paths
             .iter()
             .map(|p| p.display().to_string())
+            .chain(i.listeners.iter().cloned())
             .collect::<Vec<_>>()
             .join(", "),
     };
@@ -536,7 +650,11 @@ fn note(i: &Item, now: SystemTime) -> String {
                 i.review_by.as_deref().unwrap_or("-"),
                 i.reason.as_deref().unwrap_or("")
             ),
-            Kind::Unmanaged => i.names.join(", "),
+            Kind::Unmanaged => match i.pkcs12_leaf {
+                Some(true) => format!("PKCS#12 leaf: {}", i.names.join(", ")),
+                Some(false) => format!("PKCS#12 chain: {}", i.subject.as_deref().unwrap_or("-")),
+                None => i.names.join(", "),
+            },
             Kind::Anchor => i.reason.clone().unwrap_or_default(),
         }
     };

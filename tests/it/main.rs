@@ -15,6 +15,7 @@ mod config_errors;
 mod crash_recovery;
 mod daemon;
 mod deploy_safety;
+mod discovery_sources;
 mod dns_persist;
 mod faultproxy_harness;
 mod fuzz;

@@ -1,6 +1,7 @@
 //! Unit tests of the configuration, by concern; the helpers and the SPEC's example are here.
 
 mod certificate;
+mod discovery;
 mod environment;
 mod files;
 mod merge;

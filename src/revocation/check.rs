@@ -87,6 +87,31 @@ struct Pair {
 /// Reads the leaf (the first certificate of the first file) and, among every certificate of
 /// the files, the one whose subject is the leaf's issuer and whose key verifies its
 /// signature. Only the first file must be readable; the others may hold the chain.
+/// Why the certificate file `path` is under another user's control, if it is: owned by a
+/// user other than root and renewd's, writable by its group or everyone, or in a directory
+/// others could put a file into ([`crate::deploy::check_target_dir`]'s rule).
+fn controlled_by_others(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", path.display())),
+    };
+    if !crate::fsutil::trusted_uid(meta.uid()) {
+        return Some(format!("{} belongs to uid {}", path.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 && !(meta.mode() & 0o002 == 0 && meta.gid() == 0) {
+        return Some(format!(
+            "{} is writable by its group or everyone (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    crate::deploy::check_target_dir(dir)
+        .err()
+        .map(|e| e.to_string())
+}
+
 fn read_pair(files: &[PathBuf]) -> Result<Pair, ChainError> {
     let mut all: Vec<Vec<u8>> = Vec::new();
     for (n, f) in files.iter().enumerate() {
@@ -220,6 +245,21 @@ impl Checker {
             Ok(p) => p,
             Err(why) => return unknown(why.to_string(), None),
         };
+        // The OCSP and CRL addresses come from the certificate: from a file another user
+        // controls, they would be that user's choice of where root sends requests.
+        let first = w.files.first().cloned();
+        let others =
+            tokio::task::spawn_blocking(move || first.and_then(|f| controlled_by_others(&f)))
+                .await
+                .unwrap_or_else(|e| Some(e.to_string()));
+        if let Some(why) = others {
+            let mut e = unknown(
+                format!("not checked: {why}; renewd asks no address named in a file other users control"),
+                None,
+            );
+            e.next_check = crate::state::unix(now + super::MAX_RECHECK);
+            return e;
+        }
         let Ok((_, leaf)) = X509Certificate::from_der(&pair.leaf) else {
             return unknown("the certificate does not parse".into(), None);
         };

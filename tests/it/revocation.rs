@@ -774,3 +774,48 @@ fn ocsp_requests_go_through_http_proxy() {
     );
     assert!(!detail.contains("s3cret"), "{detail}");
 }
+
+/// A certificate in a file another user controls (here: owned by `nobody`) names the OCSP
+/// responder and CRL of that user's choice: renewd, as root, does not ask them. It is shown
+/// `unknown`, saying why, and the address named never sees a connection.
+#[test]
+fn addresses_in_files_other_users_control_are_not_asked() {
+    let tmp = tempdir_with(&["", "ca", "scan"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    // Where the planted certificate points: a listener that records any connection.
+    let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        trap.local_addr().expect("addr").port()
+    );
+    let planted = ca.issue("planted.test", Some(&url), Some(&format!("{url}/x.crl")));
+    let target = d.join("scan/planted.pem");
+    fs::copy(&planted, &target).expect("copy");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("getpwnam")
+        .expect("a nobody user");
+    nix::unistd::chown(&target, Some(nobody.uid), None).expect("chown");
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n[discovery]\npaths = [\"{d}/scan\"]\n",
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let inv = inventory(&config);
+    let it = item(&inv, "scan/planted.pem");
+    assert_eq!(it["revocation"], "unknown", "{it:#}");
+    let detail = it["revocation_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("not checked") && detail.contains("belongs to uid"),
+        "{detail}"
+    );
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "renewd connected to the address a file owned by nobody named"
+    );
+}

@@ -294,17 +294,24 @@ async fn fetch(
 }
 
 fn connector() -> Result<TlsConnector, VerifyError> {
+    let config = any_chain_client_config().map_err(|e| VerifyError::Setup(e.to_string()))?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// A TLS 1.2 and 1.3 client (aws-lc-rs) that accepts any chain but checks the handshake's
+/// signatures with the presented leaf's key: for asking a service which certificate it
+/// serves (the post-reload proof, discovery of the host's listeners), never for trusting it.
+/// Errors: rustls refusing the protocol versions (never with the default provider).
+pub(crate) fn any_chain_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(AnyChainVerifier {
         algorithms: provider.signature_verification_algorithms,
     });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| VerifyError::Setup(e.to_string()))?
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
 }
 
 async fn handshake(

@@ -106,21 +106,7 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
         .filter(|(c, _)| asks_ari(c))
         .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
         .collect();
-    // Revocation of the deployed certificates (what is due): one found revoked is marked in
-    // its record, so the decision below renews it at once.
-    let wanted: Vec<_> = config
-        .certificates
-        .iter()
-        .zip(&inspected)
-        .filter_map(|(c, i)| Some(crate::revocation::wanted_managed(c, i.as_ref().ok()?)))
-        .collect();
-    match crate::revocation::pass(&config.state_dir, wanted.clone(), SystemTime::now()).await {
-        Ok(store) => {
-            let revoked = crate::revocation::revoked_managed(&wanted, &store);
-            crate::revocation::mark_revoked(state, &revoked, SystemTime::now());
-        }
-        Err(e) => tracing::error!(error = %e, "revocation not checked"),
-    }
+    check_revocation(config, state, &inspected).await;
     let mut records = renewer.refresh_ari_all(asked, &config.cas).await;
     let now = SystemTime::now();
     let mut due = Vec::new();
@@ -170,6 +156,28 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
     }
     let report = renewer.run_batch(due, &config.cas, false).await;
     Ok(fine && report.all_ok())
+}
+
+/// Checks the revocation of the deployed certificates whose check is due: one found revoked
+/// is marked in its record, so the pass's decision renews it at once.
+async fn check_revocation(
+    config: &Config,
+    state: &crate::state::StateDir,
+    inspected: &[Result<crate::x509::CertInfo, crate::deploy::DeployedProblem>],
+) {
+    let wanted: Vec<_> = config
+        .certificates
+        .iter()
+        .zip(inspected)
+        .filter_map(|(c, i)| Some(crate::revocation::wanted_managed(c, i.as_ref().ok()?)))
+        .collect();
+    match crate::revocation::pass(&config.state_dir, wanted.clone(), SystemTime::now()).await {
+        Ok(store) => {
+            let revoked = crate::revocation::revoked_managed(&wanted, &store);
+            crate::revocation::mark_revoked(state, &revoked, SystemTime::now());
+        }
+        Err(e) => tracing::error!(error = %e, "revocation not checked"),
+    }
 }
 
 /// The swap journals in `dir` (`NAME.json`; renewd's own temporaries start with a dot).

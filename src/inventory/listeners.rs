@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::fsutil::{self, Follow};
 use crate::x509::CertInfo;
@@ -305,17 +303,7 @@ fn handshake(
 
 /// The rustls client of the probe: TLS 1.2 and 1.3, any chain accepted.
 fn client_config() -> Option<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(ReadOnlyVerifier {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Some(Arc::new(config))
+    crate::verify::any_chain_client_config().ok().map(Arc::new)
 }
 
 /// Parses `/proc/net/tcp` (`v6` false) or `/proc/net/tcp6`: the local address of each
@@ -362,49 +350,6 @@ fn parse_v6(hex: &str) -> Option<IpAddr> {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(ip),
     })
-}
-
-/// Accepts any chain — discovery asks which certificate is served, not whether it is
-/// trusted — but verifies the handshake's signatures with the presented leaf's key. (The
-/// same as `verify`'s; `inventory` does not call `verify`.)
-#[derive(Debug)]
-struct ReadOnlyVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ReadOnlyVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -219,27 +219,7 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
     let params = top.section("renewalparams").map_or(&empty, |s| &s.section);
     let mut notes = Vec::new();
     let at = |e: &Entry| format!("{shown}:{}", e.line);
-    let file = |key: &'static str| match top.get(key) {
-        Some(e) if Path::new(&e.value.as_text()).is_absolute() => {
-            Ok(PathBuf::from(e.value.as_text()))
-        }
-        Some(e) => Err(LineageError::Relative {
-            path: conf.to_path_buf(),
-            line: e.line,
-            key,
-            value: crate::text::escape(&e.value.as_text()).into_owned(),
-        }),
-        None => Err(LineageError::NoFile {
-            path: conf.to_path_buf(),
-            key,
-        }),
-    };
-    let files = LiveFiles {
-        cert: file("cert")?,
-        chain: file("chain")?,
-        fullchain: file("fullchain")?,
-        privkey: file("privkey")?,
-    };
+    let files = live_files(&top, conf)?;
     let webroot_map: Vec<(String, String)> = params
         .section("webroot_map")
         .map(|m| {
@@ -310,6 +290,32 @@ fn read_lineage(dir: &Path, conf: &Path) -> Result<Lineage, LineageError> {
         deployed,
         server,
         contact,
+    })
+}
+
+/// The lineage's `live/` files (`cert`, `chain`, `fullchain`, `privkey` at the top of its
+/// renewal file `conf`); each must be there and absolute.
+fn live_files(top: &Section, conf: &Path) -> Result<LiveFiles, LineageError> {
+    let file = |key: &'static str| match top.get(key) {
+        Some(e) if Path::new(&e.value.as_text()).is_absolute() => {
+            Ok(PathBuf::from(e.value.as_text()))
+        }
+        Some(e) => Err(LineageError::Relative {
+            path: conf.to_path_buf(),
+            line: e.line,
+            key,
+            value: crate::text::escape(&e.value.as_text()).into_owned(),
+        }),
+        None => Err(LineageError::NoFile {
+            path: conf.to_path_buf(),
+            key,
+        }),
+    };
+    Ok(LiveFiles {
+        cert: file("cert")?,
+        chain: file("chain")?,
+        fullchain: file("fullchain")?,
+        privkey: file("privkey")?,
     })
 }
 

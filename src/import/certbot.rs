@@ -13,17 +13,13 @@ use std::path::{Path, PathBuf};
 
 use super::configobj::{self, Entry, Section};
 use super::hooks::{manual_dns_hook, reload_commands};
-use super::ImportError;
+use super::{ImportError, LiveFiles, MAX_LINEAGES, MAX_SMALL_FILE};
 use crate::config::KeyType;
 use crate::fsutil::{self, caps, Follow};
 use crate::x509;
 
 /// The largest renewal configuration file read, in bytes (certbot's are under 2 KiB).
 pub(crate) const MAX_CONF_BYTES: u64 = 64 << 10;
-/// The most lineages one import reads: a directory holding more is refused.
-pub(crate) const MAX_LINEAGES: usize = 10_000;
-/// The largest `regr.json` (an account's registration) or deploy-hook script read, in bytes.
-pub(crate) const MAX_SMALL_FILE: u64 = 64 << 10;
 /// certbot's default ACME server.
 pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
@@ -59,15 +55,6 @@ pub(crate) struct Lineage {
     pub(crate) reuse_key: bool,
     /// What could not be carried over, each as `FILE:LINE: what and why`.
     pub(crate) notes: Vec<String>,
-}
-
-/// The four files certbot keeps in `live/NAME/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LiveFiles {
-    pub(crate) cert: PathBuf,
-    pub(crate) chain: PathBuf,
-    pub(crate) fullchain: PathBuf,
-    pub(crate) privkey: PathBuf,
 }
 
 /// How the lineage's challenges are answered under renewd.

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::certbot::{LiveFiles, MAX_LINEAGES, MAX_SMALL_FILE};
 use super::configobj::{Entry, Section};
+use super::{LiveFiles, MAX_LINEAGES, MAX_SMALL_FILE};
 use crate::fsutil::{self, Follow};
 
 /// The reload commands: certbot's deploy hook (`renew_hook`), the executables in

@@ -18,6 +18,20 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The most lineages one import reads: a directory holding more is refused.
+pub(crate) const MAX_LINEAGES: usize = 10_000;
+/// The largest `regr.json` (an account's registration) or deploy-hook script read, in bytes.
+pub(crate) const MAX_SMALL_FILE: u64 = 64 << 10;
+
+/// The four files certbot keeps in `live/NAME/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) chain: PathBuf,
+    pub(crate) fullchain: PathBuf,
+    pub(crate) privkey: PathBuf,
+}
+
 /// Why an import produced nothing.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImportError {

@@ -318,7 +318,7 @@ fn ca_name(server: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::KeyType;
-    use crate::import::certbot::LiveFiles;
+    use crate::import::LiveFiles;
 
     fn lineage(name: &str, challenge: Challenge) -> Lineage {
         let live = format!("/etc/letsencrypt/live/{name}");

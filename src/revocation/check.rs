@@ -14,39 +14,17 @@ use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtensio
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{
-    crl, next_check, ocsp, store, Answer, Entry, RevocationError, Source, Status, Wanted, MAX_CRL,
-    MAX_OCSP_RESPONSE, TIMEOUT,
+    crl, next_check, ocsp, store, Answer, Entry, FetchError, RevocationError, Source, Status,
+    Wanted, CONNECT_TIMEOUT, MAX_CRL, MAX_OCSP_RESPONSE, TIMEOUT,
 };
 use crate::outbound::{Outbound, ProxySetting};
 use crate::text::rfc3339;
 
-/// TCP connection set-up.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests to one host within a pass start at least this far apart (20 a second at most):
 /// a host with a thousand certificates' responder is not hammered.
 const HOST_SPACING: Duration = Duration::from_millis(50);
 /// Certificate files read for the chain.
 const MAX_CERT_FILE: u64 = 1024 * 1024;
-
-/// Why one exchange with a responder or CRL server failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum FetchError {
-    #[error("{url}: not a URL: {why}")]
-    Url { url: String, why: String },
-    #[error("{url}: only http:// is used for OCSP and CRLs (RFC 5280 §4.2.1.13)")]
-    NotHttp { url: String },
-    /// The host did not answer earlier in this pass.
-    #[error("{url}: not asked, {host} failed earlier in this pass")]
-    HostFailed { url: String, host: String },
-    #[error("{url}: {why}")]
-    Request { url: String, why: String },
-    #[error("{url}: no answer within {}s", TIMEOUT.as_secs())]
-    Timeout { url: String },
-    #[error("{url}: HTTP status {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url}: the answer is larger than {max} bytes; refused")]
-    TooLarge { url: String, max: u64 },
-}
 
 /// Why a source gave no status for the certificate.
 #[derive(Debug, thiserror::Error)]

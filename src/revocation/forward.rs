@@ -10,8 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 
-use super::check::FetchError;
-use super::check::CONNECT_TIMEOUT;
+use super::{FetchError, CONNECT_TIMEOUT};
 
 /// The proxy settings of the environment, read once a pass.
 pub(super) struct Forward {

@@ -47,6 +47,28 @@ pub(crate) const MAX_OCSP_RESPONSE: u64 = 64 * 1024;
 pub(crate) const MAX_CRL: u64 = 16 * 1024 * 1024;
 /// Clock skew allowed against thisUpdate and nextUpdate.
 pub(crate) const SKEW: Duration = Duration::from_secs(300);
+/// TCP connection set-up.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one exchange with a responder or CRL server failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum FetchError {
+    #[error("{url}: not a URL: {why}")]
+    Url { url: String, why: String },
+    #[error("{url}: only http:// is used for OCSP and CRLs (RFC 5280 §4.2.1.13)")]
+    NotHttp { url: String },
+    /// The host did not answer earlier in this pass.
+    #[error("{url}: not asked, {host} failed earlier in this pass")]
+    HostFailed { url: String, host: String },
+    #[error("{url}: {why}")]
+    Request { url: String, why: String },
+    #[error("{url}: no answer within {}s", TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: the answer is larger than {max} bytes; refused")]
+    TooLarge { url: String, max: u64 },
+}
 
 /// The last result for one certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -724,4 +724,28 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn a_silent_resolver_is_waited_for_once_per_order_not_once_per_name() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let server = silent.local_addr().expect("addr");
+        let expected = Expected::new("a.example.org", "ca.test", URL, false, None);
+        let started = std::time::Instant::now();
+        preflight(Some(server), "a.example.org", &expected)
+            .await
+            .expect("left to the CA");
+        let first = started.elapsed();
+        assert!(first >= LOOKUP_TIMEOUT, "{first:?}");
+        let started = std::time::Instant::now();
+        for name in ["b.example.org", "c.example.org", "d.example.org"] {
+            preflight(Some(server), name, &expected)
+                .await
+                .expect("left to the CA");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -395,7 +395,7 @@ fn judge(
     n: &Needed<'_>,
     now: i64,
 ) -> Option<config::Problem> {
-    let publish = publish_advice(expected, n, now);
+    let publish = publish_advice(expected, n.identifier, &n.cert.name, now);
     match persist::judge(found, expected, now) {
         Verdict::Usable {
             persist_until: Some(until),
@@ -425,14 +425,58 @@ fn judge(
 /// What to publish: the expected record, unless the configured `persist_until` is itself
 /// past or within [`EXPIRY_LEAD`] (that record would be as dead, or soon): then a later
 /// `persist_until` first.
-fn publish_advice(expected: &Expected<'_>, n: &Needed<'_>, now: i64) -> String {
+fn publish_advice(expected: &Expected<'_>, identifier: &str, cert: &str, now: i64) -> String {
     match expected.persist_until {
         Some(until) if until - now < EXPIRY_LEAD.as_secs() as i64 => format!(
             "set a later `persist_until` (now {}), then publish the record `renewd \
              persist-record {}` prints",
             unix_rfc3339(until),
-            n.cert.name
+            cert
         ),
-        _ => format!("publish: {}", expected.zone_line(n.identifier)),
+        _ => format!("publish: {}", expected.zone_line(identifier)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domain_name_is_matched_as_domains_are_written() {
+        for (written, normal) in [
+            ("Mixed.Example.ORG", "mixed.example.org"),
+            ("example.org.", "example.org"),
+            ("bücher.example.net", "xn--bcher-kva.example.net"),
+            ("XN--BCHER-KVA.example.net", "xn--bcher-kva.example.net"),
+            ("*.Bücher.example.net", "*.xn--bcher-kva.example.net"),
+        ] {
+            assert_eq!(
+                normalize_domain(written).as_deref(),
+                Ok(normal),
+                "{written}"
+            );
+        }
+        assert!(normalize_domain("a..b").is_err());
+    }
+
+    #[test]
+    fn the_advice_never_repeats_a_dead_or_dying_persist_until() {
+        let now = 1_800_000_000;
+        let with =
+            |until: i64| Expected::new("example.org", "ca.test", "https://a/1", false, Some(until));
+        for until in [now - 1, now + 86_400] {
+            let advice = publish_advice(&with(until), "example.org", "www", now);
+            assert!(
+                advice.starts_with("set a later `persist_until`")
+                    && advice.contains("renewd persist-record www")
+                    && !advice.contains(&format!("persistUntil={until}")),
+                "{advice}"
+            );
+        }
+        let later = now + 90 * 86_400;
+        assert_eq!(
+            publish_advice(&with(later), "example.org", "www", now),
+            format!("publish: {}", with(later).zone_line("example.org"))
+        );
     }
 }

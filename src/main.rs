@@ -183,9 +183,14 @@ enum Command {
     /// directory's lock) and the CA's issuer domain name (`[ca.NAME] issuer_domain_name`,
     /// else the directory's `meta.issuerDomainNames`). Publish them once; renewals then
     /// change nothing in DNS.
+    ///
+    /// The issuer domain name is learnt before any account is registered. The CA gets 30
+    /// seconds in all (directory and registration); then the command fails (exit 1). A
+    /// `persist_until` already past is refused (exit 78).
     PersistRecord {
-        /// Configured certificates, or domains of them; every name each validates with
-        /// dns-persist-01 is printed.
+        /// Configured certificates, or domains of them (in any case, with or without a
+        /// trailing dot, an internationalised name as written or in its xn-- form); every
+        /// name each validates with dns-persist-01 is printed.
         #[arg(value_name = "NAME", required = true)]
         names: Vec<String>,
     },

@@ -31,6 +31,11 @@ pub(crate) enum IssuerNameError {
          name its documentation gives for dns-persist-01 records"
     )]
     NotAdvertised { ca: String },
+    #[error("CA {ca}: no answer within {}s", .after.as_secs())]
+    Timeout {
+        ca: String,
+        after: std::time::Duration,
+    },
 }
 
 /// The issuer domain name to write in `config`'s dns-persist-01 records: the configured one,

@@ -255,12 +255,13 @@ impl Responders {
                     .ok_or_else(|| ChallengeError::NoIssuerDomainName {
                         ca: answer.ca.to_string(),
                     })?;
-            let expected = persist::Expected {
+            let expected = persist::Expected::new(
+                answer.identifier,
                 issuer,
-                account_url: answer.account_url,
-                wildcard: answer.identifier.starts_with("*.") || persist.wildcard,
-                persist_until: persist.persist_until,
-            };
+                answer.account_url,
+                persist.wildcard,
+                persist.persist_until,
+            );
             persist::preflight(persist.resolver, answer.identifier, &expected).await?;
             return Ok(Provisioned {
                 kind: ProvisionedKind::Done,

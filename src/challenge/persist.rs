@@ -13,21 +13,26 @@
 //! `/etc/resolv.conf`, over UDP with a deadline; at most [`MAX_RECORDS`] values of at most
 //! [`MAX_VALUE`] bytes are read.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
-use hickory_net::udp::UdpClientStream;
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 /// The label the draft puts before the validated name (§2, "Validation Domain Name").
 pub(crate) const LABEL: &str = "_validation-persist";
-/// Deadline for one lookup.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for one lookup (its UDP query and, for a truncated answer, its TCP one).
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for every lookup `renewd check` makes, together.
+pub(crate) const ALL_LOOKUPS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lookups in flight at once in [`lookup_all`].
+const LOOKUPS_AT_ONCE: usize = 8;
+/// Largest UDP answer read (no EDNS is sent, so servers send at most 512 bytes).
+const MAX_UDP_ANSWER: usize = 4096;
 /// Values read from one record set; the rest are ignored.
 pub(crate) const MAX_RECORDS: usize = 64;
 /// Longest value considered (the longest URL plus parameters); longer ones are reported as
@@ -43,12 +48,50 @@ pub(crate) enum LookupError {
     NoResolver(&'static str),
     #[error("cannot read {path}: {reason}")]
     ResolvConf { path: &'static str, reason: String },
-    #[error("TXT lookup of {name} at {server} failed: {message}")]
+    #[error("TXT lookup of {name} at {server} failed: {failure}")]
     Failed {
         name: String,
         server: SocketAddr,
-        message: String,
+        failure: Failure,
     },
+}
+
+/// Why one query got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Nothing came back in time (the one message for every kind of silence).
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The OS was told nothing listens there (ICMP port unreachable, TCP reset).
+    #[error("connection refused (no DNS server listens at that address and port)")]
+    Refused,
+    /// Anything else: the socket's or the server's own words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Failure {
+    /// An I/O error, connection refused said as such.
+    fn io(e: std::io::Error) -> Failure {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            std::io::ErrorKind::TimedOut => Failure::NoAnswer(LOOKUP_TIMEOUT),
+            _ => Failure::Other(e.to_string()),
+        }
+    }
+
+    /// A hickory error, its time-outs and refusals said as [`Failure::io`] does.
+    fn net(e: impl std::fmt::Display) -> Failure {
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("connection refused") {
+            Failure::Refused
+        } else if lower.contains("timed out") || lower.contains("timeout") {
+            Failure::NoAnswer(LOOKUP_TIMEOUT)
+        } else {
+            Failure::Other(text)
+        }
+    }
 }
 
 /// The record renewd expects for one name at one CA.
@@ -60,11 +103,34 @@ pub(crate) struct Expected<'a> {
     pub(crate) account_url: &'a str,
     /// Whether `policy=wildcard` is needed (and written).
     pub(crate) wildcard: bool,
+    /// Whether the validated name is a `*.` wildcard (else `policy=wildcard` is needed only
+    /// because the challenge's `policy = "wildcard"` asks for it).
+    pub(crate) wildcard_name: bool,
     /// `persistUntil` to write, seconds since the Unix epoch.
     pub(crate) persist_until: Option<i64>,
 }
 
-impl Expected<'_> {
+impl<'a> Expected<'a> {
+    /// The record expected for `identifier` at the CA `issuer` for `account_url`, with the
+    /// challenge's `policy = "wildcard"` (`policy_wildcard`) and `persist_until` (Unix
+    /// seconds): a wildcard name, or that policy, asks for `policy=wildcard`.
+    pub(crate) fn new(
+        identifier: &str,
+        issuer: &'a str,
+        account_url: &'a str,
+        policy_wildcard: bool,
+        persist_until: Option<i64>,
+    ) -> Expected<'a> {
+        let wildcard_name = identifier.starts_with("*.");
+        Expected {
+            issuer,
+            account_url,
+            wildcard: wildcard_name || policy_wildcard,
+            wildcard_name,
+            persist_until,
+        }
+    }
+
     /// The TXT value to publish (draft §4.1): `ISSUER; accounturi=URL[; policy=wildcard]
     /// [; persistUntil=SECONDS]`.
     pub(crate) fn value(&self) -> String {
@@ -212,7 +278,13 @@ fn usable(parsed: &IssueValue, expected: &Expected<'_>, now: i64) -> Result<Opti
             .get("policy")
             .is_some_and(|p| p.eq_ignore_ascii_case("wildcard"))
     {
-        return Err("the record lacks policy=wildcard, which a wildcard name needs".into());
+        return Err(if expected.wildcard_name {
+            "the record lacks policy=wildcard, which a wildcard name needs".into()
+        } else {
+            "the record lacks policy=wildcard, which the challenge's `policy = \"wildcard\"` \
+             asks for (remove that setting if the record should not cover names below it)"
+                .into()
+        });
     }
     let until = match parsed.get("persistUntil") {
         None => None,
@@ -267,22 +339,23 @@ fn first_nameserver(text: &str) -> Option<SocketAddr> {
 }
 
 /// The TXT values at `name` (each record's strings joined), asked of `server` with
-/// recursion, over UDP and again over TCP when the answer is truncated (RFC 7766 §5); an
-/// empty list when the name or its TXT set does not exist.
+/// recursion, over UDP and again over TCP when the answer is truncated (RFC 7766 §5), both
+/// within [`LOOKUP_TIMEOUT`]; an empty list when the name or its TXT set does not exist.
 pub(crate) async fn lookup(server: SocketAddr, name: &str) -> Result<Vec<String>, LookupError> {
-    let fail = |message: String| LookupError::Failed {
+    let fail = |failure: Failure| LookupError::Failed {
         name: name.to_string(),
         server,
-        message,
+        failure,
     };
-    let qname = Name::from_ascii(format!("{name}.")).map_err(|e| fail(e.to_string()))?;
-    let mut rsp = query(server, qname.clone(), false).await.map_err(fail)?;
-    if rsp.metadata.truncation {
-        rsp = query(server, qname, true).await.map_err(fail)?;
-    }
+    let qname =
+        Name::from_ascii(format!("{name}.")).map_err(|e| fail(Failure::Other(e.to_string())))?;
+    let rsp = tokio::time::timeout(LOOKUP_TIMEOUT, exchange(server, qname))
+        .await
+        .unwrap_or(Err(Failure::NoAnswer(LOOKUP_TIMEOUT)))
+        .map_err(fail)?;
     match rsp.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
-        other => return Err(fail(format!("the server answered {other}"))),
+        other => return Err(fail(Failure::Other(format!("the server answered {other}")))),
     }
     Ok(rsp
         .answers
@@ -300,38 +373,120 @@ pub(crate) async fn lookup(server: SocketAddr, name: &str) -> Result<Vec<String>
         .collect())
 }
 
-/// One TXT query of `qname` at `server`, over TCP or UDP, within [`LOOKUP_TIMEOUT`].
-async fn query(server: SocketAddr, qname: Name, tcp: bool) -> Result<Message, String> {
-    let provider = TokioRuntimeProvider::default();
-    let exchange = async {
-        let (mut client, task) = if tcp {
-            let (stream, handle) =
-                TcpClientStream::new(server, None, Some(LOOKUP_TIMEOUT), provider);
-            let stream = stream.await.map_err(|e| e.to_string())?;
-            let (client, bg) =
-                Client::<TokioRuntimeProvider>::with_timeout(stream, handle, LOOKUP_TIMEOUT);
-            (client, tokio::spawn(bg))
-        } else {
-            let stream = UdpClientStream::builder(server, provider)
-                .with_timeout(Some(LOOKUP_TIMEOUT))
-                .build();
-            let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
-            (client, tokio::spawn(bg))
-        };
-        let answer = client.query(qname, DNSClass::IN, RecordType::TXT).await;
-        task.abort();
-        answer
-            .map(|rsp| rsp.into_message())
-            .map_err(|e| e.to_string())
+/// [`lookup`] of every `(server, name)` of `queries`, at most [`LOOKUPS_AT_ONCE`] at a time,
+/// all within `deadline` together: one not answered by then fails with
+/// [`Failure::NoAnswer`]. The results are in the order of `queries`.
+pub(crate) async fn lookup_all(
+    queries: &[(SocketAddr, String)],
+    deadline: Duration,
+) -> Vec<Result<Vec<String>, LookupError>> {
+    let until = tokio::time::Instant::now() + deadline;
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (server, name)) in queries.iter().cloned().enumerate() {
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let one = async {
+                let _permit = permits.acquire().await;
+                lookup(server, &name).await
+            };
+            let result = tokio::time::timeout_at(until, one).await;
+            let result = result.unwrap_or(Err(LookupError::Failed {
+                name,
+                server,
+                failure: Failure::NoAnswer(deadline),
+            }));
+            (i, result)
+        });
+    }
+    let mut results: Vec<Option<Result<Vec<String>, LookupError>>> =
+        queries.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, result)) = done {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .zip(queries)
+        .map(|(r, (server, name))| {
+            r.unwrap_or_else(|| {
+                Err(LookupError::Failed {
+                    name: name.clone(),
+                    server: *server,
+                    failure: Failure::Other("the lookup task failed".into()),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The UDP query, then the TCP one when the UDP answer is truncated.
+async fn exchange(server: SocketAddr, qname: Name) -> Result<Message, Failure> {
+    let rsp = udp_query(server, &qname).await?;
+    if rsp.metadata.truncation {
+        return tcp_query(server, qname).await;
+    }
+    Ok(rsp)
+}
+
+/// A recursive TXT query for `qname`.
+fn request(qname: &Name) -> Message {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(qname.clone(), RecordType::TXT));
+    msg
+}
+
+/// One TXT query over a connected UDP socket, so that an ICMP port unreachable comes back
+/// as "connection refused". Datagrams that are not the answer (another ID or question,
+/// undecodable) are ignored; the caller bounds the time.
+async fn udp_query(server: SocketAddr, qname: &Name) -> Result<Message, Failure> {
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    tokio::time::timeout(LOOKUP_TIMEOUT, exchange)
+    let socket = tokio::net::UdpSocket::bind(local)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {LOOKUP_TIMEOUT:?}")))
+        .map_err(Failure::io)?;
+    socket.connect(server).await.map_err(Failure::io)?;
+    let req = request(qname);
+    let bytes = req.to_vec().map_err(|e| Failure::Other(e.to_string()))?;
+    socket.send(&bytes).await.map_err(Failure::io)?;
+    let mut buf = vec![0u8; MAX_UDP_ANSWER];
+    loop {
+        let n = socket.recv(&mut buf).await.map_err(Failure::io)?;
+        let Ok(rsp) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        if rsp.metadata.id == req.metadata.id
+            && rsp.metadata.message_type == MessageType::Response
+            && rsp.queries == req.queries
+        {
+            return Ok(rsp);
+        }
+    }
+}
+
+/// One TXT query over TCP (RFC 7766); the caller bounds the time.
+async fn tcp_query(server: SocketAddr, qname: Name) -> Result<Message, Failure> {
+    let provider = TokioRuntimeProvider::default();
+    let (stream, handle) = TcpClientStream::new(server, None, Some(LOOKUP_TIMEOUT), provider);
+    let stream = stream.await.map_err(Failure::net)?;
+    let (mut client, bg) =
+        Client::<TokioRuntimeProvider>::with_timeout(stream, handle, LOOKUP_TIMEOUT);
+    let task = tokio::spawn(bg);
+    let answer = client.query(qname, DNSClass::IN, RecordType::TXT).await;
+    task.abort();
+    answer.map(|rsp| rsp.into_message()).map_err(Failure::net)
 }
 
 /// The pre-flight look before the CA is told to validate: the record at `identifier`'s name
 /// must be usable for `expected`; else the error says what is wrong and what to publish. A
-/// lookup that fails (resolver down) is logged and left to the CA.
+/// lookup that fails (resolver down) is logged and left to the CA; a resolver that gave no
+/// answer is not asked again for [`SILENT_FOR`], so an order of many names waits for it once
+/// (at most [`LOOKUP_TIMEOUT`]), not once per name.
 pub(super) async fn preflight(
     resolver_addr: Option<SocketAddr>,
     identifier: &str,
@@ -339,7 +494,23 @@ pub(super) async fn preflight(
 ) -> Result<(), super::ChallengeError> {
     let name = record_name(identifier);
     let found = match resolver(resolver_addr) {
-        Ok(server) => lookup(server, &name).await,
+        Ok(server) if recently_silent(server) => {
+            tracing::warn!(record = %name, %server,
+                "the DNS resolver gave no answer a moment ago; not looking the dns-persist-01 \
+                 record up, asking the CA to validate anyway");
+            return Ok(());
+        }
+        Ok(server) => {
+            let found = lookup(server, &name).await;
+            if let Err(LookupError::Failed {
+                failure: Failure::NoAnswer(_),
+                ..
+            }) = &found
+            {
+                mark_silent(server);
+            }
+            found
+        }
         Err(e) => Err(e),
     };
     let found = match found {
@@ -369,6 +540,27 @@ pub(super) async fn preflight(
     }
 }
 
+/// How long a resolver that gave no answer is not asked again by [`preflight`].
+const SILENT_FOR: Duration = Duration::from_secs(60);
+
+/// Resolvers that gave no answer, and when.
+static SILENT: std::sync::Mutex<Vec<(SocketAddr, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Whether `server` gave no answer within the last [`SILENT_FOR`].
+fn recently_silent(server: SocketAddr) -> bool {
+    let mut silent = SILENT.lock().unwrap_or_else(|e| e.into_inner());
+    silent.retain(|(_, at)| at.elapsed() < SILENT_FOR);
+    silent.iter().any(|(s, _)| *s == server)
+}
+
+/// Remembers that `server` gave no answer.
+fn mark_silent(server: SocketAddr) {
+    let mut silent = SILENT.lock().unwrap_or_else(|e| e.into_inner());
+    silent.retain(|(s, at)| *s != server && at.elapsed() < SILENT_FOR);
+    silent.push((server, std::time::Instant::now()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +572,7 @@ mod tests {
             issuer: "ca.test",
             account_url: URL,
             wildcard,
+            wildcard_name: wildcard,
             persist_until: None,
         }
     }
@@ -462,5 +655,97 @@ mod tests {
             Some("[fe80::1]:53".parse().unwrap())
         );
         assert_eq!(first_nameserver("options ndots:2\n"), None);
+    }
+
+    #[test]
+    fn a_missing_wildcard_policy_is_explained_by_what_asked_for_it() {
+        let record = format!("ca.test; accounturi={URL}");
+        let why = |identifier: &str| match judge(
+            std::slice::from_ref(&record),
+            &Expected::new(identifier, "ca.test", URL, true, None),
+            0,
+        ) {
+            Verdict::Mismatch(why) => why,
+            other => panic!("{identifier}: {other:?}"),
+        };
+        assert!(why("*.example.org").contains("which a wildcard name needs"));
+        let plain = why("example.org");
+        assert!(!plain.contains("wildcard name"), "{plain}");
+        assert!(plain.contains("`policy = \"wildcard\"`"), "{plain}");
+    }
+
+    /// A UDP port with nothing behind it: bound, then closed.
+    fn closed_udp_port() -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.local_addr().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_at_once() {
+        let server = closed_udp_port();
+        let started = std::time::Instant::now();
+        let e = lookup(server, "_validation-persist.example.org")
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(
+            e,
+            LookupError::Failed {
+                failure: Failure::Refused,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("connection refused"), "{e}");
+        assert!(
+            started.elapsed() < LOOKUP_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn many_lookups_at_a_silent_resolver_share_one_deadline() {
+        // Bound and never read: queries are swallowed without an answer or an ICMP error.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let server = silent.local_addr().expect("addr");
+        let queries: Vec<(SocketAddr, String)> = (0..12)
+            .map(|i| (server, format!("_validation-persist.n{i}.example.org")))
+            .collect();
+        let deadline = Duration::from_millis(1500);
+        let started = std::time::Instant::now();
+        let results = lookup_all(&queries, deadline).await;
+        let took = started.elapsed();
+        assert!(took >= deadline && took < deadline * 2, "{took:?}");
+        assert_eq!(results.len(), 12);
+        for (r, (_, name)) in results.iter().zip(&queries) {
+            let e = r.as_ref().expect_err("no answer");
+            assert_eq!(
+                e.to_string(),
+                format!("TXT lookup of {name} at {server} failed: no answer within 1.5s")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_resolver_is_waited_for_once_per_order_not_once_per_name() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let server = silent.local_addr().expect("addr");
+        let expected = Expected::new("a.example.org", "ca.test", URL, false, None);
+        let started = std::time::Instant::now();
+        preflight(Some(server), "a.example.org", &expected)
+            .await
+            .expect("left to the CA");
+        let first = started.elapsed();
+        assert!(first >= LOOKUP_TIMEOUT, "{first:?}");
+        let started = std::time::Instant::now();
+        for name in ["b.example.org", "c.example.org", "d.example.org"] {
+            preflight(Some(server), name, &expected)
+                .await
+                .expect("left to the CA");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -237,7 +237,7 @@ pub(super) fn check_ident(name: &str) -> Result<(), InvalidValue> {
 
 /// Normalizes one entry of `domains`: an IP address in canonical form, or a DNS name or
 /// `*.` wildcard, lowercased, without a trailing dot.
-pub(super) fn normalize_identifier(written: &str) -> Result<String, InvalidValue> {
+pub(crate) fn normalize_identifier(written: &str) -> Result<String, InvalidValue> {
     if let Ok(ip) = written.parse::<IpAddr>() {
         return Ok(ip.to_string());
     }

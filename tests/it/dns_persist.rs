@@ -463,3 +463,95 @@ fn dns_account_01_through_rfc2136_with_bind() {
     );
     assert_eq!(bind.txt(&added), Vec::<String>::new(), "{added} is gone");
 }
+
+/// `persist-record` and `check` from the configuration alone, before any account exists:
+/// NAME is matched as `domains` are (case, trailing dot, U-label or A-label); a
+/// `persist_until` already past is refused at `FILE:LINE:COL` (exit 78) and reported by
+/// `check` there; a CA that advertises no issuer domain name (Pebble) is found out before an
+/// account is registered, and `check` reports it at the `challenge`; without an account,
+/// `check` counts the certificate as not renewable as written.
+#[test]
+fn persist_record_and_check_judge_the_configuration_before_any_account() {
+    let rig = Rig::new(PebbleOptions::default());
+    let domains = ["mixed.example.org", "xn--bcher-kva.example.net"];
+    let write = |issuer: &str, until: &str| {
+        rig.write_config(&format!(
+            "{issuer}{}",
+            rig.cert_with(
+                "idn",
+                &domains,
+                &persist_challenge(&rig, &format!(", persist_until = \"{until}\"")),
+                ""
+            )
+        ));
+    };
+    write("", "2020-01-01");
+    let config = std::fs::read_to_string(&rig.config_path).expect("config");
+    let (line, col) = config
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find("\"2020-01-01\"").map(|c| (i + 1, c + 1)))
+        .expect("persist_until in the config");
+    let at = format!("{}:{line}:{col}: ", rig.config_path.display());
+    for name in [
+        "Mixed.Example.ORG",
+        "mixed.example.org.",
+        "bücher.example.net",
+        "XN--BCHER-KVA.example.net",
+    ] {
+        let out = rig.renewd("persist-record", &[name]);
+        assert_eq!(out.status.code(), Some(78), "{name}: {}", text(&out));
+        let needle = format!(
+            "{at}certificate idn: `persist_until` 2020-01-01T00:00:00Z has passed: the CA would \
+             ignore a record with it"
+        );
+        assert!(text(&out).contains(&needle), "{needle}\n{}", text(&out));
+    }
+    let out = rig.renewd("check", &["--strict"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "{at}warning: certificate idn: `persist_until` 2020-01-01T00:00:00Z has passed"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("advertises no usable `meta.issuerDomainNames`") && !t.contains("not checked"),
+        "{t}"
+    );
+
+    // A later date: the missing issuer name fails persist-record before any registration.
+    write("", "2099-01-01");
+    let out = rig.renewd("persist-record", &["MIXED.example.org"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("advertises no usable `meta.issuerDomainNames`"),
+        "{}",
+        text(&out)
+    );
+    let accounts = rig.state_dir.join("accounts");
+    assert!(
+        !accounts.exists()
+            || std::fs::read_dir(&accounts)
+                .expect("accounts")
+                .next()
+                .is_none(),
+        "no account registered"
+    );
+
+    // With the issuer name: no account yet is counted as what stops renewal.
+    write(
+        &format!("issuer_domain_name = \"{PEBBLE_ISSUER}\"\n"),
+        "2099-01-01",
+    );
+    let out = rig.renewd("check", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    let noted = t.matches("no account with CA pebble yet").count();
+    assert_eq!(noted, 2, "{t}");
+    assert!(
+        t.contains("2 warning(s), 1 certificate(s) not renewable as written"),
+        "{t}"
+    );
+}

@@ -76,6 +76,41 @@ fn dns_persist_01_mistakes_are_placed() {
 }
 
 #[test]
+fn dns_persist_01_resolver_is_an_address_with_an_optional_nonzero_port() {
+    for (written, addr) in [
+        ("127.0.0.1", "127.0.0.1:53"),
+        ("::1", "[::1]:53"),
+        ("[::1]:5353", "[::1]:5353"),
+        ("10.0.0.53:53", "10.0.0.53:53"),
+    ] {
+        let config = load_ok(&with_challenge(
+            &format!("{{ type = \"dns-persist-01\", resolver = \"{written}\" }}"),
+            "[\"example.org\"]",
+        ));
+        let ChallengeConfig::DnsPersist01(p) = &config.certificates[0].challenge.rules[0].config
+        else {
+            panic!("not dns-persist-01");
+        };
+        assert_eq!(p.resolver, Some(addr.parse().expect("addr")), "{written}");
+    }
+    for bad in ["[::1]:0", "127.0.0.1:0", "localhost:53", "10.0.0.53:http"] {
+        let text = with_challenge(
+            &format!("{{ type = \"dns-persist-01\", resolver = \"{bad}\" }}"),
+            "[\"example.org\"]",
+        );
+        assert_only(
+            &text,
+            8,
+            51,
+            &format!(
+                "`resolver` must be an IP address, alone (port 53) or with a port other than 0, \
+                 like `10.0.0.53`, `10.0.0.53:5353` or `[::1]:53`, found `{bad}`"
+            ),
+        );
+    }
+}
+
+#[test]
 fn dns_account_01_takes_dns_01s_mechanisms() {
     let config = load_ok(&with_challenge(
         "{ type = \"dns-account-01\", hook = [\"/usr/local/bin/dns-txt\"] }",

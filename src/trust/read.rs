@@ -507,11 +507,12 @@ fn bit_length(n: &[u8]) -> u32 {
 }
 
 /// The regular files directly in `dir` (symbolic links followed as
-/// [`super::safety::may_follow`] allows), each inode once under its ordinary name when it
+/// [`super::safety::refused_link`] allows), each inode once under its ordinary name when it
 /// also has an OpenSSL hash-link name (`e015395b.0`), leaving out those whose inode is in
 /// `skip` (files audited as sources of their own). Also returns, one line each, the entries
 /// that are not read: a FIFO, socket or device, a dangling symlink or a symlink loop, a
-/// symlink not followed, and the names beyond [`MAX_DIRECTORY_FILES`]. Subdirectories are
+/// symlink not followed, a file a user other than root and renewd's can change, and the
+/// names beyond [`MAX_DIRECTORY_FILES`]. Subdirectories are
 /// not entered and not reported. Errors: the directory cannot be listed.
 pub(crate) fn directory_files(
     dir: &Path,
@@ -548,8 +549,15 @@ pub(crate) fn directory_files(
             ));
             continue;
         }
-        if let Err(why) = super::safety::may_follow(dir, &path) {
+        if let Some(why) = super::safety::refused_link(dir, &path) {
             errors.push(format!("{}: {why}", path.display()));
+            continue;
+        }
+        if let Some(who) = crate::deploy::file_writers(&meta) {
+            errors.push(format!(
+                "{}: not trustworthy, not read: {who} can change it",
+                path.display()
+            ));
             continue;
         }
         let id = FileId::of(&meta);

@@ -39,45 +39,44 @@ pub(crate) fn untrusted(path: &Path) -> Option<String> {
     file_writers(&meta).map(|who| format!("{who} can change it"))
 }
 
-/// Whether the entry `entry` of the trust directory `dir` may be followed: a regular file
-/// or a symlink to a file in `dir` itself always; a symlink that leads out of `dir` only
-/// when the link belongs to root or renewd's user and the file it reaches passes
-/// [`untrusted`] (so Debian's `/etc/ssl/certs` links into `/usr/share/ca-certificates` are
-/// read, and a link to a file another user controls is not). Errors: why not, for the
-/// audit's error list.
-pub(crate) fn may_follow(dir: &Path, entry: &Path) -> Result<(), String> {
+/// Why the entry `entry` of the trust directory `dir` must not be followed, for the
+/// audit's error list; `None` when it may be. A regular file or a symlink to a file in
+/// `dir` itself may always; a symlink that leads out of `dir` only when the link belongs
+/// to root or renewd's user and the file it reaches passes [`untrusted`] (so Debian's
+/// `/etc/ssl/certs` links into `/usr/share/ca-certificates` are read, and a link to a file
+/// another user controls is not).
+pub(crate) fn refused_link(dir: &Path, entry: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let Ok(link) = std::fs::symlink_metadata(entry) else {
-        return Ok(());
+        return None;
     };
     if !link.file_type().is_symlink() {
-        return Ok(());
+        return None;
     }
     let target = match std::fs::canonicalize(entry) {
         Ok(t) => t,
         // Dangling links and loops are the reader's to report.
-        Err(_) => return Ok(()),
+        Err(_) => return None,
     };
     let inside = std::fs::canonicalize(dir).is_ok_and(|d| parent(&target) == d);
     if inside {
-        return Ok(());
+        return None;
     }
     if !crate::fsutil::trusted_uid(link.uid()) {
-        return Err(format!(
+        return Some(format!(
             "a symbolic link to {} outside the directory, owned by uid {}: not followed \
              (only root's or renewd's links out of a trust directory are)",
             target.display(),
             link.uid()
         ));
     }
-    match untrusted(&target) {
-        Some(why) => Err(format!(
+    untrusted(&target).map(|why| {
+        format!(
             "a symbolic link to {} outside the directory, which is not trustworthy ({why}): \
              not followed",
             target.display()
-        )),
-        None => Ok(()),
-    }
+        )
+    })
 }
 
 fn parent(path: &Path) -> &Path {
@@ -137,12 +136,12 @@ mod tests {
         assert!(why.contains("beside the trust anchors"), "{why}");
         let link = safe.join("out.pem");
         std::os::unix::fs::symlink(&planted, &link).unwrap();
-        let why = may_follow(&safe, &link).unwrap_err();
+        let why = refused_link(&safe, &link).expect("a link out to an open directory");
         assert!(why.contains("not followed"), "{why}");
         let why = untrusted(&link).expect("a link into an open directory");
         assert!(why.contains(&open.display().to_string()), "{why}");
         let inside = safe.join("in.pem");
         std::os::unix::fs::symlink(&bundle, &inside).unwrap();
-        assert_eq!(may_follow(&safe, &inside), Ok(()));
+        assert_eq!(refused_link(&safe, &inside), None);
     }
 }

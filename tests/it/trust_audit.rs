@@ -737,6 +737,12 @@ fn a_trust_directory_reports_every_entry_it_cannot_use() {
         ],
     );
     fs::write(dir.join("long.pem"), rcgen_root(&"L".repeat(60_000))).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.join("open.pem");
+        fs::copy(ca.join("Good B.pem"), &open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+    }
     f.config("");
     let started = std::time::Instant::now();
     let (code, doc) = f.audit(&[dir.to_str().unwrap()]);
@@ -768,6 +774,7 @@ fn a_trust_directory_reports_every_entry_it_cannot_use() {
         ("indented.pem", "holds no certificate"),
         ("p7.der", "PKCS#7 bundle"),
         ("p7.pem", "PKCS#7 bundle"),
+        ("open.pem", "not trustworthy, not read: every user"),
     ] {
         let e = error(name);
         assert!(e.contains(want), "{name}: {e}");

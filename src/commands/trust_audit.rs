@@ -122,11 +122,15 @@ fn row(a: &AuditedAnchor) -> [String; 6] {
     let not_after = time::OffsetDateTime::from_unix_timestamp(a.not_after)
         .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
         .unwrap_or_else(|_| a.not_after.to_string());
-    let place = if a.file == a.path {
+    let mut place = if a.file == a.path {
         format!("{}#{}", a.file.display(), a.block)
     } else {
         a.file.display().to_string()
     };
+    // A certificate repeated in the path is one row.
+    if a.copies > 1 {
+        place.push_str(&format!(" (x{})", a.copies));
+    }
     [
         status,
         not_after,

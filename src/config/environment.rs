@@ -65,6 +65,7 @@ impl Config {
                 ));
             }
         }
+        super::trust::check_trust_paths(self, &mut p);
         // A trust store that is not there is audited as missing; said here first.
         for path in self.trust.iter().flat_map(|t| &t.paths) {
             if let Err(e) = fs::metadata(path) {

@@ -51,6 +51,7 @@ pub(super) fn build_trust(
                     format!("`{s}` is listed twice in `paths`"),
                 ));
             } else {
+                locs.insert(format!("trust.paths.{}", paths.len()), loc.clone());
                 paths.push(path);
             }
         }
@@ -60,6 +61,27 @@ pub(super) fn build_trust(
         expiring_within,
         system,
     })
+}
+
+/// `renewd check`'s warning for each `[trust] paths` entry a user other than root and
+/// renewd's can change (the audit reports it as not trustworthy and does not read it), at
+/// the entry's FILE:LINE:COL.
+pub(super) fn check_trust_paths(config: &super::Config, p: &mut Vec<Problem>) {
+    for (i, path) in config.trust.iter().flat_map(|t| &t.paths).enumerate() {
+        if let Some(why) = crate::trust::safety::untrusted(path) {
+            let at = match config.key_locations.get(&format!("trust.paths.{i}")) {
+                Some(loc) => loc.clone(),
+                None => config.key_location("trust.paths"),
+            };
+            p.push(Problem::warning(
+                at,
+                format!(
+                    "`{}` of `[trust] paths` is not trustworthy, so it is not audited: {why}",
+                    path.display()
+                ),
+            ));
+        }
+    }
 }
 
 /// A key of an `[[exception]]` that acknowledges a trust anchor.

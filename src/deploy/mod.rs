@@ -33,6 +33,7 @@ pub use deployed::{inspect, DeployedProblem};
 pub(crate) use render::render;
 pub(crate) use stage::{stage, Staged};
 pub use target_dir::{acl_dropped, clashing_targets};
+pub(crate) use target_dir::{check_dir_for, file_writers};
 pub(crate) use target_dir::{check_directories, check_target_dir};
 
 /// What gets deployed: a private key and the chain the CA returned for it.

@@ -34,10 +34,16 @@ use crate::fsutil::{trusted_uid, Walk};
 /// error too: renewd creates no directories. POSIX ACLs are not read (an ACL that grants
 /// write shows as group write in the mode, and is judged as such).
 pub(crate) fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
+    check_dir_for(dir, "the private keys")
+}
+
+/// [`check_target_dir`] for a directory that holds `what` (in the reasons: "anyone could
+/// plant files or symlinks beside WHAT"), such as a trust store's certificates.
+pub(crate) fn check_dir_for(dir: &Path, what: &str) -> Result<(), DeployError> {
     let (visited, last) = walk_to_dir(dir)?;
     // The directory itself first: it is the one the configuration names; then everything
     // on the way to it, from the root down.
-    let reason = unsafe_target(dir, &visited[last].meta)
+    let reason = unsafe_target(dir, &visited[last].meta, what)
         .or_else(|| (0..visited.len()).find_map(|i| unsafe_passage(&visited, i, i == last)));
     match reason {
         Some(reason) => Err(DeployError::UnsafeDirectory {
@@ -50,7 +56,7 @@ pub(crate) fn check_target_dir(dir: &Path) -> Result<(), DeployError> {
 
 /// Why the target directory `dir` itself (its lstat `target`, after symlinks) is unsafe:
 /// another owner, or others who may write in it.
-fn unsafe_target(dir: &Path, target: &fs::Metadata) -> Option<String> {
+fn unsafe_target(dir: &Path, target: &fs::Metadata, what: &str) -> Option<String> {
     if !trusted_uid(target.uid()) {
         return Some(format!(
             "it is owned by user {} ({}), who can change its permissions and put files or \
@@ -69,7 +75,7 @@ fn unsafe_target(dir: &Path, target: &fs::Metadata) -> Option<String> {
             };
             Some(format!(
                 "every user can write in it ({}{sticky}), so anyone could plant files or \
-                 symlinks beside the private keys; make it writable only by its owner: \
+                 symlinks beside {what}; make it writable only by its owner: \
                  chmod go-w {}",
                 describe(target),
                 dir.display()
@@ -77,7 +83,7 @@ fn unsafe_target(dir: &Path, target: &fs::Metadata) -> Option<String> {
         }
         Some(Writers::Group(gid)) => Some(format!(
             "group {} can write in it ({}), and only group root or renewd's own group \
-                 may, so its members could plant files or symlinks beside the private keys; \
+                 may, so its members could plant files or symlinks beside {what}; \
                  remove the group's write permission (chmod g-w {}) or make its group root",
             group_name(gid),
             describe(target),
@@ -323,6 +329,29 @@ fn other_writers(meta: &fs::Metadata) -> Option<Writers> {
         Some(Writers::Everyone)
     } else if meta.mode() & 0o020 != 0 && !trusted_gid(meta.gid()) {
         Some(Writers::Group(meta.gid()))
+    } else {
+        None
+    }
+}
+
+/// Who besides root and renewd's user can change the regular file `meta` describes: its
+/// owner when that is another user, every user (mode o+w), or a group other than root's
+/// and renewd's (g+w). `None` when nobody else can.
+pub(crate) fn file_writers(meta: &fs::Metadata) -> Option<String> {
+    if !trusted_uid(meta.uid()) {
+        Some(format!(
+            "user {} (its owner; {})",
+            user_name(meta.uid()),
+            describe(meta)
+        ))
+    } else if meta.mode() & 0o002 != 0 {
+        Some(format!("every user ({})", describe(meta)))
+    } else if meta.mode() & 0o020 != 0 && !trusted_gid(meta.gid()) {
+        Some(format!(
+            "group {} ({})",
+            group_name(meta.gid()),
+            describe(meta)
+        ))
     } else {
         None
     }

@@ -496,12 +496,18 @@ pub(crate) struct Plan {
 }
 
 /// Decides, from what was sent before, which alerts and resolutions to send for `items`.
+/// Each key is planned once per pass, whatever produced it: when two items yield a
+/// condition with the same key (the same anchor twice, a certificate listed twice), the
+/// first is kept and the others are dropped, so one condition is one document.
 pub(crate) fn plan(prev: &AlertState, items: &[Item], now: SystemTime, host: &str) -> Plan {
     let now_s = unix(now);
     let (current, mut next) = conditions(items, now);
     let mut state = AlertState::default();
     let mut send = Vec::new();
     for c in current {
+        if state.active.contains_key(&c.key) {
+            continue;
+        }
         let i = &c.item;
         let (first_seen, last_sent) = match prev.active.get(&c.key) {
             Some(s) => (s.first_seen, Some(s.last_sent)),
@@ -634,7 +640,11 @@ impl Notifier {
                 return;
             }
         };
-        tracing::warn!(key = %alert.key, status = %alert.status, "alert: {}", alert.message);
+        // The message and key quote subjects and paths from files: escaped, so a newline
+        // in a certificate's subject cannot forge a log line.
+        let key = crate::text::escape(&alert.key);
+        tracing::warn!(key = %key, status = %alert.status, "alert: {}",
+            crate::text::escape(&alert.message));
         if let Some(argv) = &self.config.command {
             let hook = Hook {
                 argv: argv.clone(),
@@ -645,12 +655,13 @@ impl Notifier {
                 timeout: COMMAND_TIMEOUT,
             };
             if let Err(e) = hooks::run_with_input(&hook, json.clone()).await {
-                tracing::error!(key = %alert.key, error = %e, "alert command failed");
+                tracing::error!(key = %key, error = %crate::text::escape(&e.to_string()),
+                    "alert command failed");
             }
         }
         if let Some(url) = &self.config.webhook {
             if let Err(e) = self.post(url, &json).await {
-                tracing::error!(key = %alert.key, url = %url, error = %e,
+                tracing::error!(key = %key, url = %url, error = %e,
                     "alert webhook failed after {WEBHOOK_ATTEMPTS} attempts");
             }
         }
@@ -925,5 +936,35 @@ mod tests {
             c.iter().any(|c| c.condition == "renew_before_too_long"),
             "{c:?}"
         );
+    }
+
+    /// The same condition key from several items (one anchor repeated in a bundle, before
+    /// the audit merged them; a file listed twice) is one document per pass, not one per
+    /// item, and one resolution when it stops.
+    #[test]
+    fn one_key_is_one_document_per_pass_whatever_produced_it() {
+        let t0 = 1_000 * DAY;
+        let mut anchor = Item::blank(Kind::Anchor);
+        anchor.name = Some("/etc/ca.pem@sha256:00".into());
+        anchor.paths = vec![PathBuf::from("/etc/ca.pem")];
+        anchor.anchor_flags = vec!["expired"];
+        let expiring = unmanaged("/etc/ssl/a.pem", t0 - 85 * DAY, t0 + 5 * DAY, t0);
+        let mut items = vec![anchor.clone(); 500];
+        items.extend(vec![expiring.clone(); 3]);
+        let p1 = plan(&AlertState::default(), &items, from_unix(t0), "h");
+        let keys: Vec<&str> = p1.send.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "trust_anchor:anchor:/etc/ca.pem@sha256:00",
+                "expiring:unmanaged:/etc/ssl/a.pem"
+            ]
+        );
+        assert_eq!(p1.state.active.len(), 2);
+        let p2 = plan(&p1.state, &items, from_unix(t0 + 60), "h");
+        assert!(p2.send.is_empty(), "{:?}", p2.send);
+        let p3 = plan(&p2.state, &[], from_unix(t0 + 120), "h");
+        assert_eq!(p3.send.len(), 2);
+        assert!(p3.send.iter().all(|a| a.status == "resolved"));
     }
 }

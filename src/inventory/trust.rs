@@ -58,7 +58,8 @@ pub(crate) fn daemon_pass(
     };
     let report = audit(config, inv, &[], cache, now);
     for e in cache.new_errors(&report.errors) {
-        tracing::warn!(error = %e, "trust audit: cannot read");
+        // Paths and names from the files: escaped, so they cannot forge a log line.
+        tracing::warn!(error = %crate::text::escape(&e), "trust audit: cannot read");
     }
     let next = trust::next_change(&report, t.expiring_within, super::unix(now) as i64)
         .and_then(|s| u64::try_from(s).ok())
@@ -67,12 +68,15 @@ pub(crate) fn daemon_pass(
 }
 
 /// One item of kind `anchor` for each flagged anchor: `name` is `PATH@sha256:…` (its
-/// identity in alert keys), `problem` the flags, `reason` why.
+/// identity in alert keys), `problem` the flags, `reason` why. Each name once (the audit
+/// merges a certificate's copies in one path already).
 pub(crate) fn items(report: &Report) -> Vec<Item> {
+    let mut names = std::collections::HashSet::new();
     report
         .anchors
         .iter()
         .filter(|a| a.flagged)
+        .filter(|a| names.insert((a.path.clone(), a.fingerprint.clone())))
         .map(|a| {
             let mut item = Item::blank(Kind::Anchor);
             item.name = Some(format!("{}@{}", a.path.display(), a.fingerprint));
@@ -103,6 +107,7 @@ mod tests {
             path: PathBuf::from("/etc/nginx/client-ca.pem"),
             file: PathBuf::from("/etc/nginx/client-ca.pem"),
             block: 1,
+            copies: 1,
             subject: format!("CN={cn}"),
             issuer: format!("CN={cn}"),
             fingerprint: format!("sha256:{}", cn.repeat(64).get(..64).unwrap_or_default()),

@@ -321,9 +321,12 @@ pub(crate) async fn pass(
     let mut results = Vec::new();
     for w in due {
         let entry = checker.check(&w).await;
-        tracing::info!(key = %w.key, status = entry.status.as_str(),
+        // The key quotes a certificate's subject, the detail a responder's words: escaped,
+        // so neither can forge a log line.
+        tracing::info!(key = %crate::text::escape(&w.key), status = entry.status.as_str(),
             source = entry.source.map_or("-", Source::as_str),
-            detail = entry.detail.as_deref().unwrap_or(""), "revocation checked");
+            detail = %crate::text::escape(entry.detail.as_deref().unwrap_or("")),
+            "revocation checked");
         results.push((w.key, entry));
     }
     let mut kept = store;

@@ -9,6 +9,7 @@
 //! in as parsed certificates ([`Audit::chains`]), so `inventory` calls it, never the reverse.
 
 pub(crate) mod read;
+pub(crate) mod safety;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -45,7 +46,8 @@ pub(crate) enum Flag {
     Expiring,
     /// An RSA key under [`MIN_RSA_BITS`], or a signature made with MD2, MD4, MD5 or SHA-1.
     Weak,
-    /// The same certificate, or the same subject and key, earlier in the same path.
+    /// The same certificate more than once in the same path (merged into one anchor whose
+    /// `copies` says how many), or the same subject and key as an earlier anchor of it.
     Duplicate,
     /// In a `[trust] paths` store, and no certificate of the inventory chains to it.
     Stale,
@@ -83,6 +85,9 @@ pub(crate) struct AuditedAnchor {
     /// The file holding it (the path itself for a bundle) and its PEM block number.
     pub(crate) file: PathBuf,
     pub(crate) block: usize,
+    /// How many times this certificate is in the path (1, or more when `duplicate`).
+    pub(crate) copies: usize,
+    /// The subject and issuer as RFC 4514 strings, at most [`read::MAX_NAME`] bytes each.
     pub(crate) subject: String,
     pub(crate) issuer: String,
     /// `sha256:` and 64 lowercase hex digits.
@@ -110,7 +115,8 @@ pub(crate) struct AuditedAnchor {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct SourceReport {
     pub(crate) path: PathBuf,
-    /// `bundle`, `directory` or `missing`.
+    /// `bundle`, `directory`, `missing`, or `untrusted` (a user other than root and
+    /// renewd's can change it: not read, see [`safety::untrusted`]).
     pub(crate) kind: &'static str,
     pub(crate) mtls: bool,
     pub(crate) anchors: usize,
@@ -209,7 +215,16 @@ impl<'a> Audit<'a> {
         let mut found: Vec<(usize, Vec<Arc<Anchor>>)> = Vec::new();
         let mut budget = read::MAX_ANCHORS;
         for (path, mtls) in &self.paths {
-            let (kind, mut anchors) = read_source(path, &own, budget, cache, &mut report.errors);
+            let (kind, mut anchors) = match safety::untrusted(path) {
+                Some(why) => {
+                    report.errors.push(format!(
+                        "{}: not trustworthy, not read: {why}",
+                        path.display()
+                    ));
+                    ("untrusted", Vec::new())
+                }
+                None => read_source(path, &own, budget, cache, &mut report.errors),
+            };
             if anchors.len() > budget {
                 report.errors.push(format!(
                     "{}: more than {} anchors in this audit; the rest was not audited",
@@ -239,8 +254,9 @@ impl<'a> Audit<'a> {
         report
     }
 
-    /// The anchors of one audited path, judged: their own flags, `duplicate` against the
-    /// anchors before them in the path, and `stale` for an mTLS path.
+    /// The anchors of one audited path, judged: their own flags; `duplicate` for a
+    /// certificate found more than once (one entry, its copies counted) or the same subject
+    /// and key as an anchor before it; and `stale` for an mTLS path.
     fn judge_source(
         &self,
         path: &Path,
@@ -249,22 +265,34 @@ impl<'a> Audit<'a> {
         used: &HashSet<[u8; 32]>,
         now: i64,
     ) -> Vec<AuditedAnchor> {
-        let mut out = Vec::with_capacity(anchors.len());
-        let mut seen: HashMap<[u8; 32], &Anchor> = HashMap::new();
-        let mut seen_key: HashMap<(&[u8], &[u8]), &Anchor> = HashMap::new();
+        // Each certificate once, in the order first found, with the places of its copies.
+        let mut unique: Vec<(&Anchor, Vec<&Anchor>)> = Vec::new();
+        let mut index: HashMap<[u8; 32], usize> = HashMap::new();
         for a in anchors {
+            match index.get(&a.fingerprint) {
+                Some(&i) => unique[i].1.push(a),
+                None => {
+                    index.insert(a.fingerprint, unique.len());
+                    unique.push((a, Vec::new()));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(unique.len());
+        let mut seen_key: HashMap<(&[u8], &[u8]), &Anchor> = HashMap::new();
+        for (a, copies) in unique {
             let mut judged = self.judge(path, a, now);
             judged.mtls = mtls;
-            let place =
-                |first: &Anchor| format!("block {} of {}", first.block, first.file.display());
-            if let Some(first) = seen.get(&a.fingerprint) {
-                let why = format!("the same certificate as {}", place(first));
-                judged.flag(Flag::Duplicate, why);
+            judged.copies = copies.len() + 1;
+            if !copies.is_empty() {
+                judged.flag(Flag::Duplicate, copies_text(a, &copies));
             } else if let Some(first) = seen_key.get(&(&a.subject_raw[..], &a.spki[..])) {
-                let why = format!("the same subject and key as {}", place(first));
+                let why = format!(
+                    "the same subject and key as block {} of {}",
+                    first.block,
+                    first.file.display()
+                );
                 judged.flag(Flag::Duplicate, why);
             }
-            seen.entry(a.fingerprint).or_insert(a);
             seen_key.entry((&a.subject_raw, &a.spki)).or_insert(a);
             if mtls && !used.contains(&a.fingerprint) {
                 let why = "no certificate in the inventory chains to it".to_string();
@@ -282,6 +310,7 @@ impl<'a> Audit<'a> {
             path: path.to_path_buf(),
             file: a.file.clone(),
             block: a.block,
+            copies: 1,
             subject: a.subject.clone(),
             issuer: a.issuer.clone(),
             fingerprint: fingerprint_text(&a.fingerprint),
@@ -445,9 +474,10 @@ fn read_source(
                         anchors.extend(f.anchors.iter().cloned());
                         errors.extend(f.errors.iter().cloned());
                     }
-                    // In a directory, a file that is not a certificate (a README, a CRL)
-                    // is not an error.
-                    Err(read::ReadAnchorsError::NoCertificate(_)) => {}
+                    // In a directory, a file of only other PEM blocks (a CRL beside its
+                    // certificates, as `c_rehash` directories hold) is not an error; an
+                    // empty, binary or PKCS#7 file is.
+                    Err(read::ReadAnchorsError::OtherBlocks { .. }) => {}
                     Err(e) => errors.push(e.to_string()),
                 }
             }
@@ -487,6 +517,36 @@ pub(crate) fn read_chains<'p>(
         }
     }
     out
+}
+
+/// Why a certificate found `copies.len() + 1` times is `duplicate`: how many copies, and
+/// where the first few are (a bundle can repeat one anchor thousands of times).
+fn copies_text(first: &Anchor, copies: &[&Anchor]) -> String {
+    const SHOWN: usize = 5;
+    let places: Vec<String> = copies
+        .iter()
+        .take(SHOWN)
+        .map(|c| {
+            if c.file == first.file {
+                format!("block {}", c.block)
+            } else {
+                format!("block {} of {}", c.block, c.file.display())
+            }
+        })
+        .collect();
+    let more = copies.len().saturating_sub(SHOWN);
+    format!(
+        "{} copies of the same certificate in this path (first block {} of {}; again at {}{})",
+        copies.len() + 1,
+        first.block,
+        first.file.display(),
+        places.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// `sha256:` and lowercase hex.
@@ -610,22 +670,29 @@ mod tests {
             .iter()
             .map(|a| a.flags.iter().map(|f| f.as_str()).collect())
             .collect();
+        // R's second copy is merged into R (one entry, two copies), R-again is its own.
         assert_eq!(
             flags,
             [
-                vec![],
-                vec![],
                 vec!["duplicate"],
+                vec![],
                 vec!["expiring", "duplicate"],
                 vec!["stale"]
             ]
         );
-        assert!(report.anchors[2].reasons[0].contains("block 1"));
+        assert_eq!(report.anchors[0].copies, 2);
+        assert!(
+            report.anchors[0].reasons[0].starts_with("2 copies of the same certificate"),
+            "{:?}",
+            report.anchors[0].reasons
+        );
+        assert!(report.anchors[0].reasons[0].contains("again at block 3"));
+        assert!(report.anchors[2].reasons[1].contains("same subject and key as block 1"));
         assert_eq!(report.flagged, 3);
         // The next change is R-again's expiry (20 days away, already `expiring`).
         let now = unix(SystemTime::now());
         let next = next_change(&report, audit.expiring_within, now).expect("next");
-        assert_eq!(next, report.anchors[3].not_after);
+        assert_eq!(next, report.anchors[2].not_after);
     }
 
     #[test]

@@ -73,10 +73,30 @@ pub(crate) struct FileAnchors {
 pub(crate) enum ReadAnchorsError {
     #[error(transparent)]
     Read(#[from] fsutil::ReadError),
-    /// Neither a PEM CERTIFICATE block nor one DER certificate.
-    #[error("{0}: holds no certificate (no PEM CERTIFICATE block, not a DER certificate)")]
-    NoCertificate(PathBuf),
+    /// Neither a PEM CERTIFICATE block nor one DER certificate; `why` says what it is
+    /// instead (empty, binary, text, an END line without its BEGIN).
+    #[error("{path}: holds no certificate: {why}")]
+    NoCertificate { path: PathBuf, why: String },
+    /// PEM blocks, none of them a certificate (keys, CRLs): another kind of file, which a
+    /// directory may hold beside its certificates.
+    #[error("{path}: holds no certificate, only PEM {labels}")]
+    OtherBlocks { path: PathBuf, labels: String },
+    /// A PKCS#7 (CMS SignedData, RFC 5652 §5) bundle, as `.p7b`/`.p7c` files hold.
+    #[error(
+        "{0}: is a PKCS#7 bundle, which is not read as a trust store; extract its \
+         certificates with `openssl pkcs7 -print_certs -in FILE -out FILE.pem`"
+    )]
+    Pkcs7(PathBuf),
 }
+
+/// Longest subject or issuer kept for display, in bytes (a name can be 60,000 characters).
+pub(crate) const MAX_NAME: usize = 1_024;
+
+/// The content octets of the OID id-signedData (1.2.840.113549.1.7.2, RFC 5652 §5.1), as
+/// they open a DER PKCS#7 bundle.
+const SIGNED_DATA_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
 
 /// The identity of a file's contents as far as `stat` tells: device, inode, size,
 /// modification and change times (ns). A replaced or rewritten file gets a new one.
@@ -172,22 +192,23 @@ impl Cache {
 /// Other blocks (keys, CRLs) are skipped. Errors: nothing usable at all.
 pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Result<FileAnchors, ReadAnchorsError> {
     let mut out = FileAnchors::default();
-    let blocks = pem_blocks(bytes);
+    let (blocks, stray_end) = pem_blocks(bytes);
     if blocks.is_empty() {
-        if bytes.first() == Some(&0x30) {
-            match parse_certificate(path, 1, bytes, false) {
-                Ok(a) => out.anchors.push(Arc::new(a)),
-                Err(why) => out.errors.push(format!("{}: DER: {why}", path.display())),
-            }
-            return Ok(out);
-        }
-        return Err(ReadAnchorsError::NoCertificate(path.to_path_buf()));
+        return parse_unframed(path, bytes, stray_end);
     }
     let mut certificates = 0;
-    for b in blocks {
+    let mut labels: Vec<&str> = Vec::new();
+    for b in &blocks {
         let at = format!("{}: block {} (line {})", path.display(), b.number, b.line);
         let trusted = b.label.as_deref() == Some("TRUSTED CERTIFICATE");
         if !(trusted || b.label.as_deref() == Some("CERTIFICATE")) && b.problem.is_none() {
+            let label = b.label.as_deref().unwrap_or("");
+            if matches!(label, "PKCS7" | "PKCS #7 SIGNED DATA" | "CMS") {
+                return Err(ReadAnchorsError::Pkcs7(path.to_path_buf()));
+            }
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
             continue;
         }
         certificates += 1;
@@ -208,7 +229,53 @@ pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Result<FileAnchors, ReadA
         }
     }
     if certificates == 0 {
-        return Err(ReadAnchorsError::NoCertificate(path.to_path_buf()));
+        return Err(ReadAnchorsError::OtherBlocks {
+            path: path.to_path_buf(),
+            labels: labels
+                .iter()
+                .map(|l| crate::text::bounded(l.to_string(), 64))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(out)
+}
+
+/// A file with no PEM block: one DER certificate, a DER PKCS#7 bundle, or nothing usable
+/// (said how: empty, an END line without its BEGIN, not DER).
+fn parse_unframed(
+    path: &Path,
+    bytes: &[u8],
+    stray_end: Option<usize>,
+) -> Result<FileAnchors, ReadAnchorsError> {
+    let none = |why: String| ReadAnchorsError::NoCertificate {
+        path: path.to_path_buf(),
+        why,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(none("the file is empty".into()));
+    }
+    if let Some(line) = stray_end {
+        return Err(none(format!(
+            "an END line (line {line}) without its BEGIN line"
+        )));
+    }
+    if bytes.first() != Some(&0x30) {
+        return Err(none(
+            "no PEM CERTIFICATE block, and not a DER certificate (it does not start as one)".into(),
+        ));
+    }
+    let head = &bytes[..bytes.len().min(24)];
+    if head
+        .windows(SIGNED_DATA_OID.len())
+        .any(|w| w == SIGNED_DATA_OID)
+    {
+        return Err(ReadAnchorsError::Pkcs7(path.to_path_buf()));
+    }
+    let mut out = FileAnchors::default();
+    match parse_certificate(path, 1, bytes, false) {
+        Ok(a) => out.anchors.push(Arc::new(a)),
+        Err(why) => out.errors.push(format!("{}: DER: {why}", path.display())),
     }
     Ok(out)
 }
@@ -224,14 +291,17 @@ struct PemBlock {
 }
 
 /// Splits PEM text into blocks by their BEGIN/END lines (RFC 7468 §2). Text between blocks
-/// is ignored, as OpenSSL does. A block without its END line is returned with a problem
-/// and the text after it is still searched for blocks.
-fn pem_blocks(bytes: &[u8]) -> Vec<PemBlock> {
+/// is ignored, as OpenSSL does; like OpenSSL (`PEM_read_bio`), a BEGIN or END line must
+/// start at the line's first character (trailing white space is allowed). A block without
+/// its END line is returned with a problem and the text after it is still searched for
+/// blocks. Also returns the line (1-based) of the first END line met outside any block.
+fn pem_blocks(bytes: &[u8]) -> (Vec<PemBlock>, Option<usize>) {
     let text = String::from_utf8_lossy(bytes);
     let mut blocks: Vec<PemBlock> = Vec::new();
     let mut open: Option<PemBlock> = None;
+    let mut stray_end = None;
     for (n, raw) in text.split('\n').enumerate() {
-        let line = raw.trim_end_matches('\r').trim();
+        let line = raw.trim_end();
         if let Some(label) = line
             .strip_prefix("-----BEGIN ")
             .and_then(|l| l.strip_suffix("-----"))
@@ -263,10 +333,12 @@ fn pem_blocks(bytes: &[u8]) -> Vec<PemBlock> {
                     ));
                 }
                 blocks.push(block);
+            } else if stray_end.is_none() {
+                stray_end = Some(n + 1);
             }
         } else if let Some(block) = open.as_mut() {
             if !line.contains(':') {
-                block.body.push_str(line);
+                block.body.push_str(line.trim_start());
             }
         }
     }
@@ -274,7 +346,7 @@ fn pem_blocks(bytes: &[u8]) -> Vec<PemBlock> {
         unfinished.problem = Some("no END line before the end of the file".into());
         blocks.push(unfinished);
     }
-    blocks
+    (blocks, stray_end)
 }
 
 fn decode_base64(body: &str) -> Result<Vec<u8>, String> {
@@ -312,7 +384,7 @@ pub(crate) fn parse_certificate(
     der: &[u8],
     trusted: bool,
 ) -> Result<Anchor, String> {
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| der_problem(&e))?;
     if !rest.is_empty() && !trusted {
         return Err(format!(
             "{} unexpected bytes after the certificate",
@@ -341,8 +413,8 @@ pub(crate) fn parse_certificate(
         file: file.to_path_buf(),
         block,
         fingerprint: sha256(der),
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: crate::text::bounded(cert.subject().to_string(), MAX_NAME),
+        issuer: crate::text::bounded(cert.issuer().to_string(), MAX_NAME),
         subject_raw: cert.subject().as_raw().to_vec(),
         issuer_raw: cert.issuer().as_raw().to_vec(),
         not_before: cert.validity().not_before.timestamp(),
@@ -357,6 +429,37 @@ pub(crate) fn parse_certificate(
         aki,
         der: der.to_vec(),
     })
+}
+
+/// Why bytes are not a certificate, in words: x509-parser's errors name parser internals
+/// (`NomError(Eof)`, `Der(UnexpectedTag { .. })`).
+fn der_problem(e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    use x509_parser::der_parser::error::{BerError, Error as DerError};
+    use x509_parser::error::X509Error;
+    use x509_parser::nom::error::ErrorKind;
+    let inner = match e {
+        x509_parser::nom::Err::Incomplete(_) => {
+            return "truncated: the DER encoding ends before the certificate does".into()
+        }
+        x509_parser::nom::Err::Error(x) | x509_parser::nom::Err::Failure(x) => x,
+    };
+    match inner {
+        X509Error::NomError(ErrorKind::Eof)
+        | X509Error::Der(DerError::Incomplete(_))
+        | X509Error::Der(BerError::InvalidLength) => {
+            "truncated: the DER encoding ends before the certificate does".into()
+        }
+        X509Error::Der(DerError::UnexpectedTag { .. }) | X509Error::InvalidCertificate => {
+            "not an X.509 certificate (RFC 5280 §4.1): its DER structure is something else".into()
+        }
+        X509Error::InvalidVersion => "not an X.509 certificate: an invalid version".into(),
+        X509Error::InvalidDate => "an invalid validity date (RFC 5280 §4.1.2.5)".into(),
+        X509Error::InvalidSerial => "an invalid serial number (RFC 5280 §4.1.2.2)".into(),
+        X509Error::InvalidExtensions | X509Error::InvalidTbsCertificate => {
+            "an invalid certificate body or extension (RFC 5280 §4.1.2)".into()
+        }
+        other => format!("not a valid X.509 certificate ({other})"),
+    }
 }
 
 /// Whether the signature is RSASSA-PSS hashing with SHA-1, which is what PSS parameters
@@ -403,30 +506,66 @@ fn bit_length(n: &[u8]) -> u32 {
     (n.len() as u32) * 8 - n[0].leading_zeros()
 }
 
-/// The regular files directly in `dir` (symbolic links followed), by name, each inode once,
-/// leaving out those whose inode is in `skip` (files audited as sources of their own).
-/// Errors: the directory cannot be listed. Subdirectories are not entered.
+/// The regular files directly in `dir` (symbolic links followed as
+/// [`super::safety::refused_link`] allows), each inode once under its ordinary name when it
+/// also has an OpenSSL hash-link name (`e015395b.0`), leaving out those whose inode is in
+/// `skip` (files audited as sources of their own). Also returns, one line each, the entries
+/// that are not read: a FIFO, socket or device, a dangling symlink or a symlink loop, a
+/// symlink not followed, a file a user other than root and renewd's can change, and the
+/// names beyond [`MAX_DIRECTORY_FILES`]. Subdirectories are
+/// not entered and not reported. Errors: the directory cannot be listed.
 pub(crate) fn directory_files(
     dir: &Path,
     skip: &HashSet<(u64, u64)>,
-) -> std::io::Result<(Vec<PathBuf>, Option<String>)> {
+) -> std::io::Result<(Vec<PathBuf>, Vec<String>)> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    names.sort();
+    // Ordinary names first, so a file is listed under the name a person gave it.
+    names.sort_by_key(|p| (is_hash_link_name(p), p.clone()));
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut files = Vec::new();
-    let mut over = None;
+    let mut errors = Vec::new();
     for path in names {
-        let Some(id) = FileId::of_path(&path) else {
-            continue;
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!(
+                    "{}: {}",
+                    path.display(),
+                    unreachable_entry(&path, &e)
+                ));
+                continue;
+            }
         };
-        let is_file = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
-        if !is_file || skip.contains(&id.inode()) || !seen.insert(id.inode()) {
+        if meta.is_dir() {
+            continue;
+        }
+        if !meta.is_file() {
+            errors.push(format!(
+                "{}: {}, not a certificate file: not read",
+                path.display(),
+                file_type_name(&meta)
+            ));
+            continue;
+        }
+        if let Some(why) = super::safety::refused_link(dir, &path) {
+            errors.push(format!("{}: {why}", path.display()));
+            continue;
+        }
+        if let Some(who) = crate::deploy::file_writers(&meta) {
+            errors.push(format!(
+                "{}: not trustworthy, not read: {who} can change it",
+                path.display()
+            ));
+            continue;
+        }
+        let id = FileId::of(&meta);
+        if skip.contains(&id.inode()) || !seen.insert(id.inode()) {
             continue;
         }
         if files.len() == MAX_DIRECTORY_FILES {
-            over = Some(format!(
+            errors.push(format!(
                 "{}: more than {MAX_DIRECTORY_FILES} files; only the first {MAX_DIRECTORY_FILES} \
                  by name were read",
                 dir.display()
@@ -435,7 +574,55 @@ pub(crate) fn directory_files(
         }
         files.push(path);
     }
-    Ok((files, over))
+    Ok((files, errors))
+}
+
+/// Whether `path`'s name is an OpenSSL `c_rehash` link name: 8 hex digits, `.`, then a
+/// number (`.r` and a number for a CRL).
+fn is_hash_link_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some((hash, n)) = name.split_once('.') else {
+        return false;
+    };
+    let n = n.strip_prefix('r').unwrap_or(n);
+    hash.len() == 8
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Why a directory entry cannot be reached: a dangling symlink, a loop, or the error.
+fn unreachable_entry(path: &Path, e: &std::io::Error) -> String {
+    let link = std::fs::read_link(path).ok();
+    match (link, e.raw_os_error()) {
+        (Some(t), _) if e.kind() == std::io::ErrorKind::NotFound => format!(
+            "a symbolic link to {}, which does not exist: not read",
+            t.display()
+        ),
+        (Some(_), Some(nix::libc::ELOOP)) => {
+            "a symbolic link loop (too many levels of links): not read".into()
+        }
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
+/// "a FIFO", "a character device", ... for what is not a regular file or directory.
+fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 #[cfg(test)]
@@ -447,7 +634,7 @@ mod tests {
         let text = "junk\n-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n\
                     -----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n\
                     -----BEGIN CERTIFICATE-----\nAAAA\n";
-        let blocks = pem_blocks(text.as_bytes());
+        let (blocks, _) = pem_blocks(text.as_bytes());
         assert_eq!(blocks.len(), 3);
         assert_eq!((blocks[0].number, blocks[0].line), (1, 2));
         assert_eq!((blocks[2].number, blocks[2].line), (3, 8));
@@ -467,6 +654,17 @@ mod tests {
     fn a_file_without_certificates_is_an_error() {
         let e = parse_file(Path::new("/k.pem"), b"hello\n").unwrap_err();
         assert!(e.to_string().contains("holds no certificate"));
+        let e = parse_file(Path::new("/e.pem"), b"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/e.pem: holds no certificate: the file is empty"
+        );
+        let e = parse_file(Path::new("/x.crt"), b"AAAA\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("END line (line 2) without its BEGIN"),
+            "{e}"
+        );
     }
 
     /// Made by `openssl req -x509 -newkey rsa:1024 -sha1 -sigopt rsa_padding_mode:pss`: PSS

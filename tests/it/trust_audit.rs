@@ -541,3 +541,282 @@ fn the_daemon_exports_and_alerts_flagged_anchors() {
     assert!(!body.contains(&stale), "{body}");
     daemon.stop();
 }
+
+/// A self-signed root made by rcgen with `cn` as its common name (any characters, so a
+/// name can carry control characters or be 60,000 characters long): its PEM.
+fn rcgen_root(cn: &str) -> String {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    p.self_signed(&key).expect("self-signed").pem()
+}
+
+/// One anchor 50 times at the head of the bundle, its CN holding ESC, CR and LF (a forged
+/// log line): the audit lists it once with 50 copies; the daemon sends one document for it
+/// (not 50), and its WARN line shows the name escaped, never a raw line break.
+#[test]
+fn a_repeated_anchor_with_a_forged_line_in_its_name_alerts_once_escaped() {
+    let f = Fixture::new();
+    let evil = rcgen_root("Evil\x1b[31mRED\x1b[0m\nFAKE ok line\r");
+    let rest = fs::read_to_string(&f.bundle).expect("bundle");
+    fs::write(&f.bundle, evil.repeat(50) + &rest).expect("bundle");
+    let log = f.path("alerts.log");
+    let hook = f.path("page.sh");
+    write_exec(
+        &hook,
+        &format!("cat >> {l}\necho >> {l}\n", l = log.display()),
+    );
+    f.config(&format!("\n[alert]\ncommand = [\"{}\"]\n", hook.display()));
+    let (_, doc) = f.audit(&[]);
+    let anchors = doc["anchors"].as_array().expect("anchors");
+    let evil_entries: Vec<&Value> = anchors
+        .iter()
+        .filter(|a| a["subject"].as_str().unwrap().contains("FAKE ok line"))
+        .collect();
+    assert_eq!(evil_entries.len(), 1, "{anchors:?}");
+    assert_eq!(evil_entries[0]["copies"], 50);
+    assert!(flags(&doc).iter().any(|f| f.contains("duplicate")));
+    let reasons = evil_entries[0]["reasons"].to_string();
+    assert!(
+        reasons.contains("50 copies of the same certificate"),
+        "{reasons}"
+    );
+    let mut daemon = spawn_daemon(
+        &f.path("renewd.toml"),
+        &f.path("control.sock"),
+        f.path("daemon.log"),
+        &[],
+    );
+    let sent = || -> Vec<Value> {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("alert JSON"))
+            .filter(|a: &Value| a["condition"] == "trust_anchor")
+            .collect()
+    };
+    // The documents of one pass go out in order, the evil anchor's first and the stale
+    // one's last: once the stale one is in, every copy of the evil one would be too.
+    wait_until(Duration::from_secs(20), "the stale anchor's alert", || {
+        sent()
+            .iter()
+            .any(|a| a["message"].as_str().unwrap().contains("CN=Stale"))
+    });
+    let evil_sent = sent()
+        .into_iter()
+        .filter(|a| a["message"].as_str().unwrap().contains("FAKE ok line"))
+        .count();
+    assert_eq!(evil_sent, 1);
+    wait_until(
+        Duration::from_secs(20),
+        "the WARN line of the alert",
+        || {
+            daemon
+                .log()
+                .lines()
+                .any(|l| l.contains("WARN alert: trust anchor") && l.contains("FAKE ok line"))
+        },
+    );
+    let text = daemon.log();
+    assert!(
+        !text.lines().any(|l| l.starts_with("FAKE ok line")),
+        "a forged line in the log:\n{text}"
+    );
+    let warned = text
+        .lines()
+        .filter(|l| l.contains("WARN alert: trust anchor") && l.contains("\\nFAKE ok line\\r"))
+        .count();
+    assert_eq!(warned, 1, "{text}");
+    daemon.stop();
+}
+
+/// A `[trust] paths` bundle in a directory every user can write: `check` warns at the
+/// entry's FILE:LINE:COL and the audit reports it as not trustworthy, naming who can
+/// write, without reading it (no anchor of it is listed).
+#[test]
+fn a_trust_path_others_can_write_is_reported_not_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    f.config("");
+    let mtls = f.path("mtls");
+    fs::set_permissions(&mtls, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = f.renewd(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("not trustworthy"))
+        .unwrap_or_else(|| panic!("no warning: {stdout}"));
+    let config = f.path("renewd.toml").display().to_string();
+    let text = fs::read_to_string(f.path("renewd.toml")).unwrap();
+    let row = text
+        .lines()
+        .position(|l| l.starts_with("paths = [\"") && l.contains("client-ca.pem"))
+        .expect("paths line")
+        + 1;
+    assert!(
+        line.starts_with(&format!("{config}:{row}:")) && line.contains("warning:"),
+        "{line}"
+    );
+    assert!(line.contains("every user can write in it"), "{line}");
+    let (code, doc) = f.audit(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(doc["anchors"].as_array().unwrap().len(), 0, "{doc}");
+    assert_eq!(doc["sources"][0]["kind"], "untrusted");
+    let errors = doc["errors"].to_string();
+    assert!(errors.contains("not trustworthy, not read"), "{errors}");
+    assert!(errors.contains(&mtls.display().to_string()), "{errors}");
+    fs::set_permissions(&mtls, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_, doc) = f.audit(&[]);
+    assert_eq!(doc["anchors"].as_array().unwrap().len(), 5, "{doc}");
+}
+
+/// A trust directory holding what is not a certificate: each entry is reported by name
+/// with why, at once (no read blocks on the FIFO or /dev/zero); messages are in words, not
+/// parser internals; a BEGIN line with a leading space is not a block (as for OpenSSL);
+/// a file with a hash-link name too is listed under its own name; a 60,000-character
+/// subject is cut short.
+#[test]
+fn a_trust_directory_reports_every_entry_it_cannot_use() {
+    let f = Fixture::new();
+    let dir = f.path("store");
+    fs::create_dir(&dir).unwrap();
+    let ca = f.path("ca");
+    fs::copy(ca.join("Good A.pem"), dir.join("good-a.pem")).unwrap();
+    std::os::unix::fs::symlink("good-a.pem", dir.join("e015395b.0")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("fifo.pem"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.pem")).unwrap();
+    std::os::unix::fs::symlink(dir.join("gone.pem"), dir.join("dangling.pem")).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop-b.pem"), dir.join("loop-a.pem")).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop-a.pem"), dir.join("loop-b.pem")).unwrap();
+    fs::write(dir.join("empty.pem"), "").unwrap();
+    fs::write(
+        dir.join("random.der"),
+        [0x9c, 0x01, 0xff, 0x42, 0x17, 0x00, 0x80],
+    )
+    .unwrap();
+    fs::write(dir.join("endonly.crt"), "AAAA\n-----END CERTIFICATE-----\n").unwrap();
+    fs::write(
+        dir.join("short.pem"),
+        "-----BEGIN CERTIFICATE-----\nMAMC\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let good_b = fs::read_to_string(ca.join("Good B.pem")).unwrap();
+    fs::write(
+        dir.join("indented.pem"),
+        good_b.replace("-----BEGIN", " -----BEGIN"),
+    )
+    .unwrap();
+    openssl(
+        &ca,
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            "Good B.pem",
+            "-outform",
+            "DER",
+            "-out",
+            &dir.join("p7.der").display().to_string(),
+        ],
+    );
+    openssl(
+        &ca,
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            "Good B.pem",
+            "-out",
+            &dir.join("p7.pem").display().to_string(),
+        ],
+    );
+    fs::write(dir.join("long.pem"), rcgen_root(&"L".repeat(60_000))).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.join("open.pem");
+        fs::copy(ca.join("Good B.pem"), &open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    f.config("");
+    let started = std::time::Instant::now();
+    let (code, doc) = f.audit(&[dir.to_str().unwrap()]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(code, 1);
+    let errors: Vec<String> = doc["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let error = |name: &str| -> String {
+        let p = dir.join(name).display().to_string();
+        errors
+            .iter()
+            .find(|e| e.starts_with(&format!("{p}:")))
+            .unwrap_or_else(|| panic!("no error for {name}: {errors:#?}"))
+            .clone()
+    };
+    for (name, want) in [
+        ("fifo.pem", "a FIFO"),
+        ("zero.pem", "a character device"),
+        ("dangling.pem", "which does not exist"),
+        ("loop-a.pem", "symbolic link loop"),
+        ("empty.pem", "holds no certificate: the file is empty"),
+        ("random.der", "holds no certificate"),
+        ("endonly.crt", "END line (line 2) without its BEGIN"),
+        ("short.pem", "truncated"),
+        ("indented.pem", "holds no certificate"),
+        ("p7.der", "PKCS#7 bundle"),
+        ("p7.pem", "PKCS#7 bundle"),
+        ("open.pem", "not trustworthy, not read: every user"),
+    ] {
+        let e = error(name);
+        assert!(e.contains(want), "{name}: {e}");
+    }
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.contains("Parsing Error") && !e.contains("Nom")),
+        "{errors:#?}"
+    );
+    // OpenSSL agrees the indented BEGIN line starts no block.
+    let storeutl = Command::new("openssl")
+        .args(["storeutl", "-noout", "-certs"])
+        .arg(dir.join("indented.pem"))
+        .output()
+        .expect("openssl storeutl");
+    assert!(
+        String::from_utf8_lossy(&storeutl.stdout).contains("Total found: 0"),
+        "{}",
+        String::from_utf8_lossy(&storeutl.stdout)
+    );
+    let anchors = doc["anchors"].as_array().unwrap();
+    let files: Vec<&str> = anchors
+        .iter()
+        .map(|a| a["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&dir.join("good-a.pem").to_str().unwrap()),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with("e015395b.0")),
+        "{files:?}"
+    );
+    let long = anchors
+        .iter()
+        .find(|a| a["file"].as_str().unwrap().ends_with("long.pem"))
+        .expect("the long-named anchor");
+    let subject = long["subject"].as_str().unwrap();
+    assert!(
+        subject.len() < 1_200 && subject.contains("more bytes not shown"),
+        "{}",
+        subject.len()
+    );
+}

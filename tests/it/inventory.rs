@@ -394,7 +394,12 @@ fn daemon_alerts_once_through_command_and_webhook_and_resolves() {
         .expect("review");
     assert_eq!(review["owner"], "netops@example.org");
     assert_eq!(review["review_by"], "2020-01-01");
-    assert!(s.path("state/alerts.json").exists());
+    // What was sent is saved on its own blocking task, beside the deliveries: wait for it.
+    common::wait_until(
+        Duration::from_secs(10),
+        "state/alerts.json to be saved",
+        || s.path("state/alerts.json").exists(),
+    );
     // The inventory shows what is firing.
     let inv = s.inventory();
     assert_eq!(

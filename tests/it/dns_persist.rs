@@ -407,7 +407,12 @@ fn dns_account_01_through_the_hook_uses_the_accounts_label() {
     rig.renewd_ok("run", &["--once"]);
     assert_eq!(sorted_names(&rig, "acct"), ["*.acct.test", "acct.test"]);
     let calls = lines(&log);
-    assert_eq!(calls.len(), 4, "two sets, two clears: {calls:#?}");
+    // One set and one clear per identifier (more if an attempt was retried under load).
+    let verb = |v: &str| calls.iter().filter(|c| c.starts_with(v)).count();
+    assert!(
+        verb("set ") >= 2 && verb("set ") == verb("clear ") && calls.len() == 2 * verb("set "),
+        "a set and a clear for each name: {calls:#?}"
+    );
     for call in &calls {
         let f: Vec<&str> = call.split(' ').collect();
         let label = f[1]

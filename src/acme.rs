@@ -13,7 +13,6 @@
 //!   wait, remembered across restarts when long;
 //! - `problem`: problem documents (§6.7), the classification of answers, [`AcmeError`].
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -40,32 +39,33 @@ pub(crate) use problem::AcmeError;
 pub(crate) use revocation::revocation_reason;
 pub use revocation::REVOCATION_REASONS;
 
+use crate::state::CaFiles;
 use account::load_or_register;
-use gate::{pause_file, Gate};
+use gate::Gate;
 use http::CaHttp;
 
 /// One configured CA with its account, ready to take orders.
 pub(crate) struct Ca {
     name: String,
     config: crate::config::CaConfig,
-    account_path: PathBuf,
+    files: CaFiles,
     account: tokio::sync::RwLock<Account>,
     /// The one client (and gate) for everything sent to this CA.
     http: CaHttp,
 }
 
 impl Ca {
-    /// Loads this CA's account from `account_path`, or registers one (and stores it, 0600)
+    /// Loads this CA's account from `files.account`, or registers one (and stores it, 0600)
     /// when there is none or it belongs to another directory.
     ///
-    /// A CA paused by an earlier answer (rate limit, long Retry-After; remembered beside the
-    /// account file, `NAME.pause`) is not contacted: the error says until when.
+    /// A CA paused by an earlier answer (rate limit, long Retry-After; remembered in
+    /// `files.pause`) is not contacted: the error says until when.
     pub(crate) async fn open(
         config: &crate::config::CaConfig,
-        account_path: &Path,
+        files: &CaFiles,
     ) -> Result<Ca, AcmeError> {
         let now = SystemTime::now();
-        let gate = Arc::new(Gate::open(&config.name, pause_file(account_path), now));
+        let gate = Arc::new(Gate::open(&config.name, files.pause.clone(), now));
         if let Some((until, why)) = gate.paused(now) {
             return Err(AcmeError::Paused {
                 ca: config.name.clone(),
@@ -74,11 +74,11 @@ impl Ca {
             });
         }
         let http = CaHttp::new(config, gate)?;
-        let account = load_or_register(config, account_path, false, &http).await?;
+        let account = load_or_register(config, &files.account, false, &http).await?;
         Ok(Ca {
             name: config.name.clone(),
             config: config.clone(),
-            account_path: account_path.to_path_buf(),
+            files: files.clone(),
             account: tokio::sync::RwLock::new(account),
             http,
         })
@@ -98,7 +98,7 @@ impl Ca {
 
     /// Registers a new account (the CA forgot the one stored) and uses it from now on.
     async fn register_again(&self) -> Result<(), AcmeError> {
-        let fresh = load_or_register(&self.config, &self.account_path, true, &self.http).await?;
+        let fresh = load_or_register(&self.config, &self.files.account, true, &self.http).await?;
         *self.account.write().await = fresh;
         Ok(())
     }

@@ -81,6 +81,14 @@ pub fn pause_path(state_dir: &Path, ca: &str) -> PathBuf {
     state_dir.join(ACCOUNTS).join(format!("{ca}.pause"))
 }
 
+/// The files of one CA in the state directory, as `acme` needs them: its account
+/// (`accounts/CA.json`) and its pause (`accounts/CA.pause`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CaFiles {
+    pub(crate) account: PathBuf,
+    pub(crate) pause: PathBuf,
+}
+
 /// `state_dir/alerts.json`: the alerts sent and still firing (`inventory::alerts`).
 pub(crate) fn alerts_path(state_dir: &Path) -> PathBuf {
     state_dir.join("alerts.json")
@@ -233,6 +241,14 @@ impl StateDir {
     /// `accounts/CA.json`: the ACME account of CA `ca`.
     pub(crate) fn account_path(&self, ca: &str) -> PathBuf {
         self.root.join(ACCOUNTS).join(format!("{ca}.json"))
+    }
+
+    /// The account and pause files of CA `ca`.
+    pub(crate) fn ca_files(&self, ca: &str) -> CaFiles {
+        CaFiles {
+            account: self.account_path(ca),
+            pause: pause_path(&self.root, ca),
+        }
     }
 
     fn cert_path(&self, name: &str) -> PathBuf {

@@ -12,11 +12,12 @@ use std::time::SystemTime;
 use instant_acme::{Account, AccountCredentials, NewAccount};
 use serde::{Deserialize, Serialize};
 
-use super::gate::{pause_file, Gate};
+use super::gate::Gate;
 use super::http::CaHttp;
 use super::problem::{ca_error, AcmeError};
 use crate::config::CaConfig;
 use crate::fsutil;
+use crate::state::CaFiles;
 
 /// The account file: the credentials, and the directory they belong to, so that pointing a
 /// CA name at another directory registers a new account instead of using a stranger's key.
@@ -184,7 +185,8 @@ fn eab_key(config: &CaConfig) -> Result<Option<instant_acme::ExternalAccountKey>
 
 /// The stored account of CA `config` in `path`, for maintenance: an error when there is
 /// none (nothing here registers one).
-async fn load(config: &CaConfig, path: &Path) -> Result<(Account, Arc<Gate>), AcmeError> {
+async fn load(config: &CaConfig, files: &CaFiles) -> Result<(Account, Arc<Gate>), AcmeError> {
+    let path = files.account.as_path();
     let file = AccountFile { config, path };
     let Some(bytes) = file.read()? else {
         return Err(file.ca(format!(
@@ -198,7 +200,7 @@ async fn load(config: &CaConfig, path: &Path) -> Result<(Account, Arc<Gate>), Ac
     }
     let gate = Arc::new(Gate::open(
         &config.name,
-        pause_file(path),
+        files.pause.clone(),
         SystemTime::now(),
     ));
     let http = CaHttp::new(config, gate.clone())?;
@@ -248,9 +250,10 @@ pub(super) fn stored_key(config: &CaConfig, path: &Path) -> Result<Vec<u8>, Acme
 
 /// Replaces the account key at the CA (RFC 8555 §7.3.5) and stores the new one; the
 /// old file is kept beside it (`.json.TIMESTAMP`). Returns the account URL.
-pub(crate) async fn rollover_key(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+pub(crate) async fn rollover_key(config: &CaConfig, files: &CaFiles) -> Result<String, AcmeError> {
+    let path = files.account.as_path();
     let file = AccountFile { config, path };
-    let (mut account, gate) = load(config, path).await?;
+    let (mut account, gate) = load(config, files).await?;
     let credentials = account
         .update_key()
         .await
@@ -263,9 +266,10 @@ pub(crate) async fn rollover_key(config: &CaConfig, path: &Path) -> Result<Strin
 
 /// Deactivates the account at the CA (RFC 8555 §7.3.6); its file is renamed aside
 /// (`.json.deactivated-TIMESTAMP`), so the next order registers a new account.
-pub(crate) async fn deactivate(config: &CaConfig, path: &Path) -> Result<String, AcmeError> {
+pub(crate) async fn deactivate(config: &CaConfig, files: &CaFiles) -> Result<String, AcmeError> {
+    let path = files.account.as_path();
     let file = AccountFile { config, path };
-    let (account, gate) = load(config, path).await?;
+    let (account, gate) = load(config, files).await?;
     let id = account.id().to_string();
     account
         .deactivate()

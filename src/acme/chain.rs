@@ -77,7 +77,7 @@ impl Ca {
         account_id: &str,
         cert_url: &str,
     ) -> Result<Vec<OfferedChain>, AcmeError> {
-        let key = super::account::stored_key(&self.config, &self.account_path)?;
+        let key = super::account::stored_key(&self.config, &self.files.account)?;
         let key = JwsKey::with_kid(&key, account_id).map_err(|e| self.chain_error(e))?;
         let mut session = Session::start(&self.http, &self.config.directory)
             .await

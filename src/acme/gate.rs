@@ -1,7 +1,7 @@
 //! The per-CA gate: one per CA, shared by every request to it (every order, every
 //! certificate), so that nothing is sent before the CA's `Retry-After` (RFC 9110 §10.2.3)
 //! or a backoff after transient failures. A pause longer than [`MAX_INLINE_WAIT`] is
-//! remembered beside the account file (`NAME.pause`) across restarts.
+//! remembered across restarts in the pause file the caller names (`state::CaFiles::pause`).
 //!
 //! The gate never reads the clock: every method that needs the time takes `now`.
 
@@ -75,16 +75,11 @@ struct StoredPause {
     why: String,
 }
 
-/// The pause file of the CA whose account file is `account_path`.
-pub(crate) fn pause_file(account_path: &Path) -> PathBuf {
-    account_path.with_extension("pause")
-}
-
 /// The pause in force for CA `name` (until when, and why) as recorded beside its account
 /// file `account_path` (`NAME.pause`), read now; `None` when it may be contacted.
-pub(crate) fn pause_of(name: &str, account_path: &Path) -> Option<(SystemTime, String)> {
+pub(crate) fn pause_of(name: &str, pause_file: &Path) -> Option<(SystemTime, String)> {
     let now = SystemTime::now();
-    Gate::open(name, pause_file(account_path), now).paused(now)
+    Gate::open(name, pause_file.to_path_buf(), now).paused(now)
 }
 
 impl Gate {

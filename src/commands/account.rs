@@ -56,17 +56,18 @@ async fn run_op(config: &Config, op: &str, ca: Option<&str>) -> Result<String, C
     let _lock = state.try_lock().map_err(|e| {
         CommandError::Failed(format!("{e} (stop the daemon for account maintenance)"))
     })?;
-    let path = state.account_path(&ca.name);
+    let files = state.ca_files(&ca.name);
+    let path = &files.account;
     use crate::acme::account;
     let result = match op {
-        "rollover-key" => account::rollover_key(ca, &path).await.map(|id| {
+        "rollover-key" => account::rollover_key(ca, &files).await.map(|id| {
             format!(
                 "CA {}: account {id}: new key stored in {}",
                 ca.name,
                 path.display()
             )
         }),
-        "deactivate" => account::deactivate(ca, &path).await.map(|id| {
+        "deactivate" => account::deactivate(ca, &files).await.map(|id| {
             format!(
                 "CA {}: account {id} deactivated; the next order registers a new one",
                 ca.name

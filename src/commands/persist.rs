@@ -232,7 +232,7 @@ async fn account_url(cfg: &Config, ca: &CaConfig) -> Result<String, CommandError
             ca.name
         ))
     })?;
-    let opened = crate::acme::Ca::open(ca, &state.account_path(&ca.name))
+    let opened = crate::acme::Ca::open(ca, &state.ca_files(&ca.name))
         .await
         .map_err(CommandError::failed)?;
     Ok(opened.account_url().await)

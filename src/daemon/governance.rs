@@ -191,7 +191,7 @@ impl Daemon {
                     .collect();
                 // Whether each CA is paused (Retry-After) is in its pause file.
                 metrics.set_ca_paused(cas.iter().map(|ca| {
-                    let pause = crate::acme::pause_of(ca, &renewer.state().account_path(ca));
+                    let pause = crate::acme::pause_of(ca, &renewer.state().ca_files(ca).pause);
                     (ca.as_str(), pause.is_some())
                 }));
                 let mut inv = collect(&managed, now);

@@ -114,7 +114,7 @@ impl Renewer {
                 return Ok(ca.clone());
             }
         }
-        let ca = Arc::new(Ca::open(config, &self.state.account_path(&config.name)).await?);
+        let ca = Arc::new(Ca::open(config, &self.state.ca_files(&config.name)).await?);
         cas.insert(config.name.clone(), (config.clone(), ca.clone()));
         Ok(ca)
     }

@@ -89,11 +89,12 @@ impl Ca {
         &self.name
     }
 
-    /// The profiles the CA advertises in its directory (`meta.profiles`): one fresh GET of
-    /// the directory through this CA's client, which also notes the CA's clock
-    /// ([`clock_offset`]).
-    pub(crate) async fn advertised_profiles(&self) -> Result<Vec<String>, DirectoryError> {
-        http::directory_profiles(&self.http, &self.config.directory).await
+    /// Notes the CA's clock now ([`clock_offset`], from the `Date` header): one fresh GET of
+    /// the directory through this CA's client, its body read but not needed.
+    pub(crate) async fn refresh_clock(&self) -> Result<(), DirectoryError> {
+        http::directory_json(&self.http, &self.config.directory)
+            .await
+            .map(drop)
     }
 
     /// Registers a new account (the CA forgot the one stored) and uses it from now on.

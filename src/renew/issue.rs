@@ -171,7 +171,7 @@ impl Renewer {
 /// is not the CA's fault, and ordering would waste a certificate.
 async fn check_clock(ca: &crate::acme::Ca) -> Result<(), RenewError> {
     let name = ca.name();
-    if let Err(e) = ca.advertised_profiles().await {
+    if let Err(e) = ca.refresh_clock().await {
         tracing::debug!(ca = %name, error = %e, "cannot read the directory to compare clocks");
     }
     match clock_problem(name, crate::acme::clock_offset(name)) {

@@ -294,7 +294,12 @@ impl Checker {
         };
         let deadline = tokio::time::Instant::now() + CHECK_DEADLINE;
         let mut why = Vec::new();
+        let late = || tokio::time::Instant::now() >= deadline;
         for url in ocsp_urls.iter().take(MAX_OCSP_URLS) {
+            if late() {
+                why.push(format!("OCSP {url}: {}", out_of_time()));
+                continue;
+            }
             let asked = self.ocsp(url, &pair.leaf, issuer, now);
             match tokio::time::timeout_at(deadline, asked).await {
                 Ok(Ok(a)) if a.status != Status::Unknown => {
@@ -306,6 +311,10 @@ impl Checker {
             }
         }
         for url in crl_urls.iter().take(MAX_CRL_URLS) {
+            if late() {
+                why.push(format!("CRL {url}: {}", out_of_time()));
+                continue;
+            }
             let asked = self.crl(url, &pair.leaf, issuer, now);
             match tokio::time::timeout_at(deadline, asked).await {
                 Ok(Ok(a)) => return entry(a, Source::Crl, now, not_after),

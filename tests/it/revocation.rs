@@ -973,3 +973,59 @@ fn only_the_first_two_ocsp_and_crl_urls_are_asked_within_one_deadline() {
         "renewd asked a URL past the cap"
     );
 }
+
+/// A certificate found in a PKCS#12 bundle (read by the inventory with its password) is
+/// shown `unknown`, saying it is not checked because it is in a bundle, not that it "does
+/// not parse"; its responder is not asked.
+#[test]
+fn a_certificate_in_a_pkcs12_bundle_is_said_not_checked() {
+    let tmp = tempdir_with(&["", "ca", "scan"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://127.0.0.1:{}", trap.local_addr().expect("a").port());
+    ca.issue("bundled.test", Some(&url), None);
+    fs::write(d.join("p12.pass"), "s3cret\n").expect("pass");
+    openssl(
+        &ca.dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "bundled.test.pem",
+            "-inkey",
+            "bundled.test.key",
+            "-passout",
+            "pass:s3cret",
+            "-out",
+            &d.join("scan/app.p12").display().to_string(),
+        ],
+    );
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n[discovery]\npaths = [\"{d}/scan\"]\npkcs12_password_files = {{ \"{d}/scan/app.p12\" = \"{d}/p12.pass\" }}\n",
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let inv = inventory(&config);
+    let leaf = inv["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["pkcs12_leaf"] == true)
+        .unwrap_or_else(|| panic!("the bundle's leaf: {inv:#}"));
+    assert_eq!(leaf["revocation"], "unknown", "{leaf:#}");
+    let detail = leaf["revocation_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("not checked: it is in a PKCS#12 bundle"),
+        "{detail}"
+    );
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "renewd asked the responder of a certificate it does not check"
+    );
+}

@@ -885,7 +885,13 @@ paths = ["{d}/scan"]
         ),
     )
     .expect("config");
-    let inv = inventory(&config);
+    let out = renewd(&config, &["inventory", "--json"]);
+    assert!(out.status.success());
+    let inv: Value = serde_json::from_slice(&out.stdout).expect("inventory JSON");
+    // The log names the file checked (not only a serial and an issuer's name).
+    let log = String::from_utf8_lossy(&out.stderr);
+    let logged = format!("revocation checked path={}/managed/www.pem", d.display());
+    assert!(log.contains(&logged), "{log}");
     let got = |file: &str| {
         let i = item(&inv, file);
         (

@@ -190,6 +190,10 @@ pub(crate) struct Item {
     /// never checked), for the daemon's deadline.
     #[serde(skip)]
     pub(crate) revocation_next_check: Option<u64>,
+    /// Not serialized: the SHA-256 of the certificate's DER (`crate::revocation::store::key`),
+    /// which its revocation result is kept under.
+    #[serde(skip)]
+    pub(crate) fingerprint: Option<String>,
     /// The TLS listeners of this host that serve it (`[discovery] listeners`), each
     /// `listener:ADDR:PORT` (as bound), with ` sni=NAME` when it is served for that name.
     #[serde(default)]
@@ -299,6 +303,7 @@ impl Item {
             revocation_checked_at: None,
             revocation_detail: None,
             revocation_next_check: None,
+            fingerprint: None,
             listeners: Vec::new(),
             pkcs12_leaf: None,
             listener_addrs: Vec::new(),
@@ -320,6 +325,7 @@ impl Item {
         self.subject = Some(info.subject.clone());
         self.issuer = Some(info.issuer.clone());
         self.serial = Some(info.serial_hex.clone());
+        self.fingerprint = Some(crate::revocation::store::key(&info.der));
         self.names = info
             .dns_names
             .iter()

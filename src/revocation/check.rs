@@ -25,6 +25,17 @@ use crate::text::rfc3339;
 const HOST_SPACING: Duration = Duration::from_millis(50);
 /// Certificate files read for the chain.
 const MAX_CERT_FILE: u64 = 1024 * 1024;
+/// OCSP responders asked for one certificate, in the order it names them; the others are
+/// reported as not tried. A CA names one (RFC 6960 §4.2.2.1 allows more, none of the
+/// public CAs uses more than one); a second allows a fallback. A certificate naming dozens
+/// of silent hosts would otherwise hold the pass for [`TIMEOUT`] each.
+pub(crate) const MAX_OCSP_URLS: usize = 2;
+/// CRL distribution points asked for one certificate (as [`MAX_OCSP_URLS`]): a CA names one,
+/// sometimes an HTTP and an LDAP one of the same CRL.
+pub(crate) const MAX_CRL_URLS: usize = 2;
+/// All the exchanges of one certificate end within this (two full [`TIMEOUT`]s): what is
+/// left is reported as not tried.
+pub(crate) const CHECK_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Why a source gave no status for the certificate.
 #[derive(Debug, thiserror::Error)]
@@ -203,14 +214,29 @@ impl Checker {
         })
     }
 
-    /// One certificate's status: OCSP first, then the CRLs; unknown with every reason when
-    /// neither answers.
-    pub(super) async fn check(&self, w: &Wanted) -> Entry {
-        let now = SystemTime::now();
+    /// One certificate's status: OCSP first, then the CRLs (at most [`MAX_OCSP_URLS`] and
+    /// [`MAX_CRL_URLS`], all within [`CHECK_DEADLINE`]); unknown with every reason when
+    /// neither answers. Returns it with the store key of the certificate its files hold
+    /// (`w.key` when they cannot be read): the result is that certificate's, whatever the
+    /// caller read before.
+    pub(super) async fn check(&self, w: &Wanted) -> (String, Entry) {
+        let pair = self.read(w).await;
+        let key = match &pair {
+            Ok(p) => store::key(&p.leaf),
+            Err(_) => w.key.clone(),
+        };
+        (key, self.check_pair(w, pair).await)
+    }
+
+    async fn read(&self, w: &Wanted) -> Result<Pair, ChainError> {
         let files = w.files.clone();
-        let pair = tokio::task::spawn_blocking(move || read_pair(&files))
+        tokio::task::spawn_blocking(move || read_pair(&files))
             .await
-            .unwrap_or_else(|e| Err(ChainError::Aborted(e.to_string())));
+            .unwrap_or_else(|e| Err(ChainError::Aborted(e.to_string())))
+    }
+
+    async fn check_pair(&self, w: &Wanted, pair: Result<Pair, ChainError>) -> Entry {
+        let now = SystemTime::now();
         let unknown = |detail: String, not_after: Option<u64>| Entry {
             status: Status::Unknown,
             source: None,
@@ -239,7 +265,16 @@ impl Checker {
             return e;
         }
         let Ok((_, leaf)) = X509Certificate::from_der(&pair.leaf) else {
-            return unknown("the certificate does not parse".into(), None);
+            let path = w.files.first().map(|p| p.display().to_string());
+            let mut e = unknown(
+                format!(
+                    "not checked: {} holds no PEM or DER certificate (a PKCS#12 bundle is not read here)",
+                    path.unwrap_or_default()
+                ),
+                None,
+            );
+            e.next_check = crate::state::unix(now + super::MAX_RECHECK);
+            return e;
         };
         let not_after = u64::try_from(leaf.validity().not_after.timestamp()).ok();
         let (ocsp_urls, crl_urls) = locations(&leaf);
@@ -257,22 +292,42 @@ impl Checker {
             );
             return unknown(why, not_after);
         };
+        let deadline = tokio::time::Instant::now() + CHECK_DEADLINE;
         let mut why = Vec::new();
-        for url in &ocsp_urls {
-            match self.ocsp(url, &pair.leaf, issuer, now).await {
-                Ok(a) if a.status != Status::Unknown => {
+        let late = || tokio::time::Instant::now() >= deadline;
+        for url in ocsp_urls.iter().take(MAX_OCSP_URLS) {
+            if late() {
+                why.push(format!("OCSP {url}: {}", out_of_time()));
+                continue;
+            }
+            let asked = self.ocsp(url, &pair.leaf, issuer, now);
+            match tokio::time::timeout_at(deadline, asked).await {
+                Ok(Ok(a)) if a.status != Status::Unknown => {
                     return entry(a, Source::Ocsp, now, not_after)
                 }
-                Ok(_) => why.push(format!("OCSP {url}: the responder does not know it")),
-                Err(e) => why.push(format!("OCSP {e}")),
+                Ok(Ok(_)) => why.push(format!("OCSP {url}: the responder does not know it")),
+                Ok(Err(e)) => why.push(format!("OCSP {e}")),
+                Err(_) => why.push(format!("OCSP {url}: {}", out_of_time())),
             }
         }
-        for url in &crl_urls {
-            match self.crl(url, &pair.leaf, issuer, now).await {
-                Ok(a) => return entry(a, Source::Crl, now, not_after),
-                Err(e) => why.push(format!("CRL {e}")),
+        for url in crl_urls.iter().take(MAX_CRL_URLS) {
+            if late() {
+                why.push(format!("CRL {url}: {}", out_of_time()));
+                continue;
+            }
+            let asked = self.crl(url, &pair.leaf, issuer, now);
+            match tokio::time::timeout_at(deadline, asked).await {
+                Ok(Ok(a)) => return entry(a, Source::Crl, now, not_after),
+                Ok(Err(e)) => why.push(format!("CRL {e}")),
+                Err(_) => why.push(format!("CRL {url}: {}", out_of_time())),
             }
         }
+        why.extend(not_tried("OCSP responder", ocsp_urls.len(), MAX_OCSP_URLS));
+        why.extend(not_tried(
+            "CRL distribution point",
+            crl_urls.len(),
+            MAX_CRL_URLS,
+        ));
         unknown(why.join("; "), not_after)
     }
 
@@ -457,6 +512,25 @@ impl Checker {
             }),
         }
     }
+}
+
+/// Why an exchange stopped at [`CHECK_DEADLINE`] (or was not started: the deadline had
+/// passed).
+fn out_of_time() -> String {
+    format!(
+        "not tried or not finished: the {} s for this certificate ran out",
+        CHECK_DEADLINE.as_secs()
+    )
+}
+
+/// The note for the `named - max` URLs of one kind beyond the cap, if any.
+fn not_tried(what: &str, named: usize, max: usize) -> Option<String> {
+    (named > max).then(|| {
+        format!(
+            "{} more {what} URLs not tried (at most {max} are asked for one certificate)",
+            named - max
+        )
+    })
 }
 
 /// The entry for a verified answer of `source`.

@@ -15,8 +15,12 @@ use super::{check_times, Answer, Status};
 /// Why a CRL gives no answer for a certificate.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CrlError {
-    #[error("not DER of a CRL: {0}")]
+    /// The words say how ([`super::der_fault`]), never what bytes it held.
+    #[error("the answer is not a CRL (DER): {0}")]
     Malformed(String),
+    /// The certificate or its issuer (from its files) does not parse.
+    #[error("the certificate or its issuer does not parse")]
+    Certificate,
     #[error("issued by \"{crl}\", not by the certificate's issuer \"{issuer}\"")]
     OtherIssuer { crl: String, issuer: String },
     #[error("its signature does not verify with the issuer's key: {0}")]
@@ -36,16 +40,16 @@ pub(crate) fn check(
     issuer: &[u8],
     now: SystemTime,
 ) -> Result<Answer, CrlError> {
-    let malformed = |e: &dyn std::fmt::Display| CrlError::Malformed(e.to_string());
-    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| malformed(&e))?;
+    let (rest, crl) = CertificateRevocationList::from_der(der)
+        .map_err(|_| CrlError::Malformed(super::der_fault(der).into()))?;
     if !rest.is_empty() {
         return Err(CrlError::Malformed(format!(
-            "{} bytes after the CRL",
+            "{} bytes after it",
             rest.len()
         )));
     }
-    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|e| malformed(&e))?;
-    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|e| malformed(&e))?;
+    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|_| CrlError::Certificate)?;
+    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|_| CrlError::Certificate)?;
     if crl.issuer().as_raw() != issuer.subject().as_raw() {
         return Err(CrlError::OtherIssuer {
             crl: crl.issuer().to_string(),
@@ -99,6 +103,9 @@ mod tests {
     #[test]
     fn garbage_is_refused_with_a_reason() {
         let e = check(b"not a crl", b"", b"", SystemTime::now()).unwrap_err();
-        assert!(e.to_string().starts_with("not DER of a CRL"), "{e}");
+        assert_eq!(e.to_string(), "the answer is not a CRL (DER): not DER");
+        // A CRL cut short: said in words, no parser jargon, no byte of the answer.
+        let e = check(&[0x30, 0x82, 0x01, 0x00, 0x30], b"", b"", SystemTime::now()).unwrap_err();
+        assert_eq!(e.to_string(), "the answer is not a CRL (DER): truncated");
     }
 }

@@ -125,7 +125,8 @@ pub(crate) struct Wanted {
     pub(crate) kind: Kind,
     /// The `[[certificate]]` name (managed only).
     pub(crate) name: Option<String>,
-    /// The store key ([`store::key`]).
+    /// The store key ([`store::key`]) of the certificate as the caller read it; the result
+    /// is kept under the key of the certificate its files hold when checked.
     pub(crate) key: String,
     /// Its serial (lowercase hex).
     pub(crate) serial: String,
@@ -134,13 +135,14 @@ pub(crate) struct Wanted {
     pub(crate) files: Vec<PathBuf>,
 }
 
-/// Every certificate of `inv` that can be checked (its certificate was read), with the
-/// files to read it and its chain from.
+/// Every certificate of `inv` that can be checked (its certificate was read, and not from
+/// a PKCS#12 bundle: [`PKCS12_NOT_CHECKED`]), with the files to read it and its chain from.
 pub(crate) fn wanted(inv: &Inventory) -> Vec<Wanted> {
     inv.certificates
         .iter()
+        .filter(|i| i.pkcs12_leaf.is_none())
         .filter_map(|i| {
-            let (Some(serial), Some(issuer)) = (&i.serial, &i.issuer) else {
+            let (Some(serial), Some(key)) = (&i.serial, &i.fingerprint) else {
                 return None;
             };
             let mut files: Vec<PathBuf> = i.cert_path.iter().cloned().collect();
@@ -153,7 +155,7 @@ pub(crate) fn wanted(inv: &Inventory) -> Vec<Wanted> {
             (!files.is_empty()).then(|| Wanted {
                 kind: i.kind,
                 name: i.name.clone(),
-                key: store::key(issuer, serial),
+                key: key.clone(),
                 serial: serial.clone(),
                 files,
             })
@@ -180,20 +182,32 @@ pub(crate) fn wanted_managed(
     Wanted {
         kind: Kind::Managed,
         name: Some(cert.name.clone()),
-        key: store::key(&info.issuer, &info.serial_hex),
+        key: store::key(&info.der),
         serial: info.serial_hex.clone(),
         files,
     }
 }
 
+/// Why a certificate found in a PKCS#12 bundle is not checked: reading it takes the
+/// bundle's password (the inventory's `pkcs12_password_files`), and its issuer may not be in
+/// the bundle; renewd checks the certificates of PEM and DER files.
+pub(crate) const PKCS12_NOT_CHECKED: &str =
+    "not checked: it is in a PKCS#12 bundle (renewd checks PEM and DER certificate files)";
+
 /// Puts each certificate's last result into `inv` (`revocation`, its source, when checked,
-/// why); a certificate read but never checked is `unknown` with no time.
+/// why), found by the certificate itself ([`store::key`]); a certificate read but never
+/// checked is `unknown` with no time, one in a PKCS#12 bundle `unknown` and never due.
 pub(crate) fn annotate(inv: &mut Inventory, store: &Store) {
     for item in &mut inv.certificates {
-        let (Some(serial), Some(issuer)) = (&item.serial, &item.issuer) else {
+        let Some(key) = &item.fingerprint else {
             continue;
         };
-        match store.entries.get(&store::key(issuer, serial)) {
+        if item.pkcs12_leaf.is_some() {
+            item.revocation = Some(Status::Unknown);
+            item.revocation_detail = Some(PKCS12_NOT_CHECKED.into());
+            continue;
+        }
+        match store.entries.get(key) {
             Some(e) => {
                 item.revocation = Some(e.status);
                 item.revocation_source = e.source;
@@ -235,10 +249,7 @@ pub(crate) fn overlay(
     info: &crate::x509::CertInfo,
     store: &Store,
 ) {
-    let Some(e) = store
-        .entries
-        .get(&store::key(&info.issuer, &info.serial_hex))
-    else {
+    let Some(e) = store.entries.get(&store::key(&info.der)) else {
         return;
     };
     if e.status == Status::Revoked
@@ -320,14 +331,17 @@ pub(crate) async fn pass(
     let checker = Checker::new(dir.clone())?;
     let mut results = Vec::new();
     for w in due {
-        let entry = checker.check(&w).await;
-        // The key quotes a certificate's subject, the detail a responder's words: escaped,
-        // so neither can forge a log line.
-        tracing::info!(key = %crate::text::escape(&w.key), status = entry.status.as_str(),
+        let (key, entry) = checker.check(&w).await;
+        let path = w.files.first().map(|p| p.display().to_string());
+        // The path is another user's choice of name, the detail a responder's words:
+        // escaped, so neither can forge a log line.
+        tracing::info!(path = %crate::text::escape(path.as_deref().unwrap_or("")),
+            name = %crate::text::escape(w.name.as_deref().unwrap_or("")),
+            serial = %w.serial, key = %key, status = entry.status.as_str(),
             source = entry.source.map_or("-", Source::as_str),
             detail = %crate::text::escape(entry.detail.as_deref().unwrap_or("")),
             "revocation checked");
-        results.push((w.key, entry));
+        results.push((key, entry));
     }
     let mut kept = store;
     kept.merge(&results, now_s);
@@ -360,6 +374,29 @@ pub(crate) async fn refresh(state_dir: &Path, inv: &mut Inventory, now: SystemTi
                 .unwrap_or_default();
             annotate(inv, &store);
         }
+    }
+}
+
+/// How the answer `body` fails to be DER, in words (never its bytes: a hostile server's
+/// answer is not echoed into logs and `inventory`): "truncated" when its outer element
+/// (a SEQUENCE) claims more bytes than came, "empty", else "not DER" (which also covers
+/// DER of something else).
+pub(crate) fn der_fault(body: &[u8]) -> &'static str {
+    use der::{Decode, Reader};
+    if body.is_empty() {
+        return "empty";
+    }
+    // Both an OCSPResponse and a CRL are a SEQUENCE: anything else is not cut short.
+    if body[0] != 0x30 {
+        return "not DER";
+    }
+    let Ok(mut r) = der::SliceReader::new(body) else {
+        return "not DER";
+    };
+    match der::Header::decode(&mut r) {
+        Ok(h) if h.length > r.remaining_len() => "truncated",
+        Err(e) if matches!(e.kind(), der::ErrorKind::Incomplete { .. }) => "truncated",
+        _ => "not DER",
     }
 }
 
@@ -429,6 +466,7 @@ mod tests {
         item.name = Some("www".into());
         item.serial = Some(serial.into());
         item.issuer = Some("CN=ca".into());
+        item.fingerprint = Some(store::key(serial.as_bytes()));
         item.paths = vec!["/tls/www.key".into(), "/tls/www.pem".into()];
         item.cert_path = Some("/tls/www.pem".into());
         Inventory {
@@ -482,6 +520,62 @@ mod tests {
             revoked_managed(&w, &store),
             vec![("www".to_string(), "0a".to_string(), Source::Crl)]
         );
+    }
+
+    #[test]
+    fn a_certificate_of_the_same_issuer_name_and_serial_does_not_share_its_result() {
+        // The managed certificate and a planted one with the same serial and issuer name
+        // (its own CA): two certificates, two results.
+        let mut inv = inventory_of("0a");
+        let mut planted = crate::inventory::Item::blank(Kind::Unmanaged);
+        planted.serial = Some("0a".into());
+        planted.issuer = Some("CN=ca".into());
+        planted.fingerprint = Some(store::key(b"the planted certificate"));
+        planted.paths = vec!["/scan/planted.pem".into()];
+        inv.certificates.push(planted);
+        let w = wanted(&inv);
+        assert_eq!(w.len(), 2);
+        assert_ne!(w[0].key, w[1].key);
+        let mut store = Store::default();
+        let revoked = Entry {
+            status: Status::Revoked,
+            source: Some(Source::Ocsp),
+            checked_at: 1_000_000,
+            next_check: 1_086_400,
+            detail: None,
+            not_after: None,
+        };
+        store.entries.insert(w[1].key.clone(), revoked);
+        annotate(&mut inv, &store);
+        assert_eq!(inv.certificates[0].revocation, Some(Status::Unknown));
+        assert_eq!(inv.certificates[1].revocation, Some(Status::Revoked));
+        assert!(revoked_managed(&w, &store).is_empty());
+    }
+
+    #[test]
+    fn a_certificate_of_a_pkcs12_bundle_is_not_checked_and_says_so() {
+        let mut inv = inventory_of("0b");
+        inv.certificates[0].kind = Kind::Unmanaged;
+        inv.certificates[0].pkcs12_leaf = Some(true);
+        assert!(wanted(&inv).is_empty());
+        annotate(&mut inv, &Store::default());
+        let i = &inv.certificates[0];
+        assert_eq!(i.revocation, Some(Status::Unknown));
+        assert_eq!(i.revocation_detail.as_deref(), Some(PKCS12_NOT_CHECKED));
+        // Never due: the daemon does not plan passes for it.
+        assert_eq!(i.revocation_next_check, None);
+    }
+
+    #[test]
+    fn undecodable_answers_are_described_without_their_bytes() {
+        assert_eq!(der_fault(b""), "empty");
+        // APPLICATION [19], primitive: what a hostile server sent the tester.
+        assert_eq!(der_fault(&[0x53, 0x01, 0x00]), "not DER");
+        assert_eq!(
+            der_fault(&[0x30, 0x82, 0x10, 0x00, 0x30, 0x00]),
+            "truncated"
+        );
+        assert_eq!(der_fault(&[0x30]), "truncated");
     }
 
     #[test]

@@ -29,8 +29,10 @@ const SHA1: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap(
 pub(crate) enum OcspError {
     #[error("cannot build the request: {0}")]
     Request(String),
-    #[error("the response is not DER of an OCSPResponse: {0}")]
-    Malformed(String),
+    /// The body does not decode; the words say how ([`super::der_fault`]), never what
+    /// bytes it held.
+    #[error("the answer is not an OCSP response (DER): {0}")]
+    Malformed(&'static str),
     /// `responseStatus` other than successful (RFC 6960 §4.2.1).
     #[error("the responder answered {0}")]
     Refused(&'static str),
@@ -94,8 +96,8 @@ pub(crate) fn verify_response(
     issuer: &[u8],
     now: SystemTime,
 ) -> Result<Answer, OcspError> {
-    let malformed = |e: der::Error| OcspError::Malformed(e.to_string());
-    let rsp = OcspResponse::from_der(body).map_err(malformed)?;
+    let rsp =
+        OcspResponse::from_der(body).map_err(|_| OcspError::Malformed(super::der_fault(body)))?;
     let refused = match rsp.response_status {
         OcspResponseStatus::Successful => None,
         OcspResponseStatus::MalformedRequest => Some("malformedRequest"),
@@ -107,14 +109,15 @@ pub(crate) fn verify_response(
     if let Some(r) = refused {
         return Err(OcspError::Refused(r));
     }
-    let bytes = rsp.response_bytes.ok_or(OcspError::Malformed(
-        "successful, without responseBytes".into(),
-    ))?;
+    let bytes = rsp
+        .response_bytes
+        .ok_or(OcspError::Malformed("successful, without responseBytes"))?;
     if bytes.response_type != OCSP_BASIC {
         return Err(OcspError::NotBasic(bytes.response_type.to_string()));
     }
     let basic_der = bytes.response.as_bytes();
-    let basic = BasicOcspResponse::from_der(basic_der).map_err(malformed)?;
+    let basic = BasicOcspResponse::from_der(basic_der)
+        .map_err(|_| OcspError::Malformed(super::der_fault(basic_der)))?;
     verify_signature(basic_der, &basic, issuer, now)?;
     let single = basic
         .tbs_response_data
@@ -159,21 +162,26 @@ fn verify_signature(
     issuer: &[u8],
     now: SystemTime,
 ) -> Result<(), OcspError> {
-    let sig = |e: &dyn std::fmt::Display| OcspError::Signature(e.to_string());
+    // What failed to decode is said in words, never with the response's bytes.
+    let sig = |what: &str| OcspError::Signature(format!("{what} does not decode"));
     // The signed bytes exactly as sent: the first element of the outer SEQUENCE.
     let tbs = {
-        let mut r = der::SliceReader::new(basic_der).map_err(|e| sig(&e))?;
-        let _outer = der::Header::decode(&mut r).map_err(|e| sig(&e))?;
-        r.tlv_bytes().map_err(|e| sig(&e))?
+        let mut r = der::SliceReader::new(basic_der).map_err(|_| sig("the signed data"))?;
+        let _outer = der::Header::decode(&mut r).map_err(|_| sig("the signed data"))?;
+        r.tlv_bytes().map_err(|_| sig("the signed data"))?
     };
-    let alg_der = basic.signature_algorithm.to_der().map_err(|e| sig(&e))?;
-    let (_, alg) =
-        x509_parser::x509::AlgorithmIdentifier::from_der(&alg_der).map_err(|e| sig(&e))?;
+    let alg_der = basic
+        .signature_algorithm
+        .to_der()
+        .map_err(|_| sig("the signature algorithm"))?;
+    let (_, alg) = x509_parser::x509::AlgorithmIdentifier::from_der(&alg_der)
+        .map_err(|_| sig("the signature algorithm"))?;
     let signature = x509_parser::der_parser::asn1_rs::BitString::new(
         basic.signature.unused_bits(),
         basic.signature.raw_bytes(),
     );
-    let (_, issuer_cert) = X509Certificate::from_der(issuer).map_err(|e| sig(&e))?;
+    let (_, issuer_cert) =
+        X509Certificate::from_der(issuer).map_err(|_| sig("the issuer's certificate"))?;
     let by = |key: &x509_parser::x509::SubjectPublicKeyInfo<'_>| {
         x509_parser::verify::verify_signature(key, &alg, &signature, tbs)
     };
@@ -182,7 +190,9 @@ fn verify_signature(
     }
     let mut why = vec![format!("not by the issuer \"{}\"", issuer_cert.subject())];
     for c in basic.certs.iter().flatten() {
-        let der = c.to_der().map_err(|e| sig(&e))?;
+        let der = c
+            .to_der()
+            .map_err(|_| sig("a certificate in the response"))?;
         let Ok((_, responder)) = X509Certificate::from_der(&der) else {
             continue;
         };
@@ -214,4 +224,39 @@ fn valid_at(cert: &X509Certificate<'_>, now: SystemTime) -> bool {
     };
     let v = cert.validity();
     t(v.not_before) <= now + super::SKEW && now <= t(v.not_after) + super::SKEW
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> CertId {
+        CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: SHA1,
+                parameters: Some(Null.into()),
+            },
+            issuer_name_hash: OctetString::new(vec![0; 20]).unwrap(),
+            issuer_key_hash: OctetString::new(vec![0; 20]).unwrap(),
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[1]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_answer_that_is_not_ocsp_is_said_so_without_echoing_it() {
+        let now = SystemTime::now();
+        let said = |body: &[u8]| {
+            verify_response(body, &id(), b"", now)
+                .unwrap_err()
+                .to_string()
+        };
+        // APPLICATION [19] (primitive): the parser's words named the byte it got.
+        let e = said(&[0x53, 0x01, 0x00]);
+        assert_eq!(e, "the answer is not an OCSP response (DER): not DER");
+        let e = said(b"<html>nope</html>");
+        assert_eq!(e, "the answer is not an OCSP response (DER): not DER");
+        // Cut short.
+        let e = said(&[0x30, 0x82, 0x01, 0x00, 0x0a, 0x01, 0x00]);
+        assert_eq!(e, "the answer is not an OCSP response (DER): truncated");
+    }
 }

@@ -1,6 +1,6 @@
 //! What renewd remembers about revocation between passes and restarts:
-//! `state_dir/revocation/status.json` (one [`Entry`] a certificate, keyed by issuer and
-//! serial) and `state_dir/revocation/crl/` (the CRLs fetched, each under the SHA-256 of its
+//! `state_dir/revocation/status.json` (one [`Entry`] a certificate, keyed by the SHA-256 of
+//! its DER) and `state_dir/revocation/crl/` (the CRLs fetched, each under the SHA-256 of its
 //! URL, read again while their nextUpdate has not passed). Written atomically, mode 0600.
 
 use std::collections::BTreeMap;
@@ -19,10 +19,22 @@ pub(crate) fn dir(state_dir: &Path) -> PathBuf {
     crate::state::revocation_dir(state_dir)
 }
 
-/// The key of a certificate in the store: its serial (lowercase hex) and its issuer's
-/// name — together unique for a certificate (RFC 5280 §4.1.2.2).
-pub(crate) fn key(issuer: &str, serial_hex: &str) -> String {
-    format!("{serial_hex} {issuer}")
+/// The key of a certificate in the store: `sha256:` and the SHA-256 of its DER (`der`), in
+/// lowercase hex. The certificate itself, not its issuer's name and serial: anyone can make
+/// a certificate with the same issuer name and serial under a CA of their own, and its
+/// answer must not stand for the real one's. Keys of older versions (`SERIAL ISSUER`) match
+/// no certificate: those certificates are checked again, and the old entries dropped.
+pub(crate) fn key(der: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        data_encoding::HEXLOWER.encode(&crate::x509::sha256(der))
+    )
+}
+
+/// Whether `k` is a key of this version ([`key`]).
+fn is_current_key(k: &str) -> bool {
+    k.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Every certificate's last result.
@@ -53,7 +65,8 @@ impl Store {
     }
 
     /// Takes each result unless the store holds a newer one for the same certificate, and
-    /// drops the entries of certificates expired for more than a week.
+    /// drops the entries of certificates expired for more than a week and those under an
+    /// older version's key.
     pub(crate) fn merge(&mut self, results: &[(String, Entry)], now: u64) {
         for (k, e) in results {
             match self.entries.get(k) {
@@ -64,7 +77,7 @@ impl Store {
             }
         }
         self.entries
-            .retain(|_, e| e.not_after.is_none_or(|na| na + 7 * 86_400 > now));
+            .retain(|k, e| is_current_key(k) && e.not_after.is_none_or(|na| na + 7 * 86_400 > now));
     }
 
     /// Merges `results` into the store on disk (read again first, so results another
@@ -134,7 +147,7 @@ mod tests {
     #[test]
     fn merge_keeps_the_newer_result_and_survives_a_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let k = key("CN=ca", "01");
+        let k = key(b"certificate one");
         Store::merge_save(dir.path(), &[(k.clone(), entry(200))], 100).unwrap();
         // An older result (another process's, finished later) does not replace it.
         let s = Store::merge_save(dir.path(), &[(k.clone(), entry(150))], 100).unwrap();
@@ -148,8 +161,26 @@ mod tests {
     #[test]
     fn entries_of_long_expired_certificates_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let k = key("CN=ca", "02");
+        let k = key(b"certificate two");
         let s = Store::merge_save(dir.path(), &[(k, entry(1))], 10_000_000 + 8 * 86_400).unwrap();
         assert!(s.entries.is_empty());
+    }
+
+    #[test]
+    fn an_old_status_file_keyed_by_serial_and_issuer_loads_and_its_entries_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("revocation")).unwrap();
+        let old = serde_json::json!({"entries": {"0a CN=ca": entry(100)}});
+        std::fs::write(
+            dir.path().join("revocation/status.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let s = Store::load(dir.path());
+        assert_eq!(s.entries.len(), 1, "read, not refused as corrupt");
+        assert!(!s.entries.contains_key(&key(b"0a CN=ca")));
+        let k = key(b"certificate");
+        let s = Store::merge_save(dir.path(), &[(k.clone(), entry(200))], 100).unwrap();
+        assert_eq!(s.entries.keys().collect::<Vec<_>>(), vec![&k]);
     }
 }

@@ -819,3 +819,219 @@ fn addresses_in_files_other_users_control_are_not_asked() {
         "renewd connected to the address a file owned by nobody named"
     );
 }
+
+/// The tester's attack: a planted certificate with the managed one's serial and issuer name,
+/// from a CA of the same name with its own responder. Each certificate gets its own answer
+/// both ways: the planted one's "revoked" does not mark the managed one, and the planted
+/// one's "good" does not hide a real revocation of a certificate of the same serial.
+#[test]
+fn a_certificate_with_the_same_serial_and_issuer_name_does_not_set_anothers_status() {
+    let tmp = tempdir_with(&["", "real", "fake", "managed", "scan"]);
+    let d = tmp.path();
+    // Two CAs of the same name ("renewd revocation test CA"), serials from 1000 in each.
+    let (real, fake) = (
+        OpensslCa::new(&d.join("real")),
+        OpensslCa::new(&d.join("fake")),
+    );
+    let (real_port, fake_port) = (free_port(), free_port());
+    let (real_url, fake_url) = (
+        format!("http://127.0.0.1:{real_port}"),
+        format!("http://127.0.0.1:{fake_port}"),
+    );
+    // Serial 1000 of each: the real one good (managed), the forged one revoked.
+    let managed = real.issue("www.example.org", Some(&real_url), None);
+    let forged_revoked = fake.issue("forged-revoked.test", Some(&fake_url), None);
+    fake.revoke("forged-revoked.test");
+    // Serial 1001 of each: the real one revoked, the forged one good.
+    let revoked = real.issue("revoked.test", Some(&real_url), None);
+    real.revoke("revoked.test");
+    let forged_good = fake.issue("forged-good.test", Some(&fake_url), None);
+    let _real = real.responder(real_port);
+    let _fake = fake.responder(fake_port);
+    fs::copy(&managed, d.join("managed/www.pem")).expect("copy");
+    fs::copy(
+        real.dir.join("www.example.org.key"),
+        d.join("managed/www.key"),
+    )
+    .expect("copy");
+    for (name, chain) in [
+        ("forged-revoked", &forged_revoked),
+        ("revoked", &revoked),
+        ("forged-good", &forged_good),
+    ] {
+        fs::copy(chain, d.join(format!("scan/{name}.pem"))).expect("copy");
+    }
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{d}/state"
+control_socket = "{d}/control.sock"
+
+[ca.pebble]
+directory = "https://127.0.0.1:14000/dir"
+accept_terms = true
+
+[[certificate]]
+name = "www"
+domains = ["www.example.org"]
+challenge = {{ type = "http-01", webroot = "{d}" }}
+files = {{ fullchain = "{d}/managed/www.pem", key = "{d}/managed/www.key" }}
+
+[discovery]
+paths = ["{d}/scan"]
+"#,
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let out = renewd(&config, &["inventory", "--json"]);
+    assert!(out.status.success());
+    let inv: Value = serde_json::from_slice(&out.stdout).expect("inventory JSON");
+    // The log names the file checked (not only a serial and an issuer's name).
+    let log = String::from_utf8_lossy(&out.stderr);
+    let logged = format!("revocation checked path={}/managed/www.pem", d.display());
+    assert!(log.contains(&logged), "{log}");
+    let got = |file: &str| {
+        let i = item(&inv, file);
+        (
+            i["serial"].as_str().unwrap_or_default().to_string(),
+            i["issuer"].as_str().unwrap_or_default().to_string(),
+            i["revocation"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (www, forged_r) = (got("managed/www.pem"), got("scan/forged-revoked.pem"));
+    let (rev, forged_g) = (got("scan/revoked.pem"), got("scan/forged-good.pem"));
+    // The attack's premise: same serial, same issuer name.
+    assert_eq!((&www.0, &www.1), (&forged_r.0, &forged_r.1));
+    assert_eq!((&rev.0, &rev.1), (&forged_g.0, &forged_g.1));
+    assert_eq!(www.2, "good", "{inv:#}");
+    assert_eq!(forged_r.2, "revoked", "{inv:#}");
+    assert_eq!(rev.2, "revoked", "{inv:#}");
+    assert_eq!(forged_g.2, "good", "{inv:#}");
+    // Shown again from the kept results (no request): still each its own.
+    let again = inventory(&config);
+    assert_eq!(item(&again, "managed/www.pem")["revocation"], "good");
+    assert_eq!(item(&again, "scan/forged-good.pem")["revocation"], "good");
+    assert_eq!(item(&again, "scan/revoked.pem")["revocation"], "revoked");
+    // `status` does not show the managed certificate revoked (due at once) either.
+    let out = renewd(&config, &["status", "--json", "www"]);
+    assert!(out.status.success());
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(!status.contains("revoked"), "{status}");
+}
+
+/// A certificate naming many OCSP responders and CRLs: at most two of each are asked, all
+/// within 20 s; the rest are reported as not tried and never see a connection.
+#[test]
+fn only_the_first_two_ocsp_and_crl_urls_are_asked_within_one_deadline() {
+    let tmp = tempdir_with(&["", "ca", "scan"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    // Accept connections (the kernel's backlog) and never answer.
+    let silent: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let url = |l: &TcpListener| format!("http://127.0.0.1:{}", l.local_addr().expect("a").port());
+    // Record any connection: past the caps, never asked.
+    let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let trap_url = url(&trap);
+    let (s0, s1, s2) = (url(&silent[0]), url(&silent[1]), url(&silent[2]));
+    let ocsp: Vec<String> = vec![s0.clone(), s1.clone()]
+        .into_iter()
+        .chain((0..20).map(|n| format!("{trap_url}/{n}")))
+        .collect();
+    let crl = [
+        format!("{s2}/a.crl"),
+        format!("{s2}/b.crl"),
+        format!("{trap_url}/c.crl"),
+    ];
+    let ocsp: Vec<&str> = ocsp.iter().map(String::as_str).collect();
+    let crl: Vec<&str> = crl.iter().map(String::as_str).collect();
+    let many = ca.issue_naming("many.test", &ocsp, &crl);
+    fs::copy(&many, d.join("scan/many.pem")).expect("copy");
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n[discovery]\npaths = [\"{d}/scan\"]\n",
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let inv = inventory(&config);
+    let took = started.elapsed();
+    // Two silent responders take the 20 s; unbounded, the CRL would add 10 s more.
+    assert!(took < Duration::from_secs(28), "{took:?}");
+    let it = item(&inv, "scan/many.pem");
+    assert_eq!(it["revocation"], "unknown", "{it:#}");
+    let detail = it["revocation_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("20 more OCSP responder URLs not tried")
+            && detail.contains("1 more CRL distribution point URLs not tried")
+            && detail.contains("ran out"),
+        "{detail}"
+    );
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "renewd asked a URL past the cap"
+    );
+}
+
+/// A certificate found in a PKCS#12 bundle (read by the inventory with its password) is
+/// shown `unknown`, saying it is not checked because it is in a bundle, not that it "does
+/// not parse"; its responder is not asked.
+#[test]
+fn a_certificate_in_a_pkcs12_bundle_is_said_not_checked() {
+    let tmp = tempdir_with(&["", "ca", "scan"]);
+    let d = tmp.path();
+    let ca = OpensslCa::new(&d.join("ca"));
+    let trap = TcpListener::bind("127.0.0.1:0").expect("bind");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://127.0.0.1:{}", trap.local_addr().expect("a").port());
+    ca.issue("bundled.test", Some(&url), None);
+    fs::write(d.join("p12.pass"), "s3cret\n").expect("pass");
+    openssl(
+        &ca.dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "bundled.test.pem",
+            "-inkey",
+            "bundled.test.key",
+            "-passout",
+            "pass:s3cret",
+            "-out",
+            &d.join("scan/app.p12").display().to_string(),
+        ],
+    );
+    let config = d.join("renewd.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\ncontrol_socket = \"{d}/control.sock\"\n\n[discovery]\npaths = [\"{d}/scan\"]\npkcs12_password_files = {{ \"{d}/scan/app.p12\" = \"{d}/p12.pass\" }}\n",
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    let inv = inventory(&config);
+    let leaf = inv["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["pkcs12_leaf"] == true)
+        .unwrap_or_else(|| panic!("the bundle's leaf: {inv:#}"));
+    assert_eq!(leaf["revocation"], "unknown", "{leaf:#}");
+    let detail = leaf["revocation_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("not checked: it is in a PKCS#12 bundle"),
+        "{detail}"
+    );
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "renewd asked the responder of a certificate it does not check"
+    );
+}

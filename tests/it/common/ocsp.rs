@@ -108,6 +108,21 @@ commonName = supplied
         self.issue_with(name, &ext)
     }
 
+    /// Issues a leaf for `name` naming every URL of `ocsp` (AIA, in order) and of `crl`
+    /// (one distribution point with them all); files as [`OpensslCa::issue`].
+    pub fn issue_naming(&self, name: &str, ocsp: &[&str], crl: &[&str]) -> PathBuf {
+        let mut ext = format!("subjectAltName=DNS:{name}\n");
+        if !ocsp.is_empty() {
+            let uris: Vec<String> = ocsp.iter().map(|u| format!("OCSP;URI:{u}")).collect();
+            ext.push_str(&format!("authorityInfoAccess={}\n", uris.join(",")));
+        }
+        if !crl.is_empty() {
+            let uris: Vec<String> = crl.iter().map(|u| format!("URI:{u}")).collect();
+            ext.push_str(&format!("crlDistributionPoints={}\n", uris.join(",")));
+        }
+        self.issue_with(name, &ext)
+    }
+
     /// A delegated OCSP responder certificate (extendedKeyUsage OCSPSigning, RFC 6960
     /// §4.2.2.2) named `name`: `NAME.leaf.pem` and `NAME.key`.
     pub fn issue_responder(&self, name: &str) -> (PathBuf, PathBuf) {

@@ -14,6 +14,7 @@ pub(crate) mod live;
 pub(crate) mod metrics;
 pub(crate) mod owners;
 pub(crate) mod pkcs12;
+pub(crate) mod pkcs12_budget;
 pub(crate) mod trust;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -11,6 +11,10 @@
 //! Private keys inside are decrypted by the PKCS#12 reader as a side effect of reading the
 //! bundle; renewd only compares their `localKeyId` (RFC 7292 §4.2) with the certificates'
 //! and drops them. They are never logged or stored.
+//!
+//! Before that, the key-derivation work the bundle asks for is added up from its DER and
+//! a bundle asking for too much is refused unopened ([`super::pkcs12_budget`]): bundles
+//! under the discovery paths may be written by anyone who can write there.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +53,10 @@ pub(crate) enum Pkcs12Error {
     /// not decrypt (a wrong password for a bundle without integrity check).
     #[error("not a PKCS#12 bundle renewd can read ({0})")]
     Unreadable(#[source] p12_keystore::error::Error),
+    /// Refused before any key derivation: too large, too costly to open, or a scheme
+    /// renewd does not spend CPU or memory on.
+    #[error("PKCS#12 bundle not opened: {0}")]
+    Refused(#[from] super::pkcs12_budget::WorkRefused),
     /// Opened, but holds no certificate.
     #[error("PKCS#12 bundle holds no certificate")]
     NoCertificate,
@@ -89,6 +97,7 @@ pub(crate) fn read_bundle(
     path: &Path,
     passwords: &[Pkcs12PasswordFile],
 ) -> Result<Vec<BundleCert>, Pkcs12Error> {
+    super::pkcs12_budget::check(der)?;
     let from = passwords.iter().find(|p| p.bundles.is_match(path));
     let password = match from {
         Some(p) => read_password(&p.password_file)?,
@@ -214,5 +223,58 @@ mod tests {
         assert!(err.to_string().contains("wrong PKCS#12 password"), "{err}");
         let err = read_bundle(b"\x30\x03\x02\x01\x03", path, &[]).unwrap_err();
         assert!(matches!(err, Pkcs12Error::Unreadable(_)), "{err}");
+    }
+
+    /// `openssl pkcs12 -export` of a fresh self-signed leaf with `args`, password "pw".
+    fn openssl_bundle(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["p12.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, format!("{}{}", key.serialize_pem(), cert.pem())).unwrap();
+        let out = dir.join(format!("{name}.p12"));
+        let status = std::process::Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:pw", "-in"])
+            .arg(&pem)
+            .arg("-out")
+            .arg(&out)
+            .args(args)
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl pkcs12 -export {args:?}");
+        std::fs::read(out).unwrap()
+    }
+
+    #[test]
+    fn a_bundle_asking_for_too_much_work_is_refused_before_any_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "pw\n").unwrap();
+        let passwords = [Pkcs12PasswordFile {
+            bundles: crate::config::PathGlob::new("/srv/**").unwrap(),
+            password_file: pass.clone(),
+            location: crate::config::Location::new("/t.toml", 1, 1),
+        }];
+        let path = Path::new("/srv/app.p12");
+        let normal = openssl_bundle(dir.path(), "normal", &[]);
+        let certs = read_bundle(&normal, path, &passwords).unwrap();
+        assert_eq!(certs[0].info.dns_names, ["p12.test"]);
+        // Key, certificates and MAC at the reader's maximum of 1,000,000 each: 3,000,000.
+        let costly = openssl_bundle(dir.path(), "costly", &["-iter", "1000000", "-maciter"]);
+        let started = std::time::Instant::now();
+        let err = read_bundle(&costly, path, &passwords).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, Pkcs12Error::Refused(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not opened: it asks for 3000000 key-derivation iterations"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Discovery beyond PEM and DER files, through the real binary: PKCS#12 bundles made by
 //! `openssl pkcs12 -export` (unencrypted, with a password file, with a wrong one, found by
-//! content), the certificates served by this host's TLS listeners (a real nginx, and a
-//! socket that accepts and never answers), and `[[discovery.owner]]` rules.
+//! content, one asking for too much key-derivation work), the certificates served by this
+//! host's TLS listeners (a real nginx, and a socket that accepts and never answers), and
+//! `[[discovery.owner]]` rules.
 //!
 //! Each test runs in its own network namespace ([`private_net`]): `listeners = true` probes
 //! every listening socket of the namespace, and must see only the test's own, never another
@@ -269,6 +270,13 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
         &p("served/appliance.pfx"),
         &secret,
     );
+    // A bundle asking for 3,000,000 key-derivation iterations (key, certificates and MAC
+    // at 1,000,000 each, under the right password): refused unopened, in no time.
+    pki.export(
+        &pki.leaf("costly.test", &p("served"), "costly"),
+        &p("scan/costly.pfx"),
+        &["-passout", "pass:hunter2", "-iter", "1000000", "-maciter"],
+    );
     fs::write(p("p12.pass"), "hunter2\n").expect("write password");
     fs::write(p("other.pass"), "not-other\n").expect("write password");
 
@@ -348,7 +356,13 @@ fn pkcs12_bundles_and_served_certificates_are_inventoried_where_found() {
         text(&p("scan/locked.p12"))
     );
     assert!(errors.iter().any(|e| e.starts_with(&locked)), "{errors:#?}");
+    let costly = format!(
+        "{}: PKCS#12 bundle not opened: it asks for 3000000 key-derivation iterations",
+        text(&p("scan/costly.pfx"))
+    );
+    assert!(errors.iter().any(|e| e.starts_with(&costly)), "{errors:#?}");
     assert!(named(&inv, "wrong.test").is_empty() && named(&inv, "locked.test").is_empty());
+    assert!(named(&inv, "costly.test").is_empty());
 
     // An exception may name a bundle: its leaf is what is tracked.
     let appliance = only(&inv, "appliance.test");

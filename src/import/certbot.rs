@@ -365,7 +365,7 @@ fn live_files(dir: &Path, top: &Section, conf: &Path) -> Result<LiveFiles, Linea
             path: conf.to_path_buf(),
             line: e.line,
             key,
-            value: excerpt(&written),
+            value: configobj::excerpt_of(&written, 160),
             live: live.clone(),
         };
         let path = normal(Path::new(&written)).ok_or_else(outside)?;

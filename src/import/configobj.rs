@@ -87,7 +87,13 @@ pub(crate) const EXCERPT_CHARS: usize = 40;
 /// ([`crate::text::escape`]), `…` when cut: how errors and notes quote a file's text, so a
 /// file that is not what it claims (a link to `/etc/shadow`) is never echoed.
 pub(crate) fn excerpt(s: &str) -> String {
-    let cut: String = s.chars().take(EXCERPT_CHARS).collect();
+    excerpt_of(s, EXCERPT_CHARS)
+}
+
+/// At most `max` characters of `s`, escaped, `…` when cut: [`excerpt`] for a value that is
+/// a path, which is only useful whole (certbot's are under 100 characters).
+pub(crate) fn excerpt_of(s: &str, max: usize) -> String {
+    let cut: String = s.chars().take(max).collect();
     let more = if cut.len() < s.len() { "…" } else { "" };
     format!("{}{more}", crate::text::escape(&cut))
 }

@@ -161,6 +161,12 @@ enum Command {
     /// standalone challenge, deploy hooks as reload commands, the CA and its account contact.
     /// The certificates certbot deployed are adopted as they are and renewed when due. What
     /// cannot be carried over, and how to stop certbot's timer, is printed on standard error.
+    /// Lineages whose live/ files are not <certbot-dir>/live/NAME/*.pem, whose name is not a
+    /// renewd certificate name, or whose renewal file is a symlink are skipped with a note.
+    ///
+    /// Exit 0: written; 2: --certbot-dir holds no renewal/ or no lineage, or --output exists
+    /// without --force; 78: a renewal file is unreadable or not configobj; 1: listing or
+    /// writing failed otherwise.
     Import {
         /// The client whose certificates are imported.
         #[arg(value_parser = ["certbot"])]

@@ -22,7 +22,10 @@ pub struct ImportArgs {
 /// `renewd import certbot`: reads every lineage, renders it against the configuration
 /// already at `--config` (its CAs are reused, its certificate names avoided; a missing file
 /// is no configuration), writes the result and says on stderr what to do next. A malformed
-/// renewal file is an error naming `FILE:LINE` (exit 78); nothing is written then.
+/// renewal file is an error naming `FILE:LINE` (exit 78); nothing is written then. A
+/// `--certbot-dir` without `renewal/` or without a lineage, or an existing `--output`
+/// without `--force`, is a bad command line (exit 2); listing or writing failing otherwise
+/// is exit 1.
 pub async fn import_certbot(
     config_arg: Option<&Path>,
     args: ImportArgs,
@@ -32,27 +35,41 @@ pub async fn import_certbot(
         .filter(|p| p.as_os_str() != "-")
         .map(|p| absolute(&p));
     let existing = existing(config_arg, output.as_deref())?;
-    let lineages = certbot::read_lineages(&args.certbot_dir).map_err(|e| match e {
-        ImportError::Lineages(_) => CommandError::Config(e.to_string()),
-        other => CommandError::failed(other),
-    })?;
+    // The live/ paths of the renewal files are checked against this, lexically.
+    let certbot_dir = certbot::normal(&absolute(&args.certbot_dir)).unwrap_or(args.certbot_dir);
+    let read = certbot::read_lineages(&certbot_dir).map_err(exit_code)?;
+    let lineages = read.lineages;
     if lineages.is_empty() {
-        return Err(CommandError::failed(ImportError::Nothing(
-            args.certbot_dir.join("renewal"),
-        )));
+        for n in &read.skipped {
+            eprintln!("renewd: {}", crate::text::escape(n));
+        }
+        return Err(exit_code(ImportError::Nothing(certbot_dir.join("renewal"))));
     }
-    let mut rendered = render::render(&args.certbot_dir, &lineages, &existing);
+    let mut rendered = render::render(&certbot_dir, &lineages, &existing);
+    rendered.notes.splice(0..0, read.skipped);
     rendered
         .notes
-        .extend(import::hooks::hook_dir_notes(&args.certbot_dir));
+        .extend(import::hooks::hook_dir_notes(&certbot_dir));
     match &output {
-        Some(path) => {
-            import::write_new(path, &rendered.toml, args.force).map_err(CommandError::failed)?
-        }
+        Some(path) => import::write_new(path, &rendered.toml, args.force).map_err(exit_code)?,
         None => print!("{}", rendered.toml),
     }
     report(&lineages, &rendered.notes, output.as_deref());
     Ok(Outcome::Success)
+}
+
+/// The exit an import error means: certbot's files not what certbot writes, 78 (bad
+/// configuration); `--certbot-dir` not certbot's directory or `--output` taken, 2 (a bad
+/// command line); anything else (permissions, I/O), 1.
+fn exit_code(e: ImportError) -> CommandError {
+    match &e {
+        ImportError::Lineages(_) => CommandError::Config(e.to_string()),
+        ImportError::List { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            CommandError::Usage(format!("{e} (is --certbot-dir certbot's directory?)"))
+        }
+        ImportError::Nothing(_) | ImportError::Exists(_) => CommandError::Usage(e.to_string()),
+        _ => CommandError::failed(e),
+    }
 }
 
 /// What the configuration at `--config` (else `$RENEWD_CONFIG`, else the default path)

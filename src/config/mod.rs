@@ -47,6 +47,7 @@ pub use types::{
     VerifyConfig,
 };
 pub use types::{AnchorException, TrustConfig, DEFAULT_TRUST_EXPIRING_WITHIN};
+pub(crate) use value::check_ident;
 pub(crate) use value::normalize_identifier;
 pub(crate) use value::{check_proxy_url, InvalidValue};
 

@@ -217,7 +217,7 @@ pub(super) fn parse_key_mode(node: &Node) -> Result<u32, InvalidValue> {
 }
 
 /// Validates a certificate or CA name: it becomes a file name under `state_dir`.
-pub(super) fn check_ident(name: &str) -> Result<(), InvalidValue> {
+pub(crate) fn check_ident(name: &str) -> Result<(), InvalidValue> {
     if name.is_empty() || name.len() > 64 {
         return Err(InvalidValue("must be 1 to 64 characters long".to_string()));
     }

@@ -80,6 +80,24 @@ pub(crate) struct SyntaxError {
     pub(crate) message: String,
 }
 
+/// The most characters of a file's text an error or note quotes.
+pub(crate) const EXCERPT_CHARS: usize = 40;
+
+/// At most [`EXCERPT_CHARS`] characters of `s`, control characters escaped
+/// ([`crate::text::escape`]), `…` when cut: how errors and notes quote a file's text, so a
+/// file that is not what it claims (a link to `/etc/shadow`) is never echoed.
+pub(crate) fn excerpt(s: &str) -> String {
+    excerpt_of(s, EXCERPT_CHARS)
+}
+
+/// At most `max` characters of `s`, escaped, `…` when cut: [`excerpt`] for a value that is
+/// a path, which is only useful whole (certbot's are under 100 characters).
+pub(crate) fn excerpt_of(s: &str, max: usize) -> String {
+    let cut: String = s.chars().take(max).collect();
+    let more = if cut.len() < s.len() { "…" } else { "" };
+    format!("{}{more}", crate::text::escape(&cut))
+}
+
 fn syntax(line: usize, message: impl Into<String>) -> SyntaxError {
     SyntaxError {
         line,
@@ -104,18 +122,27 @@ pub(crate) fn parse(text: &str) -> Result<Section, SyntaxError> {
             let (level, name) = header(s).ok_or_else(|| {
                 syntax(
                     line,
-                    format!("malformed section header `{s}` (expected `[name]` or `[[name]]`)"),
+                    format!(
+                        "malformed section header `{}` (expected `[name]` or `[[name]]`)",
+                        excerpt(s)
+                    ),
                 )
             })?;
             if level > depth + 1 || level > 2 {
                 return Err(syntax(
                     line,
-                    format!("section `{name}` is nested deeper than its parent allows"),
+                    format!(
+                        "section `{}` is nested deeper than its parent allows",
+                        excerpt(&name)
+                    ),
                 ));
             }
             let parent = current(&mut top, level - 1);
             if parent.section(&name).is_some() {
-                return Err(syntax(line, format!("section `{name}` appears twice")));
+                return Err(syntax(
+                    line,
+                    format!("section `{}` appears twice", excerpt(&name)),
+                ));
             }
             parent.sections.push(Subsection {
                 name,
@@ -130,7 +157,7 @@ pub(crate) fn parse(text: &str) -> Result<Section, SyntaxError> {
                 line,
                 format!(
                     "expected `key = value`, a `[section]` header or a `#` comment, found `{}`",
-                    crate::text::escape(s)
+                    excerpt(s)
                 ),
             ));
         };
@@ -143,7 +170,7 @@ pub(crate) fn parse(text: &str) -> Result<Section, SyntaxError> {
         if section.get(key).is_some() {
             return Err(syntax(
                 line,
-                format!("key `{key}` appears twice in one section"),
+                format!("key `{}` appears twice in one section", excerpt(key)),
             ));
         }
         section.entries.push(Entry {
@@ -216,10 +243,7 @@ fn parse_value(raw: &str, line: usize) -> Result<Value, SyntaxError> {
             if !(rest.is_empty() || rest.starts_with([',', '#'])) {
                 return Err(syntax(
                     line,
-                    format!(
-                        "unexpected `{}` after a quoted value",
-                        crate::text::escape(rest)
-                    ),
+                    format!("unexpected `{}` after a quoted value", excerpt(rest)),
                 ));
             }
         } else {
@@ -315,6 +339,25 @@ a.test = /var/www/html
         assert!(parse_value("\"open", 1).is_err());
         assert!(parse_value("\"a\" b", 1).is_err());
         assert!(parse_value("'''multi", 1).is_err());
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_short_escaped_excerpt() {
+        let shadow = "root:*:20228:0:99999:7:::\u{1b}[2J and a great deal more of the file\n";
+        let e = parse(shadow).unwrap_err();
+        assert!(!e.message.contains("great deal"), "{e}");
+        assert!(e.message.contains("root:*:20228"), "{e}");
+        assert!(
+            e.message.contains("\\x1b") && !e.message.contains('\u{1b}'),
+            "{e}"
+        );
+        let e = parse("[\u{7}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n")
+            .unwrap_err();
+        assert!(
+            !e.message.contains('\u{7}') && e.message.contains('…'),
+            "{e}"
+        );
+        assert_eq!(excerpt("short"), "short");
     }
 
     #[test]

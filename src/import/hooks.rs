@@ -38,9 +38,10 @@ pub(super) fn reload_commands(
         "apache" => "apache2",
         _ => {
             notes.push(format!(
-                "{}: installer `{plugin}` is not carried over: add the reload command of the \
+                "{}: installer `{}` is not carried over: add the reload command of the \
                  service it configured",
-                at(e)
+                at(e),
+                super::configobj::excerpt(&plugin)
             ));
             return reload;
         }
@@ -151,7 +152,26 @@ fn deploy_dir_hooks(
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        if !meta.is_file() {
+            continue;
+        }
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(char::is_control))
+        {
+            notes.push(format!(
+                "{}: not carried over: its name holds control characters (certbot would have \
+                 run it; rename it and add it to `reload` if it should run after a renewal)",
+                path.display()
+            ));
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            notes.push(format!(
+                "{}: not carried over: not executable, so certbot never ran it either (make it \
+                 executable and add it to `reload` if it should run after a renewal)",
+                path.display()
+            ));
             continue;
         }
         let uses_env = fsutil::read_regular(&path, MAX_SMALL_FILE, Follow::Yes)
@@ -183,7 +203,7 @@ fn deploy_dir_hooks(
 pub(crate) fn hook_dir_notes(dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
     for (kind, why) in [
-        ("pre", "before every renewal run; renewd has no pre hooks (its built-in http-01 listener needs no server stopped)"),
+        ("pre", "before every renewal run; renewd has no pre hooks: if it stopped a service to free port 80 for certbot's standalone server, that port must now be free whenever renewd's `listen` renews (use a webroot the service serves, or a `listen` on another port it proxies to)"),
         ("post", "after every renewal run; renewd runs `reload` commands after a deployment: add it there if it reloads a service"),
     ] {
         let Ok(listing) = std::fs::read_dir(dir.join("renewal-hooks").join(kind)) else {
@@ -242,7 +262,11 @@ mod tests {
                 ]
             ]
         );
-        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("README: not carried over: not executable"),
+            "{notes:?}"
+        );
     }
 
     #[test]

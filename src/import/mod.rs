@@ -12,6 +12,8 @@ pub(crate) mod certbot;
 pub(crate) mod configobj;
 pub(crate) mod hooks;
 pub(crate) mod render;
+#[cfg(test)]
+mod tests;
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -57,7 +59,10 @@ pub(crate) enum ImportError {
 }
 
 fn lines(errors: &[certbot::LineageError]) -> String {
-    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let all: Vec<String> = errors
+        .iter()
+        .map(|e| crate::text::escape(&e.to_string()).into_owned())
+        .collect();
     all.join("\n")
 }
 
@@ -112,7 +117,7 @@ pub(crate) fn write_new(path: &Path, text: &str, replace: bool) -> Result<(), Im
 }
 
 #[cfg(test)]
-mod tests {
+mod write_tests {
     use super::*;
 
     #[test]

@@ -1,7 +1,9 @@
 //! certbot's lineages written as renewd configuration (TOML, the keys of SPEC's
 //! "Configuration"): a `[ca.NAME]` for each ACME server no configured CA already names, and
 //! a commented `[[certificate]]` per lineage. Strings go through `toml`'s own encoder, so
-//! any path or hook text is quoted correctly.
+//! any path or hook text is quoted correctly; text in a `#` comment goes through
+//! [`comment`], so nothing read from certbot's files (a file name with a newline) can end
+//! the comment and write a key of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -42,7 +44,7 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
          # The certificates stay at certbot's live/ paths; renewd renews them when due.\n\
          # Stop certbot renewing them too: `systemctl disable --now certbot.timer` and\n\
          # remove /etc/cron.d/certbot (whichever this host has).",
-        certbot_dir.display()
+        comment(&certbot_dir.display().to_string())
     );
     let mut cas = existing.cas.clone();
     let mut ca_names = existing.ca_names.clone();
@@ -57,7 +59,12 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
         let name = unique(&ca_name(&l.server), &ca_names);
         ca_names.insert(name.clone());
         cas.insert(key, name.clone());
-        let _ = writeln!(out, "\n[ca.{name}]\ndirectory = {}", quote(&l.server));
+        let _ = writeln!(
+            out,
+            "\n[ca.{}]\ndirectory = {}",
+            quote(&name),
+            quote(&l.server)
+        );
         if !l.contact.is_empty() {
             let _ = writeln!(out, "contact = {}", list(&l.contact));
         }
@@ -82,11 +89,18 @@ pub(crate) fn render(certbot_dir: &Path, lineages: &[Lineage], existing: &Existi
             ));
             continue;
         }
-        let wanted = cert_name(&l.certbot_name);
-        let name = unique(&wanted, &names);
+        let name = unique(&l.certbot_name.to_lowercase(), &names);
+        if let Err(why) = crate::config::check_ident(&name) {
+            notes.push(format!(
+                "{}: left out: lineage `{}` clashes with a configured name, and `{name}` {why}",
+                l.conf.display(),
+                l.certbot_name
+            ));
+            continue;
+        }
         if name != l.certbot_name {
             notes.push(format!(
-                "{}: lineage `{}` is named `{name}` in renewd (names are a-z, 0-9, `.`, `_`, `-` and unique)",
+                "{}: lineage `{}` is named `{name}` in renewd (names are unique)",
                 l.conf.display(),
                 l.certbot_name
             ));
@@ -112,12 +126,13 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
     let _ = writeln!(
         out,
         "\n[[certificate]]\n# certbot lineage {}",
-        l.conf.display()
+        comment(&l.conf.display().to_string())
     );
     if let Some((serial, not_after)) = &l.deployed {
         let _ = writeln!(
             out,
-            "# deployed: serial {serial}, expires {} (adopted: renewed when due)",
+            "# deployed: serial {}, expires {} (adopted: renewed when due)",
+            comment(serial),
             crate::text::rfc3339(*not_after)
         );
     }
@@ -192,8 +207,8 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
         quote(&f.privkey.display().to_string()),
     );
     if !l.reload.is_empty() {
-        for (_, comment) in &l.reload {
-            let _ = writeln!(out, "# reload: {comment}");
+        for (_, why) in &l.reload {
+            let _ = writeln!(out, "# reload: {}", comment(why));
         }
         let argvs: Vec<String> = l.reload.iter().map(|(argv, _)| list(argv)).collect();
         let _ = writeln!(out, "reload = [{}]", argvs.join(", "));
@@ -219,7 +234,8 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
 fn stub(out: &mut String, name: &str, plugin: &str, dns: bool) {
     let _ = writeln!(
         out,
-        "# certbot answered challenges with its `{plugin}` plugin, which renewd cannot carry over."
+        "# certbot answered challenges with its `{}` plugin, which renewd cannot carry over.",
+        comment(plugin)
     );
     if dns {
         let hook = format!("/etc/renewd/hooks/{name}-dns-01");
@@ -252,9 +268,33 @@ fn webroot(root: &Path) -> String {
     )
 }
 
-/// A TOML basic string.
+/// Text for a `#` comment: control characters (a newline above all) escaped, so it stays
+/// one comment line ([`crate::text::escape`]). Every text from outside that a comment
+/// shows goes through here.
+fn comment(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(text)
+}
+
+/// A TOML basic string on one line: `"` and `\\` escaped, and every control character
+/// (`\\n`, `\\t`, `\\r`, else `\\uXXXX`), so a value never spans lines (TOML 1.0, "String").
 fn quote(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A TOML array of strings on one line.
@@ -274,8 +314,8 @@ fn unique(name: &str, taken: &BTreeSet<String>) -> String {
         .expect("some suffix is free")
 }
 
-/// A certbot lineage name as a renewd certificate name: lowercase, every character
-/// renewd does not allow as `-`, at most 60 characters.
+/// A host name as part of a CA name: lowercase, every character renewd does not allow in
+/// names as `-`, at most 56 characters (64 with the `certbot-` prefix).
 fn cert_name(lineage: &str) -> String {
     let mut s: String = lineage
         .to_lowercase()
@@ -287,7 +327,7 @@ fn cert_name(lineage: &str) -> String {
                 '-'
             }
         })
-        .take(60)
+        .take(56)
         .collect();
     if s.is_empty() || s == "." || s == ".." {
         s = "certbot".into();
@@ -467,6 +507,24 @@ mod tests {
             "{:?}",
             r.notes
         );
+    }
+
+    #[test]
+    fn quoted_strings_stay_on_one_line_and_read_back_exactly() {
+        for s in [
+            "plain",
+            "a\"b\\c",
+            "x\ny\r\tz",
+            "\u{7}\u{1b}[2J\u{7f}\u{85}",
+            "é \u{2028}",
+        ] {
+            let q = quote(s);
+            assert!(!q.contains('\n') && !q.contains('\r'), "{q}");
+            let doc: toml::Table = format!("k = {q}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert_eq!(doc["k"].as_str(), Some(s));
+        }
     }
 
     #[test]

@@ -304,8 +304,19 @@ fn an_existing_output_is_kept_unless_forced() {
         &output.display().to_string(),
     ];
     let out = import(dir.path(), &args);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a taken --output is a bad command line"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let missing = dir.path().join("no-such-dir").display().to_string();
+    let out = import(dir.path(), &["--certbot-dir", &missing]);
+    assert_eq!(out.status.code(), Some(2), "a wrong --certbot-dir too");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is --certbot-dir certbot's directory?"),
+        "{out:?}"
+    );
     assert_eq!(fs::read_to_string(&output).expect("read"), "# mine\n");
 
     let out = import(dir.path(), &[&args[..], &["--force"]].concat());
@@ -455,4 +466,100 @@ fn manual_dns_hooks_carry_over_and_a_dns_plugin_becomes_a_stub_that_check_report
         read_cert_pem(cb.live("plugin", "cert.pem")).serial_hex,
         before
     );
+}
+
+/// The red-team's files: a renewal file and a deploy hook named to end a `#` comment and
+/// write configuration, `live/` paths at files root must not overwrite, a renewal file
+/// linked to a secret. Each is skipped with a note; the output is exactly the good lineage,
+/// and `renewd check` accepts it.
+#[test]
+fn hostile_certbot_files_are_skipped_and_the_output_is_exactly_the_good_lineage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certbot = dir.path().join("letsencrypt");
+    fake_lineage(&certbot, "good", "");
+    fake_lineage(&certbot, "x\nreload = [[\"touch\",\"pwned2\"]]\n#", "");
+    fake_lineage(&certbot, "preload", "");
+    let preload = certbot.join("renewal/preload.conf");
+    let text = fs::read_to_string(&preload).expect("read");
+    let text = text
+        .lines()
+        .map(|l| match l.split_once(" = ") {
+            Some(("fullchain", _)) => "fullchain = /etc/ld.so.preload".to_string(),
+            Some(("privkey", _)) => "privkey = /root/.ssh/authorized_keys".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&preload, text + "\n").expect("write");
+    let secret = dir.path().join("shadow");
+    fs::write(&secret, "root:*:20228:0:99999:7:::\n").expect("write");
+    std::os::unix::fs::symlink(&secret, certbot.join("renewal/zz.conf")).expect("symlink");
+    let hooks = certbot.join("renewal-hooks/deploy");
+    fs::create_dir_all(&hooks).expect("mkdir");
+    let hook = hooks.join("h\n[[certificate]]\nname = \"evil\"\ndomains = [\"evil.test\"]\n#");
+    fs::write(&hook, "#!/bin/sh\n").expect("write");
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let output = dir.path().join("certbot.toml");
+    let out = import(
+        dir.path(),
+        &[
+            "--certbot-dir",
+            &certbot.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    );
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !said.contains("root:*"),
+        "the secret is never echoed: {said}"
+    );
+    for note in [
+        "zz.conf: skipped: a symbolic link".to_string(),
+        "skipped: lineage name `x\\nreload = [[".to_string(),
+        format!(
+            "{}:6: skipped: `fullchain` is `/etc/ld.so.preload`",
+            preload.display()
+        ),
+        "not carried over: its name holds control characters".to_string(),
+    ] {
+        assert!(said.contains(&note), "{note}\n{said}");
+    }
+    let toml = fs::read_to_string(&output).expect("output");
+    let doc: toml::Table = toml.parse().expect("TOML");
+    let certs = doc["certificate"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 1, "{toml}");
+    let keys: std::collections::BTreeSet<&str> = certs[0]
+        .as_table()
+        .expect("table")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["ca", "challenge", "domains", "files", "key_type", "name"].into(),
+        "no reload, nothing else: {toml}"
+    );
+    let top: std::collections::BTreeSet<&str> = doc.keys().map(String::as_str).collect();
+    assert_eq!(top, ["ca", "certificate"].into(), "{toml}");
+    assert_eq!(certs[0]["name"].as_str(), Some("good"));
+
+    // renewd's own loader accepts it, with the one certificate.
+    let cfg = dir.path().join("check.toml");
+    fs::write(
+        &cfg,
+        format!("state_dir = \"{}/state\"\n{toml}", dir.path().display()),
+    )
+    .expect("write");
+    let check = Command::new(renewd_bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run renewd check");
+    let text = String::from_utf8_lossy(&check.stdout) + String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{text}");
+    assert!(!text.contains("evil"), "{text}");
 }

@@ -355,26 +355,7 @@ fn parse_persist01(entries: &[Entry], p: &mut Vec<Problem>) -> Option<ChallengeC
 /// dns-persist-01's `resolver`: an IP address, with a port other than 0, or without one
 /// (53).
 fn parse_resolver(node: &Node, p: &mut Vec<Problem>) -> Option<SocketAddr> {
-    let s = as_str("resolver", node, p)?;
-    let addr = s.parse::<SocketAddr>().ok().or_else(|| {
-        s.parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, 53))
-    });
-    match addr {
-        Some(addr) if addr.port() != 0 => Some(addr),
-        _ => {
-            p.push(Problem::new(
-                node.loc.clone(),
-                format!(
-                    "`resolver` must be an IP address, alone (port 53) or with a port other \
-                     than 0, like `10.0.0.53`, `10.0.0.53:5353` or `[::1]:53`, found `{}`",
-                    crate::text::escape(s)
-                ),
-            ));
-            None
-        }
-    }
+    as_socket_addr("resolver", node, Some(53), p)
 }
 
 /// `persist_until`: `"2027-06-30"` (midnight UTC), an RFC 3339 time, or a TOML date or

@@ -314,14 +314,19 @@ pub(super) fn as_socket_addr(
     p: &mut Vec<Problem>,
 ) -> Option<SocketAddr> {
     let s = as_str(key, node, p)?;
-    let addr = parse_socket_addr(s, default_port);
+    let addr = parse_socket_addr(s, default_port).filter(|a| a.port() != 0);
     if addr.is_none() {
+        let rule = match default_port {
+            Some(port) => format!(
+                "an IP address, alone (port {port}) or with a port other than 0, like \
+                 `10.0.0.53`, `10.0.0.53:5353` or `[::1]:{port}`"
+            ),
+            None => "an IP address and a port other than 0, like `127.0.0.1:9443` or `[::]:80`"
+                .to_string(),
+        };
         p.push(Problem::new(
             node.loc.clone(),
-            format!(
-                "`{key}` must be an IP address and port, like `127.0.0.1:9443` or `[::]:80`, \
-                 found `{s}`"
-            ),
+            format!("`{key}` must be {rule}, found `{}`", crate::text::escape(s)),
         ));
     }
     addr

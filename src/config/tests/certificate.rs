@@ -203,7 +203,7 @@ fn challenge_shapes() {
         &replace("{ type = \"http-01\", listen = \"80\" }"),
         8,
         42,
-        "must be an IP address and port",
+        "must be an IP address and a port other than 0",
     );
     assert_only(
         &replace("\"http-01\""),

@@ -155,3 +155,31 @@ fn issuer_domain_name_is_a_dns_name() {
     );
     assert_only(&text, 4, 22, "`issuer_domain_name` must be a DNS name");
 }
+
+/// Every address key is read by one rule: an IP address with a port other than 0, or alone
+/// where a default port exists (`rfc2136.server`: 53), and the message says so.
+#[test]
+fn address_keys_refuse_port_0_and_say_when_the_port_may_be_left_out() {
+    let server = with_challenge(
+        "{ type = \"dns-account-01\", rfc2136 = { server = \"10.0.0.53:0\" } }",
+        "[\"example.org\"]",
+    );
+    assert_only(
+        &server,
+        8,
+        61,
+        "`server` must be an IP address, alone (port 53) or with a port other than 0, like \
+         `10.0.0.53`, `10.0.0.53:5353` or `[::1]:53`, found `10.0.0.53:0`",
+    );
+    let listen = with_challenge(
+        "{ type = \"http-01\", listen = \"127.0.0.1:0\" }",
+        "[\"example.org\"]",
+    );
+    assert_only(
+        &listen,
+        8,
+        42,
+        "`listen` must be an IP address and a port other than 0, like `127.0.0.1:9443` or \
+         `[::]:80`, found `127.0.0.1:0`",
+    );
+}

@@ -347,6 +347,32 @@ pub(super) fn as_table<'n>(
     }
 }
 
+/// `paths`: a list of absolute paths, each once; each with where it was written.
+pub(super) fn as_abs_path_list(
+    key: &str,
+    node: &Node,
+    p: &mut Vec<Problem>,
+) -> Vec<(PathBuf, Location)> {
+    let mut paths: Vec<(PathBuf, Location)> = Vec::new();
+    for (s, loc) in as_str_list(key, node, p).unwrap_or_default() {
+        let path = PathBuf::from(s);
+        if !path.is_absolute() || s.contains('\0') {
+            p.push(Problem::new(
+                loc.clone(),
+                format!("each of `{key}` must be an absolute path, found `{s}`"),
+            ));
+        } else if paths.iter().any(|(q, _)| *q == path) {
+            p.push(Problem::new(
+                loc.clone(),
+                format!("`{s}` is listed twice in `{key}`"),
+            ));
+        } else {
+            paths.push((path, loc.clone()));
+        }
+    }
+    paths
+}
+
 /// A calendar day (`review_by`): a `YYYY-MM-DD` string or a TOML local date, returned as
 /// `YYYY-MM-DD`.
 pub(super) fn as_date(key: &str, node: &Node, p: &mut Vec<Problem>) -> Option<String> {

@@ -177,23 +177,10 @@ pub(super) fn build_discovery(
         return None;
     };
     locs.insert("discovery.paths".into(), e.node.loc.clone());
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for (s, loc) in as_str_list("paths", &e.node, p).unwrap_or_default() {
-        let path = PathBuf::from(s);
-        if !path.is_absolute() {
-            p.push(Problem::new(
-                loc.clone(),
-                format!("each of `paths` must be an absolute path, found `{s}`"),
-            ));
-        } else if paths.contains(&path) {
-            p.push(Problem::new(
-                loc.clone(),
-                format!("`{s}` is listed twice in `paths`"),
-            ));
-        } else {
-            paths.push(path);
-        }
-    }
+    let paths: Vec<PathBuf> = as_abs_path_list("paths", &e.node, p)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
     (p.len() == start).then_some(DiscoveryConfig {
         paths,
         alert_before,

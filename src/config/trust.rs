@@ -38,22 +38,9 @@ pub(super) fn build_trust(
     let mut paths: Vec<PathBuf> = Vec::new();
     if let Some(e) = find(&section.entries, "paths") {
         locs.insert("trust.paths".into(), e.node.loc.clone());
-        for (s, loc) in as_str_list("paths", &e.node, p).unwrap_or_default() {
-            let path = PathBuf::from(s);
-            if !path.is_absolute() || s.contains('\0') {
-                p.push(Problem::new(
-                    loc.clone(),
-                    format!("each of `paths` must be an absolute path, found `{s}`"),
-                ));
-            } else if paths.contains(&path) {
-                p.push(Problem::new(
-                    loc.clone(),
-                    format!("`{s}` is listed twice in `paths`"),
-                ));
-            } else {
-                locs.insert(format!("trust.paths.{}", paths.len()), loc.clone());
-                paths.push(path);
-            }
+        for (path, loc) in as_abs_path_list("paths", &e.node, p) {
+            locs.insert(format!("trust.paths.{}", paths.len()), loc);
+            paths.push(path);
         }
     }
     (p.len() == start).then_some(TrustConfig {

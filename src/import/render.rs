@@ -158,6 +158,41 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
     if let Some(p) = &l.profile {
         let _ = writeln!(out, "profile = {}", quote(p));
     }
+    challenge(out, name, l, notes);
+    let f = &l.files;
+    let _ = writeln!(
+        out,
+        "files = {{ cert = {}, chain = {}, fullchain = {}, key = {} }}",
+        quote(&f.cert.display().to_string()),
+        quote(&f.chain.display().to_string()),
+        quote(&f.fullchain.display().to_string()),
+        quote(&f.privkey.display().to_string()),
+    );
+    if !l.reload.is_empty() {
+        for (_, why) in &l.reload {
+            let _ = writeln!(out, "# reload: {}", comment(why));
+        }
+        let argvs: Vec<String> = l.reload.iter().map(|(argv, _)| list(argv)).collect();
+        let _ = writeln!(out, "reload = [{}]", argvs.join(", "));
+    }
+    if let Some(chain) = &l.preferred_chain {
+        let _ = writeln!(
+            out,
+            "preferred_chain = {} # certbot's preferred_chain",
+            quote(chain)
+        );
+    }
+    if l.reuse_key {
+        let _ = writeln!(
+            out,
+            "reuse_key = true # certbot's reuse_key: the deployed key is kept across renewals"
+        );
+    }
+}
+
+/// The `challenge` line of lineage `l`, certificate `name`: what certbot's authenticator
+/// becomes (a stub, noted in `notes`, where none can be derived).
+fn challenge(out: &mut String, name: &str, l: &Lineage, notes: &mut Vec<String>) {
     match &l.challenge {
         Challenge::Webroot { root, others } if others.is_empty() => {
             let _ = writeln!(out, "challenge = {}", webroot(root));
@@ -196,35 +231,6 @@ fn certificate(out: &mut String, name: &str, ca: &str, l: &Lineage, notes: &mut 
                 l.conf.display()
             ));
         }
-    }
-    let f = &l.files;
-    let _ = writeln!(
-        out,
-        "files = {{ cert = {}, chain = {}, fullchain = {}, key = {} }}",
-        quote(&f.cert.display().to_string()),
-        quote(&f.chain.display().to_string()),
-        quote(&f.fullchain.display().to_string()),
-        quote(&f.privkey.display().to_string()),
-    );
-    if !l.reload.is_empty() {
-        for (_, why) in &l.reload {
-            let _ = writeln!(out, "# reload: {}", comment(why));
-        }
-        let argvs: Vec<String> = l.reload.iter().map(|(argv, _)| list(argv)).collect();
-        let _ = writeln!(out, "reload = [{}]", argvs.join(", "));
-    }
-    if let Some(chain) = &l.preferred_chain {
-        let _ = writeln!(
-            out,
-            "preferred_chain = {} # certbot's preferred_chain",
-            quote(chain)
-        );
-    }
-    if l.reuse_key {
-        let _ = writeln!(
-            out,
-            "reuse_key = true # certbot's reuse_key: the deployed key is kept across renewals"
-        );
     }
 }
 

@@ -103,18 +103,23 @@ impl CaConfig {
     /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
     /// `eab_hmac_key_file` itself.
     pub(crate) fn eab_key_path(&self) -> Option<PathBuf> {
-        let configured = self.eab_hmac_key_file.as_ref()?;
-        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .zip(configured.file_name())
-            .map(|(dir, name)| Path::new(&dir).join(name))
-            .filter(|p| p.is_file());
-        Some(credential.unwrap_or_else(|| configured.clone()))
+        self.eab_hmac_key_file.as_deref().map(credential_or)
     }
 
     /// Where `key` was written, else the `[ca.NAME]` header.
     pub fn key_location(&self, key: &str) -> &Location {
         self.key_locations.get(key).unwrap_or(&self.location)
     }
+}
+
+/// A secret file's path as read: the file of the same name in systemd's
+/// `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else `configured`.
+fn credential_or(configured: &Path) -> PathBuf {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .zip(configured.file_name())
+        .map(|(dir, name)| Path::new(&dir).join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| configured.to_path_buf())
 }
 
 /// One `[[certificate]]`, with `[defaults]` applied.
@@ -168,12 +173,7 @@ impl CertConfig {
     /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) when that exists, else
     /// `pkcs12_password_file` itself (as [`CaConfig::eab_key_path`]).
     pub(crate) fn pkcs12_password_path(&self) -> Option<PathBuf> {
-        let configured = self.pkcs12_password_file.as_ref()?;
-        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .zip(configured.file_name())
-            .map(|(dir, name)| Path::new(&dir).join(name))
-            .filter(|p| p.is_file());
-        Some(credential.unwrap_or_else(|| configured.clone()))
+        self.pkcs12_password_file.as_deref().map(credential_or)
     }
 
     /// Where `key` was written; for a dotted key not recorded, where its parent was

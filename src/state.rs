@@ -332,6 +332,11 @@ pub struct CertRecord {
     /// or ARI): it is renewed at once
     /// with a fresh key. Keyed by serial, so it no longer applies once another is deployed.
     pub(crate) revoked: Option<RevokedRecord>,
+    /// The [`deploy::set_digest`](crate::deploy::set_digest) of the files renewd last
+    /// deployed (lowercase hex): while the deployed files still have it, reading them skips
+    /// the checks renewd made before writing them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) deployed_sha256: Option<String>,
 }
 
 /// A deployed certificate found revoked.
@@ -355,6 +360,16 @@ pub(crate) struct Attempt {
 }
 
 impl CertRecord {
+    /// [`CertRecord::deployed_sha256`] as bytes (`None` when absent or not 64 hex digits).
+    pub(crate) fn deployed_digest(&self) -> Option<crate::deploy::SetDigest> {
+        let hex = self.deployed_sha256.as_deref()?;
+        data_encoding::HEXLOWER
+            .decode(hex.as_bytes())
+            .ok()?
+            .try_into()
+            .ok()
+    }
+
     /// Every time in the record is at most [`MAX_UNIX`]; the error names the field.
     fn check_times(&self) -> Result<(), TimeOutOfRange> {
         let mut times: Vec<(&str, u64)> = Vec::new();
@@ -398,8 +413,10 @@ impl CertRecord {
         now: SystemTime,
         ca: &str,
         serial: &str,
+        deployed: Option<&crate::deploy::SetDigest>,
         message: String,
     ) {
+        self.deployed_sha256 = deployed.map(|d| data_encoding::HEXLOWER.encode(d));
         self.consecutive_failures = 0;
         self.last_failure = None;
         self.retry_after = None;
@@ -466,7 +483,7 @@ mod tests {
         for i in 0..30 {
             rec.record_failure(from_unix(i), None, format!("fail {i}"));
         }
-        rec.record_success(from_unix(100), "le", "abcd", "ok".into());
+        rec.record_success(from_unix(100), "le", "abcd", None, "ok".into());
         st.save_cert("www", &rec).unwrap();
         let back = st.load_cert("www");
         assert_eq!(back, rec);

@@ -37,6 +37,41 @@ pub struct Evaluation {
     /// Why the configured `renew_before` is not used as written for the deployed certificate
     /// (see [`schedule::clamp_warning`]), for the log, `status` and alerts.
     pub(crate) clamp_warning: Option<String>,
+    /// The deployed leaf as the inventory shows it (none when nothing usable is deployed),
+    /// so the daemon's inventory reads no certificate file between evaluations.
+    pub(crate) leaf: Option<Box<inventory::Leaf>>,
+    /// What the inventory and alerts need of the state record, as read for this evaluation.
+    pub(crate) record: RecordFacts,
+}
+
+/// The part of a certificate's state record the inventory shows, taken when its evaluation
+/// is made: every write of a record is followed by a new evaluation (after a batch, an ARI
+/// poll, a revocation found), so the daemon's inventory never reads the record itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RecordFacts {
+    pub(crate) consecutive_failures: u32,
+    /// The last attempt's message, when it failed.
+    pub(crate) last_failure: Option<String>,
+    /// Unix seconds of the last successful renewal the history still holds.
+    pub(crate) last_success: Option<u64>,
+    /// The CA's last ARI answer about the deployed certificate, when ARI applies to it.
+    pub(crate) ari: Option<Box<schedule::ari::AriRecord>>,
+}
+
+impl RecordFacts {
+    /// `rec`'s facts for the deployed certificate `serial`; `ari_enabled` as in
+    /// [`Evaluation::ari_enabled`].
+    fn of(rec: &CertRecord, serial: Option<&str>, ari_enabled: bool) -> RecordFacts {
+        RecordFacts {
+            consecutive_failures: rec.consecutive_failures,
+            last_failure: rec.last().filter(|a| !a.ok).map(|a| a.message.clone()),
+            last_success: rec.history.iter().rev().find(|a| a.ok).map(|a| a.at),
+            ari: serial
+                .filter(|_| ari_enabled)
+                .and_then(|s| schedule::ari::about(rec.ari.as_ref(), s))
+                .map(|a| Box::new(a.clone())),
+        }
+    }
 }
 
 impl Evaluation {
@@ -88,7 +123,9 @@ pub fn evaluate(
     cas: &BTreeMap<String, CaConfig>,
     now: SystemTime,
 ) -> Evaluation {
-    evaluate_inspected(cert, rec, cas, now, deploy::inspect(&cert.files).as_ref())
+    let digest = rec.deployed_digest();
+    let inspected = deploy::inspect_known(&cert.files, digest.as_ref()).map(|(leaf, _)| leaf);
+    evaluate_inspected(cert, rec, cas, now, inspected.as_ref())
 }
 
 /// [`evaluate`] with `cert`'s files already read by [`deploy::inspect`].
@@ -157,6 +194,7 @@ pub(crate) fn evaluate_inspected(
         ),
         _ => decision,
     };
+    let record = RecordFacts::of(rec, serial.as_deref(), ari_enabled);
     Evaluation {
         deployed,
         serial,
@@ -167,6 +205,10 @@ pub(crate) fn evaluate_inspected(
         ari_poll,
         expired,
         not_renewable: None,
+        leaf: inspected
+            .ok()
+            .map(|info| Box::new(inventory::Leaf::of(info))),
+        record,
         ari_enabled,
         clamp_warning,
     }
@@ -267,7 +309,7 @@ pub fn row(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation, renewing: bool)
 }
 
 /// What the inventory needs to know about a managed certificate.
-pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> inventory::Managed {
+pub(crate) fn managed(cert: &CertConfig, ev: &Evaluation) -> inventory::Managed {
     let (renew_at, problem) = match &ev.deployed {
         Deployed::Valid {
             not_before,
@@ -288,13 +330,7 @@ pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> i
         (Some(why), None) => Some(format!("not renewable: {why}")),
         (None, p) => p,
     };
-    let last_failure = rec.last().filter(|a| !a.ok).map(|a| a.message.clone());
-    // The CA's advice about the deployed certificate, when ARI applies to it.
-    let ari = ev
-        .serial
-        .as_deref()
-        .and_then(|s| schedule::ari::about(rec.ari.as_ref(), s))
-        .filter(|_| ev.ari_enabled);
+    let ari = ev.record.ari.as_deref();
     inventory::Managed {
         name: cert.name.clone(),
         paths: cert.files.iter().map(|(_, p)| p.to_path_buf()).collect(),
@@ -313,14 +349,10 @@ pub(crate) fn managed(cert: &CertConfig, rec: &CertRecord, ev: &Evaluation) -> i
         renew_before_warning: ev.clamp_warning.clone(),
         alert_before: cert.alert_before,
         problem,
-        consecutive_failures: rec.consecutive_failures,
-        last_failure,
-        last_success: rec
-            .history
-            .iter()
-            .rev()
-            .find(|a| a.ok)
-            .map(|a| crate::state::from_unix(a.at)),
+        consecutive_failures: ev.record.consecutive_failures,
+        last_failure: ev.record.last_failure.clone(),
+        last_success: ev.record.last_success.map(state::from_unix),
+        leaf: ev.leaf.clone(),
         persist_until: cert
             .challenge
             .rules
@@ -346,7 +378,7 @@ pub fn inventory_offline(config: &Config, now: SystemTime) -> Inventory {
             let rec = state.load_cert(&c.name);
             let mut ev = evaluate(c, &rec, &config.cas, now);
             ev.not_renewable = diagnosis.not_renewable.get(&c.name).cloned();
-            managed(c, &rec, &ev)
+            managed(c, &ev)
         })
         .collect();
     let scan = inventory::discover(config);

@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 use super::table::Count;
 use super::watch::{DiscoveryWatch, MAX_DISCOVERY_WATCHES};
 use super::{Daemon, Event};
-use crate::config::{CertConfig, Config};
+use crate::config::Config;
 use crate::inventory::discovery::Scan;
 use crate::inventory::Live;
-use crate::status::{self, Evaluation};
+use crate::status;
 
 /// Inventory, alerts, metrics, and the discovery scans feeding them.
 pub(super) struct Governance {
@@ -98,16 +98,9 @@ impl Governance {
         !self.discovery_changed.is_empty()
     }
 
-    /// The first scan, awaited (off the event loop's thread) so the first inventory,
-    /// metrics and alerts include what it finds.
-    pub(super) async fn first_scan(&mut self) {
-        if let Some(job) = self.scan_job() {
-            match tokio::task::spawn_blocking(job).await {
-                Ok((scan, elapsed)) => self.live.set_scan(scan, elapsed),
-                Err(e) => tracing::error!(error = %e, "discovery scan failed"),
-            }
-            self.scanning = false;
-        }
+    /// Whether a discovery scan runs.
+    pub(super) fn scanning(&self) -> bool {
+        self.scanning
     }
 
     /// The scan to run next, for a blocking thread: the whole of every discovery path after
@@ -166,10 +159,11 @@ impl Daemon {
         }
         g.collecting = true;
         g.counting = std::mem::take(&mut g.counts);
-        let entries: Vec<(CertConfig, Evaluation, u32)> = self
+        // Built here, from the evaluations: collecting reads no record or certificate file.
+        let managed: Vec<crate::inventory::Managed> = self
             .table
             .entries()
-            .map(|e| (e.cfg.clone(), e.eval.clone(), e.failures_seen))
+            .map(|e| status::managed(&e.cfg, &e.eval))
             .collect();
         let renewer = self.renewer.clone();
         let collect = g.live.collector();
@@ -180,15 +174,6 @@ impl Daemon {
         tokio::spawn(async move {
             let job = move || {
                 let now = SystemTime::now();
-                let managed: Vec<crate::inventory::Managed> = entries
-                    .iter()
-                    .map(|(cfg, eval, failures_seen)| {
-                        // The renewer's record: one the disk could not take is kept in memory.
-                        let mut rec = renewer.record(&cfg.name);
-                        rec.consecutive_failures = rec.consecutive_failures.max(*failures_seen);
-                        status::managed(cfg, &rec, eval)
-                    })
-                    .collect();
                 // Whether each CA is paused (Retry-After) is in its pause file.
                 metrics.set_ca_paused(cas.iter().map(|ca| {
                     let pause = crate::acme::pause_of(ca, &renewer.state().ca_files(ca).pause);
@@ -234,6 +219,8 @@ impl Daemon {
         }
         if std::mem::take(&mut g.collect_again) {
             self.refresh_governance();
+        } else if std::mem::take(&mut self.trim_pending) {
+            super::release_free_memory();
         }
     }
 

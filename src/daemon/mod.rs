@@ -67,6 +67,9 @@ pub(crate) enum DaemonError {
 }
 
 enum Event {
+    /// The first evaluation of every certificate, made after READY=1 on blocking threads
+    /// (an error when the blocking task failed: the daemon stops).
+    FirstRead(Result<reload::Loaded, tokio::task::JoinError>),
     Files(Vec<PathBuf>),
     /// The CA's ARI was asked about these certificates; their records are updated.
     AriDone(Vec<String>),
@@ -175,6 +178,14 @@ struct Daemon {
     batches_in_flight: usize,
     governance: Governance,
     reload: reload::Reloading,
+    /// The certificates are being read for the first time (after READY=1): control
+    /// requests wait in their channel until the table is filled.
+    starting: bool,
+    /// Why the daemon must stop now (the first read failed); the loop ends with it.
+    failed: Option<DaemonError>,
+    /// A burst of work (the first read, a batch) ended: the heap it freed is handed back
+    /// once the inventory collected after it is applied.
+    trim_pending: bool,
 }
 
 /// The channels the loop receives on.
@@ -212,9 +223,10 @@ pub(crate) async fn run(
     };
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let mut shutdown = Shutdown::listen().map_err(DaemonError::Signal)?;
-    release_free_memory();
-    tracing::info!(socket = %d.config.control_socket.display(), "renewd started; {}", d.table.summary());
-    let mut systemd = Systemd::ready(d.table.status_line(SystemTime::now()));
+    // Ready once the sockets are bound and the watches set: reading the certificates, the
+    // discovery scan and the first inventory follow, off the loop's thread.
+    let mut systemd = Systemd::ready(d.status_line());
+    d.first_read();
 
     loop {
         let deadline = d.next_deadline();
@@ -227,7 +239,9 @@ pub(crate) async fn run(
             }
             _ = debounced(d.debounce.until) => d.reevaluate_dirty(),
             Some(ev) = inbox.events.recv() => d.on_event(ev),
-            Some((req, reply)) = inbox.control.recv() => d.on_control(req, reply),
+            // Until the first read is applied, requests wait in the channel (bounded: the
+            // control server waits to hand over more).
+            Some((req, reply)) = inbox.control.recv(), if !d.starting => d.on_control(req, reply),
             _ = hup.recv() => {
                 systemd.reloading();
                 // READY=1 follows once the configuration is read (`apply_reload`).
@@ -237,7 +251,10 @@ pub(crate) async fn run(
             _ = shutdown.requested() => break,
         }
         tracing::trace!("event loop woke");
-        systemd.status(d.table.status_line(SystemTime::now()));
+        if d.failed.is_some() {
+            break;
+        }
+        systemd.status(d.status_line());
     }
 
     tracing::info!("stopping");
@@ -247,6 +264,9 @@ pub(crate) async fn run(
     d.finish_batches(&mut inbox.events).await;
     d.governance.stop();
     let _ = std::fs::remove_file(&d.config.control_socket);
+    if let Some(e) = d.failed.take() {
+        return Err(e);
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -269,7 +289,7 @@ async fn debounced(until: Option<tokio::time::Instant>) {
     }
 }
 
-/// Hands heap freed after a burst of work (start-up, a batch, a reload) back to the kernel.
+/// Hands heap freed after a burst of work (start-up, a batch) back to the kernel.
 /// glibc keeps it otherwise, so a daemon that read 1,000 certificates at start would hold
 /// that peak for months of idleness.
 fn release_free_memory() {
@@ -282,8 +302,8 @@ fn release_free_memory() {
 }
 
 impl Daemon {
-    /// Watches the deployed files, reads every certificate and runs the first discovery
-    /// scan (off the event loop's thread), and collects the first inventory.
+    /// Binds the metrics listener and watches the deployed files; the certificates are read
+    /// after READY=1 ([`Daemon::first_read`]).
     async fn start(
         config_path: &Path,
         config: Config,
@@ -307,24 +327,64 @@ impl Daemon {
             batches_in_flight: 0,
             governance,
             reload: reload::Reloading::default(),
+            starting: true,
+            failed: None,
+            trim_pending: false,
         };
-        // Watches first, then the files are read (off the event loop's thread): a change in
-        // between is then an event.
+        // Watches first, then the files are read: a change in between is then an event.
         d.deployed.watch(&d.config);
-        let loaded = {
-            let (config, renewer) = (d.config.clone(), d.renewer.clone());
-            tokio::task::spawn_blocking(move || {
-                reload::evaluate_config(config, &renewer, &HashMap::new())
-            })
-            .await
-            .map_err(DaemonError::FirstRead)?
-        };
-        d.table.rebuild(&d.config.certificates, loaded.evals);
-        // The first scan is awaited so the first inventory, metrics and alerts include what
-        // it finds.
-        d.governance.first_scan().await;
-        d.refresh_governance();
         Ok(d)
+    }
+
+    /// Reads every certificate's files and record for the first time, on blocking threads;
+    /// the result comes back as [`Event::FirstRead`].
+    fn first_read(&mut self) {
+        let (config, renewer) = (self.config.clone(), self.renewer.clone());
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = move || reload::evaluate_config(config, &renewer, &HashMap::new());
+            let loaded = tokio::task::spawn_blocking(job).await;
+            let _ = events.send(Event::FirstRead(loaded));
+        });
+    }
+
+    /// The first read is done: the table is filled, control requests are answered, file
+    /// events seen meanwhile read again, and the discovery scan (then the first inventory,
+    /// metrics and alerts) starts.
+    fn apply_first_read(&mut self, loaded: Result<reload::Loaded, tokio::task::JoinError>) {
+        // A panic while reading: a daemon that knows nothing must not pretend to run.
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.failed = Some(DaemonError::FirstRead(e));
+                return;
+            }
+        };
+        self.starting = false;
+        self.table.rebuild(&self.config.certificates, loaded.evals);
+        tracing::info!(socket = %self.config.control_socket.display(), "renewd started; {}", self.table.summary());
+        // Changes seen while the files were read may have been read before they happened.
+        if !self.debounce.dirty.is_empty() && self.debounce.until.is_none() {
+            self.debounce.until = Some(tokio::time::Instant::now() + DEBOUNCE);
+        }
+        // The first inventory waits for the first scan (it is collected when the scan ends),
+        // so the first metrics and alerts include what discovery finds.
+        self.start_scan();
+        if !self.governance.scanning() {
+            self.refresh_governance();
+        }
+        self.trim_pending = true;
+    }
+
+    /// The one-line STATUS= for systemd.
+    fn status_line(&self) -> String {
+        match self.starting {
+            true => format!(
+                "starting: reading {} certificates",
+                self.config.certificates.len()
+            ),
+            false => self.table.status_line(SystemTime::now()),
+        }
     }
 
     /// After SIGTERM or SIGINT: waits for the batches under way, at most
@@ -358,7 +418,8 @@ impl Daemon {
     /// Whether nothing is in flight: no batch running, no evaluation pending, no ARI poll
     /// running, no debounce pending, no configuration being read, no revocation pass.
     fn idle(&self) -> bool {
-        self.batches_in_flight == 0
+        !self.starting
+            && self.batches_in_flight == 0
             && self.debounce.until.is_none()
             && !self.reload.running()
             && !self.table.in_flight()
@@ -520,6 +581,7 @@ impl Daemon {
                 // collection after the evaluations looks at.
                 self.request_evaluations(names, After::Ari);
             }
+            Event::FirstRead(loaded) => self.apply_first_read(loaded),
             Event::Evaluated { results, after } => self.apply_evaluations(results, after),
             Event::Reloaded(loaded) => self.apply_reload(*loaded),
             Event::Collected(collected) => self.apply_collected(collected),
@@ -533,6 +595,7 @@ impl Daemon {
                 reply,
             } => {
                 self.batches_in_flight -= 1;
+                self.trim_pending = true;
                 let counts = self.table.finish_batch(&report, dry_run, SystemTime::now());
                 let reply = reply.map(|(tx, skipped)| {
                     let rsp = Response::Renew {
@@ -564,6 +627,10 @@ impl Daemon {
 
     fn reevaluate_dirty(&mut self) {
         self.debounce.until = None;
+        // Kept until the first read is applied (which reads them again).
+        if self.starting {
+            return;
+        }
         let dirty = self.table.idle_of(std::mem::take(&mut self.debounce.dirty));
         self.request_evaluations(dirty, After::Files);
         if self.governance.discovery_has_changes() {

@@ -29,23 +29,52 @@ pub(super) struct Loaded {
     pub(super) evals: HashMap<String, Evaluation>,
 }
 
-/// Evaluates every certificate of `config` with the failures this process saw (`seen`).
-/// Blocking.
+/// Certificates evaluated by one thread of [`evaluate_config`] at a time.
+const CHUNK: usize = 256;
+
+/// Evaluates every certificate of `config` with the failures this process saw (`seen`),
+/// on at most as many threads as the machine has cores (4 at most), in chunks of
+/// [`CHUNK`]. Blocking.
 pub(super) fn evaluate_config(
     config: Config,
     renewer: &Renewer,
     seen: &HashMap<String, (u32, Option<SystemTime>)>,
 ) -> Loaded {
     let now = SystemTime::now();
-    let evals = config
-        .certificates
-        .iter()
-        .map(|c| {
-            let (f, l) = seen.get(&c.name).copied().unwrap_or((0, None));
-            let ev = evaluation(renewer, &config.cas, c, f, l, now);
-            (c.name.clone(), ev)
-        })
-        .collect();
+    let certs = &config.certificates;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(certs.len().div_ceil(CHUNK));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let start = next.fetch_add(CHUNK, std::sync::atomic::Ordering::Relaxed);
+            let Some(chunk) = certs.get(start..(start + CHUNK).min(certs.len())) else {
+                return out;
+            };
+            if chunk.is_empty() {
+                return out;
+            }
+            out.extend(chunk.iter().map(|c| {
+                let (f, l) = seen.get(&c.name).copied().unwrap_or((0, None));
+                (
+                    c.name.clone(),
+                    evaluation(renewer, &config.cas, c, f, l, now),
+                )
+            }));
+        }
+    };
+    let mut evals = HashMap::with_capacity(certs.len());
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        evals.extend(work());
+        for h in helpers {
+            // A panic in a helper is the caller's (a blocking task's) failure too.
+            evals.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+    });
     Loaded { config, evals }
 }
 

@@ -24,18 +24,73 @@ pub enum DeployedProblem {
     Inconsistent(String),
 }
 
+/// SHA-256 over a deployed set's contents ([`set_digest`]).
+pub(crate) type SetDigest = [u8; 32];
+
+/// SHA-256 over a set's contents, file by file in the set's order: the kind's name, the
+/// length (8 bytes, big-endian) and the bytes. The same configured set with the same bytes
+/// gives the same digest; any change of a byte, a length or a file's kind gives another.
+pub(crate) fn set_digest<'a>(files: impl IntoIterator<Item = (FileKind, &'a [u8])>) -> SetDigest {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (kind, data) in files {
+        ctx.update(kind.as_str().as_bytes());
+        ctx.update(&(data.len() as u64).to_be_bytes());
+        ctx.update(data);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// Reads what is deployed now and returns the leaf certificate if the set is usable:
 /// every configured file present and readable, the leaf the same in the cert, fullchain
 /// and combined files, the chain file equal to the intermediates of the fullchain, and the
 /// key (in the key and combined files) belonging to the leaf.
 pub fn inspect(files: &FileSet) -> Result<CertInfo, DeployedProblem> {
+    inspect_known(files, None).map(|(leaf, _)| leaf)
+}
+
+/// [`inspect`], also returning the files' [`set_digest`]. When it equals `verified` (the
+/// digest of a set renewd deployed, whose consistency it checked before writing it), the
+/// checks between files are skipped — the key's parsing and its match with the leaf, the
+/// leaf and chain comparisons, most of the cost — and only the leaf is parsed: equal
+/// digests mean the same bytes, so the result cannot differ.
+pub(crate) fn inspect_known(
+    files: &FileSet,
+    verified: Option<&SetDigest>,
+) -> Result<(CertInfo, SetDigest), DeployedProblem> {
+    let mut read = Vec::new();
+    for (kind, path) in files.iter() {
+        read.push((kind, path, read_deployed(path)?));
+    }
+    let digest = set_digest(read.iter().map(|(k, _, d)| (*k, &d[..])));
+    if verified == Some(&digest) {
+        if let Some(leaf) = verified_leaf(&read) {
+            return Ok((leaf, digest));
+        }
+    }
+    check_set(read).map(|leaf| (leaf, digest))
+}
+
+/// The leaf of a set already known consistent: the first certificate of its fullchain,
+/// cert or combined file. `None` if it cannot be parsed after all (then the full checks
+/// say why).
+fn verified_leaf(read: &[(FileKind, &Path, Vec<u8>)]) -> Option<CertInfo> {
+    [FileKind::Fullchain, FileKind::Cert, FileKind::Combined]
+        .into_iter()
+        .find_map(|want| read.iter().find(|(k, _, _)| *k == want))
+        .and_then(|(_, _, data)| x509::pem_certificates(data).ok())
+        .and_then(|certs| CertInfo::parse_der(certs.first()?).ok())
+}
+
+/// The checks between a set's files, read as `read` (kind, path, bytes).
+fn check_set(read: Vec<(FileKind, &Path, Vec<u8>)>) -> Result<CertInfo, DeployedProblem> {
     // (path, whole chain) for each file that carries the leaf, in order of preference.
     let mut chains: Vec<(FileKind, PathBuf, Vec<Vec<u8>>)> = Vec::new();
     let mut intermediates: Option<(PathBuf, Vec<Vec<u8>>)> = None;
     let mut keys = Vec::new();
 
-    for (kind, path) in files.iter() {
-        let data = read_deployed(path)?;
+    for (kind, path, data) in read {
         let invalid =
             |e: x509::X509Error| DeployedProblem::Invalid(path.to_path_buf(), e.to_string());
         match kind {

@@ -30,6 +30,7 @@ mod stage;
 mod target_dir;
 
 pub use deployed::{inspect, DeployedProblem};
+pub(crate) use deployed::{inspect_known, set_digest, SetDigest};
 pub(crate) use render::render;
 pub(crate) use stage::{stage, Staged};
 pub use target_dir::{acl_dropped, clashing_targets};

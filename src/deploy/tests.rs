@@ -994,3 +994,75 @@ fn inspect_does_not_open_device_nodes() {
         "{problem:?}"
     );
 }
+
+// --- the digest of what renewd deployed ------------------------------------------------
+
+#[test]
+fn a_verified_digest_skips_the_checks_and_any_change_behind_its_back_is_still_caught() {
+    let _guard = lock();
+    let dir = tempdir();
+    let (files, issued) = deployed(dir.path());
+    let rendered = render(&files, &issued.material);
+    let digest = set_digest(rendered.iter().map(|(k, _, d)| (*k, &d[..])));
+
+    // The deployed bytes are the rendered ones: same digest, same leaf as the full checks.
+    let (leaf, read) = inspect_known(&files, Some(&digest)).expect("verified");
+    assert_eq!(read, digest);
+    assert_eq!(leaf, inspect(&files).expect("full checks"));
+
+    // Another key of the same size written over the key file, its mtime put back: the size
+    // and the mtime say nothing changed, the bytes do.
+    let key_path = path(&files.key);
+    let before = fs::metadata(&key_path).expect("stat");
+    let other = loop {
+        let k = PrivateKey::generate(KeyType::EcdsaP256)
+            .expect("other")
+            .to_pem();
+        if k.len() as u64 == before.len() {
+            break k;
+        }
+    };
+    fs::write(&key_path, &other).expect("write");
+    fs::File::options()
+        .write(true)
+        .open(&key_path)
+        .and_then(|f| f.set_modified(before.modified().expect("mtime")))
+        .expect("set mtime");
+    let after = fs::metadata(&key_path).expect("stat");
+    assert_eq!(
+        (after.len(), after.modified().ok(), after.ino()),
+        (before.len(), before.modified().ok(), before.ino())
+    );
+    assert_eq!(
+        inspect_known(&files, Some(&digest)).map(|(_, d)| d == digest),
+        Err(DeployedProblem::KeyMismatch(key_path.clone()))
+    );
+
+    // A digest of other bytes is no shortcut either: the full checks run.
+    fs::write(&key_path, &issued.material.key_pem).expect("restore");
+    let wrong = [7u8; 32];
+    let (_, read) = inspect_known(&files, Some(&wrong)).expect("full checks pass");
+    assert_eq!(read, digest);
+}
+
+#[test]
+fn the_set_digest_changes_with_any_byte_length_or_kind() {
+    let base = set_digest([
+        (FileKind::Fullchain, &b"abc"[..]),
+        (FileKind::Key, &b"k"[..]),
+    ]);
+    for other in [
+        set_digest([
+            (FileKind::Fullchain, &b"abd"[..]),
+            (FileKind::Key, &b"k"[..]),
+        ]),
+        set_digest([
+            (FileKind::Fullchain, &b"ab"[..]),
+            (FileKind::Key, &b"ck"[..]),
+        ]),
+        set_digest([(FileKind::Cert, &b"abc"[..]), (FileKind::Key, &b"k"[..])]),
+        set_digest([(FileKind::Fullchain, &b"abc"[..])]),
+    ] {
+        assert_ne!(other, base);
+    }
+}

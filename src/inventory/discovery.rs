@@ -348,17 +348,6 @@ pub(crate) fn scan_with(
     out
 }
 
-/// The first certificate of the file at `path`; `Ok(None)` when the
-/// file does not look like a certificate at all (a key, a config file, a binary) or is
-/// larger than [`MAX_FILE`]. `follow` says whether a symlink at `path` is followed; only a
-/// regular file is read.
-fn read_leaf_at(path: &Path, follow: Follow) -> Result<Option<CertInfo>, ReadError> {
-    match read_shaped(path, follow, false)? {
-        Some((shape, bytes)) => leaf_of(path, shape, bytes),
-        None => Ok(None),
-    }
-}
-
 /// The first certificate of `bytes` (read from `path`) as `shape` says; `None` for a
 /// PKCS#12 bundle or something else.
 fn leaf_of(path: &Path, shape: Shape, bytes: Vec<u8>) -> Result<Option<CertInfo>, ReadError> {
@@ -473,19 +462,6 @@ pub(crate) enum CertFileError {
         path: PathBuf,
         error: pkcs12::Pkcs12Error,
     },
-}
-
-/// The leaf of the file at `path`, which must hold a certificate (managed, exception). A
-/// symlink at `path` is followed; only a regular file is read.
-pub(crate) fn read_certificate(path: &Path) -> Result<CertInfo, CertFileError> {
-    match read_leaf_at(path, Follow::Yes) {
-        Ok(Some(leaf)) => Ok(leaf),
-        Ok(None) => Err(CertFileError::NoCertificate(path.to_path_buf())),
-        Err(error) => Err(CertFileError::Unreadable {
-            path: path.to_path_buf(),
-            error,
-        }),
-    }
 }
 
 /// The certificate of an `[[exception]]` at `path`: the leaf of a PEM or DER file, or of a

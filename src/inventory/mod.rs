@@ -136,6 +136,46 @@ pub struct Managed {
     pub(crate) last_success: Option<SystemTime>,
     /// The earliest configured dns-persist-01 `persist_until`, Unix seconds.
     pub(crate) persist_until: Option<u64>,
+    /// The deployed leaf, as read when the certificate was last evaluated (none when
+    /// nothing usable is deployed).
+    pub(crate) leaf: Option<Box<Leaf>>,
+}
+
+/// What the inventory shows of one certificate, kept instead of the parsed certificate
+/// ([`CertInfo`], which holds the whole DER): about 200 bytes for a one-name certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Leaf {
+    /// Subject and issuer distinguished names, RFC 4514 string form.
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    /// Lowercase hex, as [`CertInfo::serial_hex`].
+    pub(crate) serial: String,
+    /// SHA-256 of the certificate's DER (RFC 5280 §4.1): its identity for revocation
+    /// results and for matching what a listener serves.
+    pub(crate) sha256: [u8; 32],
+    /// The subjectAltName's DNS names, then its IP addresses.
+    pub(crate) names: Vec<String>,
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
+}
+
+impl Leaf {
+    pub(crate) fn of(info: &CertInfo) -> Leaf {
+        Leaf {
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            serial: info.serial_hex.clone(),
+            sha256: crate::x509::sha256(&info.der),
+            names: info
+                .dns_names
+                .iter()
+                .cloned()
+                .chain(info.ip_addrs.iter().map(|ip| ip.to_string()))
+                .collect(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+        }
+    }
 }
 
 /// One certificate of the inventory; the element of `renewd inventory --json`'s
@@ -322,20 +362,15 @@ impl Item {
         }
     }
 
-    fn describe(&mut self, info: &CertInfo, now: SystemTime) {
-        self.subject = Some(info.subject.clone());
-        self.issuer = Some(info.issuer.clone());
-        self.serial = Some(info.serial_hex.clone());
-        self.fingerprint = Some(crate::revocation::store::key(&info.der));
-        self.names = info
-            .dns_names
-            .iter()
-            .cloned()
-            .chain(info.ip_addrs.iter().map(|ip| ip.to_string()))
-            .collect();
-        self.not_before = Some(unix(info.not_before));
-        self.not_after = Some(unix(info.not_after));
-        self.days_left = Some(days_left(info.not_after, now));
+    fn describe(&mut self, leaf: &Leaf, now: SystemTime) {
+        self.subject = Some(leaf.subject.clone());
+        self.issuer = Some(leaf.issuer.clone());
+        self.serial = Some(leaf.serial.clone());
+        self.fingerprint = Some(crate::revocation::store::key_of_sha256(&leaf.sha256));
+        self.names = leaf.names.clone();
+        self.not_before = Some(unix(leaf.not_before));
+        self.not_after = Some(unix(leaf.not_after));
+        self.days_left = Some(days_left(leaf.not_after, now));
     }
 }
 
@@ -421,7 +456,7 @@ pub(crate) fn collect(
     let mut items = Vec::new();
     // The certificate of each managed item and exception, and its index in `items`: a
     // listener serving one of them is shown there, not as unmanaged.
-    let mut covered: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut covered: HashMap<[u8; 32], usize> = HashMap::new();
     for m in managed {
         let mut item = Item::blank(Kind::Managed);
         item.name = Some(m.name.clone());
@@ -443,16 +478,11 @@ pub(crate) fn collect(
         item.last_success = m.last_success.map(unix);
         item.persist_until = m.persist_until;
         item.problem = m.problem.clone();
-        if m.problem.is_none() {
-            if let Some(path) = &m.cert_path {
-                match discovery::read_certificate(path) {
-                    Ok(info) => {
-                        item.describe(&info, now);
-                        covered.insert(info.der, items.len());
-                    }
-                    Err(e) => item.problem = Some(e.to_string()),
-                }
-            }
+        // As read at its last evaluation: the daemon re-evaluates a certificate whenever its
+        // files change, so nothing is read here.
+        if let (None, Some(leaf)) = (&m.problem, &m.leaf) {
+            item.describe(leaf, now);
+            covered.insert(leaf.sha256, items.len());
         }
         items.push(item);
     }
@@ -469,8 +499,9 @@ pub(crate) fn collect(
             .map_or(&[][..], |d| &d.pkcs12_password_files[..]);
         match discovery::read_exception(&e.path, passwords) {
             Ok(info) => {
-                item.describe(&info, now);
-                covered.entry(info.der).or_insert(items.len());
+                let leaf = Leaf::of(&info);
+                item.describe(&leaf, now);
+                covered.entry(leaf.sha256).or_insert(items.len());
             }
             Err(err) => item.problem = Some(err.to_string()),
         }
@@ -506,22 +537,23 @@ pub(crate) fn collect(
 fn unmanaged_items(
     config: &Config,
     scan: &discovery::Scan,
-    covered: &HashMap<Vec<u8>, usize>,
+    covered: &HashMap<[u8; 32], usize>,
     items: &mut [Item],
     now: SystemTime,
 ) -> Vec<Item> {
-    let mut unmanaged: BTreeMap<Vec<u8>, Item> = BTreeMap::new();
+    let mut unmanaged: BTreeMap<[u8; 32], Item> = BTreeMap::new();
     let alert_before = config.discovery.as_ref().and_then(|d| d.alert_before);
     fn entry<'a>(
-        unmanaged: &'a mut BTreeMap<Vec<u8>, Item>,
+        unmanaged: &'a mut BTreeMap<[u8; 32], Item>,
         leaf: &CertInfo,
         alert_before: Option<crate::config::RenewBefore>,
         now: SystemTime,
     ) -> &'a mut Item {
-        unmanaged.entry(leaf.der.clone()).or_insert_with(|| {
+        let leaf = Leaf::of(leaf);
+        unmanaged.entry(leaf.sha256).or_insert_with(|| {
             let mut item = Item::blank(Kind::Unmanaged);
             item.alert_before = alert_before;
-            item.describe(leaf, now);
+            item.describe(&leaf, now);
             item
         })
     }
@@ -531,7 +563,7 @@ fn unmanaged_items(
         item.pkcs12_leaf = item.pkcs12_leaf.or(f.pkcs12_leaf);
     }
     for s in scan.served() {
-        let item = match covered.get(&s.leaf.der) {
+        let item = match covered.get(&crate::x509::sha256(&s.leaf.der)) {
             Some(&i) => &mut items[i],
             None => entry(&mut unmanaged, &s.leaf, alert_before, now),
         };

@@ -102,6 +102,7 @@ impl Renewer {
                         serial: String::new(),
                         not_after: SystemTime::UNIX_EPOCH,
                         order_url,
+                        deployed_sha256: None,
                     },
                     swap: None,
                 })
@@ -119,16 +120,21 @@ impl Renewer {
             order_url: issued.order_url.clone(),
             source,
         })?;
-        let swap = self
+        let (swap, digest) = self
             .stage(cert, material, ownership, &leaf, key.reused)
             .await?;
+        let mut renewed = renewed(&ca, &leaf, issued.order_url);
+        renewed.deployed_sha256 = Some(digest);
         Ok(Issued {
-            renewed: renewed(&ca, &leaf, issued.order_url),
+            renewed,
             swap: Some((swap, leaf.der)),
         })
     }
 
     /// Writes the new files beside the old ones and begins the swap (its journal first).
+    /// Also returns the [`deploy::set_digest`] of the whole configured set as rendered (a
+    /// reused key as renewd writes it: if the file's bytes differ, the digest will not match
+    /// and the set is checked in full when read).
     async fn stage(
         &self,
         cert: &CertConfig,
@@ -136,7 +142,8 @@ impl Renewer {
         ownership: Ownership,
         leaf: &CertInfo,
         key_reused: bool,
-    ) -> Result<Swap, RenewError> {
+    ) -> Result<(Swap, deploy::SetDigest), RenewError> {
+        let all = cert.files.clone();
         let mut files = cert.files.clone();
         if key_reused {
             // `reuse_key`: the key file is left as it is (inode, mode, owner), outside the
@@ -158,9 +165,13 @@ impl Renewer {
                     .map_err(RenewError::Pkcs12)?;
                 material.pkcs12 = Some(der);
             }
+            let rendered = deploy::render(&all, &material);
+            let digest = deploy::set_digest(rendered.iter().map(|(k, _, d)| (*k, &d[..])));
             let staged = deploy::stage(&files, &material, &ownership, key_mode)
                 .map_err(RenewError::Stage)?;
-            Swap::begin(&journal_dir, &name, &serial, staged).map_err(RenewError::Journal)
+            Swap::begin(&journal_dir, &name, &serial, staged)
+                .map(|swap| (swap, digest))
+                .map_err(RenewError::Journal)
         })
         .await
         .map_err(RenewError::DeployAborted)?
@@ -214,6 +225,7 @@ fn renewed(ca: &Ca, leaf: &CertInfo, order_url: String) -> Renewed {
         serial: leaf.serial_hex.clone(),
         not_after: leaf.not_after,
         order_url,
+        deployed_sha256: None,
     }
 }
 

@@ -42,6 +42,9 @@ pub(crate) struct Renewed {
     pub(crate) not_after: SystemTime,
     /// The ACME order's URL; empty for a swap finished after a restart (not recorded).
     pub(crate) order_url: String,
+    /// The [`deploy::set_digest`](crate::deploy::set_digest) of the files staged, as renewd
+    /// rendered them; `None` for a dry run or a swap finished after a restart.
+    pub(crate) deployed_sha256: Option<crate::deploy::SetDigest>,
 }
 
 /// The outcome of one reload command of a batch.

@@ -73,6 +73,7 @@ impl Renewer {
                         serial: leaf.serial_hex.clone(),
                         not_after: leaf.not_after,
                         order_url: String::new(),
+                        deployed_sha256: None,
                     },
                     leaf_der: leaf.der,
                     swap,

@@ -92,7 +92,13 @@ impl Renewer {
         let r = &p.renewed;
         logging::renewal_succeeded(&name, &r.ca, &r.serial, &rfc3339(r.not_after));
         self.update(&name, |rec| {
-            rec.record_success(now, &r.ca, &r.serial, format!("issued serial {}", r.serial))
+            rec.record_success(
+                now,
+                &r.ca,
+                &r.serial,
+                r.deployed_sha256.as_ref(),
+                format!("issued serial {}", r.serial),
+            )
         });
     }
 

@@ -25,10 +25,12 @@ pub(crate) fn dir(state_dir: &Path) -> PathBuf {
 /// answer must not stand for the real one's. Keys of older versions (`SERIAL ISSUER`) match
 /// no certificate: those certificates are checked again, and the old entries dropped.
 pub(crate) fn key(der: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        data_encoding::HEXLOWER.encode(&crate::x509::sha256(der))
-    )
+    key_of_sha256(&crate::x509::sha256(der))
+}
+
+/// [`key`] of a certificate whose DER's SHA-256 is `digest`.
+pub(crate) fn key_of_sha256(digest: &[u8; 32]) -> String {
+    format!("sha256:{}", data_encoding::HEXLOWER.encode(digest))
 }
 
 /// Whether `k` is a key of this version ([`key`]).

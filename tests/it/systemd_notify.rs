@@ -53,9 +53,10 @@ fn readiness_status_reload_watchdog_and_stop_reach_the_notify_socket() {
         ("WATCHDOG_USEC", "2000000"),
     ]);
     until(&sock, &mut seen, "READY=1", Duration::from_secs(10));
+    // Ready once the sockets are bound: the certificates are read after it.
     assert!(
-        seen.iter()
-            .any(|m| m.contains("READY=1") && m.contains("STATUS=1 certificates")),
+        seen.iter().any(|m| m.contains("READY=1")
+            && m.contains("STATUS=starting: reading 1 certificates")),
         "READY comes with a STATUS line: {seen:?}"
     );
     // The first issuance changes the status: renewing, then the next deadline.

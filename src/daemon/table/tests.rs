@@ -47,6 +47,8 @@ fn eval(at: SystemTime, ari_poll: Option<SystemTime>) -> Evaluation {
         not_renewable: None,
         ari_enabled: ari_poll.is_some(),
         clamp_warning: None,
+        leaf: None,
+        record: Default::default(),
     }
 }
 
@@ -181,6 +183,7 @@ fn a_finished_batch_updates_its_entries() {
             serial: "01".into(),
             not_after: now + Duration::from_secs(90 * 86400),
             order_url: String::new(),
+            deployed_sha256: None,
         }),
     };
     let report = BatchReport {

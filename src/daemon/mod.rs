@@ -69,7 +69,7 @@ pub(crate) enum DaemonError {
 enum Event {
     /// The first evaluation of every certificate, made after READY=1 on blocking threads
     /// (an error when the blocking task failed: the daemon stops).
-    FirstRead(Result<reload::Loaded, tokio::task::JoinError>),
+    FirstRead(Box<Result<reload::Loaded, tokio::task::JoinError>>),
     Files(Vec<PathBuf>),
     /// The CA's ARI was asked about these certificates; their records are updated.
     AriDone(Vec<String>),
@@ -344,7 +344,7 @@ impl Daemon {
         tokio::spawn(async move {
             let job = move || reload::evaluate_config(config, &renewer, &HashMap::new());
             let loaded = tokio::task::spawn_blocking(job).await;
-            let _ = events.send(Event::FirstRead(loaded));
+            let _ = events.send(Event::FirstRead(Box::new(loaded)));
         });
     }
 
@@ -581,7 +581,7 @@ impl Daemon {
                 // collection after the evaluations looks at.
                 self.request_evaluations(names, After::Ari);
             }
-            Event::FirstRead(loaded) => self.apply_first_read(loaded),
+            Event::FirstRead(loaded) => self.apply_first_read(*loaded),
             Event::Evaluated { results, after } => self.apply_evaluations(results, after),
             Event::Reloaded(loaded) => self.apply_reload(*loaded),
             Event::Collected(collected) => self.apply_collected(collected),

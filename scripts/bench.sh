@@ -271,6 +271,7 @@ write_config "$cfg" "$WORK/state-first" "$FIRST_SIZE" true
 timed issue "$RENEWD" run --once --config "$cfg"
 echo "issued $FIRST_SIZE certificates: $issue (wall s, CPU s, peak RSS KiB)" >&2
 python3 scripts/lib/state_files.py snapshot "$WORK/state-first" "$WORK/first-s0.json"
+echo "$FIRST_SIZE" >"$WORK/first-size"
 for start in first quiet; do
     PROBE_LOG="$WORK/daemon-$start.log" python3 scripts/lib/daemon_probe.py 1 0 -- \
         "$RENEWD" run --config "$cfg" >"$WORK/$start.json"

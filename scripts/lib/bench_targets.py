@@ -4,9 +4,10 @@ is met, computed from the files the script left in its work directory:
 
   start-N.json          daemon_probe.py on N certificates (READY=1, settled RSS, wake-up)
   once.txt              "N ARI WALL CPU" medians of the nothing-due `run --once` passes
-  first.json, quiet.json, first-written.json
+  first.json, quiet.json, first-written.json, first-size
                         the first start after the issuing `run --once`, the quiet restart,
-                        and the state files the first start wrote (state_files.py diff)
+                        the state files the first start wrote (state_files.py diff), and
+                        how many certificates that `run --once` issued
   renew.txt             "TOOL N WALL CPU PEAK_RSS_KIB" of the renewal rows
 
 Prints a Markdown table. A target whose figure this run did not measure (BENCH_QUICK sizes)
@@ -98,14 +99,16 @@ def main():
 
     first, quiet = load(work, "first.json"), load(work, "quiet.json")
     written = load(work, "first-written.json")
-    target = "a start writes nothing that has not changed: state files written by the first start after the issuing `run --once`"
+    burst = load(work, "first-size")
+    burst = f" ({burst:,} certificates)" if burst else ""
+    target = f"a start writes nothing that has not changed: state files written by the first start after the issuing `run --once`{burst}"
     if written is not None:
         files = ", ".join(written["files"][:3]) + (", …" if written["written"] > 3 else "")
         rows.append((target, f"{written['written']} ({written['content_changed']} with new content)"
                      + (f": {files}" if files else ""), verdict(written["written"] == 0)))
     else:
         rows.append((target, "not measured", "—"))
-    target = "settled RSS on the first start after a burst within 5% of a quiet restart's"
+    target = f"settled RSS on the first start after a burst{burst} within 5% of a quiet restart's"
     if first and quiet:
         a, b = first["rss_kib"], quiet["rss_kib"]
         rows.append((target, f"{a / MIB:.1f} MiB vs {b / MIB:.1f} MiB ({100 * (a - b) / b:+.1f}%)",

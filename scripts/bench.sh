@@ -341,7 +341,7 @@ table "Wake-up for one certificate (fullchain rewritten, same bytes) | N | CPU m
 for n in $START_SIZES; do
     row "$(python3 -c "
 import json,sys
-j=json.load(open(sys.argv[1])); g=lambda k: j.get(k, 'no strace')
+j=json.load(open(sys.argv[1])); g=lambda k: j.get(k, 'not counted')
 print(f\"renewd run, c1 rewritten | {sys.argv[2]} | {j['wake_cpu_ms']} | {j['wake_switches']} | {g('wake_opens')} | {g('wake_stats')} | {g('wake_paths')}\")" "$WORK/start-$n.json" "$n")"
 done
 

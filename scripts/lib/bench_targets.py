@@ -81,7 +81,7 @@ def main():
             figure += f"; files opened {ja['wake_opens']} vs {jb['wake_opens']}"
         else:
             opens_ok = True
-            figure += "; files opened not counted (no strace)"
+            figure += f"; files opened not counted ({jb.get('wake_note', 'no strace')})"
         rows.append((target, figure, verdict(cpu_ok and opens_ok)))
     else:
         rows.append((target, "needs two start-up sizes", "—"))

@@ -245,6 +245,7 @@ for n in $LEGO_SIZES; do
     } >"$ld/renew-all.sh"
     find "$ld/data/certificates" -name 'c*.test.crt' -exec sha256sum {} + >"$WORK/before"
     timed t bash "$ld/renew-all.sh"
+    cp "$WORK/last.err" "$ld/renew.log"
     find "$ld/data/certificates" -name 'c*.test.crt' -exec sha256sum {} + >"$WORK/after"
     changed=$(changed_files "$WORK/before" "$WORK/after")
     [ "$changed" -eq "$n" ] || die "lego renewed $changed of $n certificates"

@@ -202,9 +202,12 @@ impl StateDir {
         if !meta.is_file() {
             return Err(not_regular(path));
         }
-        // The mode renewd means, whatever the umask.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(io_err(&path))?;
+        // The mode renewd means, whatever the umask; set only when it differs, so a start
+        // changes nothing in the state directory (not even the lock file's ctime).
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777 != 0o600 {
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(io_err(&path))?;
+        }
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateError::Locked(self.root.clone())),

@@ -11,6 +11,7 @@ use crate::control;
 use crate::daemon;
 use crate::schedule::Deployed;
 use crate::session::Session;
+use crate::state::CertRecord;
 use crate::status;
 use crate::text::escape;
 use crate::text::rfc3339;
@@ -82,16 +83,26 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
             "interrupted swaps could not be recovered; their files are in doubt");
         fine = false;
     }
-    // Each certificate's files are read once, for ARI and for the decision.
+    // Each certificate's record and files are read once, for ARI and for the decision; a
+    // set renewd deployed is recognised by its digest and not checked again.
     let certs = config.certificates.clone();
-    let inspected = tokio::task::spawn_blocking(move || {
-        certs
-            .iter()
-            .map(|c| crate::deploy::inspect(&c.files))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| CommandError::Failed(format!("reading the deployed certificates failed: {e}")))?;
+    let dir = state.clone();
+    let (mut loaded, inspected): (Vec<CertRecord>, Vec<_>) =
+        tokio::task::spawn_blocking(move || {
+            certs
+                .iter()
+                .map(|c| {
+                    let rec = dir.load_cert(&c.name);
+                    let digest = rec.deployed_digest();
+                    let inspected = crate::deploy::inspect_known(&c.files, digest.as_ref());
+                    (rec, inspected.map(|(leaf, _)| leaf))
+                })
+                .unzip()
+        })
+        .await
+        .map_err(|e| {
+            CommandError::Failed(format!("reading the deployed certificates failed: {e}"))
+        })?;
     // Every pass asks the CA's ARI afresh about each deployed certificate (the records come
     // back as the answers left them), unless none of its CAs is to be asked (`ari = false`):
     // those are not even handed over, which keeps a pass without ARI cheap.
@@ -104,17 +115,22 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
         .iter()
         .zip(&inspected)
         .filter(|(c, _)| asks_ari(c))
-        .filter_map(|(c, i)| Some((c.clone(), Some(i.as_ref().ok()?.clone()))))
+        .filter_map(|(c, i)| Some(((**c).clone(), Some(i.as_ref().ok()?.clone()))))
         .collect();
-    check_revocation(config, state, &inspected).await;
+    // A record marked revoked now is read again.
+    for name in check_revocation(config, state, &inspected).await {
+        if let Some(i) = config.certificates.iter().position(|c| c.name == name) {
+            loaded[i] = state.load_cert(&name);
+        }
+    }
     let mut records = renewer.refresh_ari_all(asked, &config.cas).await;
     let now = SystemTime::now();
     let mut due = Vec::new();
-    for (cert, inspected) in config.certificates.iter().zip(&inspected) {
+    for ((cert, inspected), loaded) in config.certificates.iter().zip(&inspected).zip(&mut loaded) {
         let rec = match records.remove(&cert.name) {
             Some(rec) => rec,
             None => {
-                let mut rec = state.load_cert(&cert.name);
+                let mut rec = std::mem::take(loaded);
                 if !asks_ari(cert) && rec.ari.as_ref().is_some_and(|a| a.window.is_some()) {
                     // Advice recorded before `ari = false` was set no longer counts: drop it,
                     // so no later process sends `replaces` or shows it.
@@ -138,7 +154,7 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
             fine = false;
         } else if ev.decision.is_due(now) {
             crate::logging::renewal_due(&cert.name, &ev.decision.reason);
-            due.push(cert.clone());
+            due.push((**cert).clone());
         } else if let Deployed::Unusable(why) = &ev.deployed {
             tracing::error!(cert = %cert.name, error = %why, retry_at = %rfc3339(ev.decision.at),
                 "{}: not usable ({why}), and still backing off after earlier failures until {}",
@@ -159,12 +175,13 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
 }
 
 /// Checks the revocation of the deployed certificates whose check is due: one found revoked
-/// is marked in its record, so the pass's decision renews it at once.
+/// is marked in its record, so the pass's decision renews it at once. Returns the names of
+/// the certificates whose records were marked.
 async fn check_revocation(
     config: &Config,
     state: &crate::state::StateDir,
     inspected: &[Result<crate::x509::CertInfo, crate::deploy::DeployedProblem>],
-) {
+) -> Vec<String> {
     let wanted: Vec<_> = config
         .certificates
         .iter()
@@ -174,9 +191,12 @@ async fn check_revocation(
     match crate::revocation::pass(&config.state_dir, wanted.clone(), SystemTime::now()).await {
         Ok(store) => {
             let revoked = crate::revocation::revoked_managed(&wanted, &store);
-            crate::revocation::mark_revoked(state, &revoked, SystemTime::now());
+            crate::revocation::mark_revoked(state, &revoked, SystemTime::now())
         }
-        Err(e) => tracing::error!(error = %e, "revocation not checked"),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation not checked");
+            Vec::new()
+        }
     }
 }
 

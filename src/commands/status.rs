@@ -81,7 +81,7 @@ fn status_offline(
     let state = StateDir::open_existing(&config.state_dir);
     let now = SystemTime::now();
     let certs = if names.is_empty() {
-        config.certificates.iter().collect()
+        config.certificates.iter().map(|c| &**c).collect()
     } else {
         select(config, names, false)?
     };
@@ -91,7 +91,9 @@ fn status_offline(
         .into_iter()
         .map(|c| {
             let mut rec = state.load_cert(&c.name);
-            let inspected = crate::deploy::inspect(&c.files);
+            let digest = rec.deployed_digest();
+            let inspected =
+                crate::deploy::inspect_known(&c.files, digest.as_ref()).map(|(leaf, _)| leaf);
             // Found revoked by an `inventory` or the daemon: shown due at once ("revoked").
             if let Ok(info) = &inspected {
                 crate::revocation::overlay(&mut rec, info, &revocation);

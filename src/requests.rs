@@ -34,7 +34,7 @@ pub(crate) fn select<'a>(
     all: bool,
 ) -> Result<Vec<&'a CertConfig>, UnknownCertificates> {
     if all {
-        return Ok(config.certificates.iter().collect());
+        return Ok(config.certificates.iter().map(|c| &**c).collect());
     }
     let unknown: Vec<String> = names
         .iter()

@@ -183,7 +183,10 @@ pub fn load_from_sources(files: &[(PathBuf, String)]) -> Result<Config, ConfigEr
 impl Config {
     /// The certificate called `name`.
     pub fn certificate(&self, name: &str) -> Option<&CertConfig> {
-        self.certificates.iter().find(|c| c.name == name)
+        self.certificates
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| &**c)
     }
 
     /// `Err` naming every one of `names` that is no configured certificate, each with the

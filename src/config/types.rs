@@ -26,7 +26,7 @@ pub struct Config {
     pub log_level: Option<String>,
     pub cas: BTreeMap<String, CaConfig>,
     /// In file order: the main file first, then `conf.d` in name order.
-    pub certificates: Vec<CertConfig>,
+    pub certificates: Vec<Arc<CertConfig>>,
     pub metrics: Option<MetricsConfig>,
     pub alert: Option<AlertConfig>,
     pub exceptions: Vec<ExceptionConfig>,

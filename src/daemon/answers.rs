@@ -29,7 +29,7 @@ impl Daemon {
                     return;
                 }
                 // The records are read on a blocking thread, not on the loop.
-                let rows: Vec<(CertConfig, Evaluation, bool)> = self
+                let rows: Vec<(std::sync::Arc<CertConfig>, Evaluation, bool)> = self
                     .table
                     .entries()
                     .filter(|e| names.is_empty() || names.contains(&e.cfg.name))

@@ -98,6 +98,11 @@ impl Governance {
         !self.discovery_changed.is_empty()
     }
 
+    /// Whether the inventory is being collected.
+    pub(super) fn collecting(&self) -> bool {
+        self.collecting
+    }
+
     /// Whether a discovery scan runs.
     pub(super) fn scanning(&self) -> bool {
         self.scanning

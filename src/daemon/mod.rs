@@ -415,10 +415,12 @@ impl Daemon {
         }
     }
 
-    /// Whether nothing is in flight: no batch running, no evaluation pending, no ARI poll
-    /// running, no debounce pending, no configuration being read, no revocation pass.
+    /// Whether nothing is in flight: not starting, no inventory being collected, no batch
+    /// running, no evaluation pending, no ARI poll running, no debounce pending, no
+    /// configuration being read, no revocation pass.
     fn idle(&self) -> bool {
         !self.starting
+            && !self.governance.collecting()
             && self.batches_in_flight == 0
             && self.debounce.until.is_none()
             && !self.reload.running()

@@ -80,6 +80,7 @@ impl Daemon {
         checks.running = false;
         // Until the collection below plans again: not before the floor.
         checks.next = Some(SystemTime::now() + revocation::MIN_RECHECK);
+        self.trim_pending = true;
         self.refresh_governance();
     }
 

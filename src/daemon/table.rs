@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::CertConfig;
@@ -18,7 +19,8 @@ use crate::text::rfc3339;
 
 /// One certificate as the daemon knows it.
 pub(super) struct Entry {
-    pub(super) cfg: CertConfig,
+    /// Shared with the configuration: one copy of each certificate's configuration.
+    pub(super) cfg: Arc<CertConfig>,
     pub(super) eval: Evaluation,
     pub(super) renewing: bool,
     /// Failures seen by this process, so that a state directory that cannot be written
@@ -77,7 +79,7 @@ pub(super) enum Asked {
 
 /// One evaluation to make on a blocking thread: name, generation, configuration, and the
 /// failures this process saw.
-pub(super) type EvalJob = (String, u64, CertConfig, u32, Option<SystemTime>);
+pub(super) type EvalJob = (String, u64, Arc<CertConfig>, u32, Option<SystemTime>);
 
 /// Evaluations read on a blocking thread: name, generation, and the evaluation (`None` when
 /// the read failed: the previous one stays).
@@ -116,7 +118,11 @@ impl Table {
 
     /// Rebuilds the table for `certs` with `evals` (read on a blocking thread), keeping what
     /// is known about certificates that are still configured.
-    pub(super) fn rebuild(&mut self, certs: &[CertConfig], mut evals: HashMap<String, Evaluation>) {
+    pub(super) fn rebuild(
+        &mut self,
+        certs: &[Arc<CertConfig>],
+        mut evals: HashMap<String, Evaluation>,
+    ) {
         let mut old = std::mem::take(&mut self.entries);
         for cert in certs {
             let prev = old.remove(&cert.name);
@@ -246,7 +252,7 @@ impl Table {
             .filter(|e| !e.busy() && e.eval.ari_poll.is_some_and(|t| t <= now))
             .map(|e| {
                 e.polling_ari = true;
-                e.cfg.clone()
+                (*e.cfg).clone()
             })
             .collect()
     }
@@ -276,7 +282,7 @@ impl Table {
         for name in names {
             if let Some(e) = self.entries.get_mut(name) {
                 e.renewing = true;
-                certs.push(e.cfg.clone());
+                certs.push((*e.cfg).clone());
             }
         }
         certs
@@ -382,7 +388,7 @@ impl Table {
             });
         }
         e.renewing = true;
-        Ok(e.cfg.clone())
+        Ok((*e.cfg).clone())
     }
 
     /// The one-line STATUS systemd shows, e.g. "12 certificates, next: www in 23d".

@@ -135,7 +135,7 @@ mod tests {
         );
         let config = crate::config::load_from_sources(&[("renewd.toml".into(), text)])
             .expect("configuration");
-        config.certificates[0].clone()
+        (*config.certificates[0]).clone()
     }
 
     #[test]

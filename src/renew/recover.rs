@@ -10,7 +10,7 @@ impl Renewer {
     /// Swaps caught half-way are rolled back, swaps that had completed are reloaded and
     /// proven like a fresh renewal (and rolled back if that fails), and temporaries nobody
     /// refers to any more are removed. The report lists the completed swaps.
-    pub(crate) async fn recover(&self, certs: &[CertConfig]) -> BatchReport {
+    pub(crate) async fn recover(&self, certs: &[std::sync::Arc<CertConfig>]) -> BatchReport {
         let dir = self.state.journal_dir();
         let configured: journal::Configured = certs
             .iter()

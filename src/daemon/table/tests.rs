@@ -9,7 +9,7 @@ use crate::schedule::{Decision, Reason};
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
 /// The configurations of certificates `a`, `b` and `c`, loaded from a file.
-fn certs() -> Vec<CertConfig> {
+fn certs() -> Vec<std::sync::Arc<CertConfig>> {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = String::from(
         "[ca.le]\ndirectory = \"https://acme.example.org/directory\"\naccept_terms = true\n",

@@ -238,6 +238,16 @@ fn describe_pem_error(e: pem::Error) -> String {
     }
 }
 
+/// The DER of the first CERTIFICATE block of `pem`, decoded but not parsed; `None` when
+/// there is none or the PEM is malformed.
+pub(crate) fn first_pem_certificate(pem: &[u8]) -> Option<Vec<u8>> {
+    pem_items(pem)
+        .ok()?
+        .into_iter()
+        .find(|(kind, _)| *kind == SectionKind::Certificate)
+        .map(|(_, der)| der)
+}
+
 /// Every CERTIFICATE block of a PEM bundle, in order; other blocks (keys) are ignored.
 /// Each block must hold a parseable certificate, so a half-written file is caught here.
 pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {

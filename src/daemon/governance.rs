@@ -34,6 +34,8 @@ pub(super) struct Governance {
     discovery_watch: Arc<Mutex<DiscoveryWatch>>,
     /// The revocation checks: what to check, when next.
     pub(super) revocation: super::revocation::Checks,
+    /// The revocation results as last read, shared with the collections.
+    revocation_store: Arc<Mutex<crate::revocation::store::Cached>>,
 }
 
 type ScanJob = Box<dyn FnOnce() -> (Scan, Duration) + Send + 'static>;
@@ -62,6 +64,7 @@ impl Governance {
                 MAX_DISCOVERY_WATCHES,
             ))),
             revocation: Default::default(),
+            revocation_store: Default::default(),
         }
     }
 
@@ -176,6 +179,7 @@ impl Daemon {
         let cas: Vec<String> = self.config.cas.keys().cloned().collect();
         let state_dir = self.config.state_dir.clone();
         let events = self.events.clone();
+        let store = g.revocation_store.clone();
         tokio::spawn(async move {
             let job = move || {
                 let now = SystemTime::now();
@@ -185,7 +189,10 @@ impl Daemon {
                     (ca.as_str(), pause.is_some())
                 }));
                 let mut inv = collect(&managed, now);
-                let store = crate::revocation::Store::load(&state_dir);
+                let store = store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&state_dir);
                 crate::revocation::annotate(&mut inv, &store);
                 (inv, now)
             };

@@ -79,8 +79,8 @@ fn verified_leaf(read: &[(FileKind, &Path, Vec<u8>)]) -> Option<CertInfo> {
     [FileKind::Fullchain, FileKind::Cert, FileKind::Combined]
         .into_iter()
         .find_map(|want| read.iter().find(|(k, _, _)| *k == want))
-        .and_then(|(_, _, data)| x509::pem_certificates(data).ok())
-        .and_then(|certs| CertInfo::parse_der(certs.first()?).ok())
+        .and_then(|(_, _, data)| x509::first_pem_certificate(data))
+        .and_then(|der| CertInfo::parse_der(&der).ok())
 }
 
 /// The checks between a set's files, read as `read` (kind, path, bytes).

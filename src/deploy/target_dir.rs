@@ -149,6 +149,9 @@ fn unsafe_passage(visited: &[Visited], i: usize, is_target: bool) -> Option<Stri
 /// [`Config::check_environment`], which reports them already.
 pub(crate) fn check_directories(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // Each directory is walked once, however many certificates have files in it; its
+    // verdict is reported at each certificate's key.
+    let mut verdicts: std::collections::HashMap<&Path, Option<String>> = Default::default();
     for cert in &config.certificates {
         let mut seen: Vec<&Path> = Vec::new();
         for (kind, path) in cert.files.iter() {
@@ -157,15 +160,20 @@ pub(crate) fn check_directories(config: &Config) -> Vec<Problem> {
                 continue;
             }
             seen.push(dir);
-            match check_target_dir(dir) {
-                Ok(())
-                | Err(DeployError::MissingDirectory { .. })
-                | Err(DeployError::NotADirectory { .. })
-                | Err(DeployError::DirectoryLookup { .. }) => {}
-                Err(e) => problems.push(Problem::new(
+            let verdict = verdicts
+                .entry(dir)
+                .or_insert_with(|| match check_target_dir(dir) {
+                    Ok(())
+                    | Err(DeployError::MissingDirectory { .. })
+                    | Err(DeployError::NotADirectory { .. })
+                    | Err(DeployError::DirectoryLookup { .. }) => None,
+                    Err(e) => Some(e.to_string()),
+                });
+            if let Some(e) = verdict {
+                problems.push(Problem::new(
                     cert.key_location(&format!("files.{kind}")).clone(),
                     format!("`files.{kind}`: {e}"),
-                )),
+                ));
             }
         }
     }

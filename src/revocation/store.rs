@@ -46,6 +46,30 @@ pub(crate) struct Store {
     pub(crate) entries: BTreeMap<String, Entry>,
 }
 
+/// The daemon's copy of `status.json`, read again only when the file is not the one read
+/// last time ([`fsutil::FileId`]: every writer replaces it by renaming a new file, so a
+/// write is a new inode and a new change time). An inventory collection then reads nothing
+/// when no revocation result changed.
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
+    read: Option<(Option<fsutil::FileId>, std::sync::Arc<Store>)>,
+}
+
+impl Cached {
+    /// The store of `state_dir`, as [`Store::load`] reads it.
+    pub(crate) fn get(&mut self, state_dir: &Path) -> std::sync::Arc<Store> {
+        let id = fsutil::FileId::of_path(&dir(state_dir).join("status.json"));
+        match &self.read {
+            Some((seen, store)) if *seen == id && id.is_some() => store.clone(),
+            _ => {
+                let store = std::sync::Arc::new(Store::load(state_dir));
+                self.read = Some((id, store.clone()));
+                store
+            }
+        }
+    }
+}
+
 impl Store {
     /// The store of `state_dir`; missing, unreadable or corrupt is empty (a warning for the
     /// last two): a lost cache means checking again, nothing worse.
@@ -158,6 +182,34 @@ mod tests {
         // Corrupt: empty, not an error.
         std::fs::write(dir.path().join("revocation/status.json"), b"{").unwrap();
         assert!(Store::load(dir.path()).entries.is_empty());
+    }
+
+    #[test]
+    fn the_daemons_copy_is_read_again_only_when_the_file_changed_even_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(b"certificate three");
+        let mut cached = Cached::default();
+        assert!(cached.get(dir.path()).entries.is_empty());
+        Store::merge_save(dir.path(), &[(k.clone(), entry(200))], 100).unwrap();
+        let first = cached.get(dir.path());
+        assert_eq!(first.entries[&k].checked_at, 200);
+        // Unchanged: the same copy, nothing parsed.
+        assert!(std::sync::Arc::ptr_eq(&first, &cached.get(dir.path())));
+        // Rewritten in place behind its back, same size, modification time put back: the
+        // change time still moves.
+        let path = dir.path().join("revocation/status.json");
+        let before = std::fs::metadata(&path).unwrap();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("200", "201");
+        std::fs::write(&path, &text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(before.modified().unwrap()))
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before.len());
+        assert_eq!(cached.get(dir.path()).entries[&k].checked_at, 201);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! files are read through `fsutil::read_regular` with the trust-roots size cap.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -98,38 +97,7 @@ const SIGNED_DATA_OID: &[u8] = &[
     0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
 ];
 
-/// The identity of a file's contents as far as `stat` tells: device, inode, size,
-/// modification and change times (ns). A replaced or rewritten file gets a new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileId {
-    fn of(meta: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-
-    /// Device and inode only: the same file under two names.
-    pub(crate) fn inode(&self) -> (u64, u64) {
-        (self.dev, self.ino)
-    }
-
-    /// The identity of what `path` names (symbolic links followed), if it exists.
-    pub(crate) fn of_path(path: &Path) -> Option<FileId> {
-        std::fs::metadata(path).ok().map(|m| FileId::of(&m))
-    }
-}
+pub(crate) use crate::fsutil::FileId;
 
 /// Parsed files by path and identity, so a daemon pass does not parse an unchanged system
 /// bundle again. Entries for files no longer asked for are dropped by [`Cache::retain`].

@@ -86,9 +86,23 @@ fn daemon_reissues_a_deleted_or_mismatched_file_within_seconds() {
     assert_ne!(second.serial_hex, first.serial_hex);
     assert_eq!(key_spki(rig.key("www")), second.spki);
 
-    // A key that no longer matches the certificate (someone copied the wrong file).
-    let stranger = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    // A key that no longer matches the certificate (someone copied the wrong file), of the
+    // same size and with the modification time put back: only the bytes say it changed
+    // (renewd recorded the digest of the set it deployed, and must not trust it blindly).
+    let before = fs::metadata(rig.key("www")).unwrap();
+    let stranger = loop {
+        let k = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        if k.len() as u64 == before.len() {
+            break k;
+        }
+    };
     fs::write(rig.key("www"), stranger).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(rig.key("www"))
+        .and_then(|f| f.set_modified(before.modified().unwrap()))
+        .unwrap();
+    assert_eq!(fs::metadata(rig.key("www")).unwrap().len(), before.len());
     wait_until(
         Duration::from_secs(15),
         "re-issue after key mismatch",

@@ -387,8 +387,19 @@ fn a_daemon_start_without_ari_rewrites_no_state_record() {
     };
     let before = records(&rig);
     assert_eq!(before.len(), 2, "{before:?}");
+    // Nor the lock file: taking it changes nothing on disk (its mode was set each start).
+    let lock = |rig: &Rig| {
+        let m = std::fs::metadata(rig.state_dir.join("lock")).expect("lock");
+        (m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec())
+    };
+    let lock_before = lock(&rig);
     let mut daemon = rig.spawn_daemon();
     daemon.wait_idle_after(0);
+    assert_eq!(
+        lock(&rig),
+        lock_before,
+        "the daemon's start changed the lock file"
+    );
     let after = records(&rig);
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(

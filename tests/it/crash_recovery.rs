@@ -203,8 +203,11 @@ fn wait_for_staging(rig: &Rig, timeout: Duration) -> Option<Instant> {
 fn sigkill_at_random_instants_never_leaves_a_mismatched_set() {
     // Loads the machine: no other heavy or timing-sensitive test meanwhile.
     let _heavy = common::serial::heavy();
+    // A day's lifetime: nothing falls due while the test runs (15 minutes did on a loaded
+    // machine, and a due renewal staging its files right after the restart was taken for a
+    // leftover of the recovery). Every renewal here is forced.
     let rig = Rig::new(PebbleOptions {
-        validity_secs: 900,
+        validity_secs: 86_400,
         order_retry_after: 0,
         authz_retry_after: 0,
         ..PebbleOptions::default()

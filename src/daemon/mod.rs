@@ -183,8 +183,8 @@ struct Daemon {
     starting: bool,
     /// Why the daemon must stop now (the first read failed); the loop ends with it.
     failed: Option<DaemonError>,
-    /// A burst of work (the first read, a batch) ended: the heap it freed is handed back
-    /// once the inventory collected after it is applied.
+    /// A burst of work (the first read, a batch, an ARI poll, a revocation pass) ended: the
+    /// heap it freed is handed back once the inventory collected after it is applied.
     trim_pending: bool,
 }
 
@@ -242,7 +242,9 @@ pub(crate) async fn run(
             // Until the first read is applied, requests wait in the channel (bounded: the
             // control server waits to hand over more).
             Some((req, reply)) = inbox.control.recv(), if !d.starting => d.on_control(req, reply),
-            _ = hup.recv() => {
+            // A SIGHUP during the first read waits for it (the signal is kept meanwhile), so
+            // an older first read never replaces a newer configuration's evaluations.
+            _ = hup.recv(), if !d.starting => {
                 systemd.reloading();
                 // READY=1 follows once the configuration is read (`apply_reload`).
                 d.reload();
@@ -289,7 +291,8 @@ async fn debounced(until: Option<tokio::time::Instant>) {
     }
 }
 
-/// Hands heap freed after a burst of work (start-up, a batch) back to the kernel.
+/// Hands heap freed after a burst of work (start-up, a batch, an ARI poll, a revocation
+/// pass) back to the kernel.
 /// glibc keeps it otherwise, so a daemon that read 1,000 certificates at start would hold
 /// that peak for months of idleness. Then pages the binary's own code and read-only data
 /// out ([`page_out_code`]).
@@ -636,6 +639,8 @@ impl Daemon {
         match ev {
             Event::AriDone(names) => {
                 self.table.ari_done(&names, SystemTime::now());
+                // A poll of many certificates is a burst too (TLS, JSON, records).
+                self.trim_pending = true;
                 // The due renewals start once the records are read again; the CA's advice may
                 // start or end an alert condition (ari_early_replacement), which the
                 // collection after the evaluations looks at.

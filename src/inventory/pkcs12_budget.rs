@@ -151,7 +151,7 @@ fn count(t: Tlv<'_>) -> Result<u64, WorkRefused> {
 }
 
 /// What the walk has added up so far.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Walk {
     iterations: u64,
     parts: u32,
@@ -194,9 +194,15 @@ impl Walk {
                 }
                 self.elements(t.content, depth + 1)?;
             } else if t.tag == 0x04 && t.content.first().is_some_and(|b| b & 0x20 != 0) {
-                // Encapsulated DER; opaque bytes (salts, ciphertext) are skipped.
-                if children(t.content).is_ok() {
-                    self.elements(t.content, depth + 1)?;
+                // Encapsulated DER; opaque bytes (salts, ciphertext) are skipped. Ciphertext
+                // can start like DER by chance, so its content is walked on trial: malformed
+                // inside means opaque; any other refusal (too much work, scrypt, an unknown
+                // scheme, too many elements) found in well-formed DER stands.
+                let mut trial = *self;
+                match trial.elements(t.content, depth + 1) {
+                    Ok(()) => *self = trial,
+                    Err(WorkRefused::Malformed(why)) if why != "too many elements" => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -421,6 +427,26 @@ mod tests {
         assert!(matches!(
             check(&pfx(1, &other_pbe, None)),
             Err(WorkRefused::UnknownScheme { .. })
+        ));
+    }
+
+    #[test]
+    fn ciphertext_that_happens_to_start_like_der_is_opaque_not_malformed() {
+        // An OCTET STRING of ciphertext (a shrouded key's encryptedData) whose first bytes
+        // read as a constructed element, and whose inside then does not parse: random
+        // bytes do this now and then (an `openssl pkcs12 -export` bundle was refused once in
+        // a CI run). It is skipped, as any opaque OCTET STRING is.
+        let ciphertext = [0x30, 0x03, 0x30, 0x01, 0xff];
+        let bundle = seq(&[int(3), enc(0x04, &ciphertext)]);
+        assert_eq!(check(&bundle), Ok(()));
+        // A budget found inside encapsulated DER still counts.
+        let costly = seq(&[
+            int(3),
+            enc(0x04, &seq(&[pbes2(pbkdf2(MAX_ITERATIONS + 1))])),
+        ]);
+        assert!(matches!(
+            check(&costly),
+            Err(WorkRefused::TooMuchWork { .. })
         ));
     }
 

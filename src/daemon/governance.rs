@@ -31,6 +31,8 @@ pub(super) struct Governance {
     discovery_full: bool,
     /// A scan runs on a blocking thread; at most one at a time.
     scanning: bool,
+    /// The first scan has ended: inventories are collected from then on.
+    scanned_once: bool,
     discovery_watch: Arc<Mutex<DiscoveryWatch>>,
     /// The revocation checks: what to check, when next.
     pub(super) revocation: super::revocation::Checks,
@@ -59,6 +61,7 @@ impl Governance {
             discovery_changed: BTreeSet::new(),
             discovery_full: true,
             scanning: false,
+            scanned_once: false,
             discovery_watch: Arc::new(Mutex::new(DiscoveryWatch::new(
                 Some(watcher),
                 MAX_DISCOVERY_WATCHES,
@@ -104,11 +107,6 @@ impl Governance {
     /// Whether the inventory is being collected.
     pub(super) fn collecting(&self) -> bool {
         self.collecting
-    }
-
-    /// Whether a discovery scan runs.
-    pub(super) fn scanning(&self) -> bool {
-        self.scanning
     }
 
     /// The scan to run next, for a blocking thread: the whole of every discovery path after
@@ -161,6 +159,11 @@ impl Daemon {
     /// alert deadline. One collection at a time; asked meanwhile, another follows it.
     pub(super) fn refresh_governance(&mut self) {
         let g = &mut self.governance;
+        // Not before the first read and the first scan: an inventory without them would
+        // resolve the alerts of every certificate it lacks (and fire them again after).
+        if self.starting || !g.scanned_once {
+            return;
+        }
         if g.collecting {
             g.collect_again = true;
             return;
@@ -260,6 +263,7 @@ impl Daemon {
     pub(super) fn scan_done(&mut self, scan: Scan, elapsed: Duration) {
         let g = &mut self.governance;
         g.scanning = false;
+        g.scanned_once = true;
         g.live.set_scan(scan, elapsed);
         self.refresh_governance();
         let g = &self.governance;

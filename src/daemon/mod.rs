@@ -431,9 +431,6 @@ impl Daemon {
         // The first inventory waits for the first scan (it is collected when the scan ends),
         // so the first metrics and alerts include what discovery finds.
         self.start_scan();
-        if !self.governance.scanning() {
-            self.refresh_governance();
-        }
         self.trim_pending = true;
     }
 

@@ -27,6 +27,8 @@ pub(crate) struct Live {
     host: String,
     /// The trust stores' parsed anchors by file identity, shared with the collectors.
     trust_cache: std::sync::Arc<std::sync::Mutex<crate::trust::Cache>>,
+    /// Held by the task delivering a plan's alerts (FIFO: tokio's mutex is fair).
+    delivering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Live {
@@ -53,6 +55,7 @@ impl Live {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
             trust_cache: Default::default(),
+            delivering: Default::default(),
         };
         live.configure(config);
         Ok(live)
@@ -187,7 +190,11 @@ impl Live {
             self.alerts = plan.state;
         }
         if !plan.send.is_empty() {
+            // One delivery at a time, in the order planned: two collections close together
+            // must not run the alert command twice at once (its output would interleave).
+            let delivering = self.delivering.clone();
             tokio::spawn(async move {
+                let _one = delivering.lock().await;
                 for alert in &plan.send {
                     notifier.deliver(alert).await;
                 }

@@ -123,9 +123,18 @@ pub fn evaluate(
     cas: &BTreeMap<String, CaConfig>,
     now: SystemTime,
 ) -> Evaluation {
+    evaluate_inspected(cert, rec, cas, now, inspect_deployed(cert, rec).as_ref())
+}
+
+/// `cert`'s deployed files as [`deploy::inspect_known`] reads them, given the digest `rec`
+/// holds of the set renewd last deployed (so that set is not checked again). Errors: why
+/// the deployed set cannot be used.
+pub(crate) fn inspect_deployed(
+    cert: &CertConfig,
+    rec: &CertRecord,
+) -> Result<CertInfo, deploy::DeployedProblem> {
     let digest = rec.deployed_digest();
-    let inspected = deploy::inspect_known(&cert.files, digest.as_ref()).map(|(leaf, _)| leaf);
-    evaluate_inspected(cert, rec, cas, now, inspected.as_ref())
+    deploy::inspect_known(&cert.files, digest.as_ref()).map(|(leaf, _)| leaf)
 }
 
 /// [`evaluate`] with `cert`'s files already read by [`deploy::inspect`].

@@ -93,9 +93,8 @@ async fn run_once(config: &Config, diagnosis: &Diagnosis) -> Result<bool, Comman
                 .iter()
                 .map(|c| {
                     let rec = dir.load_cert(&c.name);
-                    let digest = rec.deployed_digest();
-                    let inspected = crate::deploy::inspect_known(&c.files, digest.as_ref());
-                    (rec, inspected.map(|(leaf, _)| leaf))
+                    let inspected = status::inspect_deployed(c, &rec);
+                    (rec, inspected)
                 })
                 .unzip()
         })

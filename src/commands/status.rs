@@ -91,9 +91,7 @@ fn status_offline(
         .into_iter()
         .map(|c| {
             let mut rec = state.load_cert(&c.name);
-            let digest = rec.deployed_digest();
-            let inspected =
-                crate::deploy::inspect_known(&c.files, digest.as_ref()).map(|(leaf, _)| leaf);
+            let inspected = status::inspect_deployed(c, &rec);
             // Found revoked by an `inventory` or the daemon: shown due at once ("revoked").
             if let Ok(info) = &inspected {
                 crate::revocation::overlay(&mut rec, info, &revocation);

@@ -159,9 +159,10 @@ impl Daemon {
     /// alert deadline. One collection at a time; asked meanwhile, another follows it.
     pub(super) fn refresh_governance(&mut self) {
         let g = &mut self.governance;
-        // Not before the first read and the first scan: an inventory without them would
-        // resolve the alerts of every certificate it lacks (and fire them again after).
-        if self.starting || !g.scanned_once {
+        // Not before the first scan, which starts once the first read is applied: an
+        // inventory without them would resolve the alerts of every certificate it lacks
+        // (and fire them again after).
+        if !g.scanned_once {
             return;
         }
         if g.collecting {
